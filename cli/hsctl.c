@@ -1,0 +1,685 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* hsctl: a thin CLI over hsd's REST API. It builds requests and prints
+ * answers; every decision is hsd's. */
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <string.h>
+#include <time.h>
+
+#include "hsctl.h"
+
+static void usage(FILE *f)
+{
+	fputs("Usage: hsctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+	      "\n"
+	      "Commands:\n"
+	      "  version                     hsctl's and hsd's versions\n"
+	      "  host                        QEMU, KVM, CPU, memory, NUMA, KSM\n"
+	      "  list                        all VMs\n"
+	      "  info NAME                   state, pid, uptime, last exit, spec\n"
+	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
+	      "              [--kernel F [--initrd F] [--append S]] [--disk FILE]...\n"
+	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
+	      "  start NAME [--paused]\n"
+	      "  stop NAME [--timeout S] [--force]\n"
+	      "  kill|reboot|pause|resume|delete NAME\n"
+	      "  qmp NAME JSON               QMP passthrough; prints QEMU's reply\n"
+	      "  console NAME [--wait-for TEXT] [--timeout S] [--no-replay]\n"
+	      "                              serial console; Ctrl-] detaches\n"
+	      "  events [--vm NAME]          stream of state changes and QMP events\n"
+	      "\n"
+	      "Exit codes: 0 ok, 1 error from hsd, 2 usage error, 3 cannot reach hsd.\n",
+	      f);
+}
+
+int ctl_connect(Ctl *ctl)
+{
+	if (ctl->connected)
+		return 0;
+	HsError err = {0};
+	if (hs_client_connect(&ctl->client, ctl->socket_path, &err) < 0) {
+		fprintf(stderr, "hsctl: %s\n", err.message);
+		return -1;
+	}
+	ctl->connected = true;
+	return 0;
+}
+
+int ctl_report(Ctl *ctl, unsigned status, json_t *body, const HsError *err)
+{
+	if (err) {
+		fprintf(stderr, "hsctl: %s\n", err->message);
+		return !strcmp(err->kind, "unreachable") ? EXIT_UNREACHABLE : EXIT_HSD_ERROR;
+	}
+	json_t *e = json_object_get(body, "error");
+	const char *msg = json_string_value(json_object_get(e, "message"));
+	const char *code = json_string_value(json_object_get(e, "code"));
+	if (ctl->json && body) {
+		json_dumpf(body, stdout, JSON_INDENT(2));
+		fputc('\n', stdout);
+	}
+	fprintf(stderr, "hsctl: %s%s%s (HTTP %u)\n", msg ? msg : "request failed",
+		code ? ": " : "", code ? code : "", status);
+	return EXIT_HSD_ERROR;
+}
+
+/* One request; on success *ret is the body. Returns an exit code. */
+static int call(Ctl *ctl, const char *method, const char *path, json_t *body, json_t **ret)
+{
+	if (ctl_connect(ctl) < 0)
+		return EXIT_UNREACHABLE;
+	unsigned status = 0;
+	json_t *resp = NULL;
+	HsError err = {0};
+	if (hs_client_request(&ctl->client, method, path, body, &status, &resp, &err) < 0)
+		return ctl_report(ctl, 0, NULL, &err);
+	if (status >= 300) {
+		int r = ctl_report(ctl, status, resp, NULL);
+		json_decref(resp);
+		return r;
+	}
+	*ret = resp;
+	return EXIT_OK;
+}
+
+static void print_json(json_t *j)
+{
+	json_dumpf(j, stdout, JSON_INDENT(2));
+	fputc('\n', stdout);
+}
+
+static void fmt_duration(double s, char *buf, size_t size)
+{
+	long t = (long)s;
+	if (t >= 86400)
+		snprintf(buf, size, "%ldd%ldh", t / 86400, (t % 86400) / 3600);
+	else if (t >= 3600)
+		snprintf(buf, size, "%ldh%ldm", t / 3600, (t % 3600) / 60);
+	else if (t >= 60)
+		snprintf(buf, size, "%ldm%lds", t / 60, t % 60);
+	else
+		snprintf(buf, size, "%lds", t);
+}
+
+static void fmt_bytes(double b, char *buf, size_t size)
+{
+	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int i = 0;
+	while (b >= 1024 && i < 4) {
+		b /= 1024;
+		i++;
+	}
+	snprintf(buf, size, "%.1f %s", b, u[i]);
+}
+
+static bool is_name(const char *s)
+{
+	return s && *s && *s != '-';
+}
+
+static int cmd_version(Ctl *ctl, int argc, char **argv)
+{
+	json_t *j = NULL;
+	int r = call(ctl, "GET", "/v1", NULL, &j);
+	if (ctl->json) {
+		json_t *o = json_pack("{s:s, s:O?}", "hsctl", HS_VERSION, "hsd",
+				      json_object_get(j, "version"));
+		print_json(o);
+		json_decref(o);
+	} else {
+		printf("hsctl %s\n", HS_VERSION);
+		if (j)
+			printf("hsd %s\n", json_string_value(json_object_get(j, "version")));
+	}
+	json_decref(j);
+	return r;
+}
+
+static int cmd_host(Ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1) {
+		fputs("hsctl: usage: hsctl host\n", stderr);
+		return EXIT_USAGE;
+	}
+	json_auto_t *j = NULL;
+	int r = call(ctl, "GET", "/v1/host", NULL, &j);
+	if (r)
+		return r;
+	if (ctl->json) {
+		print_json(j);
+		return 0;
+	}
+	json_t *q = json_object_get(j, "qemu"), *k = json_object_get(j, "kvm"),
+	       *c = json_object_get(j, "cpu"), *m = json_object_get(j, "memory"),
+	       *ksm = json_object_get(j, "ksm"), *vms = json_object_get(j, "vms");
+	char tot[32], avail[32], nom[32];
+	fmt_bytes(json_number_value(json_object_get(m, "total_bytes")), tot, sizeof(tot));
+	fmt_bytes(json_number_value(json_object_get(m, "available_bytes")), avail, sizeof(avail));
+	fmt_bytes(json_number_value(json_object_get(m, "vm_nominal_bytes")), nom, sizeof(nom));
+	printf("hsd:        %s\n", json_string_value(json_object_get(j, "hsd_version")));
+	printf("QEMU:       %s (%s)%s\n", json_string_value(json_object_get(q, "version")),
+	       json_string_value(json_object_get(q, "binary")),
+	       json_is_true(json_object_get(q, "sandbox")) ? ", seccomp sandbox" : "");
+	printf("KVM:        %s: %s\n", json_is_true(json_object_get(k, "usable")) ? "usable" : "NOT usable",
+	       json_string_value(json_object_get(k, "reason")));
+	printf("CPU:        %lld x %s\n", json_integer_value(json_object_get(c, "count")),
+	       json_string_value(json_object_get(c, "model")));
+	printf("Memory:     %s total, %s available, %s nominal in running VMs\n", tot, avail, nom);
+	printf("NUMA nodes: %lld\n", json_integer_value(json_object_get(j, "numa_nodes")));
+	printf("KSM:        %s\n",
+	       !json_is_true(json_object_get(ksm, "present")) ? "not available"
+	       : json_integer_value(json_object_get(ksm, "run")) == 1 ? "on"
+								    : "off");
+	printf("VMs:        %lld\n", json_integer_value(json_object_get(vms, "total")));
+	return 0;
+}
+
+static int cmd_list(Ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1) {
+		fputs("hsctl: usage: hsctl list\n", stderr);
+		return EXIT_USAGE;
+	}
+	json_auto_t *j = NULL;
+	int r = call(ctl, "GET", "/v1/vms", NULL, &j);
+	if (r)
+		return r;
+	if (ctl->json) {
+		print_json(j);
+		return 0;
+	}
+	printf("%-24s %-9s %4s %8s %8s %8s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID", "UPTIME");
+	size_t i;
+	json_t *vm;
+	json_array_foreach (json_object_get(j, "vms"), i, vm) {
+		char up[32] = "-", pid[16] = "-", mem[32];
+		json_t *u = json_object_get(vm, "uptime_s");
+		if (u)
+			fmt_duration(json_number_value(u), up, sizeof(up));
+		if (json_integer_value(json_object_get(vm, "pid")) > 0)
+			snprintf(pid, sizeof(pid), "%lld",
+				 json_integer_value(json_object_get(vm, "pid")));
+		snprintf(mem, sizeof(mem), "%lldM",
+			 json_integer_value(json_object_get(vm, "memory_mib")));
+		printf("%-24s %-9s %4lld %8s %8s %8s\n",
+		       json_string_value(json_object_get(vm, "name")),
+		       json_string_value(json_object_get(vm, "state")),
+		       json_integer_value(json_object_get(vm, "cpus")), mem, pid, up);
+	}
+	return 0;
+}
+
+static void print_vm(json_t *vm)
+{
+	json_t *spec = json_object_get(vm, "spec");
+	printf("Name:        %s\n", json_string_value(json_object_get(vm, "name")));
+	printf("State:       %s\n", json_string_value(json_object_get(vm, "state")));
+	if (json_integer_value(json_object_get(vm, "pid")) > 0)
+		printf("QEMU pid:    %lld\n", json_integer_value(json_object_get(vm, "pid")));
+	json_t *u = json_object_get(vm, "uptime_s");
+	if (u) {
+		char up[32];
+		fmt_duration(json_number_value(u), up, sizeof(up));
+		printf("Uptime:      %s\n", up);
+	}
+	const char *reason = json_string_value(json_object_get(vm, "exit_reason"));
+	if (reason && *reason)
+		printf("Last exit:   %s\n", reason);
+	if (spec) {
+		printf("vCPUs:       %lld\n", json_integer_value(json_object_get(spec, "cpus")));
+		printf("Memory:      %lld MiB\n",
+		       json_integer_value(json_object_get(spec, "memory_mib")));
+		printf("Accel:       %s\n", json_string_value(json_object_get(spec, "accel")));
+		printf("Machine:     %s\n", json_string_value(json_object_get(spec, "machine")));
+		const char *k = json_string_value(json_object_get(spec, "kernel"));
+		if (k) {
+			printf("Kernel:      %s\n", k);
+			const char *i = json_string_value(json_object_get(spec, "initrd"));
+			const char *c = json_string_value(json_object_get(spec, "cmdline"));
+			if (i)
+				printf("Initrd:      %s\n", i);
+			if (c)
+				printf("Cmdline:     %s\n", c);
+		}
+		size_t idx;
+		json_t *d;
+		json_array_foreach (json_object_get(spec, "disks"), idx, d)
+			printf("Disk %zu:      %s (%s%s)\n", idx,
+			       json_string_value(json_object_get(d, "path")),
+			       json_string_value(json_object_get(d, "format")),
+			       json_is_true(json_object_get(d, "readonly")) ? ", read-only" : "");
+		json_array_foreach (json_object_get(spec, "nics"), idx, d) {
+			const char *br = json_string_value(json_object_get(d, "bridge"));
+			printf("NIC %zu:       %s%s%s, %s\n", idx,
+			       json_string_value(json_object_get(d, "type")), br ? " " : "",
+			       br ? br : "", json_string_value(json_object_get(d, "mac")));
+		}
+	}
+	const char *tail = json_string_value(json_object_get(vm, "console_tail"));
+	if (tail && *tail)
+		printf("Console (last lines):\n%s\n", tail);
+}
+
+static int cmd_info(Ctl *ctl, int argc, char **argv)
+{
+	if (argc != 2 || !is_name(argv[1])) {
+		fputs("hsctl: usage: hsctl info NAME\n", stderr);
+		return EXIT_USAGE;
+	}
+	_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s", argv[1]);
+	json_auto_t *j = NULL;
+	int r = call(ctl, "GET", path, NULL, &j);
+	if (r)
+		return r;
+	if (ctl->json)
+		print_json(j);
+	else
+		print_vm(j);
+	return 0;
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned long long max,
+		      unsigned long long *ret)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v > max) {
+		fprintf(stderr, "hsctl: %s: '%s' is not a whole number up to %llu\n", opt, s, max);
+		return -1;
+	}
+	*ret = v;
+	return 0;
+}
+
+static char *abs_path(const char *opt, const char *p)
+{
+	char *r = realpath(p, NULL);
+	if (!r)
+		fprintf(stderr, "hsctl: %s: cannot use '%s': %s\n", opt, p, strerror(errno));
+	return r;
+}
+
+static const char *detect_format(const char *path)
+{
+	unsigned char magic[4] = {0};
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)!read(fd, magic, 4);
+		close(fd);
+	}
+	return !memcmp(magic, "QFI\xfb", 4) ? "qcow2" : "raw";
+}
+
+static int cmd_create(Ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"memory", required_argument, NULL, 'm'}, {"cpus", required_argument, NULL, 'c'},
+		{"accel", required_argument, NULL, 'a'},  {"machine", required_argument, NULL, 'M'},
+		{"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
+		{"append", required_argument, NULL, 'A'}, {"disk", required_argument, NULL, 'd'},
+		{"nic", required_argument, NULL, 'n'},    {"from", required_argument, NULL, 'f'},
+		{0},
+	};
+	json_auto_t *spec = NULL;
+	json_t *disks = json_array(), *nics = NULL;
+	unsigned long long v;
+	int c;
+	const char *name = NULL;
+
+	if (argc >= 2 && is_name(argv[1])) {
+		name = argv[1];
+		argv++;
+		argc--;
+	}
+	/* --from first, so flags override the file. */
+	for (int i = 1; i < argc - 1; i++)
+		if (!strcmp(argv[i], "--from")) {
+			json_error_t je;
+			spec = json_load_file(argv[i + 1], JSON_REJECT_DUPLICATES, &je);
+			if (!spec || !json_is_object(spec)) {
+				fprintf(stderr, "hsctl: --from %s: %s\n", argv[i + 1],
+					spec ? "not a JSON object" : je.text);
+				json_decref(disks);
+				return EXIT_USAGE;
+			}
+		}
+	if (!spec)
+		spec = json_object();
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+		char *p;
+		switch (c) {
+		case 'm':
+			if (parse_uint("--memory", optarg, UINT32_MAX, &v) < 0)
+				goto usage;
+			json_object_set_new(spec, "memory_mib", json_integer((json_int_t)v));
+			break;
+		case 'c':
+			if (parse_uint("--cpus", optarg, 1024, &v) < 0)
+				goto usage;
+			json_object_set_new(spec, "cpus", json_integer((json_int_t)v));
+			break;
+		case 'a':
+			json_object_set_new(spec, "accel", json_string(optarg));
+			break;
+		case 'M':
+			json_object_set_new(spec, "machine", json_string(optarg));
+			break;
+		case 'k':
+		case 'i':
+			if (!(p = abs_path(c == 'k' ? "--kernel" : "--initrd", optarg)))
+				goto usage;
+			json_object_set_new(spec, c == 'k' ? "kernel" : "initrd", json_string(p));
+			free(p);
+			break;
+		case 'A':
+			json_object_set_new(spec, "cmdline", json_string(optarg));
+			break;
+		case 'd':
+			if (!(p = abs_path("--disk", optarg)))
+				goto usage;
+			json_array_append_new(disks, json_pack("{s:s, s:s}", "path", p, "format",
+							       detect_format(p)));
+			free(p);
+			break;
+		case 'n':
+			if (!nics)
+				nics = json_array();
+			if (!strcmp(optarg, "user"))
+				json_array_append_new(nics, json_pack("{s:s}", "type", "user"));
+			else if (hs_str_has_prefix(optarg, "bridge:") && optarg[7])
+				json_array_append_new(nics, json_pack("{s:s, s:s}", "type", "bridge",
+								      "bridge", optarg + 7));
+			else if (strcmp(optarg, "none")) {
+				fprintf(stderr, "hsctl: --nic: '%s' is not user, none or bridge:BR\n",
+					optarg);
+				goto usage;
+			}
+			break;
+		case 'f':
+			break;
+		default:
+			goto usage;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "hsctl: create: unexpected '%s'\n", argv[optind]);
+		goto usage;
+	}
+	if (name)
+		json_object_set_new(spec, "name", json_string(name));
+	if (!json_object_get(spec, "name")) {
+		fputs("hsctl: create: a NAME is needed\n", stderr);
+		goto usage;
+	}
+	if (json_array_size(disks))
+		json_object_set(spec, "disks", disks);
+	if (nics)
+		json_object_set(spec, "nics", nics);
+	else if (!json_object_get(spec, "nics"))
+		json_object_set_new(spec, "nics", json_pack("[{s:s}]", "type", "user"));
+	json_decref(disks);
+	json_decref(nics);
+
+	json_auto_t *j = NULL;
+	int r = call(ctl, "POST", "/v1/vms", spec, &j);
+	if (r)
+		return r;
+	if (ctl->json)
+		print_json(j);
+	else
+		printf("created %s\n", json_string_value(json_object_get(j, "name")));
+	return 0;
+usage:
+	json_decref(disks);
+	json_decref(nics);
+	fputs("hsctl: usage: hsctl create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] "
+	      "[--kernel F --initrd F --append S] [--disk FILE]... [--nic user|none|bridge:BR] "
+	      "[--from FILE]\n",
+	      stderr);
+	return EXIT_USAGE;
+}
+
+static int cmd_action(Ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"timeout", required_argument, NULL, 't'},
+		{"force", no_argument, NULL, 'f'},
+		{"paused", no_argument, NULL, 'p'},
+		{0},
+	};
+	const char *action = argv[0];
+	json_auto_t *body = json_object();
+	int c;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+		switch (c) {
+		case 't': {
+			char *end;
+			double t = strtod(optarg, &end);
+			if (strcmp(action, "stop") || end == optarg || *end || t <= 0) {
+				fprintf(stderr, "hsctl: --timeout: only for stop, in seconds > 0\n");
+				return EXIT_USAGE;
+			}
+			json_object_set_new(body, "timeout", json_real(t));
+			break;
+		}
+		case 'f':
+			if (strcmp(action, "stop")) {
+				fputs("hsctl: --force: only for stop\n", stderr);
+				return EXIT_USAGE;
+			}
+			json_object_set_new(body, "force", json_true());
+			break;
+		case 'p':
+			if (strcmp(action, "start")) {
+				fputs("hsctl: --paused: only for start\n", stderr);
+				return EXIT_USAGE;
+			}
+			json_object_set_new(body, "paused", json_true());
+			break;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1 || !is_name(argv[optind])) {
+		fprintf(stderr, "hsctl: usage: hsctl %s NAME%s\n", action,
+			!strcmp(action, "stop")    ? " [--timeout S] [--force]"
+			: !strcmp(action, "start") ? " [--paused]"
+						   : "");
+		return EXIT_USAGE;
+	}
+	const char *name = argv[optind];
+	json_auto_t *j = NULL;
+	int r;
+	if (!strcmp(action, "delete")) {
+		_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s", name);
+		r = call(ctl, "DELETE", path, NULL, &j);
+	} else {
+		_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s/%s", name, action);
+		r = call(ctl, "POST", path, body, &j);
+	}
+	if (r)
+		return r;
+	if (ctl->json)
+		print_json(j);
+	else
+		printf("%s: %s\n", name, json_string_value(json_object_get(j, "state")));
+	return 0;
+}
+
+static int cmd_qmp(Ctl *ctl, int argc, char **argv)
+{
+	if (argc != 3 || !is_name(argv[1])) {
+		fputs("hsctl: usage: hsctl qmp NAME '{\"execute\": \"query-status\"}'\n", stderr);
+		return EXIT_USAGE;
+	}
+	json_error_t je;
+	json_auto_t *msg = json_loads(argv[2], 0, &je);
+	if (!msg) {
+		fprintf(stderr, "hsctl: qmp: the command is not JSON: %s\n", je.text);
+		return EXIT_USAGE;
+	}
+	if (json_is_string(msg)) { /* hsctl qmp vm '"query-status"' */
+		json_t *m = json_pack("{s:O}", "execute", msg);
+		json_decref(msg);
+		msg = m;
+	}
+	_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s/qmp", argv[1]);
+	json_auto_t *j = NULL;
+	int r = call(ctl, "POST", path, msg, &j);
+	if (r)
+		return r;
+	print_json(j);
+	if (json_object_get(j, "error")) {
+		const char *d = json_string_value(
+			json_object_get(json_object_get(j, "error"), "desc"));
+		fprintf(stderr, "hsctl: QEMU: %s\n", d ? d : "error");
+		return EXIT_HSD_ERROR;
+	}
+	return 0;
+}
+
+typedef struct EvCtx {
+	bool json;
+} EvCtx;
+
+static int on_event_line(const char *line, size_t len, void *ud)
+{
+	EvCtx *ctx = ud;
+	if (len == 0)
+		return 0; /* heartbeat */
+	json_auto_t *e = json_loadb(line, len, 0, NULL);
+	const char *type = json_string_value(json_object_get(e, "type"));
+	if (ctx->json || !e || !type) {
+		printf("%.*s\n", (int)len, line);
+	} else if (!strcmp(type, "hello")) {
+		return 0;
+	} else {
+		char ts[32] = "";
+		time_t t = (time_t)json_number_value(json_object_get(e, "time"));
+		struct tm tm;
+		if (t && localtime_r(&t, &tm))
+			strftime(ts, sizeof(ts), "%H:%M:%S", &tm);
+		const char *vm = json_string_value(json_object_get(e, "vm"));
+		if (!strcmp(type, "state")) {
+			const char *reason = json_string_value(json_object_get(e, "reason"));
+			printf("%s %s state %s -> %s%s%s\n", ts, vm ? vm : "-",
+			       json_string_value(json_object_get(e, "previous")),
+			       json_string_value(json_object_get(e, "state")),
+			       reason ? ": " : "", reason ? reason : "");
+		} else if (!strcmp(type, "qmp")) {
+			_cleanup_free_ char *d =
+				json_object_get(e, "data") && !json_is_null(json_object_get(e, "data"))
+					? json_dumps(json_object_get(e, "data"), JSON_COMPACT)
+					: NULL;
+			printf("%s %s qmp %s%s%s\n", ts, vm ? vm : "-",
+			       json_string_value(json_object_get(e, "event")), d ? " " : "",
+			       d ? d : "");
+		} else {
+			printf("%.*s\n", (int)len, line);
+		}
+	}
+	fflush(stdout);
+	return 0;
+}
+
+static int cmd_events(Ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {{"vm", required_argument, NULL, 'v'}, {0}};
+	const char *vm = NULL;
+	int c;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+		if (c != 'v')
+			return EXIT_USAGE;
+		vm = optarg;
+	}
+	if (optind != argc || (vm && !is_name(vm))) {
+		fputs("hsctl: usage: hsctl events [--vm NAME]\n", stderr);
+		return EXIT_USAGE;
+	}
+	if (ctl_connect(ctl) < 0)
+		return EXIT_UNREACHABLE;
+	_cleanup_free_ char *path = vm ? hs_strdup_printf("/v1/events?vm=%s", vm)
+				       : strdup("/v1/events");
+	EvCtx ctx = {.json = ctl->json};
+	unsigned status = 0;
+	json_auto_t *ej = NULL;
+	HsError err = {0};
+	if (hs_client_stream(&ctl->client, path, on_event_line, &ctx, &status, &ej, &err) < 0)
+		return ctl_report(ctl, 0, NULL, &err);
+	if (status != 200)
+		return ctl_report(ctl, status, ej, NULL);
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(Ctl *ctl, int argc, char **argv);
+} commands[] = {
+	{"version", cmd_version}, {"host", cmd_host},     {"list", cmd_list},
+	{"info", cmd_info},       {"create", cmd_create}, {"start", cmd_action},
+	{"stop", cmd_action},     {"kill", cmd_action},   {"reboot", cmd_action},
+	{"pause", cmd_action},    {"resume", cmd_action}, {"delete", cmd_action},
+	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"socket", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	Ctl ctl = {0};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "+hj", opts, NULL)) >= 0) {
+		switch (c) {
+		case 's':
+			free(ctl.socket_path);
+			ctl.socket_path = strdup(optarg);
+			break;
+		case 'j':
+			ctl.json = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("hsctl %s\n", HS_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!ctl.socket_path)
+		ctl.socket_path = hs_client_default_socket();
+	ctl.client.fd = -1;
+	const char *cmd = argv[optind];
+	int r = -1;
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!strcmp(cmd, commands[i].name)) {
+			r = commands[i].fn(&ctl, argc - optind, argv + optind);
+			break;
+		}
+	if (r < 0) {
+		fprintf(stderr, "hsctl: unknown command '%s' (see hsctl --help)\n", cmd);
+		r = EXIT_USAGE;
+	}
+	if (ctl.connected)
+		hs_client_close(&ctl.client);
+	free(ctl.socket_path);
+	return r;
+}

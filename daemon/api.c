@@ -1,0 +1,402 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The REST API, /v1: routing, request bodies, and answers. Lifecycle calls
+ * answer once the change is done (start: running; stop: exited), with the
+ * connection suspended meanwhile; nothing here blocks the loop. */
+#include <string.h>
+
+#include "hsd.h"
+
+typedef struct Pending {
+	HttpRequest *req;
+	Hsd *hsd;
+} Pending;
+
+static bool peer_allowed(Hsd *h, const HttpPeer *p)
+{
+	return p->known && (p->uid == 0 || p->uid == h->api_uid);
+}
+
+/* Parses the body as a JSON object. An empty body gives an empty object
+ * when allow_empty. Replies with an error and returns NULL on failure. */
+static json_t *body_json(HttpRequest *req, bool allow_empty)
+{
+	size_t len;
+	const char *body = http_request_body(req, &len);
+	if (len == 0) {
+		if (allow_empty)
+			return json_object();
+		http_reply_error(req, 400, "invalid-json", "a JSON object body is required");
+		return NULL;
+	}
+	json_error_t je;
+	json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	if (!j) {
+		http_reply_error(req, 400, "invalid-json", "malformed JSON at line %d column %d: %s",
+				 je.line, je.column, je.text);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		json_decref(j);
+		http_reply_error(req, 400, "invalid-json", "the body must be a JSON object");
+		return NULL;
+	}
+	return j;
+}
+
+/* Refuses members other than the allowed ones. */
+static bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach (j, key, v) {
+		bool ok = false;
+		for (size_t i = 0; allowed[i]; i++)
+			ok |= !strcmp(key, allowed[i]);
+		if (!ok) {
+			http_reply_error(req, 400, "invalid-request", "unknown field '%s'", key);
+			return false;
+		}
+	}
+	return true;
+}
+
+static Pending *pending_new(Hsd *h, HttpRequest *req)
+{
+	Pending *p = calloc(1, sizeof(*p));
+	if (p) {
+		p->req = req;
+		p->hsd = h;
+	}
+	return p;
+}
+
+static void on_vm_done(Vm *vm, const HsError *err, void *ud)
+{
+	Pending *p = ud;
+	if (err)
+		http_reply_hserror(p->req, err);
+	else
+		http_reply_json(p->req, 200, vm_to_json(vm, true));
+	free(p);
+}
+
+static void reply_or_defer(HttpRequest *req, Pending *p, int r, const HsError *err)
+{
+	if (r < 0) {
+		free(p);
+		http_reply_hserror(req, err);
+	} else {
+		http_defer(req);
+	}
+}
+
+static void handle_create(Hsd *h, HttpRequest *req)
+{
+	json_auto_t *j = body_json(req, false);
+	if (!j)
+		return;
+	VmSpec spec;
+	HsError err = {0};
+	VmSpecDefaults defs = {
+		.accel = h->host.kvm_usable ? VM_ACCEL_KVM : VM_ACCEL_TCG,
+		.check_files = true,
+	};
+	if (vm_spec_from_json(j, &defs, &spec, &err) < 0) {
+		http_reply_hserror(req, &err);
+		return;
+	}
+	Vm *vm;
+	if (vm_define(h, &spec, &vm, &err) < 0) {
+		vm_spec_clear(&spec);
+		http_reply_hserror(req, &err);
+		return;
+	}
+	http_reply_json(req, 201, vm_to_json(vm, true));
+}
+
+static void handle_list(Hsd *h, HttpRequest *req)
+{
+	json_t *a = json_array();
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		json_array_append_new(a, vm_to_json(vm, false));
+	http_reply_json(req, 200, json_pack("{s:o}", "vms", a));
+}
+
+static void handle_start(Hsd *h, Vm *vm, HttpRequest *req)
+{
+	static const char *const keys[] = {"paused", NULL};
+	json_auto_t *j = body_json(req, true);
+	if (!j || !body_keys_ok(req, j, keys))
+		return;
+	json_t *paused = json_object_get(j, "paused");
+	if (paused && !json_is_boolean(paused)) {
+		http_reply_error(req, 400, "invalid-request", "paused: must be true or false");
+		return;
+	}
+	HsError err = {0};
+	Pending *p = pending_new(h, req);
+	int r = p ? vm_start(vm, json_is_true(paused), on_vm_done, p, &err)
+		  : hs_error_set(&err, -ENOMEM, "internal", "out of memory");
+	reply_or_defer(req, p, r, &err);
+}
+
+static void handle_stop(Hsd *h, Vm *vm, HttpRequest *req, StopKind kind)
+{
+	static const char *const keys[] = {"timeout", "force", NULL};
+	json_auto_t *j = body_json(req, true);
+	if (!j || !body_keys_ok(req, j, keys))
+		return;
+	json_t *t = json_object_get(j, "timeout"), *f = json_object_get(j, "force");
+	if (t && (!json_is_number(t) || json_number_value(t) <= 0 ||
+		  json_number_value(t) > 3600)) {
+		http_reply_error(req, 400, "invalid-request",
+				 "timeout: must be a number of seconds from 0 to 3600");
+		return;
+	}
+	if (f && !json_is_boolean(f)) {
+		http_reply_error(req, 400, "invalid-request", "force: must be true or false");
+		return;
+	}
+	if (json_is_true(f) && kind == STOP_ACPI)
+		kind = STOP_FORCE;
+	HsError err = {0};
+	Pending *p = pending_new(h, req);
+	int r = p ? vm_stop(vm, kind, t ? json_number_value(t) : 0, on_vm_done, p, &err)
+		  : hs_error_set(&err, -ENOMEM, "internal", "out of memory");
+	reply_or_defer(req, p, r, &err);
+}
+
+static void handle_simple(Hsd *h, Vm *vm, HttpRequest *req, const char *action)
+{
+	static const char *const keys[] = {NULL};
+	json_auto_t *j = body_json(req, true);
+	if (!j || !body_keys_ok(req, j, keys))
+		return;
+	HsError err = {0};
+	Pending *p = pending_new(h, req);
+	int r;
+	if (!p)
+		r = hs_error_set(&err, -ENOMEM, "internal", "out of memory");
+	else if (!strcmp(action, "reboot"))
+		r = vm_reboot(vm, on_vm_done, p, &err);
+	else
+		r = vm_pause(vm, !strcmp(action, "pause"), on_vm_done, p, &err);
+	reply_or_defer(req, p, r, &err);
+}
+
+static void on_qmp_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Pending *p = ud;
+	if (reply)
+		http_reply_json(p->req, 200, json_incref(reply));
+	else
+		http_reply_hserror(p->req, err);
+	free(p);
+}
+
+static void handle_qmp(Hsd *h, Vm *vm, HttpRequest *req)
+{
+	json_t *j = body_json(req, false);
+	if (!j)
+		return;
+	const HttpPeer *peer = http_request_peer(req);
+	_cleanup_free_ char *line = json_dumps(j, JSON_COMPACT);
+	log_info("qmp passthrough: vm=%s uid=%u pid=%d: %s", vm->spec.name, (unsigned)peer->uid,
+		 (int)peer->pid, line ? line : "?");
+	HsError err = {0};
+	Pending *p = pending_new(h, req);
+	if (!p) {
+		json_decref(j);
+		http_reply_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	int r = vm_qmp_passthrough(vm, j, on_qmp_reply, p, &err);
+	if (r < 0 && !strcmp(err.kind, "error"))
+		snprintf(err.kind, sizeof(err.kind), "invalid-request");
+	reply_or_defer(req, p, r, &err);
+}
+
+typedef struct ConsoleCtx {
+	Hsd *hsd;
+	char name[VM_NAME_MAX + 1];
+	bool replay;
+} ConsoleCtx;
+
+static void on_console_upgraded(HttpUpgrade *u, int fd, const char *extra, size_t extra_len,
+				void *ud)
+{
+	ConsoleCtx *ctx = ud;
+	Vm *vm = vm_find(ctx->hsd, ctx->name);
+	bool replay = ctx->replay;
+	free(ctx);
+	if (!vm || vm->serial_fd < 0) {
+		http_upgrade_close(u);
+		return;
+	}
+	console_attach_client(vm, u, fd, extra, extra_len, replay);
+}
+
+static void handle_console(Hsd *h, Vm *vm, HttpRequest *req)
+{
+	const char *up = http_request_header(req, "Upgrade");
+	if (!up || strcasecmp(up, "hs-console")) {
+		http_reply_error(req, 426, "upgrade-required",
+				 "the console needs 'Connection: Upgrade' and 'Upgrade: hs-console'");
+		return;
+	}
+	if (vm->serial_fd < 0) {
+		http_reply_error(req, 409, "not-running", "VM '%s' is %s: no console to attach to",
+				 vm->spec.name, vm_state_to_string(vm->status.state));
+		return;
+	}
+	ConsoleCtx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx) {
+		http_reply_error(req, 500, "internal", "out of memory");
+		return;
+	}
+	ctx->hsd = h;
+	const char *rp = http_request_query(req, "replay");
+	ctx->replay = !rp || strcmp(rp, "0");
+	snprintf(ctx->name, sizeof(ctx->name), "%s", vm->spec.name);
+	http_reply_upgrade(req, "hs-console", on_console_upgraded, ctx);
+}
+
+static void method_not_allowed(HttpRequest *req, const char *allowed)
+{
+	http_reply_error(req, 405, "method-not-allowed", "%s %s: allowed: %s",
+			 http_request_method(req), http_request_path(req), allowed);
+}
+
+static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *action)
+{
+	const char *m = http_request_method(req);
+	if (!vm_name_is_valid(name)) {
+		http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
+		return;
+	}
+	Vm *vm = vm_find(h, name);
+	if (!vm) {
+		http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
+		return;
+	}
+	if (!action) {
+		if (!strcmp(m, "GET")) {
+			http_reply_json(req, 200, vm_to_json(vm, true));
+		} else if (!strcmp(m, "DELETE")) {
+			HsError err = {0};
+			log_info("api: delete vm=%s uid=%u", name,
+				 (unsigned)http_request_peer(req)->uid);
+			if (vm_delete(vm, &err) < 0)
+				http_reply_hserror(req, &err);
+			else
+				http_reply_json(req, 200, json_pack("{s:s, s:s}", "name", name,
+								    "state", "deleted"));
+		} else {
+			method_not_allowed(req, "GET, DELETE");
+		}
+		return;
+	}
+	if (!strcmp(action, "console")) {
+		if (strcmp(m, "GET") && strcmp(m, "POST"))
+			method_not_allowed(req, "GET, POST");
+		else
+			handle_console(h, vm, req);
+		return;
+	}
+	static const char *const actions[] = {"start",  "stop",  "kill", "reboot",
+					      "pause",  "resume", "qmp",  NULL};
+	bool known = false;
+	for (size_t i = 0; actions[i]; i++)
+		known |= !strcmp(action, actions[i]);
+	if (!known) {
+		http_reply_error(req, 404, "not-found", "no such action '%s'", action);
+		return;
+	}
+	if (strcmp(m, "POST")) {
+		method_not_allowed(req, "POST");
+		return;
+	}
+	log_info("api: %s vm=%s uid=%u", action, name, (unsigned)http_request_peer(req)->uid);
+	if (!strcmp(action, "start"))
+		handle_start(h, vm, req);
+	else if (!strcmp(action, "stop"))
+		handle_stop(h, vm, req, STOP_ACPI);
+	else if (!strcmp(action, "kill"))
+		handle_stop(h, vm, req, STOP_KILL);
+	else if (!strcmp(action, "qmp"))
+		handle_qmp(h, vm, req);
+	else
+		handle_simple(h, vm, req, action);
+}
+
+void api_handle(HttpRequest *req, void *userdata)
+{
+	Hsd *h = userdata;
+	const char *m = http_request_method(req);
+	const char *path = http_request_path(req);
+
+	if (!peer_allowed(h, http_request_peer(req))) {
+		http_reply_error(req, 403, "forbidden", "uid %u may not use hsd",
+				 (unsigned)http_request_peer(req)->uid);
+		return;
+	}
+	if (!strcmp(path, "/v1") || !strcmp(path, "/v1/")) {
+		if (strcmp(m, "GET"))
+			method_not_allowed(req, "GET");
+		else
+			http_reply_json(req, 200,
+					json_pack("{s:s, s:s}", "name", "hsd", "version", HS_VERSION));
+		return;
+	}
+	if (!strcmp(path, "/v1/host")) {
+		if (strcmp(m, "GET")) {
+			method_not_allowed(req, "GET");
+			return;
+		}
+		host_refresh(&h->host);
+		http_reply_json(req, 200, host_to_json(&h->host, h));
+		return;
+	}
+	if (!strcmp(path, "/v1/events")) {
+		if (strcmp(m, "GET")) {
+			method_not_allowed(req, "GET");
+			return;
+		}
+		events_subscribe(h, req, http_request_query(req, "vm"));
+		return;
+	}
+	if (!strcmp(path, "/v1/vms")) {
+		if (!strcmp(m, "GET"))
+			handle_list(h, req);
+		else if (!strcmp(m, "POST"))
+			handle_create(h, req);
+		else
+			method_not_allowed(req, "GET, POST");
+		return;
+	}
+	if (hs_str_has_prefix(path, "/v1/vms/")) {
+		char name[128], action[64];
+		const char *rest = path + strlen("/v1/vms/");
+		const char *slash = strchr(rest, '/');
+		size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+		if (n == 0 || n >= sizeof(name)) {
+			http_reply_error(req, 404, "not-found", "no such resource '%s'", path);
+			return;
+		}
+		memcpy(name, rest, n);
+		name[n] = '\0';
+		if (slash && slash[1]) {
+			if (strchr(slash + 1, '/') || strlen(slash + 1) >= sizeof(action)) {
+				http_reply_error(req, 404, "not-found", "no such resource '%s'",
+						 path);
+				return;
+			}
+			snprintf(action, sizeof(action), "%s", slash + 1);
+			handle_vm(h, req, name, action);
+		} else {
+			handle_vm(h, req, name, NULL);
+		}
+		return;
+	}
+	http_reply_error(req, 404, "not-found", "no such resource '%s'", path);
+}

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "argv.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+typedef struct Argv {
+	char **v;
+	size_t n, cap;
+	bool oom;
+} Argv;
+
+static void add_take(Argv *a, char *s)
+{
+	if (!s || a->oom) {
+		a->oom = true;
+		free(s);
+		return;
+	}
+	if (a->n + 2 > a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		char **nv = realloc(a->v, cap * sizeof(char *));
+		if (!nv) {
+			a->oom = true;
+			free(s);
+			return;
+		}
+		a->v = nv;
+		a->cap = cap;
+	}
+	a->v[a->n++] = s;
+	a->v[a->n] = NULL;
+}
+
+static void add(Argv *a, const char *s)
+{
+	add_take(a, strdup(s));
+}
+
+static void add2(Argv *a, const char *opt, char *val_take)
+{
+	add(a, opt);
+	add_take(a, val_take);
+}
+
+/* QEMU's option parser splits on ',' and unescapes ',,'. */
+static char *qemu_escape(const char *s)
+{
+	size_t n = 0;
+	for (const char *p = s; *p; p++)
+		n += *p == ',' ? 2 : 1;
+	char *r = malloc(n + 1), *q = r;
+	if (!r)
+		return NULL;
+	for (const char *p = s; *p; p++) {
+		*q++ = *p;
+		if (*p == ',')
+			*q++ = ',';
+	}
+	*q = '\0';
+	return r;
+}
+
+void strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+char *strv_join(char *const *v)
+{
+	size_t n = 1;
+	for (char *const *p = v; *p; p++)
+		n += strlen(*p) + 3;
+	char *r = malloc(n), *q = r;
+	if (!r)
+		return NULL;
+	for (char *const *p = v; *p; p++) {
+		bool quote = strpbrk(*p, " \t'\"") != NULL;
+		q += sprintf(q, "%s%s%s%s", p == v ? "" : " ", quote ? "'" : "", *p,
+			     quote ? "'" : "");
+	}
+	*q = '\0';
+	return r;
+}
+
+int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
+{
+	Argv a = {0};
+	_cleanup_free_ char *name = qemu_escape(s->name);
+	_cleanup_free_ char *machine = qemu_escape(s->machine);
+
+	if (!name || !machine)
+		return -ENOMEM;
+
+	add(&a, l->binary);
+	add2(&a, "-name", hs_strdup_printf("guest=%s,debug-threads=on", name));
+	add(&a, "-nodefaults");
+	add(&a, "-no-user-config");
+	/* Start paused: hsd finishes its set-up, then sends 'cont'. */
+	add(&a, "-S");
+	/* A guest poweroff leaves QEMU alive in the 'shutdown' state, so the
+	 * reason survives even when hsd is not there to see the event. */
+	add(&a, "-no-shutdown");
+	add2(&a, "-machine", hs_strdup_printf("%s,accel=%s", machine, vm_accel_to_string(s->accel)));
+	if (s->accel == VM_ACCEL_KVM)
+		add2(&a, "-cpu", strdup("host"));
+	add2(&a, "-m", hs_strdup_printf("%" PRIu64 "M", s->memory_mib));
+	add2(&a, "-smp", hs_strdup_printf("%u", s->cpus));
+	add2(&a, "-display", strdup("none"));
+	if (l->sandbox) {
+		/* A bridge NIC runs qemu-bridge-helper, which needs spawn. */
+		bool spawn = false;
+		for (size_t i = 0; i < s->n_nics; i++)
+			spawn |= s->nics[i].type == VM_NIC_BRIDGE;
+		add2(&a, "-sandbox",
+		     hs_strdup_printf("on,obsolete=deny,elevateprivileges=deny,spawn=%s,"
+				      "resourcecontrol=deny",
+				      spawn ? "allow" : "deny"));
+	}
+
+	add2(&a, "-chardev",
+	     hs_strdup_printf("socket,id=hs-qmp,fd=%d,server=on,wait=off", l->qmp_fd));
+	add2(&a, "-mon", strdup("chardev=hs-qmp,mode=control"));
+	if (l->serial_log) {
+		_cleanup_free_ char *log = qemu_escape(l->serial_log);
+		add2(&a, "-chardev",
+		     log ? hs_strdup_printf("socket,id=hs-serial0,fd=%d,server=on,wait=off,"
+					    "logfile=%s,logappend=on",
+					    l->serial_fd, log)
+			 : NULL);
+	} else {
+		add2(&a, "-chardev",
+		     hs_strdup_printf("socket,id=hs-serial0,fd=%d,server=on,wait=off",
+				      l->serial_fd));
+	}
+	add2(&a, "-serial", strdup("chardev:hs-serial0"));
+
+	if (s->kernel) {
+		/* -kernel takes a plain file name, not an option list. */
+		add2(&a, "-kernel", strdup(s->kernel));
+		if (s->initrd)
+			add2(&a, "-initrd", strdup(s->initrd));
+		if (s->cmdline)
+			add2(&a, "-append", strdup(s->cmdline));
+	}
+
+	for (size_t i = 0; i < s->n_disks; i++) {
+		const VmDisk *d = &s->disks[i];
+		_cleanup_free_ char *path = qemu_escape(d->path);
+		const char *ro = d->readonly ? "on" : "off";
+		add2(&a, "-blockdev",
+		     path ? hs_strdup_printf("driver=file,node-name=hs-file%zu,filename=%s,"
+					     "read-only=%s,cache.direct=off,discard=unmap",
+					     i, path, ro)
+			  : NULL);
+		add2(&a, "-blockdev",
+		     hs_strdup_printf("driver=%s,node-name=hs-disk%zu,file=hs-file%zu,read-only=%s,"
+				      "discard=unmap",
+				      vm_disk_format_to_string(d->format), i, i, ro));
+		add2(&a, "-device",
+		     hs_strdup_printf("virtio-blk-pci,drive=hs-disk%zu,id=disk%zu%s", i, i,
+				      i == 0 ? ",bootindex=1" : ""));
+	}
+
+	for (size_t i = 0; i < s->n_nics; i++) {
+		const VmNic *n = &s->nics[i];
+		if (n->type == VM_NIC_BRIDGE) {
+			_cleanup_free_ char *br = qemu_escape(n->bridge);
+			add2(&a, "-netdev",
+			     br ? hs_strdup_printf("bridge,id=hs-net%zu,br=%s", i, br) : NULL);
+		} else {
+			add2(&a, "-netdev", hs_strdup_printf("user,id=hs-net%zu", i));
+		}
+		add2(&a, "-device",
+		     hs_strdup_printf("virtio-net-pci,netdev=hs-net%zu,id=net%zu,mac=%s", i, i,
+				      n->mac));
+	}
+
+	if (a.oom) {
+		strv_free(a.v);
+		return -ENOMEM;
+	}
+	*ret_argv = a.v;
+	return 0;
+}

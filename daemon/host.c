@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the host offers: QEMU version and features, KVM (and why not),
+ * CPU, memory, NUMA nodes, KSM. Probed once at start (blocking, before the
+ * loop runs); memory figures refreshed on each request. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+
+#include "hsd.h"
+
+extern char **environ;
+
+/* Runs argv (no shell), returns up to size-1 bytes of its stdout. */
+static int run_capture(char *const argv[], char *buf, size_t size)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	pid_t pid;
+	int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	if (r != 0) {
+		close(p[0]);
+		return -r;
+	}
+	size_t len = 0;
+	for (;;) {
+		char tmp[4096];
+		ssize_t n = read(p[0], tmp, sizeof(tmp));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		size_t take = (size_t)n;
+		if (len + take > size - 1)
+			take = size - 1 - len;
+		memcpy(buf + len, tmp, take);
+		len += take;
+	}
+	buf[len] = '\0';
+	close(p[0]);
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+static void probe_kvm(HostInfo *host)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		host->kvm_usable = false;
+		snprintf(host->kvm_reason, sizeof(host->kvm_reason),
+			 errno == ENOENT ? "/dev/kvm does not exist (no hardware virtualisation, "
+					   "or the kvm module is not loaded)"
+					 : "cannot open /dev/kvm: %s",
+			 strerror(errno));
+		return;
+	}
+	int v = ioctl(fd, KVM_GET_API_VERSION, 0);
+	close(fd);
+	if (v != KVM_API_VERSION) {
+		host->kvm_usable = false;
+		snprintf(host->kvm_reason, sizeof(host->kvm_reason),
+			 "/dev/kvm has API version %d, want %d", v, KVM_API_VERSION);
+		return;
+	}
+	host->kvm_usable = true;
+	snprintf(host->kvm_reason, sizeof(host->kvm_reason), "/dev/kvm opens, API version %d", v);
+}
+
+static unsigned count_numa_nodes(void)
+{
+	DIR *d = opendir("/sys/devices/system/node");
+	unsigned n = 0;
+	if (!d)
+		return 1;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (!strncmp(de->d_name, "node", 4) && de->d_name[4] >= '0' && de->d_name[4] <= '9')
+			n++;
+	closedir(d);
+	return n ? n : 1;
+}
+
+void host_refresh(HostInfo *host)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
+	char line[256];
+	unsigned long long kb;
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+			host->mem_total = kb * 1024;
+		else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			host->mem_available = kb * 1024;
+	}
+	_cleanup_fclose_ FILE *k = fopen("/sys/kernel/mm/ksm/run", "re");
+	host->ksm_present = k != NULL;
+	host->ksm_run = -1;
+	if (k && fscanf(k, "%d", &host->ksm_run) != 1)
+		host->ksm_run = -1;
+}
+
+void host_probe(HostInfo *host, const char *qemu_binary)
+{
+	static char out[65536];
+	snprintf(host->qemu_binary, sizeof(host->qemu_binary), "%s", qemu_binary);
+
+	char *const vargv[] = {(char *)qemu_binary, (char *)"--version", NULL};
+	if (run_capture(vargv, out, sizeof(out)) == 0) {
+		const char *p = strstr(out, "version ");
+		if (p)
+			sscanf(p + 8, "%63s", host->qemu_version);
+	}
+	char *const hargv[] = {(char *)qemu_binary, (char *)"-help", NULL};
+	if (run_capture(hargv, out, sizeof(out)) == 0)
+		host->qemu_sandbox = strstr(out, "\n-sandbox") != NULL;
+
+	probe_kvm(host);
+
+	_cleanup_fclose_ FILE *f = fopen("/proc/cpuinfo", "re");
+	char line[512];
+	host->cpus = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "processor", 9))
+			host->cpus++;
+		else if (!host->cpu_model[0] && !strncmp(line, "model name", 10)) {
+			char *c = strchr(line, ':');
+			if (c) {
+				c += 2;
+				c[strcspn(c, "\n")] = '\0';
+				snprintf(host->cpu_model, sizeof(host->cpu_model), "%s", c);
+			}
+		}
+	}
+	host->numa_nodes = count_numa_nodes();
+	host_refresh(host);
+}
+
+json_t *host_to_json(const HostInfo *host, Hsd *h)
+{
+	unsigned counts[_VM_STATE_MAX] = {0};
+	uint64_t nominal = 0;
+	for (Vm *vm = h->vms; vm; vm = vm->next) {
+		counts[vm->status.state]++;
+		if (vm_state_is_active(vm->status.state))
+			nominal += vm->spec.memory_mib << 20;
+	}
+	json_t *states = json_object();
+	for (int i = 0; i < _VM_STATE_MAX; i++)
+		json_object_set_new(states, vm_state_to_string((VmState)i),
+				    json_integer(counts[i]));
+	return json_pack("{s:s, s:{s:s, s:s, s:b}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
+			 "s:I}, s:i, s:{s:b, s:i}, s:{s:i, s:o}, s:{s:s, s:s, s:s}}",
+			 "hsd_version", HS_VERSION, "qemu", "binary", host->qemu_binary, "version",
+			 host->qemu_version, "sandbox", host->qemu_sandbox, "kvm", "usable",
+			 host->kvm_usable, "reason", host->kvm_reason, "cpu", "model",
+			 host->cpu_model, "count", (int)host->cpus, "memory", "total_bytes",
+			 (json_int_t)host->mem_total, "available_bytes",
+			 (json_int_t)host->mem_available, "vm_nominal_bytes", (json_int_t)nominal,
+			 "numa_nodes", (int)host->numa_nodes, "ksm", "present", host->ksm_present,
+			 "run", host->ksm_run, "vms", "total", (int)h->n_vms, "by_state", states,
+			 "paths", "state_dir", h->state_dir, "run_dir", h->run_dir, "socket",
+			 h->socket_path);
+}

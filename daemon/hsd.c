@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* hsd: main, paths, the listening socket, signals. */
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "hsd.h"
+
+int hsd_log_level = 6;
+
+void hsd_log(int prio, const char *fmt, ...)
+{
+	if (prio > hsd_log_level)
+		return;
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	/* <N> prefixes are journald priorities. */
+	fprintf(stderr, "<%d>%s\n", prio, buf);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	log_info("signal %d: stopping hsd (VMs keep running)", w->signum);
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	events_heartbeat(w->data);
+}
+
+static char *find_in_path(const char *name)
+{
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	_cleanup_free_ char *copy = strdup(path);
+	char *save = NULL;
+	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		char *p = hs_strdup_printf("%s/%s", d, name);
+		if (p && access(p, X_OK) == 0)
+			return p;
+		free(p);
+	}
+	return NULL;
+}
+
+static int listen_api(const char *path, HsError *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path) >= (int)sizeof(sa.sun_path))
+		return hs_error_set(err, -ENAMETOOLONG, "internal", "socket path too long: %s",
+				    path);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return hs_error_set(err, -errno, "internal", "socket: %m");
+	/* The state lock already guarantees no other hsd owns this socket. */
+	unlink(path);
+	mode_t old = umask(0117);
+	int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0)
+		return hs_error_set(err, -errno, "internal", "cannot bind %s: %m", path);
+	chmod(path, 0660);
+	if (listen(fd, 512) < 0)
+		return hs_error_set(err, -errno, "internal", "listen: %m");
+	return TAKE_FD(fd);
+}
+
+static int load_cb(const char *name, VmSpec *spec, const VmStatus *status, void *ud)
+{
+	int r = vm_load(ud, spec, status);
+	if (r < 0)
+		vm_spec_clear(spec);
+	return r;
+}
+
+static void load_bad(const char *name, const char *why, void *ud)
+{
+	log_error("vm %s: cannot load its definition (%s); left untouched on disk", name, why);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: hsd [OPTIONS]\n"
+		   "  --state-dir DIR     VM definitions (root: /var/lib/hsd; user: "
+		   "$XDG_STATE_HOME/hsd)\n"
+		   "  --run-dir DIR       sockets and pidfiles (root: /run/hsd; user: "
+		   "$XDG_RUNTIME_DIR/hsd)\n"
+		   "  --socket PATH       API socket (default: RUN_DIR/hsd.sock)\n"
+		   "  --qemu PATH         qemu-system-x86_64 to run (default: from $PATH)\n"
+		   "  --stop-timeout SEC  ACPI shutdown wait before forcing (default 60)\n"
+		   "  --qmp-timeout SEC   per QMP command (default 10)\n"
+		   "  -v, --verbose       debug logging\n"
+		   "  --version\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 's'},
+		{"run-dir", required_argument, NULL, 'r'},
+		{"socket", required_argument, NULL, 'S'},
+		{"qemu", required_argument, NULL, 'q'},
+		{"stop-timeout", required_argument, NULL, 't'},
+		{"qmp-timeout", required_argument, NULL, 'Q'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1};
+	_cleanup_free_ char *qemu = NULL;
+	int c;
+
+	h.store.dirfd = -1;
+	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) >= 0) {
+		switch (c) {
+		case 's':
+			h.state_dir = strdup(optarg);
+			break;
+		case 'r':
+			h.run_dir = strdup(optarg);
+			break;
+		case 'S':
+			h.socket_path = strdup(optarg);
+			break;
+		case 'q':
+			qemu = strdup(optarg);
+			break;
+		case 't':
+			h.default_stop_timeout = atof(optarg);
+			break;
+		case 'Q':
+			h.qmp_timeout = atof(optarg);
+			break;
+		case 'v':
+			hsd_log_level = 7;
+			break;
+		case 'V':
+			printf("hsd %s\n", HS_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc || h.default_stop_timeout <= 0 || h.qmp_timeout <= 0) {
+		usage(stderr);
+		return 2;
+	}
+
+	if (geteuid() == 0) {
+		if (!h.state_dir)
+			h.state_dir = strdup("/var/lib/hsd");
+		if (!h.run_dir)
+			h.run_dir = strdup("/run/hsd");
+	} else {
+		const char *xs = getenv("XDG_STATE_HOME"), *xr = getenv("XDG_RUNTIME_DIR");
+		const char *home = getenv("HOME");
+		if (!h.state_dir)
+			h.state_dir = xs ? hs_strdup_printf("%s/hsd", xs)
+					 : hs_strdup_printf("%s/.local/state/hsd", home ? home : "");
+		if (!h.run_dir) {
+			if (!xr) {
+				fprintf(stderr, "hsd: XDG_RUNTIME_DIR is not set; use --run-dir\n");
+				return 1;
+			}
+			h.run_dir = hs_strdup_printf("%s/hsd", xr);
+		}
+	}
+	if (!h.socket_path)
+		h.socket_path = hs_strdup_printf("%s/hsd.sock", h.run_dir);
+	if (!qemu)
+		qemu = getenv("HSD_QEMU") ? strdup(getenv("HSD_QEMU"))
+					  : find_in_path("qemu-system-x86_64");
+	if (!qemu) {
+		log_error("qemu-system-x86_64 not found in $PATH (install qemu-system-x86 or use "
+			  "--qemu)");
+		return 1;
+	}
+	h.api_uid = geteuid();
+
+	int r = hs_mkdir_p(h.state_dir, 0700);
+	if (r == 0)
+		r = hs_mkdir_p(h.run_dir, 0755);
+	if (r < 0) {
+		log_error("cannot create %s or %s: %s", h.state_dir, h.run_dir, strerror(-r));
+		return 1;
+	}
+	/* One hsd per state dir. */
+	_cleanup_free_ char *lockpath = hs_strdup_printf("%s/hsd.lock", h.state_dir);
+	_cleanup_close_ int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		log_error("another hsd is using %s", h.state_dir);
+		return 1;
+	}
+	r = store_open(&h.store, h.state_dir);
+	if (r < 0) {
+		log_error("cannot open state dir %s: %s", h.state_dir, strerror(-r));
+		return 1;
+	}
+	_cleanup_free_ char *runvms = hs_strdup_printf("%s/vms", h.run_dir);
+	if (hs_mkdir_p(runvms, 0700) < 0 ||
+	    (h.run_vms_dirfd = open(runvms, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		log_error("cannot open %s: %m", runvms);
+		return 1;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	h.loop = ev_default_loop(EVFLAG_AUTO);
+	host_probe(&h.host, qemu);
+	log_info("hsd %s: QEMU %s (%s), KVM %s: %s", HS_VERSION, h.host.qemu_version, qemu,
+		 h.host.kvm_usable ? "usable" : "not usable", h.host.kvm_reason);
+
+	r = store_load_all(&h.store, load_cb, load_bad, &h);
+	if (r < 0) {
+		log_error("cannot load VMs: %s", strerror(-r));
+		return 1;
+	}
+
+	HsError err = {0};
+	int lfd = listen_api(h.socket_path, &err);
+	if (lfd < 0) {
+		log_error("%s", err.message);
+		return 1;
+	}
+	h.http = http_server_new(h.loop, lfd, NULL, api_handle, &h, &err);
+	if (!h.http) {
+		log_error("%s", err.message);
+		return 1;
+	}
+	ev_signal_init(&h.sigterm, on_stop_signal, SIGTERM);
+	ev_signal_start(h.loop, &h.sigterm);
+	ev_signal_init(&h.sigint, on_stop_signal, SIGINT);
+	ev_signal_start(h.loop, &h.sigint);
+	ev_timer_init(&h.heartbeat, on_heartbeat, 15., 15.);
+	h.heartbeat.data = &h;
+	ev_timer_start(h.loop, &h.heartbeat);
+
+	log_info("hsd ready: %u VMs, API on %s, state in %s", h.n_vms, h.socket_path,
+		 h.state_dir);
+	ev_run(h.loop, 0);
+
+	vm_free_all(&h);
+	h.http = http_server_free(h.http);
+	unlink(h.socket_path);
+	store_close(&h.store);
+	close(h.run_vms_dirfd);
+	ev_loop_destroy(h.loop);
+	free(h.state_dir);
+	free(h.run_dir);
+	free(h.socket_path);
+	log_info("hsd stopped");
+	return 0;
+}

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* hsd's shared state: the daemon context and the VM object. */
+#pragma once
+
+#include <ev.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "hs-util.h"
+#include "http.h"
+#include "qmp.h"
+#include "spec.h"
+#include "store.h"
+
+typedef struct Hsd Hsd;
+typedef struct Vm Vm;
+typedef struct Waiter Waiter;
+typedef struct ConsoleClient ConsoleClient;
+typedef struct EventSub EventSub;
+
+#define CONSOLE_RING_SIZE (64 * 1024)
+
+typedef struct HostInfo {
+	char qemu_binary[256];
+	char qemu_version[64];
+	bool kvm_usable;
+	char kvm_reason[256];
+	bool qemu_sandbox;
+	char cpu_model[128];
+	unsigned cpus;
+	uint64_t mem_total, mem_available;
+	unsigned numa_nodes;
+	bool ksm_present;
+	int ksm_run;
+} HostInfo;
+
+typedef enum StopKind {
+	STOP_NONE,
+	STOP_ACPI,  /* system_powerdown, then forced after a timeout */
+	STOP_FORCE, /* SIGTERM (QEMU exits cleanly), SIGKILL if it hangs */
+	STOP_KILL,  /* SIGKILL */
+} StopKind;
+
+struct Vm {
+	Hsd *hsd;
+	Vm *next;
+	VmSpec spec;
+	VmStatus status;
+	int run_dirfd; /* <run>/vms/<name> */
+	int state_dirfd;
+
+	/* The QEMU process. */
+	int pidfd;
+	ev_io pidfd_watch;
+	bool is_child;
+	QmpClient *qmp;
+	bool qmp_ready;
+	double qmp_rtt; /* last round trip, seconds */
+	ev_timer start_timer;
+	ev_timer stop_timer;
+	StopKind stop_kind;
+	bool guest_shutdown;   /* SHUTDOWN event with guest=true seen */
+	char shutdown_reason[64];
+	bool adopting;
+	bool start_paused;
+	double start_mono;
+
+	/* Serial console. */
+	int serial_fd;
+	ev_io serial_watch;
+	char *ring;
+	size_t ring_head, ring_len;
+	ConsoleClient *consoles;
+	char *pending_input; /* input queued while the socket is full */
+	size_t pending_input_len;
+	ev_io serial_wwatch;
+
+	Waiter *waiters;
+	bool deleting;
+	int refs;
+};
+
+struct Hsd {
+	struct ev_loop *loop;
+	char *state_dir, *run_dir, *socket_path;
+	Store store;
+	int run_vms_dirfd;
+	HostInfo host;
+	Vm *vms; /* sorted by name */
+	unsigned n_vms;
+	HttpServer *http;
+	EventSub *subs;
+	FILE *log;
+	double default_stop_timeout;
+	double qmp_timeout;
+	ev_signal sigterm, sigint, sigpipe;
+	ev_timer heartbeat;
+	uid_t api_uid;
+	bool verbose;
+};
+
+/* Logging to stderr with journald priority prefixes. */
+void hsd_log(int prio, const char *fmt, ...) _printf_(2, 3);
+#define log_error(...) hsd_log(3, __VA_ARGS__)
+#define log_warning(...) hsd_log(4, __VA_ARGS__)
+#define log_info(...) hsd_log(6, __VA_ARGS__)
+#define log_debug(...) hsd_log(7, __VA_ARGS__)
+extern int hsd_log_level;
+
+/* vm.c */
+Vm *vm_find(Hsd *h, const char *name);
+int vm_define(Hsd *h, VmSpec *spec /* taken */, Vm **ret, HsError *err);
+int vm_load(Hsd *h, VmSpec *spec /* taken */, const VmStatus *status);
+int vm_delete(Vm *vm, HsError *err);
+void vm_free_all(Hsd *h);
+
+/* Lifecycle calls answer through a callback once done (or failed). */
+typedef void (*VmDoneCb)(Vm *vm, const HsError *err, void *ud);
+int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err);
+int vm_stop(Vm *vm, StopKind kind, double timeout, VmDoneCb cb, void *ud, HsError *err);
+int vm_reboot(Vm *vm, VmDoneCb cb, void *ud, HsError *err);
+int vm_pause(Vm *vm, bool pause, VmDoneCb cb, void *ud, HsError *err);
+int vm_qmp_passthrough(Vm *vm, json_t *msg, QmpReplyCb cb, void *ud, HsError *err);
+json_t *vm_to_json(Vm *vm, bool with_spec);
+/* Drop every pending callback of `ud` (its requester is gone). */
+void vm_forget_waiters(Hsd *h, void *ud);
+
+/* console.c */
+void console_attach_serial(Vm *vm, int fd);
+void console_detach_serial(Vm *vm);
+void console_seed_from_log(Vm *vm);
+void console_attach_client(Vm *vm, HttpUpgrade *u, int fd, const char *extra, size_t extra_len,
+			   bool replay);
+void console_close_clients(Vm *vm);
+/* Last `lines` lines of console output (new string). */
+char *console_tail(Vm *vm, unsigned lines);
+unsigned console_client_count(Vm *vm);
+
+/* events.c */
+void events_publish(Hsd *h, json_t *event /* stolen */);
+void events_publish_state(Vm *vm, VmState old);
+void events_subscribe(Hsd *h, HttpRequest *req, const char *vm_filter);
+void events_heartbeat(Hsd *h);
+
+/* api.c */
+void api_handle(HttpRequest *req, void *userdata);
+
+/* host.c */
+void host_probe(HostInfo *host, const char *qemu_binary);
+void host_refresh(HostInfo *host);
+json_t *host_to_json(const HostInfo *host, Hsd *h);

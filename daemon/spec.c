@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "spec.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#define INVALID "invalid-spec"
+
+const char *vm_accel_to_string(VmAccel a)
+{
+	return a == VM_ACCEL_KVM ? "kvm" : "tcg";
+}
+
+const char *vm_disk_format_to_string(VmDiskFormat f)
+{
+	return f == VM_DISK_RAW ? "raw" : "qcow2";
+}
+
+const char *vm_nic_type_to_string(VmNicType t)
+{
+	return t == VM_NIC_BRIDGE ? "bridge" : "user";
+}
+
+bool vm_name_is_valid(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > VM_NAME_MAX)
+		return false;
+	if (!islower((unsigned char)name[0]) && !isdigit((unsigned char)name[0]))
+		return false;
+	for (size_t i = 1; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (!islower(c) && !isdigit(c) && c != '_' && c != '-')
+			return false;
+	}
+	return true;
+}
+
+/* Refuse members other than the allowed ones, naming the first unknown. */
+static int check_keys(json_t *obj, const char *where, const char *const *allowed, HsError *err)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach (obj, key, v) {
+		bool ok = false;
+		for (size_t i = 0; allowed[i]; i++)
+			if (!strcmp(key, allowed[i]))
+				ok = true;
+		if (!ok)
+			return hs_error_set(err, -EINVAL, INVALID, "%s%sunknown field '%s'", where,
+					    *where ? ": " : "", key);
+	}
+	return 0;
+}
+
+static int get_string(json_t *obj, const char *key, const char *field, size_t max, char **ret,
+		      HsError *err)
+{
+	json_t *v = json_object_get(obj, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be a string", field);
+	const char *s = json_string_value(v);
+	if (strlen(s) != json_string_length(v))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must not contain NUL", field);
+	if (strlen(s) > max)
+		return hs_error_set(err, -EINVAL, INVALID, "%s: longer than %zu characters",
+				    field, max);
+	char *d = strdup(s);
+	if (!d)
+		return -ENOMEM;
+	free(*ret);
+	*ret = d;
+	return 1;
+}
+
+static int get_uint(json_t *obj, const char *key, const char *field, uint64_t min, uint64_t max,
+		    uint64_t *ret, HsError *err)
+{
+	json_t *v = json_object_get(obj, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: must be an integer from %" PRIu64 " to %" PRIu64, field, min,
+				    max);
+	*ret = (uint64_t)json_integer_value(v);
+	return 1;
+}
+
+static int get_bool(json_t *obj, const char *key, const char *field, bool *ret, HsError *err)
+{
+	json_t *v = json_object_get(obj, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_boolean(v))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be true or false", field);
+	*ret = json_is_true(v);
+	return 1;
+}
+
+/* Absolute, normalised (no '.', '..', '//'), printable, no ','-free needed
+ * since argv quoting doubles commas. */
+static int check_path(const char *path, const char *field, bool check_file, bool want_dir,
+		      HsError *err)
+{
+	if (path[0] != '/')
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be an absolute path", field);
+	for (const char *p = path; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "%s: contains a control character", field);
+	for (const char *p = path; *p;) {
+		const char *seg = p + 1;
+		const char *end = strchrnul(seg, '/');
+		size_t n = (size_t)(end - seg);
+		if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "%s: '%s' is not a normalised path (no '.', '..' or "
+					    "empty components)",
+					    field, path);
+		p = end;
+	}
+	if (!check_file)
+		return 0;
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return hs_error_set(err, -errno, INVALID, "%s: cannot use '%s': %s", field, path,
+				    strerror(errno));
+	if (!want_dir && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: '%s' is not a regular file or block device", field, path);
+	if (access(path, R_OK) < 0)
+		return hs_error_set(err, -errno, INVALID, "%s: cannot read '%s': %s", field, path,
+				    strerror(errno));
+	return 0;
+}
+
+static bool mac_is_valid(const char *mac)
+{
+	if (strlen(mac) != 17)
+		return false;
+	for (int i = 0; i < 17; i++) {
+		if (i % 3 == 2) {
+			if (mac[i] != ':')
+				return false;
+		} else if (!isxdigit((unsigned char)mac[i])) {
+			return false;
+		}
+	}
+	unsigned first = (unsigned)strtoul(mac, NULL, 16);
+	return (first & 1) == 0; /* unicast */
+}
+
+static void mac_generate(char out[18])
+{
+	unsigned char b[3] = {0};
+	if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
+		uint64_t t = hs_now_ns();
+		memcpy(b, &t, sizeof(b));
+	}
+	snprintf(out, 18, "52:54:00:%02x:%02x:%02x", b[0], b[1], b[2]);
+}
+
+static int parse_disk(json_t *d, size_t i, const VmSpecDefaults *defs, VmDisk *ret, HsError *err)
+{
+	static const char *const keys[] = {"path", "format", "readonly", NULL};
+	char field[64];
+	int r;
+
+	snprintf(field, sizeof(field), "disks[%zu]", i);
+	if (!json_is_object(d))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be an object", field);
+	r = check_keys(d, field, keys, err);
+	if (r < 0)
+		return r;
+	snprintf(field, sizeof(field), "disks[%zu].path", i);
+	r = get_string(d, "path", field, 4095, &ret->path, err);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return hs_error_set(err, -EINVAL, INVALID, "%s: required", field);
+	r = check_path(ret->path, field, defs->check_files, false, err);
+	if (r < 0)
+		return r;
+
+	_cleanup_free_ char *fmt = NULL;
+	snprintf(field, sizeof(field), "disks[%zu].format", i);
+	r = get_string(d, "format", field, 16, &fmt, err);
+	if (r < 0)
+		return r;
+	ret->format = VM_DISK_QCOW2;
+	if (fmt && !strcmp(fmt, "raw"))
+		ret->format = VM_DISK_RAW;
+	else if (fmt && strcmp(fmt, "qcow2"))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be 'qcow2' or 'raw', not '%s'",
+				    field, fmt);
+	snprintf(field, sizeof(field), "disks[%zu].readonly", i);
+	return get_bool(d, "readonly", field, &ret->readonly, err) < 0 ? -EINVAL : 0;
+}
+
+static int parse_nic(json_t *n, size_t i, VmNic *ret, HsError *err)
+{
+	static const char *const keys[] = {"type", "bridge", "mac", NULL};
+	char field[64];
+	int r;
+
+	snprintf(field, sizeof(field), "nics[%zu]", i);
+	if (!json_is_object(n))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be an object", field);
+	r = check_keys(n, field, keys, err);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *type = NULL, *mac = NULL;
+	snprintf(field, sizeof(field), "nics[%zu].type", i);
+	r = get_string(n, "type", field, 16, &type, err);
+	if (r < 0)
+		return r;
+	if (!type || !strcmp(type, "user"))
+		ret->type = VM_NIC_USER;
+	else if (!strcmp(type, "bridge"))
+		ret->type = VM_NIC_BRIDGE;
+	else
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be 'user' or 'bridge', not '%s'",
+				    field, type);
+	snprintf(field, sizeof(field), "nics[%zu].bridge", i);
+	r = get_string(n, "bridge", field, 15, &ret->bridge, err);
+	if (r < 0)
+		return r;
+	if (ret->type == VM_NIC_BRIDGE) {
+		if (!ret->bridge || !ret->bridge[0])
+			return hs_error_set(err, -EINVAL, INVALID, "%s: required for a bridge NIC",
+					    field);
+		for (const char *p = ret->bridge; *p; p++)
+			if (!isalnum((unsigned char)*p) && !strchr("_.-", *p))
+				return hs_error_set(err, -EINVAL, INVALID,
+						    "%s: '%s' is not a valid interface name", field,
+						    ret->bridge);
+	} else if (ret->bridge) {
+		return hs_error_set(err, -EINVAL, INVALID, "%s: only for a bridge NIC", field);
+	}
+	snprintf(field, sizeof(field), "nics[%zu].mac", i);
+	r = get_string(n, "mac", field, 17, &mac, err);
+	if (r < 0)
+		return r;
+	if (mac) {
+		if (!mac_is_valid(mac))
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "%s: '%s' is not a unicast MAC like 52:54:00:12:34:56",
+					    field, mac);
+		for (char *p = mac; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		memcpy(ret->mac, mac, 18);
+	} else {
+		mac_generate(ret->mac);
+	}
+	return 0;
+}
+
+static int parse_machine(const char *m, HsError *err)
+{
+	if (!m[0])
+		return hs_error_set(err, -EINVAL, INVALID, "machine: must not be empty");
+	for (const char *p = m; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "machine: '%s' is not a machine type name", m);
+	return 0;
+}
+
+int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsError *err)
+{
+	static const char *const keys[] = {"name",   "cpus",    "memory_mib", "accel", "machine",
+					   "kernel", "initrd",  "cmdline",    "disks", "nics",
+					   NULL};
+	VmSpec s = {0};
+	_cleanup_free_ char *accel = NULL;
+	uint64_t u;
+	int r;
+
+	if (!json_is_object(obj))
+		return hs_error_set(err, -EINVAL, INVALID, "the VM spec must be a JSON object");
+	r = check_keys(obj, "", keys, err);
+	if (r < 0)
+		return r;
+
+	json_t *name = json_object_get(obj, "name");
+	if (!name)
+		return hs_error_set(err, -EINVAL, INVALID, "name: required");
+	if (!json_is_string(name) || !vm_name_is_valid(json_string_value(name)))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "name: must match [a-z0-9][a-z0-9_-]{0,62}");
+	snprintf(s.name, sizeof(s.name), "%s", json_string_value(name));
+
+	s.cpus = 1;
+	r = get_uint(obj, "cpus", "cpus", 1, VM_MAX_CPUS, &u, err);
+	if (r < 0)
+		goto fail;
+	if (r > 0)
+		s.cpus = (unsigned)u;
+
+	s.memory_mib = 512;
+	r = get_uint(obj, "memory_mib", "memory_mib", VM_MIN_MEMORY_MIB, VM_MAX_MEMORY_MIB,
+		     &s.memory_mib, err);
+	if (r < 0)
+		goto fail;
+
+	s.accel = defs->accel;
+	r = get_string(obj, "accel", "accel", 8, &accel, err);
+	if (r < 0)
+		goto fail;
+	if (accel && !strcmp(accel, "kvm"))
+		s.accel = VM_ACCEL_KVM;
+	else if (accel && !strcmp(accel, "tcg"))
+		s.accel = VM_ACCEL_TCG;
+	else if (accel) {
+		r = hs_error_set(err, -EINVAL, INVALID, "accel: must be 'kvm' or 'tcg', not '%s'",
+				 accel);
+		goto fail;
+	}
+
+	r = get_string(obj, "machine", "machine", 64, &s.machine, err);
+	if (r < 0)
+		goto fail;
+	if (!s.machine && !(s.machine = strdup("q35"))) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = parse_machine(s.machine, err);
+	if (r < 0)
+		goto fail;
+
+	r = get_string(obj, "kernel", "kernel", 4095, &s.kernel, err);
+	if (r < 0)
+		goto fail;
+	if (s.kernel && (r = check_path(s.kernel, "kernel", defs->check_files, false, err)) < 0)
+		goto fail;
+	r = get_string(obj, "initrd", "initrd", 4095, &s.initrd, err);
+	if (r < 0)
+		goto fail;
+	if (s.initrd && (r = check_path(s.initrd, "initrd", defs->check_files, false, err)) < 0)
+		goto fail;
+	r = get_string(obj, "cmdline", "cmdline", 4096, &s.cmdline, err);
+	if (r < 0)
+		goto fail;
+	if ((s.initrd || s.cmdline) && !s.kernel) {
+		r = hs_error_set(err, -EINVAL, INVALID, "%s: needs 'kernel' (direct kernel boot)",
+				 s.initrd ? "initrd" : "cmdline");
+		goto fail;
+	}
+
+	json_t *disks = json_object_get(obj, "disks");
+	if (disks && !json_is_null(disks)) {
+		if (!json_is_array(disks)) {
+			r = hs_error_set(err, -EINVAL, INVALID, "disks: must be an array");
+			goto fail;
+		}
+		if (json_array_size(disks) > VM_MAX_DISKS) {
+			r = hs_error_set(err, -EINVAL, INVALID, "disks: at most %d", VM_MAX_DISKS);
+			goto fail;
+		}
+		for (size_t i = 0; i < json_array_size(disks); i++) {
+			s.n_disks = i + 1;
+			r = parse_disk(json_array_get(disks, i), i, defs, &s.disks[i], err);
+			if (r < 0)
+				goto fail;
+		}
+	}
+	if (!s.kernel && s.n_disks == 0) {
+		r = hs_error_set(err, -EINVAL, INVALID,
+				 "kernel: a VM needs a kernel (direct boot) or at least one disk");
+		goto fail;
+	}
+
+	json_t *nics = json_object_get(obj, "nics");
+	if (nics && !json_is_null(nics)) {
+		if (!json_is_array(nics)) {
+			r = hs_error_set(err, -EINVAL, INVALID, "nics: must be an array");
+			goto fail;
+		}
+		if (json_array_size(nics) > VM_MAX_NICS) {
+			r = hs_error_set(err, -EINVAL, INVALID, "nics: at most %d", VM_MAX_NICS);
+			goto fail;
+		}
+		for (size_t i = 0; i < json_array_size(nics); i++) {
+			s.n_nics = i + 1;
+			r = parse_nic(json_array_get(nics, i), i, &s.nics[i], err);
+			if (r < 0)
+				goto fail;
+		}
+		for (size_t i = 0; i < s.n_nics; i++)
+			for (size_t j = 0; j < i; j++)
+				if (!strcmp(s.nics[i].mac, s.nics[j].mac)) {
+					r = hs_error_set(err, -EINVAL, INVALID,
+							 "nics[%zu].mac: %s already used by nics[%zu]",
+							 i, s.nics[i].mac, j);
+					goto fail;
+				}
+	}
+
+	*ret = s;
+	return 0;
+fail:
+	vm_spec_clear(&s);
+	return r == -ENOMEM ? hs_error_set(err, r, "internal", "out of memory") : r;
+}
+
+json_t *vm_spec_to_json(const VmSpec *s)
+{
+	json_t *o = json_pack("{s:s, s:I, s:I, s:s, s:s}", "name", s->name, "cpus",
+			      (json_int_t)s->cpus, "memory_mib", (json_int_t)s->memory_mib, "accel",
+			      vm_accel_to_string(s->accel), "machine", s->machine);
+	if (!o)
+		return NULL;
+	if (s->kernel)
+		json_object_set_new(o, "kernel", json_string(s->kernel));
+	if (s->initrd)
+		json_object_set_new(o, "initrd", json_string(s->initrd));
+	if (s->cmdline)
+		json_object_set_new(o, "cmdline", json_string(s->cmdline));
+	json_t *disks = json_array();
+	for (size_t i = 0; i < s->n_disks; i++)
+		json_array_append_new(disks,
+				      json_pack("{s:s, s:s, s:b}", "path", s->disks[i].path, "format",
+						vm_disk_format_to_string(s->disks[i].format),
+						"readonly", s->disks[i].readonly));
+	json_object_set_new(o, "disks", disks);
+	json_t *nics = json_array();
+	for (size_t i = 0; i < s->n_nics; i++) {
+		json_t *n = json_pack("{s:s, s:s}", "type", vm_nic_type_to_string(s->nics[i].type),
+				      "mac", s->nics[i].mac);
+		if (s->nics[i].bridge)
+			json_object_set_new(n, "bridge", json_string(s->nics[i].bridge));
+		json_array_append_new(nics, n);
+	}
+	json_object_set_new(o, "nics", nics);
+	return o;
+}
+
+void vm_spec_clear(VmSpec *s)
+{
+	free(s->machine);
+	free(s->kernel);
+	free(s->initrd);
+	free(s->cmdline);
+	for (size_t i = 0; i < s->n_disks; i++)
+		free(s->disks[i].path);
+	for (size_t i = 0; i < s->n_nics; i++)
+		free(s->nics[i].bridge);
+	memset(s, 0, sizeof(*s));
+}
+
+int vm_spec_copy(const VmSpec *src, VmSpec *dst)
+{
+	json_auto_t *j = vm_spec_to_json(src);
+	VmSpecDefaults d = {.accel = src->accel, .check_files = false};
+	if (!j)
+		return -ENOMEM;
+	return vm_spec_from_json(j, &d, dst, NULL);
+}

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The VM spec: what a VM is, as stored and as given through the API.
+ * Parsing validates every field and names the field in its error. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hs-util.h"
+
+#define VM_NAME_MAX 63
+#define VM_MAX_CPUS 255
+#define VM_MAX_DISKS 16
+#define VM_MAX_NICS 8
+#define VM_MIN_MEMORY_MIB 16
+#define VM_MAX_MEMORY_MIB (4u * 1024 * 1024)
+
+typedef enum VmAccel {
+	VM_ACCEL_KVM,
+	VM_ACCEL_TCG,
+} VmAccel;
+
+typedef enum VmDiskFormat {
+	VM_DISK_QCOW2,
+	VM_DISK_RAW,
+} VmDiskFormat;
+
+typedef enum VmNicType {
+	VM_NIC_USER,
+	VM_NIC_BRIDGE,
+} VmNicType;
+
+typedef struct VmDisk {
+	char *path;
+	VmDiskFormat format;
+	bool readonly;
+} VmDisk;
+
+typedef struct VmNic {
+	VmNicType type;
+	char *bridge; /* VM_NIC_BRIDGE only */
+	char mac[18];
+} VmNic;
+
+typedef struct VmSpec {
+	char name[VM_NAME_MAX + 1];
+	unsigned cpus;
+	uint64_t memory_mib;
+	VmAccel accel;
+	char *machine;
+	char *kernel;
+	char *initrd;
+	char *cmdline;
+	VmDisk disks[VM_MAX_DISKS];
+	size_t n_disks;
+	VmNic nics[VM_MAX_NICS];
+	size_t n_nics;
+} VmSpec;
+
+/* What the daemon fills in where the request is silent. */
+typedef struct VmSpecDefaults {
+	VmAccel accel;
+	/* Check that files named in the spec exist (off in unit tests of pure
+	 * shape checks). */
+	bool check_files;
+} VmSpecDefaults;
+
+bool vm_name_is_valid(const char *name);
+
+/* Parse and validate; unknown fields are errors. On success *ret is filled
+ * (free with vm_spec_clear). MACs missing from NICs are generated. */
+int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defaults, VmSpec *ret, HsError *err);
+/* New reference; the form stored on disk and returned by the API. */
+json_t *vm_spec_to_json(const VmSpec *spec);
+void vm_spec_clear(VmSpec *spec);
+int vm_spec_copy(const VmSpec *src, VmSpec *dst);
+
+const char *vm_accel_to_string(VmAccel a);
+const char *vm_disk_format_to_string(VmDiskFormat f);
+const char *vm_nic_type_to_string(VmNicType t);

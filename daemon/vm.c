@@ -1,0 +1,953 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The VM object and its lifecycle: define, start (fork + exec QEMU, QMP
+ * handshake, cont), stop (ACPI, forced, kill), pause/resume, reboot,
+ * re-adoption of QEMUs that outlived a previous hsd, and exit handling. */
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "argv.h"
+#include "hsd.h"
+
+#define QMP_SOCK "qmp.sock"
+#define SERIAL_SOCK "console.sock"
+#define PIDFILE "qemu.pid"
+#define START_TIMEOUT 30.0
+#define FORCE_KILL_TIMEOUT 5.0
+
+typedef enum WaitKind {
+	WAIT_START,
+	WAIT_EXIT,
+} WaitKind;
+
+struct Waiter {
+	Waiter *next;
+	WaitKind kind;
+	VmDoneCb cb;
+	void *ud;
+};
+
+static int pidfd_open_(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static int pidfd_send_signal_(int pidfd, int sig)
+{
+	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+Vm *vm_find(Hsd *h, const char *name)
+{
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		if (!strcmp(vm->spec.name, name))
+			return vm;
+	return NULL;
+}
+
+static void vm_insert(Hsd *h, Vm *vm)
+{
+	Vm **p = &h->vms;
+	while (*p && strcmp((*p)->spec.name, vm->spec.name) < 0)
+		p = &(*p)->next;
+	vm->next = *p;
+	*p = vm;
+	h->n_vms++;
+}
+
+static void vm_unlink(Hsd *h, Vm *vm)
+{
+	for (Vm **p = &h->vms; *p; p = &(*p)->next)
+		if (*p == vm) {
+			*p = vm->next;
+			h->n_vms--;
+			return;
+		}
+}
+
+static void vm_save_status(Vm *vm)
+{
+	int r = store_save_status(&vm->hsd->store, vm->spec.name, &vm->status);
+	if (r < 0)
+		log_error("vm %s: cannot save status: %s", vm->spec.name, strerror(-r));
+}
+
+static void vm_set_state(Vm *vm, VmState state)
+{
+	VmState old = vm->status.state;
+	if (old == state)
+		return;
+	vm->status.state = state;
+	vm_save_status(vm);
+	log_info("vm %s: %s -> %s", vm->spec.name, vm_state_to_string(old),
+		 vm_state_to_string(state));
+	events_publish_state(vm, old);
+}
+
+static void waiters_add(Vm *vm, WaitKind kind, VmDoneCb cb, void *ud)
+{
+	if (!cb)
+		return;
+	Waiter *w = calloc(1, sizeof(*w));
+	if (!w)
+		return;
+	w->kind = kind;
+	w->cb = cb;
+	w->ud = ud;
+	Waiter **p = &vm->waiters;
+	while (*p)
+		p = &(*p)->next;
+	*p = w;
+}
+
+static void waiters_complete(Vm *vm, WaitKind kind, const HsError *err)
+{
+	Waiter **p = &vm->waiters;
+	while (*p) {
+		Waiter *w = *p;
+		if (w->kind != kind) {
+			p = &w->next;
+			continue;
+		}
+		*p = w->next;
+		if (w->cb)
+			w->cb(vm, err, w->ud);
+		free(w);
+	}
+}
+
+void vm_forget_waiters(Hsd *h, void *ud)
+{
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		for (Waiter *w = vm->waiters; w; w = w->next)
+			if (w->ud == ud)
+				w->cb = NULL;
+}
+
+/* Last line(s) of a file in the VM's state dir, for error messages. */
+static void file_tail(int dirfd, const char *name, char *buf, size_t size)
+{
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	buf[0] = '\0';
+	if (fd < 0)
+		return;
+	off_t end = lseek(fd, 0, SEEK_END);
+	off_t start = end > (off_t)size - 1 ? end - (off_t)size + 1 : 0;
+	ssize_t n = pread(fd, buf, size - 1, start);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	char *nl = strrchr(buf, '\n');
+	if (nl)
+		memmove(buf, nl + 1, strlen(nl + 1) + 1);
+}
+
+/* ---- process exit ---- */
+
+static void vm_cleanup_process(Vm *vm)
+{
+	if (vm->qmp)
+		vm->qmp = qmp_client_free(vm->qmp);
+	vm->qmp_ready = false;
+	console_detach_serial(vm);
+	console_close_clients(vm);
+	if (vm->pidfd >= 0) {
+		ev_io_stop(vm->hsd->loop, &vm->pidfd_watch);
+		close(vm->pidfd);
+		vm->pidfd = -1;
+	}
+	ev_timer_stop(vm->hsd->loop, &vm->start_timer);
+	ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
+	if (vm->run_dirfd >= 0) {
+		unlinkat(vm->run_dirfd, QMP_SOCK, 0);
+		unlinkat(vm->run_dirfd, SERIAL_SOCK, 0);
+		unlinkat(vm->run_dirfd, PIDFILE, 0);
+	}
+}
+
+static void vm_exited(Vm *vm, const char *how)
+{
+	VmState was = vm->status.state;
+	VmState next;
+	char reason[256];
+
+	if (vm->stop_kind == STOP_KILL) {
+		next = VM_STATE_STOPPED;
+		snprintf(reason, sizeof(reason), "killed (%s)", how);
+	} else if (vm->guest_shutdown && vm->stop_kind == STOP_ACPI) {
+		next = VM_STATE_STOPPED;
+		snprintf(reason, sizeof(reason), "shut down (ACPI power button)");
+	} else if (vm->guest_shutdown) {
+		next = VM_STATE_STOPPED;
+		snprintf(reason, sizeof(reason), "guest powered off (%s)",
+			 vm->shutdown_reason[0] ? vm->shutdown_reason : "guest-shutdown");
+	} else if (vm->stop_kind != STOP_NONE) {
+		next = VM_STATE_STOPPED;
+		snprintf(reason, sizeof(reason), "stopped (forced, %s)", how);
+	} else if (was == VM_STATE_STARTING) {
+		char tail[200];
+		file_tail(vm->state_dirfd, "qemu.log", tail, sizeof(tail));
+		next = VM_STATE_CRASHED;
+		snprintf(reason, sizeof(reason), "QEMU failed to start (%s)%s%s", how,
+			 tail[0] ? ": " : "", tail);
+	} else {
+		next = VM_STATE_CRASHED;
+		snprintf(reason, sizeof(reason), "QEMU %s unexpectedly", how);
+	}
+	log_info("vm %s: QEMU pid %d %s", vm->spec.name, (int)vm->status.pid, how);
+
+	vm_cleanup_process(vm);
+	snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason), "%s", reason);
+	vm->status.pid = 0;
+	vm->status.stopped_at = hs_wall();
+	vm->stop_kind = STOP_NONE;
+	vm->guest_shutdown = false;
+	vm->shutdown_reason[0] = '\0';
+	vm_set_state(vm, next);
+	vm_save_status(vm);
+
+	HsError err;
+	hs_error_set(&err, -ECHILD, "vm-exited", "%s", reason);
+	waiters_complete(vm, WAIT_START, &err);
+	waiters_complete(vm, WAIT_EXIT, NULL);
+}
+
+static void on_pidfd(struct ev_loop *loop, ev_io *w, int revents)
+{
+	Vm *vm = w->data;
+	char how[64] = "exited";
+
+	if (vm->is_child) {
+		siginfo_t si = {0};
+		if (waitid(P_PIDFD, (id_t)vm->pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid) {
+			if (si.si_code == CLD_EXITED)
+				snprintf(how, sizeof(how), "exited with status %d", si.si_status);
+			else
+				snprintf(how, sizeof(how), "killed by signal %s",
+					 sigabbrev_np(si.si_status) ? sigabbrev_np(si.si_status)
+								    : "?");
+		}
+	}
+	vm_exited(vm, how);
+}
+
+/* ---- QMP ---- */
+
+static void vm_quit(Vm *vm)
+{
+	if (vm->qmp && qmp_client_execute(vm->qmp, "quit", NULL, vm->hsd->qmp_timeout, NULL,
+					  NULL) == 0)
+		return;
+	if (vm->pidfd >= 0)
+		pidfd_send_signal_(vm->pidfd, SIGTERM);
+}
+
+static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double seconds, void *ud)
+{
+	Vm *vm = ud;
+
+	events_publish(vm->hsd, json_pack("{s:s, s:s, s:s, s:O?, s:f}", "type", "qmp", "vm",
+					  vm->spec.name, "event", name, "data", data, "time",
+					  seconds));
+	if (!strcmp(name, "SHUTDOWN")) {
+		vm->guest_shutdown = json_is_true(json_object_get(data, "guest"));
+		const char *r = json_string_value(json_object_get(data, "reason"));
+		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "%s", r ? r : "");
+		if (vm->stop_kind == STOP_ACPI)
+			vm->guest_shutdown = true;
+		/* -no-shutdown kept QEMU alive to tell us; now let it go. */
+		vm_quit(vm);
+	} else if (!strcmp(name, "STOP")) {
+		if (vm->status.state == VM_STATE_RUNNING && !vm->guest_shutdown)
+			vm_set_state(vm, VM_STATE_PAUSED);
+	} else if (!strcmp(name, "RESUME")) {
+		if (vm->status.state == VM_STATE_PAUSED)
+			vm_set_state(vm, VM_STATE_RUNNING);
+	}
+}
+
+static void on_qmp_closed(QmpClient *c, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	log_debug("vm %s: QMP closed: %s", vm->spec.name, err ? err->message : "");
+	vm->qmp = qmp_client_free(vm->qmp);
+	vm->qmp_ready = false;
+}
+
+static void start_failed(Vm *vm, const char *msg)
+{
+	log_error("vm %s: start failed: %s", vm->spec.name, msg);
+	snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason), "%s", msg);
+	vm->stop_kind = STOP_KILL;
+	if (vm->pidfd >= 0)
+		pidfd_send_signal_(vm->pidfd, SIGKILL);
+}
+
+static void on_cont_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	if (err) {
+		if (err->code != -ECANCELED)
+			start_failed(vm, err->message);
+		return;
+	}
+	ev_timer_stop(vm->hsd->loop, &vm->start_timer);
+	vm_set_state(vm, VM_STATE_RUNNING);
+	waiters_complete(vm, WAIT_START, NULL);
+}
+
+static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	vm->adopting = false;
+	if (err)
+		return; /* keep the stored state; calls will tell */
+	const char *st = json_string_value(json_object_get(json_object_get(reply, "return"),
+							   "status"));
+	if (!st)
+		return;
+	log_info("vm %s: re-adopted QEMU pid %d (QEMU says '%s')", vm->spec.name,
+		 (int)vm->status.pid, st);
+	if (!strcmp(st, "shutdown")) {
+		/* The guest powered off while we were away. */
+		vm->guest_shutdown = true;
+		vm_quit(vm);
+	} else if (!strcmp(st, "running")) {
+		vm_set_state(vm, VM_STATE_RUNNING);
+	} else if (!strcmp(st, "prelaunch") && vm->status.state == VM_STATE_STARTING) {
+		qmp_client_execute(vm->qmp, "cont", NULL, vm->hsd->qmp_timeout, on_cont_reply, vm);
+	} else if (vm->status.state != VM_STATE_STOPPING) {
+		vm_set_state(vm, VM_STATE_PAUSED);
+	}
+}
+
+static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
+{
+	Vm *vm = ud;
+	vm->qmp_ready = true;
+	if (vm->adopting) {
+		qmp_client_execute(c, "query-status", NULL, vm->hsd->qmp_timeout, on_adopt_status,
+				   vm);
+		return;
+	}
+	if (vm->status.state != VM_STATE_STARTING)
+		return;
+	if (vm->stop_kind == STOP_NONE && vm->start_paused) {
+		/* Start paused was asked for. */
+		ev_timer_stop(vm->hsd->loop, &vm->start_timer);
+		vm_set_state(vm, VM_STATE_PAUSED);
+		waiters_complete(vm, WAIT_START, NULL);
+		return;
+	}
+	qmp_client_execute(c, "cont", NULL, vm->hsd->qmp_timeout, on_cont_reply, vm);
+}
+
+static const QmpCallbacks qmp_callbacks = {
+	.ready = on_qmp_ready,
+	.event = on_qmp_event,
+	.closed = on_qmp_closed,
+};
+
+static int unix_path(Vm *vm, const char *file, struct sockaddr_un *sa, HsError *err)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/vms/%s/%s", vm->hsd->run_dir,
+		     vm->spec.name, file) >= (int)sizeof(sa->sun_path))
+		return hs_error_set(err, -ENAMETOOLONG, "internal",
+				    "socket path under run dir '%s' is too long", vm->hsd->run_dir);
+	return 0;
+}
+
+static int unix_listen(Vm *vm, const char *file, HsError *err)
+{
+	struct sockaddr_un sa;
+	int r = unix_path(vm, file, &sa, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return hs_error_set(err, -errno, "internal", "socket: %m");
+	unlink(sa.sun_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0)
+		return hs_error_set(err, -errno, "internal", "cannot listen on %s: %m", sa.sun_path);
+	return TAKE_FD(fd);
+}
+
+static int unix_connect(Vm *vm, const char *file)
+{
+	struct sockaddr_un sa;
+	if (unix_path(vm, file, &sa, NULL) < 0)
+		return -ENAMETOOLONG;
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS)
+		return -errno;
+	return TAKE_FD(fd);
+}
+
+static int vm_open_run_dir(Vm *vm)
+{
+	if (vm->run_dirfd >= 0)
+		return 0;
+	if (mkdirat(vm->hsd->run_vms_dirfd, vm->spec.name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	vm->run_dirfd = openat(vm->hsd->run_vms_dirfd, vm->spec.name,
+			       O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	return vm->run_dirfd < 0 ? -errno : 0;
+}
+
+static void vm_watch_process(Vm *vm, int pidfd, pid_t pid, bool is_child)
+{
+	vm->pidfd = pidfd;
+	vm->is_child = is_child;
+	vm->status.pid = pid;
+	ev_io_init(&vm->pidfd_watch, on_pidfd, pidfd, EV_READ);
+	vm->pidfd_watch.data = vm;
+	ev_io_start(vm->hsd->loop, &vm->pidfd_watch);
+}
+
+static int vm_connect(Vm *vm)
+{
+	int fd = unix_connect(vm, QMP_SOCK);
+	if (fd < 0)
+		return fd;
+	vm->qmp = qmp_client_new(vm->hsd->loop, fd, &qmp_callbacks, NULL, vm);
+	if (!vm->qmp) {
+		close(fd);
+		return -ENOMEM;
+	}
+	fd = unix_connect(vm, SERIAL_SOCK);
+	if (fd >= 0)
+		console_attach_serial(vm, fd);
+	return 0;
+}
+
+static void on_start_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Vm *vm = w->data;
+	start_failed(vm, "QEMU did not become ready in time");
+}
+
+/* In the child, between fork and exec: async-signal-safe calls only. */
+static _Noreturn void exec_qemu(Vm *vm, char **argv, int qmp_fd, int serial_fd, int log_fd,
+				const char *pidfile_data, size_t pidfile_len)
+{
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	setsid();
+
+	/* Move the fds clear of 0..4 before placing them. */
+	int q = fcntl(qmp_fd, F_DUPFD, 10), s = fcntl(serial_fd, F_DUPFD, 10),
+	    l = fcntl(log_fd, F_DUPFD, 10);
+	int null = open("/dev/null", O_RDWR);
+	if (q < 0 || s < 0 || l < 0 || null < 0)
+		_exit(126);
+	/* The pidfile is written by the child, so it exists even if hsd dies
+	 * right after fork. */
+	int pf = openat(vm->run_dirfd, PIDFILE, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (pf >= 0) {
+		(void)!write(pf, pidfile_data, pidfile_len);
+		close(pf);
+	}
+	dup2(null, 0);
+	dup2(l, 1);
+	dup2(l, 2);
+	dup2(q, 3);
+	dup2(s, 4);
+	close_range(5, ~0U, 0);
+	execv(argv[0], argv);
+	dprintf(2, "hsd: cannot execute %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+static void rotate_log(int dirfd, const char *name, off_t max)
+{
+	struct stat st;
+	char old[64];
+	if (fstatat(dirfd, name, &st, 0) == 0 && st.st_size > max) {
+		snprintf(old, sizeof(old), "%s.1", name);
+		renameat(dirfd, name, dirfd, old);
+	}
+}
+
+int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
+{
+	Hsd *h = vm->hsd;
+	int r;
+
+	if (vm->deleting)
+		return hs_error_set(err, -ENOENT, "not-found", "no VM named '%s'", vm->spec.name);
+	if (vm_state_is_active(vm->status.state))
+		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is already %s", vm->spec.name,
+				    vm_state_to_string(vm->status.state));
+	if (vm->spec.accel == VM_ACCEL_KVM && !h->host.kvm_usable)
+		return hs_error_set(err, -ENODEV, "kvm-unavailable",
+				    "VM '%s' asks for accel 'kvm' but KVM is not usable: %s",
+				    vm->spec.name, h->host.kvm_reason);
+	r = vm_open_run_dir(vm);
+	if (r < 0)
+		return hs_error_set(err, r, "internal", "cannot make run dir: %s", strerror(-r));
+
+	_cleanup_close_ int qmp_listen = unix_listen(vm, QMP_SOCK, err);
+	if (qmp_listen < 0)
+		return qmp_listen;
+	_cleanup_close_ int serial_listen = unix_listen(vm, SERIAL_SOCK, err);
+	if (serial_listen < 0)
+		return serial_listen;
+
+	rotate_log(vm->state_dirfd, "qemu.log", 1 << 20);
+	rotate_log(vm->state_dirfd, "console.log", 4 << 20);
+	_cleanup_close_ int log_fd = openat(vm->state_dirfd, "qemu.log",
+					    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (log_fd < 0)
+		return hs_error_set(err, -errno, "internal", "cannot open qemu.log: %m");
+
+	_cleanup_free_ char *serial_log =
+		hs_strdup_printf("%s/vms/%s/console.log", h->state_dir, vm->spec.name);
+	QemuLaunch launch = {
+		.binary = h->host.qemu_binary,
+		.qmp_fd = 3,
+		.serial_fd = 4,
+		.serial_log = serial_log,
+		.sandbox = h->host.qemu_sandbox,
+	};
+	char **argv = NULL;
+	r = qemu_argv_build(&vm->spec, &launch, &argv);
+	if (r < 0)
+		return hs_error_set(err, r, "internal", "cannot build QEMU's command line");
+	{
+		_cleanup_free_ char *line = strv_join(argv);
+		log_debug("vm %s: exec %s", vm->spec.name, line ? line : "?");
+		if (line) {
+			char hdr[64];
+			int n = snprintf(hdr, sizeof(hdr), "\n--- start %.0f ---\n", hs_wall());
+			(void)!write(log_fd, hdr, (size_t)n);
+			(void)!write(log_fd, line, strlen(line));
+			(void)!write(log_fd, "\n", 1);
+		}
+	}
+
+	/* Record the intent before acting: a crash from here on is sorted
+	 * out on restart from the pidfile. */
+	vm->status.started_at = hs_wall();
+	vm->status.exit_reason[0] = '\0';
+	vm->stop_kind = STOP_NONE;
+	vm->guest_shutdown = false;
+	vm->start_paused = paused;
+	vm->start_mono = hs_now();
+	vm_set_state(vm, VM_STATE_STARTING);
+
+	char pidbuf[32];
+	pid_t pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		strv_free(argv);
+		vm->status.state = VM_STATE_STOPPED;
+		vm_save_status(vm);
+		return hs_error_set(err, r, "internal", "fork: %s", strerror(-r));
+	}
+	if (pid == 0) {
+		int n = snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)getpid());
+		exec_qemu(vm, argv, qmp_listen, serial_listen, log_fd, pidbuf, (size_t)n);
+	}
+	strv_free(argv);
+
+	int pidfd = pidfd_open_(pid);
+	if (pidfd < 0) {
+		r = -errno;
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		vm->status.state = VM_STATE_STOPPED;
+		vm_save_status(vm);
+		return hs_error_set(err, r, "internal", "pidfd_open: %s", strerror(-r));
+	}
+	vm_watch_process(vm, pidfd, pid, true);
+	vm_save_status(vm);
+
+	r = vm_connect(vm);
+	if (r < 0) {
+		start_failed(vm, "cannot connect to QMP");
+	}
+	ev_timer_init(&vm->start_timer, on_start_timeout, START_TIMEOUT, 0.);
+	vm->start_timer.data = vm;
+	ev_timer_start(h->loop, &vm->start_timer);
+	waiters_add(vm, WAIT_START, cb, ud);
+	return 0;
+}
+
+/* ---- stop ---- */
+
+static void on_stop_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Vm *vm = w->data;
+	if (vm->pidfd < 0)
+		return;
+	if (vm->stop_kind == STOP_ACPI) {
+		log_info("vm %s: no ACPI shutdown in time; forcing", vm->spec.name);
+		vm->stop_kind = STOP_FORCE;
+		pidfd_send_signal_(vm->pidfd, SIGTERM);
+		ev_timer_set(&vm->stop_timer, FORCE_KILL_TIMEOUT, 0.);
+		ev_timer_start(loop, &vm->stop_timer);
+	} else {
+		log_info("vm %s: QEMU ignores SIGTERM; killing", vm->spec.name);
+		pidfd_send_signal_(vm->pidfd, SIGKILL);
+	}
+}
+
+static void on_powerdown_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	if (err && err->code != -ECANCELED && vm->pidfd >= 0 && vm->stop_kind == STOP_ACPI) {
+		log_info("vm %s: system_powerdown failed (%s); forcing", vm->spec.name,
+			 err->message);
+		vm->stop_kind = STOP_FORCE;
+		pidfd_send_signal_(vm->pidfd, SIGTERM);
+	}
+}
+
+int vm_stop(Vm *vm, StopKind kind, double timeout, VmDoneCb cb, void *ud, HsError *err)
+{
+	if (!vm_state_is_active(vm->status.state) || vm->pidfd < 0)
+		return hs_error_set(err, -ENOTCONN, "not-running", "VM '%s' is not running (%s)",
+				    vm->spec.name, vm_state_to_string(vm->status.state));
+	if (timeout <= 0)
+		timeout = vm->hsd->default_stop_timeout;
+	/* A paused or starting guest cannot act on the power button. */
+	if (kind == STOP_ACPI && (vm->status.state != VM_STATE_RUNNING || !vm->qmp))
+		kind = STOP_FORCE;
+	if (kind > vm->stop_kind) {
+		vm->stop_kind = kind;
+		ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
+		ev_timer_init(&vm->stop_timer, on_stop_timeout,
+			      kind == STOP_ACPI ? timeout : FORCE_KILL_TIMEOUT, 0.);
+		vm->stop_timer.data = vm;
+		switch (kind) {
+		case STOP_ACPI:
+			qmp_client_execute(vm->qmp, "system_powerdown", NULL, vm->hsd->qmp_timeout,
+					   on_powerdown_reply, vm);
+			ev_timer_start(vm->hsd->loop, &vm->stop_timer);
+			break;
+		case STOP_FORCE:
+			pidfd_send_signal_(vm->pidfd, SIGTERM);
+			ev_timer_start(vm->hsd->loop, &vm->stop_timer);
+			break;
+		case STOP_KILL:
+			pidfd_send_signal_(vm->pidfd, SIGKILL);
+			break;
+		case STOP_NONE:
+		default:
+			break;
+		}
+		if (vm->status.state != VM_STATE_STARTING)
+			vm_set_state(vm, VM_STATE_STOPPING);
+	}
+	waiters_add(vm, WAIT_EXIT, cb, ud);
+	return 0;
+}
+
+/* ---- simple QMP-backed actions ---- */
+
+typedef struct CmdCtx {
+	Vm *vm;
+	VmDoneCb cb;
+	void *ud;
+	VmState on_success;
+	bool set_state;
+} CmdCtx;
+
+static void on_cmd_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	CmdCtx *ctx = ud;
+	if (!err && ctx->set_state && vm_state_is_active(ctx->vm->status.state))
+		vm_set_state(ctx->vm, ctx->on_success);
+	if (ctx->cb)
+		ctx->cb(ctx->vm, err, ctx->ud);
+	free(ctx);
+}
+
+static int vm_require_qmp(Vm *vm, HsError *err)
+{
+	if (!vm_state_is_active(vm->status.state))
+		return hs_error_set(err, -ENOTCONN, "not-running", "VM '%s' is not running (%s)",
+				    vm->spec.name, vm_state_to_string(vm->status.state));
+	if (!vm->qmp)
+		return hs_error_set(err, -ENOTCONN, "qmp-unavailable",
+				    "VM '%s': no QMP connection to its QEMU", vm->spec.name);
+	return 0;
+}
+
+static int vm_command(Vm *vm, const char *cmd, bool set_state, VmState on_success, VmDoneCb cb,
+		      void *ud, HsError *err)
+{
+	int r = vm_require_qmp(vm, err);
+	if (r < 0)
+		return r;
+	CmdCtx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	*ctx = (CmdCtx){.vm = vm, .cb = cb, .ud = ud, .on_success = on_success,
+			.set_state = set_state};
+	r = qmp_client_execute(vm->qmp, cmd, NULL, vm->hsd->qmp_timeout, on_cmd_reply, ctx);
+	if (r < 0) {
+		free(ctx);
+		return hs_error_set(err, r, "qmp-unavailable", "VM '%s': QMP is closed",
+				    vm->spec.name);
+	}
+	return 0;
+}
+
+int vm_reboot(Vm *vm, VmDoneCb cb, void *ud, HsError *err)
+{
+	if (vm->status.state != VM_STATE_RUNNING && vm->status.state != VM_STATE_PAUSED)
+		return hs_error_set(err, -ENOTCONN, "not-running", "VM '%s' is not running (%s)",
+				    vm->spec.name, vm_state_to_string(vm->status.state));
+	return vm_command(vm, "system_reset", false, VM_STATE_RUNNING, cb, ud, err);
+}
+
+int vm_pause(Vm *vm, bool pause, VmDoneCb cb, void *ud, HsError *err)
+{
+	VmState want = pause ? VM_STATE_RUNNING : VM_STATE_PAUSED;
+	if (vm->status.state != want) {
+		if (vm->status.state == (pause ? VM_STATE_PAUSED : VM_STATE_RUNNING))
+			return hs_error_set(err, -EALREADY, "conflict", "VM '%s' is already %s",
+					    vm->spec.name, vm_state_to_string(vm->status.state));
+		return hs_error_set(err, -ENOTCONN, "not-running", "VM '%s' is %s",
+				    vm->spec.name, vm_state_to_string(vm->status.state));
+	}
+	return vm_command(vm, pause ? "stop" : "cont", true,
+			  pause ? VM_STATE_PAUSED : VM_STATE_RUNNING, cb, ud, err);
+}
+
+int vm_qmp_passthrough(Vm *vm, json_t *msg, QmpReplyCb cb, void *ud, HsError *err)
+{
+	int r = vm_require_qmp(vm, err);
+	if (r < 0) {
+		json_decref(msg);
+		return r;
+	}
+	return qmp_client_execute_raw(vm->qmp, msg, vm->hsd->qmp_timeout, cb, ud, err);
+}
+
+/* ---- define / load / delete ---- */
+
+static Vm *vm_new(Hsd *h, VmSpec *spec)
+{
+	Vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return NULL;
+	vm->hsd = h;
+	vm->spec = *spec;
+	memset(spec, 0, sizeof(*spec));
+	vm->pidfd = -1;
+	vm->serial_fd = -1;
+	vm->run_dirfd = -1;
+	vm->state_dirfd = -1;
+	ev_init(&vm->start_timer, on_start_timeout);
+	vm->start_timer.data = vm;
+	ev_init(&vm->stop_timer, on_stop_timeout);
+	vm->stop_timer.data = vm;
+	return vm;
+}
+
+static void vm_free(Vm *vm)
+{
+	if (!vm)
+		return;
+	HsError err;
+	hs_error_set(&err, -ECANCELED, "shutting-down", "hsd is shutting down");
+	waiters_complete(vm, WAIT_START, &err);
+	waiters_complete(vm, WAIT_EXIT, &err);
+	/* Leave QEMU running: the next hsd adopts it. */
+	if (vm->qmp)
+		vm->qmp = qmp_client_free(vm->qmp);
+	console_detach_serial(vm);
+	console_close_clients(vm);
+	if (vm->pidfd >= 0) {
+		ev_io_stop(vm->hsd->loop, &vm->pidfd_watch);
+		close(vm->pidfd);
+	}
+	ev_timer_stop(vm->hsd->loop, &vm->start_timer);
+	ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
+	if (vm->run_dirfd >= 0)
+		close(vm->run_dirfd);
+	if (vm->state_dirfd >= 0)
+		close(vm->state_dirfd);
+	free(vm->ring);
+	free(vm->pending_input);
+	vm_spec_clear(&vm->spec);
+	free(vm);
+}
+
+void vm_free_all(Hsd *h)
+{
+	while (h->vms) {
+		Vm *vm = h->vms;
+		h->vms = vm->next;
+		vm_free(vm);
+	}
+	h->n_vms = 0;
+}
+
+int vm_define(Hsd *h, VmSpec *spec, Vm **ret, HsError *err)
+{
+	if (vm_find(h, spec->name))
+		return hs_error_set(err, -EEXIST, "conflict", "a VM named '%s' already exists",
+				    spec->name);
+	VmStatus st = {.state = VM_STATE_DEFINED};
+	int r = store_create(&h->store, spec, &st);
+	if (r == -EEXIST)
+		return hs_error_set(err, r, "conflict", "a VM named '%s' already exists",
+				    spec->name);
+	if (r < 0)
+		return hs_error_set(err, r, r == -ENOSPC ? "no-space" : "internal",
+				    "cannot store VM '%s': %s", spec->name, strerror(-r));
+	Vm *vm = vm_new(h, spec);
+	if (!vm)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	vm->status = st;
+	vm->state_dirfd = store_vm_dirfd(&h->store, vm->spec.name);
+	vm_insert(h, vm);
+	log_info("vm %s: defined", vm->spec.name);
+	events_publish_state(vm, VM_STATE_DEFINED);
+	*ret = vm;
+	return 0;
+}
+
+/* Is `pid` the QEMU we started for this VM? Its argv names our pidfile. */
+static bool pid_is_our_qemu(Vm *vm, pid_t pid)
+{
+	char path[64], want[4096];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	_cleanup_free_ char *data = NULL;
+	size_t len;
+	if (hs_read_file(AT_FDCWD, path, 1 << 20, &data, &len) < 0)
+		return false;
+	int n = snprintf(want, sizeof(want), "guest=%s,debug-threads=on", vm->spec.name);
+	char sock[4096];
+	int m = snprintf(sock, sizeof(sock), "socket,id=hs-qmp,fd=3,server=on,wait=off");
+	bool name_ok = false, qmp_ok = false;
+	for (size_t off = 0; off < len; off += strlen(data + off) + 1) {
+		if (!strncmp(data + off, want, (size_t)n) && data[off + (size_t)n] == '\0')
+			name_ok = true;
+		if (!strncmp(data + off, sock, (size_t)m))
+			qmp_ok = true;
+	}
+	return name_ok && qmp_ok;
+}
+
+static void vm_adopt(Vm *vm)
+{
+	_cleanup_free_ char *data = NULL;
+	pid_t pid = 0;
+	int pidfd = -1;
+
+	if (vm_open_run_dir(vm) == 0 &&
+	    hs_read_file(vm->run_dirfd, PIDFILE, 64, &data, NULL) == 0)
+		pid = (pid_t)strtol(data, NULL, 10);
+	if (pid <= 0 && vm->status.pid > 0)
+		pid = vm->status.pid;
+	if (pid > 0 && (pidfd = pidfd_open_(pid)) >= 0 && !pid_is_our_qemu(vm, pid)) {
+		close(pidfd);
+		pidfd = -1;
+	}
+	if (pidfd < 0) {
+		VmState was = vm->status.state;
+		vm_cleanup_process(vm);
+		vm->status.pid = 0;
+		vm->status.stopped_at = hs_wall();
+		if (was == VM_STATE_STOPPING) {
+			snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason),
+				 "stopped while hsd was not running");
+			vm_set_state(vm, VM_STATE_STOPPED);
+		} else {
+			snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason),
+				 "QEMU exited while hsd was not running");
+			vm_set_state(vm, VM_STATE_CRASHED);
+		}
+		vm_save_status(vm);
+		return;
+	}
+	vm_watch_process(vm, pidfd, pid, false);
+	vm->adopting = true;
+	if (vm->status.state == VM_STATE_STOPPING)
+		vm->status.state = VM_STATE_RUNNING; /* re-derived from QEMU below */
+	vm_save_status(vm);
+	if (vm_connect(vm) < 0)
+		log_warning("vm %s: re-adopted pid %d but cannot reach its QMP socket",
+			    vm->spec.name, (int)pid);
+}
+
+int vm_load(Hsd *h, VmSpec *spec, const VmStatus *status)
+{
+	Vm *vm = vm_new(h, spec);
+	if (!vm)
+		return -ENOMEM;
+	vm->status = *status;
+	vm->state_dirfd = store_vm_dirfd(&h->store, vm->spec.name);
+	vm_insert(h, vm);
+	console_seed_from_log(vm);
+	if (vm_state_is_active(vm->status.state))
+		vm_adopt(vm);
+	return 0;
+}
+
+int vm_delete(Vm *vm, HsError *err)
+{
+	Hsd *h = vm->hsd;
+	if (vm_state_is_active(vm->status.state))
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' is %s; stop it before deleting it", vm->spec.name,
+				    vm_state_to_string(vm->status.state));
+	int r = store_delete(&h->store, vm->spec.name);
+	if (r < 0 && r != -ENOENT)
+		return hs_error_set(err, r, "internal", "cannot delete VM '%s': %s", vm->spec.name,
+				    strerror(-r));
+	hs_rm_rf_at(h->run_vms_dirfd, vm->spec.name);
+	vm_unlink(h, vm);
+	events_publish(h, json_pack("{s:s, s:s, s:s, s:s, s:f}", "type", "state", "vm",
+				    vm->spec.name, "state", "deleted", "previous",
+				    vm_state_to_string(vm->status.state), "time", hs_wall()));
+	log_info("vm %s: deleted", vm->spec.name);
+	vm_free(vm);
+	return 0;
+}
+
+json_t *vm_to_json(Vm *vm, bool with_spec)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:i, s:i}", "name", vm->spec.name, "state",
+			      vm_state_to_string(vm->status.state), "memory_mib",
+			      (json_int_t)vm->spec.memory_mib, "cpus", (int)vm->spec.cpus, "pid",
+			      (int)vm->status.pid);
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "accel", json_string(vm_accel_to_string(vm->spec.accel)));
+	bool active = vm_state_is_active(vm->status.state);
+	if (vm->status.started_at > 0)
+		json_object_set_new(o, "started_at", json_real(vm->status.started_at));
+	if (active && vm->status.started_at > 0)
+		json_object_set_new(o, "uptime_s", json_real(hs_wall() - vm->status.started_at));
+	if (vm->status.stopped_at > 0)
+		json_object_set_new(o, "stopped_at", json_real(vm->status.stopped_at));
+	if (vm->status.exit_reason[0])
+		json_object_set_new(o, "exit_reason", json_string(vm->status.exit_reason));
+	if (with_spec) {
+		json_object_set_new(o, "qmp_connected", json_boolean(vm->qmp_ready));
+		json_object_set_new(o, "spec", vm_spec_to_json(&vm->spec));
+		_cleanup_free_ char *tail = console_tail(vm, 10);
+		json_object_set_new(o, "console_tail", json_string(tail ? tail : ""));
+		json_object_set_new(o, "console_clients", json_integer(console_client_count(vm)));
+	}
+	return o;
+}

@@ -1,0 +1,632 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* QMP client: transport (non-blocking socket, line framing, output buffer)
+ * and dispatch (greeting, capabilities, replies matched by id, events).
+ *
+ * Framing: QEMU writes one JSON object a line ("\r\n"), as long as the
+ * monitor is not in pretty=on mode. We split on '\n' and parse each line.
+ *
+ * Re-entrancy: every path that runs user callbacks holds the client
+ * (client_hold/client_release). qmp_client_free() only marks the client
+ * freed, tears the connection down and fails the pending commands; the
+ * memory goes when the last holder returns. Code that runs callbacks
+ * re-checks c->state afterwards and stops once it is QMP_STATE_CLOSED. */
+#include "qmp.h"
+
+#include <inttypes.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define QMP_DEFAULT_MAX_MESSAGE ((size_t)16 * 1024 * 1024)
+#define QMP_DEFAULT_HANDSHAKE_TIMEOUT 10.0
+#define QMP_READ_CHUNK ((size_t)64 * 1024)
+#define QMP_KEEP_BUFFER ((size_t)1024 * 1024) /* larger buffers are freed once empty */
+#define QMP_CAPABILITIES_ID "hs-capabilities"
+
+typedef enum QmpState {
+	QMP_STATE_GREETING,    /* waiting for {"QMP": ...} */
+	QMP_STATE_NEGOTIATING, /* qmp_capabilities sent, waiting for its return */
+	QMP_STATE_READY,
+	QMP_STATE_CLOSED, /* connection gone, or the client is being freed */
+} QmpState;
+
+typedef struct QmpCommand QmpCommand;
+struct QmpCommand {
+	QmpCommand *prev, *next;
+	QmpClient *client;
+	char id[32];
+	char *name;	  /* for messages */
+	char *wire;	  /* the serialized line, until it is moved to the output buffer */
+	size_t wire_len;
+	double timeout;
+	bool raw;	  /* execute_raw: put the caller's id back into the reply */
+	json_t *caller_id; /* raw only; NULL: the caller gave none */
+	QmpReplyCb cb;
+	void *userdata;
+	ev_timer timer;
+};
+
+struct QmpClient {
+	struct ev_loop *loop;
+	int fd;
+	QmpState state;
+	QmpCallbacks cbs;
+	void *userdata;
+	size_t max_message;
+	double handshake_timeout;
+	json_t *greeting;
+
+	ev_io read_io, write_io;
+	ev_timer handshake_timer;
+
+	char *in;
+	size_t in_len, in_cap, in_scanned; /* bytes before in_scanned hold no '\n' */
+	char *out;
+	size_t out_off, out_len, out_cap;
+
+	QmpCommand *head, *tail; /* queued and sent commands, in issue order */
+	unsigned n_pending;
+	uint64_t next_id;
+
+	unsigned holds; /* client functions on the stack that may run callbacks */
+	bool freed;	/* qmp_client_free() was called */
+};
+
+static void client_hold(QmpClient *c)
+{
+	c->holds++;
+}
+
+static void client_release(QmpClient *c)
+{
+	if (--c->holds > 0 || !c->freed)
+		return;
+	json_decref(c->greeting);
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+static void command_free(QmpCommand *cmd)
+{
+	ev_timer_stop(cmd->client->loop, &cmd->timer);
+	json_decref(cmd->caller_id);
+	free(cmd->wire);
+	free(cmd->name);
+	free(cmd);
+}
+
+static void command_unlink(QmpClient *c, QmpCommand *cmd)
+{
+	*(cmd->prev ? &cmd->prev->next : &c->head) = cmd->next;
+	*(cmd->next ? &cmd->next->prev : &c->tail) = cmd->prev;
+	cmd->prev = cmd->next = NULL;
+	c->n_pending--;
+}
+
+/* Removes cmd and runs its callback. reply may be NULL; the caller holds c. */
+static void command_complete(QmpClient *c, QmpCommand *cmd, json_t *reply, const HsError *err)
+{
+	command_unlink(c, cmd);
+	ev_timer_stop(c->loop, &cmd->timer);
+	if (reply && cmd->raw) {
+		if (cmd->caller_id)
+			json_object_set(reply, "id", cmd->caller_id);
+		else
+			json_object_del(reply, "id");
+	}
+	if (cmd->cb)
+		cmd->cb(c, reply, err, cmd->userdata);
+	command_free(cmd);
+}
+
+static void fail_all(QmpClient *c, const HsError *err)
+{
+	/* Callbacks may free the client, which empties the list itself. */
+	while (c->head)
+		command_complete(c, c->head, NULL, err);
+}
+
+static void client_shutdown(QmpClient *c)
+{
+	c->state = QMP_STATE_CLOSED;
+	ev_io_stop(c->loop, &c->read_io);
+	ev_io_stop(c->loop, &c->write_io);
+	ev_timer_stop(c->loop, &c->handshake_timer);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->out_off = c->out_len = 0;
+}
+
+/* The connection is gone: fail every pending command, then tell the owner
+ * (unless the owner freed the client meanwhile). The caller holds c. */
+_printf_(4, 5) static void client_fail(QmpClient *c, int code, const char *kind, const char *fmt,
+				       ...)
+{
+	HsError err;
+	va_list ap;
+
+	if (c->state == QMP_STATE_CLOSED)
+		return;
+	va_start(ap, fmt);
+	hs_error_setv(&err, code, kind, fmt, ap);
+	va_end(ap);
+
+	client_shutdown(c);
+	fail_all(c, &err);
+	if (!c->freed && c->cbs.closed)
+		c->cbs.closed(c, &err, c->userdata);
+}
+
+static int out_append(QmpClient *c, const char *data, size_t len)
+{
+	if (c->out_cap - c->out_len < len && c->out_off > 0) {
+		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+		c->out_len -= c->out_off;
+		c->out_off = 0;
+	}
+	if (c->out_cap - c->out_len < len) {
+		size_t cap = c->out_cap ? c->out_cap * 2 : 4096;
+		if (cap < c->out_len + len)
+			cap = c->out_len + len;
+		char *p = realloc(c->out, cap);
+		if (!p)
+			return -ENOMEM;
+		c->out = p;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, data, len);
+	c->out_len += len;
+	ev_io_start(c->loop, &c->write_io);
+	return 0;
+}
+
+static char *serialize_line(const json_t *msg, size_t *ret_len)
+{
+	char *s = json_dumps(msg, JSON_COMPACT);
+	if (!s)
+		return NULL;
+	size_t n = strlen(s);
+	char *line = realloc(s, n + 3);
+	if (!line) {
+		free(s);
+		return NULL;
+	}
+	memcpy(line + n, "\r\n", 3);
+	*ret_len = n + 2;
+	return line;
+}
+
+static void on_command_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	QmpCommand *cmd = w->data;
+	QmpClient *c = cmd->client;
+	HsError err;
+
+	hs_error_set(&err, -ETIMEDOUT, "timeout", "QMP command %s timed out after %g s", cmd->name,
+		     cmd->timeout);
+	client_hold(c);
+	command_complete(c, cmd, NULL, &err);
+	client_release(c);
+}
+
+/* Queues msg (borrowed; its "id" is overwritten). caller_id is stolen. */
+static int client_queue(QmpClient *c, json_t *msg, bool raw, json_t *caller_id, double timeout,
+			QmpReplyCb cb, void *userdata)
+{
+	const char *name = json_string_value(json_object_get(msg, "execute"));
+	int r = 0;
+
+	if (!name)
+		name = json_string_value(json_object_get(msg, "exec-oob"));
+	QmpCommand *cmd = calloc(1, sizeof(*cmd));
+	if (!cmd) {
+		json_decref(caller_id);
+		return -ENOMEM;
+	}
+	cmd->client = c;
+	cmd->raw = raw;
+	cmd->caller_id = caller_id;
+	cmd->cb = cb;
+	cmd->userdata = userdata;
+	cmd->timeout = timeout;
+	ev_timer_init(&cmd->timer, on_command_timeout, timeout > 0 ? timeout : 0, 0);
+	cmd->timer.data = cmd;
+	snprintf(cmd->id, sizeof(cmd->id), "hs-%" PRIu64, ++c->next_id);
+	cmd->name = strdup(name ? name : "?");
+	if (!cmd->name || json_object_set_new(msg, "id", json_string(cmd->id)) < 0 ||
+	    !(cmd->wire = serialize_line(msg, &cmd->wire_len)))
+		r = -ENOMEM;
+	else if (c->state == QMP_STATE_READY)
+		r = out_append(c, cmd->wire, cmd->wire_len);
+	if (r < 0) {
+		command_free(cmd);
+		return r;
+	}
+	if (c->state == QMP_STATE_READY) {
+		free(cmd->wire);
+		cmd->wire = NULL;
+	}
+	if (timeout > 0)
+		ev_timer_start(c->loop, &cmd->timer);
+	cmd->prev = c->tail;
+	*(c->tail ? &c->tail->next : &c->head) = cmd;
+	c->tail = cmd;
+	c->n_pending++;
+	return 0;
+}
+
+/* Hand the commands queued during the handshake to the output buffer. */
+static int flush_queued(QmpClient *c)
+{
+	for (QmpCommand *cmd = c->head; cmd; cmd = cmd->next) {
+		if (!cmd->wire)
+			continue;
+		int r = out_append(c, cmd->wire, cmd->wire_len);
+		if (r < 0)
+			return r;
+		free(cmd->wire);
+		cmd->wire = NULL;
+	}
+	return 0;
+}
+
+static void handle_greeting(QmpClient *c, json_t *msg)
+{
+	static const char caps[] = "{\"execute\":\"qmp_capabilities\",\"id\":\"" QMP_CAPABILITIES_ID
+				   "\"}\r\n";
+
+	if (!json_is_object(json_object_get(msg, "QMP"))) {
+		client_fail(c, -EPROTO, "protocol-error", "expected the QMP greeting from QEMU");
+		return;
+	}
+	c->greeting = json_incref(msg);
+	if (out_append(c, caps, sizeof(caps) - 1) < 0) {
+		client_fail(c, -ENOMEM, "internal", "out of memory");
+		return;
+	}
+	c->state = QMP_STATE_NEGOTIATING;
+}
+
+static void handle_capabilities_reply(QmpClient *c, json_t *msg)
+{
+	json_t *error = json_object_get(msg, "error");
+
+	if (error) {
+		const char *desc = json_string_value(json_object_get(error, "desc"));
+		client_fail(c, -EPROTO, "protocol-error", "qmp_capabilities failed: %s",
+			    desc ? desc : "no description");
+		return;
+	}
+	ev_timer_stop(c->loop, &c->handshake_timer);
+	c->state = QMP_STATE_READY;
+	if (flush_queued(c) < 0) {
+		client_fail(c, -ENOMEM, "internal", "out of memory");
+		return;
+	}
+	if (c->cbs.ready)
+		c->cbs.ready(c, c->greeting, c->userdata);
+}
+
+static void handle_event(QmpClient *c, json_t *msg, const char *name)
+{
+	json_t *ts = json_object_get(msg, "timestamp");
+	double seconds = hs_wall();
+
+	if (json_is_object(ts))
+		seconds = json_number_value(json_object_get(ts, "seconds")) +
+			  json_number_value(json_object_get(ts, "microseconds")) / 1e6;
+	if (c->cbs.event)
+		c->cbs.event(c, name, json_object_get(msg, "data"), seconds, c->userdata);
+}
+
+static void handle_reply(QmpClient *c, json_t *msg)
+{
+	const char *id = json_string_value(json_object_get(msg, "id"));
+	json_t *error = json_object_get(msg, "error");
+	QmpCommand *cmd;
+
+	if (!id)
+		return; /* we always send an id: not an answer to us */
+	if (c->state == QMP_STATE_NEGOTIATING) {
+		if (strcmp(id, QMP_CAPABILITIES_ID) == 0)
+			handle_capabilities_reply(c, msg);
+		return;
+	}
+	for (cmd = c->head; cmd; cmd = cmd->next)
+		if (!cmd->wire && strcmp(cmd->id, id) == 0)
+			break;
+	if (!cmd)
+		return; /* timed out meanwhile, or not ours */
+	if (error) {
+		const char *desc = json_string_value(json_object_get(error, "desc"));
+		HsError err;
+		hs_error_set(&err, -EREMOTEIO, "qmp-error", "%s",
+			     desc ? desc : "QEMU returned an error without a description");
+		command_complete(c, cmd, msg, &err);
+	} else {
+		command_complete(c, cmd, msg, NULL);
+	}
+}
+
+static void handle_line(QmpClient *c, const char *line, size_t len)
+{
+	json_error_t jerr;
+	size_t i;
+
+	for (i = 0; i < len && strchr(" \t\r", line[i]); i++)
+		;
+	if (i == len)
+		return; /* blank line */
+
+	json_auto_t *msg = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+	if (!msg) {
+		client_fail(c, -EPROTO, "protocol-error", "invalid JSON from QEMU: %s", jerr.text);
+		return;
+	}
+	if (!json_is_object(msg)) {
+		client_fail(c, -EPROTO, "protocol-error", "QMP message is not a JSON object");
+		return;
+	}
+	if (c->state == QMP_STATE_GREETING) {
+		handle_greeting(c, msg);
+		return;
+	}
+	const char *event = json_string_value(json_object_get(msg, "event"));
+	if (event)
+		handle_event(c, msg, event);
+	else if (json_object_get(msg, "return") || json_object_get(msg, "error"))
+		handle_reply(c, msg);
+	/* Anything else is unknown to this client and ignored. */
+}
+
+static void process_input(QmpClient *c)
+{
+	size_t start = 0;
+
+	while (c->state != QMP_STATE_CLOSED) {
+		char *nl = memchr(c->in + c->in_scanned, '\n', c->in_len - c->in_scanned);
+		if (!nl) {
+			c->in_scanned = c->in_len;
+			break;
+		}
+		size_t line = start, len = (size_t)(nl - c->in) - start;
+		start = c->in_scanned = (size_t)(nl - c->in) + 1;
+		if (len > 0 && c->in[line + len - 1] == '\r')
+			len--;
+		if (len > c->max_message) {
+			client_fail(c, -EMSGSIZE, "protocol-error", "QMP message exceeds %zu bytes",
+				    c->max_message);
+			return;
+		}
+		handle_line(c, c->in + line, len);
+	}
+	if (c->state == QMP_STATE_CLOSED)
+		return;
+	memmove(c->in, c->in + start, c->in_len - start);
+	c->in_len -= start;
+	c->in_scanned -= start;
+	if (c->in_len == 0 && c->in_cap > QMP_KEEP_BUFFER) {
+		free(c->in); /* do not hold on to the memory of one huge reply */
+		c->in = NULL;
+		c->in_cap = 0;
+	}
+	/* An incomplete line: allow for its "\r" still to be stripped. */
+	if (c->in_len > c->max_message + 1)
+		client_fail(c, -EMSGSIZE, "protocol-error", "QMP message exceeds %zu bytes",
+			    c->max_message);
+}
+
+static void client_read(QmpClient *c)
+{
+	if (c->in_cap - c->in_len < QMP_READ_CHUNK) {
+		size_t cap = c->in_cap * 2 > c->in_len + QMP_READ_CHUNK ? c->in_cap * 2
+									: c->in_len + QMP_READ_CHUNK;
+		char *p = realloc(c->in, cap);
+		if (!p) {
+			client_fail(c, -ENOMEM, "internal", "out of memory");
+			return;
+		}
+		c->in = p;
+		c->in_cap = cap;
+	}
+	ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+	if (n < 0) {
+		int r = -errno;
+		if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR)
+			return;
+		client_fail(c, r, "disconnected", "cannot read from QMP socket: %s", strerror(-r));
+		return;
+	}
+	if (n == 0) {
+		client_fail(c, -ECONNRESET, "disconnected", "QEMU closed the QMP connection");
+		return;
+	}
+	c->in_len += (size_t)n;
+	process_input(c);
+}
+
+static void client_write(QmpClient *c)
+{
+	while (c->out_off < c->out_len) {
+		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			int r = -errno;
+			if (r == -EINTR)
+				continue;
+			if (r == -EAGAIN || r == -EWOULDBLOCK)
+				return;
+			client_fail(c, r, "disconnected", "cannot write to QMP socket: %s",
+				    strerror(-r));
+			return;
+		}
+		c->out_off += (size_t)n;
+	}
+	c->out_off = c->out_len = 0;
+	if (c->out_cap > QMP_KEEP_BUFFER) {
+		free(c->out);
+		c->out = NULL;
+		c->out_cap = 0;
+	}
+	ev_io_stop(c->loop, &c->write_io);
+}
+
+static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+	QmpClient *c = w->data;
+	client_hold(c);
+	client_read(c);
+	client_release(c);
+}
+
+static void on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+	QmpClient *c = w->data;
+	client_hold(c);
+	client_write(c);
+	client_release(c);
+}
+
+static void on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	QmpClient *c = w->data;
+	client_hold(c);
+	client_fail(c, -ETIMEDOUT, "timeout", "QMP handshake timed out after %g s",
+		    c->handshake_timeout);
+	client_release(c);
+}
+
+QmpClient *qmp_client_new(struct ev_loop *loop, int fd, const QmpCallbacks *cbs,
+			  const QmpOptions *opts, void *userdata)
+{
+	_cleanup_close_ int owned_fd = fd;
+	int r;
+
+	if (!loop || fd < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	r = hs_fd_nonblock(fd, true);
+	if (r == 0)
+		r = hs_fd_cloexec(fd, true);
+	if (r < 0) {
+		errno = -r;
+		return NULL;
+	}
+	QmpClient *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+
+	c->loop = loop;
+	c->fd = TAKE_FD(owned_fd);
+	if (cbs)
+		c->cbs = *cbs;
+	c->userdata = userdata;
+	c->max_message = opts && opts->max_message ? opts->max_message : QMP_DEFAULT_MAX_MESSAGE;
+	c->handshake_timeout = opts && opts->handshake_timeout > 0 ? opts->handshake_timeout
+								   : QMP_DEFAULT_HANDSHAKE_TIMEOUT;
+	ev_io_init(&c->read_io, on_read, c->fd, EV_READ);
+	ev_io_init(&c->write_io, on_write, c->fd, EV_WRITE);
+	ev_timer_init(&c->handshake_timer, on_handshake_timeout, c->handshake_timeout, 0);
+	c->read_io.data = c->write_io.data = c->handshake_timer.data = c;
+	ev_io_start(loop, &c->read_io);
+	ev_timer_start(loop, &c->handshake_timer);
+	return c;
+}
+
+QmpClient *qmp_client_free(QmpClient *c)
+{
+	HsError err;
+
+	if (!c || c->freed)
+		return NULL;
+	c->freed = true;
+	client_hold(c);
+	client_shutdown(c);
+	hs_error_set(&err, -ECANCELED, "cancelled", "the QMP client was freed");
+	fail_all(c, &err);
+	client_release(c);
+	return NULL;
+}
+
+int qmp_client_execute(QmpClient *c, const char *command, json_t *arguments, double timeout,
+		       QmpReplyCb cb, void *userdata)
+{
+	json_auto_t *args = arguments;
+
+	if (!c || !command || (args && !json_is_object(args)))
+		return -EINVAL;
+	if (c->state == QMP_STATE_CLOSED)
+		return -ENOTCONN;
+	json_auto_t *msg = json_object();
+	if (!msg)
+		return -ENOMEM;
+	json_t *name = json_string(command);
+	if (!name)
+		return -EINVAL; /* not UTF-8 (or out of memory) */
+	if (json_object_set_new(msg, "execute", name) < 0 ||
+	    (args && json_object_set(msg, "arguments", args) < 0))
+		return -ENOMEM;
+	return client_queue(c, msg, false, NULL, timeout, cb, userdata);
+}
+
+int qmp_client_execute_raw(QmpClient *c, json_t *msg_in, double timeout, QmpReplyCb cb,
+			   void *userdata, HsError *err)
+{
+	json_auto_t *msg = msg_in;
+	const char *key;
+	json_t *value;
+
+	if (!c)
+		return hs_error_set(err, -EINVAL, "invalid-argument", "no QMP client");
+	if (!json_is_object(msg))
+		return hs_error_set(err, -EINVAL, "invalid-argument",
+				    "QMP command must be a JSON object");
+	json_t *execute = json_object_get(msg, "execute"), *oob = json_object_get(msg, "exec-oob");
+	if (!execute == !oob)
+		return hs_error_set(err, -EINVAL, "invalid-argument",
+				    "QMP command needs exactly one of \"execute\" and \"exec-oob\"");
+	if (!json_is_string(execute ? execute : oob))
+		return hs_error_set(err, -EINVAL, "invalid-argument", "\"%s\" must be a string",
+				    execute ? "execute" : "exec-oob");
+	json_object_foreach(msg, key, value) {
+		if (strcmp(key, "execute") && strcmp(key, "exec-oob") && strcmp(key, "arguments") &&
+		    strcmp(key, "id"))
+			return hs_error_set(err, -EINVAL, "invalid-argument",
+					    "unexpected member \"%s\" in QMP command", key);
+	}
+	json_t *args = json_object_get(msg, "arguments");
+	if (args && !json_is_object(args))
+		return hs_error_set(err, -EINVAL, "invalid-argument",
+				    "\"arguments\" must be a JSON object");
+	if (c->state == QMP_STATE_CLOSED)
+		return hs_error_set(err, -ENOTCONN, "disconnected", "the QMP connection is closed");
+
+	int r = client_queue(c, msg, true, json_incref(json_object_get(msg, "id")), timeout, cb,
+			     userdata);
+	if (r < 0)
+		return hs_error_set(err, r, "internal", "cannot queue QMP command: %s",
+				    strerror(-r));
+	return 0;
+}
+
+bool qmp_client_is_ready(const QmpClient *c)
+{
+	return c && c->state == QMP_STATE_READY;
+}
+
+bool qmp_client_is_closed(const QmpClient *c)
+{
+	return !c || c->state == QMP_STATE_CLOSED;
+}
+
+unsigned qmp_client_pending(const QmpClient *c)
+{
+	return c ? c->n_pending : 0;
+}
+
+void *qmp_client_get_userdata(const QmpClient *c)
+{
+	return c ? c->userdata : NULL;
+}
