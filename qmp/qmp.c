@@ -34,11 +34,11 @@ struct QmpCommand {
 	QmpCommand *prev, *next;
 	QmpClient *client;
 	char id[32];
-	char *name;	  /* for messages */
-	char *wire;	  /* the serialized line, until it is moved to the output buffer */
+	char *name; /* for messages */
+	char *wire; /* the serialized line, until it is moved to the output buffer */
 	size_t wire_len;
 	double timeout;
-	bool raw;	  /* execute_raw: put the caller's id back into the reply */
+	bool raw;	   /* execute_raw: put the caller's id back into the reply */
 	json_t *caller_id; /* raw only; NULL: the caller gave none */
 	QmpReplyCb cb;
 	void *userdata;
@@ -140,8 +140,9 @@ static void client_shutdown(QmpClient *c)
 
 /* The connection is gone: fail every pending command, then tell the owner
  * (unless the owner freed the client meanwhile). The caller holds c. */
-_printf_(4, 5) static void client_fail(QmpClient *c, int code, const char *kind, const char *fmt,
-				       ...)
+static void client_fail(QmpClient *c, int code, const char *kind, const char *fmt, ...)
+    _printf_(4, 5);
+static void client_fail(QmpClient *c, int code, const char *kind, const char *fmt, ...)
 {
 	HsError err;
 	va_list ap;
@@ -273,8 +274,8 @@ static int flush_queued(QmpClient *c)
 
 static void handle_greeting(QmpClient *c, json_t *msg)
 {
-	static const char caps[] = "{\"execute\":\"qmp_capabilities\",\"id\":\"" QMP_CAPABILITIES_ID
-				   "\"}\r\n";
+	static const char caps[] =
+	    "{\"execute\":\"qmp_capabilities\",\"id\":\"" QMP_CAPABILITIES_ID "\"}\r\n";
 
 	if (!json_is_object(json_object_get(msg, "QMP"))) {
 		client_fail(c, -EPROTO, "protocol-error", "expected the QMP greeting from QEMU");
@@ -354,7 +355,7 @@ static void handle_line(QmpClient *c, const char *line, size_t len)
 	json_error_t jerr;
 	size_t i;
 
-	for (i = 0; i < len && strchr(" \t\r", line[i]); i++)
+	for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'); i++)
 		;
 	if (i == len)
 		return; /* blank line */
@@ -420,8 +421,9 @@ static void process_input(QmpClient *c)
 static void client_read(QmpClient *c)
 {
 	if (c->in_cap - c->in_len < QMP_READ_CHUNK) {
-		size_t cap = c->in_cap * 2 > c->in_len + QMP_READ_CHUNK ? c->in_cap * 2
-									: c->in_len + QMP_READ_CHUNK;
+		size_t cap = c->in_cap * 2 > c->in_len + QMP_READ_CHUNK
+				 ? c->in_cap * 2
+				 : c->in_len + QMP_READ_CHUNK;
 		char *p = realloc(c->in, cap);
 		if (!p) {
 			client_fail(c, -ENOMEM, "internal", "out of memory");
@@ -586,7 +588,7 @@ int qmp_client_execute_raw(QmpClient *c, json_t *msg_in, double timeout, QmpRepl
 	json_t *execute = json_object_get(msg, "execute"), *oob = json_object_get(msg, "exec-oob");
 	if (!execute == !oob)
 		return hs_error_set(err, -EINVAL, "invalid-argument",
-				    "QMP command needs exactly one of \"execute\" and \"exec-oob\"");
+				    "QMP command needs either \"execute\" or \"exec-oob\"");
 	if (!json_is_string(execute ? execute : oob))
 		return hs_error_set(err, -EINVAL, "invalid-argument", "\"%s\" must be a string",
 				    execute ? "execute" : "exec-oob");

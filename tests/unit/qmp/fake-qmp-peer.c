@@ -23,8 +23,8 @@ struct FakePeer {
 };
 
 const char fake_peer_greeting[] =
-	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, "
-	"\"package\": \"fake\"}, \"capabilities\": [\"oob\"]}}";
+    "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, "
+    "\"package\": \"fake\"}, \"capabilities\": [\"oob\"]}}";
 
 static void on_guard(struct ev_loop *loop, ev_timer *w, int revents)
 {

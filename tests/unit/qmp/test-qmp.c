@@ -149,17 +149,17 @@ static void on_reply(QmpClient *c, json_t *reply, const HsError *err, void *user
 		assert_non_null(reply);
 	else
 		assert_null(reply);
-	log_push(json_pack("{s:s, s:i, s:o?, s:s?, s:s?, s:i}", "type", "reply", "tag", tag, "reply",
-			   json_deep_copy(reply), "kind", err ? err->kind : NULL, "message",
-			   err ? err->message : NULL, "code", err ? err->code : 0));
+	log_push(json_pack("{s:s, s:i, s:o?, s:s?, s:s?, s:i}", "type", "reply", "tag", tag,
+			   "reply", json_deep_copy(reply), "kind", err ? err->kind : NULL,
+			   "message", err ? err->message : NULL, "code", err ? err->code : 0));
 	if (tag == T->free_on_reply_tag)
 		T->client = qmp_client_free(c);
 }
 
 static const QmpCallbacks callbacks = {
-	.ready = on_ready,
-	.event = on_event,
-	.closed = on_closed,
+    .ready = on_ready,
+    .event = on_event,
+    .closed = on_closed,
 };
 
 static void start_client(const QmpOptions *opts)
@@ -211,7 +211,8 @@ static void send_reply(const char *id, const char *ret)
 
 static void execute(const char *command, json_t *args, double timeout, int tag)
 {
-	assert_int_equal(qmp_client_execute(T->client, command, args, timeout, on_reply, TAG(tag)), 0);
+	assert_int_equal(qmp_client_execute(T->client, command, args, timeout, on_reply, TAG(tag)),
+			 0);
 }
 
 static void handshake(void)
@@ -234,7 +235,8 @@ static void test_handshake(void **state)
 
 	send_line(fake_peer_greeting);
 	json_auto_t *caps = fake_peer_recv(T->peer);
-	assert_string_equal(json_string_value(json_object_get(caps, "execute")), "qmp_capabilities");
+	assert_string_equal(json_string_value(json_object_get(caps, "execute")),
+			    "qmp_capabilities");
 	assert_true(json_is_string(json_object_get(caps, "id")));
 	assert_int_equal(json_object_size(caps), 2);
 	assert_false(qmp_client_is_ready(T->client));
@@ -243,8 +245,10 @@ static void test_handshake(void **state)
 	send_reply(json_string_value(json_object_get(caps, "id")), "{}");
 	wait_log(1);
 	assert_string_equal(log_str(0, "type"), "ready");
-	json_t *version = json_object_get(json_object_get(json_object_get(log_at(0), "greeting"), "QMP"), "version");
-	assert_int_equal(json_integer_value(json_object_get(json_object_get(version, "qemu"), "major")), 7);
+	json_t *version = json_object_get(
+	    json_object_get(json_object_get(log_at(0), "greeting"), "QMP"), "version");
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(version, "qemu"), "major")), 7);
 	assert_true(qmp_client_is_ready(T->client));
 	assert_false(qmp_client_is_closed(T->client));
 	assert_int_equal(qmp_client_pending(T->client), 0);
@@ -340,11 +344,13 @@ static void test_events_interleaved(void **state)
 	assert_string_equal(log_str(0, "name"), "STOP");
 	json_auto_t *want = json_pack("{s:i}", "a", 1);
 	assert_true(json_equal(json_object_get(log_at(0), "data"), want));
-	assert_float_equal(json_real_value(json_object_get(log_at(0), "seconds")), 1234.000567, 1e-9);
+	assert_float_equal(json_real_value(json_object_get(log_at(0), "seconds")), 1234.000567,
+			   1e-9);
 	assert_reply_ok(1, 2);
 	assert_string_equal(log_str(2, "name"), "RESUME");
 	assert_true(json_is_null(json_object_get(log_at(2), "data")));
-	assert_float_equal(json_real_value(json_object_get(log_at(2), "seconds")), 1700000000.5, 1e-6);
+	assert_float_equal(json_real_value(json_object_get(log_at(2), "seconds")), 1700000000.5,
+			   1e-6);
 	assert_reply_ok(3, 1);
 	/* No timestamp: stamped with the wall clock on arrival. */
 	assert_string_equal(log_str(4, "name"), "NO_TIMESTAMP");
@@ -432,8 +438,9 @@ static void test_eof_fails_pending(void **state)
 	assert_true(qmp_client_is_closed(T->client));
 	assert_false(qmp_client_is_ready(T->client));
 
-	assert_int_equal(qmp_client_execute(T->client, "query-status", json_object(), 1, on_reply, TAG(3)),
-			 -ENOTCONN);
+	assert_int_equal(
+	    qmp_client_execute(T->client, "query-status", json_object(), 1, on_reply, TAG(3)),
+	    -ENOTCONN);
 	assert_int_equal(qmp_client_execute_raw(T->client, json_pack("{s:s}", "execute", "stop"), 1,
 						on_reply, TAG(4), &err),
 			 -ENOTCONN);
@@ -542,10 +549,11 @@ static void test_split_writes(void **state)
 
 	execute("query-status", NULL, 0, 1);
 	_cleanup_free_ char *id = fake_peer_expect(T->peer, "query-status");
-	assert_true(asprintf(&text,
-			     "{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}"
-			     "\r\n{\"return\": {\"status\": \"paused\"}, \"id\": \"%s\"}\r\n",
-			     id) > 0);
+	assert_true(
+	    asprintf(&text,
+		     "{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}"
+		     "\r\n{\"return\": {\"status\": \"paused\"}, \"id\": \"%s\"}\r\n",
+		     id) > 0);
 	assert_int_equal(fake_peer_send_chunked(T->peer, text, 3), 0);
 	free(text);
 	wait_log(3);
@@ -568,7 +576,8 @@ static void test_large_command(void **state)
 	execute("guest-write", json_pack("{s:s}", "blob", blob), 0, 1);
 	free(blob);
 	json_auto_t *msg = fake_peer_recv(T->peer);
-	const char *got = json_string_value(json_object_get(json_object_get(msg, "arguments"), "blob"));
+	const char *got =
+	    json_string_value(json_object_get(json_object_get(msg, "arguments"), "blob"));
 	assert_non_null(got);
 	assert_int_equal(strlen(got), size);
 	assert_int_equal(qmp_client_pending(T->client), 1);
@@ -582,16 +591,17 @@ static void test_execute_raw_ids(void **state)
 	start_client(NULL);
 	handshake();
 	const char *cmds[] = {
-		"{\"execute\": \"query-status\", \"id\": \"caller-7\"}",
-		"{\"execute\": \"qom-list\", \"arguments\": {\"path\": \"/machine\"}, \"id\": 42}",
-		"{\"execute\": \"query-kvm\"}",
-		"{\"execute\": \"query-nope\", \"id\": {\"x\": [1]}}",
-		"{\"exec-oob\": \"migrate-pause\", \"id\": \"oob\"}",
+	    "{\"execute\": \"query-status\", \"id\": \"caller-7\"}",
+	    "{\"execute\": \"qom-list\", \"arguments\": {\"path\": \"/machine\"}, \"id\": 42}",
+	    "{\"execute\": \"query-kvm\"}",
+	    "{\"execute\": \"query-nope\", \"id\": {\"x\": [1]}}",
+	    "{\"exec-oob\": \"migrate-pause\", \"id\": \"oob\"}",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		json_t *msg = json_loads(cmds[i], 0, NULL);
 		assert_non_null(msg);
-		assert_int_equal(qmp_client_execute_raw(T->client, msg, 5, on_reply, TAG(i + 1), &err), 0);
+		assert_int_equal(
+		    qmp_client_execute_raw(T->client, msg, 5, on_reply, TAG(i + 1), &err), 0);
 	}
 	assert_int_equal(qmp_client_pending(T->client), ARRAY_SIZE(cmds));
 
@@ -610,8 +620,9 @@ static void test_execute_raw_ids(void **state)
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
 		const char *id = json_string_value(json_object_get(wire[i], "id"));
 		if (i == 3) {
-			json_auto_t *e = json_pack("{s:s, s:{s:s, s:s}}", "id", id, "error", "class",
-						   "CommandNotFound", "desc", "no such command");
+			json_auto_t *e =
+			    json_pack("{s:s, s:{s:s, s:s}}", "id", id, "error", "class",
+				      "CommandNotFound", "desc", "no such command");
 			_cleanup_free_ char *text = json_dumps(e, 0);
 			send_line(text);
 		} else {
@@ -641,36 +652,41 @@ static void test_execute_raw_invalid(void **state)
 	static const struct {
 		const char *json, *message;
 	} cases[] = {
-		{"[1]", "QMP command must be a JSON object"},
-		{"{}", "QMP command needs exactly one of \"execute\" and \"exec-oob\""},
-		{"{\"execute\": \"a\", \"exec-oob\": \"b\"}",
-		 "QMP command needs exactly one of \"execute\" and \"exec-oob\""},
-		{"{\"execute\": 5}", "\"execute\" must be a string"},
-		{"{\"exec-oob\": null}", "\"exec-oob\" must be a string"},
-		{"{\"execute\": \"a\", \"foo\": 1}", "unexpected member \"foo\" in QMP command"},
-		{"{\"execute\": \"a\", \"arguments\": [1]}", "\"arguments\" must be a JSON object"},
-		{NULL, "QMP command must be a JSON object"},
+	    {"[1]", "QMP command must be a JSON object"},
+	    {"{}", "QMP command needs either \"execute\" or \"exec-oob\""},
+	    {"{\"execute\": \"a\", \"exec-oob\": \"b\"}",
+	     "QMP command needs either \"execute\" or \"exec-oob\""},
+	    {"{\"execute\": 5}", "\"execute\" must be a string"},
+	    {"{\"exec-oob\": null}", "\"exec-oob\" must be a string"},
+	    {"{\"execute\": \"a\", \"foo\": 1}", "unexpected member \"foo\" in QMP command"},
+	    {"{\"execute\": \"a\", \"arguments\": [1]}", "\"arguments\" must be a JSON object"},
+	    {NULL, "QMP command must be a JSON object"},
 	};
 
 	start_client(NULL);
 	handshake();
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		HsError err = {0};
-		json_t *msg = cases[i].json ? json_loads(cases[i].json, JSON_DECODE_ANY, NULL) : NULL;
+		json_t *msg =
+		    cases[i].json ? json_loads(cases[i].json, JSON_DECODE_ANY, NULL) : NULL;
 		assert_true(!cases[i].json || msg);
-		assert_int_equal(qmp_client_execute_raw(T->client, msg, 1, on_reply, TAG(1), &err), -EINVAL);
+		assert_int_equal(qmp_client_execute_raw(T->client, msg, 1, on_reply, TAG(1), &err),
+				 -EINVAL);
 		assert_int_equal(err.code, -EINVAL);
 		assert_string_equal(err.kind, "invalid-argument");
 		assert_string_equal(err.message, cases[i].message);
 		/* err may be NULL too. */
 		msg = cases[i].json ? json_loads(cases[i].json, JSON_DECODE_ANY, NULL) : NULL;
-		assert_int_equal(qmp_client_execute_raw(T->client, msg, 1, on_reply, TAG(1), NULL), -EINVAL);
+		assert_int_equal(qmp_client_execute_raw(T->client, msg, 1, on_reply, TAG(1), NULL),
+				 -EINVAL);
 	}
 	/* Plain execute's own argument checks. */
 	assert_int_equal(qmp_client_execute(T->client, NULL, NULL, 1, on_reply, TAG(1)), -EINVAL);
-	assert_int_equal(qmp_client_execute(T->client, "stop", json_pack("[i]", 1), 1, on_reply, TAG(1)),
+	assert_int_equal(
+	    qmp_client_execute(T->client, "stop", json_pack("[i]", 1), 1, on_reply, TAG(1)),
+	    -EINVAL);
+	assert_int_equal(qmp_client_execute(T->client, "bad\xff", NULL, 1, on_reply, TAG(1)),
 			 -EINVAL);
-	assert_int_equal(qmp_client_execute(T->client, "bad\xff", NULL, 1, on_reply, TAG(1)), -EINVAL);
 
 	assert_int_equal(qmp_client_pending(T->client), 0);
 	assert_false(fake_peer_has_input(T->peer, 0.05));
@@ -876,8 +892,8 @@ static char *replace_id(const char *text, const char *from, const char *to)
 	assert_true(asprintf(&quoted, "\"%s\"", from) > 0);
 	const char *at = strstr(text, quoted);
 	assert_non_null(at);
-	assert_true(asprintf(&out, "%.*s\"%s\"%s", (int)(at - text), text, to,
-			     at + strlen(quoted)) > 0);
+	assert_true(
+	    asprintf(&out, "%.*s\"%s\"%s", (int)(at - text), text, to, at + strlen(quoted)) > 0);
 	return out;
 }
 
@@ -913,7 +929,8 @@ static void replay_file(const char *path)
 			if (strcmp(name, "qmp_capabilities") != 0)
 				execute(name, json_incref(args), 5, (int)++n_commands);
 			json_auto_t *sent = fake_peer_recv(T->peer);
-			assert_string_equal(json_string_value(json_object_get(sent, "execute")), name);
+			assert_string_equal(json_string_value(json_object_get(sent, "execute")),
+					    name);
 			assert_true(args ? json_equal(args, json_object_get(sent, "arguments"))
 					 : !json_object_get(sent, "arguments"));
 			json_t *id = json_object_get(sent, "id");
@@ -946,9 +963,11 @@ static void replay_file(const char *path)
 			json_t *data = json_object_get(msg, "data");
 			assert_true(data ? json_equal(data, json_object_get(got, "data"))
 					 : json_is_null(json_object_get(got, "data")));
-			double seconds = (double)json_integer_value(json_object_get(ts, "seconds")) +
-					 (double)json_integer_value(json_object_get(ts, "microseconds")) / 1e6;
-			assert_float_equal(json_real_value(json_object_get(got, "seconds")), seconds, 1e-6);
+			double seconds =
+			    (double)json_integer_value(json_object_get(ts, "seconds")) +
+			    (double)json_integer_value(json_object_get(ts, "microseconds")) / 1e6;
+			assert_float_equal(json_real_value(json_object_get(got, "seconds")),
+					   seconds, 1e-6);
 		} else if (strcmp(type, "ready") == 0) {
 			assert_true(qmp_client_is_ready(T->client));
 		} else {
@@ -957,8 +976,9 @@ static void replay_file(const char *path)
 			json_t *error = json_object_get(msg, "error");
 			if (error) {
 				assert_string_equal(log_str(before, "kind"), "qmp-error");
-				assert_string_equal(log_str(before, "message"),
-						    json_string_value(json_object_get(error, "desc")));
+				assert_string_equal(
+				    log_str(before, "message"),
+				    json_string_value(json_object_get(error, "desc")));
 			} else {
 				assert_null(log_str(before, "kind"));
 			}
@@ -1000,32 +1020,32 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T_(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
-		T_(test_handshake),
-		T_(test_queued_before_ready),
-		T_(test_out_of_order_replies),
-		T_(test_events_interleaved),
-		T_(test_error_reply),
-		T_(test_timeout_and_late_reply),
-		T_(test_timeout_before_ready),
-		T_(test_eof_fails_pending),
-		T_(test_garbage_input),
-		T_(test_non_object_input),
-		T_(test_oversized_line),
-		T_(test_oversized_partial),
-		T_(test_split_writes),
-		T_(test_large_command),
-		T_(test_execute_raw_ids),
-		T_(test_execute_raw_invalid),
-		T_(test_unknown_replies_dropped),
-		T_(test_write_epipe),
-		T_(test_free_in_reply),
-		T_(test_free_in_failed_reply),
-		T_(test_free_in_closed),
-		T_(test_free_in_event_and_ready),
-		T_(test_free_with_pending),
-		T_(test_handshake_timeout),
-		T_(test_bad_handshake),
-		T_(test_replay_recorded),
+	    T_(test_handshake),
+	    T_(test_queued_before_ready),
+	    T_(test_out_of_order_replies),
+	    T_(test_events_interleaved),
+	    T_(test_error_reply),
+	    T_(test_timeout_and_late_reply),
+	    T_(test_timeout_before_ready),
+	    T_(test_eof_fails_pending),
+	    T_(test_garbage_input),
+	    T_(test_non_object_input),
+	    T_(test_oversized_line),
+	    T_(test_oversized_partial),
+	    T_(test_split_writes),
+	    T_(test_large_command),
+	    T_(test_execute_raw_ids),
+	    T_(test_execute_raw_invalid),
+	    T_(test_unknown_replies_dropped),
+	    T_(test_write_epipe),
+	    T_(test_free_in_reply),
+	    T_(test_free_in_failed_reply),
+	    T_(test_free_in_closed),
+	    T_(test_free_in_event_and_ready),
+	    T_(test_free_with_pending),
+	    T_(test_handshake_timeout),
+	    T_(test_bad_handshake),
+	    T_(test_replay_recorded),
 #undef T_
 	};
 	return cmocka_run_group_tests_name("qmp", tests, NULL, NULL);
