@@ -83,7 +83,7 @@ int cmd_console(Ctl *ctl, int argc, char **argv)
 	int c;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'w':
 			m.needle = optarg;

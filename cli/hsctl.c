@@ -348,7 +348,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 	if (!spec)
 		spec = json_object();
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
 		char *p;
 		switch (c) {
 		case 'm':
@@ -455,7 +455,7 @@ static int cmd_action(Ctl *ctl, int argc, char **argv)
 	int c;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
 		switch (c) {
 		case 't': {
 			char *end;
@@ -593,7 +593,7 @@ static int cmd_events(Ctl *ctl, int argc, char **argv)
 	const char *vm = NULL;
 	int c;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+", opts, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
 		if (c != 'v')
 			return EXIT_USAGE;
 		vm = optarg;

@@ -211,8 +211,6 @@ static void handle_qmp(Hsd *h, Vm *vm, HttpRequest *req)
 		return;
 	}
 	int r = vm_qmp_passthrough(vm, j, on_qmp_reply, p, &err);
-	if (r < 0 && !strcmp(err.kind, "error"))
-		snprintf(err.kind, sizeof(err.kind), "invalid-request");
 	reply_or_defer(req, p, r, &err);
 }
 

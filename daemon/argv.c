@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "argv.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -70,18 +71,42 @@ void strv_free(char **v)
 	free(v);
 }
 
+/* Characters that never need quoting in a POSIX shell word. */
+static bool shell_safe(const char *s)
+{
+	if (!*s)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("@%+=:,./_-", *p))
+			return false;
+	return true;
+}
+
 char *strv_join(char *const *v)
 {
+	/* Worst case per word: a separator, two quotes, and 4 bytes ('\'')
+	 * for every character. */
 	size_t n = 1;
 	for (char *const *p = v; *p; p++)
-		n += strlen(*p) + 3;
+		n += 4 * strlen(*p) + 3;
 	char *r = malloc(n), *q = r;
 	if (!r)
 		return NULL;
 	for (char *const *p = v; *p; p++) {
-		bool quote = strpbrk(*p, " \t'\"") != NULL;
-		q += sprintf(q, "%s%s%s%s", p == v ? "" : " ", quote ? "'" : "", *p,
-			     quote ? "'" : "");
+		if (p != v)
+			*q++ = ' ';
+		if (shell_safe(*p)) {
+			q = stpcpy(q, *p);
+			continue;
+		}
+		*q++ = '\'';
+		for (const char *c = *p; *c; c++) {
+			if (*c == '\'')
+				q = stpcpy(q, "'\\''");
+			else
+				*q++ = *c;
+		}
+		*q++ = '\'';
 	}
 	*q = '\0';
 	return r;

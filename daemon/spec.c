@@ -131,13 +131,13 @@ static int check_path(const char *path, const char *field, bool check_file, bool
 		return 0;
 	struct stat st;
 	if (stat(path, &st) < 0)
-		return hs_error_set(err, -errno, INVALID, "%s: cannot use '%s': %s", field, path,
+		return hs_error_set(err, -EINVAL, INVALID, "%s: cannot use '%s': %s", field, path,
 				    strerror(errno));
 	if (!want_dir && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
 		return hs_error_set(err, -EINVAL, INVALID,
 				    "%s: '%s' is not a regular file or block device", field, path);
 	if (access(path, R_OK) < 0)
-		return hs_error_set(err, -errno, INVALID, "%s: cannot read '%s': %s", field, path,
+		return hs_error_set(err, -EINVAL, INVALID, "%s: cannot read '%s': %s", field, path,
 				    strerror(errno));
 	return 0;
 }
@@ -293,7 +293,9 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	json_t *name = json_object_get(obj, "name");
 	if (!name)
 		return hs_error_set(err, -EINVAL, INVALID, "name: required");
-	if (!json_is_string(name) || !vm_name_is_valid(json_string_value(name)))
+	/* A NUL inside would cut the name short into another, valid, one. */
+	if (!json_is_string(name) || strlen(json_string_value(name)) != json_string_length(name) ||
+	    !vm_name_is_valid(json_string_value(name)))
 		return hs_error_set(err, -EINVAL, INVALID,
 				    "name: must match [a-z0-9][a-z0-9_-]{0,62}");
 	snprintf(s.name, sizeof(s.name), "%s", json_string_value(name));

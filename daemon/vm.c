@@ -257,11 +257,15 @@ static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double se
 					  vm->spec.name, "event", name, "data", data, "time",
 					  seconds));
 	if (!strcmp(name, "SHUTDOWN")) {
-		vm->guest_shutdown = json_is_true(json_object_get(data, "guest"));
+		/* The first SHUTDOWN tells why; the one that our own 'quit'
+		 * causes ("host-qmp-quit") must not overwrite it. */
+		if (vm->shutdown_reason[0])
+			return;
 		const char *r = json_string_value(json_object_get(data, "reason"));
-		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "%s", r ? r : "");
-		if (vm->stop_kind == STOP_ACPI)
-			vm->guest_shutdown = true;
+		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "%s",
+			 r && *r ? r : "unknown");
+		vm->guest_shutdown = json_is_true(json_object_get(data, "guest")) ||
+				     vm->stop_kind == STOP_ACPI;
 		/* -no-shutdown kept QEMU alive to tell us; now let it go. */
 		vm_quit(vm);
 	} else if (!strcmp(name, "STOP")) {
@@ -318,6 +322,7 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 	if (!strcmp(st, "shutdown")) {
 		/* The guest powered off while we were away. */
 		vm->guest_shutdown = true;
+		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "while hsd was away");
 		vm_quit(vm);
 	} else if (!strcmp(st, "running")) {
 		vm_set_state(vm, VM_STATE_RUNNING);

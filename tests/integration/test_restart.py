@@ -1,0 +1,115 @@
+# SPDX-License-Identifier: Apache-2.0
+"""QEMUs outlive hsd: re-adoption after kill -9 and SIGTERM, and VMs that
+died or powered off while hsd was away."""
+import json
+import os
+import signal
+import socket
+import time
+
+from conftest import pid_alive, wait_for
+
+
+def qemu_pids_of(hsd):
+    """Every live process whose argv names this hsd's run dir (by pid)."""
+    pids = set()
+    marker = str(hsd.state_dir).encode()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-system-x86_64") and any(marker in a for a in argv):
+            if pid_alive(int(d)):
+                pids.add(int(d))
+    return pids
+
+
+def test_kill9_hsd_readopts_five_vms(hsd, guest):
+    names = [f"r{i}" for i in range(5)]
+    for n in names:
+        hsd.create_guest(guest, n, append="hs.counter", memory=128)
+        hsd.hsctl("start", n, check=True)
+    before = {n: hsd.vm(n)["pid"] for n in names}
+    assert qemu_pids_of(hsd) == set(before.values())
+
+    hsd.kill9()
+    for pid in before.values():
+        assert pid_alive(pid), "QEMU must outlive hsd"
+    hsd.start()
+
+    after = {}
+    for n in names:
+        wait_for(lambda: hsd.vm(n).get("qmp_connected"), 15, f"{n} QMP re-connected")
+        v = hsd.vm(n)
+        assert v["state"] == "running", v
+        after[n] = v["pid"]
+    assert after == before
+    # No duplicate QEMU was started.
+    assert qemu_pids_of(hsd) == set(before.values())
+
+    # Still controllable: console, QMP, pause/resume, stop.
+    hsd.console_wait("r0", "hs-counter", replay=False, timeout=30)
+    assert hsd.json("POST", "/v1/vms/r1/qmp", {"execute": "query-status"})["return"]["running"]
+    hsd.hsctl("pause", "r2", check=True)
+    assert hsd.json("POST", "/v1/vms/r2/qmp", {"execute": "query-status"})["return"]["status"] == "paused"
+    hsd.hsctl("resume", "r2", check=True)
+    hsd.hsctl("stop", "r3", "--force", check=True)
+    assert not pid_alive(before["r3"])
+    # Starting a running VM is refused: no duplicate.
+    r = hsd.hsctl("start", "r4")
+    assert r.returncode == 1 and "already running" in r.stderr
+    # Exit of an adopted (non-child) QEMU is noticed too.
+    os.kill(before["r4"], signal.SIGKILL)
+    hsd.wait_state("r4", "crashed", timeout=10)
+
+
+def test_sigterm_leaves_vms_running(hsd, guest):
+    hsd.create_guest(guest, "keep")
+    hsd.hsctl("start", "keep", check=True)
+    pid = hsd.vm("keep")["pid"]
+    hsd.stop(signal.SIGTERM)
+    assert hsd.proc.returncode == 0
+    time.sleep(0.3)
+    assert pid_alive(pid)
+    hsd.start()
+    wait_for(lambda: hsd.vm("keep").get("qmp_connected"), 15, "QMP re-connected")
+    assert hsd.vm("keep")["pid"] == pid and hsd.state("keep") == "running"
+    hsd.hsctl("kill", "keep", check=True)
+
+
+def test_vm_died_while_hsd_away_is_crashed(hsd, guest):
+    hsd.create_guest(guest, "gone")
+    hsd.hsctl("start", "gone", check=True)
+    pid = hsd.vm("gone")["pid"]
+    hsd.stop(signal.SIGTERM)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), 5, "QEMU gone")
+    hsd.start()
+    v = hsd.vm("gone")
+    assert v["state"] == "crashed" and "not running" in v["exit_reason"], v
+    assert v["pid"] == 0
+
+
+def test_guest_poweroff_while_hsd_away_is_stopped(hsd, guest):
+    hsd.create_guest(guest, "offaway")
+    hsd.hsctl("start", "offaway", check=True)
+    hsd.console_wait("offaway", "HS-GUEST-READY")
+    pid = hsd.vm("offaway")["pid"]
+    hsd.stop(signal.SIGTERM)
+    # hsd is away: type into the guest's serial socket ourselves.
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(str(hsd.run_dir / "vms" / "offaway" / "console.sock"))
+    s.sendall(b"\npoweroff -f\n")
+    time.sleep(3)
+    s.close()
+    # -no-shutdown keeps QEMU alive in 'shutdown' until hsd comes back.
+    hsd.start()
+    hsd.wait_state("offaway", "stopped", timeout=20)
+    v = hsd.vm("offaway")
+    assert "guest powered off" in v["exit_reason"], v
+    wait_for(lambda: not pid_alive(pid), 10, "QEMU to exit")
