@@ -106,6 +106,7 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		return;
 	}
 	Vm *vm;
+	log_info("api: create vm=%s uid=%u", spec.name, (unsigned)http_request_peer(req)->uid);
 	if (vm_define(h, &spec, &vm, &err) < 0) {
 		vm_spec_clear(&spec);
 		http_reply_hserror(req, &err);

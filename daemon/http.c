@@ -525,12 +525,12 @@ HttpServer *http_server_new(struct ev_loop *loop, int listen_fd, const HttpOptio
 	hs_fd_nonblock(listen_fd, true);
 	s->mhd = MHD_start_daemon(
 		MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG,
-		0, NULL, NULL, access_handler, s, MHD_OPTION_LISTEN_SOCKET, listen_fd,
-		MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
-		notify_connection, s, MHD_OPTION_CONNECTION_LIMIT, s->opts.max_connections,
-		MHD_OPTION_CONNECTION_TIMEOUT, s->opts.idle_timeout,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_EXTERNAL_LOGGER,
-		mhd_log, s, MHD_OPTION_END);
+		/* The logger first, or MHD logs to stderr until it sees it. */
+		0, NULL, NULL, access_handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
+		s, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, s, MHD_OPTION_CONNECTION_LIMIT,
+		s->opts.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, s->opts.idle_timeout,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
 	if (!s->mhd) {
 		hs_error_set(err, -EIO, "internal", "cannot start the HTTP server");
 		close(listen_fd);
@@ -575,8 +575,8 @@ HttpServer *http_server_free(HttpServer *s)
 	ev_io_stop(s->loop, &s->epoll_watch);
 	ev_timer_stop(s->loop, &s->timer);
 	ev_idle_stop(s->loop, &s->kick);
+	/* MHD_stop_daemon closes the listening socket itself. */
 	MHD_stop_daemon(s->mhd);
-	close(s->listen_fd);
 	free(s);
 	return NULL;
 }

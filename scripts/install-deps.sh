@@ -1,0 +1,33 @@
+#!/bin/bash
+# Installs everything hsd needs to build, run and be tested, from Debian's
+# packages. Idempotent: does nothing when all is there already.
+set -euo pipefail
+
+PKGS=(
+	# build
+	gcc meson ninja-build pkg-config
+	libjansson-dev libev-dev libmicrohttpd-dev libhttp-parser-dev
+	libseccomp-dev libcap-ng-dev libcmocka-dev
+	# run
+	qemu-system-x86 qemu-utils
+	# test guest (built from Debian packages by tests/guest/build-guest.sh)
+	cpio gzip xz-utils zstd
+	# tests and benchmarks
+	python3 python3-pytest python3-pytest-xdist curl util-linux iproute2 valgrind
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
