@@ -167,10 +167,25 @@ static int cmd_host(Ctl *ctl, int argc, char **argv)
 	       json_string_value(json_object_get(c, "model")));
 	printf("Memory:     %s total, %s available, %s nominal in running VMs\n", tot, avail, nom);
 	printf("NUMA nodes: %lld\n", json_integer_value(json_object_get(j, "numa_nodes")));
-	printf("KSM:        %s\n",
-	       !json_is_true(json_object_get(ksm, "present")) ? "not available"
-	       : json_integer_value(json_object_get(ksm, "run")) == 1 ? "on"
-								    : "off");
+	size_t ni;
+	json_t *node;
+	json_array_foreach (json_object_get(j, "numa"), ni, node) {
+		char nm[32];
+		fmt_bytes(json_number_value(json_object_get(node, "memory_bytes")), nm, sizeof(nm));
+		printf("  node %lld:   %lld CPUs, %s\n", json_integer_value(json_object_get(node, "id")),
+		       json_integer_value(json_object_get(node, "cpus")), nm);
+	}
+	if (!json_is_true(json_object_get(ksm, "present"))) {
+		printf("KSM:        not available in this kernel\n");
+	} else {
+		char saved[32];
+		fmt_bytes(json_number_value(json_object_get(ksm, "saved_bytes")), saved,
+			  sizeof(saved));
+		printf("KSM:        %s, %lld pages shared by %lld, %s saved\n",
+		       json_integer_value(json_object_get(ksm, "run")) == 1 ? "on" : "off",
+		       json_integer_value(json_object_get(ksm, "pages_shared")),
+		       json_integer_value(json_object_get(ksm, "pages_sharing")), saved);
+	}
 	printf("VMs:        %lld\n", json_integer_value(json_object_get(vms, "total")));
 	return 0;
 }

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 
 #include "hsd.h"
+#include "ksm.h"
+#include "numa.h"
 
 extern char **environ;
 
@@ -78,20 +80,6 @@ static void probe_kvm(HostInfo *host)
 	snprintf(host->kvm_reason, sizeof(host->kvm_reason), "/dev/kvm opens, API version %d", v);
 }
 
-static unsigned count_numa_nodes(void)
-{
-	DIR *d = opendir("/sys/devices/system/node");
-	unsigned n = 0;
-	if (!d)
-		return 1;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (!strncmp(de->d_name, "node", 4) && de->d_name[4] >= '0' && de->d_name[4] <= '9')
-			n++;
-	closedir(d);
-	return n ? n : 1;
-}
-
 void host_refresh(HostInfo *host)
 {
 	_cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
@@ -103,11 +91,10 @@ void host_refresh(HostInfo *host)
 		else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
 			host->mem_available = kb * 1024;
 	}
-	_cleanup_fclose_ FILE *k = fopen("/sys/kernel/mm/ksm/run", "re");
-	host->ksm_present = k != NULL;
-	host->ksm_run = -1;
-	if (k && fscanf(k, "%d", &host->ksm_run) != 1)
-		host->ksm_run = -1;
+	if (ksm_read_stats(host->rootfd, &host->ksm) < 0)
+		host->ksm.present = false;
+	if (numa_read_topology(host->rootfd, &host->numa) < 0)
+		host->numa.n_nodes = 0;
 }
 
 void host_probe(HostInfo *host, const char *qemu_binary)
@@ -142,7 +129,6 @@ void host_probe(HostInfo *host, const char *qemu_binary)
 			}
 		}
 	}
-	host->numa_nodes = count_numa_nodes();
 	host_refresh(host);
 }
 
@@ -159,16 +145,31 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 	for (int i = 0; i < _VM_STATE_MAX; i++)
 		json_object_set_new(states, vm_state_to_string((VmState)i),
 				    json_integer(counts[i]));
+	json_t *nodes = json_array();
+	for (unsigned i = 0; i < host->numa.n_nodes; i++) {
+		const NumaNode *n = &host->numa.nodes[i];
+		json_array_append_new(nodes, json_pack("{s:i, s:i, s:I, s:I}", "id", (int)n->id,
+						       "cpus", (int)n->n_cpus, "memory_bytes",
+						       (json_int_t)n->mem_total, "free_bytes",
+						       (json_int_t)n->mem_free));
+	}
+	const KsmStats *k = &host->ksm;
+	json_t *ksm = json_pack("{s:b, s:i, s:I, s:I, s:I, s:I, s:I, s:I}", "present", k->present,
+				"run", k->run, "pages_shared", (json_int_t)k->pages_shared,
+				"pages_sharing", (json_int_t)k->pages_sharing, "pages_unshared",
+				(json_int_t)k->pages_unshared, "pages_to_scan",
+				(json_int_t)k->pages_to_scan, "sleep_millisecs",
+				(json_int_t)k->sleep_millisecs, "saved_bytes",
+				(json_int_t)ksm_saved_bytes(k, sysconf(_SC_PAGESIZE)));
 	return json_pack("{s:s, s:{s:s, s:s, s:b}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
-			 "s:I}, s:i, s:{s:b, s:i}, s:{s:i, s:o}, s:{s:s, s:s, s:s}}",
+			 "s:I}, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s}}",
 			 "hsd_version", HS_VERSION, "qemu", "binary", host->qemu_binary, "version",
 			 host->qemu_version, "sandbox", host->qemu_sandbox, "kvm", "usable",
 			 host->kvm_usable, "reason", host->kvm_reason, "cpu", "model",
 			 host->cpu_model, "count", (int)host->cpus, "memory", "total_bytes",
 			 (json_int_t)host->mem_total, "available_bytes",
 			 (json_int_t)host->mem_available, "vm_nominal_bytes", (json_int_t)nominal,
-			 "numa_nodes", (int)host->numa_nodes, "ksm", "present", host->ksm_present,
-			 "run", host->ksm_run, "vms", "total", (int)h->n_vms, "by_state", states,
-			 "paths", "state_dir", h->state_dir, "run_dir", h->run_dir, "socket",
-			 h->socket_path);
+			 "numa_nodes", (int)host->numa.n_nodes, "numa", nodes, "ksm", ksm, "vms",
+			 "total", (int)h->n_vms, "by_state", states, "paths", "state_dir",
+			 h->state_dir, "run_dir", h->run_dir, "socket", h->socket_path);
 }

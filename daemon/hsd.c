@@ -99,6 +99,7 @@ static void usage(FILE *f)
 		   "  --qemu PATH         qemu-system-x86_64 to run (default: from $PATH)\n"
 		   "  --stop-timeout SEC  ACPI shutdown wait before forcing (default 60)\n"
 		   "  --qmp-timeout SEC   per QMP command (default 10)\n"
+		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
 		   "  -v, --verbose       debug logging\n"
 		   "  --version\n");
 }
@@ -112,6 +113,7 @@ int main(int argc, char **argv)
 		{"qemu", required_argument, NULL, 'q'},
 		{"stop-timeout", required_argument, NULL, 't'},
 		{"qmp-timeout", required_argument, NULL, 'Q'},
+		{"sysfs-root", required_argument, NULL, 'R'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
@@ -119,6 +121,7 @@ int main(int argc, char **argv)
 	};
 	Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1};
 	_cleanup_free_ char *qemu = NULL;
+	const char *sysroot = "/";
 	int c;
 
 	h.store.dirfd = -1;
@@ -141,6 +144,9 @@ int main(int argc, char **argv)
 			break;
 		case 'Q':
 			h.qmp_timeout = atof(optarg);
+			break;
+		case 'R':
+			sysroot = optarg;
 			break;
 		case 'v':
 			hsd_log_level = 7;
@@ -220,6 +226,11 @@ int main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	h.loop = ev_default_loop(EVFLAG_AUTO);
+	h.host.rootfd = open(sysroot, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (h.host.rootfd < 0) {
+		log_error("cannot open --sysfs-root %s: %m", sysroot);
+		return 1;
+	}
 	host_probe(&h.host, qemu);
 	log_info("hsd %s: QEMU %s (%s), KVM %s: %s", HS_VERSION, h.host.qemu_version, qemu,
 		 h.host.kvm_usable ? "usable" : "not usable", h.host.kvm_reason);
@@ -258,6 +269,7 @@ int main(int argc, char **argv)
 	unlink(h.socket_path);
 	store_close(&h.store);
 	close(h.run_vms_dirfd);
+	close(h.host.rootfd);
 	ev_loop_destroy(h.loop);
 	free(h.state_dir);
 	free(h.run_dir);

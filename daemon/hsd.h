@@ -9,6 +9,8 @@
 
 #include "hs-util.h"
 #include "http.h"
+#include "ksm.h"
+#include "numa.h"
 #include "qmp.h"
 #include "spec.h"
 #include "store.h"
@@ -30,9 +32,9 @@ typedef struct HostInfo {
 	char cpu_model[128];
 	unsigned cpus;
 	uint64_t mem_total, mem_available;
-	unsigned numa_nodes;
-	bool ksm_present;
-	int ksm_run;
+	int rootfd; /* "/" or a fake tree (--sysfs-root) for sysfs and procfs */
+	NumaTopology numa;
+	KsmStats ksm;
 } HostInfo;
 
 typedef enum StopKind {

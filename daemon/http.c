@@ -17,6 +17,7 @@ struct HttpRequest {
 	struct MHD_Connection *conn;
 	HttpRequest *next_deferred, **prev_deferred;
 	ReqState state;
+	bool suspended; /* by us, while deferred */
 	char *method, *path;
 	char *body;
 	size_t body_len;
@@ -191,8 +192,14 @@ static void request_set_response(HttpRequest *r, unsigned status, struct MHD_Res
 	r->status = status;
 	r->response = resp;
 	r->state = REQ_READY;
-	if (was_deferred) {
+	if (was_deferred)
 		request_unlink_deferred(r);
+	/* A reply from inside the handler, right after http_defer, comes
+	 * before the suspension: resuming a connection that is not suspended
+	 * would make MHD ignore its next suspension (a stream would then be
+	 * polled in a busy loop). */
+	if (r->suspended) {
+		r->suspended = false;
 		MHD_resume_connection(r->conn);
 		server_kick(r->server);
 	}
@@ -480,6 +487,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 			s->handler(r, s->userdata);
 		}
 		if (r->state == REQ_DEFERRED) {
+			r->suspended = true;
 			MHD_suspend_connection(conn);
 			return MHD_YES;
 		}

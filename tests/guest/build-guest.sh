@@ -13,6 +13,7 @@
 #   HS_GUEST_FORCE=1        rebuild even if the cache is valid
 #   HS_GUEST_OFFLINE=1      never call apt: use the .debs already in the cache
 # See README.md in this directory.
+# shellcheck disable=SC2012  # ls on our own, well-formed file names
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -132,11 +133,11 @@ flock 9 || die "cannot lock $CACHE/.lock"
 mkdir -p "$CACHE/apt"
 OLD_KPKG=$(stamp_field kernel 2)
 offline=${HS_GUEST_OFFLINE:-}
-MVER= KPKG= KVER= BBVER=
+MVER='' KPKG='' KVER='' BBVER=''
 if [ "$offline" != 1 ]; then
-    c=$(candidates "$KERNEL_META" "$BUSYBOX_PKG" $OLD_KPKG)
+    c=$(candidates "$KERNEL_META" "$BUSYBOX_PKG" ${OLD_KPKG:+"$OLD_KPKG"})
     if [ -z "$(pick "$KERNEL_META" "$c")" ] && apt_lists_empty && apt_update; then
-        c=$(candidates "$KERNEL_META" "$BUSYBOX_PKG" $OLD_KPKG)
+        c=$(candidates "$KERNEL_META" "$BUSYBOX_PKG" ${OLD_KPKG:+"$OLD_KPKG"})
     fi
     MVER=$(pick "$KERNEL_META" "$c")
     BBVER=$(pick "$BUSYBOX_PKG" "$c")
@@ -172,13 +173,21 @@ if [ "${HS_GUEST_FORCE:-}" != 1 ] && [ -n "$KPKG" ] && stamp_valid "$(mkstamp)";
     exit 0
 fi
 
-if [ "$offline" != 1 ]; then
+# Resolve what to build from (online: ask apt again, now including the real
+# kernel package behind the metapackage).
+resolve_online() {
+    local c
+    c=$(candidates "$KERNEL_META" "$BUSYBOX_PKG")
+    MVER=$(pick "$KERNEL_META" "$c")
+    BBVER=$(pick "$BUSYBOX_PKG" "$c")
     KPKG=$(kernel_package)
-    [ -n "$KPKG" ] || die "cannot resolve the kernel package behind $KERNEL_META"
+    [ -n "$MVER" ] && [ -n "$BBVER" ] && [ -n "$KPKG" ] || return 1
     KVER=$(pick "$KPKG" "$(candidates "$KPKG")")
-    [ -n "$KVER" ] || die "no installable version of $KPKG"
+    [ -n "$KVER" ]
+}
+if [ "$offline" != 1 ]; then
+    resolve_online || die "cannot resolve $KERNEL_META / $BUSYBOX_PKG with apt"
 fi
-STAMP=$(mkstamp)
 
 log "building guest: $KPKG $KVER, $BUSYBOX_PKG $BBVER"
 need cpio cpio
@@ -189,24 +198,32 @@ need find findutils
 rm -rf "$CACHE"/tmp.*
 WORK=$(mktemp -d "$CACHE/tmp.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM HUP
 
-# --- fetch
-KDEB=$(deb_path "$KPKG" "$KVER")
-BDEB=$(deb_path "$BUSYBOX_PKG" "$BBVER")
+# --- fetch (.debs are kept in $CACHE/debs; re-runs do not download)
 fetch() { # pkg version path
     [ -s "$3" ] && dpkg-deb -I "$3" >/dev/null 2>&1 && return 0
-    [ "${HS_GUEST_OFFLINE:-}" = 1 ] && die "offline and $3 missing"
+    [ "$offline" = 1 ] && die "offline and $3 is missing"
     log "downloading $1=$2"
-    rm -f "$3"
-    (cd "$WORK" && apt-get "${APT_OPTS[@]}" download "$1=$2" >&2) || {
-        apt_update && (cd "$WORK" && apt-get "${APT_OPTS[@]}" download "$1=$2" >&2)
-    } || die "apt-get download $1=$2 failed"
+    rm -f "$WORK/${1}"_*.deb "$3"
+    (cd "$WORK" && apt-get "${APT_OPTS[@]}" download "$1=$2" >&2) || return 1
     local got
     got=$(ls -1 "$WORK/${1}"_*.deb | head -n1)
-    mv -f "$got" "$3"
+    [ -n "$got" ] && mv -f "$got" "$3"
 }
-fetch "$KPKG" "$KVER" "$KDEB"
-fetch "$BUSYBOX_PKG" "$BBVER" "$BDEB"
+fetch_all() {
+    KDEB=$(deb_path "$KPKG" "$KVER")
+    BDEB=$(deb_path "$BUSYBOX_PKG" "$BBVER")
+    fetch "$KPKG" "$KVER" "$KDEB" && fetch "$BUSYBOX_PKG" "$BBVER" "$BDEB"
+}
+if ! fetch_all; then
+    # Stale package lists (the mirror dropped that version): update, retry.
+    log "download failed; refreshing the package lists"
+    apt_update || die "apt-get update failed"
+    resolve_online || die "cannot resolve $KERNEL_META / $BUSYBOX_PKG with apt"
+    fetch_all || die "apt-get download of $KPKG=$KVER / $BUSYBOX_PKG=$BBVER failed"
+fi
+STAMP=$(mkstamp)
 
 # --- extract
 log "extracting"
@@ -306,7 +323,8 @@ log "modules (load order): ${ORDER[*]}"
 # --- config files
 install -m 0755 "$INIT_SRC" "$R/init"
 # 4095 printable bytes; `yes` adds '\n' -> every 4 KiB page is identical.
-for i in $(seq 0 254); do printf 'HS-FILL-%07x\n' "$i"; done | head -c 4095 >"$R/etc/hs-fill.pattern"
+for i in $(seq 0 255); do printf 'HS-FILL-%07x\n' "$i"; done | head -c 4095 >"$R/etc/hs-fill.pattern"
+[ "$(stat -c %s "$R/etc/hs-fill.pattern")" = 4095 ] || die "bad fill pattern size"
 cat >"$R/etc/inittab" <<'EOF'
 ::respawn:/bin/cttyhack /bin/sh -l
 ::ctrlaltdel:/sbin/reboot -f
@@ -322,6 +340,7 @@ cat >"$R/etc/acpi/PWRF/00000080" <<'EOF'
 # busybox acpid: ACPI power button (QEMU system_powerdown).
 # Leading newline: the shell prompt is usually on the current line.
 printf '\nHS-GUEST-ACPI-POWEROFF\n' >/dev/console
+[ -n "${HS_ALSO_TTYS0:-}" ] && printf '\nHS-GUEST-ACPI-POWEROFF\n' >/dev/ttyS0 2>/dev/null
 sync
 poweroff -f
 EOF

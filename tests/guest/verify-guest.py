@@ -187,6 +187,25 @@ def t_poweroff(k, i):
         return f"qemu exited by itself {time.monotonic() - g.t0:.1f}s after start"
 
 
+def t_combined_order(k, i):
+    with Guest(k, i, "hs.poweroff hs.fill=16 hs.marker=one hs.marker=two") as g:
+        rc = g.wait_exit(60)
+        lines = [l for l in g.text().splitlines() if l.startswith("HS-")]
+        want = ["HS-GUEST-READY", "HS-MARKER one", "HS-MARKER two",
+                "HS-GUEST-FILLED 16", "HS-GUEST-POWEROFF"]
+        assert lines == want and rc == 0, (lines, rc)
+        return " / ".join(lines)
+
+
+def t_modprobe(k, i):
+    with Guest(k, i) as g:
+        g.wait_for(r"^hs-guest# ")
+        out = g.run("rmmod isofs && modprobe isofs && grep -c ^isofs /proc/modules; "
+                    "modprobe virtio_blk && echo again-ok")
+        assert "1" in out.split() and "again-ok" in out, out
+        return "rmmod isofs + modprobe isofs ok"
+
+
 def t_fill(k, i):
     n = 100
     with Guest(k, i, f"hs.fill={n}") as g:
@@ -283,12 +302,12 @@ def t_virtio_blk_net_console_balloon(k, i):
         with Guest(k, i, extra=extra) as g:
             g.wait_for(r"^hs-guest# ")
             out = g.run("ls /dev/vda && cat /sys/block/vda/size && ls /sys/class/net "
-                        "&& ls /dev/hvc0 && lsmod | cut -d' ' -f1 | sort | tr '\\n' ' '")
+                        "&& ls /dev/hvc0 && lsmod | cut -d' ' -f1 | sort | tr '\\n' ' '; echo")
             assert "/dev/vda" in out and "131072" in out, out
             assert "eth0" in out and "/dev/hvc0" in out, out
             assert "virtio_balloon" in out, out
             wr = g.run("echo hs-disk-data | dd of=/dev/vda bs=512 conv=sync 2>/dev/null; "
-                       "sync; dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 12")
+                       "sync; dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 12; echo")
             assert "hs-disk-data" in wr, wr
             g.qmp("balloon", value=128 << 20)
             end = time.monotonic() + 30
@@ -357,7 +376,7 @@ def t_acpi_powerdown_early(k, i):
         return "system_powerdown right after HS-GUEST-READY works"
 
 
-TESTS = [t_marker_ready, t_poweroff, t_counter, t_shell, t_plain_poweroff, t_reboot,
+TESTS = [t_marker_ready, t_poweroff, t_combined_order, t_modprobe, t_counter, t_shell, t_plain_poweroff, t_reboot,
          t_fill, t_fill_identical_across_guests, t_virtio_blk_net_console_balloon,
          t_cdrom, t_acpi_powerdown, t_acpi_powerdown_early]
 

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "numa.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hs-util.h"
+
+int numa_parse_cpulist(const char *s, unsigned char *bitmap, unsigned max_cpus)
+{
+	memset(bitmap, 0, (max_cpus + 7) / 8);
+	int count = 0;
+	const char *p = s;
+	while (*p && *p != '\n') {
+		char *end;
+		if (!isdigit((unsigned char)*p))
+			return -EINVAL;
+		unsigned long a = strtoul(p, &end, 10), b = a;
+		p = end;
+		if (*p == '-') {
+			p++;
+			if (!isdigit((unsigned char)*p))
+				return -EINVAL;
+			b = strtoul(p, &end, 10);
+			p = end;
+		}
+		if (b < a || b >= max_cpus)
+			return -ERANGE;
+		for (unsigned long c = a; c <= b; c++) {
+			if (!(bitmap[c / 8] & (1u << (c % 8))))
+				count++;
+			bitmap[c / 8] |= (unsigned char)(1u << (c % 8));
+		}
+		if (*p == ',')
+			p++;
+		else if (*p && *p != '\n')
+			return -EINVAL;
+	}
+	return count;
+}
+
+static int read_at(int dirfd, const char *path, char *buf, size_t size)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, size - 1);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return 0;
+}
+
+/* "Node 0 MemTotal:  123 kB" lines of a node's meminfo. */
+static void parse_node_meminfo(const char *buf, NumaNode *n)
+{
+	for (const char *l = buf; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		unsigned node;
+		unsigned long long kb;
+		if (sscanf(l, "Node %u MemTotal: %llu kB", &node, &kb) == 2)
+			n->mem_total = kb * 1024;
+		else if (sscanf(l, "Node %u MemFree: %llu kB", &node, &kb) == 2)
+			n->mem_free = kb * 1024;
+	}
+}
+
+static int cmp_node(const void *a, const void *b)
+{
+	const NumaNode *x = a, *y = b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int single_node(int rootfd, NumaTopology *t)
+{
+	static char buf[16384];
+	NumaNode *n = &t->nodes[0];
+	memset(t, 0, sizeof(*t));
+	t->n_nodes = 1;
+	if (read_at(rootfd, "sys/devices/system/cpu/online", buf, sizeof(buf)) == 0) {
+		int c = numa_parse_cpulist(buf, n->cpus, NUMA_MAX_CPUS);
+		n->n_cpus = c > 0 ? (unsigned)c : 0;
+	}
+	if (read_at(rootfd, "proc/meminfo", buf, sizeof(buf)) == 0) {
+		unsigned long long kb;
+		const char *p = strstr(buf, "MemTotal:");
+		if (p && sscanf(p, "MemTotal: %llu kB", &kb) == 1)
+			n->mem_total = kb * 1024;
+		p = strstr(buf, "MemFree:");
+		if (p && sscanf(p, "MemFree: %llu kB", &kb) == 1)
+			n->mem_free = kb * 1024;
+	}
+	n->distance[0] = 10;
+	return 0;
+}
+
+int numa_read_topology(int rootfd, NumaTopology *ret)
+{
+	static char buf[16384];
+	NumaTopology *t = ret;
+	int dfd = openat(rootfd, "sys/devices/system/node", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return errno == ENOENT ? single_node(rootfd, t) : -errno;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -errno;
+	}
+	memset(t, 0, sizeof(*t));
+	struct dirent *de;
+	while ((de = readdir(d)) && t->n_nodes < NUMA_MAX_NODES) {
+		char *end;
+		if (strncmp(de->d_name, "node", 4) || !isdigit((unsigned char)de->d_name[4]))
+			continue;
+		unsigned long id = strtoul(de->d_name + 4, &end, 10);
+		if (*end || id >= NUMA_MAX_NODES)
+			continue;
+		NumaNode *n = &t->nodes[t->n_nodes++];
+		n->id = (unsigned)id;
+		char path[64];
+		snprintf(path, sizeof(path), "node%u/cpulist", n->id);
+		if (read_at(dirfd(d), path, buf, sizeof(buf)) == 0) {
+			int c = numa_parse_cpulist(buf, n->cpus, NUMA_MAX_CPUS);
+			n->n_cpus = c > 0 ? (unsigned)c : 0;
+		}
+		snprintf(path, sizeof(path), "node%u/meminfo", n->id);
+		if (read_at(dirfd(d), path, buf, sizeof(buf)) == 0)
+			parse_node_meminfo(buf, n);
+		snprintf(path, sizeof(path), "node%u/distance", n->id);
+		if (read_at(dirfd(d), path, buf, sizeof(buf)) == 0) {
+			char *p = buf;
+			for (unsigned i = 0; i < NUMA_MAX_NODES; i++) {
+				char *e;
+				unsigned long v = strtoul(p, &e, 10);
+				if (e == p)
+					break;
+				n->distance[i] = (unsigned)v;
+				p = e;
+			}
+		}
+	}
+	closedir(d);
+	if (t->n_nodes == 0)
+		return single_node(rootfd, t);
+	qsort(t->nodes, t->n_nodes, sizeof(NumaNode), cmp_node);
+	return 0;
+}
