@@ -1,0 +1,525 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for QEMU argv building, on plain structs: the exact argv for
+ * typical VMs, the accel/sandbox variants and option-injection attempts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "argv.h"
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s);
+	assert_non_null(d);
+	return d;
+}
+
+/* A kernel-boot TCG VM. */
+static void spec_kernel_tcg(VmSpec *s)
+{
+	*s = (VmSpec){.cpus = 2, .memory_mib = 1024, .accel = VM_ACCEL_TCG};
+	snprintf(s->name, sizeof(s->name), "vm1");
+	s->machine = xstrdup("q35");
+	s->kernel = xstrdup("/boot/vmlinuz");
+	s->initrd = xstrdup("/boot/initrd.img");
+	s->cmdline = xstrdup("console=ttyS0 root=/dev/vda rw");
+}
+
+/* Two disks (qcow2, raw read-only), a user and a bridge NIC, KVM. */
+static void spec_disks_nics(VmSpec *s)
+{
+	*s = (VmSpec){.cpus = 4, .memory_mib = 4096, .accel = VM_ACCEL_KVM};
+	snprintf(s->name, sizeof(s->name), "web-01");
+	s->machine = xstrdup("pc-q35-7.2");
+	s->disks[0] = (VmDisk){.path = xstrdup("/var/lib/hs/web-01.qcow2"),
+			       .format = VM_DISK_QCOW2};
+	s->disks[1] = (VmDisk){.path = xstrdup("/var/lib/hs/seed.img"),
+			       .format = VM_DISK_RAW,
+			       .readonly = true};
+	s->n_disks = 2;
+	s->nics[0] = (VmNic){.type = VM_NIC_USER, .mac = "52:54:00:00:00:01"};
+	s->nics[1] = (VmNic){.type = VM_NIC_BRIDGE,
+			     .bridge = xstrdup("br0"),
+			     .mac = "52:54:00:00:00:02"};
+	s->n_nics = 2;
+}
+
+static const QemuLaunch launch_plain = {
+	.binary = "/usr/bin/qemu-system-x86_64",
+	.qmp_fd = 3,
+	.serial_fd = 4,
+	.serial_log = "/var/log/hs/vm1/serial.log",
+	.sandbox = false,
+};
+
+static size_t strv_len(char *const *v)
+{
+	size_t n = 0;
+	while (v[n])
+		n++;
+	return n;
+}
+
+static void assert_argv(char **got, const char *const *want, size_t n_want)
+{
+	size_t n = strv_len(got);
+	bool same = n == n_want;
+	for (size_t i = 0; same && i < n; i++)
+		same = strcmp(got[i], want[i]) == 0;
+	if (same)
+		return;
+	for (size_t i = 0; i < n || i < n_want; i++)
+		print_error("%2zu %s %-60s | %s\n", i,
+			    i < n && i < n_want && !strcmp(got[i], want[i]) ? " " : "!",
+			    i < n ? got[i] : "(end)", i < n_want ? want[i] : "(end)");
+	fail_msg("argv differs (got | want)");
+}
+
+/* Index of the value following option `opt` whose value starts with
+ * `prefix`, or -1. */
+static ssize_t find_opt(char **v, const char *opt, const char *prefix)
+{
+	for (size_t i = 0; v[i] && v[i + 1]; i++)
+		if (!strcmp(v[i], opt) && hs_str_has_prefix(v[i + 1], prefix))
+			return (ssize_t)i + 1;
+	return -1;
+}
+
+static size_t count_arg(char **v, const char *arg)
+{
+	size_t n = 0;
+	for (size_t i = 0; v[i]; i++)
+		n += !strcmp(v[i], arg);
+	return n;
+}
+
+/* QEMU's option-list splitting: the values of `key=` in `opts`, with ',,'
+ * unescaped, as QEMU's get_opt_value() would read them. Returns how many
+ * times the key appears; *ret_first gets the first value. */
+static size_t qemu_opt_values(const char *opts, const char *key, char **ret_first)
+{
+	size_t count = 0, klen = strlen(key);
+	*ret_first = NULL;
+	const char *p = opts;
+	while (*p) {
+		/* One element: up to a ',' that is not ',,'. */
+		char *val = malloc(strlen(p) + 1), *q = val;
+		assert_non_null(val);
+		while (*p) {
+			if (*p == ',') {
+				if (p[1] != ',')
+					break;
+				p++;
+			}
+			*q++ = *p++;
+		}
+		*q = '\0';
+		if (*p == ',')
+			p++;
+		if (!strncmp(val, key, klen) && val[klen] == '=') {
+			if (count++ == 0)
+				*ret_first = strdup(val + klen + 1);
+		}
+		free(val);
+	}
+	return count;
+}
+
+static void test_kernel_tcg(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	static const char *const want[] = {
+		"/usr/bin/qemu-system-x86_64",
+		"-name", "guest=vm1,debug-threads=on",
+		"-nodefaults",
+		"-no-user-config",
+		"-S",
+		"-no-shutdown",
+		"-machine", "q35,accel=tcg",
+		"-m", "1024M",
+		"-smp", "2",
+		"-display", "none",
+		"-chardev", "socket,id=hs-qmp,fd=3,server=on,wait=off",
+		"-mon", "chardev=hs-qmp,mode=control",
+		"-chardev", "socket,id=hs-serial0,fd=4,server=on,wait=off,"
+			    "logfile=/var/log/hs/vm1/serial.log,logappend=on",
+		"-serial", "chardev:hs-serial0",
+		"-kernel", "/boot/vmlinuz",
+		"-initrd", "/boot/initrd.img",
+		"-append", "console=ttyS0 root=/dev/vda rw",
+	};
+	assert_argv(v, want, ARRAY_SIZE(want));
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+static void test_disks_nics_kvm(void **state)
+{
+	VmSpec s;
+	spec_disks_nics(&s);
+	QemuLaunch l = {
+		.binary = "qemu-system-x86_64",
+		.qmp_fd = 7,
+		.serial_fd = 9,
+		.serial_log = NULL,
+		.sandbox = true,
+	};
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	static const char *const want[] = {
+		"qemu-system-x86_64",
+		"-name", "guest=web-01,debug-threads=on",
+		"-nodefaults",
+		"-no-user-config",
+		"-S",
+		"-no-shutdown",
+		"-machine", "pc-q35-7.2,accel=kvm",
+		"-cpu", "host",
+		"-m", "4096M",
+		"-smp", "4",
+		"-display", "none",
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=allow,"
+			    "resourcecontrol=deny",
+		"-chardev", "socket,id=hs-qmp,fd=7,server=on,wait=off",
+		"-mon", "chardev=hs-qmp,mode=control",
+		"-chardev", "socket,id=hs-serial0,fd=9,server=on,wait=off",
+		"-serial", "chardev:hs-serial0",
+		"-blockdev", "driver=file,node-name=hs-file0,filename=/var/lib/hs/web-01.qcow2,"
+			     "read-only=off,cache.direct=off,discard=unmap",
+		"-blockdev", "driver=qcow2,node-name=hs-disk0,file=hs-file0,read-only=off,"
+			     "discard=unmap",
+		"-device", "virtio-blk-pci,drive=hs-disk0,id=disk0,bootindex=1",
+		"-blockdev", "driver=file,node-name=hs-file1,filename=/var/lib/hs/seed.img,"
+			     "read-only=on,cache.direct=off,discard=unmap",
+		"-blockdev", "driver=raw,node-name=hs-disk1,file=hs-file1,read-only=on,"
+			     "discard=unmap",
+		"-device", "virtio-blk-pci,drive=hs-disk1,id=disk1",
+		"-netdev", "user,id=hs-net0",
+		"-device", "virtio-net-pci,netdev=hs-net0,id=net0,mac=52:54:00:00:00:01",
+		"-netdev", "bridge,id=hs-net1,br=br0",
+		"-device", "virtio-net-pci,netdev=hs-net1,id=net1,mac=52:54:00:00:00:02",
+	};
+	assert_argv(v, want, ARRAY_SIZE(want));
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+static void test_accel(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	char **v = NULL;
+
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	assert_true(find_opt(v, "-machine", "q35,accel=tcg") > 0);
+	assert_int_equal(count_arg(v, "-cpu"), 0);
+	strv_free(v);
+
+	s.accel = VM_ACCEL_KVM;
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	assert_true(find_opt(v, "-machine", "q35,accel=kvm") > 0);
+	assert_int_equal(count_arg(v, "-cpu"), 1);
+	assert_true(find_opt(v, "-cpu", "host") > 0);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+static void test_sandbox(void **state)
+{
+	VmSpec s;
+	QemuLaunch l = launch_plain;
+	char **v = NULL;
+	ssize_t i;
+
+	/* Off: no -sandbox at all. */
+	spec_disks_nics(&s);
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_int_equal(count_arg(v, "-sandbox"), 0);
+	strv_free(v);
+
+	/* On with a bridge NIC: spawn allowed (qemu-bridge-helper). */
+	l.sandbox = true;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_int_equal(count_arg(v, "-sandbox"), 1);
+	i = find_opt(v, "-sandbox", "on,");
+	assert_true(i > 0);
+	assert_non_null(strstr(v[i], "spawn=allow"));
+	strv_free(v);
+
+	/* On with only user NICs: spawn denied. */
+	s.nics[1].type = VM_NIC_USER;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	i = find_opt(v, "-sandbox", "on,");
+	assert_true(i > 0);
+	assert_non_null(strstr(v[i], "spawn=deny"));
+	assert_null(strstr(v[i], "spawn=allow"));
+	strv_free(v);
+	vm_spec_clear(&s);
+
+	/* On with no NIC at all: denied too. */
+	spec_kernel_tcg(&s);
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	i = find_opt(v, "-sandbox", "on,");
+	assert_true(i > 0);
+	assert_string_equal(v[i], "on,obsolete=deny,elevateprivileges=deny,spawn=deny,"
+				  "resourcecontrol=deny");
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+static void test_always_paused_and_no_shutdown(void **state)
+{
+	VmSpec s;
+	char **v = NULL;
+	QemuLaunch l = launch_plain;
+
+	for (int variant = 0; variant < 4; variant++) {
+		if (variant % 2)
+			spec_disks_nics(&s);
+		else
+			spec_kernel_tcg(&s);
+		l.sandbox = variant >= 2;
+		l.serial_log = variant >= 2 ? NULL : launch_plain.serial_log;
+		assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+		assert_int_equal(count_arg(v, "-S"), 1);
+		assert_int_equal(count_arg(v, "-no-shutdown"), 1);
+		assert_int_equal(count_arg(v, "-nodefaults"), 1);
+		assert_string_equal(v[0], l.binary);
+		strv_free(v);
+		vm_spec_clear(&s);
+	}
+}
+
+static void test_fd_numbers(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	QemuLaunch l = launch_plain;
+	l.qmp_fd = 1023;
+	l.serial_fd = 0;
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-chardev", "socket,id=hs-qmp,fd=1023,server=on,wait=off") > 0);
+	assert_true(find_opt(v, "-chardev", "socket,id=hs-serial0,fd=0,server=on,wait=off") > 0);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+/* A value with commas must stay one value: QEMU reads ',,' as ','. */
+static void test_commas_doubled(void **state)
+{
+	VmSpec s;
+	spec_disks_nics(&s);
+	free(s.disks[0].path);
+	s.disks[0].path = xstrdup("/x,driver=raw");
+	free(s.disks[1].path);
+	s.disks[1].path = xstrdup("/y,,file.filename=/etc/shadow,");
+	free(s.nics[1].bridge);
+	s.nics[1].bridge = xstrdup("br0,helper=/tmp/evil");
+	free(s.machine);
+	s.machine = xstrdup("q35,accel=kvm,kernel-irqchip=off");
+	/* Names can't hold commas (validated), but escaping is uniform. */
+	snprintf(s.name, sizeof(s.name), "a,debug-threads=off");
+	QemuLaunch l = launch_plain;
+	l.serial_log = "/var/log/x,logappend=off";
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	_cleanup_free_ char *val = NULL;
+	ssize_t i;
+
+	i = find_opt(v, "-blockdev", "driver=file,node-name=hs-file0,");
+	assert_true(i > 0);
+	assert_non_null(strstr(v[i], "filename=/x,,driver=raw,"));
+	assert_int_equal(qemu_opt_values(v[i], "driver", &val), 1);
+	assert_string_equal(val, "file");
+	free(TAKE_PTR(val));
+	assert_int_equal(qemu_opt_values(v[i], "filename", &val), 1);
+	assert_string_equal(val, "/x,driver=raw");
+	free(TAKE_PTR(val));
+
+	i = find_opt(v, "-blockdev", "driver=file,node-name=hs-file1,");
+	assert_true(i > 0);
+	assert_int_equal(qemu_opt_values(v[i], "filename", &val), 1);
+	assert_string_equal(val, "/y,,file.filename=/etc/shadow,");
+	free(TAKE_PTR(val));
+	assert_int_equal(qemu_opt_values(v[i], "file.filename", &val), 0);
+	assert_int_equal(qemu_opt_values(v[i], "read-only", &val), 1);
+	assert_string_equal(val, "on");
+	free(TAKE_PTR(val));
+
+	i = find_opt(v, "-netdev", "bridge,");
+	assert_true(i > 0);
+	assert_string_equal(v[i], "bridge,id=hs-net1,br=br0,,helper=/tmp/evil");
+	assert_int_equal(qemu_opt_values(v[i], "helper", &val), 0);
+	assert_int_equal(qemu_opt_values(v[i], "br", &val), 1);
+	assert_string_equal(val, "br0,helper=/tmp/evil");
+	free(TAKE_PTR(val));
+
+	i = find_opt(v, "-machine", "q35");
+	assert_true(i > 0);
+	assert_string_equal(v[i], "q35,,accel=kvm,,kernel-irqchip=off,accel=kvm");
+	assert_int_equal(qemu_opt_values(v[i], "accel", &val), 1);
+	assert_string_equal(val, "kvm");
+	free(TAKE_PTR(val));
+	assert_int_equal(qemu_opt_values(v[i], "kernel-irqchip", &val), 0);
+
+	i = find_opt(v, "-name", "guest=");
+	assert_true(i > 0);
+	assert_string_equal(v[i], "guest=a,,debug-threads=off,debug-threads=on");
+	assert_int_equal(qemu_opt_values(v[i], "debug-threads", &val), 1);
+	assert_string_equal(val, "on");
+	free(TAKE_PTR(val));
+
+	i = find_opt(v, "-chardev", "socket,id=hs-serial0,");
+	assert_true(i > 0);
+	assert_int_equal(qemu_opt_values(v[i], "logfile", &val), 1);
+	assert_string_equal(val, "/var/log/x,logappend=off");
+	free(TAKE_PTR(val));
+	assert_int_equal(qemu_opt_values(v[i], "logappend", &val), 1);
+	assert_string_equal(val, "on");
+	free(TAKE_PTR(val));
+
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+/* -kernel, -initrd and -append take plain strings: no doubling there. */
+static void test_kernel_values_verbatim(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	free(s.kernel);
+	s.kernel = xstrdup("/boot/vmlinuz,x");
+	free(s.cmdline);
+	s.cmdline = xstrdup("console=ttyS0,115200n8 quiet");
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	assert_true(find_opt(v, "-kernel", "/boot/vmlinuz,x") > 0);
+	assert_string_equal(v[find_opt(v, "-kernel", "/")], "/boot/vmlinuz,x");
+	assert_string_equal(v[find_opt(v, "-append", "")], "console=ttyS0,115200n8 quiet");
+	strv_free(v);
+
+	/* Without a kernel there is no -kernel/-initrd/-append. */
+	free(s.kernel);
+	free(s.initrd);
+	free(s.cmdline);
+	s.kernel = s.initrd = s.cmdline = NULL;
+	s.disks[0] = (VmDisk){.path = xstrdup("/d.img"), .format = VM_DISK_RAW};
+	s.n_disks = 1;
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	assert_int_equal(count_arg(v, "-kernel"), 0);
+	assert_int_equal(count_arg(v, "-initrd"), 0);
+	assert_int_equal(count_arg(v, "-append"), 0);
+	assert_true(find_opt(v, "-device", "virtio-blk-pci,drive=hs-disk0,id=disk0,bootindex=1") >
+		    0);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+static void test_many_disks_and_nics(void **state)
+{
+	VmSpec s = {.cpus = 1, .memory_mib = 512, .accel = VM_ACCEL_TCG};
+	snprintf(s.name, sizeof(s.name), "big");
+	s.machine = xstrdup("q35");
+	for (size_t i = 0; i < VM_MAX_DISKS; i++)
+		s.disks[i] = (VmDisk){.path = hs_strdup_printf("/d/%zu.img", i)};
+	s.n_disks = VM_MAX_DISKS;
+	for (size_t i = 0; i < VM_MAX_NICS; i++) {
+		s.nics[i].type = VM_NIC_USER;
+		snprintf(s.nics[i].mac, sizeof(s.nics[i].mac), "52:54:00:00:01:%02zx", i);
+	}
+	s.n_nics = VM_MAX_NICS;
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	assert_int_equal(count_arg(v, "-blockdev"), 2 * VM_MAX_DISKS);
+	assert_int_equal(count_arg(v, "-netdev"), VM_MAX_NICS);
+	assert_int_equal(count_arg(v, "-device"), VM_MAX_DISKS + VM_MAX_NICS);
+	assert_true(find_opt(v, "-device", "virtio-blk-pci,drive=hs-disk15,id=disk15") > 0);
+	assert_true(find_opt(v, "-device",
+			     "virtio-net-pci,netdev=hs-net7,id=net7,mac=52:54:00:00:01:07") > 0);
+	/* Only the first disk boots. */
+	size_t boot = 0;
+	for (size_t i = 0; v[i]; i++)
+		boot += strstr(v[i], "bootindex=") != NULL;
+	assert_int_equal(boot, 1);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+static void test_strv_join(void **state)
+{
+	char *plain[] = {(char *)"qemu", (char *)"-m", (char *)"512M", NULL};
+	_cleanup_free_ char *a = strv_join(plain);
+	assert_string_equal(a, "qemu -m 512M");
+
+	char *spaces[] = {(char *)"qemu", (char *)"-append", (char *)"console=ttyS0 quiet",
+			  (char *)"-name", (char *)"guest=a,debug-threads=on", NULL};
+	_cleanup_free_ char *b = strv_join(spaces);
+	assert_string_equal(b, "qemu -append 'console=ttyS0 quiet' -name guest=a,debug-threads=on");
+
+	/* A single quote inside must not end the quoting early. */
+	char *quotes[] = {(char *)"echo", (char *)"it's", (char *)"a \"b\"", (char *)"tab\there",
+			  NULL};
+	_cleanup_free_ char *c = strv_join(quotes);
+	assert_string_equal(c, "echo 'it'\\''s' 'a \"b\"' 'tab\there'");
+
+	/* An empty argument stays visible. */
+	char *empty[] = {(char *)"x", (char *)"", (char *)"y", NULL};
+	_cleanup_free_ char *d = strv_join(empty);
+	assert_string_equal(d, "x '' y");
+
+	/* Shell-special characters are quoted. */
+	char *special[] = {(char *)"a;b", (char *)"$HOME", (char *)"x|y", (char *)"*", NULL};
+	_cleanup_free_ char *e = strv_join(special);
+	assert_string_equal(e, "'a;b' '$HOME' 'x|y' '*'");
+
+	char *none[] = {NULL};
+	_cleanup_free_ char *f = strv_join(none);
+	assert_string_equal(f, "");
+
+	/* Worst case for the buffer: every character a quote. */
+	char *allq[] = {(char *)"''''", (char *)"'", NULL};
+	_cleanup_free_ char *g = strv_join(allq);
+	assert_string_equal(g, "''\\'''\\'''\\'''\\''' ''\\'''");
+
+	/* The argv built for a VM joins into one line. */
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	_cleanup_free_ char *line = strv_join(v);
+	assert_non_null(strstr(line, " -append 'console=ttyS0 root=/dev/vda rw'"));
+	assert_true(hs_str_has_prefix(line, "/usr/bin/qemu-system-x86_64 -name "));
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
+static void test_strv_free_null(void **state)
+{
+	strv_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_kernel_tcg),
+		cmocka_unit_test(test_disks_nics_kvm),
+		cmocka_unit_test(test_accel),
+		cmocka_unit_test(test_sandbox),
+		cmocka_unit_test(test_always_paused_and_no_shutdown),
+		cmocka_unit_test(test_fd_numbers),
+		cmocka_unit_test(test_commas_doubled),
+		cmocka_unit_test(test_kernel_values_verbatim),
+		cmocka_unit_test(test_many_disks_and_nics),
+		cmocka_unit_test(test_strv_join),
+		cmocka_unit_test(test_strv_free_null),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
