@@ -146,8 +146,13 @@ class Hsd:
     def cleanup(self):
         self.remember_qemu_pids()
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            # SIGTERM, so that a sanitizer build reports leaks at exit.
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         if getattr(self, "log", None):
             self.log.close()
         for pid in self.qemu_pids:
@@ -246,10 +251,16 @@ def hsd_factory(tmp_path):
         return h
 
     yield make
+    problems = []
     for h in made:
         h.cleanup()
-        if os.environ.get("HS_KEEP_TMP") is None:
+        log = h.log_text()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                problems.append(f"{h.base}: {marker}\n{log[log.index(marker) - 200:][:4000]}")
+        if os.environ.get("HS_KEEP_TMP") is None and not problems:
             subprocess.run(["rm", "-rf", str(h.base)], timeout=60)
+    assert not problems, "sanitizer reports from hsd:\n" + "\n".join(problems)
 
 
 @pytest.fixture

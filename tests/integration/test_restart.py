@@ -113,3 +113,54 @@ def test_guest_poweroff_while_hsd_away_is_stopped(hsd, guest):
     v = hsd.vm("offaway")
     assert "guest powered off" in v["exit_reason"], v
     wait_for(lambda: not pid_alive(pid), 10, "QEMU to exit")
+
+
+def test_runs_as_ordinary_user(tmp_path, guest):
+    """No root, no options: paths come from XDG_RUNTIME_DIR / XDG_STATE_HOME."""
+    import shutil
+    import subprocess
+    from conftest import HSCTL, HSD, kill_pid
+    import tempfile
+    from pathlib import Path
+    # Not under pytest's tmp_path: its parents are 0700 root.
+    base = Path(tempfile.mkdtemp(prefix="hs-user-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    (base / "run").mkdir(parents=True)
+    (base / "state").mkdir()
+    for f in ("kernel", "initrd"):
+        shutil.copy(guest[f], base / f)
+    subprocess.run(["chown", "-R", "65534:65534", str(base)], check=True)
+    env = {"PATH": os.environ["PATH"], "HOME": str(base), "XDG_RUNTIME_DIR": str(base / "run"),
+           "XDG_STATE_HOME": str(base / "state")}
+    setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    hsd = subprocess.Popen(setpriv + [str(HSD)], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    sock = base / "run" / "hsd" / "hsd.sock"
+    qemu_pid = 0
+
+    def ctl(*args, timeout=60):
+        return subprocess.run(setpriv + [str(HSCTL), *args], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    try:
+        wait_for(lambda: ctl("list").returncode == 0, 15, "user hsd to answer")
+        assert sock.exists()
+        assert (base / "state" / "hsd" / "vms").is_dir()
+        r = ctl("create", "u1", "--accel", "tcg", "--memory", "128", "--kernel",
+                str(base / "kernel"), "--initrd", str(base / "initrd"), "--append",
+                "console=ttyS0 hs.marker=user")
+        assert r.returncode == 0, r.stderr
+        r = ctl("start", "u1")
+        assert r.returncode == 0, r.stderr
+        js = json.loads(ctl("--json", "info", "u1").stdout)
+        qemu_pid = js["pid"]
+        assert os.stat(f"/proc/{qemu_pid}").st_uid == 65534
+        r = ctl("console", "u1", "--wait-for", "HS-MARKER user", "--timeout", "60",
+                timeout=90)
+        assert r.returncode == 0, r.stderr
+        assert ctl("kill", "u1").returncode == 0
+    finally:
+        if qemu_pid:
+            kill_pid(qemu_pid)
+        hsd.kill()
+        hsd.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
