@@ -693,8 +693,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hsctl: unknown command '%s' (see hsctl --help)\n", cmd);
 		r = EXIT_USAGE;
 	}
-	if (ctl.connected)
-		hs_client_close(&ctl.client);
+	hs_client_close(&ctl.client);
 	free(ctl.socket_path);
 	return r;
 }

@@ -24,6 +24,7 @@ struct HttpRequest {
 	bool too_large;
 	unsigned status;
 	struct MHD_Response *response;
+	HttpUpgrade *upgrade; /* ours until upgrade_cb hands it over */
 	void (*on_abort)(HttpRequest *r, void *ud);
 	void *abort_ud;
 };
@@ -88,8 +89,14 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 static void server_run(HttpServer *s)
 {
 	MHD_UNSIGNED_LONG_LONG timeout;
+	bool was_full = s->connections >= s->opts.max_connections;
 
 	MHD_run(s->mhd);
+	/* At the connection limit MHD stops watching the listening socket, and
+	 * watches it again only at its next run: make that run happen now
+	 * that there is room, or waiting clients wait for unrelated events. */
+	if (was_full && s->connections < s->opts.max_connections)
+		server_kick(s);
 	ev_timer_stop(s->loop, &s->timer);
 	if (MHD_get_timeout(s->mhd, &timeout) == MHD_YES) {
 		ev_timer_set(&s->timer, (double)timeout / 1000.0, 0.);
@@ -337,6 +344,9 @@ static void upgrade_cb(void *cls, struct MHD_Connection *connection, void *con_c
 		       struct MHD_UpgradeResponseHandle *urh)
 {
 	HttpUpgrade *u = cls;
+	HttpRequest *r = con_cls;
+	if (r)
+		r->upgrade = NULL; /* the handler's now */
 	u->urh = urh;
 	hs_fd_nonblock(sock, true);
 	u->cb(u, sock, extra_in, extra_in_size, u->ud);
@@ -368,6 +378,10 @@ void http_reply_upgrade(HttpRequest *r, const char *protocol, HttpUpgradedCb on_
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, protocol);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "Upgrade");
 	request_set_response(r, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+	if (r->response == resp)
+		r->upgrade = u;
+	else
+		free(u); /* a second reply, dropped */
 }
 
 /* ---- MHD callbacks ---- */
@@ -407,6 +421,9 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 	request_unlink_deferred(r);
 	if (r->response)
 		MHD_destroy_response(r->response);
+	/* The upgrade never happened (MHD refused it, e.g. for HTTP/1.0, or the
+	 * client left before the 101 was sent). */
+	free(r->upgrade);
 	free(r->method);
 	free(r->path);
 	free(r->body);

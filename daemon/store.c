@@ -232,17 +232,20 @@ int store_load_all(Store *st, StoreLoadCb cb,
 		if (!nn)
 			break;
 		names = nn;
-		names[n++] = strdup(de->d_name);
+		/* No NULL in the array: cmp_str would pass it to strcmp. */
+		if (!(names[n] = strdup(de->d_name)))
+			continue;
+		n++;
 	}
 	closedir(d);
-	qsort(names, n, sizeof(char *), cmp_str);
+	/* names is NULL when there are none: qsort must not see it. */
+	if (n > 1)
+		qsort(names, n, sizeof(char *), cmp_str);
 	int r = 0;
 	for (size_t i = 0; i < n; i++) {
 		VmSpec spec;
 		VmStatus status;
 		HsError err = {0};
-		if (!names[i])
-			continue;
 		if (load_one(st, names[i], &spec, &status, &err) < 0) {
 			if (bad)
 				bad(names[i], err.message, userdata);

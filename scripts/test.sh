@@ -21,21 +21,41 @@ count() { # parses "N passed", "N failed", "N skipped" from a summary
 	return 0
 }
 
-echo "=== unit tests (cmocka) ==="
-meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2
-rc=$?
-ok=$(grep -c '"result": "OK"' "$BUILD_DIR/meson-logs/testlog.json" 2>/dev/null || echo 0)
-bad=$(grep -cE '"result": "(FAIL|TIMEOUT|ERROR)"' "$BUILD_DIR/meson-logs/testlog.json" 2>/dev/null || echo 0)
-passed=$((passed + ok)) failed=$((failed + bad))
-[ $rc -eq 0 ] || [ "$bad" -gt 0 ] || failed=$((failed + 1))
+run_unit() { # build dir
+	echo "=== unit tests (cmocka), $1 ==="
+	meson test -C "$1" --print-errorlogs --num-processes 2
+	local rc=$? ok bad
+	ok=$(grep -c '"result": "OK"' "$1/meson-logs/testlog.json" 2>/dev/null)
+	bad=$(grep -cE '"result": "(FAIL|TIMEOUT|ERROR)"' "$1/meson-logs/testlog.json" 2>/dev/null)
+	passed=$((passed + ${ok:-0})) failed=$((failed + ${bad:-0}))
+	[ $rc -eq 0 ] || [ "${bad:-0}" -gt 0 ] || failed=$((failed + 1))
+}
 
-echo "=== integration tests (real hsd, hsctl, QEMU, guest) ==="
-out=$(mktemp)
-HS_BUILD_DIR="$ROOT/$BUILD_DIR" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider \
-	tests/integration 2>&1 | tee "$out"
-count "$(tail -n 1 "$out")"
-grep -qE '[0-9]+ (passed|failed)' "$out" || failed=$((failed + 1))
-rm -f "$out"
+run_integration() { # build dir
+	echo "=== integration tests (real hsd, hsctl, QEMU, guest), $1 ==="
+	local out
+	out=$(mktemp)
+	HS_BUILD_DIR="$ROOT/$1" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider \
+		tests/integration 2>&1 | tee "$out"
+	count "$(tail -n 1 "$out")"
+	grep -qE '[0-9]+ (passed|failed)' "$out" || failed=$((failed + 1))
+	rm -f "$out"
+}
+
+run_unit "$BUILD_DIR"
+run_integration "$BUILD_DIR"
+
+# The same again with AddressSanitizer + UndefinedBehaviorSanitizer: memory
+# errors and leaks (reported when hsd exits on SIGTERM) fail the tests.
+ASAN_DIR=${ASAN_DIR:-build-asan}
+if [ ! -f "$ASAN_DIR/build.ninja" ]; then
+	meson setup "$ASAN_DIR" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null || exit 1
+fi
+ninja -C "$ASAN_DIR" >/dev/null || exit 1
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+run_unit "$ASAN_DIR"
+run_integration "$ASAN_DIR"
 
 echo
 echo "tests: $passed passed, $failed failed, $skipped skipped"

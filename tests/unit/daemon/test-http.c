@@ -825,6 +825,32 @@ static void test_malformed(void **state)
 			 http_server_connections(FX->srv));
 }
 
+/* Headers larger than the connection's memory: an error status, the
+ * connection closed, and others still served. */
+static void test_huge_headers(void **state)
+{
+	size_t n = 100000;
+	char *big = malloc(n + 64);
+	assert_non_null(big);
+	memcpy(big, "GET /echo HTTP/1.1\r\nHost: hsd\r\nX-Big: ", 39);
+	memset(big + 39, 'h', n);
+	memcpy(big + 39 + n, "\r\n\r\n", 5);
+	Client *c = client_new();
+	(void)send(c->fd, big, 39 + n + 4, MSG_NOSIGNAL | MSG_DONTWAIT);
+	/* The rest, as far as the server still reads. */
+	wait_eof(c);
+	Response r = {0};
+	if (parse_response(c, &r))
+		assert_in_range(r.status, 400, 499);
+	response_clear(&r);
+	client_free(c);
+	free(big);
+	assert_int_equal(FX->handled, 0);
+	request("GET /echo HTTP/1.1\r\nHost: hsd\r\n\r\n", &r);
+	assert_int_equal(r.status, 200);
+	response_clear(&r);
+}
+
 static void check_too_large(Client *c, bool closes)
 {
 	Response r = {0};
@@ -1494,6 +1520,7 @@ int main(void)
 		T(test_post_body),
 		T(test_keep_alive),
 		T(test_malformed),
+		T(test_huge_headers),
 		T(test_body_too_large),
 		T(test_handler_never_sees_big_bodies),
 		T(test_deferred),

@@ -1,0 +1,558 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Helpers for bench/run.py: statistics, a minimal HTTP/1.1 client over a
+UNIX socket (less client-side overhead than http.client, so the latencies
+are mostly hsd's), an hsd process wrapper, a raw QEMU launcher mirroring
+what hsd does, /proc readers, and a registry of every process started so
+that they can all be cleaned up by pid.
+
+Python 3 standard library only."""
+import fcntl
+import json
+import os
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = Path(os.environ.get("HS_BUILD_DIR", ROOT / "build"))
+HSD = BUILD / "daemon" / "hsd"
+HSCTL = BUILD / "cli" / "hsctl"
+QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+class BenchError(Exception):
+    pass
+
+
+def now():
+    return time.perf_counter()
+
+
+def wait_for(pred, timeout, what, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- statistics
+
+def percentile(values, p):
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    v = sorted(values)
+    if len(v) == 1:
+        return v[0]
+    k = (len(v) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def summarize(values):
+    """Seconds in, a dict of milliseconds out."""
+    if not values:
+        return {"n": 0}
+    ms = [x * 1000.0 for x in values]
+    return {
+        "n": len(ms),
+        "min_ms": min(ms),
+        "median_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms),
+        "mean_ms": sum(ms) / len(ms),
+    }
+
+
+# ---------------------------------------------------------------- processes
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def proc_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def kill_and_wait(pid, timeout=5.0, sig=signal.SIGKILL, reap=False):
+    """Signals one process by pid and waits (bounded) until it is gone.
+    reap: it is our child, so waitpid() it."""
+    try:
+        if sig == signal.SIGKILL:
+            os.kill(pid, signal.SIGCONT)
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if reap:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return True
+            except ChildProcessError:
+                reap = False
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.01)
+    return not pid_alive(pid)
+
+
+class Registry:
+    """Every process this run started, or that hsd started for it, by pid.
+    cleanup() kills what is left, each by its pid, after checking (for pids
+    we did not fork ourselves) that the pid is still a QEMU of this run."""
+
+    def __init__(self, marker):
+        self.marker = marker.encode()  # a path fragment in every QEMU argv of this run
+        self.hsds = []         # Hsd objects
+        self.raw_children = set()   # raw QEMUs we spawned (our children)
+        self.hsd_qemus = set()      # QEMU pids reported by hsd
+
+    def add_qemu(self, pid):
+        if pid:
+            self.hsd_qemus.add(int(pid))
+
+    def _ours(self, pid):
+        argv = proc_cmdline(pid)
+        return any(self.marker in a for a in argv)
+
+    def cleanup(self, log=print):
+        for h in self.hsds:
+            try:
+                h.collect_qemu_pids(self)
+            except Exception:
+                pass
+        for h in self.hsds:
+            h.terminate(log)
+        for pid in sorted(self.raw_children):
+            if not kill_and_wait(pid, reap=True):
+                log(f"cleanup: raw QEMU pid {pid} did not die")
+        self.raw_children.clear()
+        left = 0
+        for pid in sorted(self.hsd_qemus):
+            if pid_alive(pid) and self._ours(pid):
+                left += 1
+                if not kill_and_wait(pid):
+                    log(f"cleanup: QEMU pid {pid} did not die")
+        if left:
+            log(f"cleanup: killed {left} QEMU(s) left running by hsd")
+        self.hsd_qemus.clear()
+
+
+# ---------------------------------------------------------------- HTTP
+
+class HttpError(BenchError):
+    pass
+
+
+class RawHttp:
+    """HTTP/1.1 over a UNIX socket, Content-Length framed responses only
+    (what hsd sends for everything but streams and upgrades)."""
+
+    def __init__(self, path, timeout=30.0):
+        self.path = path
+        self.timeout = timeout
+        self.sock = None
+        self.buf = b""
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+        self.buf = b""
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise HttpError("connection closed by hsd")
+        self.buf += chunk
+
+    def request(self, method, target, body=None, close=False):
+        if self.sock is None:
+            self.connect()
+        data = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {target} HTTP/1.1\r\nHost: hsd\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        if close:
+            head += "Connection: close\r\n"
+        self.sock.sendall(head.encode() + b"\r\n" + data)
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        hdr, _, rest = self.buf.partition(b"\r\n\r\n")
+        lines = hdr.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "content-length" not in headers:
+            raise HttpError(f"{method} {target}: no Content-Length in the answer")
+        n = int(headers["content-length"])
+        self.buf = rest
+        while len(self.buf) < n:
+            self._fill()
+        payload, self.buf = self.buf[:n], self.buf[n:]
+        if close or headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, payload
+
+
+def api(sock_path, method, target, body=None, timeout=60.0, expect=(200, 201)):
+    """One request on a new connection; returns the decoded JSON answer."""
+    c = RawHttp(sock_path, timeout)
+    try:
+        st, payload = c.request(method, target, body, close=True)
+    finally:
+        c.close()
+    js = json.loads(payload) if payload else None
+    if expect and st not in expect:
+        raise HttpError(f"{method} {target}: HTTP {st}: {payload[:300]!r}")
+    return st, js
+
+
+# ---------------------------------------------------------------- hsd
+
+class Hsd:
+    def __init__(self, base, registry):
+        self.base = Path(base)
+        self.state_dir = self.base / "state"
+        self.run_dir = self.base / "run"
+        self.socket = str(self.run_dir / "hsd.sock")
+        self.log_path = self.base / "hsd.log"
+        self.proc = None
+        self.log = None
+        registry.hsds.append(self)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def start(self, timeout=15.0):
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(HSD), "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir)],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise BenchError(f"hsd exited with {self.proc.returncode}: {self.log_text()[-2000:]}")
+            try:
+                return api(self.socket, "GET", "/v1", timeout=1)[0] == 200
+            except OSError:
+                return False
+        wait_for(up, timeout, "hsd to answer on its socket")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self):
+        if not self.alive():
+            raise BenchError(f"hsd died (status {self.proc.returncode}); log tail:\n"
+                             f"{self.log_text()[-2000:]}")
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def collect_qemu_pids(self, registry):
+        vms = self.run_dir / "vms"
+        if vms.is_dir():
+            for pf in vms.glob("*/qemu.pid"):
+                try:
+                    registry.add_qemu(int(pf.read_text().strip()))
+                except (ValueError, OSError):
+                    pass
+        if self.alive():
+            try:
+                _, js = api(self.socket, "GET", "/v1/vms", timeout=3)
+                for vm in js["vms"]:
+                    registry.add_qemu(vm.get("pid"))
+            except Exception:
+                pass
+
+    def terminate(self, log=print):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                log(f"cleanup: hsd pid {self.proc.pid} ignored SIGTERM; killing it")
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def hsctl(self, *args, timeout=120.0):
+        return subprocess.run([str(HSCTL), "--socket", self.socket, *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+
+
+# ---------------------------------------------------------------- /proc
+
+def proc_memory(pid):
+    """VmRSS/VmHWM/RssAnon/RssFile from status, Pss* from smaps_rollup, in KiB;
+    plus the number of open fds."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "VmSize", "VmData"):
+                out[k] = int(v.split()[0])
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Pss", "Pss_Anon", "Pss_File", "Private_Dirty", "Private_Clean"):
+                out[k] = int(v.split()[0])
+    try:
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        pass
+    return out
+
+
+# ---------------------------------------------------------------- raw QEMU
+
+def hsd_exec_line(qemu_log):
+    """The last command line hsd logged in a VM's qemu.log ("--- start T ---"
+    then the shell-quoted argv)."""
+    lines = Path(qemu_log).read_text(errors="replace").splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("--- start ") and i + 1 < len(lines):
+            return lines[i + 1]
+    raise BenchError(f"no exec line in {qemu_log}")
+
+
+def raw_argv_from_hsd(line, name, serial_log):
+    """hsd's exact QEMU argv, with the guest name and console log path of the
+    raw run substituted. QMP/serial stay on fds 3 and 4 (listening sockets
+    passed in, as hsd does)."""
+    argv = shlex.split(line)
+    out = []
+    for a in argv:
+        if a.startswith("guest=") and a.endswith(",debug-threads=on"):
+            a = f"guest={name},debug-threads=on"
+        elif a.startswith("socket,id=hs-serial0,") and "logfile=" in a:
+            parts = [p for p in a.split(",") if not p.startswith("logfile=")]
+            a = ",".join(parts).replace(",logappend=on", "") + f",logfile={serial_log},logappend=on"
+        out.append(a)
+    for need in ("-S", "socket,id=hs-qmp,fd=3,server=on,wait=off"):
+        if need not in out:
+            raise BenchError(f"unexpected hsd QEMU argv (no {need!r}): {line}")
+    return out
+
+
+def _high_fd(fd):
+    """A CLOEXEC duplicate >= 10, so that posix_spawn's dup2 onto 3/4 cannot
+    be a no-op that keeps CLOEXEC set."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def unix_listen(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(4)
+    return s
+
+
+class LineReader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def line(self, deadline):
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError("QMP: timed out")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise BenchError("QMP: connection closed by QEMU")
+            self.buf += chunk
+        ln, _, self.buf = self.buf.partition(b"\n")
+        return json.loads(ln)
+
+    def reply(self, deadline):
+        """The next command reply, skipping events."""
+        while True:
+            m = self.line(deadline)
+            if "return" in m:
+                return m
+            if "error" in m:
+                raise BenchError(f"QMP error: {m['error']}")
+
+
+class RawQemu:
+    """One QEMU started the way hsd starts it: listening QMP and serial
+    sockets bound first and passed as fds 3 and 4, stdin /dev/null,
+    stdout/stderr to a log, new session, default signal dispositions; then
+    connect, greeting, qmp_capabilities, cont."""
+
+    def __init__(self, argv, run_dir, registry):
+        self.argv = argv
+        self.dir = Path(run_dir)
+        self.registry = registry
+        self.pid = None
+        self.qmp = None
+
+    def start(self, timeout=30.0):
+        """Returns seconds from spawn to the 'cont' reply."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        qpath, spath = str(self.dir / "qmp.sock"), str(self.dir / "console.sock")
+        ql, sl = unix_listen(qpath), unix_listen(spath)
+        qfd, sfd = _high_fd(ql.fileno()), _high_fd(sl.fileno())
+        logfd = os.open(self.dir / "qemu.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        logfd2 = _high_fd(logfd)
+        deadline = time.monotonic() + timeout
+        try:
+            t0 = now()
+            self.pid = os.posix_spawn(
+                self.argv[0], self.argv, os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDWR, 0),
+                    (os.POSIX_SPAWN_DUP2, logfd2, 1),
+                    (os.POSIX_SPAWN_DUP2, logfd2, 2),
+                    (os.POSIX_SPAWN_DUP2, qfd, 3),
+                    (os.POSIX_SPAWN_DUP2, sfd, 4),
+                ],
+                setsid=True, setsigmask=(),
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM))
+            self.registry.raw_children.add(self.pid)
+            # Like hsd: connect right after the fork, before QEMU accepts.
+            q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            q.settimeout(timeout)
+            q.connect(qpath)
+            self.qmp = q
+            rd = LineReader(q)
+            greeting = rd.line(deadline)
+            if "QMP" not in greeting:
+                raise BenchError(f"QMP: unexpected greeting {greeting}")
+            q.sendall(b'{"execute":"qmp_capabilities"}\r\n')
+            rd.reply(deadline)
+            q.sendall(b'{"execute":"cont"}\r\n')
+            rd.reply(deadline)
+            t1 = now()
+        finally:
+            for fd in (qfd, sfd, logfd, logfd2):
+                os.close(fd)
+            ql.close()
+            sl.close()
+        return t1 - t0
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then wait until it is reaped. Returns seconds."""
+        pidfd = os.pidfd_open(self.pid)
+        try:
+            t0 = now()
+            os.kill(self.pid, signal.SIGTERM)
+            r, _, _ = select.select([pidfd], [], [], timeout)
+            if not r:
+                raise BenchError(f"raw QEMU pid {self.pid} did not exit within {timeout}s of SIGTERM")
+            os.waitpid(self.pid, 0)
+            t1 = now()
+        finally:
+            os.close(pidfd)
+        self.registry.raw_children.discard(self.pid)
+        if self.qmp:
+            self.qmp.close()
+            self.qmp = None
+        return t1 - t0
+
+
+# ---------------------------------------------------------------- extras
+
+def atomic_write_cost(dirpath, n=20):
+    """What hsd does per status save (hs_write_file_atomic): write a temp
+    file, fsync it, rename it over, fsync the directory. Seconds each."""
+    d = Path(dirpath)
+    d.mkdir(parents=True, exist_ok=True)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    out = []
+    try:
+        for i in range(n):
+            t0 = now()
+            fd = os.open(d / ".status.json.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(fd, b'{"exit_reason": "", "pid": %d, "state": "running"}\n' % i)
+            os.fsync(fd)
+            os.rename(d / ".status.json.tmp", d / "status.json")
+            os.fsync(dfd)
+            os.close(fd)
+            out.append(now() - t0)
+    finally:
+        os.close(dfd)
+    return out
+
+
+class Prober(threading.Thread):
+    """GET /v1 over one keep-alive connection every `interval` seconds, in
+    the background: how long hsd's single-threaded loop leaves a trivial
+    request waiting while it does other work."""
+
+    def __init__(self, sock_path, interval=0.002):
+        super().__init__(daemon=True)
+        self.sock_path = sock_path
+        self.interval = interval
+        self.samples = []
+        self.error = None
+        self._stop_ev = threading.Event()
+
+    def run(self):
+        c = RawHttp(self.sock_path, timeout=30)
+        try:
+            while not self._stop_ev.is_set():
+                t0 = now()
+                st, _ = c.request("GET", "/v1")
+                self.samples.append(now() - t0)
+                if st != 200:
+                    raise HttpError(f"GET /v1: HTTP {st}")
+                self._stop_ev.wait(self.interval)
+        except Exception as e:  # reported by the caller
+            self.error = e
+        finally:
+            c.close()
+
+    def finish(self, timeout=35):
+        self._stop_ev.set()
+        self.join(timeout)
+        return self.samples
