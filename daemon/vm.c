@@ -444,7 +444,7 @@ static void on_start_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* In the child, between fork and exec: async-signal-safe calls only. */
 static _Noreturn void exec_qemu(Vm *vm, char **argv, int qmp_fd, int serial_fd, int log_fd,
-				const char *pidfile_data, size_t pidfile_len)
+				int go_fd, const char *pidfile_data, size_t pidfile_len)
 {
 	sigset_t all;
 	sigemptyset(&all);
@@ -466,6 +466,14 @@ static _Noreturn void exec_qemu(Vm *vm, char **argv, int qmp_fd, int serial_fd, 
 		(void)!write(pf, pidfile_data, pidfile_len);
 		close(pf);
 	}
+	/* Wait until hsd has recorded our pid durably. If hsd dies first, the
+	 * pipe gives EOF and we never become a QEMU nobody knows about. */
+	char go;
+	ssize_t n;
+	while ((n = read(go_fd, &go, 1)) < 0 && errno == EINTR)
+		;
+	if (n != 1)
+		_exit(125);
 	dup2(null, 0);
 	dup2(l, 1);
 	dup2(l, 2);
@@ -555,9 +563,19 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 	vm_set_state(vm, VM_STATE_STARTING);
 
 	char pidbuf[32];
+	int go[2];
+	if (pipe2(go, O_CLOEXEC) < 0) {
+		r = -errno;
+		strv_free(argv);
+		vm->status.state = VM_STATE_STOPPED;
+		vm_save_status(vm);
+		return hs_error_set(err, r, "internal", "pipe: %s", strerror(-r));
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		r = -errno;
+		close(go[0]);
+		close(go[1]);
 		strv_free(argv);
 		vm->status.state = VM_STATE_STOPPED;
 		vm_save_status(vm);
@@ -565,13 +583,16 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 	}
 	if (pid == 0) {
 		int n = snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)getpid());
-		exec_qemu(vm, argv, qmp_listen, serial_listen, log_fd, pidbuf, (size_t)n);
+		close(go[1]);
+		exec_qemu(vm, argv, qmp_listen, serial_listen, log_fd, go[0], pidbuf, (size_t)n);
 	}
+	close(go[0]);
 	strv_free(argv);
 
 	int pidfd = pidfd_open_(pid);
 	if (pidfd < 0) {
 		r = -errno;
+		close(go[1]);
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		vm->status.state = VM_STATE_STOPPED;
@@ -580,6 +601,9 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 	}
 	vm_watch_process(vm, pidfd, pid, true);
 	vm_save_status(vm);
+	/* The pid is on disk: the child may exec QEMU now. */
+	(void)!write(go[1], "g", 1);
+	close(go[1]);
 
 	r = vm_connect(vm);
 	if (r < 0) {
@@ -875,6 +899,11 @@ static void vm_adopt(Vm *vm)
 		if (was == VM_STATE_STOPPING) {
 			snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason),
 				 "stopped while hsd was not running");
+			vm_set_state(vm, VM_STATE_STOPPED);
+		} else if (was == VM_STATE_STARTING && vm->status.pid == 0) {
+			/* hsd died before QEMU was let go: it never ran. */
+			snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason),
+				 "start interrupted (hsd exited during the start)");
 			vm_set_state(vm, VM_STATE_STOPPED);
 		} else {
 			snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason),
