@@ -260,6 +260,14 @@ int main(int argc, char **argv)
 	h.heartbeat.data = &h;
 	ev_timer_start(h.loop, &h.heartbeat);
 
+	_cleanup_free_ char *pidfile = hs_strdup_printf("%s/hsd.pid", h.run_dir);
+	{
+		char buf[32];
+		int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+		_cleanup_close_ int rfd = open(h.run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (rfd < 0 || hs_write_file_atomic(rfd, "hsd.pid", buf, (size_t)n, 0644) < 0)
+			log_warning("cannot write %s", pidfile);
+	}
 	log_info("hsd ready: %u VMs, API on %s, state in %s", h.n_vms, h.socket_path,
 		 h.state_dir);
 	ev_run(h.loop, 0);
@@ -267,6 +275,7 @@ int main(int argc, char **argv)
 	vm_free_all(&h);
 	h.http = http_server_free(h.http);
 	unlink(h.socket_path);
+	unlink(pidfile);
 	store_close(&h.store);
 	close(h.run_vms_dirfd);
 	close(h.host.rootfd);

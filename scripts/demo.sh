@@ -55,5 +55,5 @@ hsd is running (API on $SOCK). Try:
   $HSCTL console demo        # Ctrl-] detaches
   $HSCTL info demo
   $HSCTL stop demo
-Stop hsd with: kill \$(pgrep -f -x "$HSD")   (VMs keep running; a new hsd re-adopts them)
+Stop hsd with: kill \$(cat $(dirname "$SOCK")/hsd.pid)   (VMs keep running; a new hsd re-adopts them)
 EOT
