@@ -548,9 +548,9 @@ HttpServer *http_server_new(struct ev_loop *loop, int listen_fd, const HttpOptio
 		s->opts.idle_timeout = 30;
 
 	hs_fd_nonblock(listen_fd, true);
+	/* The logger comes first, or MHD logs to stderr until it sees it. */
 	s->mhd = MHD_start_daemon(
 		MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG,
-		/* The logger first, or MHD logs to stderr until it sees it. */
 		0, NULL, NULL, access_handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
 		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
 		s, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, s, MHD_OPTION_CONNECTION_LIMIT,

@@ -35,25 +35,23 @@ static void spec_disks_nics(VmSpec *s)
 	*s = (VmSpec){.cpus = 4, .memory_mib = 4096, .accel = VM_ACCEL_KVM};
 	snprintf(s->name, sizeof(s->name), "web-01");
 	s->machine = xstrdup("pc-q35-7.2");
-	s->disks[0] = (VmDisk){.path = xstrdup("/var/lib/hs/web-01.qcow2"),
-			       .format = VM_DISK_QCOW2};
-	s->disks[1] = (VmDisk){.path = xstrdup("/var/lib/hs/seed.img"),
-			       .format = VM_DISK_RAW,
-			       .readonly = true};
+	s->disks[0] =
+	    (VmDisk){.path = xstrdup("/var/lib/hs/web-01.qcow2"), .format = VM_DISK_QCOW2};
+	s->disks[1] = (VmDisk){
+	    .path = xstrdup("/var/lib/hs/seed.img"), .format = VM_DISK_RAW, .readonly = true};
 	s->n_disks = 2;
 	s->nics[0] = (VmNic){.type = VM_NIC_USER, .mac = "52:54:00:00:00:01"};
-	s->nics[1] = (VmNic){.type = VM_NIC_BRIDGE,
-			     .bridge = xstrdup("br0"),
-			     .mac = "52:54:00:00:00:02"};
+	s->nics[1] =
+	    (VmNic){.type = VM_NIC_BRIDGE, .bridge = xstrdup("br0"), .mac = "52:54:00:00:00:02"};
 	s->n_nics = 2;
 }
 
 static const QemuLaunch launch_plain = {
-	.binary = "/usr/bin/qemu-system-x86_64",
-	.qmp_fd = 3,
-	.serial_fd = 4,
-	.serial_log = "/var/log/hs/vm1/serial.log",
-	.sandbox = false,
+    .binary = "/usr/bin/qemu-system-x86_64",
+    .qmp_fd = 3,
+    .serial_fd = 4,
+    .serial_log = "/var/log/hs/vm1/serial.log",
+    .sandbox = false,
 };
 
 static size_t strv_len(char *const *v)
@@ -135,6 +133,7 @@ static void test_kernel_tcg(void **state)
 	spec_kernel_tcg(&s);
 	char **v = NULL;
 	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	/* clang-format off */
 	static const char *const want[] = {
 		"/usr/bin/qemu-system-x86_64",
 		"-name", "guest=vm1,debug-threads=on",
@@ -155,6 +154,7 @@ static void test_kernel_tcg(void **state)
 		"-initrd", "/boot/initrd.img",
 		"-append", "console=ttyS0 root=/dev/vda rw",
 	};
+	/* clang-format on */
 	assert_argv(v, want, ARRAY_SIZE(want));
 	strv_free(v);
 	vm_spec_clear(&s);
@@ -165,14 +165,15 @@ static void test_disks_nics_kvm(void **state)
 	VmSpec s;
 	spec_disks_nics(&s);
 	QemuLaunch l = {
-		.binary = "qemu-system-x86_64",
-		.qmp_fd = 7,
-		.serial_fd = 9,
-		.serial_log = NULL,
-		.sandbox = true,
+	    .binary = "qemu-system-x86_64",
+	    .qmp_fd = 7,
+	    .serial_fd = 9,
+	    .serial_log = NULL,
+	    .sandbox = true,
 	};
 	char **v = NULL;
 	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	/* clang-format off */
 	static const char *const want[] = {
 		"qemu-system-x86_64",
 		"-name", "guest=web-01,debug-threads=on",
@@ -206,6 +207,7 @@ static void test_disks_nics_kvm(void **state)
 		"-netdev", "bridge,id=hs-net1,br=br0",
 		"-device", "virtio-net-pci,netdev=hs-net1,id=net1,mac=52:54:00:00:00:02",
 	};
+	/* clang-format on */
 	assert_argv(v, want, ARRAY_SIZE(want));
 	strv_free(v);
 	vm_spec_clear(&s);
@@ -459,8 +461,12 @@ static void test_strv_join(void **state)
 	_cleanup_free_ char *a = strv_join(plain);
 	assert_string_equal(a, "qemu -m 512M");
 
-	char *spaces[] = {(char *)"qemu", (char *)"-append", (char *)"console=ttyS0 quiet",
-			  (char *)"-name", (char *)"guest=a,debug-threads=on", NULL};
+	char *spaces[] = {(char *)"qemu",
+			  (char *)"-append",
+			  (char *)"console=ttyS0 quiet",
+			  (char *)"-name",
+			  (char *)"guest=a,debug-threads=on",
+			  NULL};
 	_cleanup_free_ char *b = strv_join(spaces);
 	assert_string_equal(b, "qemu -append 'console=ttyS0 quiet' -name guest=a,debug-threads=on");
 
@@ -509,17 +515,17 @@ static void test_strv_free_null(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_kernel_tcg),
-		cmocka_unit_test(test_disks_nics_kvm),
-		cmocka_unit_test(test_accel),
-		cmocka_unit_test(test_sandbox),
-		cmocka_unit_test(test_always_paused_and_no_shutdown),
-		cmocka_unit_test(test_fd_numbers),
-		cmocka_unit_test(test_commas_doubled),
-		cmocka_unit_test(test_kernel_values_verbatim),
-		cmocka_unit_test(test_many_disks_and_nics),
-		cmocka_unit_test(test_strv_join),
-		cmocka_unit_test(test_strv_free_null),
+	    cmocka_unit_test(test_kernel_tcg),
+	    cmocka_unit_test(test_disks_nics_kvm),
+	    cmocka_unit_test(test_accel),
+	    cmocka_unit_test(test_sandbox),
+	    cmocka_unit_test(test_always_paused_and_no_shutdown),
+	    cmocka_unit_test(test_fd_numbers),
+	    cmocka_unit_test(test_commas_doubled),
+	    cmocka_unit_test(test_kernel_values_verbatim),
+	    cmocka_unit_test(test_many_disks_and_nics),
+	    cmocka_unit_test(test_strv_join),
+	    cmocka_unit_test(test_strv_free_null),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

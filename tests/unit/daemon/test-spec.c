@@ -56,7 +56,8 @@ static void expect_bad_with(const char *text, const VmSpecDefaults *defs, const 
 		fail_msg("spec %s: wanted -EINVAL/invalid-spec, got %d/%d/'%s': %s", text, r,
 			 err.code, err.kind, err.message);
 	if (!hs_str_has_prefix(err.message, prefix))
-		fail_msg("spec %s: message '%s' does not start with '%s'", text, err.message, prefix);
+		fail_msg("spec %s: message '%s' does not start with '%s'", text, err.message,
+			 prefix);
 	if (also && !strstr(err.message, also))
 		fail_msg("spec %s: message '%s' does not mention '%s'", text, err.message, also);
 	/* The output must not have been touched. */
@@ -133,16 +134,16 @@ static void test_nulls_are_defaults(void **state)
 }
 
 static const char full_spec[] =
-	"{\"name\": \"web-01_a\", \"cpus\": 4, \"memory_mib\": 2048, \"accel\": \"tcg\","
-	" \"machine\": \"pc-q35-7.2\", \"kernel\": \"/boot/vmlinuz-6.1\","
-	" \"initrd\": \"/boot/initrd.img-6.1\", \"cmdline\": \"console=ttyS0 root=/dev/vda rw\","
-	" \"disks\": [{\"path\": \"/var/lib/hs/web-01.qcow2\", \"format\": \"qcow2\","
-	"              \"readonly\": false},"
-	"             {\"path\": \"/var/lib/hs/seed,1.img\", \"format\": \"raw\","
-	"              \"readonly\": true}],"
-	" \"nics\": [{\"type\": \"user\", \"mac\": \"52:54:00:AB:cd:01\"},"
-	"            {\"type\": \"bridge\", \"bridge\": \"br-lan.10\"},"
-	"            {}]}";
+    "{\"name\": \"web-01_a\", \"cpus\": 4, \"memory_mib\": 2048, \"accel\": \"tcg\","
+    " \"machine\": \"pc-q35-7.2\", \"kernel\": \"/boot/vmlinuz-6.1\","
+    " \"initrd\": \"/boot/initrd.img-6.1\", \"cmdline\": \"console=ttyS0 root=/dev/vda rw\","
+    " \"disks\": [{\"path\": \"/var/lib/hs/web-01.qcow2\", \"format\": \"qcow2\","
+    "              \"readonly\": false},"
+    "             {\"path\": \"/var/lib/hs/seed,1.img\", \"format\": \"raw\","
+    "              \"readonly\": true}],"
+    " \"nics\": [{\"type\": \"user\", \"mac\": \"52:54:00:AB:cd:01\"},"
+    "            {\"type\": \"bridge\", \"bridge\": \"br-lan.10\"},"
+    "            {}]}";
 
 static void test_full(void **state)
 {
@@ -287,8 +288,8 @@ static void test_name_in_spec(void **state)
  * valid, name. */
 static void test_name_with_nul(void **state)
 {
-	json_auto_t *j = json_pack("{s:o, s:s}", "name", json_stringn("vm\0evil", 7), "kernel",
-				   "/k");
+	json_auto_t *j =
+	    json_pack("{s:o, s:s}", "name", json_stringn("vm\0evil", 7), "kernel", "/k");
 	VmSpec s = {0};
 	HsError err = {0};
 	int r = vm_spec_from_json(j, &defs_tcg, &s, &err);
@@ -386,9 +387,20 @@ static void test_bad_machine(void **state)
 static void check_bad_paths(const char *before, const char *after, const char *field)
 {
 	static const char *const bad[] = {
-		"vmlinuz", "./vmlinuz", "", "/boot/../etc/shadow", "/boot/./vmlinuz",
-		"//boot/vmlinuz", "/boot//vmlinuz", "/boot/", "/", "/boot/..", "/boot/.",
-		"/boot/vm\\u0001linuz", "/boot/vm\\u007flinuz", "/boot/\\nx",
+	    "vmlinuz",
+	    "./vmlinuz",
+	    "",
+	    "/boot/../etc/shadow",
+	    "/boot/./vmlinuz",
+	    "//boot/vmlinuz",
+	    "/boot//vmlinuz",
+	    "/boot/",
+	    "/",
+	    "/boot/..",
+	    "/boot/.",
+	    "/boot/vm\\u0001linuz",
+	    "/boot/vm\\u007flinuz",
+	    "/boot/\\nx",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		char text[512];
@@ -402,8 +414,8 @@ static void test_bad_paths(void **state)
 	check_bad_paths("{\"name\": \"a\", \"kernel\": \"", "\"}", "kernel");
 	check_bad_paths("{\"name\": \"a\", \"kernel\": \"/k\", \"initrd\": \"", "\"}", "initrd");
 	check_bad_paths("{\"name\": \"a\", \"disks\": [{\"path\": \"", "\"}]}", "disks[0].path");
-	check_bad_paths("{\"name\": \"a\", \"disks\": [{\"path\": \"/ok\"}, {\"path\": \"",
-			"\"}]}", "disks[1].path");
+	check_bad_paths("{\"name\": \"a\", \"disks\": [{\"path\": \"/ok\"}, {\"path\": \"", "\"}]}",
+			"disks[1].path");
 
 	/* Names that merely contain dots are fine. */
 	VmSpec s;
@@ -456,8 +468,9 @@ static void test_kernel_and_disk_rules(void **state)
 {
 	expect_bad_with("{\"name\": \"a\", \"initrd\": \"/i\", \"disks\": [{\"path\": \"/d\"}]}",
 			&defs_tcg, "initrd", "kernel");
-	expect_bad_with("{\"name\": \"a\", \"cmdline\": \"quiet\", \"disks\": [{\"path\": \"/d\"}]}",
-			&defs_tcg, "cmdline", "kernel");
+	expect_bad_with(
+	    "{\"name\": \"a\", \"cmdline\": \"quiet\", \"disks\": [{\"path\": \"/d\"}]}", &defs_tcg,
+	    "cmdline", "kernel");
 	expect_bad_with("{\"name\": \"a\", \"initrd\": \"/i\", \"cmdline\": \"quiet\","
 			" \"disks\": [{\"path\": \"/d\"}]}",
 			&defs_tcg, "initrd", "kernel");
@@ -490,7 +503,8 @@ static void test_bad_disks(void **state)
 
 	json_auto_t *j = json_pack("{s:s, s:[]}", "name", "a", "disks");
 	for (int i = 0; i <= VM_MAX_DISKS; i++)
-		json_array_append_new(json_object_get(j, "disks"), json_pack("{s:s}", "path", "/d"));
+		json_array_append_new(json_object_get(j, "disks"),
+				      json_pack("{s:s}", "path", "/d"));
 	VmSpec s;
 	HsError err = {0};
 	assert_int_equal(vm_spec_from_json(j, &defs_tcg, &s, &err), -EINVAL);
@@ -548,9 +562,12 @@ static void test_bad_nics(void **state)
 static void test_bad_macs(void **state)
 {
 	static const char *const bad[] = {
-		"52:54:00:12:34",     "52:54:00:12:34:567", "52-54-00-12-34-56", "5254.0012.3456",
-		"52:54:00:12:34:5g",  "01:00:5e:00:00:01",  "ff:ff:ff:ff:ff:ff", "53:54:00:12:34:56",
-		"52:54:00:12:34:56 ", "",                   " 2:54:00:12:34:56", "52::4:00:12:34:56",
+	    "52:54:00:12:34",	  "52:54:00:12:34:567",
+	    "52-54-00-12-34-56",  "5254.0012.3456",
+	    "52:54:00:12:34:5g",  "01:00:5e:00:00:01",
+	    "ff:ff:ff:ff:ff:ff",  "53:54:00:12:34:56",
+	    "52:54:00:12:34:56 ", "",
+	    " 2:54:00:12:34:56",  "52::4:00:12:34:56",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		char text[256];
@@ -559,7 +576,8 @@ static void test_bad_macs(void **state)
 			 bad[i]);
 		expect_bad(text, "nics[1].mac");
 	}
-	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"nics\": [{\"mac\": 5}]}", "nics[0].mac");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"nics\": [{\"mac\": 5}]}",
+		   "nics[0].mac");
 }
 
 static void test_duplicate_macs(void **state)
@@ -630,7 +648,8 @@ static int parse_files(const char *kernel, const char *disk, bool check, HsError
 static void expect_file_error(int r, const HsError *err, const char *field, const char *what)
 {
 	if (r != -EINVAL || strcmp(err->kind, "invalid-spec"))
-		fail_msg("wanted -EINVAL/invalid-spec, got %d/'%s': %s", r, err->kind, err->message);
+		fail_msg("wanted -EINVAL/invalid-spec, got %d/'%s': %s", r, err->kind,
+			 err->message);
 	if (!hs_str_has_prefix(err->message, field) || !strstr(err->message, what))
 		fail_msg("message '%s' should name '%s' and say '%s'", err->message, field, what);
 }
@@ -657,8 +676,8 @@ static void test_check_files(void **state)
 	expect_file_error(r, &err, "disks[0].path", "not a regular file");
 
 	/* initrd is checked too. */
-	json_auto_t *j = json_pack("{s:s, s:s, s:s}", "name", "a", "kernel", f->kernel, "initrd",
-				   f->missing);
+	json_auto_t *j =
+	    json_pack("{s:s, s:s, s:s}", "name", "a", "kernel", f->kernel, "initrd", f->missing);
 	VmSpecDefaults d = {.accel = VM_ACCEL_TCG, .check_files = true};
 	VmSpec s;
 	r = vm_spec_from_json(j, &d, &s, &err);
@@ -697,7 +716,8 @@ static void test_check_files_unreadable(void **state)
 		assert_true(pid >= 0);
 		if (pid == 0) {
 			close(p[0]);
-			if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+			if (setresgid(65534, 65534, 65534) < 0 ||
+			    setresuid(65534, 65534, 65534) < 0)
 				_exit(2);
 			res.r = parse_files(f->kernel, f->unreadable, true, &res.err);
 			_exit(write(p[1], &res, sizeof(res)) == sizeof(res) ? 0 : 3);
@@ -777,8 +797,9 @@ static void test_round_trip(void **state)
 	round_trip(full_spec, &defs_kvm);
 	round_trip("{\"name\": \"vm1\", \"kernel\": \"/boot/vmlinuz\"}", &defs_kvm);
 	round_trip("{\"name\": \"vm1\", \"disks\": [{\"path\": \"/d\"}]}", &defs_tcg);
-	round_trip("{\"name\": \"q\", \"kernel\": \"/k\", \"cmdline\": \"a \\\"b\\\" 'c' \\u00e9\"}",
-		   &defs_tcg);
+	round_trip(
+	    "{\"name\": \"q\", \"kernel\": \"/k\", \"cmdline\": \"a \\\"b\\\" 'c' \\u00e9\"}",
+	    &defs_tcg);
 }
 
 static void test_to_json_shape(void **state)
@@ -824,35 +845,35 @@ static void test_null_err(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_minimal_kernel),
-		cmocka_unit_test(test_minimal_disk),
-		cmocka_unit_test(test_nulls_are_defaults),
-		cmocka_unit_test(test_full),
-		cmocka_unit_test(test_limits_accepted),
-		cmocka_unit_test(test_generated_macs_differ_between_parses),
-		cmocka_unit_test(test_name_is_valid),
-		cmocka_unit_test(test_name_in_spec),
-		cmocka_unit_test(test_name_with_nul),
-		cmocka_unit_test(test_not_an_object),
-		cmocka_unit_test(test_unknown_fields),
-		cmocka_unit_test(test_bad_cpus),
-		cmocka_unit_test(test_bad_memory),
-		cmocka_unit_test(test_bad_accel),
-		cmocka_unit_test(test_bad_machine),
-		cmocka_unit_test(test_bad_paths),
-		cmocka_unit_test(test_bad_cmdline),
-		cmocka_unit_test(test_kernel_and_disk_rules),
-		cmocka_unit_test(test_bad_disks),
-		cmocka_unit_test(test_bad_nics),
-		cmocka_unit_test(test_bad_macs),
-		cmocka_unit_test(test_duplicate_macs),
-		cmocka_unit_test_setup_teardown(test_check_files, files_setup, files_teardown),
-		cmocka_unit_test_setup_teardown(test_check_files_unreadable, files_setup,
-						files_teardown),
-		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_to_json_shape),
-		cmocka_unit_test(test_enum_strings),
-		cmocka_unit_test(test_null_err),
+	    cmocka_unit_test(test_minimal_kernel),
+	    cmocka_unit_test(test_minimal_disk),
+	    cmocka_unit_test(test_nulls_are_defaults),
+	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_limits_accepted),
+	    cmocka_unit_test(test_generated_macs_differ_between_parses),
+	    cmocka_unit_test(test_name_is_valid),
+	    cmocka_unit_test(test_name_in_spec),
+	    cmocka_unit_test(test_name_with_nul),
+	    cmocka_unit_test(test_not_an_object),
+	    cmocka_unit_test(test_unknown_fields),
+	    cmocka_unit_test(test_bad_cpus),
+	    cmocka_unit_test(test_bad_memory),
+	    cmocka_unit_test(test_bad_accel),
+	    cmocka_unit_test(test_bad_machine),
+	    cmocka_unit_test(test_bad_paths),
+	    cmocka_unit_test(test_bad_cmdline),
+	    cmocka_unit_test(test_kernel_and_disk_rules),
+	    cmocka_unit_test(test_bad_disks),
+	    cmocka_unit_test(test_bad_nics),
+	    cmocka_unit_test(test_bad_macs),
+	    cmocka_unit_test(test_duplicate_macs),
+	    cmocka_unit_test_setup_teardown(test_check_files, files_setup, files_teardown),
+	    cmocka_unit_test_setup_teardown(test_check_files_unreadable, files_setup,
+					    files_teardown),
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_to_json_shape),
+	    cmocka_unit_test(test_enum_strings),
+	    cmocka_unit_test(test_null_err),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -94,10 +94,10 @@ static int load_all(Fixture *f)
 
 static void make_spec(VmSpec *s, const char *name, unsigned cpus)
 {
-	json_auto_t *j = json_pack("{s:s, s:i, s:s, s:[{s:s, s:s, s:b}], s:[{s:s}]}", "name", name,
-				   "cpus", (int)cpus, "kernel", "/boot/vmlinuz", "disks", "path",
-				   "/var/lib/hs/d.img", "format", "raw", "readonly", 1, "nics", "mac",
-				   "52:54:00:00:00:42");
+	json_auto_t *j =
+	    json_pack("{s:s, s:i, s:s, s:[{s:s, s:s, s:b}], s:[{s:s}]}", "name", name, "cpus",
+		      (int)cpus, "kernel", "/boot/vmlinuz", "disks", "path", "/var/lib/hs/d.img",
+		      "format", "raw", "readonly", 1, "nics", "mac", "52:54:00:00:00:42");
 	assert_non_null(j);
 	VmSpecDefaults d = {.accel = VM_ACCEL_TCG};
 	HsError err = {0};
@@ -188,9 +188,8 @@ static void test_create_load_round_trip(void **state)
 	Fixture *f = *state;
 	VmStatus st_b = {.state = VM_STATE_RUNNING, .pid = 4242, .started_at = 1700000000.125};
 	VmStatus st_a = {.state = VM_STATE_DEFINED};
-	VmStatus st_c = {.state = VM_STATE_CRASHED,
-			 .started_at = 1700000000.5,
-			 .stopped_at = 1700000123.0625};
+	VmStatus st_c = {
+	    .state = VM_STATE_CRASHED, .started_at = 1700000000.5, .stopped_at = 1700000123.0625};
 	snprintf(st_c.exit_reason, sizeof(st_c.exit_reason), "guest panicked: \"oops\" \xc3\xa9");
 
 	/* Made out of order: loaded sorted by name. */
@@ -489,11 +488,15 @@ static void test_corrupt_status(void **state)
 	make_spec(&s, "x", 1);
 	json_auto_t *j = vm_spec_to_json(&s);
 	vm_spec_clear(&s);
-	static const char *const names[] = {"truncated", "empty", "unknown-state", "no-state",
-					    "wrong-type", "missing"};
+	static const char *const names[] = {"truncated", "empty",      "unknown-state",
+					    "no-state",	 "wrong-type", "missing"};
 	static const char *const statuses[] = {
-		"{\"state\": \"runn", "", "{\"state\": \"exploded\"}", "{\"pid\": 3}",
-		"{\"state\": \"running\", \"pid\": \"12\"}", NULL,
+	    "{\"state\": \"runn",
+	    "",
+	    "{\"state\": \"exploded\"}",
+	    "{\"pid\": 3}",
+	    "{\"state\": \"running\", \"pid\": \"12\"}",
+	    NULL,
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
 		json_object_set_new(j, "name", json_string(names[i]));
@@ -704,23 +707,23 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 	const struct CMUnitTest tests[] = {
-		T(test_open_creates_vms_dir),
-		T(test_empty),
-		T(test_create_load_round_trip),
-		T(test_create_duplicate),
-		T(test_create_over_leftover),
-		T(test_save_status),
-		T(test_save_spec),
-		T(test_delete),
-		T(test_vm_dirfd),
-		T(test_leftovers_cleaned),
-		T(test_corrupt_spec),
-		T(test_corrupt_status),
-		T(test_callback_error),
-		cmocka_unit_test(test_state_strings),
-		cmocka_unit_test(test_status_json),
-		T(test_write_read_file),
-		T(test_read_file_limit_edges),
+	    T(test_open_creates_vms_dir),
+	    T(test_empty),
+	    T(test_create_load_round_trip),
+	    T(test_create_duplicate),
+	    T(test_create_over_leftover),
+	    T(test_save_status),
+	    T(test_save_spec),
+	    T(test_delete),
+	    T(test_vm_dirfd),
+	    T(test_leftovers_cleaned),
+	    T(test_corrupt_spec),
+	    T(test_corrupt_status),
+	    T(test_callback_error),
+	    cmocka_unit_test(test_state_strings),
+	    cmocka_unit_test(test_status_json),
+	    T(test_write_read_file),
+	    T(test_read_file_limit_edges),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
