@@ -19,6 +19,7 @@ static void usage(FILE *f)
 	      "  list                        all VMs\n"
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
+	      "              [--cpu-model MODEL]\n"
 	      "              [--kernel F [--initrd F] [--append S]] [--disk FILE]...\n"
 	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
 	      "  start NAME [--paused]\n"
@@ -247,6 +248,8 @@ static void print_vm(json_t *vm)
 		       json_integer_value(json_object_get(spec, "memory_mib")));
 		printf("Accel:       %s\n", json_string_value(json_object_get(spec, "accel")));
 		printf("Machine:     %s\n", json_string_value(json_object_get(spec, "machine")));
+		const char *cm = json_string_value(json_object_get(spec, "cpu_model"));
+		printf("CPU model:   %s\n", cm ? cm : "(QEMU's default)");
 		const char *k = json_string_value(json_object_get(spec, "kernel"));
 		if (k) {
 			printf("Kernel:      %s\n", k);
@@ -335,6 +338,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
 		{"append", required_argument, NULL, 'A'}, {"disk", required_argument, NULL, 'd'},
 		{"nic", required_argument, NULL, 'n'},    {"from", required_argument, NULL, 'f'},
+		{"cpu-model", required_argument, NULL, 'C'},
 		{0},
 	};
 	json_auto_t *spec = NULL;
@@ -381,6 +385,9 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 			break;
 		case 'M':
 			json_object_set_new(spec, "machine", json_string(optarg));
+			break;
+		case 'C':
+			json_object_set_new(spec, "cpu_model", json_string(optarg));
 			break;
 		case 'k':
 		case 'i':

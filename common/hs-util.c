@@ -100,10 +100,22 @@ int hs_read_file(int dirfd, const char *name, size_t max, char **ret_data, size_
 	_cleanup_free_ char *buf = malloc(cap + 1);
 	if (!buf)
 		return -ENOMEM;
+	if (cap > max)
+		cap = max;
 	for (;;) {
 		if (len == cap) {
-			if (cap >= max)
-				return -EFBIG;
+			/* Full at the limit: one more byte means too big. */
+			char probe;
+			ssize_t p;
+			if (cap >= max) {
+				while ((p = read(fd, &probe, 1)) < 0 && errno == EINTR)
+					;
+				if (p < 0)
+					return -errno;
+				if (p > 0)
+					return -EFBIG;
+				break;
+			}
 			cap = cap * 2 > max ? max : cap * 2;
 			char *nb = realloc(buf, cap + 1);
 			if (!nb)

@@ -257,7 +257,7 @@ static void handle_console(Hsd *h, Vm *vm, HttpRequest *req)
 	const char *rp = http_request_query(req, "replay");
 	ctx->replay = !rp || strcmp(rp, "0");
 	snprintf(ctx->name, sizeof(ctx->name), "%s", vm->spec.name);
-	http_reply_upgrade(req, "hs-console", on_console_upgraded, ctx);
+	http_reply_upgrade(req, "hs-console", on_console_upgraded, ctx, free);
 }
 
 static void method_not_allowed(HttpRequest *req, const char *allowed)

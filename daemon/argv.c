@@ -131,8 +131,11 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	 * reason survives even when hsd is not there to see the event. */
 	add(&a, "-no-shutdown");
 	add2(&a, "-machine", hs_strdup_printf("%s,accel=%s", machine, vm_accel_to_string(s->accel)));
-	if (s->accel == VM_ACCEL_KVM)
-		add2(&a, "-cpu", strdup("host"));
+	/* The -cpu value is an option list on purpose (model,+flag,...); the
+	 * spec parser allows only model/flag characters. No default: QEMU's
+	 * own model is the migration-safe baseline ("host" is opt-in). */
+	if (s->cpu_model)
+		add2(&a, "-cpu", strdup(s->cpu_model));
 	add2(&a, "-m", hs_strdup_printf("%" PRIu64 "M", s->memory_mib));
 	add2(&a, "-smp", hs_strdup_printf("%u", s->cpus));
 	add2(&a, "-display", strdup("none"));

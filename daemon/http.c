@@ -43,6 +43,7 @@ struct HttpUpgrade {
 	struct MHD_UpgradeResponseHandle *urh;
 	HttpUpgradedCb cb;
 	void *ud;
+	void (*ud_free)(void *ud);
 };
 
 struct HttpServer {
@@ -126,6 +127,12 @@ unsigned http_status_for_error(const HsError *err)
 		return 413;
 	case ETIMEDOUT:
 		return 504;
+	case ECANCELED:
+		return 503;
+	case ENODEV:
+		return 409;
+	case EOPNOTSUPP:
+		return 501;
 	case ENOSPC:
 	case EDQUOT:
 		return 507;
@@ -360,18 +367,29 @@ void http_upgrade_close(HttpUpgrade *u)
 	free(u);
 }
 
-void http_reply_upgrade(HttpRequest *r, const char *protocol, HttpUpgradedCb on_upgraded, void *ud)
+static void upgrade_free_unused(HttpUpgrade *u)
+{
+	if (u && u->ud_free)
+		u->ud_free(u->ud);
+	free(u);
+}
+
+void http_reply_upgrade(HttpRequest *r, const char *protocol, HttpUpgradedCb on_upgraded, void *ud,
+			void (*ud_free)(void *ud))
 {
 	HttpUpgrade *u = calloc(1, sizeof(*u));
 	if (!u) {
+		if (ud_free)
+			ud_free(ud);
 		http_reply_error(r, 500, "internal", "out of memory");
 		return;
 	}
 	u->cb = on_upgraded;
 	u->ud = ud;
+	u->ud_free = ud_free;
 	struct MHD_Response *resp = MHD_create_response_for_upgrade(upgrade_cb, u);
 	if (!resp) {
-		free(u);
+		upgrade_free_unused(u);
 		http_reply_error(r, 500, "internal", "cannot upgrade");
 		return;
 	}
@@ -381,7 +399,7 @@ void http_reply_upgrade(HttpRequest *r, const char *protocol, HttpUpgradedCb on_
 	if (r->response == resp)
 		r->upgrade = u;
 	else
-		free(u); /* a second reply, dropped */
+		upgrade_free_unused(u); /* a second reply, dropped */
 }
 
 /* ---- MHD callbacks ---- */
@@ -423,7 +441,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 		MHD_destroy_response(r->response);
 	/* The upgrade never happened (MHD refused it, e.g. for HTTP/1.0, or the
 	 * client left before the 101 was sent). */
-	free(r->upgrade);
+	upgrade_free_unused(r->upgrade);
 	free(r->method);
 	free(r->path);
 	free(r->body);

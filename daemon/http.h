@@ -77,8 +77,11 @@ void http_stream_wake(HttpStream *st);
 typedef struct HttpUpgrade HttpUpgrade;
 typedef void (*HttpUpgradedCb)(HttpUpgrade *u, int fd, const char *extra, size_t extra_len,
 			       void *ud);
-/* extra: bytes the client sent after its request, already read. */
-void http_reply_upgrade(HttpRequest *r, const char *protocol, HttpUpgradedCb on_upgraded, void *ud);
+/* extra: bytes the client sent after its request, already read. If the
+ * upgrade never happens (the client leaves first, or is not HTTP/1.1),
+ * ud_free(ud) is called instead of on_upgraded; ud_free may be NULL. */
+void http_reply_upgrade(HttpRequest *r, const char *protocol, HttpUpgradedCb on_upgraded, void *ud,
+			void (*ud_free)(void *ud));
 void http_upgrade_close(HttpUpgrade *u);
 
 unsigned http_status_for_error(const HsError *err);

@@ -274,11 +274,25 @@ static int parse_machine(const char *m, HsError *err)
 	return 0;
 }
 
+/* A model name, optionally followed by ,+flag / ,-flag / ,prop=value. */
+static int parse_cpu_model(const char *m, HsError *err)
+{
+	if (!m[0] || m[0] == ',')
+		return hs_error_set(err, -EINVAL, INVALID, "cpu_model: must start with a model name");
+	for (const char *p = m; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._+-,=", *p))
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "cpu_model: '%s' has a character not allowed in a QEMU "
+					    "CPU model",
+					    m);
+	return 0;
+}
+
 int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsError *err)
 {
-	static const char *const keys[] = {"name",   "cpus",    "memory_mib", "accel", "machine",
-					   "kernel", "initrd",  "cmdline",    "disks", "nics",
-					   NULL};
+	static const char *const keys[] = {"name",   "cpus",   "memory_mib", "accel",
+					   "machine", "cpu_model", "kernel", "initrd",
+					   "cmdline", "disks",  "nics",       NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
 	uint64_t u;
@@ -336,6 +350,12 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	}
 	r = parse_machine(s.machine, err);
 	if (r < 0)
+		goto fail;
+
+	r = get_string(obj, "cpu_model", "cpu_model", 256, &s.cpu_model, err);
+	if (r < 0)
+		goto fail;
+	if (s.cpu_model && (r = parse_cpu_model(s.cpu_model, err)) < 0)
 		goto fail;
 
 	r = get_string(obj, "kernel", "kernel", 4095, &s.kernel, err);
@@ -420,6 +440,8 @@ json_t *vm_spec_to_json(const VmSpec *s)
 			      vm_accel_to_string(s->accel), "machine", s->machine);
 	if (!o)
 		return NULL;
+	if (s->cpu_model)
+		json_object_set_new(o, "cpu_model", json_string(s->cpu_model));
 	if (s->kernel)
 		json_object_set_new(o, "kernel", json_string(s->kernel));
 	if (s->initrd)
@@ -448,6 +470,7 @@ json_t *vm_spec_to_json(const VmSpec *s)
 void vm_spec_clear(VmSpec *s)
 {
 	free(s->machine);
+	free(s->cpu_model);
 	free(s->kernel);
 	free(s->initrd);
 	free(s->cmdline);

@@ -49,6 +49,7 @@ typedef struct VmSpec {
 	uint64_t memory_mib;
 	VmAccel accel;
 	char *machine;
+	char *cpu_model; /* QEMU -cpu value ("host", "EPYC-v4,+pdpe1gb"); NULL: QEMU's default */
 	char *kernel;
 	char *initrd;
 	char *cmdline;

@@ -166,12 +166,30 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Temp files of an atomic write that a crash interrupted: ".X.tmp.PID". */
+static void remove_stale_temps(int dirfd)
+{
+	int dfd = dup(dirfd);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (de->d_name[0] == '.' && strstr(de->d_name, ".tmp."))
+			unlinkat(dirfd, de->d_name, 0);
+	closedir(d);
+}
+
 static int load_one(Store *st, const char *name, VmSpec *ret_spec, VmStatus *ret_status,
 		    HsError *err)
 {
 	_cleanup_close_ int fd = store_vm_dirfd(st, name);
 	if (fd < 0)
 		return hs_error_set(err, fd, "corrupt-state", "cannot open: %s", strerror(-fd));
+	remove_stale_temps(fd);
 	_cleanup_free_ char *data = NULL;
 	int r = hs_read_file(fd, "spec.json", 1 << 20, &data, NULL);
 	if (r < 0)

@@ -834,6 +834,16 @@ int vm_define(Hsd *h, VmSpec *spec, Vm **ret, HsError *err)
 	if (vm_find(h, spec->name))
 		return hs_error_set(err, -EEXIST, "conflict", "a VM named '%s' already exists",
 				    spec->name);
+	/* A MAC is unique on the host: two VMs on one bridge with the same MAC
+	 * break each other's networking. */
+	for (size_t i = 0; i < spec->n_nics; i++)
+		for (Vm *o = h->vms; o; o = o->next)
+			for (size_t j = 0; j < o->spec.n_nics; j++)
+				if (!strcmp(spec->nics[i].mac, o->spec.nics[j].mac))
+					return hs_error_set(err, -EEXIST, "conflict",
+							    "nics[%zu].mac: %s is already used by VM "
+							    "'%s'",
+							    i, spec->nics[i].mac, o->spec.name);
 	VmStatus st = {.state = VM_STATE_DEFINED};
 	int r = store_create(&h->store, spec, &st);
 	if (r == -EEXIST)

@@ -35,6 +35,7 @@ static void spec_disks_nics(VmSpec *s)
 	*s = (VmSpec){.cpus = 4, .memory_mib = 4096, .accel = VM_ACCEL_KVM};
 	snprintf(s->name, sizeof(s->name), "web-01");
 	s->machine = xstrdup("pc-q35-7.2");
+	s->cpu_model = xstrdup("host");
 	s->disks[0] =
 	    (VmDisk){.path = xstrdup("/var/lib/hs/web-01.qcow2"), .format = VM_DISK_QCOW2};
 	s->disks[1] = (VmDisk){
@@ -224,11 +225,17 @@ static void test_accel(void **state)
 	assert_int_equal(count_arg(v, "-cpu"), 0);
 	strv_free(v);
 
+	/* KVM: no -cpu unless asked (QEMU's model is the migration-safe one). */
 	s.accel = VM_ACCEL_KVM;
 	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
 	assert_true(find_opt(v, "-machine", "q35,accel=kvm") > 0);
+	assert_int_equal(count_arg(v, "-cpu"), 0);
+	strv_free(v);
+
+	s.cpu_model = xstrdup("EPYC-v4,+pdpe1gb,-svm");
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
 	assert_int_equal(count_arg(v, "-cpu"), 1);
-	assert_true(find_opt(v, "-cpu", "host") > 0);
+	assert_true(find_opt(v, "-cpu", "EPYC-v4,+pdpe1gb,-svm") > 0);
 	strv_free(v);
 	vm_spec_clear(&s);
 }

@@ -259,7 +259,7 @@ static void handler(HttpRequest *req, void *ud)
 		stream_push(fx, "{\"type\":\"hello\"}\n");
 	} else if (!strcmp(path, "/upgrade")) {
 		const char *bye = http_request_query(req, "bye");
-		http_reply_upgrade(req, "test-echo", bye ? on_upgraded_bye : on_upgraded, fx);
+		http_reply_upgrade(req, "test-echo", bye ? on_upgraded_bye : on_upgraded, fx, NULL);
 	} else if (!strcmp(path, "/noreply")) {
 		/* nothing */
 	} else if (!strcmp(path, "/twice")) {

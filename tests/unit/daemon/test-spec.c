@@ -358,6 +358,28 @@ static void test_bad_accel(void **state)
 	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"accel\": true}", "accel");
 }
 
+static void test_cpu_model(void **state)
+{
+	VmSpecDefaults defs = {.accel = VM_ACCEL_KVM, .check_files = false};
+	VmSpec s;
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\"}", &defs, &s);
+	assert_null(s.cpu_model);
+	vm_spec_clear(&s);
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"cpu_model\": \"EPYC-v4,+pdpe1gb,-svm\"}",
+		 &defs, &s);
+	assert_string_equal(s.cpu_model, "EPYC-v4,+pdpe1gb,-svm");
+	json_t *j = vm_spec_to_json(&s);
+	assert_string_equal(json_string_value(json_object_get(j, "cpu_model")),
+			    "EPYC-v4,+pdpe1gb,-svm");
+	json_decref(j);
+	vm_spec_clear(&s);
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"cpu_model\": \"\"}", "cpu_model");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"cpu_model\": \",host\"}", "cpu_model");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"cpu_model\": \"host -S\"}",
+		   "cpu_model");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"cpu_model\": 3}", "cpu_model");
+}
+
 static void test_bad_machine(void **state)
 {
 	char text[256];
@@ -860,6 +882,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_memory),
 	    cmocka_unit_test(test_bad_accel),
 	    cmocka_unit_test(test_bad_machine),
+		cmocka_unit_test(test_cpu_model),
 	    cmocka_unit_test(test_bad_paths),
 	    cmocka_unit_test(test_bad_cmdline),
 	    cmocka_unit_test(test_kernel_and_disk_rules),
