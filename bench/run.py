@@ -471,13 +471,14 @@ def main():
     ap.add_argument("--running", type=int, help="VMs running for the memory phase")
     ap.add_argument("--fleet-memory", type=int, default=96, help="MiB per fleet guest (default 96)")
     ap.add_argument("--settle", type=float, help="seconds a VM runs before it is stopped")
+    ap.add_argument("--boot-timeout", type=float, help="seconds to wait for the running guests to boot")
     ap.add_argument("--base", help="work dir (default /tmp/hsb-PID; UNIX socket paths must stay short)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--output", default=str(RESULTS / "latest.json"), help="JSON results file")
     args = ap.parse_args()
 
     p = dict(QUICK if args.quick else FULL)
-    for k in ("iterations", "requests", "defined", "running", "settle"):
+    for k in ("iterations", "requests", "defined", "running", "settle", "boot_timeout"):
         if getattr(args, k) is not None:
             p[k] = getattr(args, k)
     p["fleet_memory"] = args.fleet_memory

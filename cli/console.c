@@ -54,20 +54,6 @@ static void matcher_feed(Matcher *m, const char *buf, size_t len)
 	}
 }
 
-static int write_all_fd(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 int cmd_console(Ctl *ctl, int argc, char **argv)
 {
@@ -142,7 +128,7 @@ int cmd_console(Ctl *ctl, int argc, char **argv)
 
 	int rc = EXIT_OK;
 	if (extra_len) {
-		write_all_fd(STDOUT_FILENO, extra, extra_len);
+		hs_write_all(STDOUT_FILENO, extra, extra_len);
 		matcher_feed(&m, extra, extra_len);
 	}
 	double deadline = timeout > 0 ? hs_now() + timeout : 0;
@@ -185,7 +171,7 @@ int cmd_console(Ctl *ctl, int argc, char **argv)
 					rc = EXIT_HSD_ERROR;
 				break;
 			}
-			write_all_fd(STDOUT_FILENO, buf, (size_t)k);
+			hs_write_all(STDOUT_FILENO, buf, (size_t)k);
 			matcher_feed(&m, buf, (size_t)k);
 		}
 		if (stdin_open && pfd[1].revents) {

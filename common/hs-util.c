@@ -139,6 +139,20 @@ int hs_read_file(int dirfd, const char *name, size_t max, char **ret_data, size_
 	return 0;
 }
 
+int hs_read_small(int dirfd, const char *path, char *buf, size_t size)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n;
+	while ((n = read(fd, buf, size - 1)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return 0;
+}
+
 int hs_mkdir_p(const char *path, int mode)
 {
 	char buf[4096];

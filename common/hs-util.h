@@ -84,6 +84,10 @@ int hs_write_file_atomic(int dirfd, const char *name, const void *data, size_t l
  * buffer. */
 int hs_read_file(int dirfd, const char *name, size_t max, char **ret_data, size_t *ret_len);
 
+/* Reads a small text file (sysfs, procfs) into buf, NUL-terminated;
+ * truncated to size-1 bytes. */
+int hs_read_small(int dirfd, const char *path, char *buf, size_t size);
+
 /* mkdir -p relative to dirfd (AT_FDCWD for absolute paths). */
 int hs_mkdir_p(const char *path, int mode);
 /* rm -rf of dirfd/name (does not follow symlinks). */

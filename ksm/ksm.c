@@ -13,23 +13,12 @@
 
 #define KSM_DIR "sys/kernel/mm/ksm"
 
-static int read_text(int rootfd, const char *path, char *buf, size_t size)
-{
-	_cleanup_close_ int fd = openat(rootfd, path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = read(fd, buf, size - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	return 0;
-}
 
 static int read_i64(int rootfd, const char *dir, const char *name, int64_t *ret)
 {
 	char path[256], buf[64], *end;
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	int r = read_text(rootfd, path, buf, sizeof(buf));
+	int r = hs_read_small(rootfd, path, buf, sizeof(buf));
 	if (r < 0)
 		return r;
 	errno = 0;
@@ -125,7 +114,7 @@ int ksm_read_process(int rootfd, pid_t pid, KsmProcess *ret)
 		return r;
 	}
 	snprintf(path, sizeof(path), "%s/ksm_stat", dir);
-	if (read_text(rootfd, path, buf, sizeof(buf)) == 0) {
+	if (hs_read_small(rootfd, path, buf, sizeof(buf)) == 0) {
 		char *line = strstr(buf, "ksm_process_profit ");
 		if (line) {
 			p.has_profit = true;

@@ -45,17 +45,6 @@ int numa_parse_cpulist(const char *s, unsigned char *bitmap, unsigned max_cpus)
 	return count;
 }
 
-static int read_at(int dirfd, const char *path, char *buf, size_t size)
-{
-	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = read(fd, buf, size - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	return 0;
-}
 
 /* "Node 0 MemTotal:  123 kB" lines of a node's meminfo. */
 static void parse_node_meminfo(const char *buf, NumaNode *n)
@@ -82,11 +71,11 @@ static int single_node(int rootfd, NumaTopology *t)
 	NumaNode *n = &t->nodes[0];
 	memset(t, 0, sizeof(*t));
 	t->n_nodes = 1;
-	if (read_at(rootfd, "sys/devices/system/cpu/online", buf, sizeof(buf)) == 0) {
+	if (hs_read_small(rootfd, "sys/devices/system/cpu/online", buf, sizeof(buf)) == 0) {
 		int c = numa_parse_cpulist(buf, n->cpus, NUMA_MAX_CPUS);
 		n->n_cpus = c > 0 ? (unsigned)c : 0;
 	}
-	if (read_at(rootfd, "proc/meminfo", buf, sizeof(buf)) == 0) {
+	if (hs_read_small(rootfd, "proc/meminfo", buf, sizeof(buf)) == 0) {
 		unsigned long long kb;
 		const char *p = strstr(buf, "MemTotal:");
 		if (p && sscanf(p, "MemTotal: %llu kB", &kb) == 1)
@@ -124,15 +113,15 @@ int numa_read_topology(int rootfd, NumaTopology *ret)
 		n->id = (unsigned)id;
 		char path[64];
 		snprintf(path, sizeof(path), "node%u/cpulist", n->id);
-		if (read_at(dirfd(d), path, buf, sizeof(buf)) == 0) {
+		if (hs_read_small(dirfd(d), path, buf, sizeof(buf)) == 0) {
 			int c = numa_parse_cpulist(buf, n->cpus, NUMA_MAX_CPUS);
 			n->n_cpus = c > 0 ? (unsigned)c : 0;
 		}
 		snprintf(path, sizeof(path), "node%u/meminfo", n->id);
-		if (read_at(dirfd(d), path, buf, sizeof(buf)) == 0)
+		if (hs_read_small(dirfd(d), path, buf, sizeof(buf)) == 0)
 			parse_node_meminfo(buf, n);
 		snprintf(path, sizeof(path), "node%u/distance", n->id);
-		if (read_at(dirfd(d), path, buf, sizeof(buf)) == 0) {
+		if (hs_read_small(dirfd(d), path, buf, sizeof(buf)) == 0) {
 			char *p = buf;
 			for (unsigned i = 0; i < NUMA_MAX_NODES; i++) {
 				char *e;
