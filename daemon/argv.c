@@ -140,10 +140,11 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	add2(&a, "-smp", hs_strdup_printf("%u", s->cpus));
 	add2(&a, "-display", strdup("none"));
 	if (l->sandbox) {
-		/* A bridge NIC runs qemu-bridge-helper, which needs spawn. */
+		/* A bridge NIC without a tap fd runs qemu-bridge-helper, which
+		 * needs spawn; with fds passed, nothing is ever spawned. */
 		bool spawn = false;
 		for (size_t i = 0; i < s->n_nics; i++)
-			spawn |= s->nics[i].type == VM_NIC_BRIDGE;
+			spawn |= s->nics[i].type == VM_NIC_BRIDGE && !l->pass_fds;
 		add2(&a, "-sandbox",
 		     hs_strdup_printf("on,obsolete=deny,elevateprivileges=deny,spawn=%s,"
 				      "resourcecontrol=deny",
@@ -153,7 +154,15 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	add2(&a, "-chardev",
 	     hs_strdup_printf("socket,id=hs-qmp,fd=%d,server=on,wait=off", l->qmp_fd));
 	add2(&a, "-mon", strdup("chardev=hs-qmp,mode=control"));
-	if (l->serial_log) {
+	if (l->pass_fds && l->serial_log_fd >= 0) {
+		add2(&a, "-add-fd",
+		     hs_strdup_printf("fd=%d,set=%d,opaque=serial-log", l->serial_log_fd,
+				      QEMU_FDSET_SERIAL_LOG));
+		add2(&a, "-chardev",
+		     hs_strdup_printf("socket,id=hs-serial0,fd=%d,server=on,wait=off,"
+				      "logfile=/dev/fdset/%d,logappend=on",
+				      l->serial_fd, QEMU_FDSET_SERIAL_LOG));
+	} else if (!l->pass_fds && l->serial_log) {
 		_cleanup_free_ char *log = qemu_escape(l->serial_log);
 		add2(&a, "-chardev",
 		     log ? hs_strdup_printf("socket,id=hs-serial0,fd=%d,server=on,wait=off,"
@@ -168,18 +177,34 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	add2(&a, "-serial", strdup("chardev:hs-serial0"));
 
 	if (s->kernel) {
-		/* -kernel takes a plain file name, not an option list. */
-		add2(&a, "-kernel", strdup(s->kernel));
+		/* -kernel takes a plain file name, not an option list. With
+		 * fds, QEMU reads its own descriptor through /proc/self/fd. */
+		add2(&a, "-kernel", l->pass_fds ? hs_strdup_printf("/proc/self/fd/%d", l->kernel_fd)
+					       : strdup(s->kernel));
 		if (s->initrd)
-			add2(&a, "-initrd", strdup(s->initrd));
+			add2(&a, "-initrd",
+			     l->pass_fds ? hs_strdup_printf("/proc/self/fd/%d", l->initrd_fd)
+					 : strdup(s->initrd));
 		if (s->cmdline)
 			add2(&a, "-append", strdup(s->cmdline));
 	}
 
 	for (size_t i = 0; i < s->n_disks; i++) {
 		const VmDisk *d = &s->disks[i];
-		_cleanup_free_ char *path = qemu_escape(d->path);
 		const char *ro = d->readonly ? "on" : "off";
+		_cleanup_free_ char *path = NULL;
+		if (l->pass_fds) {
+			/* QEMU picks the descriptor whose access mode fits. */
+			for (int m = 0; m < 2; m++)
+				if (l->disk_fds[i][m] >= 0)
+					add2(&a, "-add-fd",
+					     hs_strdup_printf("fd=%d,set=%zu,opaque=disk%zu-%s",
+							      l->disk_fds[i][m], QEMU_FDSET_DISK(i),
+							      i, m ? "rw" : "ro"));
+			path = hs_strdup_printf("/dev/fdset/%zu", QEMU_FDSET_DISK(i));
+		} else {
+			path = qemu_escape(d->path);
+		}
 		add2(&a, "-blockdev",
 		     path ? hs_strdup_printf("driver=file,node-name=hs-file%zu,filename=%s,"
 					     "read-only=%s,cache.direct=off,discard=unmap",
@@ -196,7 +221,9 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 
 	for (size_t i = 0; i < s->n_nics; i++) {
 		const VmNic *n = &s->nics[i];
-		if (n->type == VM_NIC_BRIDGE) {
+		if (n->type == VM_NIC_BRIDGE && l->pass_fds) {
+			add2(&a, "-netdev", hs_strdup_printf("tap,id=hs-net%zu,fd=%d", i, l->tap_fds[i]));
+		} else if (n->type == VM_NIC_BRIDGE) {
 			_cleanup_free_ char *br = qemu_escape(n->bridge);
 			add2(&a, "-netdev",
 			     br ? hs_strdup_printf("bridge,id=hs-net%zu,br=%s", i, br) : NULL);

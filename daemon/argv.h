@@ -12,7 +12,20 @@ typedef struct QemuLaunch {
 	int serial_fd;          /* listening socket fd number in the child */
 	const char *serial_log; /* QEMU appends all serial output here; may be NULL */
 	bool sandbox;           /* QEMU built with seccomp: -sandbox on,... */
+
+	/* With pass_fds, QEMU opens nothing by path: hsd opens every file and
+	 * hands QEMU descriptors (fd numbers in the child), so QEMU can run
+	 * as an unprivileged user with no access to hsd's directories. */
+	bool pass_fds;
+	int serial_log_fd;             /* -add-fd, logfile=/dev/fdset/N; -1: no log */
+	int kernel_fd, initrd_fd;      /* -kernel /proc/self/fd/N */
+	int disk_fds[VM_MAX_DISKS][2]; /* -add-fd: [0] O_RDONLY, [1] O_RDWR (-1 if read-only) */
+	int tap_fds[VM_MAX_NICS];      /* bridge NICs: an open tap created by hsd */
 } QemuLaunch;
+
+/* fdset ids used with pass_fds. */
+#define QEMU_FDSET_SERIAL_LOG 1
+#define QEMU_FDSET_DISK(i) (10 + (i))
 
 /* A NULL-terminated argv. Every value that goes into a QEMU option list has
  * its commas doubled, so no spec value can inject an option. */

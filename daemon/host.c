@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "hsd.h"
@@ -78,6 +79,29 @@ static void probe_kvm(HostInfo *host)
 	}
 	host->kvm_usable = true;
 	snprintf(host->kvm_reason, sizeof(host->kvm_reason), "/dev/kvm opens, API version %d", v);
+}
+
+void host_check_kvm_for(HostInfo *host, const QemuUser *user)
+{
+	snprintf(host->qemu_user, sizeof(host->qemu_user), "%s", user->change ? user->name : "");
+	if (!host->kvm_usable || !user->change)
+		return;
+	struct stat st;
+	if (stat("/dev/kvm", &st) < 0)
+		return;
+	bool ok = (st.st_mode & 0006) == 0006 || (st.st_uid == user->uid && (st.st_mode & 0600) == 0600);
+	bool in_group = st.st_gid == user->gid;
+	for (size_t i = 0; i < user->n_groups; i++)
+		in_group |= st.st_gid == user->groups[i];
+	ok |= in_group && (st.st_mode & 0060) == 0060;
+	if (ok)
+		return;
+	host->kvm_usable = false;
+	snprintf(host->kvm_reason, sizeof(host->kvm_reason),
+		 "/dev/kvm is mode %04o owned by %u:%u, so QEMU (user '%s') cannot open it; "
+		 "the usual udev rule makes it 0660 root:kvm, and hsd puts '%s' in group kvm",
+		 (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
+		 user->name, user->name);
 }
 
 void host_refresh(HostInfo *host)
@@ -161,10 +185,11 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 				(json_int_t)k->pages_to_scan, "sleep_millisecs",
 				(json_int_t)k->sleep_millisecs, "saved_bytes",
 				(json_int_t)ksm_saved_bytes(k, sysconf(_SC_PAGESIZE)));
-	return json_pack("{s:s, s:{s:s, s:s, s:b}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
+	return json_pack("{s:s, s:{s:s, s:s, s:b, s:s}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
 			 "s:I}, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s}}",
 			 "hsd_version", HS_VERSION, "qemu", "binary", host->qemu_binary, "version",
-			 host->qemu_version, "sandbox", host->qemu_sandbox, "kvm", "usable",
+			 host->qemu_version, "sandbox", host->qemu_sandbox, "user",
+			 host->qemu_user[0] ? host->qemu_user : "(hsd's own)", "kvm", "usable",
 			 host->kvm_usable, "reason", host->kvm_reason, "cpu", "model",
 			 host->cpu_model, "count", (int)host->cpus, "memory", "total_bytes",
 			 (json_int_t)host->mem_total, "available_bytes",

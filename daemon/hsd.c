@@ -99,6 +99,8 @@ static void usage(FILE *f)
 		   "  --qemu PATH         qemu-system-x86_64 to run (default: from $PATH)\n"
 		   "  --stop-timeout SEC  ACPI shutdown wait before forcing (default 60)\n"
 		   "  --qmp-timeout SEC   per QMP command (default 10)\n"
+		   "  --qemu-user USER    run QEMU as USER (root: default hsd-qemu, created if\n"
+		   "                      missing; 'root' keeps QEMU as root, not advised)\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
 		   "  -v, --verbose       debug logging\n"
 		   "  --version\n");
@@ -114,6 +116,7 @@ int main(int argc, char **argv)
 		{"stop-timeout", required_argument, NULL, 't'},
 		{"qmp-timeout", required_argument, NULL, 'Q'},
 		{"sysfs-root", required_argument, NULL, 'R'},
+		{"qemu-user", required_argument, NULL, 'U'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
@@ -122,6 +125,7 @@ int main(int argc, char **argv)
 	Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1};
 	_cleanup_free_ char *qemu = NULL;
 	const char *sysroot = "/";
+	const char *qemu_user = NULL;
 	int c;
 
 	h.store.dirfd = -1;
@@ -147,6 +151,9 @@ int main(int argc, char **argv)
 			break;
 		case 'R':
 			sysroot = optarg;
+			break;
+		case 'U':
+			qemu_user = optarg;
 			break;
 		case 'v':
 			hsd_log_level = 7;
@@ -232,6 +239,21 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	host_probe(&h.host, qemu);
+	if (geteuid() == 0 && !(qemu_user && !strcmp(qemu_user, "root"))) {
+		HsError uerr = {0};
+		if (qemu_user_resolve(qemu_user ? qemu_user : "hsd-qemu", true, &h.qemu_user,
+				      &uerr) < 0) {
+			log_error("%s", uerr.message);
+			return 1;
+		}
+		host_check_kvm_for(&h.host, &h.qemu_user);
+	} else if (geteuid() == 0) {
+		log_warning("QEMU runs as root (--qemu-user root): a guest escaping QEMU owns the "
+			    "host");
+	} else if (qemu_user) {
+		log_error("--qemu-user needs hsd to run as root");
+		return 1;
+	}
 	log_info("hsd %s: QEMU %s (%s), KVM %s: %s", HS_VERSION, h.host.qemu_version, qemu,
 		 h.host.kvm_usable ? "usable" : "not usable", h.host.kvm_reason);
 

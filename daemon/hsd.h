@@ -9,6 +9,7 @@
 
 #include "hs-util.h"
 #include "http.h"
+#include "launch.h"
 #include "ksm.h"
 #include "numa.h"
 #include "qmp.h"
@@ -27,8 +28,9 @@ typedef struct HostInfo {
 	char qemu_binary[256];
 	char qemu_version[64];
 	bool kvm_usable;
-	char kvm_reason[256];
+	char kvm_reason[512];
 	bool qemu_sandbox;
+	char qemu_user[64]; /* empty: QEMU runs as hsd's own user */
 	char cpu_model[128];
 	unsigned cpus;
 	uint64_t mem_total, mem_available;
@@ -99,6 +101,7 @@ struct Hsd {
 	ev_signal sigterm, sigint, sigpipe;
 	ev_timer heartbeat;
 	uid_t api_uid;
+	QemuUser qemu_user;
 	bool verbose;
 };
 
@@ -151,4 +154,6 @@ void api_handle(HttpRequest *req, void *userdata);
 /* host.c */
 void host_probe(HostInfo *host, const char *qemu_binary);
 void host_refresh(HostInfo *host);
+/* KVM is usable only if QEMU, running as `user`, can open /dev/kvm. */
+void host_check_kvm_for(HostInfo *host, const QemuUser *user);
 json_t *host_to_json(const HostInfo *host, Hsd *h);

@@ -13,6 +13,7 @@
 
 #include "argv.h"
 #include "hsd.h"
+#include "launch.h"
 
 #define QMP_SOCK "qmp.sock"
 #define SERIAL_SOCK "console.sock"
@@ -442,49 +443,6 @@ static void on_start_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	start_failed(vm, "QEMU did not become ready in time");
 }
 
-/* In the child, between fork and exec: async-signal-safe calls only. */
-static _Noreturn void exec_qemu(Vm *vm, char **argv, int qmp_fd, int serial_fd, int log_fd,
-				int go_fd, const char *pidfile_data, size_t pidfile_len)
-{
-	sigset_t all;
-	sigemptyset(&all);
-	sigprocmask(SIG_SETMASK, &all, NULL);
-	for (int sig = 1; sig < NSIG; sig++)
-		signal(sig, SIG_DFL);
-	setsid();
-
-	/* Move the fds clear of 0..4 before placing them. */
-	int q = fcntl(qmp_fd, F_DUPFD, 10), s = fcntl(serial_fd, F_DUPFD, 10),
-	    l = fcntl(log_fd, F_DUPFD, 10);
-	int null = open("/dev/null", O_RDWR);
-	if (q < 0 || s < 0 || l < 0 || null < 0)
-		_exit(126);
-	/* The pidfile is written by the child, so it exists even if hsd dies
-	 * right after fork. */
-	int pf = openat(vm->run_dirfd, PIDFILE, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (pf >= 0) {
-		(void)!write(pf, pidfile_data, pidfile_len);
-		close(pf);
-	}
-	/* Wait until hsd has recorded our pid durably. If hsd dies first, the
-	 * pipe gives EOF and we never become a QEMU nobody knows about. */
-	char go;
-	ssize_t n;
-	while ((n = read(go_fd, &go, 1)) < 0 && errno == EINTR)
-		;
-	if (n != 1)
-		_exit(125);
-	dup2(null, 0);
-	dup2(l, 1);
-	dup2(l, 2);
-	dup2(q, 3);
-	dup2(s, 4);
-	close_range(5, ~0U, 0);
-	execv(argv[0], argv);
-	dprintf(2, "hsd: cannot execute %s: %s\n", argv[0], strerror(errno));
-	_exit(127);
-}
-
 static void rotate_log(int dirfd, const char *name, off_t max)
 {
 	struct stat st;
@@ -527,19 +485,22 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 	if (log_fd < 0)
 		return hs_error_set(err, -errno, "internal", "cannot open qemu.log: %m");
 
-	_cleanup_free_ char *serial_log =
-		hs_strdup_printf("%s/vms/%s/console.log", h->state_dir, vm->spec.name);
 	QemuLaunch launch = {
 		.binary = h->host.qemu_binary,
-		.qmp_fd = 3,
-		.serial_fd = 4,
-		.serial_log = serial_log,
 		.sandbox = h->host.qemu_sandbox,
 	};
+	ChildFds fds;
+	r = launch_prepare(&vm->spec, vm->state_dirfd, h->host.rootfd, qmp_listen, serial_listen,
+			   &fds, &launch, err);
+	if (r < 0)
+		return r;
 	char **argv = NULL;
 	r = qemu_argv_build(&vm->spec, &launch, &argv);
-	if (r < 0)
+	if (r < 0) {
+		fds.src[0] = fds.src[1] = -1;
+		child_fds_close(&fds);
 		return hs_error_set(err, r, "internal", "cannot build QEMU's command line");
+	}
 	{
 		_cleanup_free_ char *line = strv_join(argv);
 		log_debug("vm %s: exec %s", vm->spec.name, line ? line : "?");
@@ -562,10 +523,11 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 	vm->start_mono = hs_now();
 	vm_set_state(vm, VM_STATE_STARTING);
 
-	char pidbuf[32];
 	int go[2];
 	if (pipe2(go, O_CLOEXEC) < 0) {
 		r = -errno;
+		fds.src[0] = fds.src[1] = -1;
+		child_fds_close(&fds);
 		strv_free(argv);
 		vm->status.state = VM_STATE_STOPPED;
 		vm_save_status(vm);
@@ -576,18 +538,23 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		r = -errno;
 		close(go[0]);
 		close(go[1]);
+		fds.src[0] = fds.src[1] = -1;
+		child_fds_close(&fds);
 		strv_free(argv);
 		vm->status.state = VM_STATE_STOPPED;
 		vm_save_status(vm);
 		return hs_error_set(err, r, "internal", "fork: %s", strerror(-r));
 	}
 	if (pid == 0) {
-		int n = snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)getpid());
 		close(go[1]);
-		exec_qemu(vm, argv, qmp_listen, serial_listen, log_fd, go[0], pidbuf, (size_t)n);
+		launch_child(argv, &fds, log_fd, vm->run_dirfd, PIDFILE, go[0], &h->qemu_user);
 	}
 	close(go[0]);
 	strv_free(argv);
+	/* QEMU has its copies; the listening sockets close with their
+	 * _cleanup_close_ owners. */
+	fds.src[0] = fds.src[1] = -1;
+	child_fds_close(&fds);
 
 	int pidfd = pidfd_open_(pid);
 	if (pidfd < 0) {

@@ -16,6 +16,19 @@ PKGS=(
 	python3 python3-pytest python3-pytest-xdist curl util-linux iproute2 valgrind
 )
 
+# /dev/kvm as Debian's udev rule sets it (0660 root:kvm), so that QEMU can
+# run as an unprivileged user in group kvm. Containers without udev leave
+# it 0600 root.
+kvm_perms() {
+	[ -c /dev/kvm ] && [ "$(id -u)" -eq 0 ] || return 0
+	getent group kvm >/dev/null || groupadd --system kvm
+	if [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+		echo "install-deps: /dev/kvm -> root:kvm 0660 (as udev's rule would)" >&2
+		chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+	fi
+}
+trap kvm_perms EXIT
+
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

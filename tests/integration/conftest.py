@@ -75,8 +75,9 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Hsd:
-    def __init__(self, base, extra_args=()):
+    def __init__(self, base, extra_args=(), prefix=()):
         self.base = Path(base)
+        self.prefix = list(prefix)
         self.state_dir = self.base / "state"
         self.run_dir = self.base / "run"
         self.socket = str(self.run_dir / "hsd.sock")
@@ -89,7 +90,7 @@ class Hsd:
     def start(self, timeout=15):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(HSD), "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir),
+            [*self.prefix, str(HSD), "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir),
              *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: self._answers() or self._died(), timeout, "hsd to listen")
@@ -240,11 +241,11 @@ def _binaries():
 def hsd_factory(tmp_path):
     made = []
 
-    def make(name="hsd", extra_args=(), start=True):
+    def make(name="hsd", extra_args=(), start=True, prefix=()):
         # Short base paths: UNIX socket paths are limited to 108 bytes.
         base = Path(os.environ.get("HS_TEST_TMP", "/tmp")) / f"hs-{os.getpid()}-{len(made)}-{time.monotonic_ns() % 100000}"
         base.mkdir(parents=True)
-        h = Hsd(base, extra_args)
+        h = Hsd(base, extra_args, prefix)
         made.append(h)
         if start:
             h.start()

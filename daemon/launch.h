@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Launching QEMU with least privilege: hsd opens every file the VM needs
+ * and hands QEMU descriptors; the child drops to the QEMU user with no
+ * capabilities and no_new_privs before exec. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "argv.h"
+#include "hs-util.h"
+#include "spec.h"
+
+#define LAUNCH_MAX_FDS (4 + 2 + 2 * VM_MAX_DISKS + VM_MAX_NICS)
+
+/* Descriptors for the child: src[i] becomes fd 3 + i in QEMU. */
+typedef struct ChildFds {
+	int src[LAUNCH_MAX_FDS];
+	int n;
+} ChildFds;
+
+void child_fds_close(ChildFds *f);
+
+/* Who QEMU runs as. change=false: as hsd itself (hsd not root). */
+typedef struct QemuUser {
+	bool change;
+	char name[64];
+	uid_t uid;
+	gid_t gid;
+	gid_t groups[8]; /* supplementary: kvm, when it exists */
+	size_t n_groups;
+} QemuUser;
+
+/* Looks the user up; as root with create=true, creates a system user (and
+ * group) of that name when missing (useradd). */
+int qemu_user_resolve(const char *name, bool create, QemuUser *ret, HsError *err);
+
+/* Opens what the spec names (console log in state_dirfd, kernel, initrd,
+ * disks, taps for bridge NICs) and fills launch's fd numbers. qmp and
+ * serial listening sockets come first (fds 3 and 4). On failure everything
+ * opened is closed and err names the field. */
+int launch_prepare(const VmSpec *spec, int state_dirfd, int rootfd, int qmp_listen,
+		   int serial_listen, ChildFds *fds, QemuLaunch *launch, HsError *err);
+
+/* In the child after fork: never returns. Writes the pidfile (run_dirfd),
+ * waits for hsd's go (go_fd), places the descriptors, drops privileges,
+ * execs argv. */
+_Noreturn void launch_child(char **argv, const ChildFds *fds, int log_fd, int run_dirfd,
+			    const char *pidfile, int go_fd, const QemuUser *user);
