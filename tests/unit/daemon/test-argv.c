@@ -514,6 +514,53 @@ static void test_strv_join(void **state)
 	vm_spec_clear(&s);
 }
 
+/* With pass_fds QEMU opens no path: every file is a descriptor. */
+static void test_pass_fds(void **state)
+{
+	VmSpec s;
+	spec_disks_nics(&s);
+	s.kernel = xstrdup("/boot/vmlinuz");
+	s.initrd = xstrdup("/boot/initrd.img");
+	QemuLaunch l = {
+	    .binary = "qemu-system-x86_64",
+	    .qmp_fd = 3,
+	    .serial_fd = 4,
+	    .serial_log = "/must/not/appear",
+	    .sandbox = true,
+	    .pass_fds = true,
+	    .serial_log_fd = 5,
+	    .kernel_fd = 6,
+	    .initrd_fd = 7,
+	    .disk_fds = {{8, 9}, {10, -1}},
+	    .tap_fds = {-1, 11},
+	};
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	for (char **p = v; *p; p++) {
+		assert_null(strstr(*p, "/must/not/appear"));
+		assert_null(strstr(*p, "/var/lib/hs"));
+		assert_null(strstr(*p, "/boot/"));
+		assert_null(strstr(*p, "bridge"));
+	}
+	assert_true(find_opt(v, "-kernel", "/proc/self/fd/6") > 0);
+	assert_true(find_opt(v, "-initrd", "/proc/self/fd/7") > 0);
+	assert_true(find_opt(v, "-add-fd", "fd=5,set=1,") > 0);
+	assert_true(find_opt(v, "-chardev",
+			     "socket,id=hs-serial0,fd=4,server=on,wait=off,logfile=/dev/fdset/1,") > 0);
+	assert_true(find_opt(v, "-add-fd", "fd=8,set=10,") > 0);
+	assert_true(find_opt(v, "-add-fd", "fd=9,set=10,") > 0);
+	assert_true(find_opt(v, "-add-fd", "fd=10,set=11,") > 0);
+	assert_int_equal(count_arg(v, "-add-fd"), 4);
+	assert_true(find_opt(v, "-blockdev", "driver=file,node-name=hs-file0,filename=/dev/fdset/10,") > 0);
+	assert_true(find_opt(v, "-blockdev", "driver=file,node-name=hs-file1,filename=/dev/fdset/11,") > 0);
+	assert_true(find_opt(v, "-netdev", "user,id=hs-net0") > 0);
+	assert_true(find_opt(v, "-netdev", "tap,id=hs-net1,fd=11") > 0);
+	/* Nothing to spawn with taps passed in. */
+	assert_true(find_opt(v, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,") > 0);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
 static void test_strv_free_null(void **state)
 {
 	strv_free(NULL);
@@ -533,6 +580,7 @@ int main(void)
 	    cmocka_unit_test(test_many_disks_and_nics),
 	    cmocka_unit_test(test_strv_join),
 	    cmocka_unit_test(test_strv_free_null),
+	    cmocka_unit_test(test_pass_fds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
