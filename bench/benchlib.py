@@ -10,7 +10,6 @@ import fcntl
 import json
 import os
 import select
-import shlex
 import signal
 import socket
 import subprocess
@@ -122,24 +121,37 @@ def kill_and_wait(pid, timeout=5.0, sig=signal.SIGKILL, reap=False):
     return not pid_alive(pid)
 
 
+def proc_starttime(pid):
+    """Field 22 of /proc/PID/stat: with the pid, a process's identity."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Registry:
     """Every process this run started, or that hsd started for it, by pid.
-    cleanup() kills what is left, each by its pid, after checking (for pids
-    we did not fork ourselves) that the pid is still a QEMU of this run."""
+    cleanup() kills what is left, each by its pid. For pids we did not fork
+    ourselves, it first checks that the pid is still the same process (start
+    time recorded when hsd reported it) and a QEMU."""
 
-    def __init__(self, marker):
-        self.marker = marker.encode()  # a path fragment in every QEMU argv of this run
-        self.hsds = []         # Hsd objects
+    def __init__(self):
+        self.hsds = []              # Hsd objects
         self.raw_children = set()   # raw QEMUs we spawned (our children)
-        self.hsd_qemus = set()      # QEMU pids reported by hsd
+        self.hsd_qemus = {}         # pid -> start time, QEMUs reported by hsd
 
     def add_qemu(self, pid):
-        if pid:
-            self.hsd_qemus.add(int(pid))
+        if pid and int(pid) not in self.hsd_qemus:
+            st = proc_starttime(int(pid))
+            if st is not None:
+                self.hsd_qemus[int(pid)] = st
 
-    def _ours(self, pid):
+    def _ours(self, pid, starttime):
+        if proc_starttime(pid) != starttime:
+            return False
         argv = proc_cmdline(pid)
-        return any(self.marker in a for a in argv)
+        return bool(argv) and b"qemu-system" in argv[0]
 
     def cleanup(self, log=print):
         for h in self.hsds:
@@ -154,8 +166,8 @@ class Registry:
                 log(f"cleanup: raw QEMU pid {pid} did not die")
         self.raw_children.clear()
         left = 0
-        for pid in sorted(self.hsd_qemus):
-            if pid_alive(pid) and self._ours(pid):
+        for pid, st in sorted(self.hsd_qemus.items()):
+            if pid_alive(pid) and self._ours(pid, st):
                 left += 1
                 if not kill_and_wait(pid):
                     log(f"cleanup: QEMU pid {pid} did not die")
@@ -359,23 +371,39 @@ def hsd_exec_line(qemu_log):
     raise BenchError(f"no exec line in {qemu_log}")
 
 
-def raw_argv_from_hsd(line, name, serial_log):
-    """hsd's exact QEMU argv, with the guest name and console log path of the
-    raw run substituted. QMP/serial stay on fds 3 and 4 (listening sockets
-    passed in, as hsd does)."""
-    argv = shlex.split(line)
-    out = []
-    for a in argv:
-        if a.startswith("guest=") and a.endswith(",debug-threads=on"):
-            a = f"guest={name},debug-threads=on"
-        elif a.startswith("socket,id=hs-serial0,") and "logfile=" in a:
-            parts = [p for p in a.split(",") if not p.startswith("logfile=")]
-            a = ",".join(parts).replace(",logappend=on", "") + f",logfile={serial_log},logappend=on"
-        out.append(a)
-    for need in ("-S", "socket,id=hs-qmp,fd=3,server=on,wait=off"):
-        if need not in out:
-            raise BenchError(f"unexpected hsd QEMU argv (no {need!r}): {line}")
-    return out
+def raw_argv(name, memory, kernel, initrd, cmdline, serial_log, sandbox=True):
+    """The argv hsd builds (daemon/argv.c) for a 1-vCPU TCG guest with a
+    kernel, an initrd and one user NIC: -S, -nodefaults, q35 + TCG, QMP and
+    serial on listening sockets passed as fds 3 and 4, ... Built here rather
+    than copied from hsd's log so that the baseline does not move when hsd's
+    launch mechanics change; run.py reports how hsd's own argv differs."""
+    argv = [QEMU, "-name", f"guest={name},debug-threads=on", "-nodefaults", "-no-user-config",
+            "-S", "-no-shutdown", "-machine", "q35,accel=tcg", "-m", f"{memory}M", "-smp", "1",
+            "-display", "none"]
+    if sandbox:
+        argv += ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+    argv += ["-chardev", "socket,id=hs-qmp,fd=3,server=on,wait=off",
+             "-mon", "chardev=hs-qmp,mode=control",
+             "-chardev", f"socket,id=hs-serial0,fd=4,server=on,wait=off,logfile={serial_log},logappend=on",
+             "-serial", "chardev:hs-serial0",
+             "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+             "-netdev", "user,id=hs-net0",
+             "-device", "virtio-net-pci,netdev=hs-net0,id=net0,mac=52:54:00:12:34:56"]
+    return argv
+
+
+def argv_option_diff(hsd_argv, raw):
+    """Options (words starting with '-') in one argv and not the other."""
+    def opts(v):
+        out = {}
+        for a in v[1:]:
+            if a.startswith("-") and not a[1:2].isdigit():
+                out[a] = out.get(a, 0) + 1
+        return out
+    a, b = opts(hsd_argv), opts(raw)
+    only_hsd = sorted(k for k in a if a[k] > b.get(k, 0))
+    only_raw = sorted(k for k in b if b[k] > a.get(k, 0))
+    return only_hsd, only_raw
 
 
 def _high_fd(fd):
@@ -459,6 +487,13 @@ class RawQemu:
                 setsid=True, setsigmask=(),
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM))
             self.registry.raw_children.add(self.pid)
+            # Only QEMU holds the listeners from now on: if it dies, our
+            # connection is reset instead of waiting for the deadline.
+            for fd in (qfd, sfd, logfd2):
+                os.close(fd)
+            qfd = sfd = logfd2 = None
+            ql.close()
+            sl.close()
             # Like hsd: connect right after the fork, before QEMU accepts.
             q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             q.settimeout(timeout)
@@ -473,9 +508,17 @@ class RawQemu:
             q.sendall(b'{"execute":"cont"}\r\n')
             rd.reply(deadline)
             t1 = now()
+        except (OSError, BenchError) as e:
+            tail = ""
+            try:
+                tail = (self.dir / "qemu.log").read_text(errors="replace")[-500:]
+            except OSError:
+                pass
+            raise BenchError(f"raw QEMU start failed: {e}; qemu.log: {tail}") from e
         finally:
             for fd in (qfd, sfd, logfd, logfd2):
-                os.close(fd)
+                if fd is not None:
+                    os.close(fd)
             ql.close()
             sl.close()
         return t1 - t0

@@ -17,7 +17,9 @@ import argparse
 import datetime
 import json
 import os
+import hashlib
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,12 +30,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
     HSCTL, HSD, QEMU, ROOT, BenchError, Hsd, Prober, RawHttp, RawQemu, Registry, api,
-    atomic_write_cost, hsd_exec_line, now, proc_memory, raw_argv_from_hsd, summarize, wait_for)
+    argv_option_diff, atomic_write_cost, hsd_exec_line, now, proc_memory, raw_argv, summarize,
+    wait_for)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 FULL = dict(iterations=15, requests=2000, defined=100, running=20, settle=1.0,
-            boot_timeout=300.0, budget=1800)
+            boot_timeout=180.0, budget=1800)
 QUICK = dict(iterations=4, requests=300, defined=20, running=5, settle=0.3,
              boot_timeout=120.0, budget=420)
 
@@ -135,9 +138,17 @@ def phase_start_stop(h, reg, guest, p, res, base):
     time.sleep(p["settle"])
     hsd_stop_force(h, "lat-api", js["pid"])
     line = hsd_exec_line(h.state_dir / "vms" / "lat-api" / "qemu.log")
+    hsd_argv = shlex.split(line)
     raw_dir = base / "raw"
-    argv = raw_argv_from_hsd(line, "raw-bench", str(raw_dir / "console.log"))
+    argv = raw_argv("raw-bench", 128, guest["kernel"], guest["initrd"], "console=ttyS0 quiet",
+                    str(raw_dir / "console.log"), sandbox="-sandbox" in hsd_argv)
     res["raw_argv"] = argv
+    res["hsd_argv"] = hsd_argv
+    only_hsd, only_raw = argv_option_diff(hsd_argv, argv)
+    res["argv_options_only_hsd"], res["argv_options_only_raw"] = only_hsd, only_raw
+    if only_hsd or only_raw:
+        log(f"  note: hsd's QEMU argv has options the raw baseline has not: {only_hsd}; "
+            f"and lacks: {only_raw}")
     rq = RawQemu(argv, raw_dir, reg)
     rq.start()
     time.sleep(p["settle"])
@@ -259,6 +270,49 @@ def console_ready(h, name):
         return False
 
 
+def diagnose(h, name):
+    """Why a guest did not print HS-GUEST-READY: hsd's view, QEMU's view,
+    the process, and the end of its console log."""
+    d = {}
+    try:
+        _, js = api(h.socket, "GET", f"/v1/vms/{name}", timeout=10)
+        d["state"], d["pid"] = js.get("state"), js.get("pid")
+        d["qmp_connected"] = js.get("qmp_connected")
+        d["console_tail"] = js.get("console_tail", "")[-400:]
+    except Exception as e:
+        d["api_error"] = str(e)
+    try:
+        _, js = api(h.socket, "POST", f"/v1/vms/{name}/qmp", {"execute": "query-status"}, timeout=10)
+        d["query_status"] = js
+    except Exception as e:
+        d["qmp_error"] = str(e)
+    pid = d.get("pid")
+    if pid:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            tck = os.sysconf("SC_CLK_TCK")
+            d["proc_state"] = fields[0]
+            d["cpu_s"] = (int(fields[11]) + int(fields[12])) / tck
+        except OSError as e:
+            d["proc_error"] = str(e)
+    try:
+        data = (h.state_dir / "vms" / name / "console.log").read_bytes()
+        d["console_log_bytes"] = len(data)
+        d["console_log_tail"] = data[-400:].decode(errors="replace")
+    except OSError as e:
+        d["console_log_error"] = str(e)
+    return d
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[:3]
+    except OSError:
+        return None
+
+
 def phase_fleet(h, reg, guest, p, res):
     nd, nr, mem = p["defined"], p["running"], p["fleet_memory"]
     log(f"\n== 3. GET /v1/vms with {nd} defined VMs: {p['requests']} requests per mode "
@@ -307,6 +361,9 @@ def phase_fleet(h, reg, guest, p, res):
         log(f"  warning: {e}")
     ready = sum(console_ready(h, nm) for nm in names[:nr])
     res["guests_ready"] = ready
+    res["not_ready"] = {nm: diagnose(h, nm) for nm in names[:nr] if not console_ready(h, nm)}
+    for nm, d in res["not_ready"].items():
+        log(f"  not ready: {nm}: {json.dumps(d)[:1500]}")
     log(f"  {ready}/{nr} guests printed HS-GUEST-READY ({time.monotonic() - t0:.1f}s after the last start)")
     _, js = api(h.socket, "GET", "/v1/vms")
     running = sum(vm["state"] == "running" for vm in js["vms"])
@@ -447,6 +504,12 @@ def print_table(rows, res, p):
                          f"HWM {mib(m['VmHWM']):.2f} MiB, {m.get('fds', '?')} fds")
     if res.get("qemu_rss_kib_mean"):
         extra.append(f"mean QEMU VmRSS of the running guests: {mib(res['qemu_rss_kib_mean']):.1f} MiB")
+    if res.get("argv_options_only_hsd") or res.get("argv_options_only_raw"):
+        extra.append(f"hsd's QEMU argv vs the raw baseline: extra {res['argv_options_only_hsd']}, "
+                     f"missing {res['argv_options_only_raw']}")
+    if res.get("loadavg"):
+        extra.append(f"load average (1/5/15 min) at start, after 1+2, at end: " +
+                     ", ".join("/".join(v) for v in res["loadavg"].values() if v))
     for e in extra:
         log("  " + e)
 
@@ -459,6 +522,16 @@ def git_rev():
                            capture_output=True, text=True, timeout=10)
         return r.stdout.strip() + ("-dirty" if d.stdout.strip() else "")
     except Exception:
+        return None
+
+
+def binary_info(path):
+    try:
+        data = Path(path).read_bytes()
+        st = Path(path).stat()
+        return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
+                "mtime": datetime.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")}
+    except OSError:
         return None
 
 
@@ -490,8 +563,9 @@ def main():
     base = Path(args.base or f"/tmp/hsb-{os.getpid()}")
     if base.exists():
         sys.exit(f"run.py: {base} exists; pick another --base")
-    reg = Registry(marker=str(base))
+    reg = Registry()
     res = {}
+    bin_before = binary_info(HSD)
     error = None
     t_start = time.monotonic()
 
@@ -513,10 +587,13 @@ def main():
         res["mem_idle"] = proc_memory(h.pid)
         log(f"hsd pid {h.pid}: idle with 0 VMs: VmRSS {mib(res['mem_idle']['VmRSS']):.2f} MiB, "
             f"Pss {mib(res['mem_idle']['Pss']):.2f} MiB")
+        res["loadavg"] = {"start": loadavg()}
         phase_start_stop(h, reg, guest, p, res, base)
         h.check_alive()
+        res["loadavg"]["after_start_stop"] = loadavg()
         phase_fleet(h, reg, guest, p, res)
         h.check_alive()
+        res["loadavg"]["end"] = loadavg()
     except (Interrupted, KeyboardInterrupt) as e:
         error = f"interrupted: {e or 'Ctrl-C'}"
     except (BenchError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
@@ -540,6 +617,9 @@ def main():
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     elapsed = time.monotonic() - t_start
+    bin_after = binary_info(HSD)
+    if bin_after != bin_before:
+        log(f"\nWARNING: {HSD} changed during the run (rebuilt?): figures may mix two builds")
     if error:
         log(f"\nERROR: {error}")
     rows = summary_rows(res, p)
@@ -556,6 +636,8 @@ def main():
         "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
                  "qemu": qv[0] if qv else None, "python": platform.python_version()},
         "git": git_rev(),
+        "hsd_binary": bin_before,
+        "hsd_binary_changed_during_run": bin_after != bin_before,
         "elapsed_s": elapsed,
         "error": error,
         "summary": rows,

@@ -11,9 +11,41 @@ typedef struct Pending {
 	Hsd *hsd;
 } Pending;
 
+static bool peer_is_admin(Hsd *h, const HttpPeer *p)
+{
+	return p->known && (p->uid == 0 || p->uid == h->api_uid ||
+			    (h->has_admin_group && http_peer_in_group(p, h->admin_gid)));
+}
+
 static bool peer_allowed(Hsd *h, const HttpPeer *p)
 {
-	return p->known && (p->uid == 0 || p->uid == h->api_uid);
+	return peer_is_admin(h, p) ||
+	       (p->known && h->has_api_group && http_peer_in_group(p, h->api_gid));
+}
+
+void api_answered(HttpRequest *req, unsigned status, const char *error_code, void *userdata)
+{
+	Hsd *h = userdata;
+	const char *m = http_request_method(req);
+	const char *path = http_request_path(req);
+	bool console = strstr(path, "/console") != NULL;
+	if (h->audit_fd < 0 || (!strcmp(m, "GET") && !console && status != 403))
+		return;
+	const HttpPeer *p = http_request_peer(req);
+	json_auto_t *j = json_pack("{s:f, s:i, s:i, s:i, s:s, s:s, s:i, s:s}", "time", hs_wall(),
+				   "uid", p->known ? (int)p->uid : -1, "gid",
+				   p->known ? (int)p->gid : -1, "pid", p->known ? (int)p->pid : -1,
+				   "method", m, "path", path, "status", (int)status, "result",
+				   status < 400 ? "ok" : error_code[0] ? error_code : "error");
+	_cleanup_free_ char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	if (!line)
+		return;
+	size_t n = strlen(line);
+	line[n] = '\n';
+	/* One write: O_APPEND keeps concurrent lines whole. */
+	if (write(h->audit_fd, line, n + 1) < 0)
+		log_warning("audit log: %m");
+	line[n] = '\0';
 }
 
 /* Parses the body as a JSON object. An empty body gives an empty object
@@ -197,10 +229,15 @@ static void on_qmp_reply(QmpClient *c, json_t *reply, const HsError *err, void *
 
 static void handle_qmp(Hsd *h, Vm *vm, HttpRequest *req)
 {
+	const HttpPeer *peer = http_request_peer(req);
+	if (!peer_is_admin(h, peer)) {
+		http_reply_error(req, 403, "forbidden",
+				 "QMP passthrough is for root and the admin group only");
+		return;
+	}
 	json_t *j = body_json(req, false);
 	if (!j)
 		return;
-	const HttpPeer *peer = http_request_peer(req);
 	_cleanup_free_ char *line = json_dumps(j, JSON_COMPACT);
 	log_info("qmp passthrough: vm=%s uid=%u pid=%d: %s", vm->spec.name, (unsigned)peer->uid,
 		 (int)peer->pid, line ? line : "?");

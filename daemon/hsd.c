@@ -2,6 +2,7 @@
 /* hsd: main, paths, the listening socket, signals. */
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/file.h>
@@ -75,6 +76,20 @@ static int listen_api(const char *path, HsError *err)
 	return TAKE_FD(fd);
 }
 
+/* An explicitly named group must exist; the default one may not. */
+static int resolve_group(const char *name, const char *dflt, bool *ret_has, gid_t *ret_gid)
+{
+	struct group *g = getgrnam(name ? name : dflt);
+	*ret_has = g != NULL;
+	if (g)
+		*ret_gid = g->gr_gid;
+	else if (name) {
+		log_error("group '%s' does not exist", name);
+		return -ENOENT;
+	}
+	return 0;
+}
+
 static int load_cb(const char *name, VmSpec *spec, const VmStatus *status, void *ud)
 {
 	int r = vm_load(ud, spec, status);
@@ -101,6 +116,9 @@ static void usage(FILE *f)
 		   "  --qmp-timeout SEC   per QMP command (default 10)\n"
 		   "  --qemu-user USER    run QEMU as USER (root: default hsd-qemu, created if\n"
 		   "                      missing; 'root' keeps QEMU as root, not advised)\n"
+		   "  --api-group GROUP   members may use the API (default: hsd, if it exists)\n"
+		   "  --admin-group GROUP members may also use QMP passthrough (default:\n"
+		   "                      hsd-admin, if it exists); root always may\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
 		   "  -v, --verbose       debug logging\n"
 		   "  --version\n");
@@ -117,15 +135,19 @@ int main(int argc, char **argv)
 		{"qmp-timeout", required_argument, NULL, 'Q'},
 		{"sysfs-root", required_argument, NULL, 'R'},
 		{"qemu-user", required_argument, NULL, 'U'},
+		{"api-group", required_argument, NULL, 'g'},
+		{"admin-group", required_argument, NULL, 'G'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
-	Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1};
+	Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1,
+		 .audit_fd = -1};
 	_cleanup_free_ char *qemu = NULL;
 	const char *sysroot = "/";
 	const char *qemu_user = NULL;
+	const char *api_group = NULL, *admin_group = NULL;
 	int c;
 
 	h.store.dirfd = -1;
@@ -154,6 +176,12 @@ int main(int argc, char **argv)
 			break;
 		case 'U':
 			qemu_user = optarg;
+			break;
+		case 'g':
+			api_group = optarg;
+			break;
+		case 'G':
+			admin_group = optarg;
 			break;
 		case 'v':
 			hsd_log_level = 7;
@@ -263,13 +291,24 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (resolve_group(api_group, "hsd", &h.has_api_group, &h.api_gid) < 0 ||
+	    resolve_group(admin_group, "hsd-admin", &h.has_admin_group, &h.admin_gid) < 0)
+		return 1;
+	_cleanup_free_ char *audit = hs_strdup_printf("%s/audit.log", h.state_dir);
+	h.audit_fd = open(audit, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (h.audit_fd < 0)
+		log_warning("cannot open the audit log %s: %m", audit);
+
 	HsError err = {0};
 	int lfd = listen_api(h.socket_path, &err);
 	if (lfd < 0) {
 		log_error("%s", err.message);
 		return 1;
 	}
-	h.http = http_server_new(h.loop, lfd, NULL, api_handle, &h, &err);
+	if (h.has_api_group && geteuid() == 0 && chown(h.socket_path, 0, h.api_gid) < 0)
+		log_warning("cannot give %s to group %u: %m", h.socket_path, (unsigned)h.api_gid);
+	HttpOptions hopts = {.answered = api_answered, .answered_ud = &h};
+	h.http = http_server_new(h.loop, lfd, &hopts, api_handle, &h, &err);
 	if (!h.http) {
 		log_error("%s", err.message);
 		return 1;
@@ -301,6 +340,8 @@ int main(int argc, char **argv)
 	store_close(&h.store);
 	close(h.run_vms_dirfd);
 	close(h.host.rootfd);
+	if (h.audit_fd >= 0)
+		close(h.audit_fd);
 	ev_loop_destroy(h.loop);
 	free(h.state_dir);
 	free(h.run_dir);

@@ -101,6 +101,9 @@ struct Hsd {
 	ev_signal sigterm, sigint, sigpipe;
 	ev_timer heartbeat;
 	uid_t api_uid;
+	bool has_api_group, has_admin_group;
+	gid_t api_gid, admin_gid;
+	int audit_fd; /* <state>/audit.log, O_APPEND */
 	QemuUser qemu_user;
 	bool verbose;
 };
@@ -150,6 +153,8 @@ void events_heartbeat(Hsd *h);
 
 /* api.c */
 void api_handle(HttpRequest *req, void *userdata);
+/* Audit: every mutating call, console attach and refusal, one JSON line. */
+void api_answered(HttpRequest *req, unsigned status, const char *error_code, void *userdata);
 
 /* host.c */
 void host_probe(HostInfo *host, const char *qemu_binary);

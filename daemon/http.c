@@ -23,6 +23,7 @@ struct HttpRequest {
 	size_t body_len;
 	bool too_large;
 	unsigned status;
+	char error_code[48];
 	struct MHD_Response *response;
 	HttpUpgrade *upgrade; /* ours until upgrade_cb hands it over */
 	void (*on_abort)(HttpRequest *r, void *ud);
@@ -172,6 +173,18 @@ const char *http_request_body(const HttpRequest *r, size_t *ret_len)
 	return r->body ? r->body : "";
 }
 
+bool http_peer_in_group(const HttpPeer *p, gid_t gid)
+{
+	if (!p->known)
+		return false;
+	if (p->gid == gid)
+		return true;
+	for (unsigned i = 0; i < p->n_groups; i++)
+		if (p->groups[i] == gid)
+			return true;
+	return false;
+}
+
 const HttpPeer *http_request_peer(const HttpRequest *r)
 {
 	static const HttpPeer unknown = {.known = false};
@@ -246,6 +259,8 @@ void http_reply_error(HttpRequest *r, unsigned status, const char *code, const c
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (r->state == REQ_READING || r->state == REQ_DEFERRED)
+		snprintf(r->error_code, sizeof(r->error_code), "%s", code);
 	http_reply_json(r, status,
 			json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
 }
@@ -421,6 +436,10 @@ static void notify_connection(void *cls, struct MHD_Connection *conn, void **soc
 			peer->uid = uc.uid;
 			peer->gid = uc.gid;
 			peer->pid = uc.pid;
+			socklen_t glen = sizeof(peer->groups);
+			if (getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERGROUPS, peer->groups,
+				       &glen) == 0)
+				peer->n_groups = glen / sizeof(gid_t);
 		}
 		*socket_context = peer;
 	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
@@ -454,6 +473,9 @@ static enum MHD_Result queue_ready(HttpRequest *r)
 	struct MHD_Response *resp = r->response;
 	r->response = NULL;
 	r->state = REQ_QUEUED;
+	HttpServer *s = r->server;
+	if (s->opts.answered)
+		s->opts.answered(r, r->status, r->error_code, s->opts.answered_ud);
 	enum MHD_Result ret = MHD_queue_response(r->conn, r->status, resp);
 	MHD_destroy_response(resp);
 	return ret;

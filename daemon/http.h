@@ -14,19 +14,31 @@
 #include "hs-util.h"
 
 typedef struct HttpServer HttpServer;
-typedef struct HttpRequest HttpRequest;
+
+#define HTTP_PEER_MAX_GROUPS 64
 
 typedef struct HttpPeer {
 	bool known;
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
+	/* Supplementary groups at connect time (SO_PEERGROUPS). */
+	gid_t groups[HTTP_PEER_MAX_GROUPS];
+	unsigned n_groups;
 } HttpPeer;
+
+bool http_peer_in_group(const HttpPeer *p, gid_t gid);
+
+typedef struct HttpRequest HttpRequest;
 
 typedef struct HttpOptions {
 	size_t max_body;          /* bytes; 0: 1 MiB */
 	unsigned max_connections; /* 0: 1024 */
 	unsigned idle_timeout;    /* seconds; 0: 30 */
+	/* Called for every answered request, as its answer is queued: status,
+	 * and the error code when the answer is an error ("" otherwise). */
+	void (*answered)(HttpRequest *r, unsigned status, const char *error_code, void *ud);
+	void *answered_ud;
 } HttpOptions;
 
 /* Called once per request, when its whole body has arrived. The handler

@@ -110,3 +110,63 @@ def test_bridge_nic_through_tap_fd(hsd_factory, guest, netns):
     # The tap goes away with QEMU.
     wait_for(lambda: "hstap" not in ns(netns, "link", "show", "master", "hsbr0"), 10,
              "tap removed")
+
+
+@pytest.fixture
+def groups():
+    if os.geteuid() != 0:
+        pytest.skip("making groups needs root")
+    names = [f"hst{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for n in names:
+        subprocess.run(["groupadd", n], check=True, timeout=30)
+    try:
+        import grp
+        yield [(n, grp.getgrnam(n).gr_gid) for n in names]
+    finally:
+        for n in names:
+            subprocess.run(["groupdel", n], timeout=30)
+
+
+def test_api_and_admin_groups_and_audit(hsd_factory, guest, groups):
+    import json
+    from conftest import HSCTL
+    (api_name, api_gid), (adm_name, adm_gid) = groups
+    hsd = hsd_factory(extra_args=["--api-group", api_name, "--admin-group", adm_name])
+    st = os.stat(hsd.socket)
+    assert st.st_gid == api_gid and (st.st_mode & 0o777) == 0o660
+    hsd.create_guest(guest, "g1")
+    hsd.hsctl("start", "g1", check=True)
+
+    def as_nobody(groups, *args):
+        g = ",".join(str(x) for x in groups)
+        pre = ["setpriv", "--reuid=65534", "--regid=65534"]
+        pre += [f"--groups={g}"] if groups else ["--clear-groups"]
+        return subprocess.run(pre + [str(HSCTL), "--socket", hsd.socket, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    # Not in the group: the socket's mode keeps it out.
+    r = as_nobody([], "list")
+    assert r.returncode == 3 and "Permission denied" in r.stderr, r.stderr
+    # API group: may list and act, but not use QMP passthrough.
+    r = as_nobody([api_gid], "list")
+    assert r.returncode == 0 and "g1" in r.stdout, r.stderr
+    r = as_nobody([api_gid], "pause", "g1")
+    assert r.returncode == 0, r.stderr
+    r = as_nobody([api_gid], "qmp", "g1", '{"execute": "query-status"}')
+    assert r.returncode == 1 and "admin group" in r.stderr, r.stderr
+    # Admin group (and API group, to pass the socket's mode): QMP too.
+    r = as_nobody([api_gid, adm_gid], "qmp", "g1", '{"execute": "query-status"}')
+    assert r.returncode == 0 and json.loads(r.stdout)["return"]["status"] == "paused", r.stderr
+    hsd.hsctl("kill", "g1", check=True)
+
+    audit = [json.loads(line) for line in
+             (hsd.state_dir / "audit.log").read_text().splitlines()]
+    def seen(**kw):
+        return any(all(e.get(k) == v for k, v in kw.items()) for e in audit)
+    assert seen(uid=65534, method="POST", path="/v1/vms/g1/pause", status=200, result="ok")
+    assert seen(uid=65534, method="POST", path="/v1/vms/g1/qmp", status=403, result="forbidden")
+    assert seen(uid=65534, method="POST", path="/v1/vms/g1/qmp", status=200)
+    assert seen(uid=0, method="POST", path="/v1/vms", status=201)
+    assert seen(uid=0, method="POST", path="/v1/vms/g1/kill", status=200)
+    assert not any(e["method"] == "GET" and e["status"] == 200 and "console" not in e["path"]
+                   for e in audit)
