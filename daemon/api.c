@@ -2,6 +2,7 @@
 /* The REST API, /v1: routing, request bodies, and answers. Lifecycle calls
  * answer once the change is done (start: running; stop: exited), with the
  * connection suspended meanwhile; nothing here blocks the loop. */
+#include <fcntl.h>
 #include <string.h>
 
 #include "hsd.h"
@@ -136,6 +137,28 @@ static void handle_create(Hsd *h, HttpRequest *req)
 	if (vm_spec_from_json(j, &defs, &spec, &err) < 0) {
 		http_reply_hserror(req, &err);
 		return;
+	}
+	/* Every file must be reachable beneath an allowed directory. */
+	const char *paths[2 + VM_MAX_DISKS];
+	const char *fields[2 + VM_MAX_DISKS];
+	char disk_fields[VM_MAX_DISKS][24];
+	size_t np = 0;
+	if (spec.kernel)
+		paths[np] = spec.kernel, fields[np++] = "kernel";
+	if (spec.initrd)
+		paths[np] = spec.initrd, fields[np++] = "initrd";
+	for (size_t i = 0; i < spec.n_disks; i++) {
+		snprintf(disk_fields[i], sizeof(disk_fields[i]), "disks[%zu].path", i);
+		paths[np] = spec.disks[i].path, fields[np++] = disk_fields[i];
+	}
+	for (size_t i = 0; i < np; i++) {
+		int fd = paths_open_beneath(&h->allowed, paths[i], O_RDONLY, fields[i], &err);
+		if (fd < 0) {
+			vm_spec_clear(&spec);
+			http_reply_hserror(req, &err);
+			return;
+		}
+		close(fd);
 	}
 	Vm *vm;
 	log_info("api: create vm=%s uid=%u", spec.name, (unsigned)http_request_peer(req)->uid);

@@ -177,6 +177,9 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 						       (json_int_t)n->mem_total, "free_bytes",
 						       (json_int_t)n->mem_free));
 	}
+	json_t *allowed = json_array();
+	for (size_t i = 0; i < h->allowed.n; i++)
+		json_array_append_new(allowed, json_string(h->allowed.dirs[i]));
 	const KsmStats *k = &host->ksm;
 	json_t *ksm = json_pack("{s:b, s:i, s:I, s:I, s:I, s:I, s:I, s:I}", "present", k->present,
 				"run", k->run, "pages_shared", (json_int_t)k->pages_shared,
@@ -186,7 +189,7 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 				(json_int_t)k->sleep_millisecs, "saved_bytes",
 				(json_int_t)ksm_saved_bytes(k, sysconf(_SC_PAGESIZE)));
 	return json_pack("{s:s, s:{s:s, s:s, s:b, s:s}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
-			 "s:I}, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s}}",
+			 "s:I}, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s, s:o}}",
 			 "hsd_version", HS_VERSION, "qemu", "binary", host->qemu_binary, "version",
 			 host->qemu_version, "sandbox", host->qemu_sandbox, "user",
 			 host->qemu_user[0] ? host->qemu_user : "(hsd's own)", "kvm", "usable",
@@ -196,5 +199,6 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 			 (json_int_t)host->mem_available, "vm_nominal_bytes", (json_int_t)nominal,
 			 "numa_nodes", (int)host->numa.n_nodes, "numa", nodes, "ksm", ksm, "vms",
 			 "total", (int)h->n_vms, "by_state", states, "paths", "state_dir",
-			 h->state_dir, "run_dir", h->run_dir, "socket", h->socket_path);
+			 h->state_dir, "run_dir", h->run_dir, "socket", h->socket_path,
+			 "allowed_dirs", allowed);
 }

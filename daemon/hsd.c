@@ -116,6 +116,8 @@ static void usage(FILE *f)
 		   "  --qmp-timeout SEC   per QMP command (default 10)\n"
 		   "  --qemu-user USER    run QEMU as USER (root: default hsd-qemu, created if\n"
 		   "                      missing; 'root' keeps QEMU as root, not advised)\n"
+		   "  --allowed-dir DIR   VM files (kernels, disks) may be beneath DIR; repeatable\n"
+		   "                      (always STATE_DIR/images; non-root hsd: / by default)\n"
 		   "  --api-group GROUP   members may use the API (default: hsd, if it exists)\n"
 		   "  --admin-group GROUP members may also use QMP passthrough (default:\n"
 		   "                      hsd-admin, if it exists); root always may\n"
@@ -136,6 +138,7 @@ int main(int argc, char **argv)
 		{"sysfs-root", required_argument, NULL, 'R'},
 		{"qemu-user", required_argument, NULL, 'U'},
 		{"api-group", required_argument, NULL, 'g'},
+		{"allowed-dir", required_argument, NULL, 'A'},
 		{"admin-group", required_argument, NULL, 'G'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
@@ -179,6 +182,14 @@ int main(int argc, char **argv)
 			break;
 		case 'g':
 			api_group = optarg;
+			break;
+		case 'A':
+			if (optarg[0] != '/' || allowed_dirs_add(&h.allowed, optarg) < 0) {
+				fprintf(stderr, "hsd: --allowed-dir: '%s' must be an absolute path "
+						"(at most %d of them)\n",
+					optarg, PATHS_MAX_DIRS - 1);
+				return 2;
+			}
 			break;
 		case 'G':
 			admin_group = optarg;
@@ -246,6 +257,20 @@ int main(int argc, char **argv)
 	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
 		log_error("another hsd is using %s", h.state_dir);
 		return 1;
+	}
+	/* VM files live beneath allowed directories: hsd's own images dir,
+	 * those given, and for an unprivileged hsd (which can open only what
+	 * its user can anyway) everything. */
+	{
+		_cleanup_free_ char *images = hs_strdup_printf("%s/images", h.state_dir);
+		bool explicit_dirs = h.allowed.n > 0;
+		if (hs_mkdir_p(images, 0700) < 0 || allowed_dirs_add(&h.allowed, images) < 0 ||
+		    (!explicit_dirs && geteuid() != 0 && allowed_dirs_add(&h.allowed, "/") < 0)) {
+			log_error("cannot set up %s", images);
+			return 1;
+		}
+		_cleanup_free_ char *list = allowed_dirs_join(&h.allowed);
+		log_info("VM files allowed beneath: %s", list ? list : "?");
 	}
 	r = store_open(&h.store, h.state_dir);
 	if (r < 0) {
@@ -342,6 +367,7 @@ int main(int argc, char **argv)
 	close(h.host.rootfd);
 	if (h.audit_fd >= 0)
 		close(h.audit_fd);
+	allowed_dirs_clear(&h.allowed);
 	ev_loop_destroy(h.loop);
 	free(h.state_dir);
 	free(h.run_dir);

@@ -105,6 +105,7 @@ struct Hsd {
 	gid_t api_gid, admin_gid;
 	int audit_fd; /* <state>/audit.log, O_APPEND */
 	QemuUser qemu_user;
+	AllowedDirs allowed; /* where spec files may be */
 	bool verbose;
 };
 

@@ -41,6 +41,7 @@ struct HttpStream {
 };
 
 struct HttpUpgrade {
+	HttpServer *server;
 	struct MHD_UpgradeResponseHandle *urh;
 	HttpUpgradedCb cb;
 	void *ud;
@@ -379,6 +380,10 @@ void http_upgrade_close(HttpUpgrade *u)
 	if (!u)
 		return;
 	MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE);
+	/* The close resumes the connection inside MHD, which only acts on it
+	 * at its next run: without one, the socket stays open (the client
+	 * sees no EOF) and counted until unrelated traffic comes. */
+	server_kick(u->server);
 	free(u);
 }
 
@@ -399,6 +404,7 @@ void http_reply_upgrade(HttpRequest *r, const char *protocol, HttpUpgradedCb on_
 		http_reply_error(r, 500, "internal", "out of memory");
 		return;
 	}
+	u->server = r->server;
 	u->cb = on_upgraded;
 	u->ud = ud;
 	u->ud_free = ud_free;

@@ -44,8 +44,16 @@ static int open_for(ChildFds *f, int dirfd, const char *path, int flags, const c
 	return child_fds_add(f, fd);
 }
 
-int launch_prepare(const VmSpec *s, int state_dirfd, int rootfd, int qmp_listen,
-		   int serial_listen, ChildFds *f, QemuLaunch *l, HsError *err)
+/* A file of the spec: only beneath an allowed directory. */
+static int open_spec_file(ChildFds *f, const AllowedDirs *allowed, const char *path, int flags,
+			  const char *field, HsError *err)
+{
+	int fd = paths_open_beneath(allowed, path, flags, field, err);
+	return fd < 0 ? fd : child_fds_add(f, fd);
+}
+
+int launch_prepare(const VmSpec *s, const AllowedDirs *allowed, int state_dirfd, int rootfd,
+		   int qmp_listen, int serial_listen, ChildFds *f, QemuLaunch *l, HsError *err)
 {
 	int r;
 	char field[64];
@@ -59,22 +67,22 @@ int launch_prepare(const VmSpec *s, int state_dirfd, int rootfd, int qmp_listen,
 	if (r < 0)
 		goto fail;
 	l->kernel_fd = l->initrd_fd = -1;
-	if (s->kernel && (r = l->kernel_fd = open_for(f, AT_FDCWD, s->kernel, O_RDONLY, "kernel",
-						      err)) < 0)
+	if (s->kernel && (r = l->kernel_fd = open_spec_file(f, allowed, s->kernel, O_RDONLY,
+							    "kernel", err)) < 0)
 		goto fail;
-	if (s->initrd && (r = l->initrd_fd = open_for(f, AT_FDCWD, s->initrd, O_RDONLY, "initrd",
-						      err)) < 0)
+	if (s->initrd && (r = l->initrd_fd = open_spec_file(f, allowed, s->initrd, O_RDONLY,
+							    "initrd", err)) < 0)
 		goto fail;
 	for (size_t i = 0; i < s->n_disks; i++) {
 		snprintf(field, sizeof(field), "disks[%zu]", i);
-		r = l->disk_fds[i][0] = open_for(f, AT_FDCWD, s->disks[i].path, O_RDONLY, field,
-						 err);
+		r = l->disk_fds[i][0] =
+			open_spec_file(f, allowed, s->disks[i].path, O_RDONLY, field, err);
 		if (r < 0)
 			goto fail;
 		l->disk_fds[i][1] = -1;
 		if (!s->disks[i].readonly &&
 		    (r = l->disk_fds[i][1] =
-			     open_for(f, AT_FDCWD, s->disks[i].path, O_RDWR, field, err)) < 0)
+			     open_spec_file(f, allowed, s->disks[i].path, O_RDWR, field, err)) < 0)
 			goto fail;
 	}
 	for (size_t i = 0; i < s->n_nics; i++) {

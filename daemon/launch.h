@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "argv.h"
+#include "paths.h"
 #include "hs-util.h"
 #include "spec.h"
 
@@ -39,8 +40,9 @@ int qemu_user_resolve(const char *name, bool create, QemuUser *ret, HsError *err
  * disks, taps for bridge NICs) and fills launch's fd numbers. qmp and
  * serial listening sockets come first (fds 3 and 4). On failure everything
  * opened is closed and err names the field. */
-int launch_prepare(const VmSpec *spec, int state_dirfd, int rootfd, int qmp_listen,
-		   int serial_listen, ChildFds *fds, QemuLaunch *launch, HsError *err);
+int launch_prepare(const VmSpec *spec, const AllowedDirs *allowed, int state_dirfd, int rootfd,
+		   int qmp_listen, int serial_listen, ChildFds *fds, QemuLaunch *launch,
+		   HsError *err);
 
 /* In the child after fork: never returns. Writes the pidfile (run_dirfd),
  * waits for hsd's go (go_fd), places the descriptors, drops privileges,

@@ -490,8 +490,8 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		.sandbox = h->host.qemu_sandbox,
 	};
 	ChildFds fds;
-	r = launch_prepare(&vm->spec, vm->state_dirfd, h->host.rootfd, qmp_listen, serial_listen,
-			   &fds, &launch, err);
+	r = launch_prepare(&vm->spec, &h->allowed, vm->state_dirfd, h->host.rootfd, qmp_listen,
+			   serial_listen, &fds, &launch, err);
 	if (r < 0)
 		return r;
 	char **argv = NULL;

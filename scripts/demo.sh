@@ -24,7 +24,8 @@ fi
 
 if ! "$HSCTL" --socket "$SOCK" version >/dev/null 2>&1; then
 	echo "starting hsd (log: $LOG)"
-	setsid "$HSD" >>"$LOG" 2>&1 </dev/null &
+	# VM files must be beneath allowed directories: the guest's cache here.
+	setsid "$HSD" --allowed-dir "$(dirname "$KERNEL")" >>"$LOG" 2>&1 </dev/null &
 	for _ in $(seq 100); do
 		"$HSCTL" --socket "$SOCK" version >/dev/null 2>&1 && break
 		sleep 0.1

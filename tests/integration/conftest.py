@@ -238,10 +238,14 @@ def _binaries():
 
 
 @pytest.fixture
-def hsd_factory(tmp_path):
+def hsd_factory(tmp_path, guest):
     made = []
+    # VM files may come from the guest cache and temp dirs (tests' disks).
+    allowed = ["--allowed-dir", os.path.dirname(guest["kernel"]), "--allowed-dir", "/tmp"]
 
-    def make(name="hsd", extra_args=(), start=True, prefix=()):
+    def make(name="hsd", extra_args=(), start=True, prefix=(), allowed_dirs=True):
+        if allowed_dirs:
+            extra_args = [*allowed, *extra_args]
         # Short base paths: UNIX socket paths are limited to 108 bytes.
         base = Path(os.environ.get("HS_TEST_TMP", "/tmp")) / f"hs-{os.getpid()}-{len(made)}-{time.monotonic_ns() % 100000}"
         base.mkdir(parents=True)

@@ -170,3 +170,42 @@ def test_api_and_admin_groups_and_audit(hsd_factory, guest, groups):
     assert seen(uid=0, method="POST", path="/v1/vms/g1/kill", status=200)
     assert not any(e["method"] == "GET" and e["status"] == 200 and "console" not in e["path"]
                    for e in audit)
+
+
+def test_spec_paths_must_stay_in_allowed_dirs(hsd_factory, guest, tmp_path):
+    import shutil
+    hsd = hsd_factory(allowed_dirs=False, extra_args=["--allowed-dir", str(tmp_path / "ok")])
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    shutil.copy(guest["kernel"], ok / "vmlinuz")
+    (ok / "sub").mkdir()
+    # inside: fine
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "in", "accel": "tcg",
+                                                "kernel": str(ok / "vmlinuz")})
+    assert st == 201, js
+    # outside
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "out", "accel": "tcg",
+                                                "kernel": guest["kernel"]})
+    assert st == 403 and js["error"]["code"] == "path-not-allowed", js
+    assert "kernel" in js["error"]["message"] and "outside" in js["error"]["message"]
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "out", "accel": "tcg",
+                                                "kernel": "/etc/passwd"})
+    assert st == 403, js
+    # a symlink inside that leads out
+    os.symlink("/etc/passwd", ok / "escape")
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "out", "accel": "tcg",
+                                                "kernel": str(ok / "escape")})
+    assert st == 403 and "symlink" in js["error"]["message"], js
+    os.symlink("../../../../../../etc/passwd", ok / "sub" / "rel")
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "out", "accel": "tcg",
+                                                "kernel": str(ok / "sub" / "rel")})
+    assert st == 403, js
+    # '..' in the path itself
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "out", "accel": "tcg",
+                                                "kernel": str(ok) + "/../../etc/passwd"})
+    assert st == 400 and "normalised" in js["error"]["message"], js
+    # a file swapped for an escaping symlink after create is refused at start
+    (ok / "vmlinuz").unlink()
+    os.symlink(guest["kernel"], ok / "vmlinuz")
+    r = hsd.hsctl("start", "in")
+    assert r.returncode == 1 and "leads outside" in r.stderr, r.stderr
