@@ -23,10 +23,24 @@ struct ConsoleClient {
 	size_t out_len;
 };
 
+#define CONSOLE_KEEP_STOPPED 4096
+
+static void ring_copy(Vm *vm, char *out);
+
 static void ring_append(Vm *vm, const char *data, size_t len)
 {
-	if (!vm->ring && !(vm->ring = malloc(CONSOLE_RING_SIZE)))
-		return;
+	if (!vm->ring_full) {
+		/* (Re)grow a shrunk ring to its full size, keeping its content. */
+		char *nr = malloc(CONSOLE_RING_SIZE);
+		if (!nr)
+			return;
+		if (vm->ring)
+			ring_copy(vm, nr);
+		free(vm->ring);
+		vm->ring = nr;
+		vm->ring_head = 0;
+		vm->ring_full = true;
+	}
 	for (size_t i = 0; i < len; i++) {
 		size_t pos = (vm->ring_head + vm->ring_len) % CONSOLE_RING_SIZE;
 		vm->ring[pos] = data[i];
@@ -225,8 +239,26 @@ void console_seed_from_log(Vm *vm)
 
 static void ring_copy(Vm *vm, char *out)
 {
+	size_t size = vm->ring_full ? CONSOLE_RING_SIZE : vm->ring_len;
 	for (size_t i = 0; i < vm->ring_len; i++)
-		out[i] = vm->ring[(vm->ring_head + i) % CONSOLE_RING_SIZE];
+		out[i] = vm->ring[(vm->ring_head + i) % size];
+}
+
+void console_shrink(Vm *vm)
+{
+	if (!vm->ring_full)
+		return;
+	size_t keep = vm->ring_len < CONSOLE_KEEP_STOPPED ? vm->ring_len : CONSOLE_KEEP_STOPPED;
+	char *small = keep ? malloc(keep) : NULL;
+	if (keep && !small)
+		return;
+	for (size_t i = 0; i < keep; i++)
+		small[i] = vm->ring[(vm->ring_head + vm->ring_len - keep + i) % CONSOLE_RING_SIZE];
+	free(vm->ring);
+	vm->ring = small;
+	vm->ring_head = 0;
+	vm->ring_len = keep;
+	vm->ring_full = false;
 }
 
 void console_attach_client(Vm *vm, HttpUpgrade *u, int fd, const char *extra, size_t extra_len,

@@ -6,11 +6,13 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include "hsd.h"
+#include "sandbox.h"
 
 int hsd_log_level = 6;
 
@@ -31,6 +33,16 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	log_info("signal %d: stopping hsd (VMs keep running)", w->signum);
 	ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_spawner(struct ev_loop *loop, ev_io *w, int revents)
+{
+	Hsd *h = w->data;
+	if (spawner_dispatch(&h->spawner, vm_spawner_exit, h) < 0) {
+		log_error("the QEMU spawner died: VMs can no longer be started; restart hsd (running "
+			  "VMs keep running and are re-adopted)");
+		ev_io_stop(loop, w);
+	}
 }
 
 static void on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
@@ -121,6 +133,7 @@ static void usage(FILE *f)
 		   "  --api-group GROUP   members may use the API (default: hsd, if it exists)\n"
 		   "  --admin-group GROUP members may also use QMP passthrough (default:\n"
 		   "                      hsd-admin, if it exists); root always may\n"
+		   "  --no-seccomp        do not confine hsd with its seccomp allowlist\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
 		   "  -v, --verbose       debug logging\n"
 		   "  --version\n");
@@ -139,6 +152,7 @@ int main(int argc, char **argv)
 		{"qemu-user", required_argument, NULL, 'U'},
 		{"api-group", required_argument, NULL, 'g'},
 		{"allowed-dir", required_argument, NULL, 'A'},
+		{"no-seccomp", no_argument, NULL, 'N'},
 		{"admin-group", required_argument, NULL, 'G'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
@@ -146,11 +160,12 @@ int main(int argc, char **argv)
 		{0},
 	};
 	Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1,
-		 .audit_fd = -1};
+		 .audit_fd = -1, .spawner = {.fd = -1}};
 	_cleanup_free_ char *qemu = NULL;
 	const char *sysroot = "/";
 	const char *qemu_user = NULL;
 	const char *api_group = NULL, *admin_group = NULL;
+	bool use_seccomp = true;
 	int c;
 
 	h.store.dirfd = -1;
@@ -182,6 +197,9 @@ int main(int argc, char **argv)
 			break;
 		case 'g':
 			api_group = optarg;
+			break;
+		case 'N':
+			use_seccomp = false;
 			break;
 		case 'A':
 			if (optarg[0] != '/' || allowed_dirs_add(&h.allowed, optarg) < 0) {
@@ -284,6 +302,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* Each VM holds a few descriptors: take the whole allowed limit. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	signal(SIGPIPE, SIG_IGN);
 	h.loop = ev_default_loop(EVFLAG_AUTO);
 	h.host.rootfd = open(sysroot, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -310,6 +334,17 @@ int main(int argc, char **argv)
 	log_info("hsd %s: QEMU %s (%s), KVM %s: %s", HS_VERSION, h.host.qemu_version, qemu,
 		 h.host.kvm_usable ? "usable" : "not usable", h.host.kvm_reason);
 
+	/* The spawner is forked now, small, before hsd confines itself. */
+	{
+		HsError serr = {0};
+		if (spawner_start(&h.spawner, &serr) < 0) {
+			log_error("%s", serr.message);
+			return 1;
+		}
+		ev_io_init(&h.spawner_watch, on_spawner, h.spawner.fd, EV_READ);
+		h.spawner_watch.data = &h;
+		ev_io_start(h.loop, &h.spawner_watch);
+	}
 	r = store_load_all(&h.store, load_cb, load_bad, &h);
 	if (r < 0) {
 		log_error("cannot load VMs: %s", strerror(-r));
@@ -346,6 +381,20 @@ int main(int argc, char **argv)
 	h.heartbeat.data = &h;
 	ev_timer_start(h.loop, &h.heartbeat);
 
+#if defined(__SANITIZE_ADDRESS__)
+	/* LeakSanitizer needs ptrace and clone at exit. */
+	if (use_seccomp)
+		log_info("sanitizer build: seccomp allowlist not installed");
+	use_seccomp = false;
+#endif
+	if (use_seccomp) {
+		HsError serr = {0};
+		if (hsd_seccomp_install(&serr) < 0) {
+			log_error("%s", serr.message);
+			return 1;
+		}
+		log_info("seccomp allowlist installed: no exec, fork, ptrace or mount from here on");
+	}
 	_cleanup_free_ char *pidfile = hs_strdup_printf("%s/hsd.pid", h.run_dir);
 	{
 		char buf[32];
@@ -360,6 +409,8 @@ int main(int argc, char **argv)
 
 	vm_free_all(&h);
 	h.http = http_server_free(h.http);
+	ev_io_stop(h.loop, &h.spawner_watch);
+	spawner_stop(&h.spawner);
 	unlink(h.socket_path);
 	unlink(pidfile);
 	store_close(&h.store);

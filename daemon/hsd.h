@@ -10,6 +10,7 @@
 #include "hs-util.h"
 #include "http.h"
 #include "launch.h"
+#include "spawner.h"
 #include "ksm.h"
 #include "numa.h"
 #include "qmp.h"
@@ -57,7 +58,8 @@ struct Vm {
 	/* The QEMU process. */
 	int pidfd;
 	ev_io pidfd_watch;
-	bool is_child;
+	bool spawned;   /* by this hsd's spawner, which reports the exit status */
+	ev_timer exit_grace;
 	QmpClient *qmp;
 	bool qmp_ready;
 	double qmp_rtt; /* last round trip, seconds */
@@ -73,8 +75,9 @@ struct Vm {
 	/* Serial console. */
 	int serial_fd;
 	ev_io serial_watch;
-	char *ring;
+	char *ring; /* CONSOLE_RING_SIZE when ring_full, else ring_len bytes */
 	size_t ring_head, ring_len;
+	bool ring_full;
 	ConsoleClient *consoles;
 	char *pending_input; /* input queued while the socket is full */
 	size_t pending_input_len;
@@ -105,6 +108,8 @@ struct Hsd {
 	gid_t api_gid, admin_gid;
 	int audit_fd; /* <state>/audit.log, O_APPEND */
 	QemuUser qemu_user;
+	Spawner spawner;
+	ev_io spawner_watch;
 	AllowedDirs allowed; /* where spec files may be */
 	bool verbose;
 };
@@ -119,6 +124,8 @@ extern int hsd_log_level;
 
 /* vm.c */
 Vm *vm_find(Hsd *h, const char *name);
+/* The spawner reported that `pid` exited with `wstatus`. */
+void vm_spawner_exit(pid_t pid, int wstatus, void *hsd);
 int vm_define(Hsd *h, VmSpec *spec /* taken */, Vm **ret, HsError *err);
 int vm_load(Hsd *h, VmSpec *spec /* taken */, const VmStatus *status);
 int vm_delete(Vm *vm, HsError *err);
@@ -139,6 +146,8 @@ void vm_forget_waiters(Hsd *h, void *ud);
 void console_attach_serial(Vm *vm, int fd);
 void console_detach_serial(Vm *vm);
 void console_seed_from_log(Vm *vm);
+/* A VM that is not running keeps only its last few KiB of output. */
+void console_shrink(Vm *vm);
 void console_attach_client(Vm *vm, HttpUpgrade *u, int fd, const char *extra, size_t extra_len,
 			   bool replay);
 void console_close_clients(Vm *vm);

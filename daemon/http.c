@@ -301,6 +301,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	ssize_t n = st->ops->read(st->ud, buf, max);
 	if (n < 0) {
 		st->ended = true;
+		/* A close-delimited (HTTP/1.0) stream that ends here is closed by
+		 * MHD during this run, but on a connection that was resumed
+		 * before, MHD frees it only at its next run and asks for none:
+		 * without one, the connection lingers until unrelated traffic. */
+		server_kick(st->server);
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	}
 	if (n == 0 && !st->suspended) {
@@ -380,9 +385,10 @@ void http_upgrade_close(HttpUpgrade *u)
 	if (!u)
 		return;
 	MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE);
-	/* The close resumes the connection inside MHD, which only acts on it
-	 * at its next run: without one, the socket stays open (the client
-	 * sees no EOF) and counted until unrelated traffic comes. */
+	/* The close resumes the connection inside MHD, which acts on it only
+	 * at its next run: without one (e.g. the console client left, so no
+	 * socket event will come), the socket and its connection slot stay
+	 * until unrelated traffic runs MHD. */
 	server_kick(u->server);
 	free(u);
 }

@@ -166,6 +166,8 @@ static void vm_cleanup_process(Vm *vm)
 	}
 	ev_timer_stop(vm->hsd->loop, &vm->start_timer);
 	ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
+	ev_timer_stop(vm->hsd->loop, &vm->exit_grace);
+	vm->spawned = false;
 	if (vm->run_dirfd >= 0) {
 		unlinkat(vm->run_dirfd, QMP_SOCK, 0);
 		unlinkat(vm->run_dirfd, SERIAL_SOCK, 0);
@@ -211,8 +213,11 @@ static void vm_exited(Vm *vm, const char *how)
 	vm->stop_kind = STOP_NONE;
 	vm->guest_shutdown = false;
 	vm->shutdown_reason[0] = '\0';
-	vm_set_state(vm, next);
-	vm_save_status(vm);
+	if (vm->status.state == next)
+		vm_save_status(vm);
+	else
+		vm_set_state(vm, next); /* saves */
+	console_shrink(vm);
 
 	HsError err;
 	hs_error_set(&err, -ECHILD, "vm-exited", "%s", reason);
@@ -220,23 +225,49 @@ static void vm_exited(Vm *vm, const char *how)
 	waiters_complete(vm, WAIT_EXIT, NULL);
 }
 
+static void describe_wstatus(int wstatus, char *how, size_t size)
+{
+	if (WIFEXITED(wstatus))
+		snprintf(how, size, "exited with status %d", WEXITSTATUS(wstatus));
+	else if (WIFSIGNALED(wstatus))
+		snprintf(how, size, "killed by signal %s",
+			 sigabbrev_np(WTERMSIG(wstatus)) ? sigabbrev_np(WTERMSIG(wstatus)) : "?");
+	else
+		snprintf(how, size, "exited");
+}
+
+void vm_spawner_exit(pid_t pid, int wstatus, void *ud)
+{
+	Hsd *h = ud;
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		if (vm->spawned && vm->status.pid == pid && vm->pidfd >= 0) {
+			char how[64];
+			describe_wstatus(wstatus, how, sizeof(how));
+			vm_exited(vm, how);
+			return;
+		}
+}
+
+static void on_exit_grace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	/* The spawner never told (it died?): the exit is known all the same. */
+	vm_exited(w->data, "exited");
+}
+
 static void on_pidfd(struct ev_loop *loop, ev_io *w, int revents)
 {
 	Vm *vm = w->data;
-	char how[64] = "exited";
-
-	if (vm->is_child) {
-		siginfo_t si = {0};
-		if (waitid(P_PIDFD, (id_t)vm->pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid) {
-			if (si.si_code == CLD_EXITED)
-				snprintf(how, sizeof(how), "exited with status %d", si.si_status);
-			else
-				snprintf(how, sizeof(how), "killed by signal %s",
-					 sigabbrev_np(si.si_status) ? sigabbrev_np(si.si_status)
-								    : "?");
+	ev_io_stop(loop, w);
+	if (vm->spawned) {
+		/* The spawner reaps it and sends the status in a moment. */
+		spawner_dispatch(&vm->hsd->spawner, vm_spawner_exit, vm->hsd);
+		if (vm->pidfd >= 0 && !ev_is_active(&vm->exit_grace)) {
+			ev_timer_set(&vm->exit_grace, 2., 0.);
+			ev_timer_start(loop, &vm->exit_grace);
 		}
+		return;
 	}
-	vm_exited(vm, how);
+	vm_exited(vm, "exited");
 }
 
 /* ---- QMP ---- */
@@ -411,10 +442,10 @@ static int vm_open_run_dir(Vm *vm)
 	return vm->run_dirfd < 0 ? -errno : 0;
 }
 
-static void vm_watch_process(Vm *vm, int pidfd, pid_t pid, bool is_child)
+static void vm_watch_process(Vm *vm, int pidfd, pid_t pid, bool spawned)
 {
 	vm->pidfd = pidfd;
-	vm->is_child = is_child;
+	vm->spawned = spawned;
 	vm->status.pid = pid;
 	ev_io_init(&vm->pidfd_watch, on_pidfd, pidfd, EV_READ);
 	vm->pidfd_watch.data = vm;
@@ -533,35 +564,27 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		vm_save_status(vm);
 		return hs_error_set(err, r, "internal", "pipe: %s", strerror(-r));
 	}
-	pid_t pid = fork();
-	if (pid < 0) {
-		r = -errno;
-		close(go[0]);
-		close(go[1]);
-		fds.src[0] = fds.src[1] = -1;
-		child_fds_close(&fds);
-		strv_free(argv);
-		vm->status.state = VM_STATE_STOPPED;
-		vm_save_status(vm);
-		return hs_error_set(err, r, "internal", "fork: %s", strerror(-r));
-	}
-	if (pid == 0) {
-		close(go[1]);
-		launch_child(argv, &fds, log_fd, vm->run_dirfd, PIDFILE, go[0], &h->qemu_user);
-	}
+	pid_t pid = spawner_spawn(&h->spawner, argv, &fds, log_fd, vm->run_dirfd, PIDFILE, go[0],
+				  &h->qemu_user, vm_spawner_exit, h, err);
 	close(go[0]);
 	strv_free(argv);
-	/* QEMU has its copies; the listening sockets close with their
-	 * _cleanup_close_ owners. */
+	/* The spawner passed copies to QEMU; the listening sockets close with
+	 * their _cleanup_close_ owners. */
 	fds.src[0] = fds.src[1] = -1;
 	child_fds_close(&fds);
+	if (pid < 0) {
+		close(go[1]);
+		vm->status.state = VM_STATE_STOPPED;
+		snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason), "%.200s",
+			 err ? err->message : "cannot start QEMU");
+		vm_save_status(vm);
+		return pid;
+	}
 
 	int pidfd = pidfd_open_(pid);
 	if (pidfd < 0) {
 		r = -errno;
-		close(go[1]);
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
+		close(go[1]); /* the child sees EOF and exits without exec */
 		vm->status.state = VM_STATE_STOPPED;
 		vm_save_status(vm);
 		return hs_error_set(err, r, "internal", "pidfd_open: %s", strerror(-r));
@@ -754,6 +777,8 @@ static Vm *vm_new(Hsd *h, VmSpec *spec)
 	vm->start_timer.data = vm;
 	ev_init(&vm->stop_timer, on_stop_timeout);
 	vm->stop_timer.data = vm;
+	ev_init(&vm->exit_grace, on_exit_grace);
+	vm->exit_grace.data = vm;
 	return vm;
 }
 
@@ -776,6 +801,7 @@ static void vm_free(Vm *vm)
 	}
 	ev_timer_stop(vm->hsd->loop, &vm->start_timer);
 	ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
+	ev_timer_stop(vm->hsd->loop, &vm->exit_grace);
 	if (vm->run_dirfd >= 0)
 		close(vm->run_dirfd);
 	if (vm->state_dirfd >= 0)
@@ -911,6 +937,8 @@ int vm_load(Hsd *h, VmSpec *spec, const VmStatus *status)
 	console_seed_from_log(vm);
 	if (vm_state_is_active(vm->status.state))
 		vm_adopt(vm);
+	else
+		console_shrink(vm);
 	return 0;
 }
 

@@ -77,7 +77,8 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class Hsd:
     def __init__(self, base, extra_args=(), prefix=()):
         self.base = Path(base)
-        self.prefix = list(prefix)
+        # HS_HSD_WRAPPER: e.g. "strace -o /tmp/x" to run hsd under a tool.
+        self.prefix = list(prefix) + os.environ.get("HS_HSD_WRAPPER", "").split()
         self.state_dir = self.base / "state"
         self.run_dir = self.base / "run"
         self.socket = str(self.run_dir / "hsd.sock")
