@@ -257,8 +257,9 @@ def api(sock_path, method, target, body=None, timeout=60.0, expect=(200, 201)):
 # ---------------------------------------------------------------- hsd
 
 class Hsd:
-    def __init__(self, base, registry):
+    def __init__(self, base, registry, extra_args=()):
         self.base = Path(base)
+        self.extra_args = list(extra_args)
         self.state_dir = self.base / "state"
         self.run_dir = self.base / "run"
         self.socket = str(self.run_dir / "hsd.sock")
@@ -275,7 +276,8 @@ class Hsd:
         self.base.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(HSD), "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir)],
+            [str(HSD), "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir),
+             *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
         def up():
@@ -334,6 +336,19 @@ class Hsd:
         return subprocess.run([str(HSCTL), "--socket", self.socket, *args],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=timeout)
+
+
+def hsd_extra_args(guest):
+    """Options this hsd build needs to run the test guest: builds that
+    confine VM files to allowed directories get the guest's directory."""
+    r = subprocess.run([str(HSD), "--help"], capture_output=True, text=True, timeout=10)
+    out = r.stdout + r.stderr
+    args = []
+    if "--allowed-dir" in out:
+        args += ["--allowed-dir", os.path.dirname(guest["kernel"])]
+        if os.path.dirname(guest["initrd"]) != os.path.dirname(guest["kernel"]):
+            args += ["--allowed-dir", os.path.dirname(guest["initrd"])]
+    return args
 
 
 # ---------------------------------------------------------------- /proc

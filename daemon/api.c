@@ -141,7 +141,7 @@ static void handle_create(Hsd *h, HttpRequest *req)
 	/* Every file must be reachable beneath an allowed directory. */
 	const char *paths[2 + VM_MAX_DISKS];
 	const char *fields[2 + VM_MAX_DISKS];
-	char disk_fields[VM_MAX_DISKS][24];
+	char disk_fields[VM_MAX_DISKS][48];
 	size_t np = 0;
 	if (spec.kernel)
 		paths[np] = spec.kernel, fields[np++] = "kernel";

@@ -407,6 +407,7 @@ int main(int argc, char **argv)
 		 h.state_dir);
 	ev_run(h.loop, 0);
 
+	h.stopping = true;
 	vm_free_all(&h);
 	h.http = http_server_free(h.http);
 	ev_io_stop(h.loop, &h.spawner_watch);

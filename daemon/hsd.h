@@ -68,6 +68,7 @@ struct Vm {
 	StopKind stop_kind;
 	bool guest_shutdown;   /* SHUTDOWN event with guest=true seen */
 	char shutdown_reason[64];
+	char start_error[200]; /* why hsd gave up on a start (killed QEMU) */
 	bool adopting;
 	bool start_paused;
 	double start_mono;
@@ -104,6 +105,7 @@ struct Hsd {
 	ev_signal sigterm, sigint, sigpipe;
 	ev_timer heartbeat;
 	uid_t api_uid;
+	bool stopping; /* in hsd's own shutdown */
 	bool has_api_group, has_admin_group;
 	gid_t api_gid, admin_gid;
 	int audit_fd; /* <state>/audit.log, O_APPEND */

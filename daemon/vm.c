@@ -71,11 +71,12 @@ static void vm_unlink(Hsd *h, Vm *vm)
 		}
 }
 
-static void vm_save_status(Vm *vm)
+static int vm_save_status(Vm *vm)
 {
 	int r = store_save_status(&vm->hsd->store, vm->spec.name, &vm->status);
 	if (r < 0)
 		log_error("vm %s: cannot save status: %s", vm->spec.name, strerror(-r));
+	return r;
 }
 
 static void vm_set_state(Vm *vm, VmState state)
@@ -130,24 +131,48 @@ void vm_forget_waiters(Hsd *h, void *ud)
 				w->cb = NULL;
 }
 
-/* Last line(s) of a file in the VM's state dir, for error messages. */
-static void file_tail(int dirfd, const char *name, char *buf, size_t size)
+/* The last line QEMU wrote to qemu.log (not hsd's own header and exec
+ * lines), for error messages. */
+static void file_tail(int dirfd, const char *name, char *out, size_t size)
 {
+	char buf[4096];
+	out[0] = '\0';
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-	buf[0] = '\0';
 	if (fd < 0)
 		return;
 	off_t end = lseek(fd, 0, SEEK_END);
-	off_t start = end > (off_t)size - 1 ? end - (off_t)size + 1 : 0;
-	ssize_t n = pread(fd, buf, size - 1, start);
+	off_t start = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, start);
 	if (n <= 0)
 		return;
 	buf[n] = '\0';
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-		buf[--n] = '\0';
-	char *nl = strrchr(buf, '\n');
-	if (nl)
-		memmove(buf, nl + 1, strlen(nl + 1) + 1);
+	/* A first line cut by the read window is not whole: skip it. */
+	char *first = buf;
+	if (start > 0) {
+		char *nl = strchr(buf, '\n');
+		if (!nl)
+			return;
+		first = nl + 1;
+	}
+	for (;;) {
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+			buf[--n] = '\0';
+		char *nl = strrchr(first, '\n');
+		char *line = nl ? nl + 1 : first;
+		if (*line && !hs_str_has_prefix(line, "hsd: ") &&
+		    !hs_str_has_prefix(line, "--- start")) {
+			size_t len = strlen(line);
+			if (len > size - 1)
+				len = size - 1;
+			memcpy(out, line, len);
+			out[len] = '\0';
+			return;
+		}
+		if (!nl)
+			return;
+		*nl = '\0';
+		n = (ssize_t)(nl - buf);
+	}
 }
 
 /* ---- process exit ---- */
@@ -181,7 +206,10 @@ static void vm_exited(Vm *vm, const char *how)
 	VmState next;
 	char reason[256];
 
-	if (vm->stop_kind == STOP_KILL) {
+	if (vm->start_error[0]) {
+		next = VM_STATE_CRASHED;
+		snprintf(reason, sizeof(reason), "start failed: %s", vm->start_error);
+	} else if (vm->stop_kind == STOP_KILL) {
 		next = VM_STATE_STOPPED;
 		snprintf(reason, sizeof(reason), "killed (%s)", how);
 	} else if (vm->guest_shutdown && vm->stop_kind == STOP_ACPI) {
@@ -213,6 +241,7 @@ static void vm_exited(Vm *vm, const char *how)
 	vm->stop_kind = STOP_NONE;
 	vm->guest_shutdown = false;
 	vm->shutdown_reason[0] = '\0';
+	vm->start_error[0] = '\0';
 	if (vm->status.state == next)
 		vm_save_status(vm);
 	else
@@ -320,8 +349,7 @@ static void on_qmp_closed(QmpClient *c, const HsError *err, void *ud)
 static void start_failed(Vm *vm, const char *msg)
 {
 	log_error("vm %s: start failed: %s", vm->spec.name, msg);
-	snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason), "%s", msg);
-	vm->stop_kind = STOP_KILL;
+	snprintf(vm->start_error, sizeof(vm->start_error), "%s", msg);
 	if (vm->pidfd >= 0)
 		pidfd_send_signal_(vm->pidfd, SIGKILL);
 }
@@ -539,6 +567,7 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 			char hdr[64];
 			int n = snprintf(hdr, sizeof(hdr), "\n--- start %.0f ---\n", hs_wall());
 			(void)!write(log_fd, hdr, (size_t)n);
+			(void)!write(log_fd, "hsd: exec ", 10);
 			(void)!write(log_fd, line, strlen(line));
 			(void)!write(log_fd, "\n", 1);
 		}
@@ -552,6 +581,22 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 	vm->guest_shutdown = false;
 	vm->start_paused = paused;
 	vm->start_mono = hs_now();
+	vm->start_error[0] = '\0';
+	/* No QEMU without its record on disk: if the intent cannot be saved
+	 * (disk full), the start is refused. */
+	VmStatus before = vm->status;
+	vm->status.state = VM_STATE_STARTING;
+	r = vm_save_status(vm);
+	if (r < 0) {
+		vm->status = before;
+		fds.src[0] = fds.src[1] = -1;
+		child_fds_close(&fds);
+		strv_free(argv);
+		return hs_error_set(err, r, r == -ENOSPC || r == -EDQUOT ? "no-space" : "internal",
+				    "cannot record the start of VM '%s': %s", vm->spec.name,
+				    strerror(-r));
+	}
+	vm->status.state = before.state;
 	vm_set_state(vm, VM_STATE_STARTING);
 
 	int go[2];
@@ -590,7 +635,17 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		return hs_error_set(err, r, "internal", "pidfd_open: %s", strerror(-r));
 	}
 	vm_watch_process(vm, pidfd, pid, true);
-	vm_save_status(vm);
+	r = vm_save_status(vm);
+	if (r < 0) {
+		/* Without the pid on disk, QEMU must not run: the child sees EOF
+		 * and exits; its exit is handled as a failed start. */
+		close(go[1]);
+		start_failed(vm, "cannot record QEMU's pid (state dir full?)");
+		snprintf(vm->start_error, sizeof(vm->start_error),
+			 "cannot record QEMU's pid: %s", strerror(-r));
+		waiters_add(vm, WAIT_START, cb, ud);
+		return 0;
+	}
 	/* The pid is on disk: the child may exec QEMU now. */
 	(void)!write(go[1], "g", 1);
 	close(go[1]);
@@ -633,6 +688,10 @@ static void on_powerdown_reply(QmpClient *c, json_t *reply, const HsError *err, 
 			 err->message);
 		vm->stop_kind = STOP_FORCE;
 		pidfd_send_signal_(vm->pidfd, SIGTERM);
+		/* SIGKILL if QEMU does not go within the force timeout. */
+		ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
+		ev_timer_set(&vm->stop_timer, FORCE_KILL_TIMEOUT, 0.);
+		ev_timer_start(vm->hsd->loop, &vm->stop_timer);
 	}
 }
 
@@ -686,13 +745,47 @@ typedef struct CmdCtx {
 	bool set_state;
 } CmdCtx;
 
+/* A QMP call cut short because QEMU went away is answered as such (500
+ * vm-exited), not as a transport detail; at hsd's own shutdown, 503. */
+static const HsError *qmp_error_for_caller(Vm *vm, const HsError *err, HsError *buf)
+{
+	if (!err)
+		return NULL;
+	if (vm->hsd->stopping) {
+		hs_error_set(buf, -ECANCELED, "shutting-down", "hsd is shutting down");
+		return buf;
+	}
+	if (!strcmp(err->kind, "disconnected") || !strcmp(err->kind, "cancelled")) {
+		hs_error_set(buf, -ECHILD, "vm-exited",
+			     "VM '%s': QEMU exited or closed its monitor during the call (%s)",
+			     vm->spec.name, err->message);
+		return buf;
+	}
+	return err;
+}
+
 static void on_cmd_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 {
 	CmdCtx *ctx = ud;
+	HsError buf;
 	if (!err && ctx->set_state && vm_state_is_active(ctx->vm->status.state))
 		vm_set_state(ctx->vm, ctx->on_success);
 	if (ctx->cb)
-		ctx->cb(ctx->vm, err, ctx->ud);
+		ctx->cb(ctx->vm, qmp_error_for_caller(ctx->vm, err, &buf), ctx->ud);
+	free(ctx);
+}
+
+typedef struct PassCtx {
+	Vm *vm;
+	QmpReplyCb cb;
+	void *ud;
+} PassCtx;
+
+static void on_pass_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	PassCtx *ctx = ud;
+	HsError buf;
+	ctx->cb(c, reply, qmp_error_for_caller(ctx->vm, err, &buf), ctx->ud);
 	free(ctx);
 }
 
@@ -756,7 +849,16 @@ int vm_qmp_passthrough(Vm *vm, json_t *msg, QmpReplyCb cb, void *ud, HsError *er
 		json_decref(msg);
 		return r;
 	}
-	return qmp_client_execute_raw(vm->qmp, msg, vm->hsd->qmp_timeout, cb, ud, err);
+	PassCtx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx) {
+		json_decref(msg);
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	}
+	*ctx = (PassCtx){.vm = vm, .cb = cb, .ud = ud};
+	r = qmp_client_execute_raw(vm->qmp, msg, vm->hsd->qmp_timeout, on_pass_reply, ctx, err);
+	if (r < 0)
+		free(ctx);
+	return r;
 }
 
 /* ---- define / load / delete ---- */
