@@ -650,6 +650,12 @@ static const struct {
 	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
 };
 
+static void ctl_release(Ctl *ctl)
+{
+	hs_client_close(&ctl->client);
+	free(ctl->socket_path);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -659,7 +665,7 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{0},
 	};
-	Ctl ctl = {0};
+	static Ctl ctl = {.client.fd = -1};
 	int c;
 
 	while ((c = getopt_long(argc, argv, "+hj", opts, NULL)) >= 0) {
@@ -700,7 +706,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hsctl: unknown command '%s' (see hsctl --help)\n", cmd);
 		r = EXIT_USAGE;
 	}
-	hs_client_close(&ctl.client);
-	free(ctl.socket_path);
+	ctl_release(&ctl);
 	return r;
 }

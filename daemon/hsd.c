@@ -115,6 +115,15 @@ static void load_bad(const char *name, const char *why, void *ud)
 	log_error("vm %s: cannot load its definition (%s); left untouched on disk", name, why);
 }
 
+/* Frees what main's Hsd owns, on every way out of main. */
+static void hsd_release(Hsd *h)
+{
+	free(h->state_dir);
+	free(h->run_dir);
+	free(h->socket_path);
+	allowed_dirs_clear(&h->allowed);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: hsd [OPTIONS]\n"
@@ -159,7 +168,8 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
-	Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1,
+	/* Static: hsd's one context, reachable for the whole process. */
+	static Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1,
 		 .audit_fd = -1, .spawner = {.fd = -1}};
 	_cleanup_free_ char *qemu = NULL;
 	const char *sysroot = "/";
@@ -419,11 +429,8 @@ int main(int argc, char **argv)
 	close(h.host.rootfd);
 	if (h.audit_fd >= 0)
 		close(h.audit_fd);
-	allowed_dirs_clear(&h.allowed);
 	ev_loop_destroy(h.loop);
-	free(h.state_dir);
-	free(h.run_dir);
-	free(h.socket_path);
 	log_info("hsd stopped");
+	hsd_release(&h);
 	return 0;
 }

@@ -14,6 +14,8 @@ PKGS=(
 	cpio gzip xz-utils zstd
 	# tests and benchmarks
 	python3 python3-pytest python3-pytest-xdist curl util-linux iproute2 valgrind
+	# static analysis and fuzzing
+	cppcheck clang
 )
 
 # /dev/kvm as Debian's udev rule sets it (0660 root:kvm), so that QEMU can

@@ -42,6 +42,9 @@ run_integration() { # build dir
 	rm -f "$out"
 }
 
+echo "=== static analysis ==="
+if bash scripts/lint.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
 run_unit "$BUILD_DIR"
 run_integration "$BUILD_DIR"
 
