@@ -19,7 +19,7 @@ static void usage(FILE *f)
 	      "  list                        all VMs\n"
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
-	      "              [--cpu-model MODEL]\n"
+	      "              [--cpu-model MODEL] [--no-mem-merge]\n"
 	      "              [--kernel F [--initrd F] [--append S]] [--disk FILE]...\n"
 	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
 	      "  start NAME [--paused]\n"
@@ -29,6 +29,8 @@ static void usage(FILE *f)
 	      "  console NAME [--wait-for TEXT] [--timeout S] [--no-replay]\n"
 	      "                              serial console; Ctrl-] detaches\n"
 	      "  events [--vm NAME]          stream of state changes and QMP events\n"
+	      "  ksm [--mode auto|off|fixed] [--pages N] [--sleep MS] [--max-cpu F]\n"
+	      "                              KSM state, savings per VM; set the policy\n"
 	      "\n"
 	      "Exit codes: 0 ok, 1 error from hsd, 2 usage error, 3 cannot reach hsd.\n",
 	      f);
@@ -167,6 +169,13 @@ static int cmd_host(Ctl *ctl, int argc, char **argv)
 	printf("CPU:        %lld x %s\n", json_integer_value(json_object_get(c, "count")),
 	       json_string_value(json_object_get(c, "model")));
 	printf("Memory:     %s total, %s available, %s nominal in running VMs\n", tot, avail, nom);
+	json_t *oc = json_object_get(j, "overcommit");
+	if (oc) {
+		char lim[32];
+		fmt_bytes(json_number_value(json_object_get(oc, "limit_bytes")), lim, sizeof(lim));
+		printf("Overcommit: up to %.2fx host memory (%s of guest memory)\n",
+		       json_number_value(json_object_get(oc, "ratio")), lim);
+	}
 	printf("NUMA nodes: %lld\n", json_integer_value(json_object_get(j, "numa_nodes")));
 	size_t ni;
 	json_t *node;
@@ -339,6 +348,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"append", required_argument, NULL, 'A'}, {"disk", required_argument, NULL, 'd'},
 		{"nic", required_argument, NULL, 'n'},    {"from", required_argument, NULL, 'f'},
 		{"cpu-model", required_argument, NULL, 'C'},
+		{"no-mem-merge", no_argument, NULL, 'X'},
 		{0},
 	};
 	json_auto_t *spec = NULL;
@@ -388,6 +398,9 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 			break;
 		case 'C':
 			json_object_set_new(spec, "cpu_model", json_string(optarg));
+			break;
+		case 'X':
+			json_object_set_new(spec, "mem_merge", json_false());
 			break;
 		case 'k':
 		case 'i':
@@ -639,6 +652,108 @@ static int cmd_events(Ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+static int cmd_ksm(Ctl *ctl, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"mode", required_argument, NULL, 'm'},
+		{"pages", required_argument, NULL, 'p'},
+		{"sleep", required_argument, NULL, 's'},
+		{"max-cpu", required_argument, NULL, 'c'},
+		{0},
+	};
+	json_auto_t *body = json_object();
+	unsigned long long v;
+	int c;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+		switch (c) {
+		case 'm':
+			json_object_set_new(body, "mode", json_string(optarg));
+			break;
+		case 'p':
+			if (parse_uint("--pages", optarg, 1000000, &v) < 0)
+				return EXIT_USAGE;
+			json_object_set_new(body, "pages_to_scan", json_integer((json_int_t)v));
+			break;
+		case 's':
+			if (parse_uint("--sleep", optarg, 60000, &v) < 0)
+				return EXIT_USAGE;
+			json_object_set_new(body, "sleep_millisecs", json_integer((json_int_t)v));
+			break;
+		case 'c': {
+			char *end;
+			double f = strtod(optarg, &end);
+			if (end == optarg || *end || f <= 0 || f > 1) {
+				fputs("hsctl: --max-cpu: a fraction of one CPU, e.g. 0.2\n", stderr);
+				return EXIT_USAGE;
+			}
+			json_object_set_new(body, "max_cpu", json_real(f));
+			break;
+		}
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		fputs("hsctl: usage: hsctl ksm [--mode auto|off|fixed] [--pages N] [--sleep MS] "
+		      "[--max-cpu F]\n",
+		      stderr);
+		return EXIT_USAGE;
+	}
+	json_auto_t *j = NULL;
+	int r = json_object_size(body) ? call(ctl, "PUT", "/v1/ksm", body, &j)
+				       : call(ctl, "GET", "/v1/ksm", NULL, &j);
+	if (r)
+		return r;
+	if (ctl->json) {
+		print_json(j);
+		return 0;
+	}
+	json_t *cfg = json_object_get(j, "config"), *st = json_object_get(j, "stats");
+	char saved[32], vmb[32];
+	fmt_bytes(json_number_value(json_object_get(j, "saved_bytes")), saved, sizeof(saved));
+	fmt_bytes(json_number_value(json_object_get(j, "vm_merging_bytes")), vmb, sizeof(vmb));
+	if (!json_is_true(json_object_get(j, "present"))) {
+		printf("KSM:          not available in this kernel\n");
+		return 0;
+	}
+	printf("KSM:          %s, mode %s, phase %s%s\n",
+	       json_integer_value(json_object_get(st, "run")) == 1 ? "running" : "stopped",
+	       json_string_value(json_object_get(cfg, "mode")),
+	       json_string_value(json_object_get(j, "phase")),
+	       json_is_true(json_object_get(j, "cpu_capped")) ? " (capped by CPU)" : "");
+	printf("Scanning:     %lld pages every %lld ms",
+	       json_integer_value(json_object_get(st, "pages_to_scan")),
+	       json_integer_value(json_object_get(st, "sleep_millisecs")));
+	json_t *cpu = json_object_get(j, "ksmd_cpu");
+	if (cpu)
+		printf(", ksmd at %.1f%% of a CPU (cap %.0f%%)", 100 * json_number_value(cpu),
+		       100 * json_number_value(json_object_get(cfg, "max_cpu")));
+	printf("\n");
+	printf("Pages:        %lld shared, %lld sharing, %lld unshared, %lld volatile, %lld full "
+	       "scans\n",
+	       json_integer_value(json_object_get(st, "pages_shared")),
+	       json_integer_value(json_object_get(st, "pages_sharing")),
+	       json_integer_value(json_object_get(st, "pages_unshared")),
+	       json_integer_value(json_object_get(st, "pages_volatile")),
+	       json_integer_value(json_object_get(st, "full_scans")));
+	printf("Saved:        %s (host), %s merged in running VMs\n", saved, vmb);
+	const char *e = json_string_value(json_object_get(j, "error"));
+	if (e)
+		printf("Error:        %s\n", e);
+	size_t i;
+	json_t *vm;
+	if (json_array_size(json_object_get(j, "vms")))
+		printf("%-24s %-9s %12s\n", "VM", "MERGE", "MERGED");
+	json_array_foreach (json_object_get(j, "vms"), i, vm) {
+		char mb[32];
+		fmt_bytes(json_number_value(json_object_get(vm, "merging_bytes")), mb, sizeof(mb));
+		printf("%-24s %-9s %12s\n", json_string_value(json_object_get(vm, "name")),
+		       json_is_true(json_object_get(vm, "mem_merge")) ? "on" : "off", mb);
+	}
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(Ctl *ctl, int argc, char **argv);
@@ -648,6 +763,7 @@ static const struct {
 	{"stop", cmd_action},     {"kill", cmd_action},   {"reboot", cmd_action},
 	{"pause", cmd_action},    {"resume", cmd_action}, {"delete", cmd_action},
 	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
+	{"ksm", cmd_ksm},
 };
 
 static void ctl_release(Ctl *ctl)

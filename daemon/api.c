@@ -416,6 +416,24 @@ void api_handle(HttpRequest *req, void *userdata)
 		http_reply_json(req, 200, host_to_json(&h->host, h));
 		return;
 	}
+	if (!strcmp(path, "/v1/ksm")) {
+		if (!strcmp(m, "GET")) {
+			ksm_tuner_tick(h);
+			http_reply_json(req, 200, ksm_tuner_to_json(h));
+		} else if (!strcmp(m, "PUT")) {
+			json_auto_t *j = body_json(req, false);
+			HsError err = {0};
+			if (!j)
+				return;
+			if (ksm_tuner_configure(h, j, &err) < 0)
+				http_reply_hserror(req, &err);
+			else
+				http_reply_json(req, 200, ksm_tuner_to_json(h));
+		} else {
+			method_not_allowed(req, "GET, PUT");
+		}
+		return;
+	}
 	if (!strcmp(path, "/v1/events")) {
 		if (strcmp(m, "GET")) {
 			method_not_allowed(req, "GET");

@@ -130,7 +130,10 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	/* A guest poweroff leaves QEMU alive in the 'shutdown' state, so the
 	 * reason survives even when hsd is not there to see the event. */
 	add(&a, "-no-shutdown");
-	add2(&a, "-machine", hs_strdup_printf("%s,accel=%s", machine, vm_accel_to_string(s->accel)));
+	/* mem-merge=off: this guest's RAM is not offered to KSM (tenants that
+	 * want it for side-channel reasons). */
+	add2(&a, "-machine", hs_strdup_printf("%s,accel=%s%s", machine, vm_accel_to_string(s->accel),
+					      s->mem_merge ? "" : ",mem-merge=off"));
 	/* The -cpu value is an option list on purpose (model,+flag,...); the
 	 * spec parser allows only model/flag characters. No default: QEMU's
 	 * own model is the migration-safe baseline ("host" is opt-in). */

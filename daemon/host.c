@@ -106,13 +106,14 @@ void host_check_kvm_for(HostInfo *host, const QemuUser *user)
 
 void host_refresh(HostInfo *host)
 {
-	_cleanup_fclose_ FILE *f = fopen("/proc/meminfo", "re");
-	char line[256];
+	char buf[8192];
 	unsigned long long kb;
-	while (f && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+	if (hs_read_small(host->rootfd, "proc/meminfo", buf, sizeof(buf)) == 0) {
+		const char *p = strstr(buf, "MemTotal:");
+		if (p && sscanf(p, "MemTotal: %llu kB", &kb) == 1)
 			host->mem_total = kb * 1024;
-		else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+		p = strstr(buf, "MemAvailable:");
+		if (p && sscanf(p, "MemAvailable: %llu kB", &kb) == 1)
 			host->mem_available = kb * 1024;
 	}
 	if (ksm_read_stats(host->rootfd, &host->ksm) < 0)
@@ -177,6 +178,13 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 						       (json_int_t)n->mem_total, "free_bytes",
 						       (json_int_t)n->mem_free));
 	}
+	uint64_t committed = 0;
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		if (vm_state_is_active(vm->status.state) || vm->pacing)
+			committed += vm->spec.memory_mib << 20;
+	json_t *overcommit = json_pack("{s:f, s:I, s:I}", "ratio", h->overcommit, "limit_bytes",
+				       (json_int_t)(h->overcommit * (double)host->mem_total),
+				       "committed_bytes", (json_int_t)committed);
 	json_t *allowed = json_array();
 	for (size_t i = 0; i < h->allowed.n; i++)
 		json_array_append_new(allowed, json_string(h->allowed.dirs[i]));
@@ -189,7 +197,7 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 				(json_int_t)k->sleep_millisecs, "saved_bytes",
 				(json_int_t)ksm_saved_bytes(k, sysconf(_SC_PAGESIZE)));
 	return json_pack("{s:s, s:{s:s, s:s, s:b, s:s}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
-			 "s:I}, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s, s:o}}",
+			 "s:I}, s:o, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s, s:o}}",
 			 "hsd_version", HS_VERSION, "qemu", "binary", host->qemu_binary, "version",
 			 host->qemu_version, "sandbox", host->qemu_sandbox, "user",
 			 host->qemu_user[0] ? host->qemu_user : "(hsd's own)", "kvm", "usable",
@@ -197,7 +205,7 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 			 host->cpu_model, "count", (int)host->cpus, "memory", "total_bytes",
 			 (json_int_t)host->mem_total, "available_bytes",
 			 (json_int_t)host->mem_available, "vm_nominal_bytes", (json_int_t)nominal,
-			 "numa_nodes", (int)host->numa.n_nodes, "numa", nodes, "ksm", ksm, "vms",
+			 "overcommit", overcommit, "numa_nodes", (int)host->numa.n_nodes, "numa", nodes, "ksm", ksm, "vms",
 			 "total", (int)h->n_vms, "by_state", states, "paths", "state_dir",
 			 h->state_dir, "run_dir", h->run_dir, "socket", h->socket_path,
 			 "allowed_dirs", allowed);

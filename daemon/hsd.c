@@ -143,6 +143,11 @@ static void usage(FILE *f)
 		   "  --admin-group GROUP members may also use QMP passthrough (default:\n"
 		   "                      hsd-admin, if it exists); root always may\n"
 		   "  --no-seccomp        do not confine hsd with its seccomp allowlist\n"
+		   "  --ksm-mode MODE     auto (default: hsd tunes KSM), off, or fixed (values set\n"
+		   "                      with PUT /v1/ksm); a saved API setting wins\n"
+		   "  --overcommit RATIO  guest memory of running VMs may reach RATIO x host\n"
+		   "                      memory (default 3.0); KSM makes up the difference\n"
+		   "  --pacing-timeout S  a start waits up to S s for memory (default 120)\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
 		   "  -v, --verbose       debug logging\n"
 		   "  --version\n");
@@ -162,6 +167,9 @@ int main(int argc, char **argv)
 		{"api-group", required_argument, NULL, 'g'},
 		{"allowed-dir", required_argument, NULL, 'A'},
 		{"no-seccomp", no_argument, NULL, 'N'},
+		{"overcommit", required_argument, NULL, 'O'},
+		{"ksm-mode", required_argument, NULL, 'K'},
+		{"pacing-timeout", required_argument, NULL, 'P'},
 		{"admin-group", required_argument, NULL, 'G'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
@@ -170,12 +178,14 @@ int main(int argc, char **argv)
 	};
 	/* Static: hsd's one context, reachable for the whole process. */
 	static Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1,
-		 .audit_fd = -1, .spawner = {.fd = -1}};
+		 .audit_fd = -1, .spawner = {.fd = -1}, .overcommit = 3.0,
+		 .pacing_timeout = 120};
 	_cleanup_free_ char *qemu = NULL;
 	const char *sysroot = "/";
 	const char *qemu_user = NULL;
 	const char *api_group = NULL, *admin_group = NULL;
 	bool use_seccomp = true;
+	KsmMode ksm_mode = KSM_MODE_AUTO;
 	int c;
 
 	h.store.dirfd = -1;
@@ -210,6 +220,26 @@ int main(int argc, char **argv)
 			break;
 		case 'N':
 			use_seccomp = false;
+			break;
+		case 'K':
+			if (ksm_mode_from_string(optarg, &ksm_mode) < 0) {
+				fprintf(stderr, "hsd: --ksm-mode: auto, off or fixed\n");
+				return 2;
+			}
+			break;
+		case 'O':
+			h.overcommit = atof(optarg);
+			if (h.overcommit < 0.1 || h.overcommit > 100) {
+				fprintf(stderr, "hsd: --overcommit: a ratio from 0.1 to 100\n");
+				return 2;
+			}
+			break;
+		case 'P':
+			h.pacing_timeout = atof(optarg);
+			if (h.pacing_timeout < 0) {
+				fprintf(stderr, "hsd: --pacing-timeout: seconds >= 0\n");
+				return 2;
+			}
 			break;
 		case 'A':
 			if (optarg[0] != '/' || allowed_dirs_add(&h.allowed, optarg) < 0) {
@@ -369,6 +399,8 @@ int main(int argc, char **argv)
 	if (h.audit_fd < 0)
 		log_warning("cannot open the audit log %s: %m", audit);
 
+	ksm_tuner_init(&h, ksm_mode);
+
 	HsError err = {0};
 	int lfd = listen_api(h.socket_path, &err);
 	if (lfd < 0) {
@@ -418,6 +450,7 @@ int main(int argc, char **argv)
 	ev_run(h.loop, 0);
 
 	h.stopping = true;
+	ksm_tuner_free(&h);
 	vm_free_all(&h);
 	h.http = http_server_free(h.http);
 	ev_io_stop(h.loop, &h.spawner_watch);

@@ -18,6 +18,22 @@
 #include "store.h"
 
 typedef struct Hsd Hsd;
+
+typedef struct KsmTuner {
+	KsmConfig config;
+	ev_timer timer;
+	KsmStats stats;       /* latest */
+	KsmStats last;        /* one full scan (or a minute) ago */
+	double last_time;
+	bool have_last;
+	pid_t ksmd;
+	uint64_t last_ticks;
+	double ksmd_cpu;
+	KsmDecision decision;
+	KsmDecision written;
+	bool have_written;
+	char error[160];
+} KsmTuner;
 typedef struct Vm Vm;
 typedef struct Waiter Waiter;
 typedef struct ConsoleClient ConsoleClient;
@@ -69,6 +85,9 @@ struct Vm {
 	bool guest_shutdown;   /* SHUTDOWN event with guest=true seen */
 	char shutdown_reason[64];
 	char start_error[200]; /* why hsd gave up on a start (killed QEMU) */
+	bool pacing;           /* start held until the host can back its memory */
+	double pacing_since;
+	ev_timer pacing_timer;
 	bool adopting;
 	bool start_paused;
 	double start_mono;
@@ -101,6 +120,8 @@ struct Hsd {
 	EventSub *subs;
 	FILE *log;
 	double default_stop_timeout;
+	double overcommit;     /* guest memory of active VMs <= overcommit x MemTotal */
+	double pacing_timeout; /* how long a start waits for memory */
 	double qmp_timeout;
 	ev_signal sigterm, sigint, sigpipe;
 	ev_timer heartbeat;
@@ -111,6 +132,7 @@ struct Hsd {
 	int audit_fd; /* <state>/audit.log, O_APPEND */
 	QemuUser qemu_user;
 	Spawner spawner;
+	KsmTuner ksm;
 	ev_io spawner_watch;
 	AllowedDirs allowed; /* where spec files may be */
 	bool verbose;
@@ -136,6 +158,8 @@ void vm_free_all(Hsd *h);
 /* Lifecycle calls answer through a callback once done (or failed). */
 typedef void (*VmDoneCb)(Vm *vm, const HsError *err, void *ud);
 int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err);
+/* Starts held back for memory. */
+unsigned vm_count_pacing(Hsd *h);
 int vm_stop(Vm *vm, StopKind kind, double timeout, VmDoneCb cb, void *ud, HsError *err);
 int vm_reboot(Vm *vm, VmDoneCb cb, void *ud, HsError *err);
 int vm_pause(Vm *vm, bool pause, VmDoneCb cb, void *ud, HsError *err);
@@ -162,6 +186,13 @@ void events_publish(Hsd *h, json_t *event /* stolen */);
 void events_publish_state(Vm *vm, VmState old);
 void events_subscribe(Hsd *h, HttpRequest *req, const char *vm_filter);
 void events_heartbeat(Hsd *h);
+
+/* ksm-tuner.c */
+void ksm_tuner_init(Hsd *h, KsmMode mode);
+void ksm_tuner_free(Hsd *h);
+void ksm_tuner_tick(Hsd *h);
+int ksm_tuner_configure(Hsd *h, json_t *body, HsError *err);
+json_t *ksm_tuner_to_json(Hsd *h);
 
 /* api.c */
 void api_handle(HttpRequest *req, void *userdata);

@@ -130,7 +130,10 @@ unsigned http_status_for_error(const HsError *err)
 	case ETIMEDOUT:
 		return 504;
 	case ECANCELED:
+	case ENOMEM:
 		return 503;
+	case EOVERFLOW:
+		return 409;
 	case ENODEV:
 		return 409;
 	case EOPNOTSUPP:

@@ -290,9 +290,10 @@ static int parse_cpu_model(const char *m, HsError *err)
 
 int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsError *err)
 {
-	static const char *const keys[] = {"name",   "cpus",   "memory_mib", "accel",
-					   "machine", "cpu_model", "kernel", "initrd",
-					   "cmdline", "disks",  "nics",       NULL};
+	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
+					   "machine", "cpu_model", "mem_merge",  "kernel",
+					   "initrd",  "cmdline",   "disks",      "nics",
+					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
 	uint64_t u;
@@ -349,6 +350,11 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 		goto fail;
 	}
 	r = parse_machine(s.machine, err);
+	if (r < 0)
+		goto fail;
+
+	s.mem_merge = true;
+	r = get_bool(obj, "mem_merge", "mem_merge", &s.mem_merge, err);
 	if (r < 0)
 		goto fail;
 
@@ -442,6 +448,7 @@ json_t *vm_spec_to_json(const VmSpec *s)
 		return NULL;
 	if (s->cpu_model)
 		json_object_set_new(o, "cpu_model", json_string(s->cpu_model));
+	json_object_set_new(o, "mem_merge", json_boolean(s->mem_merge));
 	if (s->kernel)
 		json_object_set_new(o, "kernel", json_string(s->kernel));
 	if (s->initrd)

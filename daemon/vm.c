@@ -3,6 +3,7 @@
  * handshake, cont), stop (ACPI, forced, kill), pause/resume, reboot,
  * re-adoption of QEMUs that outlived a previous hsd, and exit handling. */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -512,20 +513,12 @@ static void rotate_log(int dirfd, const char *name, off_t max)
 	}
 }
 
-int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
+/* Starts QEMU now. The caller has checked that it may. */
+static int vm_launch(Vm *vm, bool paused, HsError *err)
 {
 	Hsd *h = vm->hsd;
 	int r;
 
-	if (vm->deleting)
-		return hs_error_set(err, -ENOENT, "not-found", "no VM named '%s'", vm->spec.name);
-	if (vm_state_is_active(vm->status.state))
-		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is already %s", vm->spec.name,
-				    vm_state_to_string(vm->status.state));
-	if (vm->spec.accel == VM_ACCEL_KVM && !h->host.kvm_usable)
-		return hs_error_set(err, -ENODEV, "kvm-unavailable",
-				    "VM '%s' asks for accel 'kvm' but KVM is not usable: %s",
-				    vm->spec.name, h->host.kvm_reason);
 	r = vm_open_run_dir(vm);
 	if (r < 0)
 		return hs_error_set(err, r, "internal", "cannot make run dir: %s", strerror(-r));
@@ -643,7 +636,6 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		start_failed(vm, "cannot record QEMU's pid (state dir full?)");
 		snprintf(vm->start_error, sizeof(vm->start_error),
 			 "cannot record QEMU's pid: %s", strerror(-r));
-		waiters_add(vm, WAIT_START, cb, ud);
 		return 0;
 	}
 	/* The pid is on disk: the child may exec QEMU now. */
@@ -657,8 +649,118 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 	ev_timer_init(&vm->start_timer, on_start_timeout, START_TIMEOUT, 0.);
 	vm->start_timer.data = vm;
 	ev_timer_start(h->loop, &vm->start_timer);
+	return 0;
+}
+
+/* ---- admission: overcommit limit and pacing ---- */
+
+static uint64_t committed_bytes(Hsd *h)
+{
+	uint64_t sum = 0;
+	for (Vm *o = h->vms; o; o = o->next)
+		if (vm_state_is_active(o->status.state) || o->pacing)
+			sum += o->spec.memory_mib << 20;
+	return sum;
+}
+
+/* Memory hsd keeps free for the host itself. */
+static uint64_t host_reserve(const HostInfo *host)
+{
+	uint64_t r = host->mem_total / 32;
+	return r < (512ull << 20) ? 512ull << 20 : r;
+}
+
+/* 0: start now; 1: wait for memory; <0: refused. */
+static int vm_admit(Vm *vm, HsError *err)
+{
+	Hsd *h = vm->hsd;
+	host_refresh(&h->host);
+	uint64_t mem = vm->spec.memory_mib << 20;
+	double limit = h->overcommit * (double)h->host.mem_total;
+	uint64_t committed = committed_bytes(h) + (vm->pacing ? 0 : mem);
+	if (h->host.mem_total && (double)committed > limit)
+		return hs_error_set(err, -EOVERFLOW, "overcommit",
+				    "starting '%s' (%" PRIu64 " MiB) would commit %.1f GiB of guest "
+				    "memory, over the limit of %.2f x %.1f GiB = %.1f GiB "
+				    "(--overcommit)",
+				    vm->spec.name, vm->spec.memory_mib, (double)committed / (1 << 30),
+				    h->overcommit, (double)h->host.mem_total / (1 << 30),
+				    limit / (1 << 30));
+	uint64_t need = mem + host_reserve(&h->host);
+	return h->host.mem_available >= need ? 0 : 1;
+}
+
+static void on_pacing(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Vm *vm = w->data;
+	HsError err = {0};
+	int r = vm_admit(vm, &err);
+	if (r == 1 && hs_now() - vm->pacing_since < vm->hsd->pacing_timeout)
+		return; /* KSM is boosted meanwhile; look again */
+	ev_timer_stop(loop, w);
+	vm->pacing = false;
+	if (r == 1) {
+		HostInfo *host = &vm->hsd->host;
+		hs_error_set(&err, -ENOMEM, "insufficient-memory",
+			     "VM '%s' needs %" PRIu64 " MiB plus the host's reserve of %" PRIu64
+			     " MiB, but only %" PRIu64 " MiB were available after waiting %.0f s "
+			     "for KSM and ballooning to free memory",
+			     vm->spec.name, vm->spec.memory_mib, host_reserve(host) >> 20,
+			     host->mem_available >> 20, vm->hsd->pacing_timeout);
+		r = -ENOMEM;
+	} else if (r == 0) {
+		log_info("vm %s: memory available after %.1f s; starting", vm->spec.name,
+			 hs_now() - vm->pacing_since);
+		r = vm_launch(vm, vm->start_paused, &err);
+	}
+	if (r < 0)
+		waiters_complete(vm, WAIT_START, &err);
+}
+
+int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
+{
+	Hsd *h = vm->hsd;
+
+	if (vm->deleting)
+		return hs_error_set(err, -ENOENT, "not-found", "no VM named '%s'", vm->spec.name);
+	if (vm_state_is_active(vm->status.state) || vm->pacing)
+		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is already %s", vm->spec.name,
+				    vm->pacing ? "starting (waiting for memory)"
+					       : vm_state_to_string(vm->status.state));
+	if (vm->spec.accel == VM_ACCEL_KVM && !h->host.kvm_usable)
+		return hs_error_set(err, -ENODEV, "kvm-unavailable",
+				    "VM '%s' asks for accel 'kvm' but KVM is not usable: %s",
+				    vm->spec.name, h->host.kvm_reason);
+	int r = vm_admit(vm, err);
+	if (r < 0)
+		return r;
+	if (r == 1) {
+		/* Pacing: hold the start until the host can back it, while
+		 * KSM scans hard; the caller's answer waits. */
+		log_info("vm %s: waiting for memory (%" PRIu64 " MiB available)", vm->spec.name,
+			 h->host.mem_available >> 20);
+		vm->pacing = true;
+		vm->pacing_since = hs_now();
+		vm->start_paused = paused;
+		ev_timer_init(&vm->pacing_timer, on_pacing, 0.5, 0.5);
+		vm->pacing_timer.data = vm;
+		ev_timer_start(h->loop, &vm->pacing_timer);
+		waiters_add(vm, WAIT_START, cb, ud);
+		return 0;
+	}
+	r = vm_launch(vm, paused, err);
+	if (r < 0)
+		return r;
 	waiters_add(vm, WAIT_START, cb, ud);
 	return 0;
+}
+
+unsigned vm_count_pacing(Hsd *h)
+{
+	unsigned n = 0;
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		n += vm->pacing;
+	return n;
 }
 
 /* ---- stop ---- */
@@ -881,6 +983,8 @@ static Vm *vm_new(Hsd *h, VmSpec *spec)
 	vm->stop_timer.data = vm;
 	ev_init(&vm->exit_grace, on_exit_grace);
 	vm->exit_grace.data = vm;
+	ev_init(&vm->pacing_timer, on_pacing);
+	vm->pacing_timer.data = vm;
 	return vm;
 }
 
@@ -904,6 +1008,7 @@ static void vm_free(Vm *vm)
 	ev_timer_stop(vm->hsd->loop, &vm->start_timer);
 	ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
 	ev_timer_stop(vm->hsd->loop, &vm->exit_grace);
+	ev_timer_stop(vm->hsd->loop, &vm->pacing_timer);
 	if (vm->run_dirfd >= 0)
 		close(vm->run_dirfd);
 	if (vm->state_dirfd >= 0)

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,5 +128,48 @@ int ksm_read_process(int rootfd, pid_t pid, KsmProcess *ret)
 		}
 	}
 	*ret = p;
+	return 0;
+}
+
+pid_t ksm_find_ksmd(int rootfd)
+{
+	int dfd = openat(rootfd, "proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return 0;
+	}
+	pid_t found = 0;
+	struct dirent *de;
+	while (!found && (de = readdir(d))) {
+		char path[300], comm[32];
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "%s/comm", de->d_name);
+		if (hs_read_small(dirfd(d), path, comm, sizeof(comm)) == 0 &&
+		    !strcmp(comm, "ksmd\n"))
+			found = (pid_t)strtol(de->d_name, NULL, 10);
+	}
+	closedir(d);
+	return found;
+}
+
+int ksm_read_cpu_ticks(int rootfd, pid_t pid, uint64_t *ret)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "proc/%d/stat", (int)pid);
+	int r = hs_read_small(rootfd, path, buf, sizeof(buf));
+	if (r < 0)
+		return r;
+	/* The comm field may hold spaces: count fields after the last ')'. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -EINVAL;
+	unsigned long long utime, stime;
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+		   &stime) != 2)
+		return -EINVAL;
+	*ret = utime + stime;
 	return 0;
 }

@@ -44,3 +44,60 @@ typedef struct KsmProcess {
 	int64_t profit;
 } KsmProcess;
 int ksm_read_process(int rootfd, pid_t pid, KsmProcess *ret);
+
+/* ---- the tuning policy (pure) ---- */
+
+typedef enum KsmMode {
+	KSM_MODE_AUTO,  /* hsd tunes pages_to_scan / sleep_millisecs */
+	KSM_MODE_OFF,   /* run=0: stop merging (already merged pages stay) */
+	KSM_MODE_FIXED, /* the operator's values */
+} KsmMode;
+
+const char *ksm_mode_to_string(KsmMode m);
+int ksm_mode_from_string(const char *s, KsmMode *ret);
+
+typedef struct KsmConfig {
+	KsmMode mode;
+	uint64_t fixed_pages_to_scan;   /* KSM_MODE_FIXED */
+	uint64_t fixed_sleep_millisecs; /* KSM_MODE_FIXED */
+	double max_cpu;                 /* ksmd's CPU cap in auto mode, fraction of one CPU */
+} KsmConfig;
+
+typedef struct KsmPolicyInput {
+	KsmConfig config;
+	KsmStats now;              /* current counters */
+	KsmStats before;           /* counters one interval ago */
+	bool have_before;
+	double interval;           /* seconds between the two */
+	double ksmd_cpu;           /* ksmd's CPU use over the interval, fraction of one CPU; <0 unknown */
+	uint64_t mem_total;        /* bytes */
+	uint64_t mem_available;    /* bytes */
+	unsigned vms_booting;      /* VMs started in the last minute */
+	unsigned vms_waiting;      /* starts held back for memory (pacing) */
+	uint64_t current_pages_to_scan; /* what is set now */
+} KsmPolicyInput;
+
+typedef enum KsmPhase {
+	KSM_PHASE_OFF,
+	KSM_PHASE_FIXED,
+	KSM_PHASE_BOOST,    /* VMs booting or memory tight: scan hard */
+	KSM_PHASE_STEADY,   /* merging still finds pages */
+	KSM_PHASE_CONVERGED /* little left to merge: back off */
+} KsmPhase;
+
+typedef struct KsmDecision {
+	int run;
+	uint64_t pages_to_scan;
+	uint64_t sleep_millisecs;
+	KsmPhase phase;
+	bool cpu_capped;
+} KsmDecision;
+
+const char *ksm_phase_to_string(KsmPhase p);
+/* The pure policy: what to write to KSM's knobs given the figures. */
+KsmDecision ksm_policy_decide(const KsmPolicyInput *in);
+
+/* ksmd, the kernel thread: its pid (0 if not found) and CPU time. */
+pid_t ksm_find_ksmd(int rootfd);
+/* utime + stime of proc/PID/stat, in clock ticks. */
+int ksm_read_cpu_ticks(int rootfd, pid_t pid, uint64_t *ret);

@@ -134,6 +134,141 @@ static void test_process(void **state)
 	fake_tree_free(root);
 }
 
+
+/* ---- policy ---- */
+
+static KsmPolicyInput base_input(void)
+{
+	KsmPolicyInput in = {
+		.config = {.mode = KSM_MODE_AUTO, .max_cpu = 0.25},
+		.mem_total = 16ull << 30,
+		.mem_available = 12ull << 30,
+		.ksmd_cpu = 0.05,
+		.current_pages_to_scan = 1000,
+	};
+	in.now.present = in.before.present = true;
+	in.now.pages_to_scan = 1000;
+	in.now.sleep_millisecs = 20;
+	return in;
+}
+
+static void test_policy_modes(void **state)
+{
+	KsmPolicyInput in = base_input();
+	in.config.mode = KSM_MODE_OFF;
+	KsmDecision d = ksm_policy_decide(&in);
+	assert_int_equal(d.run, 0);
+	assert_int_equal(d.phase, KSM_PHASE_OFF);
+	in.config.mode = KSM_MODE_FIXED;
+	in.config.fixed_pages_to_scan = 777;
+	in.config.fixed_sleep_millisecs = 33;
+	in.vms_booting = 5; /* ignored in fixed mode */
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.run, 1);
+	assert_int_equal(d.pages_to_scan, 777);
+	assert_int_equal(d.sleep_millisecs, 33);
+	assert_int_equal(d.phase, KSM_PHASE_FIXED);
+	KsmMode m;
+	assert_int_equal(ksm_mode_from_string("fixed", &m), 0);
+	assert_int_equal(m, KSM_MODE_FIXED);
+	assert_int_equal(ksm_mode_from_string("FAST", &m), -EINVAL);
+	assert_string_equal(ksm_mode_to_string(KSM_MODE_AUTO), "auto");
+}
+
+static void test_policy_boost_when_booting_waiting_or_tight(void **state)
+{
+	KsmPolicyInput in = base_input();
+	KsmDecision steady = ksm_policy_decide(&in);
+	assert_int_equal(steady.phase, KSM_PHASE_STEADY);
+
+	in.vms_booting = 1;
+	KsmDecision d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	assert_true(d.pages_to_scan > steady.pages_to_scan);
+	assert_true(d.sleep_millisecs <= steady.sleep_millisecs);
+
+	in = base_input();
+	in.vms_waiting = 1;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+
+	in = base_input();
+	in.mem_available = 1ull << 30; /* 1 of 16 GiB left */
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+}
+
+static void test_policy_backs_off_when_converged(void **state)
+{
+	KsmPolicyInput in = base_input();
+	in.have_before = true;
+	in.before.full_scans = 10;
+	in.now.full_scans = 12;
+	in.before.pages_sharing = 500000;
+	in.now.pages_sharing = 500100; /* +0.02 % over a whole scan */
+	KsmDecision d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_CONVERGED);
+	assert_true(d.pages_to_scan <= 100);
+	assert_true(d.sleep_millisecs >= 100);
+
+	/* still finding pages: keep scanning */
+	in.now.pages_sharing = 600000;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
+	/* no full scan since the reference: cannot tell yet */
+	in.now.pages_sharing = 500100;
+	in.now.full_scans = 10;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
+	/* booting wins over converged */
+	in.now.full_scans = 12;
+	in.vms_booting = 2;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+}
+
+static void test_policy_cpu_cap(void **state)
+{
+	KsmPolicyInput in = base_input();
+	in.vms_booting = 1;             /* wants 4000 pages */
+	in.current_pages_to_scan = 4000;
+	in.ksmd_cpu = 0.5;              /* twice the 0.25 cap */
+	KsmDecision d = ksm_policy_decide(&in);
+	assert_true(d.cpu_capped);
+	assert_int_equal(d.pages_to_scan, 2000);
+	in.ksmd_cpu = 100.0; /* never below the floor */
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.pages_to_scan, 64);
+	in.ksmd_cpu = 0.1; /* under the cap: full rate */
+	d = ksm_policy_decide(&in);
+	assert_false(d.cpu_capped);
+	assert_int_equal(d.pages_to_scan, 4000);
+	in.ksmd_cpu = -1; /* unknown: no cap applied */
+	assert_false(ksm_policy_decide(&in).cpu_capped);
+	in.config.max_cpu = 0.1;
+	in.ksmd_cpu = 0.2;
+	d = ksm_policy_decide(&in);
+	assert_true(d.cpu_capped);
+	assert_int_equal(d.pages_to_scan, 2000);
+}
+
+static void test_ksmd_lookup_and_cpu(void **state)
+{
+	char *root = fake_tree_new();
+	fake_write(root, "proc/1/comm", "init\n");
+	fake_write(root, "proc/57/comm", "ksmd\n");
+	fake_write(root, "proc/57/stat",
+		   "57 (ksmd) S 2 0 0 0 -1 2097248 0 0 0 0 1234 56 0 0 25 5 1 0 8 0 0 "
+		   "18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 17 1 0 0 0 0 0\n");
+	fake_write(root, "proc/58/comm", "kworker/0:1\n");
+	fake_write(root, "proc/self/comm", "x\n");
+	int fd = fake_open(root);
+	assert_int_equal(ksm_find_ksmd(fd), 57);
+	uint64_t t;
+	assert_int_equal(ksm_read_cpu_ticks(fd, 57, &t), 0);
+	assert_int_equal(t, 1234 + 56);
+	assert_int_equal(ksm_read_cpu_ticks(fd, 99, &t), -ENOENT);
+	fake_write(root, "proc/58/stat", "garbage\n");
+	assert_int_equal(ksm_read_cpu_ticks(fd, 58, &t), -EINVAL);
+	close(fd);
+	fake_tree_free(root);
+}
+
 /* The real kernel's tree, read-only: must parse whatever this kernel has. */
 static void test_real_kernel(void **state)
 {
@@ -142,6 +277,13 @@ static void test_real_kernel(void **state)
 	assert_int_equal(ksm_read_stats(fd, &s), 0);
 	if (s.present)
 		assert_true(s.run >= 0 && s.run <= 2);
+	/* The real ksmd exists where KSM does. */
+	if (s.present) {
+		pid_t k = ksm_find_ksmd(fd);
+		uint64_t t;
+		assert_true(k > 0);
+		assert_int_equal(ksm_read_cpu_ticks(fd, k, &t), 0);
+	}
 	KsmProcess p;
 	assert_int_equal(ksm_read_process(fd, getpid(), &p), 0);
 	close(fd);
@@ -157,6 +299,11 @@ int main(void)
 		cmocka_unit_test(test_write_knob),
 		cmocka_unit_test(test_process),
 		cmocka_unit_test(test_real_kernel),
+		cmocka_unit_test(test_policy_modes),
+		cmocka_unit_test(test_policy_boost_when_booting_waiting_or_tight),
+		cmocka_unit_test(test_policy_backs_off_when_converged),
+		cmocka_unit_test(test_policy_cpu_cap),
+		cmocka_unit_test(test_ksmd_lookup_and_cpu),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

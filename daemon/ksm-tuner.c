@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* KSM always on: hsd turns KSM on at start and, every few seconds, feeds
+ * the figures to the pure policy in ksm/ and writes the knobs it decides.
+ * The configuration (mode, fixed values, CPU cap) is kept in
+ * STATE/ksm.json so an API change survives restarts. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "hsd.h"
+
+#define TICK 2.0
+#define BOOTING_WINDOW 60.0
+
+static int write_knobs(Hsd *h, const KsmDecision *d)
+{
+	KsmTuner *t = &h->ksm;
+	int r = 0;
+	if (d->pages_to_scan != t->written.pages_to_scan || !t->have_written)
+		r = ksm_write_knob(h->host.rootfd, "pages_to_scan", d->pages_to_scan);
+	if (r == 0 && (d->sleep_millisecs != t->written.sleep_millisecs || !t->have_written))
+		r = ksm_write_knob(h->host.rootfd, "sleep_millisecs", d->sleep_millisecs);
+	if (r == 0 && (d->run != t->written.run || !t->have_written))
+		r = ksm_write_knob(h->host.rootfd, "run", (uint64_t)d->run);
+	if (r < 0) {
+		if (!t->error[0])
+			log_warning("KSM: cannot tune /sys/kernel/mm/ksm: %s", strerror(-r));
+		snprintf(t->error, sizeof(t->error), "cannot write /sys/kernel/mm/ksm: %s",
+			 strerror(-r));
+		return r;
+	}
+	if (!t->have_written || d->phase != t->written.phase)
+		log_info("KSM: %s (pages_to_scan %" PRIu64 ", sleep %" PRIu64 " ms%s)",
+			 ksm_phase_to_string(d->phase), d->pages_to_scan, d->sleep_millisecs,
+			 d->cpu_capped ? ", capped by CPU" : "");
+	t->error[0] = '\0';
+	t->written = *d;
+	t->have_written = true;
+	return 0;
+}
+
+void ksm_tuner_tick(Hsd *h)
+{
+	KsmTuner *t = &h->ksm;
+	KsmStats now;
+	if (ksm_read_stats(h->host.rootfd, &now) < 0 || !now.present) {
+		snprintf(t->error, sizeof(t->error), "this kernel has no KSM");
+		return;
+	}
+	host_refresh(&h->host);
+	double mono = hs_now();
+	KsmPolicyInput in = {
+		.config = t->config,
+		.now = now,
+		.before = t->last,
+		.have_before = t->have_last,
+		.interval = t->have_last ? mono - t->last_time : 0,
+		.ksmd_cpu = -1,
+		.mem_total = h->host.mem_total,
+		.mem_available = h->host.mem_available,
+		.vms_waiting = vm_count_pacing(h),
+		.current_pages_to_scan = now.pages_to_scan,
+	};
+	double wall = hs_wall();
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		if (vm_state_is_active(vm->status.state) &&
+		    wall - vm->status.started_at < BOOTING_WINDOW)
+			in.vms_booting++;
+	if (!t->ksmd)
+		t->ksmd = ksm_find_ksmd(h->host.rootfd);
+	uint64_t ticks;
+	if (t->ksmd && ksm_read_cpu_ticks(h->host.rootfd, t->ksmd, &ticks) == 0) {
+		if (t->have_last && in.interval > 0.1 && ticks >= t->last_ticks)
+			in.ksmd_cpu = (double)(ticks - t->last_ticks) /
+				      ((double)sysconf(_SC_CLK_TCK) * in.interval);
+		t->last_ticks = ticks;
+	}
+	t->ksmd_cpu = in.ksmd_cpu;
+	/* Compare against the counters of at least one full scan ago, so that
+	 * "converged" means a whole pass found little. */
+	if (!t->have_last || now.full_scans > t->last.full_scans || mono - t->last_time > 60) {
+		t->last = now;
+		t->last_time = mono;
+		t->have_last = true;
+	}
+	t->stats = now;
+	KsmDecision d = ksm_policy_decide(&in);
+	t->decision = d;
+	write_knobs(h, &d);
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ksm_tuner_tick(w->data);
+}
+
+static json_t *config_to_json(const KsmConfig *c)
+{
+	return json_pack("{s:s, s:I, s:I, s:f}", "mode", ksm_mode_to_string(c->mode),
+			 "pages_to_scan", (json_int_t)c->fixed_pages_to_scan, "sleep_millisecs",
+			 (json_int_t)c->fixed_sleep_millisecs, "max_cpu", c->max_cpu);
+}
+
+/* Validates a (partial) configuration over `base`. */
+static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
+{
+	static const char *const keys[] = {"mode", "pages_to_scan", "sleep_millisecs", "max_cpu",
+					   NULL};
+	const char *key;
+	json_t *v;
+	KsmConfig c = *base;
+	if (!json_is_object(j))
+		return hs_error_set(err, -EINVAL, "invalid-request", "a JSON object is needed");
+	json_object_foreach (j, key, v) {
+		bool ok = false;
+		for (size_t i = 0; keys[i]; i++)
+			ok |= !strcmp(key, keys[i]);
+		if (!ok)
+			return hs_error_set(err, -EINVAL, "invalid-request", "unknown field '%s'",
+					    key);
+	}
+	v = json_object_get(j, "mode");
+	if (v && (!json_is_string(v) || ksm_mode_from_string(json_string_value(v), &c.mode) < 0))
+		return hs_error_set(err, -EINVAL, "invalid-request",
+				    "mode: must be 'auto', 'off' or 'fixed'");
+	v = json_object_get(j, "pages_to_scan");
+	if (v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > 1000000)
+			return hs_error_set(err, -EINVAL, "invalid-request",
+					    "pages_to_scan: an integer from 1 to 1000000");
+		c.fixed_pages_to_scan = (uint64_t)json_integer_value(v);
+	}
+	v = json_object_get(j, "sleep_millisecs");
+	if (v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > 60000)
+			return hs_error_set(err, -EINVAL, "invalid-request",
+					    "sleep_millisecs: an integer from 1 to 60000");
+		c.fixed_sleep_millisecs = (uint64_t)json_integer_value(v);
+	}
+	v = json_object_get(j, "max_cpu");
+	if (v) {
+		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1)
+			return hs_error_set(err, -EINVAL, "invalid-request",
+					    "max_cpu: a fraction of one CPU, above 0 and at most 1");
+		c.max_cpu = json_number_value(v);
+	}
+	*base = c;
+	return 0;
+}
+
+int ksm_tuner_configure(Hsd *h, json_t *body, HsError *err)
+{
+	KsmConfig c = h->ksm.config;
+	int r = config_from_json(body, &c, err);
+	if (r < 0)
+		return r;
+	json_auto_t *j = config_to_json(&c);
+	_cleanup_free_ char *s = json_dumps(j, JSON_INDENT(2));
+	_cleanup_close_ int dfd = open(h->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (!s || dfd < 0 || (r = hs_write_file_atomic(dfd, "ksm.json", s, strlen(s), 0600)) < 0)
+		return hs_error_set(err, r < 0 ? r : -EIO, r == -ENOSPC ? "no-space" : "internal",
+				    "cannot save the KSM configuration");
+	h->ksm.config = c;
+	log_info("KSM: mode %s", ksm_mode_to_string(c.mode));
+	ksm_tuner_tick(h);
+	return 0;
+}
+
+void ksm_tuner_init(Hsd *h, KsmMode mode)
+{
+	KsmTuner *t = &h->ksm;
+	t->config = (KsmConfig){.mode = mode, .fixed_pages_to_scan = 100,
+				.fixed_sleep_millisecs = 20, .max_cpu = 0.25};
+	_cleanup_close_ int dfd = open(h->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_free_ char *data = NULL;
+	if (dfd >= 0 && hs_read_file(dfd, "ksm.json", 65536, &data, NULL) == 0) {
+		json_auto_t *j = json_loads(data, 0, NULL);
+		HsError err = {0};
+		if (!j || config_from_json(j, &t->config, &err) < 0)
+			log_warning("KSM: ignoring %s/ksm.json: %s", h->state_dir,
+				    j ? err.message : "not JSON");
+	}
+	/* On a multi-node host, merge pages only within a node, so a VM kept
+	 * on one node keeps its memory there. The knob can only change while
+	 * nothing is merged. */
+	KsmStats st;
+	if (h->host.numa.n_nodes > 1 && ksm_read_stats(h->host.rootfd, &st) == 0 &&
+	    st.merge_across_nodes == 1) {
+		if (st.pages_shared == 0 &&
+		    ksm_write_knob(h->host.rootfd, "merge_across_nodes", 0) == 0)
+			log_info("KSM: %u NUMA nodes: merging within nodes only",
+				 h->host.numa.n_nodes);
+		else
+			log_info("KSM: %u NUMA nodes but merge_across_nodes stays 1 (pages are "
+				 "already merged)",
+				 h->host.numa.n_nodes);
+	}
+	ev_timer_init(&t->timer, on_tick, 0., TICK);
+	t->timer.data = h;
+	ev_timer_start(h->loop, &t->timer);
+}
+
+void ksm_tuner_free(Hsd *h)
+{
+	ev_timer_stop(h->loop, &h->ksm.timer);
+}
+
+json_t *ksm_tuner_to_json(Hsd *h)
+{
+	KsmTuner *t = &h->ksm;
+	long page = sysconf(_SC_PAGESIZE);
+	const KsmStats *s = &t->stats;
+	json_t *vms = json_array();
+	uint64_t vm_merging = 0;
+	for (Vm *vm = h->vms; vm; vm = vm->next) {
+		if (!vm_state_is_active(vm->status.state) || vm->status.pid <= 0)
+			continue;
+		KsmProcess p = {0};
+		ksm_read_process(h->host.rootfd, vm->status.pid, &p);
+		vm_merging += p.merging_pages;
+		json_t *o = json_pack("{s:s, s:b, s:I, s:I}", "name", vm->spec.name, "mem_merge",
+				      vm->spec.mem_merge, "merging_pages",
+				      (json_int_t)p.merging_pages, "merging_bytes",
+				      (json_int_t)(p.merging_pages * (uint64_t)page));
+		if (p.has_profit)
+			json_object_set_new(o, "profit_bytes", json_integer(p.profit));
+		json_array_append_new(vms, o);
+	}
+	json_t *stats = json_pack(
+		"{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "run", s->run, "pages_to_scan",
+		(json_int_t)s->pages_to_scan, "sleep_millisecs", (json_int_t)s->sleep_millisecs,
+		"pages_shared", (json_int_t)s->pages_shared, "pages_sharing",
+		(json_int_t)s->pages_sharing, "pages_unshared", (json_int_t)s->pages_unshared,
+		"pages_volatile", (json_int_t)s->pages_volatile, "full_scans",
+		(json_int_t)s->full_scans, "page_size", (json_int_t)page);
+	if (s->has_general_profit)
+		json_object_set_new(stats, "general_profit", json_integer(s->general_profit));
+	if (s->has_zero_pages)
+		json_object_set_new(stats, "ksm_zero_pages", json_integer((json_int_t)s->ksm_zero_pages));
+	if (s->merge_across_nodes >= 0)
+		json_object_set_new(stats, "merge_across_nodes", json_integer(s->merge_across_nodes));
+	json_t *o = json_pack("{s:b, s:o, s:s, s:b, s:o, s:I, s:I, s:o}", "present", s->present,
+			      "config", config_to_json(&t->config), "phase",
+			      ksm_phase_to_string(t->decision.phase), "cpu_capped",
+			      t->decision.cpu_capped, "stats", stats, "saved_bytes",
+			      (json_int_t)ksm_saved_bytes(s, page), "vm_merging_bytes",
+			      (json_int_t)(vm_merging * (uint64_t)page), "vms", vms);
+	if (t->ksmd_cpu >= 0)
+		json_object_set_new(o, "ksmd_cpu", json_real(t->ksmd_cpu));
+	if (t->error[0])
+		json_object_set_new(o, "error", json_string(t->error));
+	return o;
+}

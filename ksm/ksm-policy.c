@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* KSM tuning: scan hard while VMs boot or memory is tight, back off once
+ * merging has converged, and never let ksmd use more CPU than its cap.
+ * Pure: figures in, knob values out. */
+#include <errno.h>
+#include <string.h>
+
+#include "ksm.h"
+
+/* Scan rates, pages per wake-up, and the pause between wake-ups. */
+#define BOOST_PAGES 4000
+#define BOOST_SLEEP 10
+#define STEADY_PAGES 1000
+#define STEADY_SLEEP 20
+#define CONVERGED_PAGES 100
+#define CONVERGED_SLEEP 200
+#define MIN_PAGES 64
+/* Memory is "tight" below this share of MemAvailable. */
+#define TIGHT_AVAILABLE 0.20
+/* Converged: merging grew by less than this share over the interval. */
+#define CONVERGED_GROWTH 0.01
+
+const char *ksm_mode_to_string(KsmMode m)
+{
+	return m == KSM_MODE_OFF ? "off" : m == KSM_MODE_FIXED ? "fixed" : "auto";
+}
+
+int ksm_mode_from_string(const char *s, KsmMode *ret)
+{
+	if (!strcmp(s, "auto"))
+		*ret = KSM_MODE_AUTO;
+	else if (!strcmp(s, "off"))
+		*ret = KSM_MODE_OFF;
+	else if (!strcmp(s, "fixed"))
+		*ret = KSM_MODE_FIXED;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+const char *ksm_phase_to_string(KsmPhase p)
+{
+	switch (p) {
+	case KSM_PHASE_OFF:
+		return "off";
+	case KSM_PHASE_FIXED:
+		return "fixed";
+	case KSM_PHASE_BOOST:
+		return "boost";
+	case KSM_PHASE_STEADY:
+		return "steady";
+	case KSM_PHASE_CONVERGED:
+		return "converged";
+	default:
+		return "?";
+	}
+}
+
+static bool converged(const KsmPolicyInput *in)
+{
+	if (!in->have_before || in->now.full_scans <= in->before.full_scans)
+		return false; /* no full pass over memory since: cannot tell */
+	uint64_t a = in->before.pages_sharing, b = in->now.pages_sharing;
+	uint64_t growth = b > a ? b - a : 0;
+	uint64_t base = b > 1000 ? b : 1000;
+	return (double)growth < CONVERGED_GROWTH * (double)base;
+}
+
+KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
+{
+	KsmDecision d = {.run = 1};
+	switch (in->config.mode) {
+	case KSM_MODE_OFF:
+		d.run = 0;
+		d.phase = KSM_PHASE_OFF;
+		d.pages_to_scan = in->now.pages_to_scan;
+		d.sleep_millisecs = in->now.sleep_millisecs;
+		return d;
+	case KSM_MODE_FIXED:
+		d.phase = KSM_PHASE_FIXED;
+		d.pages_to_scan = in->config.fixed_pages_to_scan;
+		d.sleep_millisecs = in->config.fixed_sleep_millisecs;
+		return d;
+	case KSM_MODE_AUTO:
+	default:
+		break;
+	}
+
+	bool tight = in->mem_total > 0 &&
+		     (double)in->mem_available < TIGHT_AVAILABLE * (double)in->mem_total;
+	if (in->vms_booting > 0 || in->vms_waiting > 0 || tight) {
+		d.phase = KSM_PHASE_BOOST;
+		d.pages_to_scan = BOOST_PAGES;
+		d.sleep_millisecs = BOOST_SLEEP;
+	} else if (converged(in)) {
+		d.phase = KSM_PHASE_CONVERGED;
+		d.pages_to_scan = CONVERGED_PAGES;
+		d.sleep_millisecs = CONVERGED_SLEEP;
+	} else {
+		d.phase = KSM_PHASE_STEADY;
+		d.pages_to_scan = STEADY_PAGES;
+		d.sleep_millisecs = STEADY_SLEEP;
+	}
+
+	/* The CPU cap: ksmd's cost is about proportional to pages scanned per
+	 * second, so scale the current rate to fit. */
+	double cap = in->config.max_cpu > 0 ? in->config.max_cpu : 0.25;
+	if (in->ksmd_cpu > cap && in->current_pages_to_scan > 0) {
+		double fit = (double)in->current_pages_to_scan * cap / in->ksmd_cpu;
+		uint64_t pages = fit < MIN_PAGES ? MIN_PAGES : (uint64_t)fit;
+		if (pages < d.pages_to_scan) {
+			d.pages_to_scan = pages;
+			d.cpu_capped = true;
+		}
+	}
+	return d;
+}
