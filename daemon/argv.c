@@ -133,7 +133,7 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	/* mem-merge=off: this guest's RAM is not offered to KSM (tenants that
 	 * want it for side-channel reasons). */
 	add2(&a, "-machine", hs_strdup_printf("%s,accel=%s%s", machine, vm_accel_to_string(s->accel),
-					      s->mem_merge ? "" : ",mem-merge=off"));
+					      s->no_mem_merge ? ",mem-merge=off" : ""));
 	/* The -cpu value is an option list on purpose (model,+flag,...); the
 	 * spec parser allows only model/flag characters. No default: QEMU's
 	 * own model is the migration-safe baseline ("host" is opt-in). */

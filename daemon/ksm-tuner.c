@@ -221,7 +221,7 @@ json_t *ksm_tuner_to_json(Hsd *h)
 		ksm_read_process(h->host.rootfd, vm->status.pid, &p);
 		vm_merging += p.merging_pages;
 		json_t *o = json_pack("{s:s, s:b, s:I, s:I}", "name", vm->spec.name, "mem_merge",
-				      vm->spec.mem_merge, "merging_pages",
+				      !vm->spec.no_mem_merge, "merging_pages",
 				      (json_int_t)p.merging_pages, "merging_bytes",
 				      (json_int_t)(p.merging_pages * (uint64_t)page));
 		if (p.has_profit)

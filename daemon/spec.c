@@ -353,10 +353,11 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	if (r < 0)
 		goto fail;
 
-	s.mem_merge = true;
-	r = get_bool(obj, "mem_merge", "mem_merge", &s.mem_merge, err);
+	bool merge = true;
+	r = get_bool(obj, "mem_merge", "mem_merge", &merge, err);
 	if (r < 0)
 		goto fail;
+	s.no_mem_merge = !merge;
 
 	r = get_string(obj, "cpu_model", "cpu_model", 256, &s.cpu_model, err);
 	if (r < 0)
@@ -448,7 +449,7 @@ json_t *vm_spec_to_json(const VmSpec *s)
 		return NULL;
 	if (s->cpu_model)
 		json_object_set_new(o, "cpu_model", json_string(s->cpu_model));
-	json_object_set_new(o, "mem_merge", json_boolean(s->mem_merge));
+	json_object_set_new(o, "mem_merge", json_boolean(!s->no_mem_merge));
 	if (s->kernel)
 		json_object_set_new(o, "kernel", json_string(s->kernel));
 	if (s->initrd)

@@ -49,7 +49,7 @@ typedef struct VmSpec {
 	uint64_t memory_mib;
 	VmAccel accel;
 	char *machine;
-	bool mem_merge;  /* KSM may merge this guest's RAM (default true) */
+	bool no_mem_merge; /* "mem_merge": false: KSM may not merge this guest's RAM */
 	char *cpu_model; /* QEMU -cpu value ("host", "EPYC-v4,+pdpe1gb"); NULL: QEMU's default */
 	char *kernel;
 	char *initrd;

@@ -555,6 +555,12 @@ static void test_pass_fds(void **state)
 	assert_true(find_opt(v, "-blockdev", "driver=file,node-name=hs-file1,filename=/dev/fdset/11,") > 0);
 	assert_true(find_opt(v, "-netdev", "user,id=hs-net0") > 0);
 	assert_true(find_opt(v, "-netdev", "tap,id=hs-net1,fd=11") > 0);
+	assert_true(find_opt(v, "-machine", "pc-q35-7.2,accel=kvm") > 0);
+	strv_free(v);
+	/* A guest that refuses KSM. */
+	s.no_mem_merge = true;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-machine", "pc-q35-7.2,accel=kvm,mem-merge=off") > 0);
 	/* Nothing to spawn with taps passed in. */
 	assert_true(find_opt(v, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,") > 0);
 	strv_free(v);

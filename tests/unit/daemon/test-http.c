@@ -1392,7 +1392,8 @@ static void test_status_for_error(void **state)
 	    {-EPERM, 403},     {-ENOENT, 404},	 {-EEXIST, 409},       {-EBUSY, 409},
 	    {-EALREADY, 409},  {-ENOTCONN, 409}, {-EMSGSIZE, 413},     {-EFBIG, 413},
 	    {-ETIMEDOUT, 504}, {-ENOSPC, 507},	 {-EDQUOT, 507},       {-EREMOTEIO, 502},
-	    {-EIO, 500},       {-ENOMEM, 500},	 {-ECONNREFUSED, 500}, {0, 500},
+	    {-EIO, 500},       {-ENOMEM, 503},	 {-ECONNREFUSED, 500}, {0, 500},
+	    {-ECANCELED, 503}, {-EOVERFLOW, 409}, {-ENODEV, 409},      {-EOPNOTSUPP, 501},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
 		HsError e = {.code = map[i].code};

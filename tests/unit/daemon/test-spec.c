@@ -824,6 +824,21 @@ static void test_round_trip(void **state)
 	    &defs_tcg);
 }
 
+static void test_mem_merge(void **state)
+{
+	VmSpec s;
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\"}", &defs_kvm, &s);
+	assert_false(s.no_mem_merge);
+	vm_spec_clear(&s);
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"mem_merge\": false}", &defs_kvm, &s);
+	assert_true(s.no_mem_merge);
+	json_t *j = vm_spec_to_json(&s);
+	assert_true(json_is_false(json_object_get(j, "mem_merge")));
+	json_decref(j);
+	vm_spec_clear(&s);
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"mem_merge\": \"no\"}", "mem_merge");
+}
+
 static void test_to_json_shape(void **state)
 {
 	VmSpec s;
@@ -835,6 +850,7 @@ static void test_to_json_shape(void **state)
 	json_auto_t *j = vm_spec_to_json(&s);
 	json_auto_t *want = load("{\"name\": \"vm1\", \"cpus\": 1, \"memory_mib\": 512,"
 				 " \"accel\": \"kvm\", \"machine\": \"q35\", \"kernel\": \"/k\","
+				 " \"mem_merge\": true,"
 				 " \"disks\": [{\"path\": \"/d\", \"format\": \"raw\","
 				 " \"readonly\": false}],"
 				 " \"nics\": [{\"type\": \"bridge\", \"bridge\": \"br0\","
@@ -883,6 +899,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_accel),
 	    cmocka_unit_test(test_bad_machine),
 		cmocka_unit_test(test_cpu_model),
+		cmocka_unit_test(test_mem_merge),
 	    cmocka_unit_test(test_bad_paths),
 	    cmocka_unit_test(test_bad_cmdline),
 	    cmocka_unit_test(test_kernel_and_disk_rules),
