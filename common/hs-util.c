@@ -65,7 +65,21 @@ int hs_write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+static int write_file_atomic(int dirfd, const char *name, const void *data, size_t len, int mode,
+			     bool durable);
+
 int hs_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, int mode)
+{
+	return write_file_atomic(dirfd, name, data, len, mode, true);
+}
+
+int hs_write_file_replace(int dirfd, const char *name, const void *data, size_t len, int mode)
+{
+	return write_file_atomic(dirfd, name, data, len, mode, false);
+}
+
+static int write_file_atomic(int dirfd, const char *name, const void *data, size_t len, int mode,
+			     bool durable)
 {
 	char tmp[256];
 	int r;
@@ -77,7 +91,7 @@ int hs_write_file_atomic(int dirfd, const char *name, const void *data, size_t l
 	if (fd < 0)
 		return -errno;
 	r = hs_write_all(fd, data, len);
-	if (r == 0 && fsync(fd) < 0)
+	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
 		r = -errno;
@@ -86,7 +100,7 @@ int hs_write_file_atomic(int dirfd, const char *name, const void *data, size_t l
 		return r;
 	}
 	/* Make the rename itself durable. */
-	if (fsync(dirfd == AT_FDCWD ? fd : dirfd) < 0 && errno != EINVAL)
+	if (durable && fsync(dirfd == AT_FDCWD ? fd : dirfd) < 0 && errno != EINVAL)
 		return -errno;
 	return 0;
 }

@@ -80,6 +80,10 @@ double hs_wall(void);
  * directory, fsync, rename over the target, fsync the directory. A crash at
  * any moment leaves either the old or the new content, never a mix. */
 int hs_write_file_atomic(int dirfd, const char *name, const void *data, size_t len, int mode);
+/* The same, still atomic (temp + rename) but without the fsyncs: for state
+ * that only has to survive the process crashing, not the machine (a VM's
+ * runtime status: after a power loss its QEMU is gone anyway). */
+int hs_write_file_replace(int dirfd, const char *name, const void *data, size_t len, int mode);
 /* Read a whole file (at most max bytes; -EFBIG beyond) into a NUL-terminated
  * buffer. */
 int hs_read_file(int dirfd, const char *name, size_t max, char **ret_data, size_t *ret_len);

@@ -47,7 +47,7 @@ void store_close(Store *st)
 	st->dirfd = -1;
 }
 
-static int write_json(int dirfd, const char *name, json_t *j)
+static int write_json_as(int dirfd, const char *name, json_t *j, bool durable)
 {
 	if (!j)
 		return -ENOMEM;
@@ -56,9 +56,16 @@ static int write_json(int dirfd, const char *name, json_t *j)
 		return -ENOMEM;
 	size_t n = strlen(s);
 	s[n] = '\n';
-	int r = hs_write_file_atomic(dirfd, name, s, n + 1, 0600);
+	int r = durable ? hs_write_file_atomic(dirfd, name, s, n + 1, 0600)
+			: hs_write_file_replace(dirfd, name, s, n + 1, 0600);
 	s[n] = '\0';
 	return r;
+}
+
+/* Definitions must survive a power loss. */
+static int write_json(int dirfd, const char *name, json_t *j)
+{
+	return write_json_as(dirfd, name, j, true);
 }
 
 json_t *vm_status_to_json(const VmStatus *s)
@@ -138,8 +145,15 @@ static int save_in_vm_dir(Store *st, const char *name, const char *file, json_t 
 
 int store_save_status(Store *st, const char *name, const VmStatus *status)
 {
+	/* Status is rewritten on every state change. It must stay whole
+	 * across an hsd crash (atomic rename) but need not be fsync'd: after
+	 * a power loss no QEMU is left to describe, and every VM is found
+	 * stopped or crashed from its pidfile anyway. */
 	json_auto_t *j = vm_status_to_json(status);
-	return save_in_vm_dir(st, name, "status.json", j);
+	_cleanup_close_ int fd = store_vm_dirfd(st, name);
+	if (fd < 0)
+		return fd;
+	return write_json_as(fd, "status.json", j, false);
 }
 
 int store_save_spec(Store *st, const VmSpec *spec)
