@@ -306,3 +306,23 @@ def test_kvm_path(hsd, guest):
     js = hsd.json("POST", "/v1/vms/k1/qmp", {"execute": "query-kvm"})
     assert js["return"] == {"enabled": True, "present": True}
     hsd.hsctl("kill", "k1", check=True)
+
+
+def test_create_from_spec_file(hsd, guest, tmp_path):
+    spec = tmp_path / "vm.json"
+    spec.write_text(json.dumps({"name": "fromfile", "accel": "tcg", "memory_mib": 96,
+                                "kernel": guest["kernel"], "initrd": guest["initrd"],
+                                "cmdline": "console=ttyS0 hs.marker=ff"}))
+    hsd.hsctl("create", "--from", str(spec), check=True)
+    v = hsd.vm("fromfile")
+    assert v["spec"]["memory_mib"] == 96 and v["spec"]["cmdline"].endswith("hs.marker=ff")
+    # a NAME and options on the command line override the file
+    hsd.hsctl("create", "other", "--from", str(spec), "--memory", "80", check=True)
+    assert hsd.vm("other")["spec"]["memory_mib"] == 80
+    hsd.hsctl("start", "other", check=True)
+    hsd.console_wait("other", "HS-MARKER ff")
+    hsd.hsctl("kill", "other", check=True)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "kernel": 5}')
+    r = hsd.hsctl("create", "--from", str(bad))
+    assert r.returncode == 1 and "kernel: must be a string" in r.stderr, r.stderr
