@@ -1,15 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Helpers for bench/run.py: statistics, a minimal HTTP/1.1 client over a
-UNIX socket (less client-side overhead than http.client, so the latencies
-are mostly hsd's), an hsd process wrapper, a raw QEMU launcher mirroring
-what hsd does, /proc readers, and a registry of every process started so
-that they can all be cleaned up by pid.
+"""Helpers for bench/run.py and bench/load.py: statistics, a minimal
+HTTP/1.1 client over a UNIX socket (less client-side overhead than
+http.client, so the latencies are mostly hsd's), an hsd process wrapper, the
+test guest, a raw QEMU launcher mirroring what hsd does, /proc readers, and
+a registry of every process started so that they can all be cleaned up by
+pid.
 
 Python 3 standard library only."""
 import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,6 +123,38 @@ def kill_and_wait(pid, timeout=5.0, sig=signal.SIGKILL, reap=False):
     return not pid_alive(pid)
 
 
+def proc_cpu_s(pid):
+    """User + system CPU time of a process in seconds, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def qemu_in_dir(pid, base):
+    """A QEMU whose argv, or one of its open files (qemu.log, console.log:
+    hsd may pass them as fds), names a path under `base`."""
+    argv = proc_cmdline(pid)
+    if not argv or b"qemu-system" not in argv[0]:
+        return False
+    marker = str(base).rstrip("/") + "/"
+    if any(marker.encode() in a for a in argv):
+        return True
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(marker):
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def proc_starttime(pid):
     """Field 22 of /proc/PID/stat: with the pid, a process's identity."""
     try:
@@ -134,7 +168,9 @@ class Registry:
     """Every process this run started, or that hsd started for it, by pid.
     cleanup() kills what is left, each by its pid. For pids we did not fork
     ourselves, it first checks that the pid is still the same process (start
-    time recorded when hsd reported it) and a QEMU."""
+    time recorded when hsd reported it) and a QEMU of our hsd's work dir. As
+    a safety net it also looks for QEMUs of an hsd's work dir that hsd never
+    reported (orphans: an hsd bug), and reports and kills them."""
 
     def __init__(self):
         self.hsds = []              # Hsd objects
@@ -148,19 +184,24 @@ class Registry:
                 self.hsd_qemus[int(pid)] = st
 
     def _ours(self, pid, starttime):
+        """Still the process hsd reported (a pidfile may be stale, its pid
+        reused), and a QEMU of one of our hsds."""
         if proc_starttime(pid) != starttime:
             return False
-        argv = proc_cmdline(pid)
-        return bool(argv) and b"qemu-system" in argv[0]
+        return any(qemu_in_dir(pid, h.base) for h in self.hsds)
 
-    def cleanup(self, log=print):
+    def _collect(self):
         for h in self.hsds:
             try:
                 h.collect_qemu_pids(self)
             except Exception:
                 pass
+
+    def cleanup(self, log=print):
+        self._collect()
         for h in self.hsds:
             h.terminate(log)
+        self._collect()  # pidfiles of starts hsd did just before it exited
         for pid in sorted(self.raw_children):
             if not kill_and_wait(pid, reap=True):
                 log(f"cleanup: raw QEMU pid {pid} did not die")
@@ -173,7 +214,24 @@ class Registry:
                     log(f"cleanup: QEMU pid {pid} did not die")
         if left:
             log(f"cleanup: killed {left} QEMU(s) left running by hsd")
+        orphans = [int(d) for d in os.listdir("/proc")
+                   if d.isdigit() and int(d) not in self.hsd_qemus
+                   and any(qemu_in_dir(int(d), h.base) for h in self.hsds)]
+        for pid in orphans:
+            kill_and_wait(pid)
+        if orphans:
+            log(f"cleanup: WARNING: {len(orphans)} QEMU(s) that hsd did not report were "
+                f"still running (killed): {orphans}")
         self.hsd_qemus.clear()
+
+
+def remove_workdir(base, keep=False, log=print):
+    """The end of a run, after Registry.cleanup(): the work dir goes, unless
+    it is to be kept."""
+    if keep:
+        log(f"work dir kept: {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- HTTP
@@ -193,16 +251,31 @@ class RawHttp:
         self.buf = b""
 
     def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self.path)
+                break
+            except BlockingIOError:
+                # A full listen backlog answers EAGAIN on a UNIX socket.
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.002)
+            except BaseException:
+                s.close()
+                raise
         self.sock = s
         self.buf = b""
 
     def close(self):
         if self.sock:
-            self.sock.close()
-            self.sock = None
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
 
     def _fill(self):
         chunk = self.sock.recv(65536)
@@ -336,6 +409,17 @@ class Hsd:
         return subprocess.run([str(HSCTL), "--socket", self.socket, *args],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=timeout)
+
+
+def build_guest():
+    """Builds (or finds cached) the project's test guest: kernel + initrd."""
+    script = ROOT / "tests" / "guest" / "build-guest.sh"
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1200,
+                       stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise BenchError(f"building the test guest failed:\n{r.stderr[-3000:]}")
+    out = dict(ln.split("=", 1) for ln in r.stdout.splitlines() if "=" in ln)
+    return {"kernel": out["KERNEL"], "initrd": out["INITRD"]}
 
 
 def hsd_extra_args(guest):

@@ -20,7 +20,6 @@ import os
 import hashlib
 import platform
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
     HSCTL, HSD, QEMU, ROOT, BenchError, Hsd, Prober, RawHttp, RawQemu, Registry, api,
-    argv_option_diff, atomic_write_cost, hsd_extra_args, hsd_exec_line, now, percentile,
-    proc_memory, raw_argv, summarize,
-    wait_for)
+    argv_option_diff, atomic_write_cost, build_guest, hsd_extra_args, hsd_exec_line, now,
+    percentile, proc_memory, raw_argv, remove_workdir, summarize, wait_for)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -71,16 +69,6 @@ def vm_spec(name, guest, memory):
     return {"name": name, "cpus": 1, "memory_mib": memory, "accel": "tcg",
             "kernel": guest["kernel"], "initrd": guest["initrd"],
             "cmdline": GUEST_CMDLINE, "nics": [{"type": "user"}]}
-
-
-def build_guest():
-    script = ROOT / "tests" / "guest" / "build-guest.sh"
-    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1200,
-                       stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        raise BenchError(f"building the test guest failed:\n{r.stderr[-3000:]}")
-    out = dict(ln.split("=", 1) for ln in r.stdout.splitlines() if "=" in ln)
-    return {"kernel": out["KERNEL"], "initrd": out["INITRD"]}
 
 
 # ------------------------------------------------------------------ hsd calls
@@ -632,10 +620,7 @@ def main():
             reg.cleanup(log)
             if hsd_log is not None:
                 res["hsd_log_lines"] = hsd_log.count("\n")
-            if args.keep:
-                log(f"work dir kept: {base}")
-            else:
-                shutil.rmtree(base, ignore_errors=True)
+            remove_workdir(base, args.keep, log)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

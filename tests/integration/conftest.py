@@ -62,6 +62,39 @@ def kill_pid(pid, timeout=5):
         time.sleep(0.02)
 
 
+def proc_argv(pid):
+    """A process's argv as bytes ([] once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def qemu_pids_of(hsd):
+    """Every live QEMU of this hsd (by pid), orphans included: its argv or
+    one of its open files (its stderr is the VM's qemu.log under the state
+    dir; console.log, which hsd may pass as an fd) is under the hsd's work
+    dir."""
+    pids, marker = set(), str(hsd.base) + "/"
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        argv = proc_argv(d)
+        if not argv or not argv[0].endswith(b"qemu-system-x86_64"):
+            continue
+        ours = any(marker.encode() in a for a in argv)
+        if not ours:
+            try:
+                ours = any(os.readlink(f"/proc/{d}/fd/{fd}").startswith(marker)
+                           for fd in os.listdir(f"/proc/{d}/fd"))
+            except OSError:
+                pass
+        if ours and pid_alive(int(d)):
+            pids.add(int(d))
+    return pids
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout=30):
         super().__init__("hsd", timeout=timeout)

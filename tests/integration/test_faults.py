@@ -9,8 +9,7 @@ import signal
 import threading
 import time
 
-from conftest import pid_alive, wait_for
-from test_restart import qemu_pids_of
+from conftest import pid_alive, qemu_pids_of, wait_for
 
 ROUNDS = int(os.environ.get("HS_FAULT_ROUNDS", "12"))
 

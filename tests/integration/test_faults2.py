@@ -32,7 +32,7 @@ import time
 
 import pytest
 
-from conftest import HSD, kill_pid, pid_alive, wait_for
+from conftest import HSD, kill_pid, pid_alive, proc_argv, qemu_pids_of, wait_for
 
 ROUNDS = int(os.environ.get("HS_FAULT2_ROUNDS", "4"))
 # A guest that never acts on the ACPI power button: /bin/sh as PID 1, no
@@ -144,41 +144,10 @@ def assert_settled(hsd, name, states=("stopped", "crashed")):
     return v
 
 
-def _argv(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def qemu_pids_of(hsd):
-    """Every live QEMU of this hsd (by pid): its argv or one of its open
-    files (qemu.log, console.log, which hsd may pass as fds) is under the
-    hsd's work dir."""
-    pids, marker = set(), str(hsd.base)
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        argv = _argv(d)
-        if not argv or not argv[0].endswith(b"qemu-system-x86_64"):
-            continue
-        ours = any(marker.encode() in a for a in argv)
-        if not ours:
-            try:
-                ours = any(os.readlink(f"/proc/{d}/fd/{fd}").startswith(marker + "/")
-                           for fd in os.listdir(f"/proc/{d}/fd"))
-            except OSError:
-                pass
-        if ours and pid_alive(int(d)):
-            pids.add(int(d))
-    return pids
-
-
 def qemu_of(hsd, name):
     """Live QEMU pids of this hsd whose -name is `name`."""
     return {pid for pid in qemu_pids_of(hsd)
-            if any(a.startswith(f"guest={name},".encode()) for a in _argv(pid))}
+            if any(a.startswith(f"guest={name},".encode()) for a in proc_argv(pid))}
 
 
 def wait_pidfile(hsd, name, timeout=10):
@@ -408,6 +377,18 @@ class TinyStateDir:
         subprocess.run(["umount", "-l", str(h.state_dir)], capture_output=True, timeout=30)
 
 
+@pytest.fixture
+def tiny(hsd_factory):
+    """A started hsd (tiny.hsd) on a TinyStateDir, closed after the test
+    (before hsd_factory's own clean-up removes the work dir)."""
+    t = TinyStateDir(hsd_factory)
+    try:
+        t.hsd.start()
+        yield t
+    finally:
+        t.close()
+
+
 def vm_files(hsd):
     vms = hsd.state_dir / "vms"
     return {p.relative_to(vms).as_posix(): p.read_bytes()
@@ -435,97 +416,92 @@ def console_quiet(hsd, name, settle=1.0, timeout=20):
     wait_for(stable, timeout, f"{name}'s console to go quiet", interval=0.1)
 
 
-def test_state_dir_full(hsd_factory, guest):
-    tiny = TinyStateDir(hsd_factory)
+def test_state_dir_full(tiny, guest):
     hsd = tiny.hsd
-    try:
-        hsd.start()
-        define(hsd, guest, "a")
-        define(hsd, guest, "b")
-        apid = start(hsd, "a")
-        console_quiet(hsd, "a")
-        specs = {n: (hsd.state_dir / "vms" / n / "spec.json").read_bytes() for n in "ab"}
+    define(hsd, guest, "a")
+    define(hsd, guest, "b")
+    apid = start(hsd, "a")
+    console_quiet(hsd, "a")
+    specs = {n: (hsd.state_dir / "vms" / n / "spec.json").read_bytes() for n in "ab"}
 
-        # 1. Completely full: create fails cleanly and stores nothing.
-        assert tiny.fill() == 0
-        before = vm_files(hsd)
-        st, js, _ = hsd.request("POST", "/v1/vms", {"name": "c", "accel": "tcg",
-                                                    "memory_mib": 64,
-                                                    "kernel": guest["kernel"]})
-        assert st in (500, 507), (st, js)
-        assert "space" in js["error"]["message"].lower(), js
-        assert st == 507 and js["error"]["code"] == "no-space", js
-        assert_no_leftovers(hsd, "c")
-        assert vm_files(hsd) == before
-        st, js, _ = hsd.request("GET", "/v1/vms/c")
-        assert st == 404
-        # 2. One page left: spec.json fits, status.json does not: still all
-        #    or nothing.
-        tiny.free()
-        tiny.fill(leave=4096)
-        st, js, _ = hsd.request("POST", "/v1/vms", {"name": "c", "accel": "tcg",
-                                                    "memory_mib": 64,
-                                                    "kernel": guest["kernel"]})
-        if st == 201:  # it fitted after all: then it is complete
-            for f in ("spec.json", "status.json"):
-                json.loads((hsd.state_dir / "vms" / "c" / f).read_text())
-            assert hsd.json("DELETE", "/v1/vms/c")["state"] == "deleted"
-        else:
-            assert st == 507 and "space" in js["error"]["message"].lower(), (st, js)
-        assert_no_leftovers(hsd, "c")
-        tiny.free()
-        assert tiny.fill() == 0
-
-        # 3. Lifecycle calls still work; the status writes that fail are
-        #    logged, and the API keeps answering.
-        log_before = hsd.log_text().count("cannot save status")
-        assert hsd.json("POST", "/v1/vms/a/pause")["state"] == "paused"
-        assert hsd.json("POST", "/v1/vms/a/resume")["state"] == "running"
-        # A start cannot record its intent: refused, no QEMU runs for b.
-        st, js, _ = hsd.request("POST", "/v1/vms/b/start")
-        assert st == 507 and js["error"]["code"] == "no-space", (st, js)
-        assert hsd.vm("b")["pid"] == 0 and hsd.state("b") in ("defined", "stopped")
-        assert_quick(hsd)
-        log = hsd.log_text()
-        assert log.count("cannot save status") > log_before, log[-2000:]
-        assert "<3>vm a: cannot save status: No space left on device" in log, log[-2000:]
-        # The stored files are whole, and the definitions untouched.
-        for n in "ab":
-            assert (hsd.state_dir / "vms" / n / "spec.json").read_bytes() == specs[n]
-            json.loads((hsd.state_dir / "vms" / n / "status.json").read_text())
-        assert_no_leftovers(hsd, "c")
-
-        # 4. Restart on the still-full file system: both VMs load, a's QEMU
-        #    is re-adopted, b has none.
-        hsd.stop()
-        assert pid_alive(apid)
-        hsd.start()
-        vms = {v["name"]: v for v in hsd.json("GET", "/v1/vms")["vms"]}
-        assert set(vms) == {"a", "b"}, vms
-        assert vms["a"]["state"] == "running" and vms["a"]["pid"] == apid, vms
-        assert vms["b"]["state"] not in ACTIVE and vms["b"]["pid"] == 0, vms
-        wait_for(lambda: hsd.vm("a")["qmp_connected"], 10, "a's QMP re-connected")
-        js = hsd.json("POST", "/v1/vms/a/qmp", {"execute": "query-status"})
-        assert js["return"]["status"] == "running"
-        assert qemu_of(hsd, "b") == set()
-        assert "cannot load" not in hsd.log_text()
-
-        # 5. Space again: create works, and so do status writes.
-        tiny.free()
-        st, js, _ = hsd.request("POST", "/v1/vms", {"name": "c", "accel": "tcg",
-                                                    "memory_mib": 64,
-                                                    "kernel": guest["kernel"]})
-        assert st == 201, (st, js)
+    # 1. Completely full: create fails cleanly and stores nothing.
+    assert tiny.fill() == 0
+    before = vm_files(hsd)
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "c", "accel": "tcg",
+                                                "memory_mib": 64,
+                                                "kernel": guest["kernel"]})
+    assert st in (500, 507), (st, js)
+    assert "space" in js["error"]["message"].lower(), js
+    assert st == 507 and js["error"]["code"] == "no-space", js
+    assert_no_leftovers(hsd, "c")
+    assert vm_files(hsd) == before
+    st, js, _ = hsd.request("GET", "/v1/vms/c")
+    assert st == 404
+    # 2. One page left: spec.json fits, status.json does not: still all
+    #    or nothing.
+    tiny.free()
+    tiny.fill(leave=4096)
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "c", "accel": "tcg",
+                                                "memory_mib": 64,
+                                                "kernel": guest["kernel"]})
+    if st == 201:  # it fitted after all: then it is complete
         for f in ("spec.json", "status.json"):
             json.loads((hsd.state_dir / "vms" / "c" / f).read_text())
-        bpid = start(hsd, "b")
-        disk = json.loads((hsd.state_dir / "vms" / "b" / "status.json").read_text())
-        assert disk["state"] == "running" and disk["pid"] == bpid, disk
-        hsd.json("POST", "/v1/vms/b/kill")
-        hsd.json("POST", "/v1/vms/a/kill")
-        assert qemu_pids_of(hsd) == set()
-    finally:
-        tiny.close()
+        assert hsd.json("DELETE", "/v1/vms/c")["state"] == "deleted"
+    else:
+        assert st == 507 and "space" in js["error"]["message"].lower(), (st, js)
+    assert_no_leftovers(hsd, "c")
+    tiny.free()
+    assert tiny.fill() == 0
+
+    # 3. Lifecycle calls still work; the status writes that fail are
+    #    logged, and the API keeps answering.
+    log_before = hsd.log_text().count("cannot save status")
+    assert hsd.json("POST", "/v1/vms/a/pause")["state"] == "paused"
+    assert hsd.json("POST", "/v1/vms/a/resume")["state"] == "running"
+    # A start cannot record its intent: refused, no QEMU runs for b.
+    st, js, _ = hsd.request("POST", "/v1/vms/b/start")
+    assert st == 507 and js["error"]["code"] == "no-space", (st, js)
+    assert hsd.vm("b")["pid"] == 0 and hsd.state("b") in ("defined", "stopped")
+    assert_quick(hsd)
+    log = hsd.log_text()
+    assert log.count("cannot save status") > log_before, log[-2000:]
+    assert "<3>vm a: cannot save status: No space left on device" in log, log[-2000:]
+    # The stored files are whole, and the definitions untouched.
+    for n in "ab":
+        assert (hsd.state_dir / "vms" / n / "spec.json").read_bytes() == specs[n]
+        json.loads((hsd.state_dir / "vms" / n / "status.json").read_text())
+    assert_no_leftovers(hsd, "c")
+
+    # 4. Restart on the still-full file system: both VMs load, a's QEMU
+    #    is re-adopted, b has none.
+    hsd.stop()
+    assert pid_alive(apid)
+    hsd.start()
+    vms = {v["name"]: v for v in hsd.json("GET", "/v1/vms")["vms"]}
+    assert set(vms) == {"a", "b"}, vms
+    assert vms["a"]["state"] == "running" and vms["a"]["pid"] == apid, vms
+    assert vms["b"]["state"] not in ACTIVE and vms["b"]["pid"] == 0, vms
+    wait_for(lambda: hsd.vm("a")["qmp_connected"], 10, "a's QMP re-connected")
+    js = hsd.json("POST", "/v1/vms/a/qmp", {"execute": "query-status"})
+    assert js["return"]["status"] == "running"
+    assert qemu_of(hsd, "b") == set()
+    assert "cannot load" not in hsd.log_text()
+
+    # 5. Space again: create works, and so do status writes.
+    tiny.free()
+    st, js, _ = hsd.request("POST", "/v1/vms", {"name": "c", "accel": "tcg",
+                                                "memory_mib": 64,
+                                                "kernel": guest["kernel"]})
+    assert st == 201, (st, js)
+    for f in ("spec.json", "status.json"):
+        json.loads((hsd.state_dir / "vms" / "c" / f).read_text())
+    bpid = start(hsd, "b")
+    disk = json.loads((hsd.state_dir / "vms" / "b" / "status.json").read_text())
+    assert disk["state"] == "running" and disk["pid"] == bpid, disk
+    hsd.json("POST", "/v1/vms/b/kill")
+    hsd.json("POST", "/v1/vms/a/kill")
+    assert qemu_pids_of(hsd) == set()
 
 
 # ------------------------------------------- stalled clients, conn storms --
@@ -763,31 +739,26 @@ def test_bug_stop_escalates_after_powerdown_timeout(hsd_factory, guest):
     assert st == 200 and js["state"] == "stopped", (st, js)
 
 
-def test_bug_start_on_full_state_dir_orphans_qemu(hsd_factory, guest):
-    tiny = TinyStateDir(hsd_factory)
+def test_bug_start_on_full_state_dir_orphans_qemu(tiny, guest):
     hsd = tiny.hsd
-    try:
-        hsd.start()
-        define(hsd, guest, "o")
-        tiny.fill()
-        st, js, _ = hsd.request("POST", "/v1/vms/o/start")
-        if st != 200:
-            # Refusing the start (507) is a correct answer too.
-            assert st == 507 and qemu_of(hsd, "o") == set(), (st, js)
-            return
-        pid = js["pid"]
-        hsd.qemu_pids.add(pid)
-        hsd.stop()  # SIGTERM: the VM keeps running, as designed
-        assert pid_alive(pid)
-        hsd.start()
-        v = hsd.vm("o")
-        live = qemu_of(hsd, "o")
-        # The running QEMU must be known to the new hsd ...
-        assert v["state"] in ACTIVE and v["pid"] == pid, (v["state"], v["pid"], live)
-        # ... so that a start is refused instead of running a second one.
-        st, js, _ = hsd.request("POST", "/v1/vms/o/start")
-        if st == 200:
-            hsd.qemu_pids.add(js["pid"])
-        assert st == 409, (st, qemu_of(hsd, "o"))
-    finally:
-        tiny.close()
+    define(hsd, guest, "o")
+    tiny.fill()
+    st, js, _ = hsd.request("POST", "/v1/vms/o/start")
+    if st != 200:
+        # Refusing the start (507) is a correct answer too.
+        assert st == 507 and qemu_of(hsd, "o") == set(), (st, js)
+        return
+    pid = js["pid"]
+    hsd.qemu_pids.add(pid)
+    hsd.stop()  # SIGTERM: the VM keeps running, as designed
+    assert pid_alive(pid)
+    hsd.start()
+    v = hsd.vm("o")
+    live = qemu_of(hsd, "o")
+    # The running QEMU must be known to the new hsd ...
+    assert v["state"] in ACTIVE and v["pid"] == pid, (v["state"], v["pid"], live)
+    # ... so that a start is refused instead of running a second one.
+    st, js, _ = hsd.request("POST", "/v1/vms/o/start")
+    if st == 200:
+        hsd.qemu_pids.add(js["pid"])
+    assert st == 409, (st, qemu_of(hsd, "o"))

@@ -7,27 +7,7 @@ import signal
 import socket
 import time
 
-from conftest import pid_alive, wait_for
-
-
-def qemu_pids_of(hsd):
-    """Every live QEMU of this hsd (by pid), orphans included: QEMU's stderr
-    is the VM's qemu.log under this hsd's state dir."""
-    pids = set()
-    marker = str(hsd.state_dir) + "/"
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                argv0 = f.read().split(b"\0")[0]
-            if not argv0.endswith(b"qemu-system-x86_64"):
-                continue
-            if os.readlink(f"/proc/{d}/fd/2").startswith(marker) and pid_alive(int(d)):
-                pids.add(int(d))
-        except OSError:
-            continue
-    return pids
+from conftest import pid_alive, qemu_pids_of, wait_for
 
 
 def test_kill9_hsd_readopts_five_vms(hsd, guest):
