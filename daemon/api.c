@@ -416,6 +416,13 @@ void api_handle(HttpRequest *req, void *userdata)
 		http_reply_json(req, 200, host_to_json(&h->host, h));
 		return;
 	}
+	if (!strcmp(path, "/metrics")) {
+		if (strcmp(m, "GET"))
+			method_not_allowed(req, "GET");
+		else
+			metrics_reply(h, req);
+		return;
+	}
 	if (!strcmp(path, "/v1/ksm")) {
 		if (!strcmp(m, "GET")) {
 			ksm_tuner_tick(h);

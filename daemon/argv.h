@@ -21,6 +21,7 @@ typedef struct QemuLaunch {
 	int kernel_fd, initrd_fd;      /* -kernel /proc/self/fd/N */
 	int disk_fds[VM_MAX_DISKS][2]; /* -add-fd: [0] O_RDONLY, [1] O_RDWR (-1 if read-only) */
 	int tap_fds[VM_MAX_NICS];      /* bridge NICs: an open tap created by hsd */
+	char tap_names[VM_MAX_NICS][16]; /* ... and its name (for statistics) */
 } QemuLaunch;
 
 /* fdset ids used with pass_fds. */

@@ -400,6 +400,7 @@ int main(int argc, char **argv)
 		log_warning("cannot open the audit log %s: %m", audit);
 
 	ksm_tuner_init(&h, ksm_mode);
+	metrics_init(&h);
 
 	HsError err = {0};
 	int lfd = listen_api(h.socket_path, &err);
@@ -451,6 +452,7 @@ int main(int argc, char **argv)
 
 	h.stopping = true;
 	ksm_tuner_free(&h);
+	metrics_free(&h);
 	vm_free_all(&h);
 	h.http = http_server_free(h.http);
 	ev_io_stop(h.loop, &h.spawner_watch);

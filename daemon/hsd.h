@@ -85,6 +85,15 @@ struct Vm {
 	bool guest_shutdown;   /* SHUTDOWN event with guest=true seen */
 	char shutdown_reason[64];
 	char start_error[200]; /* why hsd gave up on a start (killed QEMU) */
+	/* Metrics (metrics.c): collected from QMP without blocking a scrape. */
+	json_t *blockstats;    /* last query-blockstats "return" */
+	double stats_time;     /* hs_now() of that answer; 0: none */
+	double stats_sent;
+	bool stats_inflight;
+	pid_t vcpu_tids[VM_MAX_CPUS];
+	unsigned n_vcpu_tids;
+	char tap_names[VM_MAX_NICS][16];
+
 	bool pacing;           /* start held until the host can back its memory */
 	double pacing_since;
 	ev_timer pacing_timer;
@@ -133,6 +142,7 @@ struct Hsd {
 	QemuUser qemu_user;
 	Spawner spawner;
 	KsmTuner ksm;
+	ev_timer metrics_timer;
 	ev_io spawner_watch;
 	AllowedDirs allowed; /* where spec files may be */
 	bool verbose;
@@ -186,6 +196,12 @@ void events_publish(Hsd *h, json_t *event /* stolen */);
 void events_publish_state(Vm *vm, VmState old);
 void events_subscribe(Hsd *h, HttpRequest *req, const char *vm_filter);
 void events_heartbeat(Hsd *h);
+
+/* metrics.c */
+void metrics_init(Hsd *h);
+void metrics_free(Hsd *h);
+void metrics_reply(Hsd *h, HttpRequest *req);
+void metrics_vm_reset(Vm *vm);
 
 /* ksm-tuner.c */
 void ksm_tuner_init(Hsd *h, KsmMode mode);

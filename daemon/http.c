@@ -269,6 +269,20 @@ void http_reply_error(HttpRequest *r, unsigned status, const char *code, const c
 			json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
 }
 
+void http_reply_text(HttpRequest *r, unsigned status, const char *content_type, char *body,
+		     size_t len)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(body);
+		http_reply_error(r, 500, "internal", "out of memory");
+		return;
+	}
+	MHD_add_response_header(resp, "Content-Type", content_type);
+	request_set_response(r, status, resp);
+}
+
 void http_reply_hserror(HttpRequest *r, const HsError *err)
 {
 	http_reply_error(r, http_status_for_error(err), err->kind[0] ? err->kind : "error", "%s",

@@ -64,6 +64,9 @@ void http_reply_json(HttpRequest *r, unsigned status, json_t *json);
 void http_reply_error(HttpRequest *r, unsigned status, const char *code, const char *fmt, ...)
 	_printf_(4, 5);
 void http_reply_hserror(HttpRequest *r, const HsError *err);
+/* A text body (taken: malloc'd, freed by the server). */
+void http_reply_text(HttpRequest *r, unsigned status, const char *content_type, char *body,
+		     size_t len);
 /* The reply comes later; until then the connection is suspended. */
 void http_defer(HttpRequest *r);
 /* Called when a deferred request can no longer be answered (server going

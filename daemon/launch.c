@@ -87,6 +87,7 @@ int launch_prepare(const VmSpec *s, const AllowedDirs *allowed, int state_dirfd,
 	}
 	for (size_t i = 0; i < s->n_nics; i++) {
 		l->tap_fds[i] = -1;
+		l->tap_names[i][0] = '\0';
 		if (s->nics[i].type != VM_NIC_BRIDGE)
 			continue;
 		char name[IFNAMSIZ];
@@ -95,6 +96,7 @@ int launch_prepare(const VmSpec *s, const AllowedDirs *allowed, int state_dirfd,
 			r = fd;
 			goto fail;
 		}
+		snprintf(l->tap_names[i], sizeof(l->tap_names[i]), "%s", name);
 		r = l->tap_fds[i] = child_fds_add(f, fd);
 		if (r < 0)
 			goto fail;

@@ -183,6 +183,7 @@ static void vm_cleanup_process(Vm *vm)
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
 	vm->qmp_ready = false;
+	metrics_vm_reset(vm);
 	console_detach_serial(vm);
 	console_close_clients(vm);
 	if (vm->pidfd >= 0) {
@@ -546,6 +547,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 			   serial_listen, &fds, &launch, err);
 	if (r < 0)
 		return r;
+	memcpy(vm->tap_names, launch.tap_names, sizeof(vm->tap_names));
 	char **argv = NULL;
 	r = qemu_argv_build(&vm->spec, &launch, &argv);
 	if (r < 0) {
@@ -1015,6 +1017,7 @@ static void vm_free(Vm *vm)
 		close(vm->state_dirfd);
 	free(vm->ring);
 	free(vm->pending_input);
+	metrics_vm_reset(vm);
 	vm_spec_clear(&vm->spec);
 	free(vm);
 }

@@ -16,6 +16,8 @@ PKGS=(
 	python3 python3-pytest python3-pytest-xdist curl util-linux iproute2 valgrind
 	# static analysis and fuzzing
 	cppcheck clang
+	# metrics check (promtool)
+	prometheus
 )
 
 # /dev/kvm as Debian's udev rule sets it (0660 root:kvm), so that QEMU can
