@@ -339,6 +339,19 @@ static const char *detect_format(const char *path)
 	return !memcmp(magic, "QFI\xfb", 4) ? "qcow2" : "raw";
 }
 
+static int create_post(Ctl *ctl, json_t *spec)
+{
+	json_auto_t *j = NULL;
+	int r = call(ctl, "POST", "/v1/vms", spec, &j);
+	if (r)
+		return r;
+	if (ctl->json)
+		print_json(j);
+	else
+		printf("created %s\n", json_string_value(json_object_get(j, "name")));
+	return 0;
+}
+
 static int cmd_create(Ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -457,16 +470,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		json_object_set_new(spec, "nics", json_pack("[{s:s}]", "type", "user"));
 	json_decref(disks);
 	json_decref(nics);
-
-	json_auto_t *j = NULL;
-	int r = call(ctl, "POST", "/v1/vms", spec, &j);
-	if (r)
-		return r;
-	if (ctl->json)
-		print_json(j);
-	else
-		printf("created %s\n", json_string_value(json_object_get(j, "name")));
-	return 0;
+	return create_post(ctl, spec);
 usage:
 	json_decref(disks);
 	json_decref(nics);

@@ -68,7 +68,8 @@ typedef struct HsError {
 
 /* Sets *err (when err is not NULL) and returns code (a negative errno). */
 int hs_error_set(HsError *err, int code, const char *kind, const char *fmt, ...) _printf_(4, 5);
-int hs_error_setv(HsError *err, int code, const char *kind, const char *fmt, va_list ap);
+int hs_error_setv(HsError *err, int code, const char *kind, const char *fmt, va_list ap)
+	_printf_(4, 0);
 
 /* Monotonic clock in nanoseconds / seconds. */
 uint64_t hs_now_ns(void);

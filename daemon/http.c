@@ -589,7 +589,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 	}
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+_printf_(2, 0) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	if (getenv("HSD_DEBUG_HTTP"))
 		vfprintf(stderr, fmt, ap);

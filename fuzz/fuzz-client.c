@@ -43,13 +43,8 @@ static void do_request(HsClient *c, const char *method, json_t *body)
 	int r = hs_client_request(c, method, "/v1/vms", body, &status, &j, &err);
 	check_result(r, &err);
 	if (r == 0)
-		FUZZ_CHECK(status >= 100 && status <= 999);
+		FUZZ_CHECK(status <= 999); /* http-parser takes any three digits */
 	json_decref(j);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -289,18 +289,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!deferred && !streams && !upgraded && http_server_connections(srv) == 0)
 			return 0;
 	}
-	{
-		double t0 = ev_time();
-		ev_timer guard;
-		ev_timer_init(&guard, NULL, 0.01, 0.01);
-		for (int k = 0; k < 500 && http_server_connections(srv); k++) {
-			ev_run(loop, EVRUN_ONCE);
-			ev_now_update(loop);
-		}
-		fprintf(stderr, "DEBUG after %.3f s: %u connections\n", ev_time() - t0, http_server_connections(srv));
-	}
-	fprintf(stderr, "fuzz-http: after the client left: %u connections, deferred %s, "
-			"streams %s\n",
+	fprintf(stderr,
+		"fuzz-http: after the client left: %u connections, deferred %s, "
+		"streams %s\n",
 		http_server_connections(srv), deferred ? "left" : "none",
 		streams ? "left" : "none");
 	abort();

@@ -48,7 +48,8 @@ static void round_trip(const VmSpec *a, const char *a_text)
 	VmSpec b;
 	HsError err = {0};
 	if (vm_spec_from_json(j, &defs, &b, &err) < 0) {
-		fprintf(stderr, "stored spec refused (%s: %s): %s\n", err.kind, err.message, a_text);
+		fprintf(stderr, "stored spec refused (%s: %s): %s\n", err.kind, err.message,
+			a_text);
 		abort();
 	}
 	check_spec(&b);
@@ -75,17 +76,12 @@ static void round_trip(const VmSpec *a, const char *a_text)
 	vm_spec_clear(&c);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	/* As the API parses bodies, plus \u0000 in strings, which the spec
 	 * must refuse on its own. */
-	json_auto_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-				    NULL);
+	json_auto_t *j =
+	    json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
 	if (!j)
 		return 0;
 	VmSpecDefaults defs = {.accel = size & 1 ? VM_ACCEL_TCG : VM_ACCEL_KVM,

@@ -52,7 +52,8 @@ ssize_t fuzz_send_some(int fd, const void *buf, size_t len)
 {
 	size_t off = 0;
 	while (off < len) {
-		ssize_t n = send(fd, (const char *)buf + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n =
+		    send(fd, (const char *)buf + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

@@ -7,8 +7,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* Optional: once, before the first input. */
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* An invariant of the code under test does not hold: print and abort, so

@@ -45,6 +45,18 @@ run_integration() { # build dir
 echo "=== static analysis ==="
 if bash scripts/lint.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
+echo "=== fuzzing smoke (libFuzzer, each harness briefly) ==="
+if command -v clang >/dev/null; then
+	out=$(mktemp)
+	bash bench/fuzz --smoke 2>&1 | tee "$out"
+	count "$(grep -E '^fuzz: ' "$out" | tail -n 1)"
+	grep -qE '^fuzz: [0-9]+ passed' "$out" || failed=$((failed + 1))
+	rm -f "$out"
+else
+	echo "fuzz smoke skipped: clang is not installed"
+	skipped=$((skipped + 1))
+fi
+
 run_unit "$BUILD_DIR"
 run_integration "$BUILD_DIR"
 

@@ -148,8 +148,8 @@ static void test_kernel_tcg(void **state)
 		"-display", "none",
 		"-chardev", "socket,id=hs-qmp,fd=3,server=on,wait=off",
 		"-mon", "chardev=hs-qmp,mode=control",
-		"-chardev", "socket,id=hs-serial0,fd=4,server=on,wait=off,"
-			    "logfile=/var/log/hs/vm1/serial.log,logappend=on",
+		"-chardev", ("socket,id=hs-serial0,fd=4,server=on,wait=off,"
+			    "logfile=/var/log/hs/vm1/serial.log,logappend=on"),
 		"-serial", "chardev:hs-serial0",
 		"-kernel", "/boot/vmlinuz",
 		"-initrd", "/boot/initrd.img",
@@ -187,21 +187,21 @@ static void test_disks_nics_kvm(void **state)
 		"-m", "4096M",
 		"-smp", "4",
 		"-display", "none",
-		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=allow,"
-			    "resourcecontrol=deny",
+		"-sandbox", ("on,obsolete=deny,elevateprivileges=deny,spawn=allow,"
+			    "resourcecontrol=deny"),
 		"-chardev", "socket,id=hs-qmp,fd=7,server=on,wait=off",
 		"-mon", "chardev=hs-qmp,mode=control",
 		"-chardev", "socket,id=hs-serial0,fd=9,server=on,wait=off",
 		"-serial", "chardev:hs-serial0",
-		"-blockdev", "driver=file,node-name=hs-file0,filename=/var/lib/hs/web-01.qcow2,"
-			     "read-only=off,cache.direct=off,discard=unmap",
-		"-blockdev", "driver=qcow2,node-name=hs-disk0,file=hs-file0,read-only=off,"
-			     "discard=unmap",
+		"-blockdev", ("driver=file,node-name=hs-file0,filename=/var/lib/hs/web-01.qcow2,"
+			     "read-only=off,cache.direct=off,discard=unmap"),
+		"-blockdev", ("driver=qcow2,node-name=hs-disk0,file=hs-file0,read-only=off,"
+			     "discard=unmap"),
 		"-device", "virtio-blk-pci,drive=hs-disk0,id=disk0,bootindex=1",
-		"-blockdev", "driver=file,node-name=hs-file1,filename=/var/lib/hs/seed.img,"
-			     "read-only=on,cache.direct=off,discard=unmap",
-		"-blockdev", "driver=raw,node-name=hs-disk1,file=hs-file1,read-only=on,"
-			     "discard=unmap",
+		"-blockdev", ("driver=file,node-name=hs-file1,filename=/var/lib/hs/seed.img,"
+			     "read-only=on,cache.direct=off,discard=unmap"),
+		"-blockdev", ("driver=raw,node-name=hs-disk1,file=hs-file1,read-only=on,"
+			     "discard=unmap"),
 		"-device", "virtio-blk-pci,drive=hs-disk1,id=disk1",
 		"-netdev", "user,id=hs-net0",
 		"-device", "virtio-net-pci,netdev=hs-net0,id=net0,mac=52:54:00:00:00:01",

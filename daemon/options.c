@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "options.h"
+
+#include <ctype.h>
+#include <string.h>
+
+void hsd_options_init(HsdOptions *o)
+{
+	*o = (HsdOptions){
+		.seccomp = true,
+		.ksm_mode = KSM_MODE_AUTO,
+		.stop_timeout = 60,
+		.qmp_timeout = 10,
+		.overcommit = 3.0,
+		.pacing_timeout = 120,
+	};
+}
+
+void hsd_options_clear(HsdOptions *o)
+{
+	char **strs[] = {&o->state_dir, &o->run_dir,	&o->socket,	 &o->qemu,
+			 &o->qemu_user, &o->api_group, &o->admin_group, &o->sysroot};
+	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+		free(*strs[i]);
+		*strs[i] = NULL;
+	}
+	for (size_t i = 0; i < o->n_allowed; i++)
+		free(o->allowed[i]);
+	o->n_allowed = 0;
+}
+
+static int set_str(char **dst, const char *key, const char *value, bool path, HsError *err)
+{
+	if (!value || !*value)
+		return hs_error_set(err, -EINVAL, "invalid-option", "%s: needs a value", key);
+	if (path && value[0] != '/')
+		return hs_error_set(err, -EINVAL, "invalid-option", "%s: '%s' is not an absolute path",
+				    key, value);
+	char *d = strdup(value);
+	if (!d)
+		return -ENOMEM;
+	free(*dst);
+	*dst = d;
+	return 0;
+}
+
+static int set_num(double *dst, const char *key, const char *value, double min, double max,
+		   HsError *err)
+{
+	char *end;
+	double v = value ? strtod(value, &end) : 0;
+	if (!value || end == value || *end || v < min || v > max)
+		return hs_error_set(err, -EINVAL, "invalid-option",
+				    "%s: '%s' is not a number from %g to %g", key,
+				    value ? value : "", min, max);
+	*dst = v;
+	return 0;
+}
+
+static int set_bool(bool *dst, const char *key, const char *value, HsError *err)
+{
+	if (value && (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1")))
+		*dst = true;
+	else if (value && (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0")))
+		*dst = false;
+	else
+		return hs_error_set(err, -EINVAL, "invalid-option", "%s: '%s' is not yes or no", key,
+				    value ? value : "");
+	return 0;
+}
+
+int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *err)
+{
+	if (!strcmp(key, "state-dir"))
+		return set_str(&o->state_dir, key, value, true, err);
+	if (!strcmp(key, "run-dir"))
+		return set_str(&o->run_dir, key, value, true, err);
+	if (!strcmp(key, "socket"))
+		return set_str(&o->socket, key, value, true, err);
+	if (!strcmp(key, "qemu"))
+		return set_str(&o->qemu, key, value, true, err);
+	if (!strcmp(key, "sysfs-root"))
+		return set_str(&o->sysroot, key, value, true, err);
+	if (!strcmp(key, "qemu-user"))
+		return set_str(&o->qemu_user, key, value, false, err);
+	if (!strcmp(key, "api-group"))
+		return set_str(&o->api_group, key, value, false, err);
+	if (!strcmp(key, "admin-group"))
+		return set_str(&o->admin_group, key, value, false, err);
+	if (!strcmp(key, "allowed-dir")) {
+		if (!value || value[0] != '/')
+			return hs_error_set(err, -EINVAL, "invalid-option",
+					    "allowed-dir: '%s' is not an absolute path",
+					    value ? value : "");
+		if (o->n_allowed >= PATHS_MAX_DIRS - 1)
+			return hs_error_set(err, -E2BIG, "invalid-option",
+					    "allowed-dir: at most %d", PATHS_MAX_DIRS - 1);
+		if (!(o->allowed[o->n_allowed] = strdup(value)))
+			return -ENOMEM;
+		o->n_allowed++;
+		return 0;
+	}
+	if (!strcmp(key, "stop-timeout"))
+		return set_num(&o->stop_timeout, key, value, 0.1, 86400, err);
+	if (!strcmp(key, "qmp-timeout"))
+		return set_num(&o->qmp_timeout, key, value, 0.1, 3600, err);
+	if (!strcmp(key, "overcommit"))
+		return set_num(&o->overcommit, key, value, 0.1, 100, err);
+	if (!strcmp(key, "pacing-timeout"))
+		return set_num(&o->pacing_timeout, key, value, 0, 86400, err);
+	if (!strcmp(key, "ksm-mode")) {
+		if (!value || ksm_mode_from_string(value, &o->ksm_mode) < 0)
+			return hs_error_set(err, -EINVAL, "invalid-option",
+					    "ksm-mode: '%s' is not auto, off or fixed",
+					    value ? value : "");
+		return 0;
+	}
+	if (!strcmp(key, "no-seccomp") && !value) {
+		o->seccomp = false;
+		return 0;
+	}
+	if (!strcmp(key, "seccomp"))
+		return set_bool(&o->seccomp, key, value, err);
+	if (!strcmp(key, "verbose"))
+		return value ? set_bool(&o->verbose, key, value, err) : (o->verbose = true, 0);
+	return hs_error_set(err, -EINVAL, "invalid-option", "unknown option '%s'", key);
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	char *e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+int hsd_config_parse(const char *text, const char *filename, HsdOptions *o, HsError *err)
+{
+	_cleanup_free_ char *copy = strdup(text);
+	if (!copy)
+		return -ENOMEM;
+	unsigned lineno = 0;
+	char *save = NULL;
+	for (char *line = copy; line; line = save) {
+		char *nl = strchr(line, '\n');
+		save = nl ? nl + 1 : NULL;
+		if (nl)
+			*nl = '\0';
+		lineno++;
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = '\0';
+		char *l = trim(line);
+		if (!*l)
+			continue;
+		char *eq = strchr(l, '=');
+		if (!eq)
+			return hs_error_set(err, -EINVAL, "invalid-config",
+					    "%s:%u: expected 'key = value', got '%s'", filename,
+					    lineno, l);
+		*eq = '\0';
+		char *key = trim(l), *value = trim(eq + 1);
+		if (!strcmp(key, "no-seccomp"))
+			return hs_error_set(err, -EINVAL, "invalid-config",
+					    "%s:%u: write 'seccomp = no'", filename, lineno);
+		HsError e = {0};
+		int r = hsd_option_set(o, key, value, &e);
+		if (r < 0)
+			return hs_error_set(err, r, "invalid-config", "%s:%u: %s", filename, lineno,
+					    e.message);
+	}
+	return 0;
+}
+
+bool hsd_option_reloadable(const char *key)
+{
+	static const char *const keys[] = {"stop-timeout", "qmp-timeout", "overcommit",
+					   "pacing-timeout", "allowed-dir", "ksm-mode",
+					   "verbose", NULL};
+	for (size_t i = 0; keys[i]; i++)
+		if (!strcmp(key, keys[i]))
+			return true;
+	return false;
+}

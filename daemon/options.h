@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* hsd's settings: built-in defaults, then the optional config file
+ * (/etc/hsd/hsd.conf: "key = value" lines, keys named like the long
+ * options), then the command line. Pure: parsing and validation only. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "hs-util.h"
+#include "ksm.h"
+#include "paths.h"
+
+#define HSD_DEFAULT_CONFIG "/etc/hsd/hsd.conf"
+
+typedef struct HsdOptions {
+	char *state_dir, *run_dir, *socket, *qemu, *qemu_user, *api_group, *admin_group;
+	char *sysroot;
+	char *allowed[PATHS_MAX_DIRS];
+	size_t n_allowed;
+	bool seccomp;
+	bool verbose;
+	KsmMode ksm_mode;
+	double stop_timeout, qmp_timeout, overcommit, pacing_timeout;
+} HsdOptions;
+
+void hsd_options_init(HsdOptions *o);
+void hsd_options_clear(HsdOptions *o);
+
+/* Sets one option by its long name ("state-dir", "overcommit", ...). The
+ * flags "no-seccomp" and "verbose" take no value (value NULL) on the
+ * command line; in the config file they are "seccomp = yes|no" and
+ * "verbose = yes|no". -EINVAL with a message naming the key otherwise. */
+int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *err);
+
+/* Parses a config file's text; errors name the line ("hsd.conf:3: ..."). */
+int hsd_config_parse(const char *text, const char *filename, HsdOptions *o, HsError *err);
+
+/* Which keys can change while hsd runs (SIGHUP); the others need a
+ * restart. */
+bool hsd_option_reloadable(const char *key);
