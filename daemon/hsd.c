@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -12,6 +13,7 @@
 #include <sys/un.h>
 
 #include "hsd.h"
+#include "options.h"
 #include "sandbox.h"
 
 int hsd_log_level = 6;
@@ -27,6 +29,25 @@ void hsd_log(int prio, const char *fmt, ...)
 	va_end(ap);
 	/* <N> prefixes are journald priorities. */
 	fprintf(stderr, "<%d>%s\n", prio, buf);
+}
+
+/* systemd's readiness protocol (Type=notify), without libsystemd: one
+ * datagram to $NOTIFY_SOCKET. */
+static void sd_notify_msg(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	size_t n = strlen(path);
+	memcpy(sa.sun_path, path, n);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = '\0'; /* abstract namespace */
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+		log_warning("cannot notify systemd at %s: %m", path);
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -127,6 +148,9 @@ static void hsd_release(Hsd *h)
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: hsd [OPTIONS]\n"
+		   "  --config FILE       settings as 'key = value' lines, keys named like the\n"
+		   "                      options below (default: " HSD_DEFAULT_CONFIG " if it\n"
+		   "                      exists); options given here win; SIGHUP reloads\n"
 		   "  --state-dir DIR     VM definitions (root: /var/lib/hsd; user: "
 		   "$XDG_STATE_HOME/hsd)\n"
 		   "  --run-dir DIR       sockets and pidfiles (root: /run/hsd; user: "
@@ -153,123 +177,165 @@ static void usage(FILE *f)
 		   "  --version\n");
 }
 
-int main(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{"state-dir", required_argument, NULL, 's'},
-		{"run-dir", required_argument, NULL, 'r'},
-		{"socket", required_argument, NULL, 'S'},
-		{"qemu", required_argument, NULL, 'q'},
-		{"stop-timeout", required_argument, NULL, 't'},
-		{"qmp-timeout", required_argument, NULL, 'Q'},
-		{"sysfs-root", required_argument, NULL, 'R'},
-		{"qemu-user", required_argument, NULL, 'U'},
-		{"api-group", required_argument, NULL, 'g'},
-		{"allowed-dir", required_argument, NULL, 'A'},
-		{"no-seccomp", no_argument, NULL, 'N'},
-		{"overcommit", required_argument, NULL, 'O'},
-		{"ksm-mode", required_argument, NULL, 'K'},
-		{"pacing-timeout", required_argument, NULL, 'P'},
-		{"admin-group", required_argument, NULL, 'G'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"version", no_argument, NULL, 'V'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
-	/* Static: hsd's one context, reachable for the whole process. */
-	static Hsd h = {.default_stop_timeout = 60, .qmp_timeout = 10, .run_vms_dirfd = -1,
-		 .audit_fd = -1, .spawner = {.fd = -1}, .overcommit = 3.0,
-		 .pacing_timeout = 120};
-	_cleanup_free_ char *qemu = NULL;
-	const char *sysroot = "/";
-	const char *qemu_user = NULL;
-	const char *api_group = NULL, *admin_group = NULL;
-	bool use_seccomp = true;
-	KsmMode ksm_mode = KSM_MODE_AUTO;
-	int c;
+static const struct option long_opts[] = {
+	{"config", required_argument, NULL, 'C'},
+	{"state-dir", required_argument, NULL, 'L'},
+	{"run-dir", required_argument, NULL, 'L'},
+	{"socket", required_argument, NULL, 'L'},
+	{"qemu", required_argument, NULL, 'L'},
+	{"stop-timeout", required_argument, NULL, 'L'},
+	{"qmp-timeout", required_argument, NULL, 'L'},
+	{"sysfs-root", required_argument, NULL, 'L'},
+	{"qemu-user", required_argument, NULL, 'L'},
+	{"api-group", required_argument, NULL, 'L'},
+	{"admin-group", required_argument, NULL, 'L'},
+	{"allowed-dir", required_argument, NULL, 'L'},
+	{"overcommit", required_argument, NULL, 'L'},
+	{"ksm-mode", required_argument, NULL, 'L'},
+	{"pacing-timeout", required_argument, NULL, 'L'},
+	{"no-seccomp", no_argument, NULL, 'L'},
+	{"verbose", no_argument, NULL, 'v'},
+	{"version", no_argument, NULL, 'V'},
+	{"help", no_argument, NULL, 'h'},
+	{0},
+};
 
-	h.store.dirfd = -1;
-	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) >= 0) {
+/* Built-in defaults, then the config file (if any), then the command line.
+ * Returns 0, 1 (done: --help/--version), or an exit code + 2 on error. */
+static int load_options(int argc, char **argv, HsdOptions *o, char **ret_config)
+{
+	const char *config = NULL;
+	bool config_given = false;
+	int c, idx;
+
+	/* First pass: only --config, so the file comes before the options. */
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "vh", long_opts, &idx)) >= 0)
+		if (c == 'C') {
+			config = optarg;
+			config_given = true;
+		}
+	if (!config)
+		config = HSD_DEFAULT_CONFIG;
+	hsd_options_init(o);
+	_cleanup_free_ char *text = NULL;
+	int r = hs_read_file(AT_FDCWD, config, 1 << 20, &text, NULL);
+	if (r == 0) {
+		HsError err = {0};
+		if (hsd_config_parse(text, config, o, &err) < 0) {
+			fprintf(stderr, "hsd: %s\n", err.message);
+			return 2 + 2;
+		}
+		*ret_config = strdup(config);
+	} else if (r != -ENOENT || config_given) {
+		fprintf(stderr, "hsd: cannot read %s: %s\n", config, strerror(-r));
+		return 2 + 2;
+	}
+
+	optind = 1;
+	opterr = 1;
+	while ((c = getopt_long(argc, argv, "vh", long_opts, &idx)) >= 0) {
+		HsError err = {0};
 		switch (c) {
-		case 's':
-			h.state_dir = strdup(optarg);
+		case 'C':
 			break;
-		case 'r':
-			h.run_dir = strdup(optarg);
-			break;
-		case 'S':
-			h.socket_path = strdup(optarg);
-			break;
-		case 'q':
-			qemu = strdup(optarg);
-			break;
-		case 't':
-			h.default_stop_timeout = atof(optarg);
-			break;
-		case 'Q':
-			h.qmp_timeout = atof(optarg);
-			break;
-		case 'R':
-			sysroot = optarg;
-			break;
-		case 'U':
-			qemu_user = optarg;
-			break;
-		case 'g':
-			api_group = optarg;
-			break;
-		case 'N':
-			use_seccomp = false;
-			break;
-		case 'K':
-			if (ksm_mode_from_string(optarg, &ksm_mode) < 0) {
-				fprintf(stderr, "hsd: --ksm-mode: auto, off or fixed\n");
-				return 2;
+		case 'L':
+			if (hsd_option_set(o, long_opts[idx].name, optarg, &err) < 0) {
+				fprintf(stderr, "hsd: --%s\n", err.message);
+				return 2 + 2;
 			}
-			break;
-		case 'O':
-			h.overcommit = atof(optarg);
-			if (h.overcommit < 0.1 || h.overcommit > 100) {
-				fprintf(stderr, "hsd: --overcommit: a ratio from 0.1 to 100\n");
-				return 2;
-			}
-			break;
-		case 'P':
-			h.pacing_timeout = atof(optarg);
-			if (h.pacing_timeout < 0) {
-				fprintf(stderr, "hsd: --pacing-timeout: seconds >= 0\n");
-				return 2;
-			}
-			break;
-		case 'A':
-			if (optarg[0] != '/' || allowed_dirs_add(&h.allowed, optarg) < 0) {
-				fprintf(stderr, "hsd: --allowed-dir: '%s' must be an absolute path "
-						"(at most %d of them)\n",
-					optarg, PATHS_MAX_DIRS - 1);
-				return 2;
-			}
-			break;
-		case 'G':
-			admin_group = optarg;
 			break;
 		case 'v':
-			hsd_log_level = 7;
+			o->verbose = true;
 			break;
 		case 'V':
 			printf("hsd %s\n", HS_VERSION);
-			return 0;
+			return 1;
 		case 'h':
 			usage(stdout);
-			return 0;
+			return 1;
 		default:
 			usage(stderr);
-			return 2;
+			return 2 + 2;
 		}
 	}
-	if (optind < argc || h.default_stop_timeout <= 0 || h.qmp_timeout <= 0) {
+	if (optind < argc) {
 		usage(stderr);
-		return 2;
+		return 2 + 2;
 	}
+	return 0;
+}
+
+/* SIGHUP: read the config again and apply what can change safely. */
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	Hsd *h = w->data;
+	HsdOptions o;
+	_cleanup_free_ char *cfg = NULL;
+	if (load_options(h->argc, h->argv, &o, &cfg) != 0) {
+		log_error("SIGHUP: configuration not reloaded (see the error above)");
+		hsd_options_clear(&o);
+		return;
+	}
+	h->default_stop_timeout = o.stop_timeout;
+	h->qmp_timeout = o.qmp_timeout;
+	h->overcommit = o.overcommit;
+	h->pacing_timeout = o.pacing_timeout;
+	hsd_log_level = o.verbose ? 7 : 6;
+	/* Allowed dirs: STATE/images stays first. */
+	while (h->allowed.n > 1)
+		free(h->allowed.dirs[--h->allowed.n]);
+	for (size_t i = 0; i < o.n_allowed; i++)
+		allowed_dirs_add(&h->allowed, o.allowed[i]);
+	if (!o.n_allowed && geteuid() != 0)
+		allowed_dirs_add(&h->allowed, "/");
+	if (o.ksm_mode != h->ksm.config.mode) {
+		json_auto_t *j = json_pack("{s:s}", "mode", ksm_mode_to_string(o.ksm_mode));
+		HsError err = {0};
+		if (ksm_tuner_configure(h, j, &err) < 0)
+			log_error("SIGHUP: KSM mode: %s", err.message);
+	}
+	sd_notify_msg("READY=1");
+	log_info("SIGHUP: reloaded %s: timeouts, overcommit, pacing, allowed dirs, KSM mode, "
+		 "verbosity (paths, socket, users, groups and seccomp need a restart)",
+		 cfg ? cfg : "(no config file)");
+	hsd_options_clear(&o);
+}
+
+int main(int argc, char **argv)
+{
+	/* Static: hsd's one context, reachable for the whole process. */
+	static Hsd h = {.run_vms_dirfd = -1, .audit_fd = -1, .spawner = {.fd = -1}};
+	static HsdOptions o;
+	_cleanup_free_ char *config_file = NULL;
+	static char *qemu;
+
+	int lr = load_options(argc, argv, &o, &config_file);
+	if (lr == 1)
+		return 0;
+	if (lr > 1)
+		return lr - 2;
+	h.argc = argc;
+	h.argv = argv;
+	h.store.dirfd = -1;
+	h.default_stop_timeout = o.stop_timeout;
+	h.qmp_timeout = o.qmp_timeout;
+	h.overcommit = o.overcommit;
+	h.pacing_timeout = o.pacing_timeout;
+	if (o.verbose)
+		hsd_log_level = 7;
+	h.state_dir = o.state_dir ? strdup(o.state_dir) : NULL;
+	h.run_dir = o.run_dir ? strdup(o.run_dir) : NULL;
+	h.socket_path = o.socket ? strdup(o.socket) : NULL;
+	qemu = o.qemu ? strdup(o.qemu) : NULL;
+	for (size_t i = 0; i < o.n_allowed; i++)
+		allowed_dirs_add(&h.allowed, o.allowed[i]);
+	const char *sysroot = o.sysroot ? o.sysroot : "/";
+	const char *qemu_user = o.qemu_user;
+	const char *api_group = o.api_group, *admin_group = o.admin_group;
+	bool use_seccomp = o.seccomp;
+	KsmMode ksm_mode = o.ksm_mode;
 
 	if (geteuid() == 0) {
 		if (!h.state_dir)
@@ -300,6 +366,8 @@ int main(int argc, char **argv)
 			  "--qemu)");
 		return 1;
 	}
+	if (config_file)
+		log_info("configuration from %s", config_file);
 	h.api_uid = geteuid();
 
 	int r = hs_mkdir_p(h.state_dir, 0700);
@@ -420,6 +488,9 @@ int main(int argc, char **argv)
 	ev_signal_start(h.loop, &h.sigterm);
 	ev_signal_init(&h.sigint, on_stop_signal, SIGINT);
 	ev_signal_start(h.loop, &h.sigint);
+	ev_signal_init(&h.sighup, on_sighup, SIGHUP);
+	h.sighup.data = &h;
+	ev_signal_start(h.loop, &h.sighup);
 	ev_timer_init(&h.heartbeat, on_heartbeat, 15., 15.);
 	h.heartbeat.data = &h;
 	ev_timer_start(h.loop, &h.heartbeat);
@@ -448,9 +519,15 @@ int main(int argc, char **argv)
 	}
 	log_info("hsd ready: %u VMs, API on %s, state in %s", h.n_vms, h.socket_path,
 		 h.state_dir);
+	{
+		char msg[64];
+		snprintf(msg, sizeof(msg), "READY=1\nMAINPID=%d", (int)getpid());
+		sd_notify_msg(msg);
+	}
 	ev_run(h.loop, 0);
 
 	h.stopping = true;
+	sd_notify_msg("STOPPING=1");
 	ksm_tuner_free(&h);
 	metrics_free(&h);
 	vm_free_all(&h);
@@ -467,5 +544,7 @@ int main(int argc, char **argv)
 	ev_loop_destroy(h.loop);
 	log_info("hsd stopped");
 	hsd_release(&h);
+	hsd_options_clear(&o);
+	free(qemu);
 	return 0;
 }

@@ -136,6 +136,9 @@ struct Hsd {
 	ev_timer heartbeat;
 	uid_t api_uid;
 	bool stopping; /* in hsd's own shutdown */
+	int argc;      /* kept for SIGHUP's reload */
+	char **argv;
+	ev_signal sighup;
 	bool has_api_group, has_admin_group;
 	gid_t api_gid, admin_gid;
 	int audit_fd; /* <state>/audit.log, O_APPEND */

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* hsd's options and config file parsing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <string.h>
+
+#include "options.h"
+
+static void test_defaults(void **state)
+{
+	HsdOptions o;
+	hsd_options_init(&o);
+	assert_true(o.seccomp);
+	assert_int_equal(o.ksm_mode, KSM_MODE_AUTO);
+	assert_true(o.overcommit == 3.0);
+	assert_true(o.stop_timeout == 60);
+	assert_null(o.state_dir);
+	hsd_options_clear(&o);
+}
+
+static void test_set(void **state)
+{
+	HsdOptions o;
+	HsError err = {0};
+	hsd_options_init(&o);
+	assert_int_equal(hsd_option_set(&o, "state-dir", "/srv/hsd", &err), 0);
+	assert_string_equal(o.state_dir, "/srv/hsd");
+	assert_int_equal(hsd_option_set(&o, "state-dir", "/srv/other", &err), 0);
+	assert_string_equal(o.state_dir, "/srv/other");
+	assert_int_equal(hsd_option_set(&o, "overcommit", "2.5", &err), 0);
+	assert_true(o.overcommit == 2.5);
+	assert_int_equal(hsd_option_set(&o, "ksm-mode", "fixed", &err), 0);
+	assert_int_equal(o.ksm_mode, KSM_MODE_FIXED);
+	assert_int_equal(hsd_option_set(&o, "allowed-dir", "/a", &err), 0);
+	assert_int_equal(hsd_option_set(&o, "allowed-dir", "/b", &err), 0);
+	assert_int_equal(o.n_allowed, 2);
+	assert_int_equal(hsd_option_set(&o, "no-seccomp", NULL, &err), 0);
+	assert_false(o.seccomp);
+	assert_int_equal(hsd_option_set(&o, "seccomp", "yes", &err), 0);
+	assert_true(o.seccomp);
+
+	assert_int_equal(hsd_option_set(&o, "state-dir", "relative", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "state-dir"));
+	assert_int_equal(hsd_option_set(&o, "overcommit", "lots", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "overcommit"));
+	assert_int_equal(hsd_option_set(&o, "overcommit", "1000", &err), -EINVAL);
+	assert_int_equal(hsd_option_set(&o, "ksm-mode", "turbo", &err), -EINVAL);
+	assert_int_equal(hsd_option_set(&o, "seccomp", "maybe", &err), -EINVAL);
+	assert_int_equal(hsd_option_set(&o, "colour", "blue", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "unknown option 'colour'"));
+	assert_int_equal(hsd_option_set(&o, "qemu-user", "", &err), -EINVAL);
+	hsd_options_clear(&o);
+}
+
+static void test_config_file(void **state)
+{
+	HsdOptions o;
+	HsError err = {0};
+	hsd_options_init(&o);
+	const char *text = "# hsd settings\n"
+			   "\n"
+			   "state-dir = /srv/hsd   # trailing comment\n"
+			   "  overcommit=1.5\n"
+			   "allowed-dir = /srv/images\n"
+			   "seccomp = no\n"
+			   "ksm-mode = off\n";
+	assert_int_equal(hsd_config_parse(text, "hsd.conf", &o, &err), 0);
+	assert_string_equal(o.state_dir, "/srv/hsd");
+	assert_true(o.overcommit == 1.5);
+	assert_int_equal(o.n_allowed, 1);
+	assert_false(o.seccomp);
+	assert_int_equal(o.ksm_mode, KSM_MODE_OFF);
+	hsd_options_clear(&o);
+
+	hsd_options_init(&o);
+	assert_int_equal(hsd_config_parse("state-dir = /x\ncolour = blue\n", "/etc/hsd/hsd.conf",
+					  &o, &err),
+			 -EINVAL);
+	assert_string_equal(err.kind, "invalid-config");
+	assert_non_null(strstr(err.message, "/etc/hsd/hsd.conf:2: unknown option 'colour'"));
+	assert_int_equal(hsd_config_parse("overcommit\n", "c", &o, &err), -EINVAL);
+	assert_non_null(strstr(err.message, "c:1: expected 'key = value'"));
+	assert_int_equal(hsd_config_parse("a\n\nb = \n", "c", &o, &err), -EINVAL);
+	assert_int_equal(hsd_config_parse("no-seccomp = yes\n", "c", &o, &err), -EINVAL);
+	assert_non_null(strstr(err.message, "seccomp = no"));
+	assert_int_equal(hsd_config_parse("qmp-timeout = 0\n", "c", &o, &err), -EINVAL);
+	assert_non_null(strstr(err.message, "c:1: qmp-timeout"));
+	hsd_options_clear(&o);
+}
+
+static void test_reloadable(void **state)
+{
+	assert_true(hsd_option_reloadable("overcommit"));
+	assert_true(hsd_option_reloadable("allowed-dir"));
+	assert_false(hsd_option_reloadable("state-dir"));
+	assert_false(hsd_option_reloadable("seccomp"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_set),
+		cmocka_unit_test(test_config_file),
+		cmocka_unit_test(test_reloadable),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
