@@ -433,11 +433,18 @@ class Sampler(threading.Thread):
         self.join(15)
 
 
-def converged_at(samples, quiet, rel=0.002, abs_pages=256):
+def converged_at(samples, quiet, scans_base=None, min_scans=2, rel=0.002, abs_pages=256):
     """The earliest sample time t0 after which our merged pages never grew
     by more than max(abs_pages, rel x value) up to the last sample, when
-    that span is at least `quiet` s; else None."""
-    if not samples:
+    that span is at least `quiet` s, something was merged, and ksmd has
+    completed at least `min_scans` full passes since `scans_base` (the
+    full_scans counter at the last fill: a page needs up to two passes to
+    be merged through the unstable tree, and a flat count while ksmd has
+    not looked at our pages means nothing); else None."""
+    if not samples or not samples[-1].get("own_merging"):
+        return None
+    if scans_base is not None and samples[-1].get("full_scans") is not None and \
+            samples[-1]["full_scans"] < scans_base + min_scans:
         return None
     last_t = samples[-1]["t"]
     best = None
@@ -617,8 +624,9 @@ def _run_count_body(n, args, p, h, reg, res, smp, t0, names, consoles, pids, pid
         while not stop_starting.is_set():
             if smp.unsafe:
                 return None
-            need = floor + (args.gate_margin << 20) + inflight() * per_vm_touch
-            if mem_available() >= need:
+            nb = inflight()
+            need = floor + (args.gate_margin << 20) + nb * per_vm_touch
+            if mem_available() >= need and (not args.max_booting or nb < args.max_booting):
                 return time.monotonic() - tg
             if time.monotonic() - tg > args.gate_timeout:
                 return None
@@ -677,7 +685,8 @@ def _run_count_body(n, args, p, h, reg, res, smp, t0, names, consoles, pids, pid
 
     log(f"  starting {n} guests, {p['concurrency']} at a time (bench gate: MemAvailable >= "
         f"{args.min_available + args.gate_margin} MiB + {p['fill'] + args.expected_overhead} MiB "
-        f"per guest still filling; abort below {args.min_available} MiB)")
+        f"per guest still filling" + (f", at most {args.max_booting} booting" if args.max_booting else "")
+        + f"; abort below {args.min_available} MiB)")
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(p["concurrency"])]
     for t in pool:
         t.start()
@@ -761,6 +770,9 @@ def _run_count_body(n, args, p, h, reg, res, smp, t0, names, consoles, pids, pid
         f"timeout {p['converge_timeout']}s)")
     t_conv = None
     t_phase = None
+    sl = smp.last() or {}
+    scans_base = sl.get("full_scans")
+    res["full_scans_at_last_fill"] = scans_base
     cdeadline = time.monotonic() + p["converge_timeout"]
     last_report = 0
     while time.monotonic() < cdeadline:
@@ -773,7 +785,8 @@ def _run_count_body(n, args, p, h, reg, res, smp, t0, names, consoles, pids, pid
                 if s.get("phase") == "converged" and s["t"] >= t_last_filled:
                     t_phase = s["t"]
                     break
-        t_conv = converged_at([s for s in ss if s["t"] >= t_last_filled] or ss, p["quiet"])
+        t_conv = converged_at([s for s in ss if s["t"] >= t_last_filled] or ss, p["quiet"],
+                              scans_base)
         if t_conv is not None and (t_phase is not None or args.no_wait_phase):
             break
         if t_conv is not None and time.monotonic() - t0 - t_conv > p["quiet"] + 60:
@@ -932,7 +945,33 @@ def raw_variant_argv(name, cut, p, guest, serial_log, nic=True):
     return argv
 
 
-def run_cut(cname, args, p, guest, reg, base):
+class KsmKeeper:
+    """During the raw QEMU cuts no VM of ours runs under hsd, and other
+    processes (other hsds on this host) may rewrite the global KSM knobs:
+    an hsd of ours in 'fixed' mode holds them at one rate. hsd writes a knob
+    only when its own decision changes, so when sysfs no longer holds our
+    values, a PUT with a value toggled by one forces the write."""
+
+    def __init__(self, h, pages, sleep_ms):
+        self.h, self.pages, self.sleep_ms = h, pages, sleep_ms
+        self.toggle = 0
+        self.reasserts = 0
+        self.put()
+
+    def put(self):
+        api(self.h.socket, "PUT", "/v1/ksm", {"mode": "fixed", "pages_to_scan": self.pages + self.toggle,
+                                              "sleep_millisecs": self.sleep_ms}, timeout=10)
+
+    def check(self):
+        k = ksm_sysfs()
+        if k.get("pages_to_scan") != self.pages + self.toggle or k.get("sleep_millisecs") != self.sleep_ms \
+                or k.get("run") != 1:
+            self.reasserts += 1
+            self.toggle ^= 1
+            self.put()
+
+
+def run_cut(cname, args, p, guest, reg, base, keeper=None):
     cut = CUTS[cname]
     k = p["cut_vms"]
     res = {"cut": cname, "vms": k, **cut}
@@ -955,6 +994,8 @@ def run_cut(cname, args, p, guest, reg, base):
         filled = {}
         deadline = time.monotonic() + args.cut_boot_timeout
         while len(filled) < k and time.monotonic() < deadline:
+            if keeper:
+                keeper.check()
             for i, (q, cl, ts) in enumerate(qs):
                 if i not in filled and console_has(cl, f"HS-GUEST-FILLED {p['fill']}"):
                     filled[i] = time.monotonic() - ts
@@ -971,14 +1012,22 @@ def run_cut(cname, args, p, guest, reg, base):
         # converge: our merged pages flat for `quiet` s
         samples = []
         tq = time.monotonic()
+        scans_base = ksm_sysfs().get("full_scans")
         while time.monotonic() - tq < args.cut_converge_timeout:
+            if keeper:
+                keeper.check()
             own = sum(read_int(f"/proc/{q.pid}/ksm_merging_pages", 0) for q, _, _ in qs)
-            samples.append({"t": time.monotonic() - t0, "own_merging": own})
-            if converged_at(samples, p["quiet"]) is not None:
+            samples.append({"t": time.monotonic() - t0, "own_merging": own,
+                            "full_scans": ksm_sysfs().get("full_scans")})
+            if converged_at(samples, p["quiet"], scans_base) is not None:
                 break
             time.sleep(1)
-        res["converged"] = converged_at(samples, p["quiet"]) is not None
-        res["converge_s"] = time.monotonic() - tq
+        tc = converged_at(samples, p["quiet"], scans_base)
+        res["converged"] = tc is not None
+        res["converge_s"] = None if tc is None else tc - (tq - t0)
+        res["waited_s"] = time.monotonic() - tq
+        if keeper:
+            res["ksm_reasserts"] = keeper.reasserts
         snaps = [vm_snapshot(q.pid, p["memory"], detail=True) for q, _, _ in qs]
         res["per_vm_mean"] = {key: mean([s.get(key) for s in snaps]) for key in
                               ("rss", "pss", "anon", "ksm", "unmerged_anon", "kernel_side", "pte",
@@ -990,7 +1039,8 @@ def run_cut(cname, args, p, guest, reg, base):
             f"RSS {fmt(mib(pm['rss']))}, PSS {fmt(mib(pm['pss']))}, unmerged anon "
             f"{fmt(mib(pm['unmerged_anon']))} (guest RAM {fmt(mib(res['breakdown_mean']['guest_ram']['unmerged']))}"
             f", TCG {fmt(mib(res['breakdown_mean']['tcg_code']['unmerged']))}), kernel side "
-            f"{fmt(mib(pm['kernel_side']))} MiB")
+            f"{fmt(mib(pm['kernel_side']))} MiB; merging flat {fmt(res['converge_s'])} s after the "
+            f"last fill" + ("" if res["converged"] else " (NOT converged)"))
     finally:
         for q, _, _ in qs:
             try:
@@ -1130,6 +1180,9 @@ def main():
     ap.add_argument("--expected-overhead", type=int, default=128,
                     help="MiB a guest touches beyond its fill before KSM merges (gate; default 128)")
     ap.add_argument("--gate-timeout", type=float, default=300, help="s a start may wait at the gate")
+    ap.add_argument("--max-booting", type=int, default=0,
+                    help="bench-side: no new start while this many guests are started but not yet "
+                         "filled (0: no limit, the default: only hsd and the memory gate pace)")
     ap.add_argument("--boot-timeout", type=float, help="s from the first start until every guest filled")
     ap.add_argument("--converge-timeout", type=float, help="s to wait for merging to converge")
     ap.add_argument("--quiet", type=float, help="s without merge growth that count as converged (default 10)")
@@ -1142,6 +1195,8 @@ def main():
     ap.add_argument("--cuts-only", action="store_true", help="only the raw QEMU cuts")
     ap.add_argument("--cut-vms", type=int, help="raw QEMUs per cut (default 4)")
     ap.add_argument("--cut-boot-timeout", type=float, default=240)
+    ap.add_argument("--cut-ksm-pages", type=int, default=4000, help="KSM pages_to_scan during cuts")
+    ap.add_argument("--cut-ksm-sleep", type=int, default=10, help="KSM sleep_millisecs during cuts")
     ap.add_argument("--cut-converge-timeout", type=float, default=150)
     ap.add_argument("--budget", type=float, help="s for the whole run (SIGALRM)")
     ap.add_argument("--base", help="work dir (default /tmp/hsdd-PID; keep it short)")
@@ -1225,11 +1280,15 @@ def main():
                     "used_ratio": hi["used"] / lo["used"] if lo["used"] else None,
                 }
         if cuts:
-            log(f"\n== cuts: raw QEMU variants, {p['cut_vms']} guests each")
+            log(f"\n== cuts: raw QEMU variants, {p['cut_vms']} guests each; KSM held at "
+                f"{args.cut_ksm_pages} pages / {args.cut_ksm_sleep} ms by an hsd of ours in fixed mode")
+            ch = Hsd(base / "cuts", reg, hsd_extra_args(guest))
+            ch.start()
+            keeper = KsmKeeper(ch, args.cut_ksm_pages, args.cut_ksm_sleep)
             for c in cuts:
                 before = mem_available()
                 try:
-                    out["cuts"].append(run_cut(c, args, p, guest, reg, base))
+                    out["cuts"].append(run_cut(c, args, p, guest, reg, base, keeper))
                 except BenchError as e:
                     log(f"    cut {c} failed: {e}")
                     out["cuts"].append({"cut": c, "vms": p["cut_vms"], "error": str(e)})

@@ -370,23 +370,26 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 	int c;
 	const char *name = NULL;
 
-	if (argc >= 2 && is_name(argv[1])) {
-		name = argv[1];
-		argv++;
-		argc--;
-	}
-	/* --from first, so flags override the file. */
-	for (int i = 1; i < argc - 1; i++)
-		if (!strcmp(argv[i], "--from")) {
-			json_error_t je;
-			spec = json_load_file(argv[i + 1], JSON_REJECT_DUPLICATES, &je);
-			if (!spec || !json_is_object(spec)) {
-				fprintf(stderr, "hsctl: --from %s: %s\n", argv[i + 1],
-					spec ? "not a JSON object" : je.text);
-				json_decref(disks);
-				return EXIT_USAGE;
-			}
+	/* --from first (as "--from F" or "--from=F"), so flags override the
+	 * file. */
+	for (int i = 1; i < argc; i++) {
+		const char *file = NULL;
+		if (!strcmp(argv[i], "--from") && i + 1 < argc)
+			file = argv[i + 1];
+		else if (hs_str_has_prefix(argv[i], "--from="))
+			file = argv[i] + 7;
+		if (!file)
+			continue;
+		json_error_t je;
+		json_decref(spec);
+		spec = json_load_file(file, JSON_REJECT_DUPLICATES, &je);
+		if (!spec || !json_is_object(spec)) {
+			fprintf(stderr, "hsctl: --from %s: %s\n", file,
+				spec ? "not a JSON object" : je.text);
+			json_decref(disks);
+			return EXIT_USAGE;
 		}
+	}
 	if (!spec)
 		spec = json_object();
 	optind = 0;
@@ -452,6 +455,9 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 			goto usage;
 		}
 	}
+	/* The NAME may stand anywhere among the options. */
+	if (optind < argc && is_name(argv[optind]) && !name)
+		name = argv[optind++];
 	if (optind < argc) {
 		fprintf(stderr, "hsctl: create: unexpected '%s'\n", argv[optind]);
 		goto usage;
@@ -475,8 +481,8 @@ usage:
 	json_decref(disks);
 	json_decref(nics);
 	fputs("hsctl: usage: hsctl create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] "
-	      "[--kernel F --initrd F --append S] [--disk FILE]... [--nic user|none|bridge:BR] "
-	      "[--from FILE]\n",
+	      "[--machine M] [--cpu-model MODEL] [--no-mem-merge] [--kernel F --initrd F "
+	      "--append S] [--disk FILE]... [--nic user|none|bridge:BR]... [--from FILE]\n",
 	      stderr);
 	return EXIT_USAGE;
 }
@@ -557,7 +563,7 @@ static int cmd_qmp(Ctl *ctl, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	json_error_t je;
-	json_auto_t *msg = json_loads(argv[2], 0, &je);
+	json_auto_t *msg = json_loads(argv[2], JSON_DECODE_ANY, &je);
 	if (!msg) {
 		fprintf(stderr, "hsctl: qmp: the command is not JSON: %s\n", je.text);
 		return EXIT_USAGE;
@@ -812,6 +818,21 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	/* --json may also follow the command (hsctl list --json). */
+	int kept = optind;
+	for (int i = optind; i < argc; i++) {
+		if (!strcmp(argv[i], "--")) {
+			while (i < argc)
+				argv[kept++] = argv[i++];
+			break;
+		}
+		if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j"))
+			ctl.json = true;
+		else
+			argv[kept++] = argv[i];
+	}
+	argc = kept;
+	argv[argc] = NULL;
 	if (!ctl.socket_path)
 		ctl.socket_path = hs_client_default_socket();
 	ctl.client.fd = -1;

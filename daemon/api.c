@@ -199,14 +199,15 @@ static void handle_start(Hsd *h, Vm *vm, HttpRequest *req)
 static void handle_stop(Hsd *h, Vm *vm, HttpRequest *req, StopKind kind)
 {
 	static const char *const keys[] = {"timeout", "force", NULL};
+	static const char *const no_keys[] = {NULL};
 	json_auto_t *j = body_json(req, true);
-	if (!j || !body_keys_ok(req, j, keys))
+	if (!j || !body_keys_ok(req, j, kind == STOP_KILL ? no_keys : keys))
 		return;
 	json_t *t = json_object_get(j, "timeout"), *f = json_object_get(j, "force");
 	if (t && (!json_is_number(t) || json_number_value(t) <= 0 ||
 		  json_number_value(t) > 3600)) {
 		http_reply_error(req, 400, "invalid-request",
-				 "timeout: must be a number of seconds from 0 to 3600");
+				 "timeout: must be a number of seconds, above 0 and at most 3600");
 		return;
 	}
 	if (f && !json_is_boolean(f)) {

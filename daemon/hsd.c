@@ -290,7 +290,9 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 		allowed_dirs_add(&h->allowed, o.allowed[i]);
 	if (!o.n_allowed && geteuid() != 0)
 		allowed_dirs_add(&h->allowed, "/");
-	if (o.ksm_mode != h->ksm.config.mode) {
+	/* Only a mode the file (or command line) names replaces the running
+	 * one, which may have been set through the API. */
+	if (o.ksm_mode_set && o.ksm_mode != h->ksm.config.mode) {
 		json_auto_t *j = json_pack("{s:s}", "mode", ksm_mode_to_string(o.ksm_mode));
 		HsError err = {0};
 		if (ksm_tuner_configure(h, j, &err) < 0)

@@ -133,6 +133,7 @@ unsigned http_status_for_error(const HsError *err)
 	case ENOMEM:
 		return 503;
 	case EOVERFLOW:
+	case ESTALE:
 		return 409;
 	case ENODEV:
 		return 409;

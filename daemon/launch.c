@@ -49,7 +49,17 @@ static int open_spec_file(ChildFds *f, const AllowedDirs *allowed, const char *p
 			  const char *field, HsError *err)
 {
 	int fd = paths_open_beneath(allowed, path, flags, field, err);
-	return fd < 0 ? fd : child_fds_add(f, fd);
+	if (fd == -EPERM)
+		return fd;
+	if (fd < 0) {
+		/* The VM's stored definition names a file that is not there (or
+		 * not readable) now: a conflict with the host's state, not a bad
+		 * request and not a missing VM. */
+		err->code = -ESTALE;
+		snprintf(err->kind, sizeof(err->kind), "file-unavailable");
+		return -ESTALE;
+	}
+	return child_fds_add(f, fd);
 }
 
 int launch_prepare(const VmSpec *s, const AllowedDirs *allowed, int state_dirfd, int rootfd,

@@ -113,6 +113,7 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 			return hs_error_set(err, -EINVAL, "invalid-option",
 					    "ksm-mode: '%s' is not auto, off or fixed",
 					    value ? value : "");
+		o->ksm_mode_set = true;
 		return 0;
 	}
 	if (!strcmp(key, "no-seccomp") && !value) {

@@ -20,6 +20,7 @@ typedef struct HsdOptions {
 	bool seccomp;
 	bool verbose;
 	KsmMode ksm_mode;
+	bool ksm_mode_set; /* given in the file or on the command line */
 	double stop_timeout, qmp_timeout, overcommit, pacing_timeout;
 } HsdOptions;
 

@@ -18,6 +18,8 @@ PKGS=(
 	cppcheck clang
 	# metrics check (promtool)
 	prometheus
+	# man pages, completion
+	scdoc man-db bash-completion
 )
 
 # /dev/kvm as Debian's udev rule sets it (0660 root:kvm), so that QEMU can

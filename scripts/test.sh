@@ -57,6 +57,28 @@ else
 	skipped=$((skipped + 1))
 fi
 
+# Scripts that end with "N passed, N failed" (exit 77: skipped, with a
+# message).
+run_script() { # title, command...
+	local title=$1 out rc
+	shift
+	echo "=== $title ==="
+	out=$(mktemp)
+	"$@" 2>&1 | tee "$out"
+	rc=${PIPESTATUS[0]}
+	if [ "$rc" -eq 77 ]; then
+		skipped=$((skipped + 1))
+	else
+		count "$(grep -E '[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)"
+		[ "$rc" -eq 0 ] || grep -qE '[1-9][0-9]* failed' "$out" || failed=$((failed + 1))
+	fi
+	rm -f "$out"
+}
+export HS_BUILD_DIR="$ROOT/$BUILD_DIR"
+run_script "man pages" bash tests/cli/test-man.sh
+run_script "bash completion" bash tests/cli/test-completion.sh
+run_script "OpenAPI description (lint, route coverage)" bash tests/openapi/run.sh
+
 run_unit "$BUILD_DIR"
 run_integration "$BUILD_DIR"
 

@@ -21,16 +21,16 @@ pytestmark = pytest.mark.skipif(not os.path.exists(f"{KSM}/run"), reason="kernel
 
 
 def test_identical_guests_are_merged(hsd, guest):
-    fill = 48
+    fill = 32
     names = ["k1", "k2", "k3"]
     for n in names:
-        hsd.create_guest(guest, n, append=f"hs.fill={fill}", memory=192)
-    hsd.create_guest(guest, "nomerge", append=f"hs.fill={fill}", memory=192,
+        hsd.create_guest(guest, n, append=f"hs.fill={fill}", memory=160)
+    hsd.create_guest(guest, "nomerge", append=f"hs.fill={fill}", memory=160,
                      extra=["--no-mem-merge"])
     for n in names + ["nomerge"]:
         hsd.hsctl("start", n, check=True)
     for n in names + ["nomerge"]:
-        hsd.console_wait(n, f"HS-GUEST-FILLED {fill}", timeout=120)
+        hsd.console_wait(n, f"HS-GUEST-FILLED {fill}", timeout=240)
     assert sysfs("run") == 1  # hsd turned it on
 
     pages = fill * 256  # 4 KiB pages of the common pattern, per guest

@@ -58,6 +58,8 @@ def test_unreadable_disk_is_a_clear_error(hsd, guest, tmp_path):
     img.unlink()
     r = hsd.hsctl("start", "d1")
     assert r.returncode == 1 and "disks[0]: cannot open" in r.stderr, r.stderr
+    st, js, _ = hsd.request("POST", "/v1/vms/d1/start")
+    assert st == 409 and js["error"]["code"] == "file-unavailable", (st, js)
     assert hsd.state("d1") in ("defined", "stopped", "crashed")
 
 

@@ -1394,6 +1394,7 @@ static void test_status_for_error(void **state)
 	    {-ETIMEDOUT, 504}, {-ENOSPC, 507},	 {-EDQUOT, 507},       {-EREMOTEIO, 502},
 	    {-EIO, 500},       {-ENOMEM, 503},	 {-ECONNREFUSED, 500}, {0, 500},
 	    {-ECANCELED, 503}, {-EOVERFLOW, 409}, {-ENODEV, 409},      {-EOPNOTSUPP, 501},
+	    {-ESTALE, 409},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
 		HsError e = {.code = map[i].code};

@@ -1,0 +1,243 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Tests the man pages man/hsd.8.scd and man/hsctl.1.scd: they build with
+# scdoc, render with man(1) at 80 columns without warnings or overlong
+# lines, document every option and command that `hsd --help` and
+# `hsctl --help` print, and every option they document is one the programs
+# really accept (and, for hsctl, for the command it is documented under).
+#
+# Usage: tests/cli/test-man.sh   (HS_BUILD_DIR: build dir, default build/)
+# Needs: scdoc, man-db (exit 77, skipped, without them) and the built hsd
+# and hsctl.
+set -u
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build=${HS_BUILD_DIR:-$top/build}
+HSD=$build/daemon/hsd
+HSCTL=$build/cli/hsctl
+
+for tool in scdoc:scdoc man:man-db; do
+	if ! command -v "${tool%%:*}" >/dev/null; then
+		echo "SKIP: ${tool%%:*} is not installed (Debian package ${tool#*:})"
+		exit 77
+	fi
+done
+for prog in "$HSD" "$HSCTL"; do
+	if [[ ! -x $prog ]]; then
+		echo "SKIP: $prog is not built (meson setup build && ninja -C build)"
+		exit 77
+	fi
+done
+
+passed=0 failed=0
+ok() { echo "ok - $1"; passed=$((passed + 1)); }
+not_ok() { echo "FAIL - $1"; shift; printf '    %s\n' "$@"; failed=$((failed + 1)); }
+
+tmp=$(mktemp -d /tmp/hs-man-test.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+export LC_ALL=C.UTF-8 MANWIDTH=80 MAN_KEEP_FORMATTING='' MANPAGER=cat PAGER=cat
+
+# Options in a --help text: "--word" or "-x" at the start of a word.
+help_options() {
+	grep -oE '(^|[][[:space:],|(])--?[a-zA-Z][a-zA-Z0-9-]*' | sed -E 's/^[^-]+//' | sort -u
+}
+
+# Is OPT the heading of an entry of the rendered page $1 ("  --opt ARG",
+# "  -v, --verbose")?
+is_heading() {
+	grep -qE -- "^[[:space:]]+(-[a-zA-Z], )?$2([[:space:],=]|\$)" "$1"
+}
+
+for page in hsd.8 hsctl.1; do
+	src=$top/man/$page.scd
+	if scdoc <"$src" >"$tmp/$page" 2>"$tmp/$page.err" && [[ ! -s $tmp/$page.err && -s $tmp/$page ]]; then
+		ok "scdoc builds $page"
+	else
+		not_ok "scdoc builds $page" "$(head -5 "$tmp/$page.err")"
+		continue
+	fi
+	man --warnings -l "$tmp/$page" >"$tmp/$page.txt" 2>"$tmp/$page.stderr"
+	rc=$?
+	warnings=$(cat "$tmp/$page.stderr"; grep -iE '(^|[[:space:]:])warning:' "$tmp/$page.txt")
+	if [[ $rc -eq 0 && -z $warnings && -s $tmp/$page.txt ]]; then
+		ok "man --warnings -l $page: no warnings"
+	else
+		not_ok "man --warnings -l $page: no warnings" "exit status $rc" "$warnings"
+	fi
+	long=
+	while IFS= read -r line; do
+		((${#line} > 80)) && long+="$line"$'\n'
+	done <"$tmp/$page.txt"
+	if [[ -z $long ]]; then
+		ok "$page: no rendered line wider than 80 columns"
+	else
+		not_ok "$page: no rendered line wider than 80 columns" "$long"
+	fi
+	missing=
+	for section in NAME SYNOPSIS DESCRIPTION OPTIONS 'EXIT STATUS' ENVIRONMENT FILES EXAMPLES 'SEE ALSO'; do
+		[[ $page == hsctl.1 && $section == OPTIONS ]] && section='GLOBAL OPTIONS'
+		grep -qx "$section" "$tmp/$page.txt" || missing+=" '$section'"
+	done
+	if [[ -z $missing ]]; then
+		ok "$page has the usual sections"
+	else
+		not_ok "$page has the usual sections" "missing:$missing"
+	fi
+done
+
+# hsd: every option of `hsd --help` (and --help itself) is documented.
+if [[ -s $tmp/hsd.8.txt ]]; then
+	missing=
+	for opt in $("$HSD" --help | help_options) --help; do
+		is_heading "$tmp/hsd.8.txt" "$opt" || missing+=" $opt"
+	done
+	if [[ -z $missing ]]; then
+		ok "hsd.8 documents every option of hsd --help"
+	else
+		not_ok "hsd.8 documents every option of hsd --help" "missing:$missing"
+	fi
+
+	# ... and documents no option hsd does not accept: hsd parses its
+	# options in order, so "hsd OPT [VALUE] --help" exits 0 only if OPT
+	# (with its value) is accepted.
+	section=$(sed -n '/^OPTIONS$/,/^[A-Z]/p' "$tmp/hsd.8.txt")
+	: >"$tmp/empty.conf"
+	bad='' n=0
+	bad_conf=
+	while read -r opt arg; do
+		[[ $opt == --help || $opt == --version ]] && continue
+		value=()
+		case $arg in
+		'') ;;
+		MODE) value=(auto) ;;
+		DIR | PATH) value=(/tmp) ;;
+		FILE) value=("$tmp/empty.conf") ;;
+		*) value=(1) ;;
+		esac
+		n=$((n + 1))
+		"$HSD" "$opt" "${value[@]}" --help >/dev/null 2>&1 || bad+=" $opt"
+		# The same setting in a configuration file ("key = value").
+		case $opt in
+		--config) continue ;;
+		--no-seccomp) line='seccomp = no' ;;
+		--verbose) line='verbose = yes' ;;
+		*) line="${opt#--} = ${value[*]}" ;;
+		esac
+		printf '# test\n%s\n' "$line" >"$tmp/one.conf"
+		"$HSD" --config "$tmp/one.conf" --help >/dev/null 2>&1 || bad_conf+=" '$line'"
+	done < <(grep -E '^       --?[a-z]' <<<"$section" | sed -E 's/^ +(-[a-z], )?//')
+	if [[ $n -gt 0 && -z $bad ]]; then
+		ok "hsd accepts all $n options hsd.8 documents"
+	else
+		not_ok "hsd accepts all $n options hsd.8 documents" "refused:$bad"
+	fi
+	if [[ $n -gt 0 && -z $bad_conf ]]; then
+		ok "hsd accepts them in a configuration file too"
+	else
+		not_ok "hsd accepts them in a configuration file too" "refused:$bad_conf"
+	fi
+	printf 'frobnicate = 1\n' >"$tmp/bad.conf"
+	"$HSD" --config "$tmp/bad.conf" --help >/dev/null 2>&1
+	rc=$?
+	if [[ $rc -eq 2 ]] && grep -qx '       2' "$tmp/hsd.8.txt"; then
+		ok "a bad configuration file: exit status 2, as documented"
+	else
+		not_ok "a bad configuration file: exit status 2, as documented" "exit status $rc"
+	fi
+	missing=
+	for word in /etc/hsd/hsd.conf /var/lib/hsd /run/hsd spec.json status.json console.log \
+		qemu.log audit.log ksm.json hsd.lock SIGTERM SIGHUP; do
+		grep -q -- "$word" "$tmp/hsd.8.txt" || missing+=" $word"
+	done
+	if [[ -z $missing ]]; then
+		ok "hsd.8 names its files and signals"
+	else
+		not_ok "hsd.8 names its files and signals" "missing:$missing"
+	fi
+fi
+
+if [[ -s $tmp/hsctl.1.txt ]]; then
+	txt=$tmp/hsctl.1.txt
+	# Every option of `hsctl --help` is an entry of the page.
+	missing=
+	for opt in $("$HSCTL" --help | help_options) --help --version; do
+		is_heading "$txt" "$opt" || missing+=" $opt"
+	done
+	if [[ -z $missing ]]; then
+		ok "hsctl.1 documents every option of hsctl --help"
+	else
+		not_ok "hsctl.1 documents every option of hsctl --help" "missing:$missing"
+	fi
+
+	# Every command of `hsctl --help` ("  start NAME", "  kill|reboot|...")
+	# is an entry under COMMANDS.
+	cmds=$("$HSCTL" --help | sed -n '/^Commands:/,/^$/p' | grep -E '^  [a-z]' |
+		awk '{print $1}' | tr '|' '\n')
+	commands_section=$(sed -n '/^COMMANDS$/,/^[A-Z]/p' "$txt")
+	missing='' n=0
+	for c in $cmds; do
+		n=$((n + 1))
+		grep -qE "^       $c( |\$)" <<<"$commands_section" || missing+=" $c"
+	done
+	if [[ $n -ge 10 && -z $missing ]]; then
+		ok "hsctl.1 documents all $n commands of hsctl --help"
+	else
+		not_ok "hsctl.1 documents all $n commands of hsctl --help" "missing:$missing"
+	fi
+
+	# Each option documented under a command is accepted by hsctl for that
+	# command: with a socket where no hsd listens, a command line hsctl
+	# accepts ends with exit status 3 (cannot reach hsd), a usage error
+	# with 2.
+	echo '{"name": "x", "kernel": "/etc/hostname"}' >"$tmp/spec.json"
+	pairs=$(awk '
+		/^COMMANDS$/ { in_c = 1; next }
+		/^[A-Z]/ { in_c = 0 }
+		in_c && /^       [a-z]/ { cmd = $1 }
+		in_c && /^           --[a-z]/ { print cmd, $1, $2 }' "$txt")
+	bad='' n=0
+	while read -r cmd opt arg; do
+		[[ $cmd ]] || continue
+		# A value when the page shows one ("--timeout S"), of a fitting kind.
+		case $opt in
+		--accel) value=(tcg) ;;
+		--nic) value=(user) ;;
+		--mode) value=(auto) ;;
+		--max-cpu) value=(0.5) ;;
+		--kernel | --initrd | --disk) value=(/etc/hostname) ;;
+		--from) value=("$tmp/spec.json") ;;
+		--wait-for | --vm | --machine | --cpu-model | --append) value=(x) ;;
+		*) value=(1) ;;
+		esac
+		[[ $arg ]] || value=()
+		case $cmd in
+		events | ksm) args=("$cmd" "$opt" "${value[@]}") ;;
+		*) args=("$cmd" vm1 "$opt" "${value[@]}") ;;
+		esac
+		n=$((n + 1))
+		"$HSCTL" --socket "$tmp/no-hsd.sock" "${args[@]}" </dev/null >/dev/null 2>&1
+		rc=$?
+		[[ $rc -eq 3 ]] || bad+=" '${args[*]}' (exit $rc)"
+	done <<<"$pairs"
+	if [[ $n -ge 20 && -z $bad ]]; then
+		ok "hsctl accepts all $n command options hsctl.1 documents"
+	else
+		not_ok "hsctl accepts all $n command options hsctl.1 documents" "refused:$bad"
+	fi
+
+	missing=
+	for word in HSD_SOCKET XDG_RUNTIME_DIR; do
+		grep -q -- "$word" "$txt" || missing+=" $word"
+	done
+	for code in 0 1 2 3; do
+		sed -n '/^EXIT STATUS$/,/^[A-Z]/p' "$txt" | grep -qx "       $code" || missing+=" exit-$code"
+	done
+	if [[ -z $missing ]]; then
+		ok "hsctl.1 documents its exit codes and environment"
+	else
+		not_ok "hsctl.1 documents its exit codes and environment" "missing:$missing"
+	fi
+fi
+
+echo "$passed passed, $failed failed"
+((failed == 0))

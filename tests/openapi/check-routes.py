@@ -1,0 +1,902 @@
+#!/usr/bin/python3
+"""Checks that docs/openapi.yaml describes the routes hsd serves, no more and
+no fewer.
+
+1. Statically: the routes in daemon/api.c (the string literals compared with
+   `path` in api_handle, the action table and the `action` literals in
+   handle_vm, the methods compared with `m` and listed by
+   method_not_allowed) against the paths and methods of openapi.yaml.
+2. Live: a real hsd (temp state and run dirs, a fake /proc and /sys so the
+   host's KSM is not touched, --overcommit so low that no QEMU is ever
+   started) gets a request for every described path and method, with a VM
+   defined first so that {name} exists: the answer must be one the
+   description lists for that operation (never an undescribed 404 or 405),
+   with the content type it lists, and a JSON answer must match its schema
+   with no undescribed members. Every other method on every described path
+   must be answered 405, listing the methods the description has, and a few
+   undescribed paths 404. VM specs at and past each limit must be accepted
+   or refused by hsd as the VmSpec schema says.
+
+Python standard library only: openapi.yaml is read by the small YAML parser
+below (the subset the file uses); where PyYAML is installed, the parser's
+result is compared with PyYAML's as a check of the parser.
+
+Usage: check-routes.py [--static-only] [--hsd PATH]
+Environment: HS_BUILD_DIR (default ROOT/build) gives daemon/hsd.
+Prints one line per check and ends with "openapi: N passed, M failed".
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "docs" / "openapi.yaml"
+API_C = ROOT / "daemon" / "api.c"
+METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
+PROBE_METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "HEAD"]
+VM = "openapi-check"
+
+passed = failed = 0
+
+
+def check(ok, what, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"ok    {what}")
+    else:
+        failed += 1
+        print(f"FAIL  {what}" + (f": {detail}" if detail else ""))
+    return ok
+
+
+# --------------------------------------------------------------------------
+# A small YAML parser: block mappings and sequences, plain and quoted
+# scalars, block scalars (| > with - chomping), flow sequences of scalars and
+# the empty flow mapping. Enough for openapi.yaml; anything else is an error.
+
+
+class YamlError(Exception):
+    pass
+
+
+def _scalar(text, lineno):
+    t = text.strip()
+    if t.startswith("'"):
+        if not t.endswith("'") or len(t) < 2:
+            raise YamlError(f"line {lineno}: unterminated quoted scalar")
+        return t[1:-1].replace("''", "'")
+    if t.startswith('"'):
+        try:
+            return json.loads(t)
+        except ValueError as e:
+            raise YamlError(f"line {lineno}: double-quoted scalar: {e}")
+    t = re.sub(r"\s+#.*$", "", t)
+    if t in ("null", "~", ""):
+        return None
+    if t in ("true", "false"):
+        return t == "true"
+    if t.lower() in ("yes", "no", "on", "off", "y", "n"):
+        # YAML 1.1 readers (PyYAML) take these for booleans, YAML 1.2 ones
+        # (Redocly) for strings: quote them
+        raise YamlError(f"line {lineno}: ambiguous scalar {t!r}: quote it")
+    if re.fullmatch(r"[-+]?[0-9]+", t):
+        return int(t)
+    if re.fullmatch(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", t):
+        return float(t)
+    if t[0] in "[{&*!|>%@`" or t.startswith("- "):
+        raise YamlError(f"line {lineno}: unsupported YAML: {t!r}")
+    return t
+
+
+def _flow(text, lineno):
+    t = text.strip()
+    if t == "{}":
+        return {}
+    if t == "[]":
+        return []
+    if t.startswith("[") and t.endswith("]"):
+        inner = t[1:-1]
+        if "[" in inner or "{" in inner:
+            raise YamlError(f"line {lineno}: nested flow collections are not supported")
+        items, cur, q = [], "", None
+        for ch in inner:
+            if q:
+                cur += ch
+                if ch == q:
+                    q = None
+            elif ch in "'\"":
+                q = ch
+                cur += ch
+            elif ch == ",":
+                items.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        if cur.strip():
+            items.append(cur)
+        return [_scalar(i, lineno) for i in items]
+    raise YamlError(f"line {lineno}: unsupported flow collection: {t!r}")
+
+
+def _split_key(text, lineno):
+    """'key: value' -> (key, value-text); value-text is None for 'key:'."""
+    if text[0] in "'\"":
+        q = text[0]
+        i = 1
+        while True:
+            i = text.find(q, i)
+            if i < 0:
+                raise YamlError(f"line {lineno}: unterminated quoted key")
+            if q == "'" and text[i + 1:i + 2] == "'":
+                i += 2
+                continue
+            break
+        key = _scalar(text[:i + 1], lineno)
+        rest = text[i + 1:]
+        if not rest.startswith(":"):
+            raise YamlError(f"line {lineno}: expected ':' after the key")
+        rest = rest[1:]
+    else:
+        m = re.match(r"(.*?):(\s|$)", text)
+        if not m:
+            return None
+        key, rest = m.group(1), text[m.end(1) + 1:]
+    rest = rest.strip()
+    if rest.startswith("#"):
+        rest = ""
+    return key, (rest if rest else None)
+
+
+class _Lines:
+    def __init__(self, text):
+        self.raw = text.split("\n")
+        self.items = []  # (indent, text, lineno) of significant lines
+        for n, line in enumerate(self.raw, 1):
+            if "\t" in line[: len(line) - len(line.lstrip())]:
+                raise YamlError(f"line {n}: tab in indentation")
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            self.items.append((len(line) - len(line.lstrip(" ")), line.strip(), n))
+
+    def block_scalar(self, style, parent_indent, lineno):
+        """The block scalar that starts after raw line `lineno`."""
+        out, n = [], lineno  # raw index of the next line is lineno
+        while n < len(self.raw):
+            line = self.raw[n]
+            if line.strip() and len(line) - len(line.lstrip(" ")) <= parent_indent:
+                break
+            out.append(line)
+            n += 1
+        while out and not out[-1].strip():
+            out.pop()
+        ind = min((len(l) - len(l.lstrip(" ")) for l in out if l.strip()), default=0)
+        lines = [l[ind:] if l.strip() else "" for l in out]
+        if style[0] == "|":
+            text = "\n".join(lines)
+        else:  # folded: lines joined by spaces, blank lines are newlines
+            text, prev_blank = "", True
+            for l in lines:
+                if not l:
+                    text += "\n"
+                    prev_blank = True
+                elif l.startswith(" "):
+                    text += ("" if prev_blank else "\n") + l + "\n"
+                    prev_blank = True
+                else:
+                    text += ("" if prev_blank else " ") + l
+                    prev_blank = False
+        if style.endswith("-"):
+            return text.rstrip("\n")
+        return text + "\n" if text else ""
+
+
+def yaml_load(text):
+    L = _Lines(text)
+    items = L.items
+    pos = 0
+
+    def value(rest, indent, lineno):
+        """The value after 'key:' (or '- ') on a line at `indent`."""
+        nonlocal pos
+        if rest is None:
+            if pos < len(items) and items[pos][0] > indent:
+                return block(items[pos][0])
+            if pos < len(items) and items[pos][0] == indent and items[pos][1].startswith("- "):
+                return block(indent)  # a sequence may sit at its key's indent
+            return None
+        if rest in ("|", "|-", ">", ">-"):
+            v = L.block_scalar(rest, indent, lineno)
+            # the scalar's lines are those indented deeper than its key
+            while pos < len(items) and items[pos][0] > indent:
+                pos += 1
+            return v
+        if rest[0] in "[{":
+            return _flow(rest, lineno)
+        return _scalar(rest, lineno)
+
+    def block(indent):
+        nonlocal pos
+        ind, text, n = items[pos]
+        if text.startswith("- ") or text == "-":
+            seq = []
+            while pos < len(items) and items[pos][0] == indent and \
+                    (items[pos][1].startswith("- ") or items[pos][1] == "-"):
+                ind, text, n = items[pos]
+                body = text[1:].lstrip()
+                if body[:1] in ("'", '"'):
+                    is_map = re.match(r"(['\"]).*?\1\s*:(\s|$)", body) is not None
+                else:
+                    is_map = body[:1] not in ("", "[", "{") and _split_key(body, n) is not None
+                if is_map:  # "- key: value": a mapping whose keys sit under "key"
+                    items[pos] = (indent + len(text) - len(body), body, n)
+                    seq.append(block(items[pos][0]))
+                else:
+                    pos += 1
+                    seq.append(value(body or None, indent, n))
+            return seq
+        mapping = {}
+        while pos < len(items) and items[pos][0] == indent:
+            ind, text, n = items[pos]
+            if text.startswith("- "):
+                raise YamlError(f"line {n}: sequence item inside a mapping")
+            kv = _split_key(text, n)
+            if not kv:
+                raise YamlError(f"line {n}: expected 'key: value', got {text!r}")
+            key, rest = kv
+            if key in mapping:
+                raise YamlError(f"line {n}: duplicate key {key!r}")
+            pos += 1
+            mapping[key] = value(rest, indent, n)
+        if pos < len(items) and items[pos][0] > indent:
+            raise YamlError(f"line {items[pos][2]}: unexpected indentation")
+        return mapping
+
+    if not items:
+        return None
+    doc = block(items[0][0])
+    if pos != len(items):
+        raise YamlError(f"line {items[pos][2]}: unexpected content")
+    return doc
+
+
+# --------------------------------------------------------------------------
+# The description
+
+
+def load_spec():
+    text = SPEC.read_text()
+    doc = yaml_load(text)
+    try:
+        import yaml  # optional: only to check the small parser above
+    except ImportError:
+        print("note  PyYAML not installed: the small YAML parser is not cross-checked")
+    else:
+        check(yaml.safe_load(text) == doc, "openapi.yaml: the small YAML parser agrees with PyYAML")
+    return doc
+
+
+def resolve(doc, node):
+    seen = 0
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        if not ref.startswith("#/"):
+            raise YamlError(f"external $ref not supported: {ref}")
+        node = doc
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        seen += 1
+        if seen > 20:
+            raise YamlError(f"$ref loop at {ref}")
+    return node
+
+
+def spec_operations(doc):
+    """{(path, METHOD): {"responses": {status: {media type: schema}},
+    "request": JSON request body schema or None}} ('default' included)."""
+    ops = {}
+    for path, item in (doc.get("paths") or {}).items():
+        item = resolve(doc, item)
+        for method in METHODS:
+            if method not in item:
+                continue
+            op = item[method]
+            responses = {}
+            for code, resp in (op.get("responses") or {}).items():
+                resp = resolve(doc, resp)
+                responses[str(code)] = {media: (mt or {}).get("schema")
+                                        for media, mt in (resp.get("content") or {}).items()}
+            body = resolve(doc, op.get("requestBody") or {})
+            request = ((body.get("content") or {}).get("application/json") or {}).get("schema")
+            ops[(path, method.upper())] = {"responses": responses, "request": request}
+    return ops
+
+
+def schema_errors(doc, schema, value, where="$", strict=False, _extras=True):
+    """What is wrong with `value` under an OpenAPI 3.0 schema (the keywords
+    openapi.yaml uses). strict: an object whose schema does not say
+    additionalProperties may not have members the schema does not name
+    (undescribed fields in hsd's answers)."""
+    schema = resolve(doc, schema or {})
+    errs = []
+    if value is None:
+        return [] if schema.get("nullable") else ([f"{where}: null"] if schema.get("type") else [])
+    for sub in schema.get("allOf", []):
+        errs += schema_errors(doc, sub, value, where, strict, _extras=False)
+    if "anyOf" in schema and not any(not schema_errors(doc, sub, value, where, strict)
+                                     for sub in schema["anyOf"]):
+        errs.append(f"{where}: matches none of anyOf")
+    if "oneOf" in schema:
+        n = sum(not schema_errors(doc, sub, value, where, strict) for sub in schema["oneOf"])
+        if n != 1:
+            errs.append(f"{where}: matches {n} of oneOf, not 1")
+    t = schema.get("type")
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool,
+             "integer": int, "number": (int, float)}
+    if t and (not isinstance(value, kinds[t]) or (isinstance(value, bool) and t != "boolean")):
+        return errs + [f"{where}: {type(value).__name__}, not {t}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errs.append(f"{where}: {value!r} not in {schema['enum']}")
+    if isinstance(value, str):
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errs.append(f"{where}: {value!r} does not match {schema['pattern']}")
+        if len(value) > schema.get("maxLength", len(value)) or \
+                len(value) < schema.get("minLength", 0):
+            errs.append(f"{where}: length {len(value)} out of range")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        if lo is not None and (value < lo or (schema.get("exclusiveMinimum") and value == lo)):
+            errs.append(f"{where}: {value} below the minimum {lo}")
+        if hi is not None and (value > hi or (schema.get("exclusiveMaximum") and value == hi)):
+            errs.append(f"{where}: {value} above the maximum {hi}")
+    if isinstance(value, list):
+        if len(value) > schema.get("maxItems", len(value)) or \
+                len(value) < schema.get("minItems", 0):
+            errs.append(f"{where}: {len(value)} items, out of range")
+        for i, v in enumerate(value):
+            errs += schema_errors(doc, schema.get("items"), v, f"{where}[{i}]", strict)
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        for k in schema.get("required", []):
+            if k not in value:
+                errs.append(f"{where}: '{k}' missing")
+        for k, v in value.items():
+            if k in props:
+                errs += schema_errors(doc, props[k], v, f"{where}.{k}", strict)
+        extra = schema.get("additionalProperties")
+        named = set(props)
+        for sub in schema.get("allOf", []):
+            named |= set((resolve(doc, sub).get("properties") or {}))
+        others = [k for k in value if k not in named]
+        if isinstance(extra, dict):
+            for k in others:
+                errs += schema_errors(doc, extra, value[k], f"{where}.{k}", strict)
+        elif extra is False or (extra is None and strict and _extras and
+                                ("properties" in schema or "allOf" in schema)):
+            errs += [f"{where}.{k}: not described" for k in others]
+    return errs
+
+
+def norm(path):
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+# --------------------------------------------------------------------------
+# daemon/api.c
+
+
+def strip_comments(src):
+    """Comments become spaces; string and char literals are kept."""
+    out, i, n = [], 0, len(src)
+    while i < n:
+        c = src[i]
+        if c in "\"'":
+            j = i + 1
+            while j < n and src[j] != c:
+                j += 2 if src[j] == "\\" else 1
+            out.append(src[i:j + 1])
+            i = j + 1
+        elif src.startswith("/*", i):
+            j = src.find("*/", i + 2)
+            j = n if j < 0 else j + 2
+            out.append(re.sub(r"[^\n]", " ", src[i:j]))
+            i = j
+        elif src.startswith("//", i):
+            j = src.find("\n", i)
+            j = n if j < 0 else j
+            out.append(" " * (j - i))
+            i = j
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def matching(src, i, open_ch, close_ch):
+    """Index just past the bracket that closes the one at src[i]."""
+    depth, n = 0, len(src)
+    while i < n:
+        c = src[i]
+        if c in "\"'":
+            j = i + 1
+            while j < n and src[j] != c:
+                j += 2 if src[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c == open_ch:
+            depth += 1
+        elif c == close_ch:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise ValueError(f"unbalanced {open_ch}{close_ch}")
+
+
+def function_body(src, name):
+    m = re.search(r"^[\w \t\*]*\b" + re.escape(name) + r"\s*\([^;{]*\)\s*\{", src, re.M)
+    if not m:
+        raise ValueError(f"function {name} not found in {API_C}")
+    start = m.end() - 1
+    return src[start + 1:matching(src, start, "{", "}") - 1]
+
+
+def top_level_ifs(body):
+    """[(condition, block)] for the `if`s at the top level of a body
+    (`else if` included)."""
+    out, i, n, depth = [], 0, len(body), 0
+    while i < n:
+        c = body[i]
+        if c in "\"'":
+            j = i + 1
+            while j < n and body[j] != c:
+                j += 2 if body[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif depth == 0 and re.match(r"\bif\s*\(", body[i:]) and (i == 0 or not body[i - 1].isalnum()
+                                                                   and body[i - 1] != "_"):
+            p = body.index("(", i)
+            e = matching(body, p, "(", ")")
+            cond = body[p + 1:e - 1]
+            k = e
+            while k < n and body[k].isspace():
+                k += 1
+            if k < n and body[k] == "{":
+                end = matching(body, k, "{", "}")
+                out.append((cond, body[k + 1:end - 1]))
+            else:
+                end = body.index(";", k) + 1
+                out.append((cond, body[k:end]))
+            i = end
+            continue
+        i += 1
+    return out
+
+
+def methods_in(code):
+    """(methods compared with m, methods listed by method_not_allowed)."""
+    compared = set(re.findall(r"strcmp\(\s*m\s*,\s*\"([A-Z]+)\"\s*\)", code))
+    listed = set()
+    for lst in re.findall(r"method_not_allowed\(\s*req\s*,\s*\"([^\"]*)\"\s*\)", code):
+        listed |= {x.strip() for x in lst.split(",") if x.strip()}
+    return compared, listed
+
+
+def api_routes():
+    """({(path, METHOD)}, [notes]); path parameters as {name}."""
+    src = strip_comments(API_C.read_text())
+    routes, notes, seen_literals = {}, [], set()
+
+    def add(path, code, where):
+        compared, listed = methods_in(code)
+        check(bool(compared or listed), f"api.c: methods of {path} found")
+        check(not listed or compared == listed,
+              f"api.c: {path}: the 405 message lists the methods the handler takes",
+              f"compared with m: {sorted(compared)}, method_not_allowed: {sorted(listed)}")
+        routes.setdefault(path, set()).update(compared | listed)
+
+    handle = function_body(src, "api_handle")
+    prefix_blocks = []
+    for cond, block in top_level_ifs(handle):
+        exact = re.findall(r"strcmp\(\s*path\s*,\s*\"([^\"]*)\"\s*\)", cond)
+        prefix = re.findall(r"hs_str_has_prefix\(\s*path\s*,\s*\"([^\"]*)\"\s*\)", cond)
+        seen_literals.update(exact + prefix)
+        if exact:
+            canon = [p.rstrip("/") or "/" for p in exact]
+            main = canon[0]
+            for p, c in zip(exact, canon):
+                if c != main:
+                    raise ValueError(f"api.c: one branch serves two paths: {exact}")
+                if p != main:
+                    notes.append(f"{p} is served as an alias of {main}")
+            add(main, block, "api_handle")
+        elif prefix:
+            prefix_blocks.append((prefix[0], block))
+    for prefix, block in prefix_blocks:
+        if "handle_vm(" not in block:
+            raise ValueError(f"api.c: the {prefix} branch does not call handle_vm")
+        vm = function_body(src, "handle_vm")
+        base = prefix + "{name}"
+        table = re.search(r"actions\[\]\s*=\s*\{([^}]*)\}", vm)
+        if not table:
+            raise ValueError("api.c: handle_vm's action table not found")
+        actions = re.findall(r"\"([^\"]*)\"", table.group(1))
+        after_table = vm[table.end():]
+        table_methods = set()
+        # routes of their own come before the table; the `action` literals
+        # after it dispatch the table's actions
+        for cond, code in top_level_ifs(vm[:table.start()]):
+            if re.fullmatch(r"\s*!\s*action\s*", cond):
+                add(base, code, "handle_vm")
+            elif re.search(r"strcmp\(\s*action\s*,", cond):
+                for a in re.findall(r"strcmp\(\s*action\s*,\s*\"([^\"]*)\"\s*\)", cond):
+                    add(f"{base}/{a}", code, "handle_vm")
+        for cond, code in top_level_ifs(after_table):
+            if re.search(r"\bm\b", cond) and "action" not in cond:
+                table_methods |= set().union(*methods_in(cond + ";" + code))
+        check(bool(table_methods), "api.c: methods of the action table found")
+        for a in actions:
+            routes.setdefault(f"{base}/{a}", set()).update(table_methods)
+    # every path literal in api.c is accounted for
+    for lit in re.findall(r"(?:strcmp|hs_str_has_prefix)\(\s*path\s*,\s*\"([^\"]*)\"", src):
+        check(lit in seen_literals, f"api.c: path literal {lit!r} understood",
+              "compared with path outside api_handle's top-level branches")
+    return {(p, m) for p, ms in routes.items() for m in ms}, notes
+
+
+# --------------------------------------------------------------------------
+# A live hsd
+
+
+class Conn(http.client.HTTPConnection):
+    def __init__(self, sock_path, timeout=15):
+        super().__init__("localhost", timeout=timeout)
+        self.sock_path = sock_path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.sock_path)
+        self.sock = s
+
+
+def request(sock, method, path, body=None, headers=None, stream=False):
+    """(status, headers, parsed JSON or text or first stream line)."""
+    c = Conn(sock)
+    try:
+        h = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        if stream and r.status == 200:
+            return r.status, hdrs, r.readline().decode(errors="replace")
+        raw = b"" if method == "HEAD" or r.status == 101 else r.read()
+        text = raw.decode(errors="replace")
+        try:
+            return r.status, hdrs, json.loads(text)
+        except ValueError:
+            return r.status, hdrs, text
+    finally:
+        c.close()
+
+
+def error_code(payload):
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        return payload["error"].get("code")
+    return None
+
+
+def start_hsd(hsd_bin, base):
+    state, run = base / "state", base / "run"
+    # A fake /proc/meminfo and CPU list (as tests/integration/test_ksm.py
+    # does): hsd reads these instead of the host's, and finds no KSM to tune.
+    sysroot = base / "sysroot"
+    (sysroot / "proc").mkdir(parents=True)
+    (sysroot / "sys/devices/system/cpu").mkdir(parents=True)
+    (sysroot / "sys/devices/system/cpu/online").write_text("0-1\n")
+    (sysroot / "proc/meminfo").write_text(
+        "MemTotal:       8388608 kB\nMemFree:        4194304 kB\nMemAvailable:   4194304 kB\n")
+    log = open(base / "hsd.log", "wb")
+    # --overcommit 0.1 of a fake 8 GiB host: a start of the 1 GiB test VM is
+    # refused by admission (409 overcommit), so the start route is exercised
+    # with no QEMU ever run.
+    args = [str(hsd_bin), "--state-dir", str(state), "--run-dir", str(run),
+            "--sysfs-root", str(sysroot), "--overcommit", "0.1"]
+    if os.geteuid() == 0:
+        # No QEMU runs here: spare the system the hsd-qemu user that a root
+        # hsd would otherwise create.
+        args += ["--qemu-user", "root"]
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    sock = str(run / "hsd.sock")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if request(sock, "GET", "/v1")[0] == 200:
+                return proc, sock, state
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return proc, None, state
+
+
+def stop_hsd(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# Requests with more than no body, and the answers expected on a VM that is
+# defined and never started. Keys are (path, METHOD) as the description has
+# them; a described operation missing here is still requested, with no body.
+PLAN = {
+    ("/v1", "GET"): dict(expect={200}),
+    ("/v1/host", "GET"): dict(expect={200}),
+    ("/v1/vms", "GET"): dict(expect={200}),
+    ("/v1/vms", "POST"): dict(expect={201}),  # sent first: it defines the VM
+    ("/v1/vms/{name}", "GET"): dict(expect={200}),
+    ("/v1/vms/{name}", "DELETE"): dict(expect={200}),  # sent last
+    ("/v1/vms/{name}/start", "POST"): dict(body={}, expect={409}, code="overcommit"),
+    ("/v1/vms/{name}/stop", "POST"): dict(body={"timeout": 5}, expect={409}, code="not-running"),
+    ("/v1/vms/{name}/kill", "POST"): dict(expect={409}, code="not-running"),
+    ("/v1/vms/{name}/reboot", "POST"): dict(expect={409}, code="not-running"),
+    ("/v1/vms/{name}/pause", "POST"): dict(expect={409}, code="not-running"),
+    ("/v1/vms/{name}/resume", "POST"): dict(expect={409}, code="not-running"),
+    ("/v1/vms/{name}/qmp", "POST"): dict(body={"execute": "query-status"}, expect={409},
+                                         code="not-running"),
+    ("/v1/vms/{name}/console", "GET"): dict(expect={426}, code="upgrade-required",
+                                            upgraded=dict(expect={409}, code="not-running")),
+    ("/v1/vms/{name}/console", "POST"): dict(expect={426}, code="upgrade-required",
+                                             upgraded=dict(expect={409}, code="not-running")),
+    ("/v1/events", "GET"): dict(expect={200}, stream=True),
+    ("/v1/ksm", "GET"): dict(expect={200}),
+    ("/v1/ksm", "PUT"): dict(body={}, expect={200}),
+    ("/metrics", "GET"): dict(expect={200}),
+}
+UPGRADE = {"Connection": "Upgrade", "Upgrade": "hs-console"}
+DOC = None
+
+
+def media_ok(declared, content_type):
+    """The declared media type the answer's Content-Type matches (parameters
+    declared must be present; others, e.g. charset, may be added), "" when
+    nothing is declared, None when none matches."""
+    if not declared:
+        return ""
+    got = [p.strip().lower() for p in (content_type or "").split(";")]
+    for d in declared:
+        want = [p.strip().lower() for p in d.split(";")]
+        if got and want[0] == got[0] and all(p in got[1:] for p in want[1:]):
+            return d
+    return None
+
+
+def probe(sock, ops, path, method, plan, label=None, headers=None):
+    url = path.replace("{name}", VM)
+    label = label or f"{method} {url}"
+    status, hdrs, payload = request(sock, method, url, body=plan.get("body"), headers=headers,
+                                    stream=plan.get("stream", False))
+    responses = ops[(path, method)]["responses"]
+    code = error_code(payload)
+    served = not (status == 405 or (status == 404 and "{name}" not in path) or
+                  (status == 404 and isinstance(payload, dict) and
+                   "no such" in str(payload.get("error", {}).get("message", ""))))
+    check(served, f"{label}: served", f"{status} {payload}")
+    check(str(status) in responses, f"{label}: {status} is a described answer",
+          f"described: {sorted(responses)}; got {status} {payload}")
+    if "expect" in plan:
+        check(status in plan["expect"] and (not plan.get("code") or code == plan["code"]),
+              f"{label}: {status}{' ' + code if code else ''} as expected",
+              f"expected {sorted(plan['expect'])} {plan.get('code') or ''}; got {status} {payload}")
+    declared = responses.get(str(status), responses.get("default"))
+    if declared is not None and status != 101:
+        media = media_ok(declared, hdrs.get("content-type"))
+        check(media is not None, f"{label}: Content-Type {hdrs.get('content-type')!r} is described",
+              f"described: {sorted(declared)}")
+        schema = declared.get(media) if media else None
+        if plan.get("stream") and status == 200:
+            try:
+                line = json.loads(payload)
+            except (TypeError, ValueError):
+                line = None
+            check(isinstance(line, dict) and line.get("type") == "hello",
+                  f"{label}: the stream starts with a hello line", repr(payload))
+            payload = line
+        if schema and media.startswith("application/"):
+            errs = schema_errors(DOC, schema, payload, strict=True)
+            check(not errs, f"{label}: the answer matches its schema", "; ".join(errs[:8]))
+        elif media and media.startswith("text/plain") and url == "/metrics":
+            bad = [l for l in payload.splitlines() if l and not l.startswith("#") and not
+                   re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? \S+", l)]
+            check(isinstance(payload, str) and "# TYPE" in payload and not bad,
+                  f"{label}: Prometheus text format", f"bad lines: {bad[:3]}")
+    return status, payload
+
+
+def spec_cases(sock, ops, disk):
+    """VM specs at and past the limits: openapi.yaml's VmSpec schema and hsd
+    must agree on each (201 or 400 invalid-spec)."""
+    schema = ops[("/v1/vms", "POST")]["request"]
+    d = [{"path": disk, "format": "raw"}]
+    base = {"accel": "tcg", "disks": d}
+    cases = [
+        ("smallest", {"name": "a", "disks": d}),
+        ("all fields", {"name": "b-1_x", "cpus": 255, "memory_mib": 4194304, "accel": "kvm",
+                        "machine": "pc-q35-7.2", "cpu_model": "qemu64,+ssse3,-vmx,model_id=x",
+                        "mem_merge": False, "kernel": disk, "initrd": disk,
+                        "cmdline": "console=ttyS0", "disks": [dict(d[0], readonly=True)],
+                        "nics": [{"type": "user", "mac": "52:54:00:AB:cd:01"},
+                                 {"type": "user"}]}),
+        ("kernel only", {"name": "k", "kernel": disk, "accel": "tcg"}),
+        ("16 disks", dict(base, name="d16", disks=d * 16)),
+        ("8 nics", dict(base, name="n8", nics=[{"type": "user"}] * 8)),
+        ("63-char name", dict(base, name="x" * 63)),
+        ("memory 16", dict(base, name="m16", memory_mib=16)),
+        ("no name", dict(base)),
+        ("64-char name", dict(base, name="x" * 64)),
+        ("name with capitals", dict(base, name="Web1")),
+        ("name starting with -", dict(base, name="-web")),
+        ("name with a dot", dict(base, name="web.1")),
+        ("cpus 0", dict(base, name="c0", cpus=0)),
+        ("cpus 256", dict(base, name="c256", cpus=256)),
+        ("cpus 1.5", dict(base, name="c15", cpus=1.5)),
+        ("memory 15", dict(base, name="m15", memory_mib=15)),
+        ("memory 4194305", dict(base, name="mbig", memory_mib=4194305)),
+        ("accel xen", dict(base, name="ax", accel="xen")),
+        ("machine with a space", dict(base, name="mx", machine="q35 x")),
+        ("cpu_model starting with ,", dict(base, name="cx", cpu_model=",+vmx")),
+        ("mem_merge 1", dict(base, name="mm", mem_merge=1)),
+        ("unknown field", dict(base, name="u", colour="blue")),
+        ("neither kernel nor disk", {"name": "nk", "accel": "tcg"}),
+        ("relative kernel", dict(base, name="rk", kernel="vmlinuz")),
+        ("kernel with ..", dict(base, name="dk", kernel="/srv/../vmlinuz")),
+        ("17 disks", dict(base, name="d17", disks=d * 17)),
+        ("disk format vmdk", dict(base, name="fv", disks=[dict(d[0], format="vmdk")])),
+        ("disk without path", dict(base, name="dp", disks=[{"format": "raw"}])),
+        ("disk with an unknown field", dict(base, name="du", disks=[dict(d[0], cache="none")])),
+        ("9 nics", dict(base, name="n9", nics=[{"type": "user"}] * 9)),
+        ("nic type tap", dict(base, name="nt", nics=[{"type": "tap"}])),
+        ("multicast mac", dict(base, name="mc", nics=[{"mac": "01:00:5e:00:00:01"}])),
+        ("short mac", dict(base, name="ms", nics=[{"mac": "52:54:00:12:34"}])),
+        ("nic with an unknown field", dict(base, name="nu", nics=[{"model": "e1000"}])),
+    ]
+    for what, spec in cases:
+        valid = not schema_errors(DOC, schema, spec)
+        st, _, body = request(sock, "POST", "/v1/vms", body=spec)
+        if st == 201:
+            request(sock, "DELETE", f"/v1/vms/{spec['name']}")
+        want = "201" if valid else "400 invalid-spec"
+        got = f"{st} {error_code(body)}" if st >= 400 else str(st)
+        check(got == want, f"VmSpec {what}: the schema and hsd agree ({want})",
+              f"schema says {'valid' if valid else 'invalid'}; hsd answered {st} {body}")
+
+
+def live(ops, hsd_bin):
+    base = Path(tempfile.mkdtemp(prefix="hs-openapi-", dir="/tmp"))
+    proc = None
+    try:
+        proc, sock, state = start_hsd(hsd_bin, base)
+        if not check(sock is not None, f"hsd started ({hsd_bin})",
+                     (base / "hsd.log").read_text(errors="replace")[-2000:]):
+            return
+        images = state / "images"
+        images.mkdir(exist_ok=True)
+        disk = images / "disk.raw"
+        with open(disk, "wb") as f:
+            f.truncate(1 << 20)
+        spec = {"name": VM, "memory_mib": 1024, "accel": "tcg",
+                "disks": [{"path": str(disk), "format": "raw"}]}
+
+        order = sorted(ops, key=lambda k: (k != ("/v1/vms", "POST"),
+                                           k == ("/v1/vms/{name}", "DELETE"), k))
+        for path, method in order:
+            plan = dict(PLAN.get((path, method), {}))
+            if (path, method) == ("/v1/vms", "POST"):
+                plan["body"] = spec
+            probe(sock, ops, path, method, plan)
+            if "upgraded" in plan:
+                probe(sock, ops, path, method, plan["upgraded"],
+                      label=f"{method} {path.replace('{name}', VM)} (Upgrade: hs-console)",
+                      headers=UPGRADE)
+            if (path, method) == ("/v1/vms", "POST"):
+                # The VM exists now; every method not described for a path
+                # must be refused with 405 and the described ones listed.
+                for p in sorted({p for p, _ in ops}):
+                    described = sorted(m for q, m in ops if q == p)
+                    for m in PROBE_METHODS:
+                        if m in described:
+                            continue
+                        url = p.replace("{name}", VM)
+                        st, _, body = request(sock, m, url)
+                        msg = body.get("error", {}).get("message", "") if isinstance(body, dict) else ""
+                        allowed = sorted(x.strip() for x in msg.split("allowed:")[-1].split(",")) \
+                            if "allowed:" in msg else None
+                        # (a HEAD answer has no body to read the list from)
+                        check(st == 405 and (m == "HEAD" or allowed == described),
+                              f"{m} {url}: 405" +
+                              ("" if m == "HEAD" else f", allowed {', '.join(described)}"),
+                              f"got {st} {body}")
+        spec_cases(sock, ops, str(disk))
+        # paths hsd must not serve
+        for m, url in [("GET", "/"), ("GET", "/v2"), ("GET", "/v1/nope"), ("GET", "/v1/hosts"),
+                       ("GET", "/metrics/"), ("GET", "/v1/metrics"), ("GET", "/v1/vms/"),
+                       ("POST", f"/v1/vms/{VM}/bogus"), ("POST", f"/v1/vms/{VM}/start/now"),
+                       ("GET", f"/v1/vms/{VM}/console/x")]:
+            st, _, body = request(sock, m, url)
+            check(st == 404 and error_code(body) == "not-found", f"{m} {url}: 404 not-found",
+                  f"got {st} {body}")
+    finally:
+        if proc:
+            stop_hsd(proc)
+            log = (base / "hsd.log").read_text(errors="replace")
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                check(marker not in log, f"hsd log has no {marker!r}")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main():
+    args = sys.argv[1:]
+    static_only = "--static-only" in args
+    hsd_bin = Path(os.environ.get("HS_BUILD_DIR", ROOT / "build")) / "daemon" / "hsd"
+    if "--hsd" in args:
+        hsd_bin = Path(args[args.index("--hsd") + 1])
+
+    try:
+        doc = load_spec()
+    except YamlError as e:
+        check(False, "openapi.yaml parses", str(e))
+        return finish()
+    check(str(doc.get("openapi", "")).startswith("3.0"), "openapi.yaml is OpenAPI 3.0")
+    global DOC
+    DOC = doc
+    ops = spec_operations(doc)
+    check(bool(ops), f"openapi.yaml describes {len(ops)} operations")
+
+    served, notes = api_routes()
+    for n in notes:
+        print(f"note  {n}")
+    described = {(norm(p), m) for p, m in ops}
+    served_n = {(norm(p), m) for p, m in served}
+    for p, m in sorted(served):
+        check((norm(p), m) in described, f"served {m} {p} is described in openapi.yaml")
+    for p, m in sorted(ops):
+        check((norm(p), m) in served_n, f"described {m} {p} is served by api.c")
+
+    if not static_only:
+        if not hsd_bin.exists():
+            check(False, f"hsd binary {hsd_bin} exists", "build first (scripts/build.sh)")
+        else:
+            live(ops, hsd_bin)
+    return finish()
+
+
+def finish():
+    print(f"openapi: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
