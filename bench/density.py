@@ -172,9 +172,8 @@ def ksm_stat(pid):
     try:
         with open(f"/proc/{pid}/ksm_stat") as f:
             for line in f:
-                k, _, v = line.rpartition(" ")
-                v = v.strip()
-                out[k.strip()] = int(v) if v.lstrip("-").isdigit() else v
+                k, _, v = line.strip().rpartition(" ")
+                out[k.strip().rstrip(":")] = int(v) if v.lstrip("-").isdigit() else v
     except OSError:
         pass
     return out
@@ -1092,6 +1091,12 @@ def print_report(out):
                 except Exception:
                     vals.append("-")
             log(f"{label:<{w}}  " + "  ".join(f"{v:>14}" for v in vals))
+    for r in out["runs"]:
+        if r.get("error"):
+            a = r.get("at_abort") or {}
+            log(f"N={r['n']}: ABORTED ({r['error']}); at t={fmt(a.get('t'))}s: "
+                f"{a.get('started', '?')} started, MemAvailable {fmt(mib(a.get('avail')), 0)} MiB, "
+                f"our merged {fmt(mib((a.get('own_merging') or 0) * PAGE), 0)} MiB")
     d = out.get("derived") or {}
     if d:
         log("-" * 100)
@@ -1255,6 +1260,18 @@ def main():
             try:
                 run_count(n, args, p, guest, reg, base, out["runs"])
                 out["runs"][-1]["loadavg_end"] = os.getloadavg()
+            except BenchError as e:
+                # an aborted count (host safety, boot failure): recorded,
+                # cleaned up below; the next phases still run
+                log(f"  N={n} ABORTED: {type(e).__name__}: {e}")
+                if out["runs"] and out["runs"][-1]["n"] == n:
+                    out["runs"][-1]["error"] = f"{type(e).__name__}: {e}"
+                    rr = out["runs"][-1]
+                    ss = [x for x in rr.get("samples", []) if "avail" in x]
+                    if ss:
+                        rr["at_abort"] = {"t": ss[-1]["t"], "avail": ss[-1]["avail"],
+                                          "own_merging": ss[-1]["own_merging"],
+                                          "started": len(rr.get("pids") or {})}
             finally:
                 r = out["runs"][-1] if out["runs"] and out["runs"][-1]["n"] == n else {}
                 hh = reg.hsds[-1] if len(reg.hsds) > nh else None
