@@ -104,6 +104,17 @@ void host_check_kvm_for(HostInfo *host, const QemuUser *user)
 		 user->name, user->name);
 }
 
+uint64_t host_process_rss(int rootfd, pid_t pid)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "proc/%d/status", (int)pid);
+	if (hs_read_small(rootfd, path, buf, sizeof(buf)) < 0)
+		return 0;
+	const char *p = strstr(buf, "VmRSS:");
+	unsigned long long kb;
+	return p && sscanf(p, "VmRSS: %llu kB", &kb) == 1 ? kb * 1024 : 0;
+}
+
 void host_refresh(HostInfo *host)
 {
 	char buf[8192];

@@ -28,6 +28,7 @@ typedef struct KsmTuner {
 	bool have_last;
 	pid_t ksmd;
 	uint64_t last_ticks;
+	double cpu_time; /* hs_now() of last_ticks */
 	double ksmd_cpu;
 	KsmDecision decision;
 	KsmDecision written;
@@ -221,6 +222,8 @@ void api_answered(HttpRequest *req, unsigned status, const char *error_code, voi
 /* host.c */
 void host_probe(HostInfo *host, const char *qemu_binary);
 void host_refresh(HostInfo *host);
+/* VmRSS of a process, bytes (0 if unknown). */
+uint64_t host_process_rss(int rootfd, pid_t pid);
 /* KVM is usable only if QEMU, running as `user`, can open /dev/kvm. */
 void host_check_kvm_for(HostInfo *host, const QemuUser *user);
 json_t *host_to_json(const HostInfo *host, Hsd *h);

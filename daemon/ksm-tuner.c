@@ -12,16 +12,22 @@
 #define TICK 2.0
 #define BOOTING_WINDOW 60.0
 
-static int write_knobs(Hsd *h, const KsmDecision *d)
+/* Writes the knobs whose value in sysfs (just read: another writer may
+ * have changed them) differs from the decision. */
+static int write_knobs(Hsd *h, const KsmDecision *d, const KsmStats *now)
 {
 	KsmTuner *t = &h->ksm;
 	int r = 0;
-	if (d->pages_to_scan != t->written.pages_to_scan || !t->have_written)
+	if (d->pages_to_scan != now->pages_to_scan)
 		r = ksm_write_knob(h->host.rootfd, "pages_to_scan", d->pages_to_scan);
-	if (r == 0 && (d->sleep_millisecs != t->written.sleep_millisecs || !t->have_written))
+	if (r == 0 && d->sleep_millisecs != now->sleep_millisecs)
 		r = ksm_write_knob(h->host.rootfd, "sleep_millisecs", d->sleep_millisecs);
-	if (r == 0 && (d->run != t->written.run || !t->have_written))
+	if (r == 0 && d->run != now->run)
 		r = ksm_write_knob(h->host.rootfd, "run", (uint64_t)d->run);
+	if (r == 0 && t->have_written &&
+	    (now->pages_to_scan != t->written.pages_to_scan ||
+	     now->sleep_millisecs != t->written.sleep_millisecs))
+		log_debug("KSM: knobs were changed by someone else; set again");
 	if (r < 0) {
 		if (!t->error[0])
 			log_warning("KSM: cannot tune /sys/kernel/mm/ksm: %s", strerror(-r));
@@ -60,6 +66,7 @@ void ksm_tuner_tick(Hsd *h)
 		.mem_available = h->host.mem_available,
 		.vms_waiting = vm_count_pacing(h),
 		.current_pages_to_scan = now.pages_to_scan,
+		.previous_phase = t->have_written ? (int)t->decision.phase : -1,
 	};
 	double wall = hs_wall();
 	for (Vm *vm = h->vms; vm; vm = vm->next)
@@ -70,10 +77,12 @@ void ksm_tuner_tick(Hsd *h)
 		t->ksmd = ksm_find_ksmd(h->host.rootfd);
 	uint64_t ticks;
 	if (t->ksmd && ksm_read_cpu_ticks(h->host.rootfd, t->ksmd, &ticks) == 0) {
-		if (t->have_last && in.interval > 0.1 && ticks >= t->last_ticks)
+		double dt = mono - t->cpu_time;
+		if (t->cpu_time > 0 && dt > 0.1 && ticks >= t->last_ticks)
 			in.ksmd_cpu = (double)(ticks - t->last_ticks) /
-				      ((double)sysconf(_SC_CLK_TCK) * in.interval);
+				      ((double)sysconf(_SC_CLK_TCK) * dt);
 		t->last_ticks = ticks;
+		t->cpu_time = mono;
 	}
 	t->ksmd_cpu = in.ksmd_cpu;
 	/* Compare against the counters of at least one full scan ago, so that
@@ -86,7 +95,7 @@ void ksm_tuner_tick(Hsd *h)
 	t->stats = now;
 	KsmDecision d = ksm_policy_decide(&in);
 	t->decision = d;
-	write_knobs(h, &d);
+	write_knobs(h, &d, &now);
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)

@@ -174,16 +174,6 @@ static int task_times(int rootfd, pid_t pid, pid_t tid, uint64_t *ret_ticks, uin
 	return 0;
 }
 
-static uint64_t vm_rss(int rootfd, pid_t pid)
-{
-	char path[64], buf[4096];
-	snprintf(path, sizeof(path), "proc/%d/status", (int)pid);
-	if (hs_read_small(rootfd, path, buf, sizeof(buf)) < 0)
-		return 0;
-	const char *p = strstr(buf, "VmRSS:");
-	unsigned long long kb;
-	return p && sscanf(p, "VmRSS: %llu kB", &kb) == 1 ? kb * 1024 : 0;
-}
 
 static void vm_series(Hsd *h, FILE *f, int pass)
 {
@@ -213,7 +203,7 @@ static void vm_series(Hsd *h, FILE *f, int pass)
 		case 4:
 			if (active)
 				fprintf(f, "hsd_vm_memory_rss_bytes{vm=\"%s\"} %" PRIu64 "\n", n,
-					vm_rss(h->host.rootfd, vm->status.pid));
+					host_process_rss(h->host.rootfd, vm->status.pid));
 			break;
 		case 5:
 		case 6:

@@ -688,7 +688,20 @@ static int vm_admit(Vm *vm, HsError *err)
 				    vm->spec.name, vm->spec.memory_mib, (double)committed / (1 << 30),
 				    h->overcommit, (double)h->host.mem_total / (1 << 30),
 				    limit / (1 << 30));
-	uint64_t need = mem + host_reserve(&h->host);
+	/* VMs started in the last minute have not touched all their memory
+	 * yet (and KSM has not merged it): count what they may still take. */
+	uint64_t pending = 0;
+	double wall = hs_wall();
+	for (Vm *o = h->vms; o; o = o->next) {
+		if (o == vm || !vm_state_is_active(o->status.state) || o->status.pid <= 0 ||
+		    wall - o->status.started_at > 60)
+			continue;
+		uint64_t nominal = o->spec.memory_mib << 20;
+		uint64_t rss = host_process_rss(h->host.rootfd, o->status.pid);
+		if (rss < nominal)
+			pending += nominal - rss;
+	}
+	uint64_t need = mem + host_reserve(&h->host) + pending;
 	return h->host.mem_available >= need ? 0 : 1;
 }
 

@@ -58,8 +58,11 @@ const char *ksm_phase_to_string(KsmPhase p)
 
 static bool converged(const KsmPolicyInput *in)
 {
+	/* No full pass over memory since the reference: nothing new to judge
+	 * by, so the last judgement stands (the phase must not flap between
+	 * scans). */
 	if (!in->have_before || in->now.full_scans <= in->before.full_scans)
-		return false; /* no full pass over memory since: cannot tell */
+		return in->previous_phase == KSM_PHASE_CONVERGED;
 	uint64_t a = in->before.pages_sharing, b = in->now.pages_sharing;
 	uint64_t growth = b > a ? b - a : 0;
 	uint64_t base = b > 1000 ? b : 1000;

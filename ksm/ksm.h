@@ -75,6 +75,7 @@ typedef struct KsmPolicyInput {
 	unsigned vms_booting;      /* VMs started in the last minute */
 	unsigned vms_waiting;      /* starts held back for memory (pacing) */
 	uint64_t current_pages_to_scan; /* what is set now */
+	int previous_phase;        /* the last decision's KsmPhase; -1: none */
 } KsmPolicyInput;
 
 typedef enum KsmPhase {

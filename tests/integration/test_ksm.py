@@ -141,3 +141,24 @@ def test_start_gives_up_with_figures(hsd_factory, guest, tmp_path):
     msg = js["error"]["message"]
     assert "128 MiB" in msg and "300 MiB were available" in msg, msg
     assert hsd.state("starved") == "defined"
+
+
+def test_pacing_counts_memory_booting_vms_will_take(hsd_factory, guest, tmp_path):
+    # 1200 MiB "available": one 512 MiB VM fits (512 + 512 reserve); a second
+    # one would too by MemAvailable alone, but the first has not touched its
+    # memory yet (the fake /proc has no RSS for it): the second waits.
+    root = fake_root(tmp_path, 1200)
+    hsd = hsd_factory(extra_args=["--sysfs-root", str(root), "--pacing-timeout", "60"])
+    hsd.create_guest(guest, "first", memory=512)
+    hsd.create_guest(guest, "second", memory=512)
+    hsd.hsctl("start", "first", check=True)
+    import threading
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=hsd.hsctl("start", "second", timeout=90)))
+    t.start()
+    wait_for(lambda: "vm second: waiting for memory" in hsd.log_text(), 10, "second held")
+    fake_root(tmp_path, 4096)
+    t.join(60)
+    assert out["r"].returncode == 0, out["r"].stderr
+    hsd.hsctl("kill", "first", check=True)
+    hsd.hsctl("kill", "second", check=True)

@@ -145,6 +145,7 @@ static KsmPolicyInput base_input(void)
 		.mem_available = 12ull << 30,
 		.ksmd_cpu = 0.05,
 		.current_pages_to_scan = 1000,
+		.previous_phase = -1,
 	};
 	in.now.present = in.before.present = true;
 	in.now.pages_to_scan = 1000;
@@ -212,9 +213,14 @@ static void test_policy_backs_off_when_converged(void **state)
 	/* still finding pages: keep scanning */
 	in.now.pages_sharing = 600000;
 	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
-	/* no full scan since the reference: cannot tell yet */
+	/* no full scan since the reference: cannot tell yet... */
 	in.now.pages_sharing = 500100;
 	in.now.full_scans = 10;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
+	/* ...so a converged judgement stands until the next full scan */
+	in.previous_phase = KSM_PHASE_CONVERGED;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_CONVERGED);
+	in.previous_phase = KSM_PHASE_STEADY;
 	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
 	/* booting wins over converged */
 	in.now.full_scans = 12;
