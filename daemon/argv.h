@@ -12,6 +12,7 @@ typedef struct QemuLaunch {
 	int serial_fd;          /* listening socket fd number in the child */
 	const char *serial_log; /* QEMU appends all serial output here; may be NULL */
 	bool sandbox;           /* QEMU built with seccomp: -sandbox on,... */
+	unsigned tcg_tb_size_mib; /* TCG translation buffer; 0: QEMU's default */
 
 	/* With pass_fds, QEMU opens nothing by path: hsd opens every file and
 	 * hands QEMU descriptors (fd numbers in the child), so QEMU can run

@@ -172,6 +172,8 @@ static void usage(FILE *f)
 		   "  --overcommit RATIO  guest memory of running VMs may reach RATIO x host\n"
 		   "                      memory (default 3.0); KSM makes up the difference\n"
 		   "  --pacing-timeout S  a start waits up to S s for memory (default 120)\n"
+		   "  --tcg-tb-size MiB   TCG translation buffer per TCG VM (default 16; 0:\n"
+		   "                      QEMU's default, up to 1 GiB, none of it mergeable)\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
 		   "  -v, --verbose       debug logging\n"
 		   "  --version\n");
@@ -193,6 +195,7 @@ static const struct option long_opts[] = {
 	{"overcommit", required_argument, NULL, 'L'},
 	{"ksm-mode", required_argument, NULL, 'L'},
 	{"pacing-timeout", required_argument, NULL, 'L'},
+	{"tcg-tb-size", required_argument, NULL, 'L'},
 	{"no-seccomp", no_argument, NULL, 'L'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"version", no_argument, NULL, 'V'},
@@ -282,6 +285,7 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 	h->qmp_timeout = o.qmp_timeout;
 	h->overcommit = o.overcommit;
 	h->pacing_timeout = o.pacing_timeout;
+	h->tcg_tb_size = (unsigned)o.tcg_tb_size;
 	hsd_log_level = o.verbose ? 7 : 6;
 	/* Allowed dirs: STATE/images stays first. */
 	while (h->allowed.n > 1)
@@ -325,6 +329,7 @@ int main(int argc, char **argv)
 	h.qmp_timeout = o.qmp_timeout;
 	h.overcommit = o.overcommit;
 	h.pacing_timeout = o.pacing_timeout;
+	h.tcg_tb_size = (unsigned)o.tcg_tb_size;
 	if (o.verbose)
 		hsd_log_level = 7;
 	h.state_dir = o.state_dir ? strdup(o.state_dir) : NULL;

@@ -132,6 +132,7 @@ struct Hsd {
 	double default_stop_timeout;
 	double overcommit;     /* guest memory of active VMs <= overcommit x MemTotal */
 	double pacing_timeout; /* how long a start waits for memory */
+	unsigned tcg_tb_size;  /* MiB, for TCG VMs; 0: QEMU's default */
 	double qmp_timeout;
 	ev_signal sigterm, sigint, sigpipe;
 	ev_timer heartbeat;

@@ -13,6 +13,7 @@ void hsd_options_init(HsdOptions *o)
 		.qmp_timeout = 10,
 		.overcommit = 3.0,
 		.pacing_timeout = 120,
+		.tcg_tb_size = 16,
 	};
 }
 
@@ -106,6 +107,8 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 		return set_num(&o->qmp_timeout, key, value, 0.1, 3600, err);
 	if (!strcmp(key, "overcommit"))
 		return set_num(&o->overcommit, key, value, 0.1, 100, err);
+	if (!strcmp(key, "tcg-tb-size"))
+		return set_num(&o->tcg_tb_size, key, value, 0, 4096, err);
 	if (!strcmp(key, "pacing-timeout"))
 		return set_num(&o->pacing_timeout, key, value, 0, 86400, err);
 	if (!strcmp(key, "ksm-mode")) {
@@ -179,7 +182,7 @@ bool hsd_option_reloadable(const char *key)
 {
 	static const char *const keys[] = {"stop-timeout", "qmp-timeout", "overcommit",
 					   "pacing-timeout", "allowed-dir", "ksm-mode",
-					   "verbose", NULL};
+					   "verbose",	    "tcg-tb-size", NULL};
 	for (size_t i = 0; keys[i]; i++)
 		if (!strcmp(key, keys[i]))
 			return true;

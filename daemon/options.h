@@ -22,6 +22,7 @@ typedef struct HsdOptions {
 	KsmMode ksm_mode;
 	bool ksm_mode_set; /* given in the file or on the command line */
 	double stop_timeout, qmp_timeout, overcommit, pacing_timeout;
+	double tcg_tb_size; /* MiB; 0: QEMU's default */
 } HsdOptions;
 
 void hsd_options_init(HsdOptions *o);

@@ -541,6 +541,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	QemuLaunch launch = {
 		.binary = h->host.qemu_binary,
 		.sandbox = h->host.qemu_sandbox,
+		.tcg_tb_size_mib = h->tcg_tb_size,
 	};
 	ChildFds fds;
 	r = launch_prepare(&vm->spec, &h->allowed, vm->state_dirfd, h->host.rootfd, qmp_listen,

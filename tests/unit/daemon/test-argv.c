@@ -142,7 +142,8 @@ static void test_kernel_tcg(void **state)
 		"-no-user-config",
 		"-S",
 		"-no-shutdown",
-		"-machine", "q35,accel=tcg",
+		"-machine", "q35",
+		"-accel", "tcg",
 		"-m", "1024M",
 		"-smp", "2",
 		"-display", "none",
@@ -182,7 +183,8 @@ static void test_disks_nics_kvm(void **state)
 		"-no-user-config",
 		"-S",
 		"-no-shutdown",
-		"-machine", "pc-q35-7.2,accel=kvm",
+		"-machine", "pc-q35-7.2",
+		"-accel", "kvm",
 		"-cpu", "host",
 		"-m", "4096M",
 		"-smp", "4",
@@ -221,14 +223,22 @@ static void test_accel(void **state)
 	char **v = NULL;
 
 	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
-	assert_true(find_opt(v, "-machine", "q35,accel=tcg") > 0);
+	assert_true(find_opt(v, "-accel", "tcg") > 0);
 	assert_int_equal(count_arg(v, "-cpu"), 0);
+	strv_free(v);
+
+	/* A bounded TCG translation buffer when asked. */
+	QemuLaunch tb = launch_plain;
+	tb.tcg_tb_size_mib = 16;
+	assert_int_equal(qemu_argv_build(&s, &tb, &v), 0);
+	assert_true(find_opt(v, "-accel", "tcg,tb-size=16") > 0);
 	strv_free(v);
 
 	/* KVM: no -cpu unless asked (QEMU's model is the migration-safe one). */
 	s.accel = VM_ACCEL_KVM;
 	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
-	assert_true(find_opt(v, "-machine", "q35,accel=kvm") > 0);
+	assert_true(find_opt(v, "-accel", "kvm") > 0);
+	assert_int_equal(count_arg(v, "-accel"), 1);
 	assert_int_equal(count_arg(v, "-cpu"), 0);
 	strv_free(v);
 
@@ -373,10 +383,8 @@ static void test_commas_doubled(void **state)
 
 	i = find_opt(v, "-machine", "q35");
 	assert_true(i > 0);
-	assert_string_equal(v[i], "q35,,accel=kvm,,kernel-irqchip=off,accel=kvm");
-	assert_int_equal(qemu_opt_values(v[i], "accel", &val), 1);
-	assert_string_equal(val, "kvm");
-	free(TAKE_PTR(val));
+	assert_string_equal(v[i], "q35,,accel=kvm,,kernel-irqchip=off");
+	assert_int_equal(qemu_opt_values(v[i], "accel", &val), 0);
 	assert_int_equal(qemu_opt_values(v[i], "kernel-irqchip", &val), 0);
 
 	i = find_opt(v, "-name", "guest=");
@@ -555,12 +563,13 @@ static void test_pass_fds(void **state)
 	assert_true(find_opt(v, "-blockdev", "driver=file,node-name=hs-file1,filename=/dev/fdset/11,") > 0);
 	assert_true(find_opt(v, "-netdev", "user,id=hs-net0") > 0);
 	assert_true(find_opt(v, "-netdev", "tap,id=hs-net1,fd=11") > 0);
-	assert_true(find_opt(v, "-machine", "pc-q35-7.2,accel=kvm") > 0);
+	assert_true(find_opt(v, "-machine", "pc-q35-7.2") > 0);
+	assert_true(find_opt(v, "-accel", "kvm") > 0);
 	strv_free(v);
 	/* A guest that refuses KSM. */
 	s.no_mem_merge = true;
 	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
-	assert_true(find_opt(v, "-machine", "pc-q35-7.2,accel=kvm,mem-merge=off") > 0);
+	assert_true(find_opt(v, "-machine", "pc-q35-7.2,mem-merge=off") > 0);
 	/* Nothing to spawn with taps passed in. */
 	assert_true(find_opt(v, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,") > 0);
 	strv_free(v);
