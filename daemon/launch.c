@@ -185,8 +185,12 @@ static int drop_privileges(const QemuUser *user)
 	return 0;
 }
 
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
+
 _Noreturn void launch_child(char **argv, const ChildFds *f, int log_fd, int run_dirfd,
-			    const char *pidfile, int go_fd, const QemuUser *user)
+			    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any)
 {
 	sigset_t all;
 	sigemptyset(&all);
@@ -232,6 +236,11 @@ _Noreturn void launch_child(char **argv, const ChildFds *f, int log_fd, int run_
 			_exit(126);
 	close_range((unsigned)(3 + f->n), ~0U, 0);
 
+	/* QEMU's own heap and buffers are alike across VMs too; KSM may take
+	 * them (Linux >= 6.4; needs CAP_SYS_RESOURCE, so before the drop;
+	 * older kernels just say no). */
+	if (merge_any)
+		(void)prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
 	int r = drop_privileges(user);
 	if (r < 0) {
 		dprintf(2, "hsd: cannot drop privileges to %s: %s\n",

@@ -46,6 +46,7 @@ int launch_prepare(const VmSpec *spec, const AllowedDirs *allowed, int state_dir
 
 /* In the child after fork: never returns. Writes the pidfile (run_dirfd),
  * waits for hsd's go (go_fd), places the descriptors, drops privileges,
- * execs argv. */
+ * execs argv. merge_any: offer all of QEMU's anonymous memory to KSM
+ * (PR_SET_MEMORY_MERGE, kept across exec), not only guest RAM. */
 _Noreturn void launch_child(char **argv, const ChildFds *fds, int log_fd, int run_dirfd,
-			    const char *pidfile, int go_fd, const QemuUser *user);
+			    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any);

@@ -20,6 +20,7 @@ typedef struct SpRequest {
 	uint32_t n_fds; /* log, run dir, go, then the child's */
 	uint32_t argv_len;
 	QemuUser user;
+	uint32_t merge_any;
 	char pidfile[64];
 } SpRequest;
 
@@ -100,7 +101,8 @@ static void handle_request(int sock)
 	memcpy(cf.src, fds + 3, sizeof(int) * (nf - 3));
 	pid = fork();
 	if (pid == 0)
-		launch_child(argv, &cf, fds[0], fds[1], req.pidfile, fds[2], &req.user);
+		launch_child(argv, &cf, fds[0], fds[1], req.pidfile, fds[2], &req.user,
+			     req.merge_any != 0);
 	if (pid < 0)
 		pid = -errno;
 out:
@@ -207,10 +209,11 @@ int spawner_dispatch(Spawner *sp, SpawnerExitCb on_exit, void *ud)
 }
 
 pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *cf, int log_fd, int run_dirfd,
-		    const char *pidfile, int go_fd, const QemuUser *user, SpawnerExitCb on_exit,
-		    void *ud, HsError *err)
+		    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any,
+		    SpawnerExitCb on_exit, void *ud, HsError *err)
 {
-	SpRequest req = {.magic = SP_MAGIC, .type = SP_SPAWN, .user = *user};
+	SpRequest req = {.magic = SP_MAGIC, .type = SP_SPAWN, .user = *user,
+			 .merge_any = merge_any};
 	snprintf(req.pidfile, sizeof(req.pidfile), "%s", pidfile);
 	size_t len = 0;
 	for (char **p = argv; *p; p++)

@@ -25,8 +25,8 @@ void spawner_stop(Spawner *sp);
  * about exits that arrive meanwhile go to on_exit. */
 typedef void (*SpawnerExitCb)(pid_t pid, int wstatus, void *ud);
 pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *fds, int log_fd, int run_dirfd,
-		    const char *pidfile, int go_fd, const QemuUser *user, SpawnerExitCb on_exit,
-		    void *ud, HsError *err);
+		    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any,
+		    SpawnerExitCb on_exit, void *ud, HsError *err);
 /* Reads every pending exit report (non-blocking). Returns -EPIPE when the
  * spawner is gone. */
 int spawner_dispatch(Spawner *sp, SpawnerExitCb on_exit, void *ud);

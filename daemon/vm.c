@@ -606,7 +606,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 		return hs_error_set(err, r, "internal", "pipe: %s", strerror(-r));
 	}
 	pid_t pid = spawner_spawn(&h->spawner, argv, &fds, log_fd, vm->run_dirfd, PIDFILE, go[0],
-				  &h->qemu_user, vm_spawner_exit, h, err);
+				  &h->qemu_user, !vm->spec.no_mem_merge, vm_spawner_exit, h, err);
 	close(go[0]);
 	strv_free(argv);
 	/* The spawner passed copies to QEMU; the listening sockets close with
