@@ -19,6 +19,8 @@
 #define TIGHT_AVAILABLE 0.20
 /* Converged: merging grew by less than this share over the interval. */
 #define CONVERGED_GROWTH 0.01
+/* Still merging fast: keep boosting past the boot window. */
+#define BOOST_GROWTH 0.05
 
 const char *ksm_mode_to_string(KsmMode m)
 {
@@ -92,6 +94,18 @@ KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 	bool tight = in->mem_total > 0 &&
 		     (double)in->mem_available < TIGHT_AVAILABLE * (double)in->mem_total;
 	if (in->vms_booting > 0 || in->vms_waiting > 0 || tight) {
+		d.phase = KSM_PHASE_BOOST;
+		d.pages_to_scan = BOOST_PAGES;
+		d.sleep_millisecs = BOOST_SLEEP;
+	} else if (in->have_before && in->now.full_scans > in->before.full_scans &&
+		   in->now.pages_sharing >
+			   in->before.pages_sharing +
+				   (uint64_t)(BOOST_GROWTH *
+					      (double)(in->before.pages_sharing > 1000
+							       ? in->before.pages_sharing
+							       : 1000))) {
+		/* A whole scan still found much to merge (guests filling their
+		 * memory after boot): keep scanning hard. */
 		d.phase = KSM_PHASE_BOOST;
 		d.pages_to_scan = BOOST_PAGES;
 		d.sleep_millisecs = BOOST_SLEEP;

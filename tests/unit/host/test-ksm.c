@@ -210,8 +210,11 @@ static void test_policy_backs_off_when_converged(void **state)
 	assert_true(d.pages_to_scan <= 100);
 	assert_true(d.sleep_millisecs >= 100);
 
-	/* still finding pages: keep scanning */
+	/* still finding many pages (guests filling memory): keep boosting */
 	in.now.pages_sharing = 600000;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+	/* finding some: steady */
+	in.now.pages_sharing = 510000;
 	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
 	/* no full scan since the reference: cannot tell yet... */
 	in.now.pages_sharing = 500100;
