@@ -176,6 +176,13 @@ static int cmd_host(Ctl *ctl, int argc, char **argv)
 		printf("Overcommit: up to %.2fx host memory (%s of guest memory)\n",
 		       json_number_value(json_object_get(oc, "ratio")), lim);
 	}
+	json_t *io = json_object_get(j, "iommu");
+	if (io && json_is_true(json_object_get(io, "enabled")))
+		printf("IOMMU:      on, %lld groups%s\n",
+		       json_integer_value(json_object_get(io, "groups")),
+		       json_is_true(json_object_get(io, "vfio_pci_loaded")) ? ", vfio-pci loaded" : "");
+	else if (io)
+		printf("IOMMU:      off: %s\n", json_string_value(json_object_get(io, "advice")));
 	printf("NUMA nodes: %lld\n", json_integer_value(json_object_get(j, "numa_nodes")));
 	size_t ni;
 	json_t *node;

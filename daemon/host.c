@@ -131,6 +131,7 @@ void host_refresh(HostInfo *host)
 		host->ksm.present = false;
 	if (numa_read_topology(host->rootfd, &host->numa) < 0)
 		host->numa.n_nodes = 0;
+	vfio_probe_host(host->rootfd, &host->vfio);
 }
 
 void host_probe(HostInfo *host, const char *qemu_binary)
@@ -196,6 +197,10 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 	json_t *overcommit = json_pack("{s:f, s:I, s:I}", "ratio", h->overcommit, "limit_bytes",
 				       (json_int_t)(h->overcommit * (double)host->mem_total),
 				       "committed_bytes", (json_int_t)committed);
+	json_t *iommu = json_pack("{s:b, s:i, s:i, s:b, s:s}", "enabled", host->vfio.iommu_on, "units",
+				  (int)host->vfio.iommu_units, "groups", (int)host->vfio.iommu_groups,
+				  "vfio_pci_loaded", host->vfio.vfio_pci_loaded, "advice",
+				  host->vfio.advice);
 	json_t *allowed = json_array();
 	for (size_t i = 0; i < h->allowed.n; i++)
 		json_array_append_new(allowed, json_string(h->allowed.dirs[i]));
@@ -208,7 +213,7 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 				(json_int_t)k->sleep_millisecs, "saved_bytes",
 				(json_int_t)ksm_saved_bytes(k, sysconf(_SC_PAGESIZE)));
 	return json_pack("{s:s, s:{s:s, s:s, s:b, s:s}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
-			 "s:I}, s:o, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s, s:o}}",
+			 "s:I}, s:o, s:o, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s, s:o}}",
 			 "hsd_version", HS_VERSION, "qemu", "binary", host->qemu_binary, "version",
 			 host->qemu_version, "sandbox", host->qemu_sandbox, "user",
 			 host->qemu_user[0] ? host->qemu_user : "(hsd's own)", "kvm", "usable",
@@ -216,7 +221,7 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 			 host->cpu_model, "count", (int)host->cpus, "memory", "total_bytes",
 			 (json_int_t)host->mem_total, "available_bytes",
 			 (json_int_t)host->mem_available, "vm_nominal_bytes", (json_int_t)nominal,
-			 "overcommit", overcommit, "numa_nodes", (int)host->numa.n_nodes, "numa", nodes, "ksm", ksm, "vms",
+			 "overcommit", overcommit, "iommu", iommu, "numa_nodes", (int)host->numa.n_nodes, "numa", nodes, "ksm", ksm, "vms",
 			 "total", (int)h->n_vms, "by_state", states, "paths", "state_dir",
 			 h->state_dir, "run_dir", h->run_dir, "socket", h->socket_path,
 			 "allowed_dirs", allowed);

@@ -13,6 +13,7 @@
 #include "spawner.h"
 #include "ksm.h"
 #include "numa.h"
+#include "vfio.h"
 #include "qmp.h"
 #include "spec.h"
 #include "store.h"
@@ -55,6 +56,7 @@ typedef struct HostInfo {
 	int rootfd; /* "/" or a fake tree (--sysfs-root) for sysfs and procfs */
 	NumaTopology numa;
 	KsmStats ksm;
+	VfioHost vfio;
 } HostInfo;
 
 typedef enum StopKind {

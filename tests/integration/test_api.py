@@ -291,6 +291,10 @@ def test_host_info(hsd):
     assert js["cpu"]["count"] == os.cpu_count()
     assert js["memory"]["total_bytes"] > 0
     assert js["numa_nodes"] >= 1
+    # no IOMMU here: hsctl host says exactly what to change
+    assert "IOMMU:" in r.stdout
+    if not js["iommu"]["enabled"]:
+        assert "iommu=on" in js["iommu"]["advice"] and "IOMMU:      off:" in r.stdout
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="no /dev/kvm on this machine")
