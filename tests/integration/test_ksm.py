@@ -46,14 +46,22 @@ def test_identical_guests_are_merged(hsd, guest):
     for v in js["vms"]:
         pid = hsd.vm(v["name"])["pid"]
         kernel = int(open(f"/proc/{pid}/ksm_merging_pages").read())
-        assert abs(kernel - v["merging_pages"]) <= max(64, kernel // 20), (v, kernel)
+        # (KSM is still merging: allow for what it did in between)
+        assert abs(kernel - v["merging_pages"]) <= max(256, kernel // 10), (v, kernel)
         assert v["merging_bytes"] == v["merging_pages"] * page
-    # ...and for the host against /sys/kernel/mm/ksm.
+    # ...and for the host against /sys/kernel/mm/ksm. KSM keeps merging
+    # meanwhile, so hsd's figure must lie between the kernel's just before
+    # and just after it.
+    def zero():
+        return sysfs("ksm_zero_pages") if os.path.exists(f"{KSM}/ksm_zero_pages") else 0
+    s0, z0 = sysfs("pages_sharing"), zero()
     js2 = json.loads(hsd.hsctl("--json", "ksm", check=True).stdout)
-    sharing = sysfs("pages_sharing")
-    zero = sysfs("ksm_zero_pages") if os.path.exists(f"{KSM}/ksm_zero_pages") else 0
-    assert abs(js2["stats"]["pages_sharing"] - sharing) <= max(256, sharing // 20)
-    assert abs(js2["saved_bytes"] - (sharing + zero) * page) <= max(256, sharing // 20) * page
+    s1, z1 = sysfs("pages_sharing"), zero()
+    tol = 256
+    got = js2["stats"]["pages_sharing"]
+    assert min(s0, s1) - tol <= got <= max(s0, s1) + tol, (s0, got, s1)
+    saved = js2["saved_bytes"] // page
+    assert min(s0 + z0, s1 + z1) - tol <= saved <= max(s0 + z0, s1 + z1) + tol, (s0, saved, s1)
     assert js2["saved_bytes"] >= (len(names) - 1) * pages * 0.8 * page
     # The guest that refused merging has nothing merged.
     nm = {v["name"]: v for v in js2["vms"]}["nomerge"]
