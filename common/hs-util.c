@@ -249,3 +249,33 @@ bool hs_str_has_prefix(const char *s, const char *prefix)
 {
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
+
+int hs_parse_size(const char *s, uint64_t *ret)
+{
+	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+		return -EINVAL;
+	errno = 0;
+	char *end;
+	double v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		return -EINVAL;
+	static const struct {
+		const char *suffix;
+		unsigned shift;
+	} units[] = {
+		{"", 0},     {"B", 0},	   {"K", 10},	{"KiB", 10}, {"M", 20},
+		{"MiB", 20}, {"G", 30},	   {"GiB", 30}, {"T", 40},   {"TiB", 40},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++)
+		if (!strcmp(end, units[i].suffix)) {
+			double bytes = v * (double)(1ull << units[i].shift);
+			if (bytes >= 18446744073709551615.0)
+				return -EINVAL;
+			/* Plain byte counts must be whole numbers. */
+			if (units[i].shift == 0 && bytes != (double)(uint64_t)bytes)
+				return -EINVAL;
+			*ret = (uint64_t)bytes;
+			return 0;
+		}
+	return -EINVAL;
+}

@@ -16,6 +16,7 @@
 #define _unused_ __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _warn_unused_ __attribute__((warn_unused_result))
+#define _fallthrough_ __attribute__((fallthrough))
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -103,6 +104,10 @@ int hs_fd_cloexec(int fd, bool on);
 
 /* write()/read() the whole buffer, retrying on EINTR (blocking fds only). */
 int hs_write_all(int fd, const void *buf, size_t len);
+
+/* "20G", "512M", "4096" (bytes), "1.5T": suffixes K M G T (also KiB,
+ * MiB...), powers of 1024. -EINVAL on anything else or overflow. */
+int hs_parse_size(const char *s, uint64_t *ret);
 
 char *hs_strdup_printf(const char *fmt, ...) _printf_(1, 2);
 bool hs_str_has_prefix(const char *s, const char *prefix);

@@ -7,10 +7,6 @@
 
 #include "hsd.h"
 
-typedef struct Pending {
-	HttpRequest *req;
-	Hsd *hsd;
-} Pending;
 
 static bool peer_is_admin(Hsd *h, const HttpPeer *p)
 {
@@ -51,7 +47,7 @@ void api_answered(HttpRequest *req, unsigned status, const char *error_code, voi
 
 /* Parses the body as a JSON object. An empty body gives an empty object
  * when allow_empty. Replies with an error and returns NULL on failure. */
-static json_t *body_json(HttpRequest *req, bool allow_empty)
+json_t *body_json(HttpRequest *req, bool allow_empty)
 {
 	size_t len;
 	const char *body = http_request_body(req, &len);
@@ -77,7 +73,7 @@ static json_t *body_json(HttpRequest *req, bool allow_empty)
 }
 
 /* Refuses members other than the allowed ones. */
-static bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
+bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
 {
 	const char *key;
 	json_t *v;
@@ -93,7 +89,7 @@ static bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed
 	return true;
 }
 
-static Pending *pending_new(Hsd *h, HttpRequest *req)
+Pending *pending_new(Hsd *h, HttpRequest *req)
 {
 	Pending *p = calloc(1, sizeof(*p));
 	if (p) {
@@ -113,7 +109,7 @@ static void on_vm_done(Vm *vm, const HsError *err, void *ud)
 	free(p);
 }
 
-static void reply_or_defer(HttpRequest *req, Pending *p, int r, const HsError *err)
+void reply_or_defer(HttpRequest *req, Pending *p, int r, const HsError *err)
 {
 	if (r < 0) {
 		free(p);
@@ -147,7 +143,11 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		paths[np] = spec.kernel, fields[np++] = "kernel";
 	if (spec.initrd)
 		paths[np] = spec.initrd, fields[np++] = "initrd";
+	bool managed = false;
 	for (size_t i = 0; i < spec.n_disks; i++) {
+		managed |= spec.disks[i].managed;
+		if (spec.disks[i].managed)
+			continue;
 		snprintf(disk_fields[i], sizeof(disk_fields[i]), "disks[%zu].path", i);
 		paths[np] = spec.disks[i].path, fields[np++] = disk_fields[i];
 	}
@@ -167,7 +167,10 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		http_reply_hserror(req, &err);
 		return;
 	}
-	http_reply_json(req, 201, vm_to_json(vm, true));
+	if (managed)
+		api_create_storage(h, vm, req); /* answers once its disks are made */
+	else
+		http_reply_json(req, 201, vm_to_json(vm, true));
 }
 
 static void handle_list(Hsd *h, HttpRequest *req)
@@ -321,7 +324,7 @@ static void handle_console(Hsd *h, Vm *vm, HttpRequest *req)
 	http_reply_upgrade(req, "hs-console", on_console_upgraded, ctx, free);
 }
 
-static void method_not_allowed(HttpRequest *req, const char *allowed)
+void method_not_allowed(HttpRequest *req, const char *allowed)
 {
 	http_reply_error(req, 405, "method-not-allowed", "%s %s: allowed: %s",
 			 http_request_method(req), http_request_path(req), allowed);
@@ -387,6 +390,37 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 		handle_qmp(h, vm, req);
 	else
 		handle_simple(h, vm, req, action);
+}
+
+/* /v1/vms/NAME/snapshots[/SNAP[/rollback]]; rest is what follows
+ * "/snapshots". */
+static void handle_snapshots(Hsd *h, HttpRequest *req, const char *name, const char *rest)
+{
+	Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
+	if (!vm) {
+		http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
+		return;
+	}
+	if (!rest[0] || !strcmp(rest, "/")) {
+		api_snapshots(h, vm, req, NULL, NULL);
+		return;
+	}
+	if (rest[0] != '/') {
+		http_reply_error(req, 404, "not-found", "no such resource '%s'",
+				 http_request_path(req));
+		return;
+	}
+	char snap[80];
+	const char *s = rest + 1, *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	if (n == 0 || n >= sizeof(snap) || (slash && strchr(slash + 1, '/'))) {
+		http_reply_error(req, 404, "not-found", "no such resource '%s'",
+				 http_request_path(req));
+		return;
+	}
+	memcpy(snap, s, n);
+	snap[n] = '\0';
+	api_snapshots(h, vm, req, snap, slash ? slash + 1 : NULL);
 }
 
 void api_handle(HttpRequest *req, void *userdata)
@@ -459,6 +493,18 @@ void api_handle(HttpRequest *req, void *userdata)
 			method_not_allowed(req, "GET, POST");
 		return;
 	}
+	if (!strcmp(path, "/v1/templates")) {
+		api_templates(h, req, NULL);
+		return;
+	}
+	if (hs_str_has_prefix(path, "/v1/templates/")) {
+		const char *name = path + strlen("/v1/templates/");
+		if (!vm_name_is_valid(name))
+			http_reply_error(req, 404, "not-found", "no template named '%s'", name);
+		else
+			api_templates(h, req, name);
+		return;
+	}
 	if (hs_str_has_prefix(path, "/v1/vms/")) {
 		char name[128], action[64];
 		const char *rest = path + strlen("/v1/vms/");
@@ -470,6 +516,10 @@ void api_handle(HttpRequest *req, void *userdata)
 		}
 		memcpy(name, rest, n);
 		name[n] = '\0';
+		if (slash && hs_str_has_prefix(slash, "/snapshots")) {
+			handle_snapshots(h, req, name, slash + strlen("/snapshots"));
+			return;
+		}
 		if (slash && slash[1]) {
 			if (strchr(slash + 1, '/') || strlen(slash + 1) >= sizeof(action)) {
 				http_reply_error(req, 404, "not-found", "no such resource '%s'",

@@ -112,6 +112,62 @@ char *strv_join(char *const *v)
 	return r;
 }
 
+void qemu_layer_node(size_t disk, unsigned id, char *buf, size_t size)
+{
+	if (id == 0)
+		snprintf(buf, size, "hs-t%zu", disk);
+	else
+		snprintf(buf, size, "hs-l%u", id);
+}
+
+void qemu_layer_file_node(size_t disk, unsigned id, char *buf, size_t size)
+{
+	if (id == 0)
+		snprintf(buf, size, "hs-tf%zu", disk);
+	else
+		snprintf(buf, size, "hs-lf%u", id);
+}
+
+/* Every layer of a managed disk: its fdset, a file node and a format node
+ * whose backing is the layer below (the base has none). Only the active
+ * layer is writable. */
+static void add_chain(Argv *a, size_t disk, const QemuDiskChain *c, bool readonly)
+{
+	char below[32] = "";
+	for (size_t k = 0; k < c->n; k++) {
+		const QemuLayer *ly = &c->layers[k];
+		long set = ly->id ? QEMU_FDSET_LAYER(ly->id) : QEMU_FDSET_TEMPLATE(disk);
+		bool rw = k == c->n - 1 && !readonly && ly->fd_rw >= 0;
+		char node[32], file[32];
+		qemu_layer_node(disk, ly->id, node, sizeof(node));
+		qemu_layer_file_node(disk, ly->id, file, sizeof(file));
+		add2(a, "-add-fd",
+		     hs_strdup_printf("fd=%d,set=%ld,opaque=%s-ro", ly->fd_ro, set, node));
+		if (rw)
+			add2(a, "-add-fd",
+			     hs_strdup_printf("fd=%d,set=%ld,opaque=%s-rw", ly->fd_rw, set, node));
+		/* No image locking: hsd alone decides who opens a layer, and
+		 * QEMU's OFD locks conflict between the read-only and the
+		 * read-write descriptions of one layer when it reopens it
+		 * (after a memory snapshot: "Failed to get shared write
+		 * lock"). */
+		add2(a, "-blockdev",
+		     hs_strdup_printf("driver=file,node-name=%s,filename=/dev/fdset/%ld,"
+				      "read-only=%s,cache.direct=off,discard=unmap,locking=off",
+				      file, set, rw ? "off" : "on"));
+		/* The bottom image has no backing file (templates are
+		 * standalone, a blank disk's first layer too). */
+		char backing[48] = "";
+		if (ly->format == VM_DISK_QCOW2 && below[0])
+			snprintf(backing, sizeof(backing), ",backing=%s", below);
+		add2(a, "-blockdev",
+		     hs_strdup_printf("driver=%s,node-name=%s,file=%s,read-only=%s,discard=unmap%s",
+				      vm_disk_format_to_string(ly->format), node, file,
+				      rw ? "off" : "on", backing));
+		snprintf(below, sizeof(below), "%s", node);
+	}
+}
+
 int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 {
 	Argv a = {0};
@@ -127,6 +183,8 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	add(&a, "-no-user-config");
 	/* Start paused: hsd finishes its set-up, then sends 'cont'. */
 	add(&a, "-S");
+	if (l->incoming)
+		add2(&a, "-incoming", strdup("defer"));
 	/* A guest poweroff leaves QEMU alive in the 'shutdown' state, so the
 	 * reason survives even when hsd is not there to see the event. */
 	add(&a, "-no-shutdown");
@@ -203,6 +261,16 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	for (size_t i = 0; i < s->n_disks; i++) {
 		const VmDisk *d = &s->disks[i];
 		const char *ro = d->readonly ? "on" : "off";
+		if (l->pass_fds && l->chains[i]) {
+			add_chain(&a, i, l->chains[i], d->readonly);
+			char top[32];
+			const QemuDiskChain *c = l->chains[i];
+			qemu_layer_node(i, c->layers[c->n - 1].id, top, sizeof(top));
+			add2(&a, "-device",
+			     hs_strdup_printf("virtio-blk-pci,drive=%s,id=disk%zu%s", top, i,
+					      i == 0 ? ",bootindex=1" : ""));
+			continue;
+		}
 		_cleanup_free_ char *path = NULL;
 		if (l->pass_fds) {
 			/* QEMU picks the descriptor whose access mode fits. */
@@ -228,6 +296,19 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 		add2(&a, "-device",
 		     hs_strdup_printf("virtio-blk-pci,drive=hs-disk%zu,id=disk%zu%s", i, i,
 				      i == 0 ? ",bootindex=1" : ""));
+	}
+	if (l->pass_fds && l->cidata_fd > 0) {
+		/* cloud-init's NoCloud volume, a CD-ROM on the IDE/AHCI bus
+		 * (ide.1 exists on both pc and q35). */
+		add2(&a, "-add-fd",
+		     hs_strdup_printf("fd=%d,set=%d,opaque=cidata", l->cidata_fd, QEMU_FDSET_CIDATA));
+		add2(&a, "-blockdev",
+		     hs_strdup_printf("driver=file,node-name=hs-cidata-file,filename=/dev/fdset/%d,"
+				      "read-only=on",
+				      QEMU_FDSET_CIDATA));
+		add2(&a, "-blockdev",
+		     strdup("driver=raw,node-name=hs-cidata,file=hs-cidata-file,read-only=on"));
+		add2(&a, "-device", strdup("ide-cd,drive=hs-cidata,id=cidata,bus=ide.1"));
 	}
 
 	for (size_t i = 0; i < s->n_nics; i++) {

@@ -6,6 +6,29 @@
 
 #include "spec.h"
 
+/* A disk made of layers (hsd-managed storage): a base (template) and
+ * qcow2 overlays, each opened by hsd and handed over as an fdset; QEMU
+ * gets the chain spelled out node by node (-blockdev ...,backing=), so it
+ * never opens a backing file by the name written in an image. */
+#define QEMU_MAX_LAYERS 48
+typedef struct QemuLayer {
+	unsigned id;         /* 0: the template (the base) */
+	VmDiskFormat format;
+	int fd_ro, fd_rw;    /* fd numbers in the child; fd_rw -1: read-only layer */
+} QemuLayer;
+typedef struct QemuDiskChain {
+	QemuLayer layers[QEMU_MAX_LAYERS]; /* base first, the active layer last */
+	size_t n;
+} QemuDiskChain;
+
+/* Node names and fdsets of a managed disk's layers (the same in argv and in
+ * the live operations over QMP). Layer ids are unique within a VM. */
+#define QEMU_FDSET_LAYER(id) (1000 + (long)(id))
+#define QEMU_FDSET_TEMPLATE(disk) (500 + (long)(disk))
+#define QEMU_FDSET_CIDATA 2
+void qemu_layer_node(size_t disk, unsigned id, char *buf, size_t size);
+void qemu_layer_file_node(size_t disk, unsigned id, char *buf, size_t size);
+
 typedef struct QemuLaunch {
 	const char *binary;     /* qemu-system-x86_64 path */
 	int qmp_fd;             /* listening socket fd number in the child */
@@ -21,6 +44,9 @@ typedef struct QemuLaunch {
 	int serial_log_fd;             /* -add-fd, logfile=/dev/fdset/N; -1: no log */
 	int kernel_fd, initrd_fd;      /* -kernel /proc/self/fd/N */
 	int disk_fds[VM_MAX_DISKS][2]; /* -add-fd: [0] O_RDONLY, [1] O_RDWR (-1 if read-only) */
+	const QemuDiskChain *chains[VM_MAX_DISKS]; /* managed disks (pass_fds only) */
+	bool incoming;                 /* -incoming defer: RAM comes from a saved state */
+	int cidata_fd;                 /* cloud-init volume (read-only CD-ROM); 0: none */
 	int tap_fds[VM_MAX_NICS];      /* bridge NICs: an open tap created by hsd */
 	char tap_names[VM_MAX_NICS][16]; /* ... and its name (for statistics) */
 } QemuLaunch;

@@ -13,6 +13,8 @@
 #include <sys/un.h>
 
 #include "hsd.h"
+#include "storage.h"
+#include "tool.h"
 #include "options.h"
 #include "sandbox.h"
 
@@ -460,6 +462,13 @@ int main(int argc, char **argv)
 		h.spawner_watch.data = &h;
 		ev_io_start(h.loop, &h.spawner_watch);
 	}
+	{
+		HsError serr = {0};
+		if (storage_init(&h, &serr) < 0) {
+			log_error("%s", serr.message);
+			return 1;
+		}
+	}
 	r = store_load_all(&h.store, load_cb, load_bad, &h);
 	if (r < 0) {
 		log_error("cannot load VMs: %s", strerror(-r));
@@ -538,6 +547,8 @@ int main(int argc, char **argv)
 	ksm_tuner_free(&h);
 	metrics_free(&h);
 	vm_free_all(&h);
+	tool_free_all(&h);
+	storage_free(&h);
 	h.http = http_server_free(h.http);
 	ev_io_stop(h.loop, &h.spawner_watch);
 	spawner_stop(&h.spawner);

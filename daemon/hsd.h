@@ -219,6 +219,25 @@ json_t *ksm_tuner_to_json(Hsd *h);
 
 /* api.c */
 void api_handle(HttpRequest *req, void *userdata);
+/* A request answered later (lifecycle and storage calls). */
+typedef struct Pending {
+	HttpRequest *req;
+	Hsd *hsd;
+} Pending;
+Pending *pending_new(Hsd *h, HttpRequest *req);
+/* r < 0: answer err now; else the answer comes later (http_defer). */
+void reply_or_defer(HttpRequest *req, Pending *p, int r, const HsError *err);
+/* The body as a JSON object (an empty body: {} when allow_empty); on
+ * failure the request is answered and NULL returned. */
+json_t *body_json(HttpRequest *req, bool allow_empty);
+bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed);
+void method_not_allowed(HttpRequest *req, const char *allowed);
+
+/* api-storage.c: /v1/templates..., /v1/vms/NAME/snapshots... */
+void api_templates(Hsd *h, HttpRequest *req, const char *name);
+void api_snapshots(Hsd *h, Vm *vm, HttpRequest *req, const char *snap, const char *action);
+/* POST /v1/vms with managed disks: answered once they are made. */
+void api_create_storage(Hsd *h, Vm *vm, HttpRequest *req);
 /* Audit: every mutating call, console attach and refusal, one JSON line. */
 void api_answered(HttpRequest *req, unsigned status, const char *error_code, void *userdata);
 

@@ -24,7 +24,7 @@ void child_fds_close(ChildFds *f)
 	f->n = 0;
 }
 
-static int child_fds_add(ChildFds *f, int fd)
+int child_fds_add(ChildFds *f, int fd)
 {
 	if (f->n >= LAUNCH_MAX_FDS) {
 		close(fd);
@@ -84,6 +84,9 @@ int launch_prepare(const VmSpec *s, const AllowedDirs *allowed, int state_dirfd,
 							    "initrd", err)) < 0)
 		goto fail;
 	for (size_t i = 0; i < s->n_disks; i++) {
+		l->disk_fds[i][0] = l->disk_fds[i][1] = -1;
+		if (s->disks[i].managed)
+			continue; /* storage.c opens its layers */
 		snprintf(field, sizeof(field), "disks[%zu]", i);
 		r = l->disk_fds[i][0] =
 			open_spec_file(f, allowed, s->disks[i].path, O_RDONLY, field, err);

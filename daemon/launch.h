@@ -12,7 +12,8 @@
 #include "hs-util.h"
 #include "spec.h"
 
-#define LAUNCH_MAX_FDS (4 + 2 + 2 * VM_MAX_DISKS + VM_MAX_NICS)
+/* At most what one SCM_RIGHTS message carries (253), less the spawner's 3. */
+#define LAUNCH_MAX_FDS 250
 
 /* Descriptors for the child: src[i] becomes fd 3 + i in QEMU. */
 typedef struct ChildFds {
@@ -21,6 +22,8 @@ typedef struct ChildFds {
 } ChildFds;
 
 void child_fds_close(ChildFds *f);
+/* Takes fd; returns its number in the child, or -EMFILE (fd closed). */
+int child_fds_add(ChildFds *f, int fd);
 
 /* Who QEMU runs as. change=false: as hsd itself (hsd not root). */
 typedef struct QemuUser {

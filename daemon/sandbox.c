@@ -2,6 +2,7 @@
 #include "sandbox.h"
 
 #include <linux/if_tun.h>
+#include <sched.h>
 #include <string.h>
 #include <linux/sockios.h>
 #include <seccomp.h>
@@ -18,7 +19,7 @@ static const char *const allowed[] = {
 	"faccessat", "faccessat2", "readlink", "readlinkat", "getdents64", "mkdir", "mkdirat",
 	"unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "fsync", "fdatasync",
 	"ftruncate", "fcntl", "dup", "dup2", "dup3", "pipe2", "flock", "close_range", "umask",
-	"fstatfs", "statfs",
+	"fstatfs", "statfs", "memfd_create", "fchmod", "fchmodat", "linkat",
 	/* memory */
 	"mmap", "munmap", "mremap", "mprotect", "brk", "madvise",
 	/* signals, the loop, time */
@@ -36,6 +37,8 @@ static const char *const allowed[] = {
 	"getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getgroups",
 	"getrandom", "uname", "sysinfo", "getrlimit", "prlimit64", "sched_yield", "futex",
 	"sched_getaffinity", "tgkill", "exit", "exit_group",
+	/* threads (libisofs writes an ISO from a thread of its own) */
+	"set_robust_list", "rseq", "get_robust_list",
 	NULL,
 };
 
@@ -60,6 +63,14 @@ int hsd_seccomp_install(HsError *err)
 	for (size_t i = 0; i < ARRAY_SIZE(allowed_ioctls) && r == 0; i++)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 				     SCMP_A1(SCMP_CMP_EQ, allowed_ioctls[i]));
+	/* Threads yes, processes no: clone only with CLONE_THREAD; clone3's
+	 * flags sit in memory a filter cannot read, so glibc is told it does
+	 * not exist and falls back to clone. */
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+				     SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
 	if (r == 0)
 		r = seccomp_load(ctx);
 	seccomp_release(ctx);

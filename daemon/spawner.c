@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "spawner.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -13,7 +15,7 @@
 #define SP_MAX_ARGV (64 * 1024)
 #define SP_MAX_FDS (LAUNCH_MAX_FDS + 3)
 
-enum { SP_SPAWN = 1, SP_SPAWNED = 2, SP_EXITED = 3 };
+enum { SP_SPAWN = 1, SP_SPAWNED = 2, SP_EXITED = 3, SP_RUN = 4 };
 
 typedef struct SpRequest {
 	uint32_t magic, type;
@@ -60,6 +62,37 @@ static void report(int sock, uint32_t type, pid_t pid, int wstatus)
 	send_with_fds(sock, &r, sizeof(r), NULL, 0, NULL, 0);
 }
 
+/* A tool (qemu-img): runs as the spawner's own user, output (stdout and
+ * stderr) to out_fd, the descriptors from fd 3 on; killed with the
+ * spawner (a tool never outlives hsd: every storage step is safe to cut). */
+static _Noreturn void tool_child(char **argv, int out_fd, const int *fds, int n)
+{
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	setsid();
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	umask(077); /* images are hsd's alone */
+	int base = 3 + n + 16;
+	int moved[SP_MAX_FDS];
+	for (int i = 0; i < n; i++)
+		if ((moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, base)) < 0)
+			_exit(126);
+	int ofd = fcntl(out_fd, F_DUPFD_CLOEXEC, base);
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (ofd < 0 || null < 0 || dup2(null, 0) < 0 || dup2(ofd, 1) < 0 || dup2(ofd, 2) < 0)
+		_exit(126);
+	for (int i = 0; i < n; i++)
+		if (dup2(moved[i], 3 + i) < 0)
+			_exit(126);
+	close_range((unsigned)(3 + n), ~0U, 0);
+	execvp(argv[0], argv);
+	dprintf(2, "hsd: cannot execute %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
 static void handle_request(int sock)
 {
 	static char buf[sizeof(SpRequest) + SP_MAX_ARGV + 1];
@@ -86,17 +119,26 @@ static void handle_request(int sock)
 	if ((size_t)n < sizeof(req) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
 		goto out;
 	memcpy(&req, buf, sizeof(req));
-	if (req.magic != SP_MAGIC || req.type != SP_SPAWN || req.n_fds != nf || nf < 3 ||
+	if (req.magic != SP_MAGIC || (req.type != SP_SPAWN && req.type != SP_RUN) ||
+	    req.n_fds != nf || nf < (req.type == SP_RUN ? 1u : 3u) ||
 	    req.argv_len != (size_t)n - sizeof(req) || req.argv_len == 0)
 		goto out;
 	req.pidfile[sizeof(req.pidfile) - 1] = '\0';
 	char *args = buf + sizeof(req);
 	args[req.argv_len] = '\0';
-	char *argv[512];
+	static char *argv[4096];
 	size_t argc = 0;
-	for (char *p = args; p < args + req.argv_len && argc < 511; p += strlen(p) + 1)
+	for (char *p = args; p < args + req.argv_len && argc < 4095; p += strlen(p) + 1)
 		argv[argc++] = p;
 	argv[argc] = NULL;
+	if (req.type == SP_RUN) {
+		pid = fork();
+		if (pid == 0)
+			tool_child(argv, fds[0], fds + 1, (int)nf - 1);
+		if (pid < 0)
+			pid = -errno;
+		goto out;
+	}
 	ChildFds cf = {.n = (int)nf - 3};
 	memcpy(cf.src, fds + 3, sizeof(int) * (nf - 3));
 	pid = fork();
@@ -208,13 +250,9 @@ int spawner_dispatch(Spawner *sp, SpawnerExitCb on_exit, void *ud)
 	return ret == -EAGAIN ? 0 : ret;
 }
 
-pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *cf, int log_fd, int run_dirfd,
-		    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any,
-		    SpawnerExitCb on_exit, void *ud, HsError *err)
+static pid_t request(Spawner *sp, SpRequest *req, char **argv, const int *fds, unsigned n_fds,
+		     SpawnerExitCb on_exit, void *ud, HsError *err)
 {
-	SpRequest req = {.magic = SP_MAGIC, .type = SP_SPAWN, .user = *user,
-			 .merge_any = merge_any};
-	snprintf(req.pidfile, sizeof(req.pidfile), "%s", pidfile);
 	size_t len = 0;
 	for (char **p = argv; *p; p++)
 		len += strlen(*p) + 1;
@@ -229,12 +267,9 @@ pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *cf, int log_fd, in
 		memcpy(packed + off, *p, n);
 		off += n;
 	}
-	req.argv_len = (uint32_t)len;
-	int fds[SP_MAX_FDS] = {log_fd, run_dirfd, go_fd};
-	for (int i = 0; i < cf->n; i++)
-		fds[3 + i] = cf->src[i];
-	req.n_fds = (uint32_t)(3 + cf->n);
-	int r = send_with_fds(sp->fd, &req, sizeof(req), packed, len, fds, req.n_fds);
+	req->argv_len = (uint32_t)len;
+	req->n_fds = n_fds;
+	int r = send_with_fds(sp->fd, req, sizeof(*req), packed, len, fds, n_fds);
 	if (r < 0)
 		return hs_error_set(err, r, "internal", "the spawner is gone: %s", strerror(-r));
 	for (;;) {
@@ -249,8 +284,34 @@ pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *cf, int log_fd, in
 			continue;
 		}
 		if (rep.pid < 0)
-			return hs_error_set(err, rep.pid, "internal", "cannot fork QEMU: %s",
+			return hs_error_set(err, rep.pid, "internal", "cannot fork %s: %s", argv[0],
 					    strerror(-rep.pid));
 		return rep.pid;
 	}
+}
+
+pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *cf, int log_fd, int run_dirfd,
+		    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any,
+		    SpawnerExitCb on_exit, void *ud, HsError *err)
+{
+	SpRequest req = {.magic = SP_MAGIC, .type = SP_SPAWN, .user = *user,
+			 .merge_any = merge_any};
+	snprintf(req.pidfile, sizeof(req.pidfile), "%s", pidfile);
+	int fds[SP_MAX_FDS] = {log_fd, run_dirfd, go_fd};
+	for (int i = 0; i < cf->n; i++)
+		fds[3 + i] = cf->src[i];
+	return request(sp, &req, argv, fds, (unsigned)(3 + cf->n), on_exit, ud, err);
+}
+
+pid_t spawner_run(Spawner *sp, char **argv, int out_fd, const int *fds, unsigned n_fds,
+		  SpawnerExitCb on_exit, void *ud, HsError *err)
+{
+	if (n_fds + 1 > SP_MAX_FDS)
+		return hs_error_set(err, -E2BIG, "internal", "too many descriptors for %s",
+				    argv[0]);
+	SpRequest req = {.magic = SP_MAGIC, .type = SP_RUN};
+	int all[SP_MAX_FDS] = {out_fd};
+	for (unsigned i = 0; i < n_fds; i++)
+		all[1 + i] = fds[i];
+	return request(sp, &req, argv, all, n_fds + 1, on_exit, ud, err);
 }

@@ -27,6 +27,10 @@ typedef void (*SpawnerExitCb)(pid_t pid, int wstatus, void *ud);
 pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *fds, int log_fd, int run_dirfd,
 		    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any,
 		    SpawnerExitCb on_exit, void *ud, HsError *err);
+/* Runs a tool (qemu-img) as hsd's own user: stdout and stderr go to
+ * out_fd, fds[i] becomes fd 3 + i. Its exit is reported like a QEMU's. */
+pid_t spawner_run(Spawner *sp, char **argv, int out_fd, const int *fds, unsigned n_fds,
+		  SpawnerExitCb on_exit, void *ud, HsError *err);
 /* Reads every pending exit report (non-blocking). Returns -EPIPE when the
  * spawner is gone. */
 int spawner_dispatch(Spawner *sp, SpawnerExitCb on_exit, void *ud);

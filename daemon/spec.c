@@ -168,9 +168,30 @@ static void mac_generate(char out[18])
 	snprintf(out, 18, "52:54:00:%02x:%02x:%02x", b[0], b[1], b[2]);
 }
 
+/* A size: bytes as a JSON integer, or a string with a binary suffix
+ * ("20G", "512M"). */
+static int get_size(json_t *obj, const char *key, const char *field, uint64_t *ret, HsError *err)
+{
+	json_t *v = json_object_get(obj, key);
+	*ret = 0;
+	if (!v || json_is_null(v))
+		return 0;
+	if (json_is_integer(v) && json_integer_value(v) > 0) {
+		*ret = (uint64_t)json_integer_value(v);
+	} else if (!json_is_string(v) || hs_parse_size(json_string_value(v), ret) < 0 || !*ret) {
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: must be a size in bytes or with a suffix (K, M, G, T: "
+				    "powers of 1024), e.g. \"20G\"",
+				    field);
+	}
+	if (*ret > VM_MAX_DISK_SIZE)
+		return hs_error_set(err, -EINVAL, INVALID, "%s: at most 64 TiB", field);
+	return 1;
+}
+
 static int parse_disk(json_t *d, size_t i, const VmSpecDefaults *defs, VmDisk *ret, HsError *err)
 {
-	static const char *const keys[] = {"path", "format", "readonly", NULL};
+	static const char *const keys[] = {"path", "template", "size", "format", "readonly", NULL};
 	char field[64];
 	int r;
 
@@ -184,11 +205,33 @@ static int parse_disk(json_t *d, size_t i, const VmSpecDefaults *defs, VmDisk *r
 	r = get_string(d, "path", field, 4095, &ret->path, err);
 	if (r < 0)
 		return r;
-	if (r == 0)
-		return hs_error_set(err, -EINVAL, INVALID, "%s: required", field);
-	r = check_path(ret->path, field, defs->check_files, false, err);
+	snprintf(field, sizeof(field), "disks[%zu].template", i);
+	r = get_string(d, "template", field, VM_NAME_MAX, &ret->template, err);
 	if (r < 0)
 		return r;
+	snprintf(field, sizeof(field), "disks[%zu].size", i);
+	r = get_size(d, "size", field, &ret->size, err);
+	if (r < 0)
+		return r;
+	snprintf(field, sizeof(field), "disks[%zu]", i);
+	if (ret->path && (ret->template || ret->size))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: either 'path' (a file of yours) or 'template'/'size' (a "
+				    "disk hsd makes and manages), not both",
+				    field);
+	if (!ret->path && !ret->template && !ret->size)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: needs 'path', 'template' or 'size'", field);
+	ret->managed = !ret->path;
+	if (ret->template && !vm_name_is_valid(ret->template))
+		return hs_error_set(err, -EINVAL, INVALID, "%s.template: '%s' is not a valid name",
+				    field, ret->template);
+	if (ret->path) {
+		snprintf(field, sizeof(field), "disks[%zu].path", i);
+		r = check_path(ret->path, field, defs->check_files, false, err);
+		if (r < 0)
+			return r;
+	}
 
 	_cleanup_free_ char *fmt = NULL;
 	snprintf(field, sizeof(field), "disks[%zu].format", i);
@@ -201,6 +244,9 @@ static int parse_disk(json_t *d, size_t i, const VmSpecDefaults *defs, VmDisk *r
 	else if (fmt && strcmp(fmt, "qcow2"))
 		return hs_error_set(err, -EINVAL, INVALID, "%s: must be 'qcow2' or 'raw', not '%s'",
 				    field, fmt);
+	if (ret->managed && ret->format != VM_DISK_QCOW2)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: a managed disk is always qcow2 (its layers are)", field);
 	snprintf(field, sizeof(field), "disks[%zu].readonly", i);
 	return get_bool(d, "readonly", field, &ret->readonly, err) < 0 ? -EINVAL : 0;
 }
@@ -457,11 +503,18 @@ json_t *vm_spec_to_json(const VmSpec *s)
 	if (s->cmdline)
 		json_object_set_new(o, "cmdline", json_string(s->cmdline));
 	json_t *disks = json_array();
-	for (size_t i = 0; i < s->n_disks; i++)
-		json_array_append_new(disks,
-				      json_pack("{s:s, s:s, s:b}", "path", s->disks[i].path, "format",
-						vm_disk_format_to_string(s->disks[i].format),
-						"readonly", s->disks[i].readonly));
+	for (size_t i = 0; i < s->n_disks; i++) {
+		const VmDisk *d = &s->disks[i];
+		json_t *dj = json_pack("{s:s, s:b}", "format", vm_disk_format_to_string(d->format),
+				       "readonly", d->readonly);
+		if (d->path)
+			json_object_set_new(dj, "path", json_string(d->path));
+		if (d->template)
+			json_object_set_new(dj, "template", json_string(d->template));
+		if (d->size)
+			json_object_set_new(dj, "size", json_integer((json_int_t)d->size));
+		json_array_append_new(disks, dj);
+	}
 	json_object_set_new(o, "disks", disks);
 	json_t *nics = json_array();
 	for (size_t i = 0; i < s->n_nics; i++) {
@@ -482,8 +535,10 @@ void vm_spec_clear(VmSpec *s)
 	free(s->kernel);
 	free(s->initrd);
 	free(s->cmdline);
-	for (size_t i = 0; i < s->n_disks; i++)
+	for (size_t i = 0; i < s->n_disks; i++) {
 		free(s->disks[i].path);
+		free(s->disks[i].template);
+	}
 	for (size_t i = 0; i < s->n_nics; i++)
 		free(s->nics[i].bridge);
 	memset(s, 0, sizeof(*s));

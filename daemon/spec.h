@@ -31,7 +31,14 @@ typedef enum VmNicType {
 	VM_NIC_BRIDGE,
 } VmNicType;
 
+#define VM_MAX_DISK_SIZE (64ull << 40)
+
 typedef struct VmDisk {
+	/* Either a file of the caller's (path), or a disk hsd makes and keeps
+	 * in its storage (managed): a layer chain on a template or blank. */
+	bool managed;
+	char *template; /* managed: the base template; NULL: blank */
+	uint64_t size;  /* managed: virtual size in bytes; 0: the template's */
 	char *path;
 	VmDiskFormat format;
 	bool readonly;

@@ -14,6 +14,8 @@
 
 #include "argv.h"
 #include "hsd.h"
+#include "storage.h"
+#include "tool.h"
 #include "launch.h"
 
 #define QMP_SOCK "qmp.sock"
@@ -270,6 +272,8 @@ static void describe_wstatus(int wstatus, char *how, size_t size)
 void vm_spawner_exit(pid_t pid, int wstatus, void *ud)
 {
 	Hsd *h = ud;
+	if (tool_spawner_exit(h, pid, wstatus))
+		return;
 	for (Vm *vm = h->vms; vm; vm = vm->next)
 		if (vm->spawned && vm->status.pid == pid && vm->pidfd >= 0) {
 			char how[64];
@@ -381,6 +385,7 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 		return;
 	log_info("vm %s: re-adopted QEMU pid %d (QEMU says '%s')", vm->spec.name,
 		 (int)vm->status.pid, st);
+	storage_vm_adopted(vm);
 	if (!strcmp(st, "shutdown")) {
 		/* The guest powered off while we were away. */
 		vm->guest_shutdown = true;
@@ -395,6 +400,9 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 	}
 }
 
+static void vm_start_finish(Vm *vm);
+static void on_incoming_loaded(Vm *vm, const HsError *err);
+
 static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 {
 	Vm *vm = ud;
@@ -406,6 +414,13 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 	}
 	if (vm->status.state != VM_STATE_STARTING)
 		return;
+	if (storage_vm_incoming(vm, on_incoming_loaded) > 0)
+		return; /* RAM from a memory snapshot first */
+	vm_start_finish(vm);
+}
+
+static void vm_start_finish(Vm *vm)
+{
 	if (vm->stop_kind == STOP_NONE && vm->start_paused) {
 		/* Start paused was asked for. */
 		ev_timer_stop(vm->hsd->loop, &vm->start_timer);
@@ -413,7 +428,17 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 		waiters_complete(vm, WAIT_START, NULL);
 		return;
 	}
-	qmp_client_execute(c, "cont", NULL, vm->hsd->qmp_timeout, on_cont_reply, vm);
+	qmp_client_execute(vm->qmp, "cont", NULL, vm->hsd->qmp_timeout, on_cont_reply, vm);
+}
+
+static void on_incoming_loaded(Vm *vm, const HsError *err)
+{
+	if (err) {
+		start_failed(vm, err->message);
+		return;
+	}
+	if (vm->status.state == VM_STATE_STARTING)
+		vm_start_finish(vm);
 }
 
 static const QmpCallbacks qmp_callbacks = {
@@ -548,6 +573,13 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 			   serial_listen, &fds, &launch, err);
 	if (r < 0)
 		return r;
+	static QemuDiskChain chains[VM_MAX_DISKS];
+	r = storage_vm_launch(vm, &fds, &launch, chains, err);
+	if (r < 0) {
+		fds.src[0] = fds.src[1] = -1;
+		child_fds_close(&fds);
+		return r;
+	}
 	memcpy(vm->tap_names, launch.tap_names, sizeof(vm->tap_names));
 	char **argv = NULL;
 	r = qemu_argv_build(&vm->spec, &launch, &argv);
@@ -747,7 +779,10 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		return hs_error_set(err, -ENODEV, "kvm-unavailable",
 				    "VM '%s' asks for accel 'kvm' but KVM is not usable: %s",
 				    vm->spec.name, h->host.kvm_reason);
-	int r = vm_admit(vm, err);
+	int r = storage_vm_check_idle(vm, err);
+	if (r < 0)
+		return r;
+	r = vm_admit(vm, err);
 	if (r < 0)
 		return r;
 	if (r == 1) {
@@ -1032,6 +1067,7 @@ static void vm_free(Vm *vm)
 	free(vm->ring);
 	free(vm->pending_input);
 	metrics_vm_reset(vm);
+	storage_vm_free(vm);
 	vm_spec_clear(&vm->spec);
 	free(vm);
 }
@@ -1163,6 +1199,7 @@ int vm_load(Hsd *h, VmSpec *spec, const VmStatus *status)
 		vm_adopt(vm);
 	else
 		console_shrink(vm);
+	storage_vm_load(vm);
 	return 0;
 }
 
@@ -1173,6 +1210,10 @@ int vm_delete(Vm *vm, HsError *err)
 		return hs_error_set(err, -EBUSY, "conflict",
 				    "VM '%s' is %s; stop it before deleting it", vm->spec.name,
 				    vm_state_to_string(vm->status.state));
+	HsError busy;
+	if (storage_vm_check_idle(vm, &busy) < 0 && busy.code == -EBUSY &&
+	    !strstr(busy.message, "unfinished"))
+		return hs_error_set(err, -EBUSY, "conflict", "%s", busy.message);
 	int r = store_delete(&h->store, vm->spec.name);
 	if (r < 0 && r != -ENOENT)
 		return hs_error_set(err, r, "internal", "cannot delete VM '%s': %s", vm->spec.name,
@@ -1211,6 +1252,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		_cleanup_free_ char *tail = console_tail(vm, 10);
 		json_object_set_new(o, "console_tail", json_string(tail ? tail : ""));
 		json_object_set_new(o, "console_clients", json_integer(console_client_count(vm)));
+		json_t *disks = storage_vm_disks_json(vm);
+		if (disks)
+			json_object_set_new(o, "storage", disks);
 	}
 	return o;
 }

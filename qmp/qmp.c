@@ -29,6 +29,8 @@ typedef enum QmpState {
 	QMP_STATE_CLOSED, /* connection gone, or the client is being freed */
 } QmpState;
 
+#define QMP_MAX_QUEUED_FDS 32
+
 typedef struct QmpCommand QmpCommand;
 struct QmpCommand {
 	QmpCommand *prev, *next;
@@ -37,6 +39,7 @@ struct QmpCommand {
 	char *name; /* for messages */
 	char *wire; /* the serialized line, until it is moved to the output buffer */
 	size_t wire_len;
+	int fd;     /* sent with the line (SCM_RIGHTS) until it is in the output buffer */
 	double timeout;
 	bool raw;	   /* execute_raw: put the caller's id back into the reply */
 	json_t *caller_id; /* raw only; NULL: the caller gave none */
@@ -62,6 +65,12 @@ struct QmpClient {
 	size_t in_len, in_cap, in_scanned; /* bytes before in_scanned hold no '\n' */
 	char *out;
 	size_t out_off, out_len, out_cap;
+	/* Descriptors to send with the byte at out[pos] (add-fd, getfd). */
+	struct {
+		size_t pos;
+		int fd;
+	} fdq[QMP_MAX_QUEUED_FDS];
+	unsigned n_fdq;
 
 	QmpCommand *head, *tail; /* queued and sent commands, in issue order */
 	unsigned n_pending;
@@ -89,6 +98,8 @@ static void client_release(QmpClient *c)
 static void command_free(QmpCommand *cmd)
 {
 	ev_timer_stop(cmd->client->loop, &cmd->timer);
+	if (cmd->fd >= 0)
+		close(cmd->fd);
 	json_decref(cmd->caller_id);
 	free(cmd->wire);
 	free(cmd->name);
@@ -136,6 +147,9 @@ static void client_shutdown(QmpClient *c)
 		close(c->fd);
 	c->fd = -1;
 	c->out_off = c->out_len = 0;
+	for (unsigned i = 0; i < c->n_fdq; i++)
+		close(c->fdq[i].fd);
+	c->n_fdq = 0;
 }
 
 /* The connection is gone: fail every pending command, then tell the owner
@@ -163,6 +177,8 @@ static int out_append(QmpClient *c, const char *data, size_t len)
 {
 	if (c->out_cap - c->out_len < len && c->out_off > 0) {
 		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+		for (unsigned i = 0; i < c->n_fdq; i++)
+			c->fdq[i].pos -= c->out_off;
 		c->out_len -= c->out_off;
 		c->out_off = 0;
 	}
@@ -179,6 +195,25 @@ static int out_append(QmpClient *c, const char *data, size_t len)
 	memcpy(c->out + c->out_len, data, len);
 	c->out_len += len;
 	ev_io_start(c->loop, &c->write_io);
+	return 0;
+}
+
+/* A command's line into the output buffer; its descriptor (if any) rides
+ * with the line's first byte. */
+static int out_append_command(QmpClient *c, QmpCommand *cmd)
+{
+	if (cmd->fd >= 0 && c->n_fdq == QMP_MAX_QUEUED_FDS)
+		return -EBUSY;
+	int r = out_append(c, cmd->wire, cmd->wire_len);
+	if (r < 0)
+		return r;
+	if (cmd->fd >= 0) {
+		c->fdq[c->n_fdq].pos = c->out_len - cmd->wire_len;
+		c->fdq[c->n_fdq++].fd = cmd->fd;
+		cmd->fd = -1;
+	}
+	free(cmd->wire);
+	cmd->wire = NULL;
 	return 0;
 }
 
@@ -212,8 +247,8 @@ static void on_command_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* Queues msg (borrowed; its "id" is overwritten). caller_id is stolen. */
-static int client_queue(QmpClient *c, json_t *msg, bool raw, json_t *caller_id, double timeout,
-			QmpReplyCb cb, void *userdata)
+static int client_queue(QmpClient *c, json_t *msg, bool raw, json_t *caller_id, int fd,
+			double timeout, QmpReplyCb cb, void *userdata)
 {
 	const char *name = json_string_value(json_object_get(msg, "execute"));
 	int r = 0;
@@ -223,8 +258,11 @@ static int client_queue(QmpClient *c, json_t *msg, bool raw, json_t *caller_id, 
 	QmpCommand *cmd = calloc(1, sizeof(*cmd));
 	if (!cmd) {
 		json_decref(caller_id);
+		if (fd >= 0)
+			close(fd);
 		return -ENOMEM;
 	}
+	cmd->fd = fd;
 	cmd->client = c;
 	cmd->raw = raw;
 	cmd->caller_id = caller_id;
@@ -239,14 +277,10 @@ static int client_queue(QmpClient *c, json_t *msg, bool raw, json_t *caller_id, 
 	    !(cmd->wire = serialize_line(msg, &cmd->wire_len)))
 		r = -ENOMEM;
 	else if (c->state == QMP_STATE_READY)
-		r = out_append(c, cmd->wire, cmd->wire_len);
+		r = out_append_command(c, cmd);
 	if (r < 0) {
 		command_free(cmd);
 		return r;
-	}
-	if (c->state == QMP_STATE_READY) {
-		free(cmd->wire);
-		cmd->wire = NULL;
 	}
 	if (timeout > 0)
 		ev_timer_start(c->loop, &cmd->timer);
@@ -263,11 +297,9 @@ static int flush_queued(QmpClient *c)
 	for (QmpCommand *cmd = c->head; cmd; cmd = cmd->next) {
 		if (!cmd->wire)
 			continue;
-		int r = out_append(c, cmd->wire, cmd->wire_len);
+		int r = out_append_command(c, cmd);
 		if (r < 0)
 			return r;
-		free(cmd->wire);
-		cmd->wire = NULL;
 	}
 	return 0;
 }
@@ -451,8 +483,31 @@ static void client_read(QmpClient *c)
 static void client_write(QmpClient *c)
 {
 	while (c->out_off < c->out_len) {
-		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		size_t len = c->out_len - c->out_off;
+		char cbuf[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = {c->out + c->out_off, len};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+		bool with_fd = c->n_fdq > 0 && c->fdq[0].pos == c->out_off;
+		/* A descriptor goes with the first byte of its line; stop
+		 * before the next one's line. */
+		unsigned next = with_fd ? 1 : 0;
+		if (next < c->n_fdq)
+			iov.iov_len = c->fdq[next].pos - c->out_off;
+		if (with_fd) {
+			memset(cbuf, 0, sizeof(cbuf));
+			mh.msg_control = cbuf;
+			mh.msg_controllen = sizeof(cbuf);
+			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(cm), &c->fdq[0].fd, sizeof(int));
+		}
+		ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0 && with_fd) {
+			close(c->fdq[0].fd);
+			memmove(&c->fdq[0], &c->fdq[1], sizeof(c->fdq[0]) * --c->n_fdq);
+		}
 		if (n < 0) {
 			int r = -errno;
 			if (r == -EINTR)
@@ -570,7 +625,29 @@ int qmp_client_execute(QmpClient *c, const char *command, json_t *arguments, dou
 	if (json_object_set_new(msg, "execute", name) < 0 ||
 	    (args && json_object_set(msg, "arguments", args) < 0))
 		return -ENOMEM;
-	return client_queue(c, msg, false, NULL, timeout, cb, userdata);
+	return client_queue(c, msg, false, NULL, -1, timeout, cb, userdata);
+}
+
+int qmp_client_execute_fd(QmpClient *c, const char *command, json_t *arguments, int fd,
+			  double timeout, QmpReplyCb cb, void *userdata)
+{
+	json_auto_t *args = arguments;
+
+	if (!c || !command || fd < 0 || (args && !json_is_object(args))) {
+		if (fd >= 0)
+			close(fd);
+		return -EINVAL;
+	}
+	if (c->state == QMP_STATE_CLOSED) {
+		close(fd);
+		return -ENOTCONN;
+	}
+	json_auto_t *msg = json_pack("{s:s}", "execute", command);
+	if (!msg || (args && json_object_set(msg, "arguments", args) < 0)) {
+		close(fd);
+		return -ENOMEM;
+	}
+	return client_queue(c, msg, false, NULL, fd, timeout, cb, userdata);
 }
 
 int qmp_client_execute_raw(QmpClient *c, json_t *msg_in, double timeout, QmpReplyCb cb,
@@ -605,8 +682,8 @@ int qmp_client_execute_raw(QmpClient *c, json_t *msg_in, double timeout, QmpRepl
 	if (c->state == QMP_STATE_CLOSED)
 		return hs_error_set(err, -ENOTCONN, "disconnected", "the QMP connection is closed");
 
-	int r = client_queue(c, msg, true, json_incref(json_object_get(msg, "id")), timeout, cb,
-			     userdata);
+	int r = client_queue(c, msg, true, json_incref(json_object_get(msg, "id")), -1, timeout,
+			     cb, userdata);
 	if (r < 0)
 		return hs_error_set(err, r, "internal", "cannot queue QMP command: %s",
 				    strerror(-r));

@@ -61,6 +61,12 @@ QmpClient *qmp_client_free(QmpClient *c);
 int qmp_client_execute(QmpClient *c, const char *command, json_t *arguments, double timeout,
 		       QmpReplyCb cb, void *userdata);
 
+/* The same, with a descriptor (taken; closed once sent or on failure)
+ * passed along with the command over the socket (SCM_RIGHTS), for
+ * add-fd and getfd. */
+int qmp_client_execute_fd(QmpClient *c, const char *command, json_t *arguments, int fd,
+			  double timeout, QmpReplyCb cb, void *userdata);
+
 /* Passthrough: `msg` (stolen) is a whole QMP command object, e.g.
  * {"execute": "query-status", "arguments": {...}, "id": anything}. It must
  * have a string "execute" (or "exec-oob") member and no other members than

@@ -8,12 +8,14 @@ PKGS=(
 	gcc meson ninja-build pkg-config
 	libjansson-dev libev-dev libmicrohttpd-dev libhttp-parser-dev
 	libseccomp-dev libcap-ng-dev libcmocka-dev
+	libisofs-dev libyaml-dev nettle-dev
 	# run
 	qemu-system-x86 qemu-utils
 	# test guest (built from Debian packages by tests/guest/build-guest.sh)
 	cpio gzip xz-utils zstd
 	# tests and benchmarks
 	python3 python3-pytest python3-pytest-xdist curl util-linux iproute2 valgrind
+	genisoimage xorriso
 	# static analysis and fuzzing
 	cppcheck clang
 	# metrics check (promtool)

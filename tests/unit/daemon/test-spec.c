@@ -502,14 +502,74 @@ static void test_kernel_and_disk_rules(void **state)
 			"disk");
 }
 
+static void test_managed_disks(void **state)
+{
+	json_auto_t *j = json_loads("{\"name\": \"a\", \"kernel\": \"/k\", \"disks\": ["
+				    "{\"template\": \"debian-12\", \"size\": \"20G\"},"
+				    "{\"size\": 1048576}, {\"template\": \"base\"}]}",
+				    0, NULL);
+	VmSpecDefaults d = {.accel = VM_ACCEL_TCG};
+	VmSpec s;
+	HsError err;
+	assert_int_equal(vm_spec_from_json(j, &d, &s, &err), 0);
+	assert_true(s.disks[0].managed);
+	assert_string_equal(s.disks[0].template, "debian-12");
+	assert_int_equal(s.disks[0].size, 20ull << 30);
+	assert_null(s.disks[0].path);
+	assert_true(s.disks[1].managed);
+	assert_null(s.disks[1].template);
+	assert_int_equal(s.disks[1].size, 1048576);
+	assert_int_equal(s.disks[2].size, 0);
+	/* Round trip through the stored form. */
+	json_auto_t *out = vm_spec_to_json(&s);
+	VmSpec s2;
+	assert_int_equal(vm_spec_from_json(out, &d, &s2, &err), 0);
+	assert_string_equal(s2.disks[0].template, "debian-12");
+	assert_int_equal(s2.disks[0].size, 20ull << 30);
+	assert_false(json_object_get(json_array_get(json_object_get(out, "disks"), 1), "path"));
+	vm_spec_clear(&s);
+	vm_spec_clear(&s2);
+}
+
+static void test_parse_size(void **state)
+{
+	uint64_t v;
+	assert_int_equal(hs_parse_size("20G", &v), 0);
+	assert_int_equal(v, 20ull << 30);
+	assert_int_equal(hs_parse_size("512MiB", &v), 0);
+	assert_int_equal(v, 512ull << 20);
+	assert_int_equal(hs_parse_size("1.5T", &v), 0);
+	assert_int_equal(v, 3ull << 39);
+	assert_int_equal(hs_parse_size("4096", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(hs_parse_size("1.5", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("-1G", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("G", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("10 G", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("99999999999T", &v), -EINVAL);
+}
+
 static void test_bad_disks(void **state)
 {
 	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"disks\": {}}", "disks");
 	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"disks\": \"/d\"}", "disks");
 	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"disks\": [\"/d\"]}", "disks[0]");
-	expect_bad("{\"name\": \"a\", \"disks\": [{\"path\": \"/d\"}, {}]}", "disks[1].path");
+	expect_bad("{\"name\": \"a\", \"disks\": [{\"path\": \"/d\"}, {}]}", "disks[1]: needs");
 	expect_bad("{\"name\": \"a\", \"disks\": [{\"path\": \"/d\"}, {\"path\": null}]}",
-		   "disks[1].path");
+		   "disks[1]: needs");
+	/* Managed disks: a template and/or a size, never with a path. */
+	expect_bad("{\"name\": \"a\", \"disks\": [{\"path\": \"/d\", \"template\": \"t\"}]}",
+		   "disks[0]: either");
+	expect_bad("{\"name\": \"a\", \"disks\": [{\"path\": \"/d\", \"size\": \"1G\"}]}",
+		   "disks[0]: either");
+	expect_bad("{\"name\": \"a\", \"disks\": [{\"template\": \"../x\"}]}",
+		   "disks[0].template");
+	expect_bad("{\"name\": \"a\", \"disks\": [{\"size\": \"12Q\"}]}", "disks[0].size");
+	expect_bad("{\"name\": \"a\", \"disks\": [{\"size\": -1}]}", "disks[0].size");
+	expect_bad("{\"name\": \"a\", \"disks\": [{\"size\": \"65T\"}]}", "disks[0].size");
+	expect_bad("{\"name\": \"a\", \"disks\": [{\"size\": \"1G\", \"format\": \"raw\"}]}",
+		   "disks[0].format: a managed disk");
 	expect_bad("{\"name\": \"a\", \"disks\": [{\"path\": \"/d\", \"format\": \"vmdk\"}]}",
 		   "disks[0].format");
 	expect_bad("{\"name\": \"a\", \"disks\": [{\"path\": \"/d\", \"format\": \"RAW\"}]}",
@@ -904,6 +964,8 @@ int main(void)
 	    cmocka_unit_test(test_bad_cmdline),
 	    cmocka_unit_test(test_kernel_and_disk_rules),
 	    cmocka_unit_test(test_bad_disks),
+	    cmocka_unit_test(test_managed_disks),
+	    cmocka_unit_test(test_parse_size),
 	    cmocka_unit_test(test_bad_nics),
 	    cmocka_unit_test(test_bad_macs),
 	    cmocka_unit_test(test_duplicate_macs),

@@ -1,0 +1,2125 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "storage.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "hsd.h"
+#include "layers.h"
+#include "tool.h"
+
+#define DISKS_JSON "disks.json"
+#define LAYERS_DIR "layers"
+#define SNAPSHOTS_DIR "snapshots"
+#define TEMPLATES_DIR "templates"
+#define CIDATA_ISO "cidata.iso"
+#define QEMU_IMG "qemu-img"
+#define TOOL_TIMEOUT_FAST 60.0
+#define TOOL_TIMEOUT_COPY 3600.0
+#define JOB_TIMEOUT 3600.0
+#define MIGRATE_TIMEOUT 600.0
+
+typedef enum OpKind {
+	OP_CREATE,
+	OP_SNAPSHOT,
+	OP_ROLLBACK,
+	OP_DELETE,
+} OpKind;
+
+static const char *const op_names[] = {"create", "snapshot", "rollback", "delete-snapshot"};
+
+enum { RB_STOP, RB_INTENT, RB_CREATE, RB_COMMIT, RB_STARTED };
+
+
+typedef struct StorageOp {
+	Vm *vm;
+	Hsd *h;
+	OpKind kind;
+	int step;
+	char snap[SNAPSHOT_NAME_MAX + 1];
+	bool memory, live, was_running, restart;
+	bool stopped, switched; /* live snapshot: CPUs stopped; disks switched */
+	unsigned new_ids[VM_MAX_DISKS];
+	size_t disk;        /* iteration over disks */
+	unsigned children[64];
+	size_t n_children, child;
+	unsigned merged;    /* delete: the layer being merged away, per disk */
+	int state_fd;       /* memory snapshot file */
+	char job[32];
+	ev_timer poll;
+	double deadline;
+	double t0;
+	StorageDoneCb cb;
+	void *ud;
+	json_t *result;
+	json_t *pending_args; /* block-stream, once the layer is writable */
+	const char *poll_cmd;
+	QmpReplyCb poll_cb;
+} StorageOp;
+
+/* Vm has no field for us in hsd.h's generic part: keep a side table. */
+typedef struct VmStorage {
+	Vm *vm;
+	struct VmStorage *next;
+	VmDisks disks;
+	StorageOp *op;
+	struct TemplateJob *tjob; /* template from-vm copying this VM's disk */
+	int incoming_fd;
+	StorageIncomingCb incoming_done;
+	bool verify_chain; /* ask the re-adopted QEMU which layers it writes to */
+	ev_timer incoming_poll;
+	double incoming_deadline;
+} VmStorage;
+
+static VmStorage *storages;
+static int templates_dirfd = -1;
+
+static VmStorage *vs_get(Vm *vm)
+{
+	for (VmStorage *s = storages; s; s = s->next)
+		if (s->vm == vm)
+			return s;
+	VmStorage *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->vm = vm;
+	s->incoming_fd = -1;
+	s->next = storages;
+	storages = s;
+	return s;
+}
+
+static VmStorage *vs_find(Vm *vm)
+{
+	for (VmStorage *s = storages; s; s = s->next)
+		if (s->vm == vm)
+			return s;
+	return NULL;
+}
+
+/* ---- paths and small helpers ---- */
+
+static char *layer_path(Vm *vm, unsigned id)
+{
+	return hs_strdup_printf("%s/vms/%s/" LAYERS_DIR "/%u.qcow2", vm->hsd->state_dir,
+				vm->spec.name, id);
+}
+
+static char *template_image_path(Hsd *h, const char *name)
+{
+	return hs_strdup_printf("%s/" TEMPLATES_DIR "/%s/image", h->state_dir, name);
+}
+
+static int save_disks(Vm *vm, VmStorage *vs)
+{
+	json_auto_t *j = vm_disks_to_json(&vs->disks);
+	if (!j)
+		return -ENOMEM;
+	_cleanup_free_ char *s = json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS);
+	if (!s)
+		return -ENOMEM;
+	int r = hs_write_file_atomic(vm->state_dirfd, DISKS_JSON, s, strlen(s), 0600);
+	if (r < 0)
+		log_error("vm %s: cannot save %s: %s", vm->spec.name, DISKS_JSON, strerror(-r));
+	return r;
+}
+
+static void unlink_layer(Vm *vm, unsigned id)
+{
+	char name[64];
+	snprintf(name, sizeof(name), LAYERS_DIR "/%u.qcow2", id);
+	if (unlinkat(vm->state_dirfd, name, 0) < 0 && errno != ENOENT)
+		log_warning("vm %s: cannot remove %s: %m", vm->spec.name, name);
+}
+
+/* Drops layers nothing needs and deletes their files (after the model
+ * without them is on disk). */
+static void collect_garbage(Vm *vm, VmStorage *vs)
+{
+	unsigned gone[VM_MAX_DISKS][64];
+	size_t n[VM_MAX_DISKS] = {0}, total = 0;
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		total += n[i] = vm_disks_collect(&vs->disks, i, gone[i], 64);
+	if (!total)
+		return;
+	if (save_disks(vm, vs) < 0)
+		return; /* the files stay; the next load sweeps them */
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		for (size_t k = 0; k < n[i]; k++)
+			unlink_layer(vm, gone[i][k]);
+}
+
+static bool layer_known(const VmDisks *d, unsigned id)
+{
+	for (size_t i = 0; i < d->n_disks; i++)
+		if (d->disks[i].managed && disk_layer(&d->disks[i], id))
+			return true;
+	return false;
+}
+
+/* Layer files the model does not know (a crash between making a file and
+ * recording it, or between forgetting one and deleting it). */
+static void sweep_layers(Vm *vm, VmStorage *vs)
+{
+	int fd = openat(vm->state_dirfd, LAYERS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char *end;
+		unsigned long id = strtoul(de->d_name, &end, 10);
+		if (de->d_name[0] == '.' || strcmp(end, ".qcow2"))
+			continue;
+		if (!layer_known(&vs->disks, (unsigned)id)) {
+			log_info("vm %s: removing unreferenced layer %s", vm->spec.name, de->d_name);
+			unlinkat(dirfd(d), de->d_name, 0);
+		}
+	}
+	closedir(d);
+}
+
+/* ---- the operation runner ---- */
+
+static void op_free(StorageOp *op)
+{
+	ev_timer_stop(op->h->loop, &op->poll);
+	if (op->state_fd >= 0)
+		close(op->state_fd);
+	json_decref(op->result);
+	json_decref(op->pending_args);
+	free(op);
+}
+
+static void op_done(StorageOp *op, const HsError *err)
+{
+	VmStorage *vs = vs_find(op->vm);
+	if (vs)
+		vs->op = NULL;
+	if (!err)
+		log_info("vm %s: %s%s%s done in %.0f ms", op->vm->spec.name, op_names[op->kind],
+			 op->snap[0] ? " " : "", op->snap, (hs_now() - op->t0) * 1e3);
+	else
+		log_warning("vm %s: %s %s failed: %s", op->vm->spec.name, op_names[op->kind],
+			    op->snap, err->message);
+	StorageDoneCb cb = op->cb;
+	void *ud = op->ud;
+	Hsd *h = op->h;
+	json_t *res = json_incref(op->result);
+	op_free(op);
+	if (cb)
+		cb(h, err, res, ud);
+	json_decref(res);
+}
+
+static StorageOp *op_new(Vm *vm, VmStorage *vs, OpKind kind, StorageDoneCb cb, void *ud)
+{
+	StorageOp *op = calloc(1, sizeof(*op));
+	if (!op)
+		return NULL;
+	op->vm = vm;
+	op->h = vm->hsd;
+	op->kind = kind;
+	op->cb = cb;
+	op->ud = ud;
+	op->state_fd = -1;
+	op->t0 = hs_now();
+	ev_timer_init(&op->poll, NULL, 0., 0.);
+	op->poll.data = op;
+	vs->op = op;
+	return op;
+}
+
+static int set_intent(Vm *vm, VmStorage *vs, StorageOp *op, const char *phase)
+{
+	json_t *ids = json_array();
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		json_array_append_new(ids, json_integer(op->new_ids[i]));
+	json_decref(vs->disks.intent);
+	vs->disks.intent = json_pack("{s:s, s:s, s:s, s:o, s:b, s:b}", "op", op_names[op->kind],
+				     "phase", phase, "snapshot", op->snap, "new", ids, "memory",
+				     op->memory, "restart", op->restart);
+	return save_disks(vm, vs);
+}
+
+static int clear_intent(Vm *vm, VmStorage *vs)
+{
+	json_decref(vs->disks.intent);
+	vs->disks.intent = NULL;
+	return save_disks(vm, vs);
+}
+
+/* qemu-img create of layer `id` over `parent` of disk `disk`. */
+static int run_create_layer(StorageOp *op, size_t disk, unsigned id, unsigned parent,
+			    uint64_t size, ToolDoneCb cb, HsError *err)
+{
+	VmStorage *vs = vs_find(op->vm);
+	const ManagedDisk *m = &vs->disks.disks[disk];
+	_cleanup_free_ char *path = layer_path(op->vm, id);
+	char backing[128], opts[256], sz[32] = "";
+	layer_backing_name(m, parent, backing, sizeof(backing));
+	if (backing[0])
+		snprintf(opts, sizeof(opts), "backing_file=%s,backing_fmt=%s", backing,
+			 parent ? "qcow2" : vm_disk_format_to_string(m->base_format));
+	else
+		snprintf(opts, sizeof(opts), "cluster_size=65536");
+	if (size)
+		snprintf(sz, sizeof(sz), "%" PRIu64, size);
+	char *argv[] = {(char *)QEMU_IMG, (char *)"create", (char *)"-q", (char *)"-f",
+			(char *)"qcow2", (char *)"-o", opts, path, sz[0] ? sz : NULL, NULL};
+	return tool_run(op->h, argv, NULL, 0, TOOL_TIMEOUT_FAST, cb, op, err);
+}
+
+static void tool_error(const ToolResult *res, const char *what, HsError *err)
+{
+	char why[300];
+	tool_describe_failure(res, why, sizeof(why));
+	hs_error_set(err, -EIO, "storage-failed", "%s: qemu-img: %s", what, why);
+}
+
+/* ---- templates ---- */
+
+static json_t *template_read(Hsd *h, const char *name)
+{
+	_cleanup_free_ char *data = NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/template.json", name);
+	if (hs_read_file(templates_dirfd, path, 1 << 16, &data, NULL) < 0)
+		return NULL;
+	return json_loads(data, 0, NULL);
+}
+
+bool template_lookup(Hsd *h, const char *name, VmDiskFormat *format, uint64_t *size)
+{
+	if (!vm_name_is_valid(name))
+		return false;
+	json_auto_t *t = template_read(h, name);
+	if (!t)
+		return false;
+	const char *f = json_string_value(json_object_get(t, "format"));
+	if (format)
+		*format = f && !strcmp(f, "raw") ? VM_DISK_RAW : VM_DISK_QCOW2;
+	if (size)
+		*size = (uint64_t)json_integer_value(json_object_get(t, "virtual_size"));
+	return true;
+}
+
+/* VMs whose disks stand on `name`. */
+static json_t *template_users(Hsd *h, const char *name)
+{
+	json_t *users = json_array();
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		for (size_t i = 0; i < vm->spec.n_disks; i++)
+			if (vm->spec.disks[i].template && !strcmp(vm->spec.disks[i].template, name)) {
+				json_array_append_new(users, json_string(vm->spec.name));
+				break;
+			}
+	return users;
+}
+
+static json_t *template_json_with_users(Hsd *h, const char *name)
+{
+	json_t *t = template_read(h, name);
+	if (!t)
+		return NULL;
+	json_object_set_new(t, "users", template_users(h, name));
+	return t;
+}
+
+json_t *template_list_json(Hsd *h)
+{
+	json_t *list = json_array();
+	int fd = openat(templates_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return list;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || !vm_name_is_valid(de->d_name))
+			continue;
+		json_t *t = template_json_with_users(h, de->d_name);
+		if (t)
+			json_array_append_new(list, t);
+	}
+	closedir(d);
+	/* Stable order: by name. */
+	size_t n = json_array_size(list);
+	for (size_t i = 1; i < n; i++)
+		for (size_t k = i; k > 0; k--) {
+			json_t *a = json_array_get(list, k - 1), *b = json_array_get(list, k);
+			if (strcmp(json_string_value(json_object_get(a, "name")),
+				   json_string_value(json_object_get(b, "name"))) <= 0)
+				break;
+			json_incref(a);
+			json_array_set(list, k - 1, b);
+			json_array_set_new(list, k, a);
+		}
+	return list;
+}
+
+json_t *template_get_json(Hsd *h, const char *name, HsError *err)
+{
+	json_t *t = vm_name_is_valid(name) ? template_json_with_users(h, name) : NULL;
+	if (!t)
+		hs_error_set(err, -ENOENT, "not-found", "no template named '%s'", name);
+	return t;
+}
+
+typedef struct TemplateJob TemplateJob;
+struct TemplateJob {
+	Hsd *h;
+	char name[VM_NAME_MAX + 1];
+	char tmp[VM_NAME_MAX + 32];
+	char source[4096];
+	char format[8];
+	int src_fd;
+	int step;
+	StorageDoneCb cb;
+	void *ud;
+	double t0;
+	Vm *vm; /* from-vm: its disks are busy while copied */
+};
+
+static void tjob_finish(TemplateJob *j, const HsError *err, json_t *res)
+{
+	if (err)
+		hs_rm_rf_at(templates_dirfd, j->tmp);
+	if (j->src_fd >= 0)
+		close(j->src_fd);
+	if (j->vm) {
+		VmStorage *vs = vs_find(j->vm);
+		if (vs && vs->tjob == j)
+			vs->tjob = NULL;
+	}
+	if (err)
+		log_warning("template %s: %s", j->name, err->message);
+	else
+		log_info("template %s: made in %.0f ms", j->name, (hs_now() - j->t0) * 1e3);
+	j->cb(j->h, err, res, j->ud);
+	free(j);
+}
+
+static void on_template_info(Hsd *h, const ToolResult *res, void *ud);
+
+static int tjob_run_info(TemplateJob *j, HsError *err)
+{
+	char path[VM_NAME_MAX + 64];
+	snprintf(path, sizeof(path), "%s/" TEMPLATES_DIR "/%s/image", j->h->state_dir, j->tmp);
+	char *argv[] = {(char *)QEMU_IMG, (char *)"info", (char *)"--output=json", (char *)"-f",
+			j->format, path, NULL};
+	return tool_run(j->h, argv, NULL, 0, TOOL_TIMEOUT_FAST, on_template_info, j, err);
+}
+
+static void on_template_copied(Hsd *h, const ToolResult *res, void *ud)
+{
+	TemplateJob *j = ud;
+	HsError err;
+	if (!res->ok) {
+		tool_error(res, "cannot copy the image", &err);
+		tjob_finish(j, &err, NULL);
+		return;
+	}
+	if (tjob_run_info(j, &err) < 0)
+		tjob_finish(j, &err, NULL);
+}
+
+static void on_template_info(Hsd *h, const ToolResult *res, void *ud)
+{
+	TemplateJob *j = ud;
+	HsError err;
+	json_auto_t *info = res->ok ? json_loads(res->output, 0, NULL) : NULL;
+	if (!info) {
+		tool_error(res, "cannot read the copied image", &err);
+		tjob_finish(j, &err, NULL);
+		return;
+	}
+	json_int_t vsize = json_integer_value(json_object_get(info, "virtual-size"));
+	json_int_t asize = json_integer_value(json_object_get(info, "actual-size"));
+	json_auto_t *t = json_pack("{s:s, s:s, s:I, s:I, s:f, s:s}", "name", j->name, "format",
+				   j->format, "virtual_size", vsize, "actual_size", asize,
+				   "created", hs_wall(), "source", j->source);
+	_cleanup_free_ char *s = json_dumps(t, JSON_INDENT(1) | JSON_SORT_KEYS);
+	char path[VM_NAME_MAX + 64];
+	snprintf(path, sizeof(path), "%s/image", j->tmp);
+	int r = -ENOMEM;
+	/* Immutable from now on: read-only for everyone, hsd included. */
+	if (s && fchmodat(templates_dirfd, path, 0444, 0) == 0) {
+		int dfd = openat(templates_dirfd, j->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r = dfd < 0 ? -errno : hs_write_file_atomic(dfd, "template.json", s, strlen(s), 0444);
+		if (dfd >= 0) {
+			int ifd = openat(dfd, "image", O_RDONLY | O_CLOEXEC);
+			if (ifd >= 0) {
+				fsync(ifd);
+				close(ifd);
+			}
+			close(dfd);
+		}
+	} else if (s) {
+		r = -errno;
+	}
+	/* The template appears whole, or not at all. */
+	if (r == 0 && renameat2(templates_dirfd, j->tmp, templates_dirfd, j->name,
+				RENAME_NOREPLACE) < 0)
+		r = -errno;
+	if (r == 0) {
+		int fd = openat(templates_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0) {
+			fsync(fd);
+			close(fd);
+		}
+	}
+	if (r < 0) {
+		hs_error_set(&err, r, r == -EEXIST ? "conflict" : "internal",
+			     r == -EEXIST ? "a template named '%s' already exists"
+					  : "cannot store template '%s'",
+			     j->name);
+		tjob_finish(j, &err, NULL);
+		return;
+	}
+	json_auto_t *out = template_json_with_users(h, j->name);
+	tjob_finish(j, NULL, out);
+}
+
+static void on_source_info(Hsd *h, const ToolResult *res, void *ud)
+{
+	TemplateJob *j = ud;
+	HsError err;
+	json_auto_t *info = res->ok ? json_loads(res->output, 0, NULL) : NULL;
+	if (!info) {
+		char why[300];
+		tool_describe_failure(res, why, sizeof(why));
+		hs_error_set(&err, -EINVAL, "invalid-image", "'%s' is not a usable disk image: %s",
+			     j->source, why);
+		tjob_finish(j, &err, NULL);
+		return;
+	}
+	const char *fmt = json_string_value(json_object_get(info, "format"));
+	if (json_object_get(info, "backing-filename") || json_object_get(info, "full-backing-filename")) {
+		/* Its backing file would name some other file of the host. */
+		hs_error_set(&err, -EINVAL, "invalid-image",
+			     "'%s' has a backing file; import a standalone image (qemu-img "
+			     "convert it first)",
+			     j->source);
+		tjob_finish(j, &err, NULL);
+		return;
+	}
+	if (!fmt || (strcmp(fmt, "qcow2") && strcmp(fmt, "raw"))) {
+		hs_error_set(&err, -EINVAL, "invalid-image",
+			     "'%s' is a %s image; templates are qcow2 or raw", j->source,
+			     fmt ? fmt : "unknown");
+		tjob_finish(j, &err, NULL);
+		return;
+	}
+	snprintf(j->format, sizeof(j->format), "%s", fmt);
+	char dst[VM_NAME_MAX + 64];
+	snprintf(dst, sizeof(dst), "%s/" TEMPLATES_DIR "/%s/image", h->state_dir, j->tmp);
+	char *argv[] = {(char *)QEMU_IMG, (char *)"convert", (char *)"-q", (char *)"-f", j->format,
+			(char *)"-O", j->format, (char *)"/dev/fd/3", dst, NULL};
+	if (tool_run(h, argv, &j->src_fd, 1, TOOL_TIMEOUT_COPY, on_template_copied, j, &err) < 0)
+		tjob_finish(j, &err, NULL);
+}
+
+static TemplateJob *tjob_new(Hsd *h, const char *name, StorageDoneCb cb, void *ud,
+			     HsError *err)
+{
+	if (!vm_name_is_valid(name)) {
+		hs_error_set(err, -EINVAL, "invalid-name",
+			     "'%s' is not a valid template name (1-63 of a-z A-Z 0-9 . _ -, not "
+			     "starting with . or -)",
+			     name);
+		return NULL;
+	}
+	if (template_lookup(h, name, NULL, NULL)) {
+		hs_error_set(err, -EEXIST, "conflict", "a template named '%s' already exists",
+			     name);
+		return NULL;
+	}
+	TemplateJob *j = calloc(1, sizeof(*j));
+	if (!j) {
+		hs_error_set(err, -ENOMEM, "internal", "out of memory");
+		return NULL;
+	}
+	j->h = h;
+	j->src_fd = -1;
+	j->cb = cb;
+	j->ud = ud;
+	j->t0 = hs_now();
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	snprintf(j->tmp, sizeof(j->tmp), ".new-%s-%08x", name, (unsigned)(hs_now_ns() & 0xffffffff));
+	if (mkdirat(templates_dirfd, j->tmp, 0755) < 0) {
+		hs_error_set(err, -errno, "internal", "cannot make template dir: %m");
+		free(j);
+		return NULL;
+	}
+	return j;
+}
+
+int template_import(Hsd *h, const char *name, const char *path, const char *format,
+		    StorageDoneCb cb, void *ud, HsError *err)
+{
+	if (format && strcmp(format, "qcow2") && strcmp(format, "raw"))
+		return hs_error_set(err, -EINVAL, "invalid-argument",
+				    "format: must be 'qcow2' or 'raw', not '%s'", format);
+	if (!path || path[0] != '/')
+		return hs_error_set(err, -EINVAL, "invalid-argument",
+				    "file: an absolute path is needed");
+	int fd = paths_open_beneath(&h->allowed, path, O_RDONLY, "file", err);
+	if (fd < 0)
+		return fd;
+	TemplateJob *j = tjob_new(h, name, cb, ud, err);
+	if (!j) {
+		close(fd);
+		return err->code;
+	}
+	j->src_fd = fd;
+	snprintf(j->source, sizeof(j->source), "%s", path);
+	snprintf(j->format, sizeof(j->format), "%s", format ? format : "");
+	/* Probe (or check) the format, and refuse images with a backing file. */
+	char *argv[8] = {(char *)QEMU_IMG, (char *)"info", (char *)"--output=json"};
+	size_t n = 3;
+	if (format) {
+		argv[n++] = (char *)"-f";
+		argv[n++] = j->format;
+	}
+	argv[n++] = (char *)"/dev/fd/3";
+	argv[n] = NULL;
+	int r = tool_run(h, argv, &j->src_fd, 1, TOOL_TIMEOUT_FAST, on_source_info, j, err);
+	if (r < 0) {
+		hs_rm_rf_at(templates_dirfd, j->tmp);
+		close(j->src_fd);
+		free(j);
+	}
+	return r;
+}
+
+int template_from_vm(Hsd *h, const char *name, Vm *vm, unsigned disk, StorageDoneCb cb,
+		     void *ud, HsError *err)
+{
+	VmStorage *vs = vs_find(vm);
+	if (vm_state_is_active(vm->status.state) || vm->pacing)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' is %s; stop it first (a template is made from a "
+				    "stopped VM's disk)",
+				    vm->spec.name, vm_state_to_string(vm->status.state));
+	if (disk >= vm->spec.n_disks || !vs || !vs->disks.disks[disk].managed)
+		return hs_error_set(err, -EINVAL, "invalid-argument",
+				    "VM '%s' has no managed disk %u", vm->spec.name, disk);
+	if (vs->op || vs->tjob || vs->disks.intent)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' has a storage operation in progress", vm->spec.name);
+	TemplateJob *j = tjob_new(h, name, cb, ud, err);
+	if (!j)
+		return err->code;
+	snprintf(j->source, sizeof(j->source), "vm:%s/disks[%u]", vm->spec.name, disk);
+	snprintf(j->format, sizeof(j->format), "qcow2");
+	j->vm = vm;
+	vs->tjob = j; /* the VM's disks are busy while copied */
+	_cleanup_free_ char *src = layer_path(vm, vs->disks.disks[disk].top);
+	char dst[VM_NAME_MAX + 64];
+	snprintf(dst, sizeof(dst), "%s/" TEMPLATES_DIR "/%s/image", h->state_dir, j->tmp);
+	char *argv[] = {(char *)QEMU_IMG, (char *)"convert", (char *)"-q", (char *)"-f",
+			(char *)"qcow2", (char *)"-O", (char *)"qcow2", src, dst, NULL};
+	int r = tool_run(h, argv, NULL, 0, TOOL_TIMEOUT_COPY, on_template_copied, j, err);
+	if (r < 0) {
+		vs->tjob = NULL;
+		hs_rm_rf_at(templates_dirfd, j->tmp);
+		free(j);
+	}
+	return r;
+}
+
+int template_delete(Hsd *h, const char *name, HsError *err)
+{
+	if (!template_lookup(h, name, NULL, NULL))
+		return hs_error_set(err, -ENOENT, "not-found", "no template named '%s'", name);
+	json_auto_t *users = template_users(h, name);
+	if (json_array_size(users)) {
+		char list[400] = "";
+		size_t i;
+		json_t *u;
+		json_array_foreach(users, i, u) {
+			size_t len = strlen(list);
+			snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "",
+				 json_string_value(u));
+		}
+		return hs_error_set(err, -EBUSY, "in-use",
+				    "template '%s' is used by %zu VM(s): %s; delete them first",
+				    name, json_array_size(users), list);
+	}
+	char tmp[VM_NAME_MAX + 32];
+	snprintf(tmp, sizeof(tmp), ".del-%s-%08x", name, (unsigned)(hs_now_ns() & 0xffffffff));
+	if (renameat(templates_dirfd, name, templates_dirfd, tmp) < 0)
+		return hs_error_set(err, -errno, "internal", "cannot delete template '%s': %m",
+				    name);
+	/* Make the files writable again so the removal works whatever the
+	 * mode. */
+	hs_rm_rf_at(templates_dirfd, tmp);
+	log_info("template %s: deleted", name);
+	return 0;
+}
+
+/* ---- init ---- */
+
+int storage_init(Hsd *h, HsError *err)
+{
+	_cleanup_free_ char *p = hs_strdup_printf("%s/" TEMPLATES_DIR, h->state_dir);
+	int r = p ? hs_mkdir_p(p, 0755) : -ENOMEM;
+	if (r < 0)
+		return hs_error_set(err, r, "internal", "cannot make %s: %s", p ? p : "templates",
+				    strerror(-r));
+	templates_dirfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (templates_dirfd < 0)
+		return hs_error_set(err, -errno, "internal", "cannot open %s: %m", p);
+	/* Half-made or half-deleted templates of a crash. */
+	int fd = openat(templates_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d)))
+			if (hs_str_has_prefix(de->d_name, ".new-") ||
+			    hs_str_has_prefix(de->d_name, ".del-")) {
+				log_info("templates: removing leftover %s", de->d_name);
+				hs_rm_rf_at(templates_dirfd, de->d_name);
+			}
+		closedir(d);
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	return 0;
+}
+
+void storage_free(Hsd *h)
+{
+	while (storages) {
+		VmStorage *s = storages;
+		storages = s->next;
+		vm_disks_clear(&s->disks);
+		if (s->incoming_fd >= 0)
+			close(s->incoming_fd);
+		free(s);
+	}
+	if (templates_dirfd >= 0)
+		close(templates_dirfd);
+	templates_dirfd = -1;
+}
+
+void storage_vm_free(Vm *vm)
+{
+	for (VmStorage **p = &storages; *p; p = &(*p)->next)
+		if ((*p)->vm == vm) {
+			VmStorage *s = *p;
+			*p = s->next;
+			if (s->tjob)
+				s->tjob->vm = NULL;
+			if (s->op) {
+				/* The VM goes away under a running operation
+				 * (hsd stopping): drop it; the intent on disk is
+				 * finished at the next start. */
+				s->op->cb = NULL;
+				op_free(s->op);
+			}
+			ev_timer_stop(vm->hsd->loop, &s->incoming_poll);
+			vm_disks_clear(&s->disks);
+			if (s->incoming_fd >= 0)
+				close(s->incoming_fd);
+			free(s);
+			return;
+		}
+}
+
+/* ---- a VM's disks: load, create, launch ---- */
+
+static void op_step(StorageOp *op, const HsError *err);
+
+static void on_tool_step(Hsd *h, const ToolResult *res, void *ud)
+{
+	StorageOp *op = ud;
+	HsError err;
+	if (!res->ok) {
+		tool_error(res, op_names[op->kind], &err);
+		op_step(op, &err);
+		return;
+	}
+	op_step(op, NULL);
+}
+
+static void on_qmp_step(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	StorageOp *op = ud;
+	if (err && err->code == -ECANCELED)
+		return; /* hsd is going away; the intent is finished at restart */
+	op_step(op, err);
+}
+
+static int alloc_ids(Vm *vm, VmStorage *vs, StorageOp *op)
+{
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		op->new_ids[i] = vs->disks.disks[i].managed ? vs->disks.next_id++ : 0;
+	return 0;
+}
+
+static void unlink_new(Vm *vm, StorageOp *op, size_t n_disks)
+{
+	for (size_t i = 0; i < n_disks; i++)
+		if (op->new_ids[i])
+			unlink_layer(vm, op->new_ids[i]);
+}
+
+/* Next managed disk at or after op->disk; false when past the last. */
+static bool next_managed(StorageOp *op, VmStorage *vs)
+{
+	while (op->disk < vs->disks.n_disks && !vs->disks.disks[op->disk].managed)
+		op->disk++;
+	return op->disk < vs->disks.n_disks;
+}
+
+static int start_op(StorageOp *op)
+{
+	op_step(op, NULL);
+	return 0;
+}
+
+int storage_vm_create(Vm *vm, StorageDoneCb cb, void *ud, HsError *err)
+{
+	VmStorage *vs = vs_get(vm);
+	if (!vs)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	vm_disks_clear(&vs->disks);
+	vs->disks.next_id = 1;
+	vs->disks.n_disks = vm->spec.n_disks;
+	for (size_t i = 0; i < vm->spec.n_disks; i++) {
+		const VmDisk *d = &vm->spec.disks[i];
+		ManagedDisk *m = &vs->disks.disks[i];
+		if (!d->managed)
+			continue;
+		m->managed = true;
+		uint64_t tsize = 0;
+		if (d->template) {
+			if (!template_lookup(vm->hsd, d->template, &m->base_format, &tsize))
+				return hs_error_set(err, -EINVAL, "invalid-spec",
+						    "disks[%zu].template: no template named '%s'", i,
+						    d->template);
+			m->template = strdup(d->template);
+		}
+		if (d->size && d->size < tsize)
+			return hs_error_set(err, -EINVAL, "invalid-spec",
+					    "disks[%zu].size: %" PRIu64 " bytes is smaller than "
+					    "template '%s' (%" PRIu64 " bytes); disks only grow",
+					    i, d->size, d->template, tsize);
+		m->size = d->size ? d->size : tsize;
+	}
+	if (!vm_disks_any_managed(&vs->disks))
+		return 0;
+	if (mkdirat(vm->state_dirfd, LAYERS_DIR, 0700) < 0 && errno != EEXIST)
+		return hs_error_set(err, -errno, "internal", "cannot make the layers dir: %m");
+	StorageOp *op = op_new(vm, vs, OP_CREATE, cb, ud);
+	if (!op)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	return start_op(op);
+}
+
+int storage_vm_check_idle(Vm *vm, HsError *err)
+{
+	VmStorage *vs = vs_find(vm);
+	if (!vs)
+		return 0;
+	/* A rollback starts the VM itself, on its new layers. */
+	bool own_start = vs->op && vs->op->kind == OP_ROLLBACK && vs->op->step == RB_STARTED;
+	if ((vs->op && !own_start) || vs->tjob)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' has a storage operation in progress (%s)", vm->spec.name,
+				    vs->op ? op_names[vs->op->kind] : "template from-vm");
+	if (vs->disks.intent)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' has an unfinished storage operation (%s)", vm->spec.name,
+				    json_string_value(json_object_get(vs->disks.intent, "op")));
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		if (vs->disks.disks[i].managed && !vs->disks.disks[i].top)
+			return hs_error_set(err, -EIO, "storage-failed",
+					    "VM '%s': disks[%zu] was never made", vm->spec.name, i);
+	return 0;
+}
+
+static int open_layer(Vm *vm, unsigned id, int flags, HsError *err)
+{
+	char name[64];
+	snprintf(name, sizeof(name), LAYERS_DIR "/%u.qcow2", id);
+	int fd = openat(vm->state_dirfd, name, flags | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return hs_error_set(err, -errno, "storage-failed", "cannot open layer %s: %m", name);
+	return fd;
+}
+
+int storage_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, QemuDiskChain *chains, HsError *err)
+{
+	VmStorage *vs = vs_find(vm);
+	int r;
+	for (size_t i = 0; i < VM_MAX_DISKS; i++)
+		l->chains[i] = NULL;
+	l->cidata_fd = 0;
+	if (vs && vm_disks_any_managed(&vs->disks)) {
+		r = storage_vm_check_idle(vm, err);
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i < vs->disks.n_disks; i++) {
+			const ManagedDisk *m = &vs->disks.disks[i];
+			if (!m->managed)
+				continue;
+			unsigned ids[LAYERS_MAX_DEPTH];
+			int n = disk_chain(m, m->top, ids, LAYERS_MAX_DEPTH);
+			if (n < 0)
+				return hs_error_set(err, n, "storage-failed",
+						    "disks[%zu]: too many layers (at most %d): "
+						    "delete snapshots",
+						    i, LAYERS_MAX_DEPTH);
+			QemuDiskChain *c = &chains[i];
+			c->n = 0;
+			if (m->template) {
+				_cleanup_free_ char *tp = template_image_path(vm->hsd, m->template);
+				int fd = tp ? open(tp, O_RDONLY | O_CLOEXEC) : -ENOMEM;
+				if (fd < 0)
+					return hs_error_set(err, -errno, "storage-failed",
+							    "disks[%zu]: template '%s' is unreadable: %m",
+							    i, m->template);
+				r = child_fds_add(fds, fd);
+				if (r < 0)
+					goto too_many;
+				c->layers[c->n++] = (QemuLayer){.id = 0, .format = m->base_format,
+								.fd_ro = r, .fd_rw = -1};
+			}
+			for (int k = 0; k < n; k++) {
+				bool top = k == n - 1;
+				QemuLayer *ly = &c->layers[c->n++];
+				*ly = (QemuLayer){.id = ids[k], .format = VM_DISK_QCOW2, .fd_rw = -1};
+				r = open_layer(vm, ids[k], O_RDONLY, err);
+				if (r < 0)
+					return r;
+				if ((r = ly->fd_ro = child_fds_add(fds, r)) < 0)
+					goto too_many;
+				if (top && !vm->spec.disks[i].readonly) {
+					r = open_layer(vm, ids[k], O_RDWR, err);
+					if (r < 0)
+						return r;
+					if ((r = ly->fd_rw = child_fds_add(fds, r)) < 0)
+						goto too_many;
+				}
+			}
+			l->chains[i] = c;
+		}
+	}
+	int fd = openat(vm->state_dirfd, CIDATA_ISO, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		if ((r = child_fds_add(fds, fd)) < 0)
+			goto too_many;
+		l->cidata_fd = r;
+	}
+	if (vs && vs->incoming_fd >= 0)
+		l->incoming = true;
+	return 0;
+too_many:
+	return hs_error_set(err, -EMFILE, "storage-failed",
+			    "VM '%s' has too many disk layers for one QEMU (delete snapshots)",
+			    vm->spec.name);
+}
+
+json_t *storage_vm_disks_json(Vm *vm)
+{
+	VmStorage *vs = vs_find(vm);
+	if (!vs || !vm_disks_any_managed(&vs->disks))
+		return NULL;
+	json_t *arr = json_array();
+	for (size_t i = 0; i < vs->disks.n_disks; i++) {
+		const ManagedDisk *m = &vs->disks.disks[i];
+		if (!m->managed) {
+			json_array_append_new(arr, json_null());
+			continue;
+		}
+		unsigned ids[LAYERS_MAX_DEPTH];
+		int n = disk_chain(m, m->top, ids, LAYERS_MAX_DEPTH);
+		json_t *chain = json_array();
+		for (int k = 0; k < n; k++)
+			json_array_append_new(chain, json_integer(ids[k]));
+		json_t *dj = json_pack("{s:I, s:I, s:o, s:I}", "size", (json_int_t)m->size, "top",
+				       (json_int_t)m->top, "chain", chain, "layers",
+				       (json_int_t)m->n_layers);
+		if (m->template)
+			json_object_set_new(dj, "template", json_string(m->template));
+		json_array_append_new(arr, dj);
+	}
+	return arr;
+}
+
+json_t *storage_snapshots_json(Vm *vm)
+{
+	VmStorage *vs = vs_find(vm);
+	json_t *arr = json_array();
+	if (!vs)
+		return arr;
+	size_t d0;
+	for (d0 = 0; d0 < vs->disks.n_disks && !vs->disks.disks[d0].managed; d0++)
+		;
+	const VmSnapshot *cur = d0 < vs->disks.n_disks
+					? vm_disks_snapshot_below(&vs->disks, vs->disks.disks[d0].top)
+					: NULL;
+	for (size_t s = 0; s < vs->disks.n_snaps; s++) {
+		const VmSnapshot *sn = &vs->disks.snaps[s];
+		const VmSnapshot *parent = NULL;
+		if (d0 < vs->disks.n_disks) {
+			const DiskLayer *l = disk_layer(&vs->disks.disks[d0], sn->layers[d0]);
+			parent = l ? vm_disks_snapshot_below(&vs->disks, l->parent) : NULL;
+		}
+		json_t *sj = json_pack("{s:s, s:f, s:b, s:b}", "name", sn->name, "created",
+				       sn->created, "memory", sn->memory != NULL, "current",
+				       sn == cur);
+		json_object_set_new(sj, "parent", parent ? json_string(parent->name) : json_null());
+		json_array_append_new(arr, sj);
+	}
+	return arr;
+}
+
+/* ---- operations, as step machines ---- */
+
+/* The VM's QEMU is running and talking: operations go live over QMP. */
+static bool vm_is_live(Vm *vm)
+{
+	return (vm->status.state == VM_STATE_RUNNING || vm->status.state == VM_STATE_PAUSED) &&
+	       vm->qmp && vm->qmp_ready;
+}
+
+static void fail(StorageOp *op, const HsError *err)
+{
+	op_done(op, err);
+}
+
+/* OP_CREATE: 0 intent, 1.. one layer per managed disk, then commit. */
+static void step_create(StorageOp *op, VmStorage *vs, const HsError *err)
+{
+	Vm *vm = op->vm;
+	HsError e;
+	if (err) {
+		unlink_new(vm, op, vs->disks.n_disks);
+		clear_intent(vm, vs);
+		fail(op, err);
+		return;
+	}
+	if (op->step == 0) {
+		alloc_ids(vm, vs, op);
+		if (set_intent(vm, vs, op, "creating") < 0) {
+			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+			fail(op, &e);
+			return;
+		}
+		op->step = 1;
+		op->disk = 0;
+	} else {
+		op->disk++;
+	}
+	if (next_managed(op, vs)) {
+		const ManagedDisk *m = &vs->disks.disks[op->disk];
+		if (run_create_layer(op, op->disk, op->new_ids[op->disk], 0, m->size, on_tool_step,
+				     &e) < 0)
+			step_create(op, vs, &e);
+		return;
+	}
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		if (op->new_ids[i]) {
+			disk_add_layer(&vs->disks.disks[i], op->new_ids[i], 0);
+			vs->disks.disks[i].top = op->new_ids[i];
+		}
+	if (clear_intent(vm, vs) < 0) {
+		hs_error_set(&e, -EIO, "internal", "cannot record the new disks");
+		fail(op, &e);
+		return;
+	}
+	op_done(op, NULL);
+}
+
+/* Live snapshot: add every new overlay to QEMU, then one transaction
+ * switches all disks at once. */
+static int live_add_overlays(StorageOp *op, VmStorage *vs, HsError *err)
+{
+	Vm *vm = op->vm;
+	int r;
+	for (size_t i = 0; i < vs->disks.n_disks; i++) {
+		unsigned id = op->new_ids[i];
+		if (!id)
+			continue;
+		char node[32], file[32], path[48];
+		qemu_layer_node(i, id, node, sizeof(node));
+		qemu_layer_file_node(i, id, file, sizeof(file));
+		for (int m = 0; m < 2; m++) {
+			r = open_layer(vm, id, m ? O_RDWR : O_RDONLY, err);
+			if (r < 0)
+				return r;
+			qmp_client_execute_fd(vm->qmp, "add-fd",
+					      json_pack("{s:I, s:s}", "fdset-id",
+							(json_int_t)QEMU_FDSET_LAYER(id), "opaque",
+							m ? "rw" : "ro"),
+					      r, vm->hsd->qmp_timeout, NULL, NULL);
+		}
+		snprintf(path, sizeof(path), "/dev/fdset/%ld", QEMU_FDSET_LAYER(id));
+		r = qmp_client_execute(
+			vm->qmp, "blockdev-add",
+			json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:n, s:s}", "driver",
+				  "qcow2", "node-name", node, "file", "driver", "file", "node-name",
+				  file, "filename", path, "discard", "unmap", "locking", "off", "backing",
+				  "discard", "unmap"),
+			vm->hsd->qmp_timeout, NULL, NULL);
+		if (r < 0)
+			return hs_error_set(err, r, "vm-exited", "QMP is gone");
+	}
+	return 0;
+}
+
+static json_t *snapshot_actions(StorageOp *op, VmStorage *vs)
+{
+	json_t *actions = json_array();
+	for (size_t i = 0; i < vs->disks.n_disks; i++) {
+		if (!op->new_ids[i])
+			continue;
+		char node[32], overlay[32];
+		qemu_layer_node(i, vs->disks.disks[i].top, node, sizeof(node));
+		qemu_layer_node(i, op->new_ids[i], overlay, sizeof(overlay));
+		json_array_append_new(actions,
+				      json_pack("{s:s, s:{s:s, s:s}}", "type", "blockdev-snapshot",
+						"data", "node", node, "overlay", overlay));
+	}
+	return actions;
+}
+
+/* Polling QEMU until a migration or a job is over: op_poll() sends
+ * `cmd` now and its answer goes to cb; cb calls op_poll_later() to ask
+ * again in 50 ms, or fails the step past op->deadline. */
+static void on_op_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	StorageOp *op = w->data;
+	if (qmp_client_execute(op->vm->qmp, op->poll_cmd, NULL, op->h->qmp_timeout, op->poll_cb,
+			       op) < 0) {
+		HsError e;
+		hs_error_set(&e, -ECONNRESET, "vm-exited", "the VM exited");
+		op_step(op, &e);
+	}
+}
+
+static void op_poll(StorageOp *op, const char *cmd, QmpReplyCb cb)
+{
+	op->poll_cmd = cmd;
+	op->poll_cb = cb;
+	on_op_poll(op->h->loop, &op->poll, 0);
+}
+
+static void op_poll_later(StorageOp *op, const char *what)
+{
+	if (hs_now() > op->deadline) {
+		HsError e;
+		hs_error_set(&e, -ETIMEDOUT, "timeout", "%s timed out", what);
+		op_step(op, &e);
+		return;
+	}
+	ev_timer_stop(op->h->loop, &op->poll);
+	ev_timer_init(&op->poll, on_op_poll, 0.05, 0.);
+	op->poll.data = op;
+	ev_timer_start(op->h->loop, &op->poll);
+}
+
+static void on_query_migrate(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	StorageOp *op = ud;
+	if (err) {
+		if (err->code != -ECANCELED)
+			op_step(op, err);
+		return;
+	}
+	const char *st = json_string_value(
+		json_object_get(json_object_get(reply, "return"), "status"));
+	HsError e;
+	if (st && !strcmp(st, "completed")) {
+		op_step(op, NULL);
+	} else if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
+		const char *why = json_string_value(
+			json_object_get(json_object_get(reply, "return"), "error-desc"));
+		hs_error_set(&e, -EIO, "storage-failed", "saving the VM's memory failed: %s",
+			     why ? why : st);
+		op_step(op, &e);
+	} else {
+		op_poll_later(op, "saving the VM's memory");
+	}
+}
+
+static void snapshot_commit(StorageOp *op, VmStorage *vs)
+{
+	VmSnapshot *sn = &vs->disks.snaps[vs->disks.n_snaps++];
+	memset(sn, 0, sizeof(*sn));
+	snprintf(sn->name, sizeof(sn->name), "%s", op->snap);
+	sn->created = hs_wall();
+	for (size_t i = 0; i < vs->disks.n_disks; i++) {
+		if (!op->new_ids[i])
+			continue;
+		ManagedDisk *m = &vs->disks.disks[i];
+		sn->layers[i] = m->top;
+		disk_add_layer(m, op->new_ids[i], m->top);
+		m->top = op->new_ids[i];
+	}
+	if (op->memory) {
+		sn->memory = hs_strdup_printf(SNAPSHOTS_DIR "/%s.state", op->snap);
+		sn->spec = vm_spec_to_json(&op->vm->spec);
+		json_object_set_new(sn->spec, "hs_was_running", json_boolean(op->was_running));
+	}
+}
+
+enum {
+	SNAP_INTENT,
+	SNAP_CREATE,
+	SNAP_CREATED,
+	SNAP_STOPPED,  /* memory: CPUs stopped */
+	SNAP_SWITCHED, /* transaction done */
+	SNAP_SAVED,    /* memory: migration completed */
+	SNAP_CONT,
+};
+
+static void snapshot_undo(StorageOp *op, VmStorage *vs, const HsError *err)
+{
+	Vm *vm = op->vm;
+	if (op->switched || (op->step >= SNAP_CREATED && err &&
+			     (!strcmp(err->kind, "disconnected") || !strcmp(err->kind, "vm-exited") ||
+			      !strcmp(err->kind, "timeout")))) {
+		/* QEMU may be writing to the new layers (or died mid-way
+		 * having switched or not; either way the new layers stack
+		 * consistently on the old): keep them, without the memory. */
+		op->memory = false;
+		snapshot_commit(op, vs);
+		clear_intent(vm, vs);
+		if (op->step >= SNAP_STOPPED && op->was_running && vm_is_live(vm))
+			qmp_client_execute(vm->qmp, "cont", NULL, op->h->qmp_timeout, NULL, NULL);
+		/* The snapshot itself failed; its frozen layer stays as part
+		 * of the chain. */
+		vm_disks_remove_snapshot(&vs->disks, op->snap);
+		save_disks(vm, vs);
+	} else {
+		if (op->stopped && op->was_running && vm_is_live(vm))
+			qmp_client_execute(vm->qmp, "cont", NULL, op->h->qmp_timeout, NULL, NULL);
+		if (vm_is_live(vm))
+			for (size_t i = 0; i < vs->disks.n_disks; i++)
+				if (op->new_ids[i]) {
+					char node[32];
+					qemu_layer_node(i, op->new_ids[i], node, sizeof(node));
+					qmp_client_execute(vm->qmp, "blockdev-del",
+							   json_pack("{s:s}", "node-name", node),
+							   op->h->qmp_timeout, NULL, NULL);
+					qmp_client_execute(
+						vm->qmp, "remove-fd",
+						json_pack("{s:I}", "fdset-id",
+							  (json_int_t)QEMU_FDSET_LAYER(op->new_ids[i])),
+						op->h->qmp_timeout, NULL, NULL);
+				}
+		unlink_new(vm, op, vs->disks.n_disks);
+		clear_intent(vm, vs);
+	}
+	if (op->state_fd >= 0) {
+		char name[128];
+		snprintf(name, sizeof(name), SNAPSHOTS_DIR "/%s.state", op->snap);
+		unlinkat(vm->state_dirfd, name, 0);
+	}
+	fail(op, err);
+}
+
+static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
+{
+	Vm *vm = op->vm;
+	HsError e;
+	int r;
+	if (err) {
+		snapshot_undo(op, vs, err);
+		return;
+	}
+	switch (op->step) {
+	case SNAP_INTENT:
+		alloc_ids(vm, vs, op);
+		if (set_intent(vm, vs, op, "creating") < 0) {
+			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+			fail(op, &e);
+			return;
+		}
+		op->step = SNAP_CREATE;
+		op->disk = 0;
+		goto create;
+	case SNAP_CREATE:
+		op->disk++;
+	create:
+		if (next_managed(op, vs)) {
+			const ManagedDisk *m = &vs->disks.disks[op->disk];
+			if (run_create_layer(op, op->disk, op->new_ids[op->disk], m->top, 0,
+					     on_tool_step, &e) < 0)
+				snapshot_undo(op, vs, &e);
+			return;
+		}
+		if (set_intent(vm, vs, op, "created") < 0) {
+			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+			snapshot_undo(op, vs, &e);
+			return;
+		}
+		op->step = SNAP_CREATED;
+		if (!op->live)
+			break; /* commit */
+		r = live_add_overlays(op, vs, &e);
+		if (r < 0) {
+			snapshot_undo(op, vs, &e);
+			return;
+		}
+		if (op->memory) {
+			/* Disk and memory must be of one instant: stop the
+			 * CPUs, switch the disks, save the RAM, go on. */
+			op->was_running = vm->status.state == VM_STATE_RUNNING;
+			op->step = SNAP_STOPPED; /* at its reply */
+			qmp_client_execute(vm->qmp, "stop", NULL, op->h->qmp_timeout, on_qmp_step,
+					   op);
+			return;
+		}
+		_fallthrough_;
+	case SNAP_STOPPED:
+		op->stopped = op->memory;
+		qmp_client_execute(vm->qmp, "transaction",
+				   json_pack("{s:o}", "actions", snapshot_actions(op, vs)),
+				   op->h->qmp_timeout, on_qmp_step, op);
+		op->step = SNAP_SWITCHED; /* at its reply */
+		return;
+	case SNAP_SWITCHED:
+		op->switched = true;
+		if (!op->memory)
+			break;
+		{
+			char name[128];
+			snprintf(name, sizeof(name), SNAPSHOTS_DIR "/%s.state", op->snap);
+			mkdirat(vm->state_dirfd, SNAPSHOTS_DIR, 0700);
+			op->state_fd = openat(vm->state_dirfd, name,
+					      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+			if (op->state_fd < 0) {
+				hs_error_set(&e, -errno, "internal", "cannot create %s: %m", name);
+				snapshot_undo(op, vs, &e);
+				return;
+			}
+			int fd = dup(op->state_fd);
+			qmp_client_execute_fd(vm->qmp, "getfd", json_pack("{s:s}", "fdname", "hs-save"),
+					      fd, op->h->qmp_timeout, NULL, NULL);
+			qmp_client_execute(vm->qmp, "migrate", json_pack("{s:s}", "uri", "fd:hs-save"),
+					   op->h->qmp_timeout, on_qmp_step, op);
+			op->step = SNAP_SAVED;
+			op->deadline = hs_now() + MIGRATE_TIMEOUT;
+		}
+		return;
+	case SNAP_SAVED:
+		/* migrate accepted: poll until it completes */
+		op->step = SNAP_CONT;
+		op_poll(op, "query-migrate", on_query_migrate);
+		return;
+	case SNAP_CONT:
+		if (fsync(op->state_fd) < 0) {
+			hs_error_set(&e, -errno, "internal", "cannot save the memory state: %m");
+			snapshot_undo(op, vs, &e);
+			return;
+		}
+		if (op->was_running)
+			qmp_client_execute(vm->qmp, "cont", NULL, op->h->qmp_timeout, NULL, NULL);
+		break;
+	default:
+		break;
+	}
+	/* Commit: the snapshot exists from this write on. */
+	snapshot_commit(op, vs);
+	json_decref(vs->disks.intent);
+	vs->disks.intent = NULL;
+	if (save_disks(vm, vs) < 0) {
+		hs_error_set(&e, -EIO, "internal", "cannot record the snapshot");
+		fail(op, &e);
+		return;
+	}
+	op->result = json_pack("{s:s, s:b, s:b, s:f}", "name", op->snap, "memory", op->memory,
+			       "live", op->live, "seconds", hs_now() - op->t0);
+	op_done(op, NULL);
+}
+
+/* OP_ROLLBACK: 0 stop QEMU if running, 1 intent + one new layer per disk
+ * over the snapshot's, 2 commit (the old tops become garbage), 3 start
+ * again (from the saved memory for a --memory snapshot). */
+
+static void on_rollback_vm(Vm *vm, const HsError *err, void *ud)
+{
+	VmStorage *vs = vs_find(vm);
+	if (!vs || !vs->op || vs->op != ud)
+		return;
+	op_step(vs->op, err);
+}
+
+static void step_rollback(StorageOp *op, VmStorage *vs, const HsError *err)
+{
+	Vm *vm = op->vm;
+	HsError e;
+	VmSnapshot *sn = vm_disks_find_snapshot(&vs->disks, op->snap);
+	if (err && op->step == RB_STOP && err->code == -ENOTCONN)
+		err = NULL; /* it was already down */
+	if (err) {
+		if (op->step == RB_CREATE) {
+			unlink_new(vm, op, vs->disks.n_disks);
+			clear_intent(vm, vs);
+		}
+		fail(op, err);
+		return;
+	}
+	if (!sn) {
+		hs_error_set(&e, -ENOENT, "not-found", "snapshot '%s' is gone", op->snap);
+		fail(op, &e);
+		return;
+	}
+	switch (op->step) {
+	case RB_STOP:
+		op->step = RB_INTENT;
+		if (vm_state_is_active(vm->status.state)) {
+			op->restart = true;
+			/* The guest's state is thrown away: no need to be gentle. */
+			if (vm_stop(vm, STOP_KILL, 0, on_rollback_vm, op, &e) < 0) {
+				fail(op, &e);
+			}
+			return;
+		}
+		_fallthrough_;
+	case RB_INTENT:
+		if (sn->memory)
+			op->restart = true;
+		alloc_ids(vm, vs, op);
+		if (set_intent(vm, vs, op, "creating") < 0) {
+			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+			fail(op, &e);
+			return;
+		}
+		op->step = RB_CREATE;
+		op->disk = 0;
+		goto create;
+	case RB_CREATE:
+		op->disk++;
+	create:
+		if (next_managed(op, vs)) {
+			if (run_create_layer(op, op->disk, op->new_ids[op->disk],
+					     sn->layers[op->disk], 0, on_tool_step, &e) < 0)
+				step_rollback(op, vs, &e);
+			return;
+		}
+		_fallthrough_;
+	case RB_COMMIT:
+		for (size_t i = 0; i < vs->disks.n_disks; i++)
+			if (op->new_ids[i]) {
+				disk_add_layer(&vs->disks.disks[i], op->new_ids[i], sn->layers[i]);
+				vs->disks.disks[i].top = op->new_ids[i];
+			}
+		json_decref(vs->disks.intent);
+		vs->disks.intent = NULL;
+		if (save_disks(vm, vs) < 0) {
+			hs_error_set(&e, -EIO, "internal", "cannot record the rollback");
+			fail(op, &e);
+			return;
+		}
+		collect_garbage(vm, vs);
+		op->result = json_pack("{s:s, s:b, s:b}", "name", op->snap, "memory",
+				       sn->memory != NULL, "restarted", op->restart);
+		json_object_set_new(op->result, "disk_seconds", json_real(hs_now() - op->t0));
+		if (!op->restart)
+			break;
+		if (sn->memory) {
+			/* The devices must be the same as when the RAM was
+			 * saved: the spec goes back to the snapshot's. */
+			json_t *spj = json_deep_copy(sn->spec);
+			bool was_running = json_is_true(json_object_get(spj, "hs_was_running"));
+			json_object_del(spj, "hs_was_running");
+			VmSpec spec;
+			VmSpecDefaults defs = {.accel = vm->spec.accel, .check_files = false};
+			HsError pe;
+			if (vm_spec_from_json(spj, &defs, &spec, &pe) == 0) {
+				vm_spec_clear(&vm->spec);
+				vm->spec = spec;
+				store_save_spec(&vm->hsd->store, &vm->spec);
+			}
+			json_decref(spj);
+			int fd = openat(vm->state_dirfd, sn->memory, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				hs_error_set(&e, -errno, "storage-failed",
+					     "cannot open the saved memory of '%s': %m", op->snap);
+				fail(op, &e);
+				return;
+			}
+			if (vs->incoming_fd >= 0)
+				close(vs->incoming_fd);
+			vs->incoming_fd = fd;
+			op->was_running = was_running;
+		} else {
+			op->was_running = true;
+		}
+		op->step = RB_STARTED;
+		if (vm_start(vm, !op->was_running, on_rollback_vm, op, &e) < 0) {
+			if (vs->incoming_fd >= 0)
+				close(vs->incoming_fd);
+			vs->incoming_fd = -1;
+			fail(op, &e);
+		}
+		return;
+	case RB_STARTED:
+		json_object_set_new(op->result, "seconds", json_real(hs_now() - op->t0));
+		break;
+	default:
+		break;
+	}
+	op_done(op, NULL);
+}
+
+/* OP_DELETE: for every disk, the snapshot's layer L is merged into each
+ * layer standing on it (live block-stream for the one in QEMU's chain,
+ * qemu-img rebase for the rest), then L is dropped. */
+enum { DEL_INTENT, DEL_MERGE, DEL_MERGED, DEL_FINISH };
+static void delete_next(StorageOp *op, VmStorage *vs);
+static void step_delete(StorageOp *op, VmStorage *vs, const HsError *err);
+
+
+static void on_reopened(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	StorageOp *op = ud;
+	VmStorage *vs = vs_find(op->vm);
+	if (!vs || (err && err->code == -ECANCELED))
+		return;
+	if (err) {
+		step_delete(op, vs, err);
+		return;
+	}
+	op->step = DEL_MERGE;
+	delete_next(op, vs);
+}
+
+static void on_query_jobs(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	StorageOp *op = ud;
+	HsError e;
+	if (err) {
+		if (err->code != -ECANCELED)
+			op_step(op, err);
+		return;
+	}
+	json_t *jobs = json_object_get(reply, "return"), *job = NULL, *j;
+	size_t i;
+	json_array_foreach(jobs, i, j)
+		if (!strcmp(json_string_value(json_object_get(j, "id")) ?: "", op->job))
+			job = j;
+	const char *st = json_string_value(json_object_get(job, "status"));
+	if (!job || (st && !strcmp(st, "concluded"))) {
+		const char *why = json_string_value(json_object_get(job, "error"));
+		if (job)
+			qmp_client_execute(op->vm->qmp, "job-dismiss",
+					   json_pack("{s:s}", "id", op->job), op->h->qmp_timeout,
+					   NULL, NULL);
+		if (why) {
+			hs_error_set(&e, -EIO, "storage-failed", "merging layers failed: %s", why);
+			op_step(op, &e);
+		} else {
+			op_step(op, NULL);
+		}
+		return;
+	}
+	op_poll_later(op, "merging layers");
+}
+
+/* Is layer `id` of disk `disk` in QEMU's chain (the top or below it)? */
+static bool in_running_chain(Vm *vm, VmStorage *vs, size_t disk, unsigned id)
+{
+	unsigned ids[LAYERS_MAX_DEPTH * 4];
+	int n = disk_chain(&vs->disks.disks[disk], vs->disks.disks[disk].top, ids,
+			   ARRAY_SIZE(ids));
+	for (int k = 0; k < n; k++)
+		if (ids[k] == id)
+			return true;
+	return false;
+}
+
+
+static void step_delete(StorageOp *op, VmStorage *vs, const HsError *err)
+{
+	Vm *vm = op->vm;
+	HsError e;
+	if (err) {
+		/* Nothing is lost: a failed merge leaves its layer standing on
+		 * L (QEMU and qemu-img switch the backing file last); merges
+		 * done are recorded. The snapshot stays; deleting it again
+		 * carries on. */
+		clear_intent(vm, vs);
+		fail(op, err);
+		return;
+	}
+	VmSnapshot *sn = vm_disks_find_snapshot(&vs->disks, op->snap);
+	if (!sn) {
+		clear_intent(vm, vs);
+		op_done(op, NULL);
+		return;
+	}
+	switch (op->step) {
+	case DEL_INTENT:
+		if (set_intent(vm, vs, op, "merging") < 0) {
+			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+			fail(op, &e);
+			return;
+		}
+		op->disk = 0;
+		op->step = DEL_MERGE;
+		delete_next(op, vs);
+		return;
+	case DEL_MERGED: {
+		/* Child op->children[op->child] now stands on L's parent. */
+		ManagedDisk *m = &vs->disks.disks[op->disk];
+		const DiskLayer *l = disk_layer(m, op->merged);
+		for (size_t k = 0; l && k < m->n_layers; k++)
+			if (m->layers[k].id == op->children[op->child])
+				m->layers[k].parent = l->parent;
+		save_disks(vm, vs);
+		if (op->live && in_running_chain(vm, vs, op->disk, op->children[op->child])) {
+			/* The merged layer's nodes are now unused in QEMU. */
+			char node[32], file[32];
+			qemu_layer_node(op->disk, op->merged, node, sizeof(node));
+			qemu_layer_file_node(op->disk, op->merged, file, sizeof(file));
+			qmp_client_execute(vm->qmp, "blockdev-del", json_pack("{s:s}", "node-name", node),
+					   op->h->qmp_timeout, NULL, NULL);
+			qmp_client_execute(vm->qmp, "blockdev-del", json_pack("{s:s}", "node-name", file),
+					   op->h->qmp_timeout, NULL, NULL);
+		}
+		op->child++;
+		op->step = DEL_MERGE;
+		delete_next(op, vs);
+		return;
+	}
+	case DEL_FINISH:
+	default:
+		break;
+	}
+	/* Every disk done: the snapshot and its layers go. */
+	char mem[160] = "";
+	if (sn->memory)
+		snprintf(mem, sizeof(mem), "%s", sn->memory);
+	vm_disks_remove_snapshot(&vs->disks, op->snap);
+	json_decref(vs->disks.intent);
+	vs->disks.intent = NULL;
+	if (save_disks(vm, vs) < 0) {
+		hs_error_set(&e, -EIO, "internal", "cannot record the deletion");
+		fail(op, &e);
+		return;
+	}
+	if (mem[0])
+		unlinkat(vm->state_dirfd, mem, 0);
+	collect_garbage(vm, vs);
+	op->result = json_pack("{s:s, s:f}", "deleted", op->snap, "seconds", hs_now() - op->t0);
+	op_done(op, NULL);
+}
+
+/* Starts the next merge, or moves to the next disk, or finishes. */
+static void delete_next(StorageOp *op, VmStorage *vs)
+{
+	Vm *vm = op->vm;
+	HsError e;
+	VmSnapshot *sn = vm_disks_find_snapshot(&vs->disks, op->snap);
+	for (;;) {
+		if (!next_managed(op, vs)) {
+			op->step = DEL_FINISH;
+			step_delete(op, vs, NULL);
+			return;
+		}
+		ManagedDisk *m = &vs->disks.disks[op->disk];
+		unsigned L = sn->layers[op->disk];
+		if (op->merged != L || op->child == 0) {
+			op->merged = L;
+			op->n_children = disk_children(m, L, op->children, ARRAY_SIZE(op->children));
+			/* Merge into the layers not in QEMU's chain first. */
+			for (size_t a = 0; a < op->n_children; a++)
+				if (op->live && in_running_chain(vm, vs, op->disk, op->children[a]) &&
+				    a + 1 < op->n_children) {
+					unsigned t = op->children[a];
+					op->children[a] = op->children[op->n_children - 1];
+					op->children[op->n_children - 1] = t;
+				}
+		}
+		if (op->child >= op->n_children) {
+			op->disk++;
+			op->child = 0;
+			op->merged = 0;
+			continue;
+		}
+		break;
+	}
+	ManagedDisk *m = &vs->disks.disks[op->disk];
+	const DiskLayer *l = disk_layer(m, op->merged);
+	unsigned child = op->children[op->child];
+	char backing[128];
+	layer_backing_name(m, l->parent, backing, sizeof(backing));
+	op->step = DEL_MERGED;
+	if (op->live && in_running_chain(vm, vs, op->disk, child)) {
+		if (op->pending_args) {
+			/* Reopened read-write: stream now. */
+			json_t *args = op->pending_args;
+			op->pending_args = NULL;
+			op->deadline = hs_now() + JOB_TIMEOUT;
+			qmp_client_execute(vm->qmp, "block-stream", args, op->h->qmp_timeout,
+					   on_qmp_step, op);
+			op->step = DEL_MERGE + 100;
+			return;
+		}
+		char node[32], base[32];
+		qemu_layer_node(op->disk, child, node, sizeof(node));
+		snprintf(op->job, sizeof(op->job), "hs-stream-%u", child);
+		json_t *args = json_pack("{s:s, s:s, s:b}", "job-id", op->job, "device", node,
+					 "auto-dismiss", 0);
+		if (l->parent || m->template) {
+			qemu_layer_node(op->disk, l->parent, base, sizeof(base));
+			json_object_set_new(args, "base-node", json_string(base));
+			json_object_set_new(args, "backing-file", json_string(backing));
+		}
+		if (child != m->top) {
+			/* An inner layer is read-only in QEMU: give it a
+			 * writable descriptor and reopen it read-write for the
+			 * merge (its content, the snapshot's view, stays). */
+			int fd = open_layer(vm, child, O_RDWR, &e);
+			if (fd < 0) {
+				json_decref(args);
+				step_delete(op, vs, &e);
+				return;
+			}
+			qmp_client_execute_fd(vm->qmp, "add-fd",
+					      json_pack("{s:I, s:s}", "fdset-id",
+							(json_int_t)QEMU_FDSET_LAYER(child), "opaque",
+							"rw"),
+					      fd, op->h->qmp_timeout, NULL, NULL);
+			char file[32], below[32], path[48];
+			const DiskLayer *cl = disk_layer(m, child);
+			qemu_layer_file_node(op->disk, child, file, sizeof(file));
+			qemu_layer_node(op->disk, cl->parent, below, sizeof(below));
+			snprintf(path, sizeof(path), "/dev/fdset/%ld", QEMU_FDSET_LAYER(child));
+			json_t *opts = json_pack(
+				"[{s:s, s:s, s:s, s:b, s:s, s:s, s:s}, {s:s, s:s, s:s, s:s, s:b, s:s}]",
+				"driver", "file", "node-name", file, "filename", path, "read-only", 0,
+				"discard", "unmap", "locking", "off", "cache", "direct", "driver",
+				"qcow2", "node-name", node, "file", file, "backing", below, "read-only",
+				0, "discard", "unmap");
+			/* cache: the same as at launch (cache.direct=off). */
+			json_object_set_new(json_array_get(opts, 0), "cache",
+					    json_pack("{s:b}", "direct", 0));
+			qmp_client_execute(vm->qmp, "blockdev-reopen", json_pack("{s:o}", "options", opts),
+					   op->h->qmp_timeout, on_reopened, op);
+			op->pending_args = args;
+			op->step = DEL_MERGE + 50; /* at its reply: stream */
+			return;
+		}
+		op->deadline = hs_now() + JOB_TIMEOUT;
+		qmp_client_execute(vm->qmp, "block-stream", args, op->h->qmp_timeout,
+				   on_qmp_step, op);
+		op->step = DEL_MERGE + 100; /* at its reply: poll the job */
+		return;
+	}
+	_cleanup_free_ char *path = layer_path(vm, child);
+	const char *fmt = l->parent ? "qcow2" : vm_disk_format_to_string(m->base_format);
+	char *argv[] = {(char *)QEMU_IMG, (char *)"rebase", (char *)"-q", (char *)"-f",
+			(char *)"qcow2", (char *)"-F", (char *)fmt, (char *)"-b", backing, path,
+			NULL};
+	if (!backing[0]) {
+		/* No base below: the layer becomes standalone. */
+		argv[5] = (char *)"-b";
+		argv[6] = backing;
+		argv[7] = path;
+		argv[8] = NULL;
+	}
+	if (tool_run(op->h, argv, NULL, 0, TOOL_TIMEOUT_COPY, on_tool_step, op, &e) < 0)
+		step_delete(op, vs, &e);
+}
+
+static void op_step(StorageOp *op, const HsError *err)
+{
+	VmStorage *vs = vs_find(op->vm);
+	if (!vs)
+		return;
+	switch (op->kind) {
+	case OP_CREATE:
+		step_create(op, vs, err);
+		break;
+	case OP_SNAPSHOT:
+		step_snapshot(op, vs, err);
+		break;
+	case OP_ROLLBACK:
+		step_rollback(op, vs, err);
+		break;
+	case OP_DELETE:
+		if (!err && op->step == DEL_MERGE + 100) {
+			/* block-stream accepted: wait for the job */
+			op->step = DEL_MERGED;
+			op_poll(op, "query-jobs", on_query_jobs);
+			return;
+		}
+		step_delete(op, vs, err);
+		break;
+	}
+}
+
+/* ---- entry points ---- */
+
+static int op_precheck(Vm *vm, VmStorage *vs, HsError *err)
+{
+	if (!vs || !vm_disks_any_managed(&vs->disks))
+		return hs_error_set(err, -EINVAL, "no-managed-disk",
+				    "VM '%s' has no hsd-managed disk (snapshots cover disks made "
+				    "with 'template' or 'size')",
+				    vm->spec.name);
+	if (vm->pacing || vm->status.state == VM_STATE_STARTING ||
+	    vm->status.state == VM_STATE_STOPPING)
+		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is %s; try again", vm->spec.name,
+				    vm->pacing ? "waiting for memory"
+					       : vm_state_to_string(vm->status.state));
+	return storage_vm_check_idle(vm, err);
+}
+
+int storage_snapshot_create(Vm *vm, const char *name, bool memory, StorageDoneCb cb, void *ud,
+			    HsError *err)
+{
+	VmStorage *vs = vs_find(vm);
+	int r = op_precheck(vm, vs, err);
+	if (r < 0)
+		return r;
+	if (!snapshot_name_is_valid(name))
+		return hs_error_set(err, -EINVAL, "invalid-name",
+				    "'%s' is not a valid snapshot name (1-63 of a-z A-Z 0-9 . _ -)",
+				    name);
+	if (vm_disks_find_snapshot(&vs->disks, name))
+		return hs_error_set(err, -EEXIST, "conflict", "VM '%s' already has a snapshot '%s'",
+				    vm->spec.name, name);
+	if (vs->disks.n_snaps >= SNAPSHOTS_MAX)
+		return hs_error_set(err, -ENOSPC, "limit", "VM '%s' has %d snapshots, the most it may",
+				    vm->spec.name, SNAPSHOTS_MAX);
+	for (size_t i = 0; i < vm->spec.n_disks; i++)
+		if (!vm->spec.disks[i].managed && !vm->spec.disks[i].readonly)
+			return hs_error_set(err, -EINVAL, "unmanaged-disk",
+					    "disks[%zu] is a writable file of yours (%s): a snapshot "
+					    "could not bring it back; make it readonly or use a "
+					    "managed disk",
+					    i, vm->spec.disks[i].path);
+	bool live = vm_state_is_active(vm->status.state);
+	if (live && !vm_is_live(vm))
+		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is not answering QMP yet",
+				    vm->spec.name);
+	if (memory && !live)
+		return hs_error_set(err, -EINVAL, "not-running",
+				    "VM '%s' is not running: a memory snapshot needs a running VM",
+				    vm->spec.name);
+	StorageOp *op = op_new(vm, vs, OP_SNAPSHOT, cb, ud);
+	if (!op)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	snprintf(op->snap, sizeof(op->snap), "%s", name);
+	op->memory = memory;
+	op->live = live;
+	return start_op(op);
+}
+
+int storage_snapshot_rollback(Vm *vm, const char *name, StorageDoneCb cb, void *ud,
+			      HsError *err)
+{
+	VmStorage *vs = vs_find(vm);
+	int r = op_precheck(vm, vs, err);
+	if (r < 0)
+		return r;
+	if (!vm_disks_find_snapshot(&vs->disks, name))
+		return hs_error_set(err, -ENOENT, "not-found", "VM '%s' has no snapshot '%s'",
+				    vm->spec.name, name);
+	StorageOp *op = op_new(vm, vs, OP_ROLLBACK, cb, ud);
+	if (!op)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	snprintf(op->snap, sizeof(op->snap), "%s", name);
+	return start_op(op);
+}
+
+int storage_snapshot_delete(Vm *vm, const char *name, StorageDoneCb cb, void *ud,
+			    HsError *err)
+{
+	VmStorage *vs = vs_find(vm);
+	int r = op_precheck(vm, vs, err);
+	if (r < 0)
+		return r;
+	if (!vm_disks_find_snapshot(&vs->disks, name))
+		return hs_error_set(err, -ENOENT, "not-found", "VM '%s' has no snapshot '%s'",
+				    vm->spec.name, name);
+	bool live = vm_state_is_active(vm->status.state);
+	if (live && !vm_is_live(vm))
+		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is not answering QMP yet",
+				    vm->spec.name);
+	StorageOp *op = op_new(vm, vs, OP_DELETE, cb, ud);
+	if (!op)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	snprintf(op->snap, sizeof(op->snap), "%s", name);
+	op->live = live;
+	return start_op(op);
+}
+
+/* ---- load and recovery ---- */
+
+static void on_recovered(Hsd *h, const HsError *err, json_t *result, void *ud)
+{
+	Vm *vm = vm_find(h, (const char *)ud);
+	if (err)
+		log_error("vm %s: finishing an interrupted storage operation failed: %s",
+			  vm ? vm->spec.name : (const char *)ud, err->message);
+	free(ud);
+}
+
+int storage_vm_load(Vm *vm)
+{
+	VmStorage *vs = vs_get(vm);
+	if (!vs)
+		return -ENOMEM;
+	bool any = false;
+	for (size_t i = 0; i < vm->spec.n_disks; i++)
+		any |= vm->spec.disks[i].managed;
+	if (!any)
+		return 0;
+	_cleanup_free_ char *data = NULL;
+	HsError err;
+	int r = hs_read_file(vm->state_dirfd, DISKS_JSON, 16 << 20, &data, NULL);
+	json_auto_t *j = r == 0 ? json_loads(data, 0, NULL) : NULL;
+	if (!j || vm_disks_from_json(j, &vs->disks, &err) < 0) {
+		if (r == -ENOENT) {
+			/* Defined, but hsd stopped before recording its disks:
+			 * make them now. */
+			log_info("vm %s: making its disks (interrupted at create)", vm->spec.name);
+			return storage_vm_create(vm, on_recovered, strdup(vm->spec.name), &err);
+		}
+		log_error("vm %s: %s is unreadable; its disks are left as they are",
+			  vm->spec.name, DISKS_JSON);
+		vs->disks.n_disks = vm->spec.n_disks;
+		vs->disks.intent = json_pack("{s:s}", "op", "unreadable disks.json");
+		return -EINVAL;
+	}
+	json_t *in = vs->disks.intent;
+	if (!in) {
+		sweep_layers(vm, vs);
+		return 0;
+	}
+	const char *opn = json_string_value(json_object_get(in, "op")) ?: "";
+	const char *phase = json_string_value(json_object_get(in, "phase")) ?: "";
+	const char *snap = json_string_value(json_object_get(in, "snapshot")) ?: "";
+	json_t *ids = json_object_get(in, "new");
+	log_warning("vm %s: an interrupted '%s' (%s) is being %s", vm->spec.name, opn, phase,
+		    !strcmp(opn, "delete-snapshot") ? "finished" : "sorted out");
+	StorageOp tmp = {.vm = vm};
+	for (size_t i = 0; i < vs->disks.n_disks && i < json_array_size(ids); i++)
+		tmp.new_ids[i] = (unsigned)json_integer_value(json_array_get(ids, i));
+	VmSnapshot *sn = snap[0] ? vm_disks_find_snapshot(&vs->disks, snap) : NULL;
+	bool qemu_alive = vm_state_is_active(vm->status.state);
+
+	if (!strcmp(opn, "create")) {
+		/* Layers are cheap: make them again. */
+		unlink_new(vm, &tmp, vs->disks.n_disks);
+		vm_disks_clear(&vs->disks);
+		return storage_vm_create(vm, on_recovered, strdup(vm->spec.name), &err);
+	} else if (!strcmp(opn, "snapshot") && !strcmp(phase, "created")) {
+		/* Every new layer is whole. Whether or not QEMU switched to
+		 * them, they stack on the old tops with the same content:
+		 * keep them (a switched QEMU may have written there). A QEMU
+		 * that lives on is asked which layer it writes to once its QMP
+		 * is up (storage_vm_adopted), and the model follows it. The
+		 * snapshot itself is not recorded: it was never confirmed. */
+		for (size_t i = 0; i < vs->disks.n_disks; i++)
+			if (tmp.new_ids[i]) {
+				ManagedDisk *m = &vs->disks.disks[i];
+				disk_add_layer(m, tmp.new_ids[i], m->top);
+				m->top = tmp.new_ids[i];
+			}
+		vs->verify_chain = qemu_alive;
+	} else if (!strcmp(opn, "rollback") && !strcmp(phase, "created") && sn) {
+		for (size_t i = 0; i < vs->disks.n_disks; i++)
+			if (tmp.new_ids[i]) {
+				disk_add_layer(&vs->disks.disks[i], tmp.new_ids[i], sn->layers[i]);
+				vs->disks.disks[i].top = tmp.new_ids[i];
+			}
+	} else if (!strcmp(opn, "delete-snapshot") && sn) {
+		/* Merges are safe to redo: carry on once QEMU (if any) is
+		 * reachable. */
+		StorageOp *op = op_new(vm, vs, OP_DELETE, on_recovered, strdup(vm->spec.name));
+		if (!op)
+			return -ENOMEM;
+		snprintf(op->snap, sizeof(op->snap), "%s", snap);
+		op->live = qemu_alive;
+		op->step = DEL_INTENT;
+		vs->op = op;
+		/* Started from storage_vm_resume() once QMP is up (or now). */
+		if (!qemu_alive)
+			start_op(op);
+		return 0;
+	} else {
+		/* Not yet begun in earnest: undo. */
+		unlink_new(vm, &tmp, vs->disks.n_disks);
+	}
+	json_decref(vs->disks.intent);
+	vs->disks.intent = NULL;
+	save_disks(vm, vs);
+	collect_garbage(vm, vs);
+	sweep_layers(vm, vs);
+	return 0;
+}
+
+/* A re-adopted QEMU answers QMP: make the model agree with the layers it
+ * really writes to, and carry on with an interrupted merge. */
+static void on_adopt_query_block(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	VmStorage *vs = vs_find(vm);
+	if (err || !vs)
+		return;
+	bool changed = false;
+	size_t k;
+	json_t *dev;
+	json_array_foreach(json_object_get(reply, "return"), k, dev) {
+		const char *qdev = json_string_value(json_object_get(dev, "qdev")) ?: "";
+		const char *node = json_string_value(
+			json_object_get(json_object_get(dev, "inserted"), "node-name"));
+		for (size_t i = 0; node && i < vs->disks.n_disks; i++) {
+			char want[32], parent_node[32];
+			snprintf(want, sizeof(want), "/disk%zu/", i);
+			ManagedDisk *m = &vs->disks.disks[i];
+			if (!m->managed || !strstr(qdev, want))
+				continue;
+			const DiskLayer *top = disk_layer(m, m->top);
+			if (!top)
+				continue;
+			qemu_layer_node(i, top->parent, parent_node, sizeof(parent_node));
+			unsigned kids[4];
+			if (top->parent && !strcmp(node, parent_node) &&
+			    !disk_children(m, m->top, kids, 4) &&
+			    !vm_disks_layer_is_snapshot(&vs->disks, i, m->top)) {
+				log_info("vm %s: QEMU never switched disks[%zu] to layer %u; "
+					 "dropping it",
+					 vm->spec.name, i, m->top);
+				m->top = top->parent;
+				changed = true;
+			}
+		}
+	}
+	if (changed) {
+		save_disks(vm, vs);
+		collect_garbage(vm, vs);
+	}
+}
+
+void storage_vm_adopted(Vm *vm)
+{
+	VmStorage *vs = vs_find(vm);
+	if (!vs || !vm->qmp)
+		return;
+	if (vs->verify_chain) {
+		vs->verify_chain = false;
+		qmp_client_execute(vm->qmp, "query-block", NULL, vm->hsd->qmp_timeout,
+				   on_adopt_query_block, vm);
+	}
+	if (vs->op && vs->op->kind == OP_DELETE && vs->op->step == DEL_INTENT)
+		start_op(vs->op);
+}
+
+/* ---- memory snapshots: loading the saved state into a new QEMU ---- */
+
+static void incoming_done(Vm *vm, VmStorage *vs, const HsError *err)
+{
+	ev_timer_stop(vm->hsd->loop, &vs->incoming_poll);
+	if (vs->incoming_fd >= 0)
+		close(vs->incoming_fd);
+	vs->incoming_fd = -1;
+	StorageIncomingCb cb = vs->incoming_done;
+	vs->incoming_done = NULL;
+	if (cb)
+		cb(vm, err);
+}
+
+static void on_incoming_poll(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void on_incoming_status(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	VmStorage *vs = vs_find(vm);
+	if (!vs || (err && err->code == -ECANCELED))
+		return;
+	HsError e;
+	if (err) {
+		incoming_done(vm, vs, err);
+		return;
+	}
+	const char *st = json_string_value(
+		json_object_get(json_object_get(reply, "return"), "status"));
+	if (st && !strcmp(st, "completed")) {
+		incoming_done(vm, vs, NULL);
+	} else if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
+		const char *why = json_string_value(
+			json_object_get(json_object_get(reply, "return"), "error-desc"));
+		hs_error_set(&e, -EIO, "storage-failed", "loading the saved memory failed: %s",
+			     why ? why : st);
+		incoming_done(vm, vs, &e);
+	} else if (hs_now() > vs->incoming_deadline) {
+		hs_error_set(&e, -ETIMEDOUT, "timeout", "loading the saved memory timed out");
+		incoming_done(vm, vs, &e);
+	} else {
+		ev_timer_stop(vm->hsd->loop, &vs->incoming_poll);
+		ev_timer_init(&vs->incoming_poll, on_incoming_poll, 0.05, 0.);
+		vs->incoming_poll.data = vm;
+		ev_timer_start(vm->hsd->loop, &vs->incoming_poll);
+	}
+}
+
+static void on_incoming_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Vm *vm = w->data;
+	if (qmp_client_execute(vm->qmp, "query-migrate", NULL, vm->hsd->qmp_timeout,
+			       on_incoming_status, vm) < 0) {
+		HsError e;
+		VmStorage *vs = vs_find(vm);
+		hs_error_set(&e, -ECONNRESET, "vm-exited", "the VM exited");
+		if (vs)
+			incoming_done(vm, vs, &e);
+	}
+}
+
+static void on_migrate_incoming(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	VmStorage *vs = vs_find(vm);
+	if (!vs || (err && err->code == -ECANCELED))
+		return;
+	if (err) {
+		incoming_done(vm, vs, err);
+		return;
+	}
+	vs->incoming_poll.data = vm;
+	on_incoming_poll(vm->hsd->loop, &vs->incoming_poll, 0);
+}
+
+int storage_vm_incoming(Vm *vm, StorageIncomingCb done)
+{
+	VmStorage *vs = vs_find(vm);
+	if (!vs || vs->incoming_fd < 0)
+		return 0; /* nothing to load */
+	vs->incoming_done = done;
+	vs->incoming_deadline = hs_now() + MIGRATE_TIMEOUT;
+	int fd = vs->incoming_fd;
+	vs->incoming_fd = -1; /* handed to QEMU */
+	qmp_client_execute_fd(vm->qmp, "getfd", json_pack("{s:s}", "fdname", "hs-incoming"), fd,
+			      vm->hsd->qmp_timeout, NULL, NULL);
+	qmp_client_execute(vm->qmp, "migrate-incoming", json_pack("{s:s}", "uri", "fd:hs-incoming"),
+			   vm->hsd->qmp_timeout, on_migrate_incoming, vm);
+	return 1;
+}
+
+bool storage_vm_has_incoming(Vm *vm)
+{
+	VmStorage *vs = vs_find(vm);
+	return vs && vs->incoming_fd >= 0;
+}
