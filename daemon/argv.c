@@ -298,8 +298,10 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 				      i == 0 ? ",bootindex=1" : ""));
 	}
 	if (l->pass_fds && l->cidata_fd > 0) {
-		/* cloud-init's NoCloud volume, a CD-ROM on the IDE/AHCI bus
-		 * (ide.1 exists on both pc and q35). */
+		/* cloud-init's NoCloud volume, a CD-ROM on its own virtio-scsi
+		 * controller: every guest kernel made for VMs has virtio_scsi
+		 * and sr_mod (Debian's cloud kernel has no AHCI driver, so an
+		 * ide-cd on q35 would be invisible to it). */
 		add2(&a, "-add-fd",
 		     hs_strdup_printf("fd=%d,set=%d,opaque=cidata", l->cidata_fd, QEMU_FDSET_CIDATA));
 		add2(&a, "-blockdev",
@@ -308,7 +310,8 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 				      QEMU_FDSET_CIDATA));
 		add2(&a, "-blockdev",
 		     strdup("driver=raw,node-name=hs-cidata,file=hs-cidata-file,read-only=on"));
-		add2(&a, "-device", strdup("ide-cd,drive=hs-cidata,id=cidata,bus=ide.1"));
+		add2(&a, "-device", strdup("virtio-scsi-pci,id=hs-scsi0"));
+		add2(&a, "-device", strdup("scsi-cd,drive=hs-cidata,id=cidata,bus=hs-scsi0.0"));
 	}
 
 	for (size_t i = 0; i < s->n_nics; i++) {

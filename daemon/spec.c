@@ -338,7 +338,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 {
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
 					   "machine", "cpu_model", "mem_merge",  "kernel",
-					   "initrd",  "cmdline",   "disks",      "nics",
+					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init",
 					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
@@ -479,6 +479,21 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 				}
 	}
 
+	json_t *ci = json_object_get(obj, "cloud_init");
+	if (ci && !json_is_null(ci)) {
+		CloudInitConfig c;
+		r = cloudinit_config_from_json(ci, &c, err);
+		if (r < 0)
+			goto fail;
+		s.cloud_init = malloc(sizeof(*s.cloud_init));
+		if (!s.cloud_init) {
+			cloudinit_config_clear(&c);
+			r = -ENOMEM;
+			goto fail;
+		}
+		*s.cloud_init = c;
+	}
+
 	*ret = s;
 	return 0;
 fail:
@@ -525,6 +540,8 @@ json_t *vm_spec_to_json(const VmSpec *s)
 		json_array_append_new(nics, n);
 	}
 	json_object_set_new(o, "nics", nics);
+	if (s->cloud_init)
+		json_object_set_new(o, "cloud_init", cloudinit_config_to_json(s->cloud_init));
 	return o;
 }
 
@@ -541,6 +558,10 @@ void vm_spec_clear(VmSpec *s)
 	}
 	for (size_t i = 0; i < s->n_nics; i++)
 		free(s->nics[i].bridge);
+	if (s->cloud_init) {
+		cloudinit_config_clear(s->cloud_init);
+		free(s->cloud_init);
+	}
 	memset(s, 0, sizeof(*s));
 }
 

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cloudinit.h"
 #include "hs-util.h"
 
 #define VM_NAME_MAX 63
@@ -65,6 +66,7 @@ typedef struct VmSpec {
 	size_t n_disks;
 	VmNic nics[VM_MAX_NICS];
 	size_t n_nics;
+	CloudInitConfig *cloud_init; /* first-boot configuration; NULL: none */
 } VmSpec;
 
 /* What the daemon fills in where the request is silent. */

@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
+#include "cloudinit.h"
 #include "hsd.h"
 #include "layers.h"
 #include "tool.h"
@@ -860,6 +862,28 @@ static int open_layer(Vm *vm, unsigned id, int flags, HsError *err)
 	return fd;
 }
 
+/* The VM's own random part of its cloud-init instance-id: made once, at
+ * its first start; a VM made from a template (a clone) gets its own. */
+static int instance_nonce(Vm *vm, char *buf, size_t size, HsError *err)
+{
+	_cleanup_free_ char *data = NULL;
+	if (hs_read_file(vm->state_dirfd, "instance-nonce", 64, &data, NULL) == 0 &&
+	    strlen(data) >= 16) {
+		snprintf(buf, size, "%.32s", data);
+		return 0;
+	}
+	unsigned char b[16];
+	if (getrandom(b, sizeof(b), 0) != sizeof(b))
+		return hs_error_set(err, -EIO, "internal", "getrandom failed");
+	for (size_t i = 0; i < sizeof(b) && 2 * i + 2 < size; i++)
+		snprintf(buf + 2 * i, 3, "%02x", b[i]);
+	int r = hs_write_file_atomic(vm->state_dirfd, "instance-nonce", buf, strlen(buf), 0600);
+	if (r < 0)
+		return hs_error_set(err, r, "internal", "cannot save the instance nonce: %s",
+				    strerror(-r));
+	return 0;
+}
+
 int storage_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, QemuDiskChain *chains, HsError *err)
 {
 	VmStorage *vs = vs_find(vm);
@@ -917,11 +941,25 @@ int storage_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, QemuDiskChain *chain
 			l->chains[i] = c;
 		}
 	}
-	int fd = openat(vm->state_dirfd, CIDATA_ISO, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0) {
+	if (vm->spec.cloud_init) {
+		/* Made afresh at every start from the spec: what the guest
+		 * sees always matches what the API shows. */
+		char nonce[40];
+		r = instance_nonce(vm, nonce, sizeof(nonce), err);
+		if (r < 0)
+			return r;
+		r = cloudinit_write_iso(vm->state_dirfd, CIDATA_ISO, vm->spec.name, nonce,
+					vm->spec.cloud_init, err);
+		if (r < 0)
+			return r;
+		int fd = openat(vm->state_dirfd, CIDATA_ISO, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			return hs_error_set(err, -errno, "internal", "cannot open %s: %m", CIDATA_ISO);
 		if ((r = child_fds_add(fds, fd)) < 0)
 			goto too_many;
 		l->cidata_fd = r;
+	} else {
+		unlinkat(vm->state_dirfd, CIDATA_ISO, 0);
 	}
 	if (vs && vs->incoming_fd >= 0)
 		l->incoming = true;
@@ -1185,6 +1223,7 @@ enum {
 	SNAP_SWITCHED, /* transaction done */
 	SNAP_SAVED,    /* memory: migration completed */
 	SNAP_CONT,
+	SNAP_RESUMED,
 };
 
 static void snapshot_undo(StorageOp *op, VmStorage *vs, const HsError *err)
@@ -1328,8 +1367,16 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 			snapshot_undo(op, vs, &e);
 			return;
 		}
-		if (op->was_running)
-			qmp_client_execute(vm->qmp, "cont", NULL, op->h->qmp_timeout, NULL, NULL);
+		if (op->was_running) {
+			/* Answer once the guest runs again. */
+			op->step = SNAP_RESUMED;
+			qmp_client_execute(vm->qmp, "cont", NULL, op->h->qmp_timeout, on_qmp_step,
+					   op);
+			return;
+		}
+		break;
+	case SNAP_RESUMED:
+		op->stopped = false;
 		break;
 	default:
 		break;

@@ -581,6 +581,64 @@ static void test_strv_free_null(void **state)
 	strv_free(NULL);
 }
 
+/* A managed disk: every layer its own fdset and node, the chain spelled
+ * out with backing=, only the top writable; cloud-init CD; -incoming. */
+static void test_managed_chain(void **state)
+{
+	VmSpec s;
+	spec_disks_nics(&s);
+	free(s.disks[0].path);
+	s.disks[0] = (VmDisk){.managed = true, .template = xstrdup("base"), .format = VM_DISK_QCOW2};
+	QemuDiskChain c = {.n = 3,
+			   .layers = {{.id = 0, .format = VM_DISK_RAW, .fd_ro = 8, .fd_rw = -1},
+				      {.id = 4, .format = VM_DISK_QCOW2, .fd_ro = 9, .fd_rw = -1},
+				      {.id = 7, .format = VM_DISK_QCOW2, .fd_ro = 10, .fd_rw = 11}}};
+	QemuLaunch l = {
+	    .binary = "qemu-system-x86_64", .qmp_fd = 3, .serial_fd = 4, .pass_fds = true,
+	    .serial_log_fd = -1, .kernel_fd = -1, .initrd_fd = -1,
+	    .disk_fds = {{-1, -1}, {12, -1}}, .tap_fds = {-1, 13},
+	    .chains = {&c}, .cidata_fd = 14, .incoming = true,
+	};
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-add-fd", "fd=8,set=500,") > 0);
+	assert_true(find_opt(v, "-add-fd", "fd=9,set=1004,") > 0);
+	assert_true(find_opt(v, "-add-fd", "fd=10,set=1007,") > 0);
+	assert_true(find_opt(v, "-add-fd", "fd=11,set=1007,") > 0);
+	/* The template: raw, read-only, no backing option. */
+	assert_true(find_opt(v, "-blockdev",
+			     "driver=file,node-name=hs-tf0,filename=/dev/fdset/500,read-only=on,") > 0);
+	ssize_t t = find_opt(v, "-blockdev", "driver=raw,node-name=hs-t0,file=hs-tf0,read-only=on");
+	assert_true(t > 0);
+	assert_null(strstr(v[t], "backing"));
+	assert_true(find_opt(v, "-blockdev", "driver=qcow2,node-name=hs-l4,file=hs-lf4,read-only=on,"
+				      "discard=unmap,backing=hs-t0") > 0);
+	assert_true(find_opt(v, "-blockdev", "driver=qcow2,node-name=hs-l7,file=hs-lf7,read-only=off,"
+				      "discard=unmap,backing=hs-l4") > 0);
+	ssize_t f = find_opt(v, "-blockdev", "driver=file,node-name=hs-lf7,");
+	assert_true(f > 0 && strstr(v[f], "read-only=off") && strstr(v[f], "locking=off"));
+	assert_true(find_opt(v, "-device", "virtio-blk-pci,drive=hs-l7,id=disk0,bootindex=1") > 0);
+	/* The path disk next to it keeps its own fdset. */
+	assert_true(find_opt(v, "-add-fd", "fd=12,set=11,") > 0);
+	assert_true(find_opt(v, "-device", "virtio-blk-pci,drive=hs-disk1,id=disk1") > 0);
+	/* cloud-init volume and restoring saved memory. */
+	assert_true(find_opt(v, "-add-fd", "fd=14,set=2,opaque=cidata") > 0);
+	assert_true(find_opt(v, "-device", "scsi-cd,drive=hs-cidata,") > 0);
+	assert_true(find_opt(v, "-incoming", "defer") > 0);
+	strv_free(v);
+	/* A read-only managed disk: even its top is read-only. */
+	s.disks[0].readonly = true;
+	l.incoming = false;
+	l.cidata_fd = 0;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-blockdev", "driver=qcow2,node-name=hs-l7,file=hs-lf7,read-only=on,") > 0);
+	assert_int_equal(find_opt(v, "-add-fd", "fd=11,"), -1);
+	assert_int_equal(count_arg(v, "-incoming"), 0);
+	assert_int_equal(find_opt(v, "-device", "scsi-cd"), -1);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -596,6 +654,7 @@ int main(void)
 	    cmocka_unit_test(test_strv_join),
 	    cmocka_unit_test(test_strv_free_null),
 	    cmocka_unit_test(test_pass_fds),
+	    cmocka_unit_test(test_managed_chain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
