@@ -20,8 +20,11 @@ static void usage(FILE *f)
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
 	      "              [--cpu-model MODEL] [--no-mem-merge]\n"
-	      "              [--kernel F [--initrd F] [--append S]] [--disk FILE]...\n"
+	      "              [--kernel F [--initrd F] [--append S]]\n"
+	      "              [--template NAME] [--disk-size SIZE] [--disk FILE]...\n"
 	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
+	      "              [--cloud-init FILE] [--network-config FILE]\n"
+	      "              [--ssh-key FILE] [--hostname H]\n"
 	      "  start NAME [--paused]\n"
 	      "  stop NAME [--timeout S] [--force]\n"
 	      "  kill|reboot|pause|resume|delete NAME\n"
@@ -31,6 +34,18 @@ static void usage(FILE *f)
 	      "  events [--vm NAME]          stream of state changes and QMP events\n"
 	      "  ksm [--mode auto|off|fixed] [--pages N] [--sleep MS] [--max-cpu F]\n"
 	      "                              KSM state, savings per VM; set the policy\n"
+	      "  template list               templates: format, sizes, VMs using them\n"
+	      "  template show NAME          one template\n"
+	      "  template import NAME FILE [--format qcow2|raw]\n"
+	      "                              copy an image file into a new template\n"
+	      "  template from-vm NAME VM [--disk N]\n"
+	      "                              a template from a stopped VM's managed disk\n"
+	      "  template delete NAME        refused while VMs use it\n"
+	      "  snapshot list VM            a VM's snapshots, '*' marks the current one\n"
+	      "  snapshot create VM SNAP [--memory]\n"
+	      "                              snapshot the disks (--memory: and the RAM)\n"
+	      "  snapshot rollback VM SNAP   back to SNAP (a running VM restarts)\n"
+	      "  snapshot delete VM SNAP     delete SNAP, merging disk layers as needed\n"
 	      "\n"
 	      "Exit codes: 0 ok, 1 error from hsd, 2 usage error, 3 cannot reach hsd.\n",
 	      f);
@@ -68,7 +83,7 @@ int ctl_report(Ctl *ctl, unsigned status, json_t *body, const HsError *err)
 }
 
 /* One request; on success *ret is the body. Returns an exit code. */
-static int call(Ctl *ctl, const char *method, const char *path, json_t *body, json_t **ret)
+int ctl_call(Ctl *ctl, const char *method, const char *path, json_t *body, json_t **ret)
 {
 	if (ctl_connect(ctl) < 0)
 		return EXIT_UNREACHABLE;
@@ -86,7 +101,7 @@ static int call(Ctl *ctl, const char *method, const char *path, json_t *body, js
 	return EXIT_OK;
 }
 
-static void print_json(json_t *j)
+void ctl_print_json(json_t *j)
 {
 	json_dumpf(j, stdout, JSON_INDENT(2));
 	fputc('\n', stdout);
@@ -105,7 +120,7 @@ static void fmt_duration(double s, char *buf, size_t size)
 		snprintf(buf, size, "%lds", t);
 }
 
-static void fmt_bytes(double b, char *buf, size_t size)
+void ctl_fmt_bytes(double b, char *buf, size_t size)
 {
 	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
 	int i = 0;
@@ -116,7 +131,7 @@ static void fmt_bytes(double b, char *buf, size_t size)
 	snprintf(buf, size, "%.1f %s", b, u[i]);
 }
 
-static bool is_name(const char *s)
+bool ctl_is_name(const char *s)
 {
 	return s && *s && *s != '-';
 }
@@ -124,11 +139,11 @@ static bool is_name(const char *s)
 static int cmd_version(Ctl *ctl, int argc, char **argv)
 {
 	json_t *j = NULL;
-	int r = call(ctl, "GET", "/v1", NULL, &j);
+	int r = ctl_call(ctl, "GET", "/v1", NULL, &j);
 	if (ctl->json) {
 		json_t *o = json_pack("{s:s, s:O?}", "hsctl", HS_VERSION, "hsd",
 				      json_object_get(j, "version"));
-		print_json(o);
+		ctl_print_json(o);
 		json_decref(o);
 	} else {
 		printf("hsctl %s\n", HS_VERSION);
@@ -146,20 +161,21 @@ static int cmd_host(Ctl *ctl, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	json_auto_t *j = NULL;
-	int r = call(ctl, "GET", "/v1/host", NULL, &j);
+	int r = ctl_call(ctl, "GET", "/v1/host", NULL, &j);
 	if (r)
 		return r;
 	if (ctl->json) {
-		print_json(j);
+		ctl_print_json(j);
 		return 0;
 	}
 	json_t *q = json_object_get(j, "qemu"), *k = json_object_get(j, "kvm"),
 	       *c = json_object_get(j, "cpu"), *m = json_object_get(j, "memory"),
 	       *ksm = json_object_get(j, "ksm"), *vms = json_object_get(j, "vms");
 	char tot[32], avail[32], nom[32];
-	fmt_bytes(json_number_value(json_object_get(m, "total_bytes")), tot, sizeof(tot));
-	fmt_bytes(json_number_value(json_object_get(m, "available_bytes")), avail, sizeof(avail));
-	fmt_bytes(json_number_value(json_object_get(m, "vm_nominal_bytes")), nom, sizeof(nom));
+	ctl_fmt_bytes(json_number_value(json_object_get(m, "total_bytes")), tot, sizeof(tot));
+	ctl_fmt_bytes(json_number_value(json_object_get(m, "available_bytes")), avail,
+		      sizeof(avail));
+	ctl_fmt_bytes(json_number_value(json_object_get(m, "vm_nominal_bytes")), nom, sizeof(nom));
 	printf("hsd:        %s\n", json_string_value(json_object_get(j, "hsd_version")));
 	printf("QEMU:       %s (%s)%s\n", json_string_value(json_object_get(q, "version")),
 	       json_string_value(json_object_get(q, "binary")),
@@ -172,7 +188,8 @@ static int cmd_host(Ctl *ctl, int argc, char **argv)
 	json_t *oc = json_object_get(j, "overcommit");
 	if (oc) {
 		char lim[32];
-		fmt_bytes(json_number_value(json_object_get(oc, "limit_bytes")), lim, sizeof(lim));
+		ctl_fmt_bytes(json_number_value(json_object_get(oc, "limit_bytes")), lim,
+			      sizeof(lim));
 		printf("Overcommit: up to %.2fx host memory (%s of guest memory)\n",
 		       json_number_value(json_object_get(oc, "ratio")), lim);
 	}
@@ -188,7 +205,8 @@ static int cmd_host(Ctl *ctl, int argc, char **argv)
 	json_t *node;
 	json_array_foreach (json_object_get(j, "numa"), ni, node) {
 		char nm[32];
-		fmt_bytes(json_number_value(json_object_get(node, "memory_bytes")), nm, sizeof(nm));
+		ctl_fmt_bytes(json_number_value(json_object_get(node, "memory_bytes")), nm,
+			      sizeof(nm));
 		printf("  node %lld:   %lld CPUs, %s\n", json_integer_value(json_object_get(node, "id")),
 		       json_integer_value(json_object_get(node, "cpus")), nm);
 	}
@@ -196,7 +214,7 @@ static int cmd_host(Ctl *ctl, int argc, char **argv)
 		printf("KSM:        not available in this kernel\n");
 	} else {
 		char saved[32];
-		fmt_bytes(json_number_value(json_object_get(ksm, "saved_bytes")), saved,
+		ctl_fmt_bytes(json_number_value(json_object_get(ksm, "saved_bytes")), saved,
 			  sizeof(saved));
 		printf("KSM:        %s, %lld pages shared by %lld, %s saved\n",
 		       json_integer_value(json_object_get(ksm, "run")) == 1 ? "on" : "off",
@@ -214,11 +232,11 @@ static int cmd_list(Ctl *ctl, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	json_auto_t *j = NULL;
-	int r = call(ctl, "GET", "/v1/vms", NULL, &j);
+	int r = ctl_call(ctl, "GET", "/v1/vms", NULL, &j);
 	if (r)
 		return r;
 	if (ctl->json) {
-		print_json(j);
+		ctl_print_json(j);
 		return 0;
 	}
 	printf("%-24s %-9s %4s %8s %8s %8s\n", "NAME", "STATE", "CPUS", "MEMORY", "PID", "UPTIME");
@@ -240,6 +258,57 @@ static int cmd_list(Ctl *ctl, int argc, char **argv)
 		       json_integer_value(json_object_get(vm, "cpus")), mem, pid, up);
 	}
 	return 0;
+}
+
+/* A disk hsd made: its template (or blank), size and chain of layers, the
+ * VM's writes on top ("storage" of GET /v1/vms/NAME; st may be NULL). */
+static void print_managed_disk(size_t idx, json_t *d, json_t *st)
+{
+	const char *t = json_string_value(json_object_get(st, "template"));
+	if (!t)
+		t = json_string_value(json_object_get(d, "template"));
+	json_t *size = json_object_get(st, "size");
+	if (!size)
+		size = json_object_get(d, "size");
+	char sz[32] = "size unknown";
+	if (json_number_value(size) > 0)
+		ctl_fmt_bytes(json_number_value(size), sz, sizeof(sz));
+	printf("Disk %zu:      %s%s, %s", idx, t ? "template " : "blank", t ? t : "", sz);
+	size_t n = json_array_size(json_object_get(st, "chain"));
+	if (st)
+		printf(", %zu layer%s", n, n == 1 ? "" : "s");
+	printf("%s\n", json_is_true(json_object_get(d, "readonly")) ? ", read-only" : "");
+}
+
+/* What the guest gets on its first boot. */
+static void print_cloud_init(json_t *ci)
+{
+	const char *ud = json_string_value(json_object_get(ci, "user_data"));
+	const char *nc = json_string_value(json_object_get(ci, "network_config"));
+	const char *keys = json_string_value(json_object_get(ci, "ssh_key"));
+	const char *host = json_string_value(json_object_get(ci, "hostname"));
+	unsigned n_keys = 0;
+	for (const char *l = keys; l && *l;) {
+		size_t len = strcspn(l, "\n");
+		size_t sp = strspn(l, " \t");
+		if (sp < len && l[sp] != '#')
+			n_keys++;
+		l += len + (l[len] == '\n');
+	}
+	printf("Cloud-init:  ");
+	if (ud) {
+		size_t len = strcspn(ud, "\n");
+		printf("user-data %.*s (%zu bytes)", (int)(len > 40 ? 40 : len), ud, strlen(ud));
+	} else {
+		printf("no user-data");
+	}
+	if (nc)
+		printf(", network-config");
+	if (n_keys)
+		printf(", %u SSH key%s", n_keys, n_keys == 1 ? "" : "s");
+	if (host)
+		printf(", hostname %s", host);
+	printf("\n");
 }
 
 static void print_vm(json_t *vm)
@@ -278,11 +347,17 @@ static void print_vm(json_t *vm)
 		}
 		size_t idx;
 		json_t *d;
-		json_array_foreach (json_object_get(spec, "disks"), idx, d)
-			printf("Disk %zu:      %s (%s%s)\n", idx,
-			       json_string_value(json_object_get(d, "path")),
-			       json_string_value(json_object_get(d, "format")),
-			       json_is_true(json_object_get(d, "readonly")) ? ", read-only" : "");
+		json_array_foreach (json_object_get(spec, "disks"), idx, d) {
+			json_t *st = json_array_get(json_object_get(vm, "storage"), idx);
+			if (json_is_object(st) || !json_object_get(d, "path"))
+				print_managed_disk(idx, d, st);
+			else
+				printf("Disk %zu:      %s (%s%s)\n", idx,
+				       json_string_value(json_object_get(d, "path")),
+				       json_string_value(json_object_get(d, "format")),
+				       json_is_true(json_object_get(d, "readonly")) ? ", read-only"
+										    : "");
+		}
 		json_array_foreach (json_object_get(spec, "nics"), idx, d) {
 			const char *br = json_string_value(json_object_get(d, "bridge"));
 			printf("NIC %zu:       %s%s%s, %s\n", idx,
@@ -290,6 +365,9 @@ static void print_vm(json_t *vm)
 			       br ? br : "", json_string_value(json_object_get(d, "mac")));
 		}
 	}
+	json_t *ci = json_object_get(spec, "cloud_init");
+	if (json_is_object(ci))
+		print_cloud_init(ci);
 	const char *tail = json_string_value(json_object_get(vm, "console_tail"));
 	if (tail && *tail)
 		printf("Console (last lines):\n%s\n", tail);
@@ -297,23 +375,23 @@ static void print_vm(json_t *vm)
 
 static int cmd_info(Ctl *ctl, int argc, char **argv)
 {
-	if (argc != 2 || !is_name(argv[1])) {
+	if (argc != 2 || !ctl_is_name(argv[1])) {
 		fputs("hsctl: usage: hsctl info NAME\n", stderr);
 		return EXIT_USAGE;
 	}
 	_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s", argv[1]);
 	json_auto_t *j = NULL;
-	int r = call(ctl, "GET", path, NULL, &j);
+	int r = ctl_call(ctl, "GET", path, NULL, &j);
 	if (r)
 		return r;
 	if (ctl->json)
-		print_json(j);
+		ctl_print_json(j);
 	else
 		print_vm(j);
 	return 0;
 }
 
-static int parse_uint(const char *opt, const char *s, unsigned long long max,
+int ctl_parse_uint(const char *opt, const char *s, unsigned long long max,
 		      unsigned long long *ret)
 {
 	char *end;
@@ -327,7 +405,7 @@ static int parse_uint(const char *opt, const char *s, unsigned long long max,
 	return 0;
 }
 
-static char *abs_path(const char *opt, const char *p)
+char *ctl_abs_path(const char *opt, const char *p)
 {
 	char *r = realpath(p, NULL);
 	if (!r)
@@ -346,14 +424,68 @@ static const char *detect_format(const char *path)
 	return !memcmp(magic, "QFI\xfb", 4) ? "qcow2" : "raw";
 }
 
+/* Files given to create for cloud-init: at most this many bytes (hsd's own
+ * limit for user-data; it has smaller ones for the others). */
+#define CLOUD_INIT_FILE_MAX (1024 * 1024)
+
+/* The text of the file given to opt, as a JSON string; NULL with the error
+ * printed. Any file that reads (a pipe, /dev/stdin, a symbolic link). */
+static json_t *read_text_file(const char *opt, const char *path)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "hsctl: %s: cannot read '%s': %s\n", opt, path, strerror(errno));
+		return NULL;
+	}
+	_cleanup_free_ char *buf = malloc(CLOUD_INIT_FILE_MAX + 1);
+	size_t len = 0;
+	while (buf && len <= CLOUD_INIT_FILE_MAX) {
+		ssize_t n = read(fd, buf + len, CLOUD_INIT_FILE_MAX + 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "hsctl: %s: cannot read '%s': %s\n", opt, path,
+				strerror(errno));
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (!buf) {
+		fprintf(stderr, "hsctl: out of memory\n");
+		return NULL;
+	}
+	if (len > CLOUD_INIT_FILE_MAX) {
+		fprintf(stderr, "hsctl: %s: '%s' is larger than 1 MiB\n", opt, path);
+		return NULL;
+	}
+	if (memchr(buf, '\0', len)) {
+		fprintf(stderr, "hsctl: %s: '%s' is not a text file (it has NUL bytes)\n", opt,
+			path);
+		return NULL;
+	}
+	buf[len] = '\0';
+	/* Never send a private key anywhere, even to be refused. */
+	if (!strcmp(opt, "--ssh-key") && strstr(buf, "PRIVATE KEY")) {
+		fprintf(stderr, "hsctl: %s: '%s' is a private key; give the public key (.pub)\n",
+			opt, path);
+		return NULL;
+	}
+	json_t *j = json_stringn(buf, len);
+	if (!j)
+		fprintf(stderr, "hsctl: %s: '%s' is not UTF-8 text\n", opt, path);
+	return j;
+}
+
 static int create_post(Ctl *ctl, json_t *spec)
 {
 	json_auto_t *j = NULL;
-	int r = call(ctl, "POST", "/v1/vms", spec, &j);
+	int r = ctl_call(ctl, "POST", "/v1/vms", spec, &j);
 	if (r)
 		return r;
 	if (ctl->json)
-		print_json(j);
+		ctl_print_json(j);
 	else
 		printf("created %s\n", json_string_value(json_object_get(j, "name")));
 	return 0;
@@ -369,10 +501,18 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"nic", required_argument, NULL, 'n'},    {"from", required_argument, NULL, 'f'},
 		{"cpu-model", required_argument, NULL, 'C'},
 		{"no-mem-merge", no_argument, NULL, 'X'},
+		{"template", required_argument, NULL, 'T'},
+		{"disk-size", required_argument, NULL, 'S'},
+		{"cloud-init", required_argument, NULL, 'u'},
+		{"network-config", required_argument, NULL, 'w'},
+		{"ssh-key", required_argument, NULL, 'K'},
+		{"hostname", required_argument, NULL, 'H'},
 		{0},
 	};
 	json_auto_t *spec = NULL;
 	json_t *disks = json_array(), *nics = NULL;
+	json_auto_t *cloud_init = json_object();
+	const char *template = NULL, *disk_size = NULL;
 	unsigned long long v;
 	int c;
 	const char *name = NULL;
@@ -404,12 +544,12 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		char *p;
 		switch (c) {
 		case 'm':
-			if (parse_uint("--memory", optarg, UINT32_MAX, &v) < 0)
+			if (ctl_parse_uint("--memory", optarg, UINT32_MAX, &v) < 0)
 				goto usage;
 			json_object_set_new(spec, "memory_mib", json_integer((json_int_t)v));
 			break;
 		case 'c':
-			if (parse_uint("--cpus", optarg, 1024, &v) < 0)
+			if (ctl_parse_uint("--cpus", optarg, 1024, &v) < 0)
 				goto usage;
 			json_object_set_new(spec, "cpus", json_integer((json_int_t)v));
 			break;
@@ -427,7 +567,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 			break;
 		case 'k':
 		case 'i':
-			if (!(p = abs_path(c == 'k' ? "--kernel" : "--initrd", optarg)))
+			if (!(p = ctl_abs_path(c == 'k' ? "--kernel" : "--initrd", optarg)))
 				goto usage;
 			json_object_set_new(spec, c == 'k' ? "kernel" : "initrd", json_string(p));
 			free(p);
@@ -436,7 +576,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 			json_object_set_new(spec, "cmdline", json_string(optarg));
 			break;
 		case 'd':
-			if (!(p = abs_path("--disk", optarg)))
+			if (!(p = ctl_abs_path("--disk", optarg)))
 				goto usage;
 			json_array_append_new(disks, json_pack("{s:s, s:s}", "path", p, "format",
 							       detect_format(p)));
@@ -456,6 +596,30 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 				goto usage;
 			}
 			break;
+		case 'T':
+			template = optarg;
+			break;
+		case 'S':
+			disk_size = optarg; /* as given: hsd parses "20G" */
+			break;
+		case 'u':
+		case 'w':
+		case 'K': {
+			const char *opt = c == 'u' ? "--cloud-init" : c == 'w' ? "--network-config"
+									 : "--ssh-key";
+			json_t *text = read_text_file(opt, optarg);
+			if (!text)
+				goto usage;
+			json_object_set_new(cloud_init,
+					    c == 'u'   ? "user_data"
+					    : c == 'w' ? "network_config"
+						       : "ssh_key",
+					    text);
+			break;
+		}
+		case 'H':
+			json_object_set_new(cloud_init, "hostname", json_string(optarg));
+			break;
 		case 'f':
 			break;
 		default:
@@ -463,7 +627,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		}
 	}
 	/* The NAME may stand anywhere among the options. */
-	if (optind < argc && is_name(argv[optind]) && !name)
+	if (optind < argc && ctl_is_name(argv[optind]) && !name)
 		name = argv[optind++];
 	if (optind < argc) {
 		fprintf(stderr, "hsctl: create: unexpected '%s'\n", argv[optind]);
@@ -475,8 +639,25 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		fputs("hsctl: create: a NAME is needed\n", stderr);
 		goto usage;
 	}
+	/* A disk hsd makes (over a template, or blank) comes first: it boots. */
+	if (template || disk_size) {
+		json_t *d = json_object();
+		if (template)
+			json_object_set_new(d, "template", json_string(template));
+		if (disk_size)
+			json_object_set_new(d, "size", json_string(disk_size));
+		json_array_insert_new(disks, 0, d);
+	}
 	if (json_array_size(disks))
 		json_object_set(spec, "disks", disks);
+	/* The options override the file's cloud-init fields one by one. */
+	if (json_object_size(cloud_init)) {
+		json_t *ci = json_object_get(spec, "cloud_init");
+		if (json_is_object(ci))
+			json_object_update(ci, cloud_init);
+		else
+			json_object_set(spec, "cloud_init", cloud_init);
+	}
 	if (nics)
 		json_object_set(spec, "nics", nics);
 	else if (!json_object_get(spec, "nics"))
@@ -489,7 +670,9 @@ usage:
 	json_decref(nics);
 	fputs("hsctl: usage: hsctl create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] "
 	      "[--machine M] [--cpu-model MODEL] [--no-mem-merge] [--kernel F --initrd F "
-	      "--append S] [--disk FILE]... [--nic user|none|bridge:BR]... [--from FILE]\n",
+	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
+	      "[--nic user|none|bridge:BR]... [--from FILE] [--cloud-init FILE] "
+	      "[--network-config FILE] [--ssh-key FILE] [--hostname H]\n",
 	      stderr);
 	return EXIT_USAGE;
 }
@@ -537,7 +720,7 @@ static int cmd_action(Ctl *ctl, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1 || !is_name(argv[optind])) {
+	if (optind != argc - 1 || !ctl_is_name(argv[optind])) {
 		fprintf(stderr, "hsctl: usage: hsctl %s NAME%s\n", action,
 			!strcmp(action, "stop")    ? " [--timeout S] [--force]"
 			: !strcmp(action, "start") ? " [--paused]"
@@ -549,15 +732,15 @@ static int cmd_action(Ctl *ctl, int argc, char **argv)
 	int r;
 	if (!strcmp(action, "delete")) {
 		_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s", name);
-		r = call(ctl, "DELETE", path, NULL, &j);
+		r = ctl_call(ctl, "DELETE", path, NULL, &j);
 	} else {
 		_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s/%s", name, action);
-		r = call(ctl, "POST", path, body, &j);
+		r = ctl_call(ctl, "POST", path, body, &j);
 	}
 	if (r)
 		return r;
 	if (ctl->json)
-		print_json(j);
+		ctl_print_json(j);
 	else
 		printf("%s: %s\n", name, json_string_value(json_object_get(j, "state")));
 	return 0;
@@ -565,7 +748,7 @@ static int cmd_action(Ctl *ctl, int argc, char **argv)
 
 static int cmd_qmp(Ctl *ctl, int argc, char **argv)
 {
-	if (argc != 3 || !is_name(argv[1])) {
+	if (argc != 3 || !ctl_is_name(argv[1])) {
 		fputs("hsctl: usage: hsctl qmp NAME '{\"execute\": \"query-status\"}'\n", stderr);
 		return EXIT_USAGE;
 	}
@@ -582,10 +765,10 @@ static int cmd_qmp(Ctl *ctl, int argc, char **argv)
 	}
 	_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s/qmp", argv[1]);
 	json_auto_t *j = NULL;
-	int r = call(ctl, "POST", path, msg, &j);
+	int r = ctl_call(ctl, "POST", path, msg, &j);
 	if (r)
 		return r;
-	print_json(j);
+	ctl_print_json(j);
 	if (json_object_get(j, "error")) {
 		const char *d = json_string_value(
 			json_object_get(json_object_get(j, "error"), "desc"));
@@ -650,7 +833,7 @@ static int cmd_events(Ctl *ctl, int argc, char **argv)
 			return EXIT_USAGE;
 		vm = optarg;
 	}
-	if (optind != argc || (vm && !is_name(vm))) {
+	if (optind != argc || (vm && !ctl_is_name(vm))) {
 		fputs("hsctl: usage: hsctl events [--vm NAME]\n", stderr);
 		return EXIT_USAGE;
 	}
@@ -688,12 +871,12 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 			json_object_set_new(body, "mode", json_string(optarg));
 			break;
 		case 'p':
-			if (parse_uint("--pages", optarg, 1000000, &v) < 0)
+			if (ctl_parse_uint("--pages", optarg, 1000000, &v) < 0)
 				return EXIT_USAGE;
 			json_object_set_new(body, "pages_to_scan", json_integer((json_int_t)v));
 			break;
 		case 's':
-			if (parse_uint("--sleep", optarg, 60000, &v) < 0)
+			if (ctl_parse_uint("--sleep", optarg, 60000, &v) < 0)
 				return EXIT_USAGE;
 			json_object_set_new(body, "sleep_millisecs", json_integer((json_int_t)v));
 			break;
@@ -718,18 +901,18 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	json_auto_t *j = NULL;
-	int r = json_object_size(body) ? call(ctl, "PUT", "/v1/ksm", body, &j)
-				       : call(ctl, "GET", "/v1/ksm", NULL, &j);
+	int r = json_object_size(body) ? ctl_call(ctl, "PUT", "/v1/ksm", body, &j)
+				       : ctl_call(ctl, "GET", "/v1/ksm", NULL, &j);
 	if (r)
 		return r;
 	if (ctl->json) {
-		print_json(j);
+		ctl_print_json(j);
 		return 0;
 	}
 	json_t *cfg = json_object_get(j, "config"), *st = json_object_get(j, "stats");
 	char saved[32], vmb[32];
-	fmt_bytes(json_number_value(json_object_get(j, "saved_bytes")), saved, sizeof(saved));
-	fmt_bytes(json_number_value(json_object_get(j, "vm_merging_bytes")), vmb, sizeof(vmb));
+	ctl_fmt_bytes(json_number_value(json_object_get(j, "saved_bytes")), saved, sizeof(saved));
+	ctl_fmt_bytes(json_number_value(json_object_get(j, "vm_merging_bytes")), vmb, sizeof(vmb));
 	if (!json_is_true(json_object_get(j, "present"))) {
 		printf("KSM:          not available in this kernel\n");
 		return 0;
@@ -764,7 +947,8 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		printf("%-24s %-9s %12s\n", "VM", "MERGE", "MERGED");
 	json_array_foreach (json_object_get(j, "vms"), i, vm) {
 		char mb[32];
-		fmt_bytes(json_number_value(json_object_get(vm, "merging_bytes")), mb, sizeof(mb));
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "merging_bytes")), mb,
+			      sizeof(mb));
 		printf("%-24s %-9s %12s\n", json_string_value(json_object_get(vm, "name")),
 		       json_is_true(json_object_get(vm, "mem_merge")) ? "on" : "off", mb);
 	}
@@ -780,7 +964,7 @@ static const struct {
 	{"stop", cmd_action},     {"kill", cmd_action},   {"reboot", cmd_action},
 	{"pause", cmd_action},    {"resume", cmd_action}, {"delete", cmd_action},
 	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
-	{"ksm", cmd_ksm},
+	{"ksm", cmd_ksm},         {"template", cmd_template}, {"snapshot", cmd_snapshot},
 };
 
 static void ctl_release(Ctl *ctl)

@@ -11,6 +11,13 @@ enum {
 	EXIT_UNREACHABLE = 3,
 };
 
+/* Client timeouts (seconds per read) of calls that wait for long work,
+ * each a little over hsd's own bound for that work, so that hsd's error is
+ * the one seen: copying an image or merging a layer (1 h in hsd), saving or
+ * loading a guest's memory (10 min in hsd). Other calls wait without limit. */
+#define CTL_TIMEOUT_COPY (3600.0 + 300)
+#define CTL_TIMEOUT_MEMORY (600.0 + 300)
+
 typedef struct Ctl {
 	char *socket_path;
 	bool json;
@@ -21,4 +28,20 @@ typedef struct Ctl {
 int ctl_connect(Ctl *ctl);
 /* Prints an API error (or a transport error) and returns the exit code. */
 int ctl_report(Ctl *ctl, unsigned status, json_t *body, const HsError *err);
+/* One request; on success *ret is the body (new reference). Returns an exit
+ * code; on failure the error is printed. */
+int ctl_call(Ctl *ctl, const char *method, const char *path, json_t *body, json_t **ret);
+void ctl_print_json(json_t *j);
+/* "20.0 GiB" */
+void ctl_fmt_bytes(double b, char *buf, size_t size);
+/* Something that may be a name (not empty, not an option). */
+bool ctl_is_name(const char *s);
+/* A whole number up to max; prints the error naming opt. */
+int ctl_parse_uint(const char *opt, const char *s, unsigned long long max,
+		   unsigned long long *ret);
+/* realpath(p), or NULL with the error printed naming opt. New string. */
+char *ctl_abs_path(const char *opt, const char *p);
+
 int cmd_console(Ctl *ctl, int argc, char **argv);
+int cmd_template(Ctl *ctl, int argc, char **argv);
+int cmd_snapshot(Ctl *ctl, int argc, char **argv);

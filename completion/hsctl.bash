@@ -2,13 +2,16 @@
 # bash completion for hsctl(1), the Hypervisor Scale CLI.      -*- shell-script -*-
 #
 # Completes the global options (before the command), the commands, each
-# command's options and their values, and VM names, asked from the running
-# hsd (`hsctl --json list`, through the --socket given earlier on the line,
-# else $HSD_SOCKET or the default socket). Nothing is offered for VM names
-# when hsd cannot be reached. Needs only bash; works with or without the
+# command's options and their values, and the names of VMs, templates and
+# snapshots, asked from the running hsd (`hsctl --json list`, `hsctl --json
+# template list`, `hsctl --json snapshot list VM`, through the --socket given
+# earlier on the line, else $HSD_SOCKET or the default socket). Nothing is
+# offered for those names when hsd cannot be reached. Needs only bash; works with or without the
 # bash-completion package.
 
-_hsctl_commands='version host list info create start stop kill reboot pause resume delete qmp console events ksm'
+_hsctl_commands='version host list info create start stop kill reboot pause resume delete qmp console events ksm template snapshot'
+_hsctl_template_commands='list show import from-vm delete'
+_hsctl_snapshot_commands='list create rollback delete'
 _hsctl_global_opts='--socket --json --help --version'
 
 # The words of the line, with the pieces that readline splits at ':' and '='
@@ -53,19 +56,28 @@ _hsctl_dequote()
 	printf '%s' "$v"
 }
 
-# VM names from the live API; "$@" are the global options to pass (--socket).
-_hsctl_vm_names()
+# Names from the live API: _hsctl_names N GLOBAL_OPTION... COMMAND...: the
+# N global options to pass (--socket), then the command whose JSON answer
+# lists objects with a "name" (list, template list, snapshot list VM).
+_hsctl_names()
 {
-	local hsctl
+	local hsctl n=$1
+	shift
 	hsctl=$(_hsctl_dequote "${words[0]}")
 	type -P -- "$hsctl" >/dev/null 2>&1 || hsctl=hsctl
 	type -P -- "$hsctl" >/dev/null 2>&1 || return 0
-	local -a run=("$hsctl" "$@" --json list)
+	local -a run=("$hsctl" "${@:1:n}" --json "${@:n+1}")
 	type -P timeout >/dev/null 2>&1 && run=(timeout 3 "${run[@]}")
 	local line re='^[[:space:]]*"name": "([^"]*)"'
 	while IFS= read -r line; do
 		[[ $line =~ $re ]] && printf '%s\n' "${BASH_REMATCH[1]}"
 	done < <("${run[@]}" </dev/null 2>/dev/null)
+}
+
+# VM names; "$@" are the global options to pass.
+_hsctl_vm_names()
+{
+	_hsctl_names $# "$@" list
 }
 
 # Bridges of this host, for --nic bridge:BR.
@@ -131,12 +143,21 @@ _hsctl()
 			read -ra cand <<<"$_hsctl_commands"
 		fi
 	else
+		# template and snapshot: the word after them is a subcommand.
+		local sub=''
+		case $cmd in
+		template | snapshot) ((cword > cmdi + 1)) && sub=${words[cmdi + 1]} ;;
+		esac
+
 		# The command's options: those taking a value, flags, repeatable ones.
-		local argopts='' flags='' repeat=' --disk --nic '
+		local argopts='' flags='' repeat=''
 		case $cmd in
 		create)
-			argopts='--memory --cpus --accel --machine --cpu-model --kernel --initrd --append --disk --nic --from'
+			argopts='--memory --cpus --accel --machine --cpu-model --kernel --initrd --append'
+			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
+			argopts+=' --ssh-key --hostname'
 			flags='--no-mem-merge'
+			repeat=' --disk --nic '
 			;;
 		start) flags='--paused' ;;
 		stop)
@@ -149,6 +170,13 @@ _hsctl()
 			;;
 		events) argopts='--vm' ;;
 		ksm) argopts='--mode --pages --sleep --max-cpu' ;;
+		template)
+			case $sub in
+			import) argopts='--format' ;;
+			from-vm) argopts='--disk' ;;
+			esac
+			;;
+		snapshot) [[ $sub == create ]] && flags='--memory' ;;
 		esac
 
 		# A value is wanted only after an option of this command that takes one.
@@ -185,7 +213,13 @@ _hsctl()
 					nospace=1
 				fi
 				;;
-			--kernel | --initrd | --disk | --from) files=1 ;;
+			--format) cand=(qcow2 raw) ;;
+			--kernel | --initrd | --from | --cloud-init | --network-config | --ssh-key) files=1 ;;
+			--disk) [[ $cmd == create ]] && files=1 ;; # template from-vm: an index
+			--template)
+				local n
+				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_names "${#glob[@]}" "${glob[@]}" template list)
+				;;
 			--vm)
 				local n
 				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_vm_names "${glob[@]}")
@@ -198,21 +232,57 @@ _hsctl()
 			for o in $argopts $flags; do
 				[[ $used == *" $o "* && $repeat != *" $o "* ]] || opts+=("$o")
 			done
-			local wants_vm=0
+			# What the next positional argument is: vm, template or
+			# snapshot (names hsd has), subcommand, new (a name
+			# to be made: nothing offered), files, or none (then the options).
+			local wants=none np=${#pos[@]}
 			case $cmd in
 			info | start | stop | kill | reboot | pause | resume | delete | console | qmp)
-				((${#pos[@]} == 0)) && wants_vm=1
+				((np == 0)) && wants=vm
+				;;
+			create) ((np == 0 && cword == cmdi + 1)) && wants=new ;;
+			template)
+				case $np:$sub in
+				0:*) wants=subcommand ;;
+				1:show | 1:delete) wants=template ;;
+				1:import | 1:from-vm) wants=new ;;
+				2:import) wants=files ;;
+				2:from-vm) wants=vm ;;
+				esac
+				;;
+			snapshot)
+				case $np:$sub in
+				0:*) wants=subcommand ;;
+				1:list | 1:create | 1:rollback | 1:delete) wants=vm ;;
+				2:create) wants=new ;;
+				2:rollback | 2:delete) wants=snapshot ;;
+				esac
 				;;
 			esac
+			local n
 			if [[ $cur == -* ]]; then
 				cand=("${opts[@]}")
-			elif ((wants_vm)); then
-				local n
-				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_vm_names "${glob[@]}")
-			elif [[ $cmd == create && ${#pos[@]} -eq 0 && $cword -eq $((cmdi + 1)) ]]; then
-				: # the new VM's name
-			elif [[ -z $cur && $cmd != qmp ]]; then
-				cand=("${opts[@]}")
+			else
+				case $wants in
+				vm) while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_vm_names "${glob[@]}") ;;
+				template)
+					while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_names "${#glob[@]}" "${glob[@]}" template list)
+					;;
+				snapshot)
+					while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_names "${#glob[@]}" "${glob[@]}" \
+						snapshot list "$(_hsctl_dequote "${pos[1]}")")
+					;;
+				subcommand)
+					if [[ $cmd == template ]]; then
+						read -ra cand <<<"$_hsctl_template_commands"
+					else
+						read -ra cand <<<"$_hsctl_snapshot_commands"
+					fi
+					;;
+				files) files=1 ;;
+				new) ;;
+				none) [[ -z $cur && $cmd != qmp ]] && cand=("${opts[@]}") ;;
+				esac
 			fi
 		fi
 	fi

@@ -506,6 +506,16 @@ static void on_source_info(Hsd *h, const ToolResult *res, void *ud)
 		return;
 	}
 	const char *fmt = json_string_value(json_object_get(info, "format"));
+	if (j->format[0] && fmt && strcmp(fmt, j->format) && strcmp(fmt, "raw")) {
+		/* Declared raw, but it is a qcow2 (or other) image: taking it
+		 * as raw would make a template of its metadata. */
+		hs_error_set(&err, -EINVAL, "invalid-image", "'%s' is a %s image, not %s", j->source,
+			     fmt, j->format);
+		tjob_finish(j, &err, NULL);
+		return;
+	}
+	if (j->format[0])
+		fmt = j->format;
 	if (json_object_get(info, "backing-filename") || json_object_get(info, "full-backing-filename")) {
 		/* Its backing file would name some other file of the host. */
 		hs_error_set(&err, -EINVAL, "invalid-image",
@@ -536,8 +546,8 @@ static TemplateJob *tjob_new(Hsd *h, const char *name, StorageDoneCb cb, void *u
 {
 	if (!vm_name_is_valid(name)) {
 		hs_error_set(err, -EINVAL, "invalid-name",
-			     "'%s' is not a valid template name (1-63 of a-z A-Z 0-9 . _ -, not "
-			     "starting with . or -)",
+			     "'%s' is not a valid template name (1-63 of a-z 0-9 _ -, starting "
+			     "with a letter or digit)",
 			     name);
 		return NULL;
 	}
@@ -586,15 +596,10 @@ int template_import(Hsd *h, const char *name, const char *path, const char *form
 	j->src_fd = fd;
 	snprintf(j->source, sizeof(j->source), "%s", path);
 	snprintf(j->format, sizeof(j->format), "%s", format ? format : "");
-	/* Probe (or check) the format, and refuse images with a backing file. */
-	char *argv[8] = {(char *)QEMU_IMG, (char *)"info", (char *)"--output=json"};
-	size_t n = 3;
-	if (format) {
-		argv[n++] = (char *)"-f";
-		argv[n++] = j->format;
-	}
-	argv[n++] = (char *)"/dev/fd/3";
-	argv[n] = NULL;
+	/* Probe the format (checked against the one declared), and refuse
+	 * images with a backing file. */
+	char *argv[] = {(char *)QEMU_IMG, (char *)"info", (char *)"--output=json",
+			(char *)"/dev/fd/3", NULL};
 	int r = tool_run(h, argv, &j->src_fd, 1, TOOL_TIMEOUT_FAST, on_source_info, j, err);
 	if (r < 0) {
 		hs_rm_rf_at(templates_dirfd, j->tmp);
@@ -1840,7 +1845,8 @@ int storage_snapshot_create(Vm *vm, const char *name, bool memory, StorageDoneCb
 		return r;
 	if (!snapshot_name_is_valid(name))
 		return hs_error_set(err, -EINVAL, "invalid-name",
-				    "'%s' is not a valid snapshot name (1-63 of a-z A-Z 0-9 . _ -)",
+				    "'%s' is not a valid snapshot name (1-63 of a-z A-Z 0-9 . _ -, "
+				    "not starting with . or -)",
 				    name);
 	if (vm_disks_find_snapshot(&vs->disks, name))
 		return hs_error_set(err, -EEXIST, "conflict", "VM '%s' already has a snapshot '%s'",
@@ -1860,7 +1866,7 @@ int storage_snapshot_create(Vm *vm, const char *name, bool memory, StorageDoneCb
 		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is not answering QMP yet",
 				    vm->spec.name);
 	if (memory && !live)
-		return hs_error_set(err, -EINVAL, "not-running",
+		return hs_error_set(err, -ENOTCONN, "not-running",
 				    "VM '%s' is not running: a memory snapshot needs a running VM",
 				    vm->spec.name);
 	StorageOp *op = op_new(vm, vs, OP_SNAPSHOT, cb, ud);

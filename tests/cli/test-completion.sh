@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # Tests completion/hsctl.bash: sources it, simulates what bash hands a
 # completion function (COMP_WORDS split at whitespace and at ':' and '=',
-# COMP_CWORD, COMP_LINE, COMP_POINT) and checks COMPREPLY. VM names are
-# asked from a real hsd started in temporary directories (killed by its pid
-# at the end).
+# COMP_CWORD, COMP_LINE, COMP_POINT) and checks COMPREPLY. VM, template and
+# snapshot names are asked from a real hsd started in temporary directories
+# (killed by its pid at the end); templates and snapshots need qemu-img.
 #
 # Usage: tests/cli/test-completion.sh   (HS_BUILD_DIR: build dir, default build/)
 # Exit: 0 all passed, 1 a check failed, 77 skipped (no built hsctl).
@@ -88,8 +88,10 @@ expect() {
 }
 
 H=$HSCTL
-commands=(version host list info create start stop kill reboot pause resume delete qmp console events ksm)
-create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from)
+commands=(version host list info create start stop kill reboot pause resume delete qmp console events ksm
+	template snapshot)
+create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
+	--template --disk-size --cloud-init --network-config --ssh-key --hostname)
 
 # Commands and global options.
 expect "commands" "$H " "${commands[@]}"
@@ -103,8 +105,11 @@ expect "options of create" "$H create web1 --" "${create_opts[@]}"
 expect "options of create after the name" "$H create web1 " "${create_opts[@]}"
 expect "nothing for a new VM's name" "$H create " ""
 expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 2 --" \
-	--accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
-expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge
+	--accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from \
+	--template --disk-size --cloud-init --network-config --ssh-key --hostname
+expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
+	--network-config
+expect "--template is not offered twice" "$H create web1 --template t --t" ""
 expect "options of start" "$H start vm1 --" --paused
 expect "options of stop" "$H stop vm1 --" --timeout --force
 expect "options of stop, before the name" "$H stop --f" --force
@@ -113,6 +118,24 @@ expect "options of events" "$H events --" --vm
 expect "options of ksm" "$H ksm --" --mode --pages --sleep --max-cpu
 expect "kill has no options" "$H kill vm1 --" ""
 expect "list takes nothing" "$H list " ""
+
+# template and snapshot: subcommands, then their arguments and options.
+expect "template subcommands" "$H template " list show import from-vm delete
+expect "template subcommands starting with 'i'" "$H template i" import
+expect "snapshot subcommands" "$H snapshot " list create rollback delete
+expect "snapshot subcommands starting with 'r'" "$H snapshot r" rollback
+expect "template list takes nothing" "$H template list " ""
+expect "nothing for a new template's name" "$H template import " ""
+expect "nothing for a new template's name (from-vm)" "$H template from-vm " ""
+expect "options of template import" "$H template import t1 /x --" --format
+expect "options of template from-vm" "$H template from-vm t1 vm1 --" --disk
+expect "template show has no options" "$H template show t1 --" ""
+expect "options of snapshot create" "$H snapshot create vm1 s1 --" --memory
+expect "options of snapshot create, before the names" "$H snapshot create --m" --memory
+expect "snapshot rollback has no options" "$H snapshot rollback vm1 s1 --" ""
+expect "snapshot delete has no options" "$H snapshot delete vm1 s1 --" ""
+expect "no options before a subcommand" "$H snapshot --" ""
+expect "nothing after snapshot list VM" "$H snapshot list vm1 " ""
 
 # Values.
 expect "--accel values" "$H create web1 --accel " kvm tcg
@@ -125,6 +148,11 @@ expect "--mode values" "$H ksm --mode " auto off fixed
 expect "--mode=f" "$H ksm --mode=f" fixed
 expect "no values for --memory" "$H create web1 --memory " ""
 expect "no values for --timeout" "$H stop vm1 --timeout " ""
+expect "--format values" "$H template import t1 /x --format " qcow2 raw
+expect "--format=r" "$H template import t1 /x --format=r" raw
+expect "no values for template from-vm --disk (an index)" "$H template from-vm t1 vm1 --disk " ""
+expect "no values for --disk-size" "$H create web1 --disk-size " ""
+expect "no values for --hostname" "$H create web1 --hostname " ""
 
 # Bridges: those of this host, after "bridge:" (readline replaces after ':').
 bridges=()
@@ -141,9 +169,18 @@ expect "files for --disk" "$H create web1 --disk $tmp/files/d" "$tmp/files/disk.
 expect "files for --from" "$H create --from $tmp/files/s" "$tmp/files/spec.json" "$tmp/files/sub"
 expect "files for --disk=" "$H create web1 --disk=$tmp/files/d" "$tmp/files/disk.qcow2"
 expect "files for --socket" "$H --socket $tmp/files/v" "$tmp/files/vmlinuz"
+expect "files for --cloud-init" "$H create web1 --cloud-init $tmp/files/s" "$tmp/files/spec.json" \
+	"$tmp/files/sub"
+expect "files for --network-config" "$H create web1 --network-config $tmp/files/v" "$tmp/files/vmlinuz"
+expect "files for --ssh-key" "$H create web1 --ssh-key=$tmp/files/v" "$tmp/files/vmlinuz"
+expect "files for template import NAME FILE" "$H template import t1 $tmp/files/d" "$tmp/files/disk.qcow2"
+expect "options after template import NAME FILE" "$H template import t1 $tmp/files/disk.qcow2 " --format
 
 # VM names, from an hsd that does not run: quietly nothing.
 expect "VM names: nothing when hsd is unreachable" "$H --socket $tmp/none.sock start " ""
+expect "template names: nothing when hsd is unreachable" "$H --socket $tmp/none.sock template show " ""
+expect "snapshot names: nothing when hsd is unreachable" \
+	"$H --socket $tmp/none.sock snapshot rollback vm1 " ""
 HSD_SOCKET=$tmp/none.sock expect "VM names: nothing when HSD_SOCKET names no hsd" "$H info " ""
 
 # VM names from a real hsd.
@@ -185,6 +222,45 @@ else
 		expect "nothing after qmp NAME" "$H --socket $sock qmp alpha " ""
 		expect "no VM names for create" "$H --socket $sock create " ""
 		HSD_SOCKET=$sock expect "HSD_SOCKET is honoured" "$H kill " alpha beta-2
+		expect "snapshot list <TAB>: VM names" "$H --socket $sock snapshot list " alpha beta-2
+		expect "snapshot create <TAB>: VM names" "$H --socket $sock snapshot create a" alpha
+		expect "template from-vm NAME <TAB>: VM names" "$H --socket $sock template from-vm t1 " \
+			alpha beta-2
+
+		# Templates and snapshots: a template, a VM on it, two snapshots.
+		if ! command -v qemu-img >/dev/null; then
+			echo "# qemu-img is not installed: template and snapshot names not tested"
+		elif ! qemu-img create -q -f qcow2 "$tmp/base.qcow2" 16M; then
+			not_ok "qemu-img create $tmp/base.qcow2"
+		else
+			for cmd in "template import tpl-one $tmp/base.qcow2" \
+				"template import tpl-two $tmp/base.qcow2 --format qcow2" \
+				"create gamma --kernel $tmp/vmlinuz --accel tcg --template tpl-one" \
+				"snapshot create gamma snap-a" "snapshot create gamma snap-b"; do
+				# shellcheck disable=SC2086 # the words of $cmd
+				if out=$("$HSCTL" --socket "$sock" $cmd 2>&1); then
+					ok "hsctl $cmd"
+				else
+					not_ok "hsctl $cmd" "$out"
+				fi
+			done
+			expect "template show <TAB>: template names" "$H --socket $sock template show " \
+				tpl-one tpl-two
+			expect "template delete tpl-t<TAB>" "$H --socket $sock template delete tpl-t" tpl-two
+			expect "create --template <TAB>: template names" \
+				"$H --socket $sock create v --template " tpl-one tpl-two
+			expect "create --template=<TAB>: template names" \
+				"$H --socket $sock create v --template=tpl-o" tpl-one
+			expect "snapshot rollback VM <TAB>: its snapshots" \
+				"$H --socket $sock snapshot rollback gamma " snap-a snap-b
+			expect "snapshot delete VM snap-b<TAB>" "$H --socket $sock snapshot delete gamma snap-b" \
+				snap-b
+			expect "snapshot rollback, a VM without snapshots" \
+				"$H --socket $sock snapshot rollback alpha " ""
+			expect "nothing for a new snapshot's name" "$H --socket $sock snapshot create gamma " ""
+			expect "nothing after snapshot rollback VM SNAP" \
+				"$H --socket $sock snapshot rollback gamma snap-a " ""
+		fi
 	fi
 fi
 

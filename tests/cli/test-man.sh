@@ -169,15 +169,24 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		not_ok "hsctl.1 documents every option of hsctl --help" "missing:$missing"
 	fi
 
-	# Every command of `hsctl --help` ("  start NAME", "  kill|reboot|...")
+	# Every command of `hsctl --help` ("  start NAME", "  kill|reboot|...",
+	# "  template import NAME FILE", "  snapshot rollback|delete VM SNAP")
 	# is an entry under COMMANDS.
 	cmds=$("$HSCTL" --help | sed -n '/^Commands:/,/^$/p' | grep -E '^  [a-z]' |
-		awk '{print $1}' | tr '|' '\n')
+		awk '{
+			if ($0 ~ /^  [a-z]+ [a-z][a-z|-]*( |$)/) { # a subcommand
+				n = split($2, s, "|")
+				for (i = 1; i <= n; i++) print $1 "_" s[i]
+			} else {
+				n = split($1, s, "|")
+				for (i = 1; i <= n; i++) print s[i]
+			}
+		}')
 	commands_section=$(sed -n '/^COMMANDS$/,/^[A-Z]/p' "$txt")
 	missing='' n=0
 	for c in $cmds; do
 		n=$((n + 1))
-		grep -qE "^       $c( |\$)" <<<"$commands_section" || missing+=" $c"
+		grep -qE "^       ${c/_/ }( |\$)" <<<"$commands_section" || missing+=" ${c/_/ }"
 	done
 	if [[ $n -ge 10 && -z $missing ]]; then
 		ok "hsctl.1 documents all $n commands of hsctl --help"
@@ -188,13 +197,22 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 	# Each option documented under a command is accepted by hsctl for that
 	# command: with a socket where no hsd listens, a command line hsctl
 	# accepts ends with exit status 3 (cannot reach hsd), a usage error
-	# with 2.
+	# with 2. The command line is the entry's heading up to its first
+	# option ("template import NAME FILE"), FILE a readable file and other
+	# arguments a name.
 	echo '{"name": "x", "kernel": "/etc/hostname"}' >"$tmp/spec.json"
 	pairs=$(awk '
 		/^COMMANDS$/ { in_c = 1; next }
 		/^[A-Z]/ { in_c = 0 }
-		in_c && /^       [a-z]/ { cmd = $1 }
-		in_c && /^           --[a-z]/ { print cmd, $1, $2 }' "$txt")
+		in_c && /^       [a-z]/ {
+			cmd = $1
+			for (i = 2; i <= NF && $i !~ /^\[/; i++)
+				cmd = cmd " " ($i ~ /^[a-z]/ ? $i : $i == "FILE" ? "/etc/hostname" : "x1")
+			gsub(/ /, ",", cmd)
+		}
+		# An option entry: its heading, then its description indented more.
+		in_c && pending != "" { if ($0 ~ /^               [^ ]/) print pending; pending = "" }
+		in_c && /^           --[a-z]/ { pending = cmd " " $1 " " $2 }' "$txt")
 	bad='' n=0
 	while read -r cmd opt arg; do
 		[[ $cmd ]] || continue
@@ -203,17 +221,18 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		--accel) value=(tcg) ;;
 		--nic) value=(user) ;;
 		--mode) value=(auto) ;;
+		--format) value=(qcow2) ;;
 		--max-cpu) value=(0.5) ;;
-		--kernel | --initrd | --disk) value=(/etc/hostname) ;;
+		--kernel | --initrd | --cloud-init | --network-config | --ssh-key) value=(/etc/hostname) ;;
+		--disk) [[ $cmd == create* ]] && value=(/etc/hostname) || value=(1) ;;
 		--from) value=("$tmp/spec.json") ;;
-		--wait-for | --vm | --machine | --cpu-model | --append) value=(x) ;;
+		--wait-for | --vm | --machine | --cpu-model | --append | --template | --hostname) value=(x) ;;
+		--disk-size) value=(20G) ;;
 		*) value=(1) ;;
 		esac
 		[[ $arg ]] || value=()
-		case $cmd in
-		events | ksm) args=("$cmd" "$opt" "${value[@]}") ;;
-		*) args=("$cmd" vm1 "$opt" "${value[@]}") ;;
-		esac
+		IFS=, read -ra args <<<"$cmd"
+		args+=("$opt" "${value[@]}")
 		n=$((n + 1))
 		"$HSCTL" --socket "$tmp/no-hsd.sock" "${args[@]}" </dev/null >/dev/null 2>&1
 		rc=$?

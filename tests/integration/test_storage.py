@@ -256,7 +256,10 @@ def test_storage_bad_input(hsd, guest, tmp_path):
     snapshot(h, "x3", "s")
     assert h.request("POST", "/v1/vms/x3/snapshots", {"name": "s"})[0] == 409
     code, body, _ = h.request("POST", "/v1/vms/x3/snapshots", {"name": "m", "memory": True})
-    assert code == 400 and body["error"]["code"] == "not-running"
+    assert code == 409 and body["error"]["code"] == "not-running"
+    # A qcow2 declared raw is refused (it would become a template of its metadata).
+    code, body, _ = h.request("POST", "/v1/templates", {"name": "r", "file": str(img), "format": "raw"})
+    assert code == 400 and "qcow2" in body["error"]["message"]
     assert h.request("POST", "/v1/vms/x3/snapshots/nope/rollback")[0] == 404
     assert h.request("DELETE", "/v1/vms/x3/snapshots/nope")[0] == 404
     assert h.request("POST", "/v1/vms/x3/snapshots/s/explode")[0] == 404
