@@ -515,7 +515,7 @@ static void on_source_info(Hsd *h, const ToolResult *res, void *ud)
 		return;
 	}
 	if (j->format[0])
-		fmt = j->format;
+		fmt = NULL; /* the declared one stands */
 	if (json_object_get(info, "backing-filename") || json_object_get(info, "full-backing-filename")) {
 		/* Its backing file would name some other file of the host. */
 		hs_error_set(&err, -EINVAL, "invalid-image",
@@ -525,14 +525,15 @@ static void on_source_info(Hsd *h, const ToolResult *res, void *ud)
 		tjob_finish(j, &err, NULL);
 		return;
 	}
-	if (!fmt || (strcmp(fmt, "qcow2") && strcmp(fmt, "raw"))) {
+	if (!j->format[0] && (!fmt || (strcmp(fmt, "qcow2") && strcmp(fmt, "raw")))) {
 		hs_error_set(&err, -EINVAL, "invalid-image",
 			     "'%s' is a %s image; templates are qcow2 or raw", j->source,
 			     fmt ? fmt : "unknown");
 		tjob_finish(j, &err, NULL);
 		return;
 	}
-	snprintf(j->format, sizeof(j->format), "%s", fmt);
+	if (fmt)
+		snprintf(j->format, sizeof(j->format), "%s", fmt);
 	char dst[VM_NAME_MAX + 64];
 	snprintf(dst, sizeof(dst), "%s/" TEMPLATES_DIR "/%s/image", h->state_dir, j->tmp);
 	char *argv[] = {(char *)QEMU_IMG, (char *)"convert", (char *)"-q", (char *)"-f", j->format,

@@ -5,7 +5,9 @@ no fewer.
 1. Statically: the routes in daemon/api.c (the string literals compared with
    `path` in api_handle, the action table and the `action` literals in
    handle_vm, the methods compared with `m` and listed by
-   method_not_allowed) against the paths and methods of openapi.yaml.
+   method_not_allowed), with the storage routes api.c hands to
+   daemon/api-storage.c (api_templates, and api_snapshots through
+   handle_snapshots), against the paths and methods of openapi.yaml.
 2. Live: a real hsd (temp state and run dirs, a fake /proc and /sys so the
    host's KSM is not touched, --overcommit so low that no QEMU is ever
    started) gets a request for every described path and method, with a VM
@@ -15,7 +17,9 @@ no fewer.
    with no undescribed members. Every other method on every described path
    must be answered 405, listing the methods the description has, and a few
    undescribed paths 404. VM specs at and past each limit must be accepted
-   or refused by hsd as the VmSpec schema says.
+   or refused by hsd as the VmSpec schema says. Where qemu-img is installed,
+   templates, managed disks and snapshots are exercised for real (made,
+   listed, rolled back, deleted) and every answer checked the same way.
 
 Python standard library only: openapi.yaml is read by the small YAML parser
 below (the subset the file uses); where PyYAML is installed, the parser's
@@ -25,6 +29,7 @@ Usage: check-routes.py [--static-only] [--hsd PATH]
 Environment: HS_BUILD_DIR (default ROOT/build) gives daemon/hsd.
 Prints one line per check and ends with "openapi: N passed, M failed".
 """
+import base64
 import http.client
 import json
 import os
@@ -41,9 +46,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs" / "openapi.yaml"
 API_C = ROOT / "daemon" / "api.c"
+API_STORAGE_C = ROOT / "daemon" / "api-storage.c"
 METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
 PROBE_METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 VM = "openapi-check"
+SNAPSHOT = "openapi-check-s"
 
 passed = failed = 0
 
@@ -454,6 +461,12 @@ def function_body(src, name):
 def top_level_ifs(body):
     """[(condition, block)] for the `if`s at the top level of a body
     (`else if` included)."""
+    return [(c, b) for c, b, _ in top_level_ifs_at(body)]
+
+
+def top_level_ifs_at(body):
+    """[(condition, block, end)]: top_level_ifs with the index just past
+    each block."""
     out, i, n, depth = [], 0, len(body), 0
     while i < n:
         c = body[i]
@@ -477,10 +490,10 @@ def top_level_ifs(body):
                 k += 1
             if k < n and body[k] == "{":
                 end = matching(body, k, "{", "}")
-                out.append((cond, body[k + 1:end - 1]))
+                out.append((cond, body[k + 1:end - 1], end))
             else:
                 end = body.index(";", k) + 1
-                out.append((cond, body[k:end]))
+                out.append((cond, body[k:end], end))
             i = end
             continue
         i += 1
@@ -496,10 +509,42 @@ def methods_in(code):
     return compared, listed
 
 
+def split_on(body, cond_re):
+    """(block of the first top-level `if` whose condition matches cond_re,
+    the code after it)."""
+    for cond, block, end in top_level_ifs_at(body):
+        if re.fullmatch(cond_re, cond):
+            return block, body[end:]
+    raise ValueError(f"api-storage.c: no top-level if ({cond_re})")
+
+
+def storage_routes():
+    """The code that serves each storage route in daemon/api-storage.c:
+    {"templates": ..., "template": ..., "snapshots": ..., "snapshot": ...,
+    "actions": {name: code}}."""
+    src = strip_comments(API_STORAGE_C.read_text())
+    out = {}
+    out["templates"], out["template"] = split_on(function_body(src, "api_templates"),
+                                                 r"\s*!\s*name\s*")
+    snaps = function_body(src, "api_snapshots")
+    out["snapshots"], rest = split_on(snaps, r"\s*!\s*snap\s*")
+    names = []
+    for cond, _, _ in top_level_ifs_at(rest):
+        if re.search(r"strcmp\(\s*action\s*,", cond):
+            names += re.findall(r"strcmp\(\s*action\s*,\s*\"([^\"]*)\"\s*\)", cond)
+    if not names:
+        raise ValueError("api-storage.c: api_snapshots' actions not found")
+    action_code, out["snapshot"] = split_on(rest, r"\s*action\s*")
+    out["actions"] = {a: action_code for a in names}
+    return out
+
+
 def api_routes():
-    """({(path, METHOD)}, [notes]); path parameters as {name}."""
+    """({(path, METHOD)}, [notes]); path parameters as {name} (and
+    {snapshot})."""
     src = strip_comments(API_C.read_text())
     routes, notes, seen_literals = {}, [], set()
+    storage = None
 
     def add(path, code, where):
         compared, listed = methods_in(code)
@@ -523,14 +568,33 @@ def api_routes():
                     raise ValueError(f"api.c: one branch serves two paths: {exact}")
                 if p != main:
                     notes.append(f"{p} is served as an alias of {main}")
-            add(main, block, "api_handle")
+            if re.search(r"\bapi_templates\(\s*h\s*,\s*req\s*,\s*NULL\s*\)", block):
+                storage = storage or storage_routes()
+                add(main, storage["templates"], "api_templates")
+            else:
+                add(main, block, "api_handle")
         elif prefix:
             prefix_blocks.append((prefix[0], block))
     for prefix, block in prefix_blocks:
+        if re.search(r"\bapi_templates\(", block):
+            storage = storage or storage_routes()
+            add(prefix + "{name}", storage["template"], "api_templates")
+            continue
         if "handle_vm(" not in block:
             raise ValueError(f"api.c: the {prefix} branch does not call handle_vm")
         vm = function_body(src, "handle_vm")
         base = prefix + "{name}"
+        snap = re.search(r"hs_str_has_prefix\(\s*slash\s*,\s*\"(/[^\"]*)\"\s*\)\s*\)\s*\{[^}]*"
+                         r"handle_snapshots\(", block)
+        if snap:
+            if not re.search(r"\bapi_snapshots\(", function_body(src, "handle_snapshots")):
+                raise ValueError("api.c: handle_snapshots does not call api_snapshots")
+            storage = storage or storage_routes()
+            coll = base + snap.group(1)
+            add(coll, storage["snapshots"], "api_snapshots")
+            add(coll + "/{snapshot}", storage["snapshot"], "api_snapshots")
+            for a, code in storage["actions"].items():
+                add(f"{coll}/{{snapshot}}/{a}", code, "api_snapshots")
         table = re.search(r"actions\[\]\s*=\s*\{([^}]*)\}", vm)
         if not table:
             raise ValueError("api.c: handle_vm's action table not found")
@@ -675,6 +739,20 @@ PLAN = {
     ("/v1/ksm", "GET"): dict(expect={200}),
     ("/v1/ksm", "PUT"): dict(body={}, expect={200}),
     ("/metrics", "GET"): dict(expect={200}),
+    # The VM has only a `path` disk: no snapshots. No template of its name
+    # exists. (storage_cases makes real ones.)
+    ("/v1/templates", "GET"): dict(expect={200}),
+    ("/v1/templates", "POST"): dict(body={}, expect={400}, code="invalid-request"),
+    ("/v1/templates/{name}", "GET"): dict(expect={404}, code="not-found"),
+    ("/v1/templates/{name}", "DELETE"): dict(expect={404}, code="not-found"),
+    ("/v1/vms/{name}/snapshots", "GET"): dict(expect={200}),
+    ("/v1/vms/{name}/snapshots", "POST"): dict(body={"name": SNAPSHOT}, expect={400},
+                                               code="no-managed-disk"),
+    ("/v1/vms/{name}/snapshots/{snapshot}", "GET"): dict(expect={404}, code="not-found"),
+    ("/v1/vms/{name}/snapshots/{snapshot}", "DELETE"): dict(expect={400},
+                                                           code="no-managed-disk"),
+    ("/v1/vms/{name}/snapshots/{snapshot}/rollback", "POST"): dict(expect={400},
+                                                                  code="no-managed-disk"),
 }
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "hs-console"}
 DOC = None
@@ -694,8 +772,13 @@ def media_ok(declared, content_type):
     return None
 
 
+def fill(path):
+    """A described path with its parameters filled in."""
+    return path.replace("{name}", VM).replace("{snapshot}", SNAPSHOT)
+
+
 def probe(sock, ops, path, method, plan, label=None, headers=None):
-    url = path.replace("{name}", VM)
+    url = plan.get("url") or fill(path)
     label = label or f"{method} {url}"
     status, hdrs, payload = request(sock, method, url, body=plan.get("body"), headers=headers,
                                     stream=plan.get("stream", False))
@@ -776,6 +859,10 @@ def spec_cases(sock, ops, disk):
         ("17 disks", dict(base, name="d17", disks=d * 17)),
         ("disk format vmdk", dict(base, name="fv", disks=[dict(d[0], format="vmdk")])),
         ("disk without path", dict(base, name="dp", disks=[{"format": "raw"}])),
+        ("disk with path and size", dict(base, name="dps", disks=[dict(d[0], size="1G")])),
+        ("managed disk of size 0", dict(base, name="ms0", disks=[{"size": 0}])),
+        ("managed disk of size 20X", dict(base, name="msx", disks=[{"size": "20X"}])),
+        ("template name with capitals", dict(base, name="tc", disks=[{"template": "Deb"}])),
         ("disk with an unknown field", dict(base, name="du", disks=[dict(d[0], cache="none")])),
         ("9 nics", dict(base, name="n9", nics=[{"type": "user"}] * 9)),
         ("nic type tap", dict(base, name="nt", nics=[{"type": "tap"}])),
@@ -783,6 +870,24 @@ def spec_cases(sock, ops, disk):
         ("short mac", dict(base, name="ms", nics=[{"mac": "52:54:00:12:34"}])),
         ("nic with an unknown field", dict(base, name="nu", nics=[{"model": "e1000"}])),
     ]
+    # a well-formed ed25519 public key (the blob names its type; 32 key bytes)
+    blob = b"".join(len(x).to_bytes(4, "big") + x for x in (b"ssh-ed25519", bytes(range(32))))
+    ci = {"user_data": "#cloud-config\npackages: [nginx]\n",
+          "network_config": "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n",
+          "ssh_key": "ssh-ed25519 " + base64.b64encode(blob).decode() + " admin@example",
+          "hostname": "web-1"}
+    cases += [
+        ("cloud_init, every member", dict(base, name="ci", cloud_init=ci)),
+        ("cloud_init null", dict(base, name="cn", cloud_init=None)),
+        ("cloud_init members null", dict(base, name="cm", cloud_init=dict.fromkeys(ci))),
+        ("cloud_init with an unknown member", dict(base, name="cu", cloud_init={"vendor_data": ""})),
+        ("cloud_init hostname with _", dict(base, name="ch", cloud_init={"hostname": "web_1"})),
+        ("cloud_init user_data not a string", dict(base, name="cs", cloud_init={"user_data": 1})),
+    ]
+    if shutil.which("qemu-img"):  # hsd makes managed disks with it
+        cases += [("managed blank disk", dict(base, name="mb", disks=[{"size": "1.5M"}])),
+                  ("managed disk of 1048576 bytes", dict(base, name="mi",
+                                                         disks=[{"size": 1048576}]))]
     for what, spec in cases:
         valid = not schema_errors(DOC, schema, spec)
         st, _, body = request(sock, "POST", "/v1/vms", body=spec)
@@ -792,6 +897,81 @@ def spec_cases(sock, ops, disk):
         got = f"{st} {error_code(body)}" if st >= 400 else str(st)
         check(got == want, f"VmSpec {what}: the schema and hsd agree ({want})",
               f"schema says {'valid' if valid else 'invalid'}; hsd answered {st} {body}")
+
+
+def storage_cases(sock, ops, disk):
+    """Templates, managed disks and snapshots for real (qemu-img makes the
+    images; no QEMU runs): every answer must be described, with the status
+    and code expected, and match its schema."""
+    if not shutil.which("qemu-img"):
+        print("note  qemu-img not found: templates and snapshots are not exercised live")
+        return
+    t, t2, vm, vm2 = "openapi-check-t", "openapi-check-t2", "openapi-check-m", "openapi-check-w"
+    snaps = f"/v1/vms/{vm}/snapshots"
+
+    def step(path, method, url, expect, code=None, body=None):
+        return probe(sock, ops, path, method, dict(url=url, body=body, expect={expect}, code=code),
+                     label=f"storage: {method} {url}" + (f" {json.dumps(body)}" if body else ""))
+
+    imp = {"name": t, "file": disk, "format": "raw"}
+    st, tj = step("/v1/templates", "POST", "/v1/templates", 201, body=imp)
+    if st != 201:
+        return
+    check(isinstance(tj, dict) and tj.get("users") == [] and tj.get("format") == "raw",
+          "storage: a new template has no users and the format given", repr(tj))
+    step("/v1/templates", "POST", "/v1/templates", 409, "conflict", body=imp)
+    step("/v1/templates", "POST", "/v1/templates", 400, "invalid-name", body=dict(imp, name="T"))
+    step("/v1/templates", "POST", "/v1/templates", 400, "invalid-request",
+         body={"name": t2, "file": disk, "vm": VM})
+    step("/v1/templates", "GET", "/v1/templates", 200)
+    step("/v1/templates/{name}", "GET", f"/v1/templates/{t}", 200)
+    spec = {"name": vm, "accel": "tcg", "disks": [
+        {"template": t, "size": "2M"}, {"size": 1 << 20},
+        {"path": disk, "format": "raw", "readonly": True}],
+        "cloud_init": {"user_data": "#cloud-config\n", "hostname": "openapi-check"}}
+    st, vj = step("/v1/vms", "POST", "/v1/vms", 201, body=spec)
+    if st != 201:
+        return
+    sto = vj.get("storage") if isinstance(vj, dict) else None
+    check(isinstance(sto, list) and len(sto) == 3 and sto[2] is None and
+          sto[0].get("template") == t and sto[0].get("size") == 2 << 20,
+          "storage: the new VM's storage has a layer per managed disk, null for the file",
+          repr(sto))
+    st, vj = step("/v1/vms/{name}", "GET", f"/v1/vms/{vm}", 200)
+    check(isinstance(vj, dict) and vj.get("spec", {}).get("cloud_init") == spec["cloud_init"],
+          "storage: the spec shows cloud_init as given", repr(vj.get("spec") if isinstance(vj, dict) else vj))
+    step("/v1/templates/{name}", "DELETE", f"/v1/templates/{t}", 409, "in-use")
+    for name in ("s1", "s2"):
+        step("/v1/vms/{name}/snapshots", "POST", snaps, 201, body={"name": name})
+    step("/v1/vms/{name}/snapshots", "POST", snaps, 409, "conflict", body={"name": "s1"})
+    step("/v1/vms/{name}/snapshots", "POST", snaps, 400, "invalid-name", body={"name": ".s"})
+    step("/v1/vms/{name}/snapshots", "POST", snaps, 400, "not-running",
+         body={"name": "m", "memory": True})
+    st, lj = step("/v1/vms/{name}/snapshots", "GET", snaps, 200)
+    got = [(x.get("name"), x.get("parent"), x.get("current"))
+           for x in (lj or {}).get("snapshots", [])] if isinstance(lj, dict) else lj
+    check(got == [("s1", None, False), ("s2", "s1", True)],
+          "storage: snapshots listed in order, with parent and current", repr(got))
+    step("/v1/vms/{name}/snapshots/{snapshot}", "GET", f"{snaps}/s1", 200)
+    step("/v1/templates", "POST", "/v1/templates", 201, body={"name": t2, "vm": vm, "disk": 1})
+    step("/v1/vms/{name}/snapshots/{snapshot}/rollback", "POST", f"{snaps}/s1/rollback", 200)
+    st, sj = step("/v1/vms/{name}/snapshots/{snapshot}", "GET", f"{snaps}/s1", 200)
+    check(isinstance(sj, dict) and sj.get("current") is True,
+          "storage: after a rollback the snapshot is current", repr(sj))
+    step("/v1/vms/{name}/snapshots/{snapshot}", "DELETE", f"{snaps}/s1", 200)
+    step("/v1/vms/{name}/snapshots/{snapshot}", "DELETE", f"{snaps}/s1", 404, "not-found")
+    step("/v1/vms/{name}/snapshots/{snapshot}/rollback", "POST", f"{snaps}/s1/rollback", 404,
+         "not-found")
+    # a writable file of the user's cannot be brought back by a snapshot
+    st, _ = step("/v1/vms", "POST", "/v1/vms", 201, body={
+        "name": vm2, "accel": "tcg", "disks": [{"size": "1M"}, {"path": disk, "format": "raw"}]})
+    step("/v1/vms/{name}/snapshots", "POST", f"/v1/vms/{vm2}/snapshots", 400, "unmanaged-disk",
+         body={"name": "s"})
+    for v in (vm, vm2):
+        step("/v1/vms/{name}", "DELETE", f"/v1/vms/{v}", 200)
+    for x in (t, t2):
+        step("/v1/templates/{name}", "DELETE", f"/v1/templates/{x}", 200)
+    step("/v1/templates/{name}", "GET", f"/v1/templates/{t}", 404, "not-found")
 
 
 def live(ops, hsd_bin):
@@ -819,7 +999,7 @@ def live(ops, hsd_bin):
             probe(sock, ops, path, method, plan)
             if "upgraded" in plan:
                 probe(sock, ops, path, method, plan["upgraded"],
-                      label=f"{method} {path.replace('{name}', VM)} (Upgrade: hs-console)",
+                      label=f"{method} {fill(path)} (Upgrade: hs-console)",
                       headers=UPGRADE)
             if (path, method) == ("/v1/vms", "POST"):
                 # The VM exists now; every method not described for a path
@@ -829,7 +1009,7 @@ def live(ops, hsd_bin):
                     for m in PROBE_METHODS:
                         if m in described:
                             continue
-                        url = p.replace("{name}", VM)
+                        url = fill(p)
                         st, _, body = request(sock, m, url)
                         msg = body.get("error", {}).get("message", "") if isinstance(body, dict) else ""
                         allowed = sorted(x.strip() for x in msg.split("allowed:")[-1].split(",")) \
@@ -840,6 +1020,7 @@ def live(ops, hsd_bin):
                               ("" if m == "HEAD" else f", allowed {', '.join(described)}"),
                               f"got {st} {body}")
         spec_cases(sock, ops, str(disk))
+        storage_cases(sock, ops, str(disk))
         # paths hsd must not serve
         for m, url in [("GET", "/"), ("GET", "/v2"), ("GET", "/v1/nope"), ("GET", "/v1/hosts"),
                        ("GET", "/metrics/"), ("GET", "/v1/metrics"), ("GET", "/v1/vms/"),

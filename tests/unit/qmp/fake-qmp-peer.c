@@ -13,6 +13,12 @@
 
 #include <cmocka.h>
 
+/* A descriptor that came with the line starting at in[pos]. */
+typedef struct PeerFd {
+	size_t pos;
+	int fd;
+} PeerFd;
+
 struct FakePeer {
 	struct ev_loop *loop;
 	int fd;
@@ -20,6 +26,8 @@ struct FakePeer {
 	char *in;
 	size_t in_len, in_cap;
 	bool eof;
+	PeerFd *fds;
+	size_t n_fds, fds_cap;
 };
 
 const char fake_peer_greeting[] =
@@ -46,22 +54,64 @@ bool test_run_until(struct ev_loop *loop, bool (*done)(void *arg), void *arg, do
 	return done && done(arg);
 }
 
+static void peer_push_fd(FakePeer *p, size_t pos, int fd)
+{
+	if (p->n_fds == p->fds_cap) {
+		p->fds_cap = p->fds_cap * 2 + 8;
+		p->fds = realloc(p->fds, p->fds_cap * sizeof(*p->fds));
+		assert_non_null(p->fds);
+	}
+	p->fds[p->n_fds++] = (PeerFd){pos, fd};
+}
+
+/* Reads never go past the end of a line: peek for the next '\n', then take
+ * the bytes up to it. Linux hands out a descriptor with the first byte of
+ * the sendmsg() that carried it, and the client sends a descriptor with its
+ * line's first byte, so every descriptor that arrives while a line is being
+ * read belongs to that line (reading one byte at a time, as QEMU does, would
+ * tell the same, but slowly). */
 static void on_peer_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
 	FakePeer *p = w->data;
+	char cbuf[CMSG_SPACE(sizeof(int) * 16)];
 
 	if (p->in_cap - p->in_len < 65536) {
 		p->in_cap = p->in_cap * 2 + 65536;
 		p->in = realloc(p->in, p->in_cap);
 		assert_non_null(p->in);
 	}
-	ssize_t n = read(p->fd, p->in + p->in_len, p->in_cap - p->in_len);
+	char *at = p->in + p->in_len;
+	ssize_t n = recv(p->fd, at, p->in_cap - p->in_len, MSG_PEEK | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
 		p->eof = true;
 		ev_io_stop(loop, w);
 		return;
+	}
+	char *nl = memchr(at, '\n', (size_t)n);
+	struct iovec iov = {at, nl ? (size_t)(nl - at) + 1 : (size_t)n};
+	struct msghdr mh = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	n = recvmsg(p->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	assert_true(n > 0);
+	if (mh.msg_flags & MSG_CTRUNC)
+		fail_msg("too many descriptors in one message from the client");
+	/* The line these bytes belong to starts after the last '\n' so far. */
+	size_t line = p->in_len;
+	while (line > 0 && p->in[line - 1] != '\n')
+		line--;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < nfd; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			peer_push_fd(p, line, fd);
+		}
 	}
 	p->in_len += (size_t)n;
 }
@@ -96,6 +146,9 @@ FakePeer *fake_peer_free(FakePeer *p)
 	if (!p)
 		return NULL;
 	fake_peer_close(p);
+	for (size_t i = 0; i < p->n_fds; i++)
+		close(p->fds[i].fd);
+	free(p->fds);
 	free(p->in);
 	free(p);
 	return NULL;
@@ -152,9 +205,10 @@ static bool has_line(void *arg)
 	return p->eof || (p->in_len > 0 && memchr(p->in, '\n', p->in_len));
 }
 
-json_t *fake_peer_recv(FakePeer *p)
+json_t *fake_peer_recv_fds(FakePeer *p, int *fds, size_t max_fds, size_t *ret_n_fds)
 {
 	json_error_t jerr;
+	size_t n_fds = 0;
 
 	assert_true(test_run_until(p->loop, has_line, p, 2.0));
 	char *nl = p->in ? memchr(p->in, '\n', p->in_len) : NULL;
@@ -166,6 +220,48 @@ json_t *fake_peer_recv(FakePeer *p)
 		fail_msg("client sent invalid JSON: %s: %.*s", jerr.text, (int)len, p->in);
 	memmove(p->in, p->in + len, p->in_len - len);
 	p->in_len -= len;
+
+	/* This line's descriptors are the ones at position 0, in arrival order. */
+	size_t keep = 0;
+	for (size_t i = 0; i < p->n_fds; i++) {
+		if (p->fds[i].pos >= len) {
+			p->fds[keep] = p->fds[i];
+			p->fds[keep++].pos -= len;
+			continue;
+		}
+		assert_int_equal(p->fds[i].pos, 0);
+		if (n_fds < max_fds)
+			fds[n_fds] = p->fds[i].fd;
+		else
+			close(p->fds[i].fd);
+		n_fds++;
+	}
+	p->n_fds = keep;
+	if (ret_n_fds)
+		*ret_n_fds = n_fds;
+	return msg;
+}
+
+json_t *fake_peer_recv(FakePeer *p)
+{
+	return fake_peer_recv_fds(p, NULL, 0, NULL);
+}
+
+json_t *fake_peer_recv_fd(FakePeer *p, int *ret_fd)
+{
+	int fds[8];
+	size_t n;
+	json_t *msg = fake_peer_recv_fds(p, fds, (sizeof(fds) / sizeof(fds[0])), &n);
+
+	if (n > 1) {
+		for (size_t i = 0; i < n && i < (sizeof(fds) / sizeof(fds[0])); i++)
+			close(fds[i]);
+		fail_msg("%zu descriptors came with one message, expected at most one", n);
+	}
+	if (ret_fd)
+		*ret_fd = n ? fds[0] : -1;
+	else if (n)
+		close(fds[0]);
 	return msg;
 }
 

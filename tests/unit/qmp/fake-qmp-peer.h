@@ -28,8 +28,15 @@ int fake_peer_send_chunked(FakePeer *p, const char *text, size_t chunk);
 extern const char fake_peer_greeting[];
 
 /* Next message from the client (new reference); fails the test if none
- * arrives within 2 s. */
+ * arrives within 2 s. Descriptors that came with it are closed. */
 json_t *fake_peer_recv(FakePeer *p);
+/* The same, and *ret_fd (may be NULL: closed) is the descriptor that came
+ * with the message's bytes (SCM_RIGHTS), -1 if none. More than one fails
+ * the test. */
+json_t *fake_peer_recv_fd(FakePeer *p, int *ret_fd);
+/* The same, with every descriptor: the first max_fds go to fds (the rest
+ * are closed), *ret_n_fds (may be NULL) is how many came. */
+json_t *fake_peer_recv_fds(FakePeer *p, int *fds, size_t max_fds, size_t *ret_n_fds);
 /* fake_peer_recv() and check its "execute"; returns its "id" as a new
  * string (free it). */
 char *fake_peer_expect(FakePeer *p, const char *execute);
