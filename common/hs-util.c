@@ -252,12 +252,17 @@ bool hs_str_has_prefix(const char *s, const char *prefix)
 
 int hs_parse_size(const char *s, uint64_t *ret)
 {
-	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+	/* Digits, at most one '.', then the suffix: strtod alone would take
+	 * "1e3", "0x1p4", "nan". */
+	if (!s || !(*s >= '0' && *s <= '9'))
+		return -EINVAL;
+	size_t digits = strspn(s, "0123456789.");
+	if (memchr(s, '.', digits) != memrchr(s, '.', digits))
 		return -EINVAL;
 	errno = 0;
 	char *end;
 	double v = strtod(s, &end);
-	if (errno || end == s || v < 0)
+	if (errno || end != s + digits || v < 0)
 		return -EINVAL;
 	static const struct {
 		const char *suffix;

@@ -188,6 +188,33 @@ static void sweep_layers(Vm *vm, VmStorage *vs)
 	closedir(d);
 }
 
+/* Saved-memory files no snapshot names (a memory snapshot cut short). */
+static void sweep_states(Vm *vm, VmStorage *vs)
+{
+	int fd = openat(vm->state_dirfd, SNAPSHOTS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char name[300];
+		snprintf(name, sizeof(name), SNAPSHOTS_DIR "/%s", de->d_name);
+		bool used = false;
+		for (size_t s = 0; s < vs->disks.n_snaps; s++)
+			used |= vs->disks.snaps[s].memory && !strcmp(vs->disks.snaps[s].memory, name);
+		if (!used) {
+			log_info("vm %s: removing unreferenced %s", vm->spec.name, name);
+			unlinkat(dirfd(d), de->d_name, 0);
+		}
+	}
+	closedir(d);
+}
+
 /* ---- the operation runner ---- */
 
 static void op_free(StorageOp *op)
@@ -824,7 +851,8 @@ int storage_vm_create(Vm *vm, StorageDoneCb cb, void *ud, HsError *err)
 					    "disks[%zu].size: %" PRIu64 " bytes is smaller than "
 					    "template '%s' (%" PRIu64 " bytes); disks only grow",
 					    i, d->size, d->template, tsize);
-		m->size = d->size ? d->size : tsize;
+		/* qcow2 sizes are whole 512-byte sectors. */
+		m->size = ((d->size ? d->size : tsize) + 511) & ~(uint64_t)511;
 	}
 	if (!vm_disks_any_managed(&vs->disks))
 		return 0;
@@ -1273,6 +1301,9 @@ static void snapshot_undo(StorageOp *op, VmStorage *vs, const HsError *err)
 	if (op->state_fd >= 0) {
 		char name[128];
 		snprintf(name, sizeof(name), SNAPSHOTS_DIR "/%s.state", op->snap);
+		if (vm_is_live(vm))
+			qmp_client_execute(vm->qmp, "migrate_cancel", NULL, op->h->qmp_timeout, NULL,
+					   NULL);
 		unlinkat(vm->state_dirfd, name, 0);
 	}
 	fail(op, err);
@@ -1853,7 +1884,7 @@ int storage_snapshot_create(Vm *vm, const char *name, bool memory, StorageDoneCb
 		return hs_error_set(err, -EEXIST, "conflict", "VM '%s' already has a snapshot '%s'",
 				    vm->spec.name, name);
 	if (vs->disks.n_snaps >= SNAPSHOTS_MAX)
-		return hs_error_set(err, -ENOSPC, "limit", "VM '%s' has %d snapshots, the most it may",
+		return hs_error_set(err, -EOVERFLOW, "limit", "VM '%s' has %d snapshots, the most it may",
 				    vm->spec.name, SNAPSHOTS_MAX);
 	for (size_t i = 0; i < vm->spec.n_disks; i++)
 		if (!vm->spec.disks[i].managed && !vm->spec.disks[i].readonly)
@@ -1862,6 +1893,15 @@ int storage_snapshot_create(Vm *vm, const char *name, bool memory, StorageDoneCb
 					    "could not bring it back; make it readonly or use a "
 					    "managed disk",
 					    i, vm->spec.disks[i].path);
+	for (size_t i = 0; i < vs->disks.n_disks; i++) {
+		unsigned ids[LAYERS_MAX_DEPTH];
+		const ManagedDisk *m = &vs->disks.disks[i];
+		if (m->managed && disk_chain(m, m->top, ids, LAYERS_MAX_DEPTH - 1) < 0)
+			return hs_error_set(err, -EOVERFLOW, "limit",
+					    "disks[%zu] has %d layers, the most a VM may start with; "
+					    "delete a snapshot first",
+					    i, LAYERS_MAX_DEPTH);
+	}
 	bool live = vm_state_is_active(vm->status.state);
 	if (live && !vm_is_live(vm))
 		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is not answering QMP yet",
@@ -1944,14 +1984,27 @@ int storage_vm_load(Vm *vm)
 	int r = hs_read_file(vm->state_dirfd, DISKS_JSON, 16 << 20, &data, NULL);
 	json_auto_t *j = r == 0 ? json_loads(data, 0, NULL) : NULL;
 	if (!j || vm_disks_from_json(j, &vs->disks, &err) < 0) {
-		if (r == -ENOENT) {
+		bool have_layers = false;
+		int lfd = openat(vm->state_dirfd, LAYERS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *ld = lfd >= 0 ? fdopendir(lfd) : NULL;
+		if (ld) {
+			struct dirent *de;
+			while ((de = readdir(ld)))
+				have_layers |= de->d_name[0] != '.';
+			closedir(ld);
+		} else if (lfd >= 0) {
+			close(lfd);
+		}
+		if (r == -ENOENT && !have_layers) {
 			/* Defined, but hsd stopped before recording its disks:
 			 * make them now. */
 			log_info("vm %s: making its disks (interrupted at create)", vm->spec.name);
 			return storage_vm_create(vm, on_recovered, strdup(vm->spec.name), &err);
 		}
-		log_error("vm %s: %s is unreadable; its disks are left as they are",
-			  vm->spec.name, DISKS_JSON);
+		/* Never guess over existing layers: they are the guest's data. */
+		log_error("vm %s: %s is %s; its disks are left as they are and the VM cannot "
+			  "start until it is restored",
+			  vm->spec.name, DISKS_JSON, r == -ENOENT ? "missing" : "unreadable");
 		vs->disks.n_disks = vm->spec.n_disks;
 		vs->disks.intent = json_pack("{s:s}", "op", "unreadable disks.json");
 		return -EINVAL;
@@ -1959,6 +2012,7 @@ int storage_vm_load(Vm *vm)
 	json_t *in = vs->disks.intent;
 	if (!in) {
 		sweep_layers(vm, vs);
+		sweep_states(vm, vs);
 		return 0;
 	}
 	const char *opn = json_string_value(json_object_get(in, "op")) ?: "";
@@ -2021,6 +2075,7 @@ int storage_vm_load(Vm *vm)
 	save_disks(vm, vs);
 	collect_garbage(vm, vs);
 	sweep_layers(vm, vs);
+	sweep_states(vm, vs);
 	return 0;
 }
 

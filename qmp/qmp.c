@@ -29,8 +29,6 @@ typedef enum QmpState {
 	QMP_STATE_CLOSED, /* connection gone, or the client is being freed */
 } QmpState;
 
-#define QMP_MAX_QUEUED_FDS 32
-
 typedef struct QmpCommand QmpCommand;
 struct QmpCommand {
 	QmpCommand *prev, *next;
@@ -47,6 +45,11 @@ struct QmpCommand {
 	void *userdata;
 	ev_timer timer;
 };
+
+typedef struct QmpQueuedFd {
+	size_t pos;
+	int fd;
+} QmpQueuedFd;
 
 struct QmpClient {
 	struct ev_loop *loop;
@@ -65,12 +68,10 @@ struct QmpClient {
 	size_t in_len, in_cap, in_scanned; /* bytes before in_scanned hold no '\n' */
 	char *out;
 	size_t out_off, out_len, out_cap;
-	/* Descriptors to send with the byte at out[pos] (add-fd, getfd). */
-	struct {
-		size_t pos;
-		int fd;
-	} fdq[QMP_MAX_QUEUED_FDS];
-	unsigned n_fdq;
+	/* Descriptors to send with the byte at out[pos] (add-fd, getfd), in
+	 * order; grows as needed, like the output buffer. */
+	QmpQueuedFd *fdq;
+	unsigned n_fdq, fdq_cap;
 
 	QmpCommand *head, *tail; /* queued and sent commands, in issue order */
 	unsigned n_pending;
@@ -92,6 +93,7 @@ static void client_release(QmpClient *c)
 	json_decref(c->greeting);
 	free(c->in);
 	free(c->out);
+	free(c->fdq);
 	free(c);
 }
 
@@ -202,8 +204,14 @@ static int out_append(QmpClient *c, const char *data, size_t len)
  * with the line's first byte. */
 static int out_append_command(QmpClient *c, QmpCommand *cmd)
 {
-	if (cmd->fd >= 0 && c->n_fdq == QMP_MAX_QUEUED_FDS)
-		return -EBUSY;
+	if (cmd->fd >= 0 && c->n_fdq == c->fdq_cap) {
+		unsigned cap = c->fdq_cap ? c->fdq_cap * 2 : 8;
+		QmpQueuedFd *q = realloc(c->fdq, cap * sizeof(*q));
+		if (!q)
+			return -ENOMEM;
+		c->fdq = q;
+		c->fdq_cap = cap;
+	}
 	int r = out_append(c, cmd->wire, cmd->wire_len);
 	if (r < 0)
 		return r;
@@ -642,8 +650,15 @@ int qmp_client_execute_fd(QmpClient *c, const char *command, json_t *arguments, 
 		close(fd);
 		return -ENOTCONN;
 	}
-	json_auto_t *msg = json_pack("{s:s}", "execute", command);
-	if (!msg || (args && json_object_set(msg, "arguments", args) < 0)) {
+	json_auto_t *msg = json_object();
+	json_t *name = json_string(command);
+	if (!msg || !name) {
+		json_decref(name);
+		close(fd);
+		return !msg ? -ENOMEM : -EINVAL; /* not UTF-8, as in qmp_client_execute() */
+	}
+	if (json_object_set_new(msg, "execute", name) < 0 ||
+	    (args && json_object_set(msg, "arguments", args) < 0)) {
 		close(fd);
 		return -ENOMEM;
 	}

@@ -921,6 +921,10 @@ def storage_cases(sock, ops, disk):
           "storage: a new template has no users and the format given", repr(tj))
     step("/v1/templates", "POST", "/v1/templates", 409, "conflict", body=imp)
     step("/v1/templates", "POST", "/v1/templates", 400, "invalid-name", body=dict(imp, name="T"))
+    qcow2 = os.path.join(os.path.dirname(disk), "disk.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", qcow2, "1M"], check=True)
+    step("/v1/templates", "POST", "/v1/templates", 400, "invalid-image",  # its metadata, as raw
+         body={"name": t2, "file": qcow2, "format": "raw"})
     step("/v1/templates", "POST", "/v1/templates", 400, "invalid-request",
          body={"name": t2, "file": disk, "vm": VM})
     step("/v1/templates", "GET", "/v1/templates", 200)
@@ -945,7 +949,7 @@ def storage_cases(sock, ops, disk):
         step("/v1/vms/{name}/snapshots", "POST", snaps, 201, body={"name": name})
     step("/v1/vms/{name}/snapshots", "POST", snaps, 409, "conflict", body={"name": "s1"})
     step("/v1/vms/{name}/snapshots", "POST", snaps, 400, "invalid-name", body={"name": ".s"})
-    step("/v1/vms/{name}/snapshots", "POST", snaps, 400, "not-running",
+    step("/v1/vms/{name}/snapshots", "POST", snaps, 409, "not-running",
          body={"name": "m", "memory": True})
     st, lj = step("/v1/vms/{name}/snapshots", "GET", snaps, 200)
     got = [(x.get("name"), x.get("parent"), x.get("current"))

@@ -548,6 +548,11 @@ static void test_parse_size(void **state)
 	assert_int_equal(hs_parse_size("10 G", &v), -EINVAL);
 	assert_int_equal(hs_parse_size("", &v), -EINVAL);
 	assert_int_equal(hs_parse_size("99999999999T", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("1e3", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("0x10", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("nanG", &v), -EINVAL);
+	assert_int_equal(hs_parse_size("1.2.3G", &v), -EINVAL);
+	assert_int_equal(hs_parse_size(".5G", &v), -EINVAL);
 }
 
 static void test_bad_disks(void **state)

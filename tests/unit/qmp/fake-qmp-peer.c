@@ -99,13 +99,12 @@ static void on_peer_readable(struct ev_loop *loop, ev_io *w, int revents)
 	assert_true(n > 0);
 	if (mh.msg_flags & MSG_CTRUNC)
 		fail_msg("too many descriptors in one message from the client");
-	/* The line these bytes belong to starts after the last '\n' so far. */
-	size_t line = p->in_len;
-	while (line > 0 && p->in[line - 1] != '\n')
-		line--;
 	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
 			continue;
+		/* The line these bytes belong to starts after the last '\n'. */
+		const char *last = p->in_len ? memrchr(p->in, '\n', p->in_len) : NULL;
+		size_t line = last ? (size_t)(last - p->in) + 1 : 0;
 		size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		for (size_t i = 0; i < nfd; i++) {
 			int fd;

@@ -2,11 +2,17 @@
 /* Unit tests for the QMP client against a scripted fake QEMU (fake-qmp-peer)
  * and against conversations recorded from a real QEMU (tests/data/qmp/). */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -881,6 +887,338 @@ static void test_bad_handshake(void **state)
 	assert_string_equal(log_str(0, "message"), "qmp_capabilities failed: nope");
 }
 
+/* ---- descriptors passed with commands (execute_fd) ---- */
+
+/* Descriptor numbers are allocated lowest first, so one moved up here is
+ * never reused by the peer's recvmsg() (or anything else the test opens):
+ * once the client has closed it, fcntl(F_GETFD) on its number is EBADF, and
+ * a descriptor the peer receives is numbered below. */
+static int high_fd_base(void)
+{
+	struct rlimit rl;
+
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	return rl.rlim_cur / 2 > 700 ? 700 : (int)(rl.rlim_cur / 2);
+}
+
+static int move_high(int fd)
+{
+	int high = fcntl(fd, F_DUPFD_CLOEXEC, high_fd_base());
+
+	assert_true(high >= high_fd_base());
+	close(fd);
+	return high;
+}
+
+static int memfd_with(const char *content)
+{
+	int fd = memfd_create("test-qmp", MFD_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+	return move_high(fd);
+}
+
+static void assert_fd_content(int fd, const char *content)
+{
+	char buf[64] = {0};
+
+	assert_int_equal(pread(fd, buf, sizeof(buf) - 1, 0), (ssize_t)strlen(content));
+	assert_string_equal(buf, content);
+}
+
+static bool fd_is_closed(int fd)
+{
+	errno = 0;
+	return fcntl(fd, F_GETFD) < 0 && errno == EBADF;
+}
+
+static int count_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d));)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static void execute_fd(const char *command, json_t *args, int fd, double timeout, int tag)
+{
+	assert_int_equal(
+	    qmp_client_execute_fd(T->client, command, args, fd, timeout, on_reply, TAG(tag)), 0);
+}
+
+/* Receives the next message, checks its "execute" and returns its id. */
+static char *expect_fd(const char *execute, int *ret_fd)
+{
+	json_auto_t *msg = fake_peer_recv_fd(T->peer, ret_fd);
+	const char *name = json_string_value(json_object_get(msg, "execute"));
+	const char *id = json_string_value(json_object_get(msg, "id"));
+
+	assert_non_null(name);
+	assert_string_equal(name, execute);
+	assert_non_null(id);
+	return strdup(id);
+}
+
+static void test_execute_fd(void **state)
+{
+	struct stat st_got, st_ours;
+	int pfd[2], got = -1;
+	char buf[16];
+
+	start_client(NULL);
+	handshake();
+	assert_int_equal(pipe2(pfd, O_CLOEXEC | O_NONBLOCK), 0);
+	int w = move_high(pfd[1]);
+	execute_fd("add-fd", json_pack("{s:i}", "fdset-id", 7), w, 5, 1);
+	/* Sending happens in the loop: until then the client holds it. */
+	assert_false(fd_is_closed(w));
+	assert_int_equal(qmp_client_pending(T->client), 1);
+
+	json_auto_t *msg = fake_peer_recv_fd(T->peer, &got);
+	/* Exactly one descriptor (more fails in fake_peer_recv_fd), numbered
+	 * below w, so w's number was not reused: the client closed its copy. */
+	assert_true(got >= 0 && got < high_fd_base());
+	assert_true(fd_is_closed(w));
+	assert_string_equal(json_string_value(json_object_get(msg, "execute")), "add-fd");
+	json_auto_t *want = json_pack("{s:i}", "fdset-id", 7);
+	assert_true(json_equal(json_object_get(msg, "arguments"), want));
+	const char *id = json_string_value(json_object_get(msg, "id"));
+	assert_non_null(id);
+
+	/* The very same pipe: same inode, and bytes written to the received
+	 * end come out of the read end the test kept. */
+	assert_int_equal(fstat(got, &st_got), 0);
+	assert_int_equal(fstat(pfd[0], &st_ours), 0);
+	assert_true(S_ISFIFO(st_got.st_mode));
+	assert_int_equal(st_got.st_dev, st_ours.st_dev);
+	assert_int_equal(st_got.st_ino, st_ours.st_ino);
+	assert_int_equal(write(got, "hello", 5), 5);
+	assert_int_equal(read(pfd[0], buf, sizeof(buf)), 5);
+	assert_memory_equal(buf, "hello", 5);
+	/* With the received end closed no writer is left anywhere: EOF (a
+	 * copy left open in the client would give EAGAIN). */
+	close(got);
+	assert_int_equal(read(pfd[0], buf, sizeof(buf)), 0);
+	close(pfd[0]);
+
+	assert_false(fake_peer_has_input(T->peer, 0.05));
+	send_reply(id, "{\"fdset-id\": 7, \"fd\": 12}");
+	wait_log(1);
+	assert_reply_ok(0, 1);
+	assert_int_equal(qmp_client_pending(T->client), 0);
+	assert_true(qmp_client_is_ready(T->client));
+}
+
+static void test_execute_fd_queued_before_ready(void **state)
+{
+	int got[3] = {-1, -1, -1};
+	char *ids[3];
+	int base = count_open_fds();
+
+	start_client(NULL);
+	int first = memfd_with("first"), second = memfd_with("second");
+	execute_fd("add-fd", json_pack("{s:i}", "fdset-id", 1), first, 5, 1);
+	execute("query-status", NULL, 5, 2);
+	execute_fd("getfd", json_pack("{s:s}", "fdname", "second"), second, 5, 3);
+	assert_int_equal(qmp_client_pending(T->client), 3);
+	assert_false(fake_peer_has_input(T->peer, 0.05));
+	assert_false(fd_is_closed(first));
+	assert_false(fd_is_closed(second));
+
+	/* All three go out together once qmp_capabilities has returned; each
+	 * descriptor comes with its own line. */
+	fake_peer_handshake(T->peer);
+	ids[0] = expect_fd("add-fd", &got[0]);
+	ids[1] = expect_fd("query-status", &got[1]);
+	ids[2] = expect_fd("getfd", &got[2]);
+	assert_true(got[0] >= 0);
+	assert_int_equal(got[1], -1);
+	assert_true(got[2] >= 0);
+	assert_fd_content(got[0], "first");
+	assert_fd_content(got[2], "second");
+	assert_true(fd_is_closed(first));
+	assert_true(fd_is_closed(second));
+	close(got[0]);
+	close(got[2]);
+	assert_false(fake_peer_has_input(T->peer, 0.05));
+
+	for (int i = 0; i < 3; i++) {
+		send_reply(ids[i], "{}");
+		free(ids[i]);
+	}
+	wait_log(4);
+	assert_string_equal(log_str(0, "type"), "ready");
+	for (int i = 1; i <= 3; i++)
+		assert_reply_ok((size_t)i, i);
+	assert_int_equal(qmp_client_pending(T->client), 0);
+	stop_client();
+	assert_int_equal(count_open_fds(), base);
+}
+
+/* A descriptor whose command never goes out is closed all the same. */
+static void test_execute_fd_not_sent(void **state)
+{
+	int base = count_open_fds();
+
+	/* 0: freed before the handshake (the descriptor is in the command);
+	 * 1: freed when ready, before the loop ran (in the output queue);
+	 * 2: the connection breaks before the handshake. */
+	for (int mode = 0; mode <= 2; mode++) {
+		start_client(NULL);
+		if (mode == 1)
+			handshake();
+		int fd = memfd_with("never sent");
+		execute_fd("add-fd", json_pack("{s:i}", "fdset-id", 1), fd, 5, 1);
+		execute("query-status", NULL, 0, 2);
+		assert_false(fd_is_closed(fd));
+		if (mode < 2) {
+			T->client = qmp_client_free(T->client);
+			assert_int_equal(log_len(), 2);
+			assert_reply_err(0, 1, "cancelled", -ECANCELED);
+			assert_reply_err(1, 2, "cancelled", -ECANCELED);
+			assert_true(fake_peer_got_eof(T->peer));
+		} else {
+			fake_peer_close(T->peer);
+			wait_log(3);
+			assert_reply_err(0, 1, "disconnected", -ECONNRESET);
+			assert_reply_err(1, 2, "disconnected", -ECONNRESET);
+			assert_closed(2, "disconnected", -ECONNRESET);
+		}
+		assert_true(fd_is_closed(fd));
+		if (mode < 2)
+			assert_false(fake_peer_has_input(T->peer, 0.05));
+		stop_client();
+		assert_int_equal(count_open_fds(), base);
+	}
+}
+
+static void test_execute_fd_invalid(void **state)
+{
+	start_client(NULL);
+	handshake();
+	int base = count_open_fds(), fd;
+
+	/* No descriptor (the arguments are freed all the same). */
+	assert_int_equal(qmp_client_execute_fd(T->client, "add-fd", json_pack("{s:i}", "x", 1), -1,
+					       5, on_reply, TAG(1)),
+			 -EINVAL);
+	assert_int_equal(qmp_client_execute_fd(T->client, "add-fd", NULL, -5, 5, on_reply, TAG(1)),
+			 -EINVAL);
+	/* Arguments not an object. */
+	fd = memfd_with("x");
+	assert_int_equal(qmp_client_execute_fd(T->client, "add-fd", json_pack("[i]", 1), fd, 5,
+					       on_reply, TAG(1)),
+			 -EINVAL);
+	assert_true(fd_is_closed(fd));
+	fd = memfd_with("x");
+	assert_int_equal(
+	    qmp_client_execute_fd(T->client, "add-fd", json_string("x"), fd, 5, on_reply, TAG(1)),
+	    -EINVAL);
+	assert_true(fd_is_closed(fd));
+	/* No command, no client, a command name that is not UTF-8. */
+	fd = memfd_with("x");
+	assert_int_equal(qmp_client_execute_fd(T->client, NULL, NULL, fd, 5, on_reply, TAG(1)),
+			 -EINVAL);
+	assert_true(fd_is_closed(fd));
+	fd = memfd_with("x");
+	assert_int_equal(
+	    qmp_client_execute_fd(NULL, "add-fd", json_object(), fd, 5, on_reply, TAG(1)), -EINVAL);
+	assert_true(fd_is_closed(fd));
+	fd = memfd_with("x");
+	assert_int_equal(qmp_client_execute_fd(T->client, "bad\xff", NULL, fd, 5, on_reply, TAG(1)),
+			 -EINVAL);
+	assert_true(fd_is_closed(fd));
+
+	assert_int_equal(qmp_client_pending(T->client), 0);
+	assert_false(fake_peer_has_input(T->peer, 0.05));
+	assert_int_equal(log_len(), 0);
+	assert_int_equal(count_open_fds(), base);
+
+	/* A closed client. */
+	fake_peer_close(T->peer);
+	wait_log(1);
+	assert_closed(0, "disconnected", -ECONNRESET);
+	base = count_open_fds();
+	fd = memfd_with("x");
+	assert_int_equal(qmp_client_execute_fd(T->client, "add-fd", json_pack("{s:i}", "x", 1), fd,
+					       5, on_reply, TAG(1)),
+			 -ENOTCONN);
+	assert_true(fd_is_closed(fd));
+	assert_int_equal(count_open_fds(), base);
+	settle();
+	assert_int_equal(log_len(), 1);
+}
+
+/* More descriptors at once than the client's first batch: all go out, in
+ * order, each with its own line, whether issued when ready or queued
+ * during the handshake. */
+static void test_execute_fd_many(void **state)
+{
+	enum { N = 40 };
+	int fds[N];
+	char *ids[N + 1];
+	int base = count_open_fds();
+
+	for (int early = 0; early <= 1; early++) {
+		start_client(NULL);
+		if (!early)
+			handshake();
+		for (int i = 0; i < N; i++) {
+			char content[16];
+			snprintf(content, sizeof(content), "fd-%d", i);
+			fds[i] = memfd_with(content);
+			execute_fd("add-fd", json_pack("{s:i}", "fdset-id", i), fds[i], 5, i + 1);
+		}
+		execute("query-fdsets", NULL, 5, N + 1);
+		assert_int_equal(qmp_client_pending(T->client), N + 1);
+		if (early) {
+			fake_peer_handshake(T->peer);
+			wait_log(1);
+			assert_string_equal(log_str(0, "type"), "ready");
+			json_array_clear(T->log);
+		}
+
+		for (int i = 0; i < N; i++) {
+			char content[16];
+			int got = -1;
+			json_auto_t *msg = fake_peer_recv_fd(T->peer, &got);
+			assert_string_equal(json_string_value(json_object_get(msg, "execute")),
+					    "add-fd");
+			assert_int_equal(json_integer_value(json_object_get(
+					     json_object_get(msg, "arguments"), "fdset-id")),
+					 i);
+			ids[i] = strdup(json_string_value(json_object_get(msg, "id")));
+			assert_true(got >= 0 && got < high_fd_base());
+			snprintf(content, sizeof(content), "fd-%d", i);
+			assert_fd_content(got, content);
+			close(got);
+		}
+		int got = 0;
+		ids[N] = expect_fd("query-fdsets", &got);
+		assert_int_equal(got, -1);
+		for (int i = 0; i < N; i++)
+			assert_true(fd_is_closed(fds[i]));
+		assert_false(fake_peer_has_input(T->peer, 0.05));
+
+		for (int i = 0; i <= N; i++) {
+			send_reply(ids[i], "{}");
+			free(ids[i]);
+		}
+		wait_log(N + 1);
+		for (int i = 0; i <= N; i++)
+			assert_reply_ok((size_t)i, i + 1);
+		assert_int_equal(qmp_client_pending(T->client), 0);
+		assert_true(qmp_client_is_ready(T->client));
+		stop_client();
+		assert_int_equal(count_open_fds(), base);
+	}
+}
+
 /* ---- replay of recorded conversations ---- */
 
 /* Replace the first quoted occurrence of `from` in text with `to`. */
@@ -1045,6 +1383,11 @@ int main(void)
 	    T_(test_free_with_pending),
 	    T_(test_handshake_timeout),
 	    T_(test_bad_handshake),
+	    T_(test_execute_fd),
+	    T_(test_execute_fd_queued_before_ready),
+	    T_(test_execute_fd_not_sent),
+	    T_(test_execute_fd_invalid),
+	    T_(test_execute_fd_many),
 	    T_(test_replay_recorded),
 #undef T_
 	};
