@@ -305,3 +305,9 @@ def hsd_factory(tmp_path, guest):
 @pytest.fixture
 def hsd(hsd_factory):
     return hsd_factory()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: minutes-long tests (a real Debian guest); scripts/test.sh runs them "
+        "once, on the normal build")
