@@ -354,8 +354,12 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 			else
 				http_reply_json(req, 200, json_pack("{s:s, s:s}", "name", name,
 								    "state", "deleted"));
+		} else if (!strcmp(m, "PATCH")) {
+			log_info("api: patch vm=%s uid=%u", name,
+				 (unsigned)http_request_peer(req)->uid);
+			api_patch_vm(h, vm, req);
 		} else {
-			method_not_allowed(req, "GET, DELETE");
+			method_not_allowed(req, "GET, PATCH, DELETE");
 		}
 		return;
 	}

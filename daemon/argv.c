@@ -314,6 +314,11 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 		add2(&a, "-device", strdup("scsi-cd,drive=hs-cidata,id=cidata,bus=hs-scsi0.0"));
 	}
 
+	/* Every guest has a balloon: hsd can take memory back (hsctl set
+	 * --balloon), and free page reporting hands pages the guest frees back
+	 * to the host as it goes. */
+	add2(&a, "-device", strdup("virtio-balloon-pci,id=balloon0,free-page-reporting=on"));
+
 	for (size_t i = 0; i < s->n_nics; i++) {
 		const VmNic *n = &s->nics[i];
 		if (n->type == VM_NIC_BRIDGE && l->pass_fds) {

@@ -82,6 +82,7 @@ struct Vm {
 	QmpClient *qmp;
 	bool qmp_ready;
 	double qmp_rtt; /* last round trip, seconds */
+	uint64_t balloon_actual; /* bytes the guest has now (BALLOON_CHANGE); 0: unknown */
 	ev_timer start_timer;
 	ev_timer stop_timer;
 	StopKind stop_kind;
@@ -184,6 +185,16 @@ int vm_qmp_passthrough(Vm *vm, json_t *msg, QmpReplyCb cb, void *ud, HsError *er
 json_t *vm_to_json(Vm *vm, bool with_spec);
 /* Drop every pending callback of `ud` (its requester is gone). */
 void vm_forget_waiters(Hsd *h, void *ud);
+
+/* limits.c: I/O throttling and the balloon target, over QMP. all_disks:
+ * every disk of spec (live changes; zero limits lift them), else only
+ * those with limits (at start). cb runs once every reply is in. */
+int limits_apply(Vm *vm, const VmSpec *spec, bool all_disks, VmDoneCb cb, void *ud,
+		 HsError *err);
+json_t *limits_throttle_args(size_t disk, const VmDiskLimits *l);
+/* PATCH /v1/vms/NAME: balloon target and disk limits, live when running,
+ * stored either way. */
+void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req);
 
 /* console.c */
 void console_attach_serial(Vm *vm, int fd);

@@ -189,9 +189,104 @@ static int get_size(json_t *obj, const char *key, const char *field, uint64_t *r
 	return 1;
 }
 
+static const char *const limit_kinds[3] = {"total", "read", "write"};
+
+bool vm_disk_limits_any(const VmDiskLimits *l)
+{
+	for (int k = 0; k < 3; k++)
+		if (l->bps[k] || l->bps_max[k] || l->iops[k] || l->iops_max[k])
+			return true;
+	return l->group[0] != '\0';
+}
+
+int vm_disk_limits_from_json(json_t *j, const char *field, VmDiskLimits *ret, HsError *err)
+{
+	static const char *const keys[] = {
+	    "bps_total",     "bps_read",	  "bps_write",	       "bps_total_max",  "bps_read_max",
+	    "bps_write_max", "iops_total",	  "iops_read",	       "iops_write",     "iops_total_max",
+	    "iops_read_max", "iops_write_max", "group",		       NULL};
+	char f[96];
+	int r;
+	memset(ret, 0, sizeof(*ret));
+	if (!j || json_is_null(j))
+		return 0;
+	if (!json_is_object(j))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be an object", field);
+	r = check_keys(j, field, keys, err);
+	if (r < 0)
+		return r;
+	for (int k = 0; k < 3; k++) {
+		struct {
+			const char *pre, *post;
+			uint64_t *v;
+		} fields[] = {{"bps_", "", &ret->bps[k]},
+			      {"bps_", "_max", &ret->bps_max[k]},
+			      {"iops_", "", &ret->iops[k]},
+			      {"iops_", "_max", &ret->iops_max[k]}};
+		for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
+			char key[32];
+			snprintf(key, sizeof(key), "%s%s%s", fields[i].pre, limit_kinds[k],
+				 fields[i].post);
+			snprintf(f, sizeof(f), "%s.%s", field, key);
+			/* QEMU's own ceiling for throttling values. */
+			r = get_uint(j, key, f, 0, 1000000000000000ull, fields[i].v, err);
+			if (r < 0)
+				return r;
+		}
+	}
+	/* QEMU: a total limit excludes read/write ones of the same kind. */
+	if ((ret->bps[0] && (ret->bps[1] || ret->bps[2])) ||
+	    (ret->iops[0] && (ret->iops[1] || ret->iops[2])))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: a total limit and read/write limits of the same kind "
+				    "cannot be combined",
+				    field);
+	for (int k = 0; k < 3; k++)
+		if ((ret->bps_max[k] && ret->bps_max[k] < ret->bps[k]) ||
+		    (ret->iops_max[k] && ret->iops_max[k] < ret->iops[k]) ||
+		    (ret->bps_max[k] && !ret->bps[k]) || (ret->iops_max[k] && !ret->iops[k]))
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "%s: a burst (%s_max) needs its rate and must not be "
+					    "below it",
+					    field, limit_kinds[k]);
+	_cleanup_free_ char *group = NULL;
+	snprintf(f, sizeof(f), "%s.group", field);
+	r = get_string(j, "group", f, 32, &group, err);
+	if (r < 0)
+		return r;
+	if (group) {
+		if (!vm_name_is_valid(group))
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "%s: '%s' is not a valid group name (a-z 0-9 _ -)", f,
+					    group);
+		snprintf(ret->group, sizeof(ret->group), "%s", group);
+	}
+	return 0;
+}
+
+json_t *vm_disk_limits_to_json(const VmDiskLimits *l)
+{
+	json_t *o = json_object();
+	for (int k = 0; k < 3; k++) {
+		char key[32];
+		const uint64_t vals[4] = {l->bps[k], l->bps_max[k], l->iops[k], l->iops_max[k]};
+		const char *pre[4] = {"bps_", "bps_", "iops_", "iops_"};
+		const char *post[4] = {"", "_max", "", "_max"};
+		for (int i = 0; i < 4; i++)
+			if (vals[i]) {
+				snprintf(key, sizeof(key), "%s%s%s", pre[i], limit_kinds[k], post[i]);
+				json_object_set_new(o, key, json_integer((json_int_t)vals[i]));
+			}
+	}
+	if (l->group[0])
+		json_object_set_new(o, "group", json_string(l->group));
+	return o;
+}
+
 static int parse_disk(json_t *d, size_t i, const VmSpecDefaults *defs, VmDisk *ret, HsError *err)
 {
-	static const char *const keys[] = {"path", "template", "size", "format", "readonly", NULL};
+	static const char *const keys[] = {"path", "template", "size", "format", "readonly",
+					   "limits", NULL};
 	char field[64];
 	int r;
 
@@ -247,6 +342,10 @@ static int parse_disk(json_t *d, size_t i, const VmSpecDefaults *defs, VmDisk *r
 	if (ret->managed && ret->format != VM_DISK_QCOW2)
 		return hs_error_set(err, -EINVAL, INVALID,
 				    "%s: a managed disk is always qcow2 (its layers are)", field);
+	snprintf(field, sizeof(field), "disks[%zu].limits", i);
+	r = vm_disk_limits_from_json(json_object_get(d, "limits"), field, &ret->limits, err);
+	if (r < 0)
+		return r;
 	snprintf(field, sizeof(field), "disks[%zu].readonly", i);
 	return get_bool(d, "readonly", field, &ret->readonly, err) < 0 ? -EINVAL : 0;
 }
@@ -338,7 +437,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 {
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
 					   "machine", "cpu_model", "mem_merge",  "kernel",
-					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init",
+					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
 					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
@@ -479,6 +578,15 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 				}
 	}
 
+	r = get_uint(obj, "balloon_mib", "balloon_mib", 0, s.memory_mib, &s.balloon_mib, err);
+	if (r < 0)
+		goto fail;
+	if (s.balloon_mib && s.balloon_mib < VM_MIN_MEMORY_MIB) {
+		r = hs_error_set(err, -EINVAL, INVALID, "balloon_mib: at least %d (or 0: no balloon "
+				 "target)", VM_MIN_MEMORY_MIB);
+		goto fail;
+	}
+
 	json_t *ci = json_object_get(obj, "cloud_init");
 	if (ci && !json_is_null(ci)) {
 		CloudInitConfig c;
@@ -528,6 +636,8 @@ json_t *vm_spec_to_json(const VmSpec *s)
 			json_object_set_new(dj, "template", json_string(d->template));
 		if (d->size)
 			json_object_set_new(dj, "size", json_integer((json_int_t)d->size));
+		if (vm_disk_limits_any(&d->limits))
+			json_object_set_new(dj, "limits", vm_disk_limits_to_json(&d->limits));
 		json_array_append_new(disks, dj);
 	}
 	json_object_set_new(o, "disks", disks);
@@ -542,6 +652,8 @@ json_t *vm_spec_to_json(const VmSpec *s)
 	json_object_set_new(o, "nics", nics);
 	if (s->cloud_init)
 		json_object_set_new(o, "cloud_init", cloudinit_config_to_json(s->cloud_init));
+	if (s->balloon_mib)
+		json_object_set_new(o, "balloon_mib", json_integer((json_int_t)s->balloon_mib));
 	return o;
 }
 

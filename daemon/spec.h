@@ -34,12 +34,23 @@ typedef enum VmNicType {
 
 #define VM_MAX_DISK_SIZE (64ull << 40)
 
+/* I/O limits of a disk (QEMU's throttling, set over QMP and changed
+ * live). [0] total, [1] read, [2] write; 0: no limit. Bursts (_max) let a
+ * disk go above the rate for a while. Disks naming the same group share
+ * one set of limits. */
+typedef struct VmDiskLimits {
+	uint64_t bps[3], bps_max[3];
+	uint64_t iops[3], iops_max[3];
+	char group[33];
+} VmDiskLimits;
+
 typedef struct VmDisk {
 	/* Either a file of the caller's (path), or a disk hsd makes and keeps
 	 * in its storage (managed): a layer chain on a template or blank. */
 	bool managed;
 	char *template; /* managed: the base template; NULL: blank */
 	uint64_t size;  /* managed: virtual size in bytes; 0: the template's */
+	VmDiskLimits limits;
 	char *path;
 	VmDiskFormat format;
 	bool readonly;
@@ -67,7 +78,16 @@ typedef struct VmSpec {
 	VmNic nics[VM_MAX_NICS];
 	size_t n_nics;
 	CloudInitConfig *cloud_init; /* first-boot configuration; NULL: none */
+	/* Memory balloon (virtio-balloon with free page reporting): the
+	 * guest's target size, MiB; 0: all of memory_mib (no inflation). */
+	uint64_t balloon_mib;
 } VmSpec;
+
+bool vm_disk_limits_any(const VmDiskLimits *l);
+/* Parses {"bps_total": N, ..., "group": "g"} into *ret (field names the
+ * errors); null or absent: no limits. */
+int vm_disk_limits_from_json(json_t *j, const char *field, VmDiskLimits *ret, HsError *err);
+json_t *vm_disk_limits_to_json(const VmDiskLimits *l);
 
 /* What the daemon fills in where the request is silent. */
 typedef struct VmSpecDefaults {

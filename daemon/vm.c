@@ -338,6 +338,8 @@ static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double se
 	} else if (!strcmp(name, "STOP")) {
 		if (vm->status.state == VM_STATE_RUNNING && !vm->guest_shutdown)
 			vm_set_state(vm, VM_STATE_PAUSED);
+	} else if (!strcmp(name, "BALLOON_CHANGE")) {
+		vm->balloon_actual = (uint64_t)json_integer_value(json_object_get(data, "actual"));
 	} else if (!strcmp(name, "RESUME")) {
 		if (vm->status.state == VM_STATE_PAUSED)
 			vm_set_state(vm, VM_STATE_RUNNING);
@@ -419,8 +421,16 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 	vm_start_finish(vm);
 }
 
-static void vm_start_finish(Vm *vm)
+static void on_limits_applied(Vm *vm, const HsError *err, void *ud)
 {
+	if (err) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "cannot apply the VM's limits: %.160s", err->message);
+		start_failed(vm, msg);
+		return;
+	}
+	if (vm->status.state != VM_STATE_STARTING)
+		return;
 	if (vm->stop_kind == STOP_NONE && vm->start_paused) {
 		/* Start paused was asked for. */
 		ev_timer_stop(vm->hsd->loop, &vm->start_timer);
@@ -429,6 +439,14 @@ static void vm_start_finish(Vm *vm)
 		return;
 	}
 	qmp_client_execute(vm->qmp, "cont", NULL, vm->hsd->qmp_timeout, on_cont_reply, vm);
+}
+
+/* Limits first (the guest never runs unthrottled), then run. */
+static void vm_start_finish(Vm *vm)
+{
+	HsError err;
+	if (limits_apply(vm, &vm->spec, false, on_limits_applied, NULL, &err) < 0)
+		start_failed(vm, err.message);
 }
 
 static void on_incoming_loaded(Vm *vm, const HsError *err)
@@ -1255,6 +1273,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *disks = storage_vm_disks_json(vm);
 		if (disks)
 			json_object_set_new(o, "storage", disks);
+		if (active && vm->balloon_actual)
+			json_object_set_new(o, "balloon_actual_mib",
+					    json_integer((json_int_t)(vm->balloon_actual >> 20)));
 	}
 	return o;
 }

