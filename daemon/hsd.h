@@ -196,6 +196,12 @@ json_t *limits_throttle_args(size_t disk, const VmDiskLimits *l);
  * stored either way. */
 void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req);
 
+/* pinning.c: vCPU threads (tids from QMP) and QEMU's other threads onto
+ * the spec's host CPUs. pinning_start asks QMP for the vCPU threads, pins,
+ * then cb; pinning_apply pins with the tids already known. */
+int pinning_start(Vm *vm, VmDoneCb cb, void *ud, HsError *err);
+int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err);
+
 /* console.c */
 void console_attach_serial(Vm *vm, int fd);
 void console_detach_serial(Vm *vm);

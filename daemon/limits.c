@@ -138,7 +138,7 @@ static void on_patch_applied(Vm *vm, const HsError *err, void *ud)
 
 void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 {
-	static const char *const keys[] = {"balloon_mib", "disks", NULL};
+	static const char *const keys[] = {"balloon_mib", "disks", "cpu_pinning", NULL};
 	json_auto_t *j = body_json(req, false);
 	if (!j || !body_keys_ok(req, j, keys))
 		return;
@@ -193,6 +193,25 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 			}
 		}
 	}
+	json_t *pin = json_object_get(j, "cpu_pinning");
+	if (pin) {
+		/* Checked as part of a whole spec, like at create. */
+		json_auto_t *full = vm_spec_to_json(&vm->spec);
+		json_object_set(full, "cpu_pinning", pin);
+		VmSpecDefaults defs = {.accel = vm->spec.accel, .check_files = false};
+		VmSpec t;
+		if (vm_spec_from_json(full, &defs, &t, &err) < 0) {
+			http_reply_hserror(req, &err);
+			goto fail;
+		}
+		for (unsigned i = 0; i < VM_MAX_CPUS; i++) {
+			free(c->spec.vcpu_pins[i]);
+			c->spec.vcpu_pins[i] = TAKE_PTR(t.vcpu_pins[i]);
+		}
+		free(c->spec.emulator_pin);
+		c->spec.emulator_pin = TAKE_PTR(t.emulator_pin);
+		vm_spec_clear(&t);
+	}
 	bool live = (vm->status.state == VM_STATE_RUNNING || vm->status.state == VM_STATE_PAUSED) &&
 		    vm->qmp && vm->qmp_ready;
 	if (!live) {
@@ -213,6 +232,13 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		free(c);
 		http_reply_json(req, 200, vm_to_json(vm, true));
 		return;
+	}
+	/* Pins first: synchronous, and refused pins change nothing else. A
+	 * VM whose vCPU threads hsd has not looked up yet pins them at its
+	 * next start (or now, if they are known from metrics). */
+	if (pin && pinning_apply(vm, &c->spec, &err) < 0) {
+		http_reply_hserror(req, &err);
+		goto fail;
 	}
 	c->p = pending_new(h, req);
 	if (!c->p) {

@@ -36,7 +36,7 @@ static const char *const allowed[] = {
 	/* identity and misc */
 	"getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getgroups",
 	"getrandom", "uname", "sysinfo", "getrlimit", "prlimit64", "sched_yield", "futex",
-	"sched_getaffinity", "tgkill", "exit", "exit_group",
+	"sched_getaffinity", "sched_setaffinity", "tgkill", "exit", "exit_group",
 	/* threads (libisofs writes an ISO from a thread of its own) */
 	"set_robust_list", "rseq", "get_robust_list",
 	NULL,

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "spec.h"
 
+#include "numa.h"
+
 #include <ctype.h>
 #include <inttypes.h>
 #include <fcntl.h>
@@ -350,6 +352,68 @@ static int parse_disk(json_t *d, size_t i, const VmSpecDefaults *defs, VmDisk *r
 	return get_bool(d, "readonly", field, &ret->readonly, err) < 0 ? -EINVAL : 0;
 }
 
+bool vm_spec_pinned(const VmSpec *s)
+{
+	for (unsigned i = 0; i < s->cpus; i++)
+		if (s->vcpu_pins[i])
+			return true;
+	return s->emulator_pin != NULL;
+}
+
+static int pin_list(json_t *v, const char *field, char **ret, HsError *err)
+{
+	unsigned char bits[NUMA_MAX_CPUS / 8] = {0};
+	if (!json_is_string(v) || json_string_length(v) > 255 ||
+	    numa_parse_cpulist(json_string_value(v), bits, NUMA_MAX_CPUS) <= 0)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: must be a list of host CPUs like \"2\" or \"0-3,8\"",
+				    field);
+	*ret = strdup(json_string_value(v));
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* "cpu_pinning": {"vcpus": "2-3" (every vCPU) or ["2", "3", ...] (one
+ * per vCPU), "emulator": "0-1"}. */
+static int parse_pinning(json_t *p, VmSpec *s, HsError *err)
+{
+	static const char *const keys[] = {"vcpus", "emulator", NULL};
+	if (!p || json_is_null(p))
+		return 0;
+	if (!json_is_object(p))
+		return hs_error_set(err, -EINVAL, INVALID, "cpu_pinning: must be an object");
+	int r = check_keys(p, "cpu_pinning", keys, err);
+	if (r < 0)
+		return r;
+	json_t *v = json_object_get(p, "vcpus"), *e = json_object_get(p, "emulator");
+	char field[48];
+	if (json_is_string(v)) {
+		for (unsigned i = 0; i < s->cpus; i++)
+			if ((r = pin_list(v, "cpu_pinning.vcpus", &s->vcpu_pins[i], err)) < 0)
+				return r;
+	} else if (json_is_array(v)) {
+		if (json_array_size(v) != s->cpus)
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "cpu_pinning.vcpus: %zu entries for %u vCPUs (one per vCPU, "
+					    "or one string for all)",
+					    json_array_size(v), s->cpus);
+		for (unsigned i = 0; i < s->cpus; i++) {
+			snprintf(field, sizeof(field), "cpu_pinning.vcpus[%u]", i);
+			json_t *x = json_array_get(v, i);
+			if (json_is_null(x))
+				continue;
+			if ((r = pin_list(x, field, &s->vcpu_pins[i], err)) < 0)
+				return r;
+		}
+	} else if (v && !json_is_null(v)) {
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "cpu_pinning.vcpus: a CPU list for all vCPUs or an array with "
+				    "one per vCPU");
+	}
+	if (e && !json_is_null(e) && (r = pin_list(e, "cpu_pinning.emulator", &s->emulator_pin, err)) < 0)
+		return r;
+	return 0;
+}
+
 static int parse_nic(json_t *n, size_t i, VmNic *ret, HsError *err)
 {
 	static const char *const keys[] = {"type", "bridge", "mac", NULL};
@@ -438,6 +502,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
 					   "machine", "cpu_model", "mem_merge",  "kernel",
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
+					   "cpu_pinning",
 					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
@@ -587,6 +652,10 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 		goto fail;
 	}
 
+	r = parse_pinning(json_object_get(obj, "cpu_pinning"), &s, err);
+	if (r < 0)
+		goto fail;
+
 	json_t *ci = json_object_get(obj, "cloud_init");
 	if (ci && !json_is_null(ci)) {
 		CloudInitConfig c;
@@ -654,6 +723,22 @@ json_t *vm_spec_to_json(const VmSpec *s)
 		json_object_set_new(o, "cloud_init", cloudinit_config_to_json(s->cloud_init));
 	if (s->balloon_mib)
 		json_object_set_new(o, "balloon_mib", json_integer((json_int_t)s->balloon_mib));
+	if (vm_spec_pinned(s)) {
+		json_t *p = json_object(), *vc = json_array();
+		bool any = false;
+		for (unsigned i = 0; i < s->cpus; i++) {
+			any |= s->vcpu_pins[i] != NULL;
+			json_array_append_new(vc, s->vcpu_pins[i] ? json_string(s->vcpu_pins[i])
+								  : json_null());
+		}
+		if (any)
+			json_object_set_new(p, "vcpus", vc);
+		else
+			json_decref(vc);
+		if (s->emulator_pin)
+			json_object_set_new(p, "emulator", json_string(s->emulator_pin));
+		json_object_set_new(o, "cpu_pinning", p);
+	}
 	return o;
 }
 
@@ -674,6 +759,9 @@ void vm_spec_clear(VmSpec *s)
 		cloudinit_config_clear(s->cloud_init);
 		free(s->cloud_init);
 	}
+	for (unsigned i = 0; i < VM_MAX_CPUS; i++)
+		free(s->vcpu_pins[i]);
+	free(s->emulator_pin);
 	memset(s, 0, sizeof(*s));
 }
 

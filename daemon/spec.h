@@ -81,7 +81,13 @@ typedef struct VmSpec {
 	/* Memory balloon (virtio-balloon with free page reporting): the
 	 * guest's target size, MiB; 0: all of memory_mib (no inflation). */
 	uint64_t balloon_mib;
+	/* Host CPUs (kernel cpulists, "0-3,8") each vCPU thread may run on,
+	 * and QEMU's other threads; NULL: not pinned. */
+	char *vcpu_pins[VM_MAX_CPUS];
+	char *emulator_pin;
 } VmSpec;
+
+bool vm_spec_pinned(const VmSpec *s);
 
 bool vm_disk_limits_any(const VmDiskLimits *l);
 /* Parses {"bps_total": N, ..., "group": "g"} into *ret (field names the

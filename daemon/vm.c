@@ -421,11 +421,30 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 	vm_start_finish(vm);
 }
 
+static void on_pinned(Vm *vm, const HsError *err, void *ud);
+
 static void on_limits_applied(Vm *vm, const HsError *err, void *ud)
 {
 	if (err) {
 		char msg[200];
 		snprintf(msg, sizeof(msg), "cannot apply the VM's limits: %.160s", err->message);
+		start_failed(vm, msg);
+		return;
+	}
+	if (vm->status.state != VM_STATE_STARTING)
+		return;
+	HsError e;
+	if (vm_spec_pinned(&vm->spec) && pinning_start(vm, on_pinned, NULL, &e) < 0)
+		start_failed(vm, e.message);
+	else if (!vm_spec_pinned(&vm->spec))
+		on_pinned(vm, NULL, NULL);
+}
+
+static void on_pinned(Vm *vm, const HsError *err, void *ud)
+{
+	if (err) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "cannot pin the VM's threads: %.160s", err->message);
 		start_failed(vm, msg);
 		return;
 	}

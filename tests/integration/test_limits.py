@@ -3,7 +3,10 @@
 really slows the guest's reads (guest-side timing, within 20 % of the
 limit), the limit changes live, the balloon takes memory the guest then
 does not see, and both survive an hsd restart."""
+import os
 import re
+
+import pytest
 
 from conftest import wait_for
 
@@ -137,3 +140,63 @@ def test_limits_bad_input(hsd, guest):
     ins = [d["inserted"] for d in q["return"] if "disk0" in d.get("qdev", "")][0]
     assert ins["iops"] == 100 and ins["group"] == "g1"
     h.json("POST", "/v1/vms/b2/kill", timeout=60)
+
+
+def allowed_list(pid, tid):
+    for line in open(f"/proc/{pid}/task/{tid}/status"):
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split()[1]
+    return None
+
+
+def test_vcpu_and_emulator_pinning(hsd, guest):
+    h = hsd
+    if os.cpu_count() < 2:
+        pytest.skip("pinning needs at least 2 host CPUs to tell sets apart")
+    s = spec(guest, "pin")
+    s["cpus"] = 2
+    s["cpu_pinning"] = {"vcpus": ["1", "1"], "emulator": "0"}
+    h.json("POST", "/v1/vms", s)
+    vm = h.json("POST", "/v1/vms/pin/start", timeout=120)
+    pid = vm["pid"]
+    cpus = h.json("POST", "/v1/vms/pin/qmp", {"execute": "query-cpus-fast"})["return"]
+    vcpu_tids = {c["thread-id"] for c in cpus}
+    assert len(vcpu_tids) == 2
+    # Verified from the kernel's view of every thread of QEMU.
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        want = "1" if int(tid) in vcpu_tids else "0"
+        assert allowed_list(pid, tid) == want, (tid, allowed_list(pid, tid))
+    h.console_wait("pin", "HS-GUEST-READY")
+    # Bad pins: a CPU the host does not have fails the start clearly.
+    s2 = spec(guest, "pin2")
+    s2["cpu_pinning"] = {"vcpus": "1000"}
+    h.json("POST", "/v1/vms", s2)
+    code, body, _ = h.request("POST", "/v1/vms/pin2/start", timeout=120)
+    assert code >= 400 and "1000" in body["error"]["message"], body
+    for bad in ({"vcpus": ["1"]}, {"vcpus": "x"}, {"emulator": 5}, {"cpus": "1"}):
+        s3 = spec(guest, "pin3")
+        s3["cpus"] = 2
+        s3["cpu_pinning"] = bad
+        code, body, _ = h.request("POST", "/v1/vms", s3)
+        assert code == 400 and "cpu_pinning" in body["error"]["message"], (bad, body)
+    h.json("POST", "/v1/vms/pin/kill", timeout=60)
+
+
+def test_pinning_changed_live(hsd, guest):
+    h = hsd
+    if os.cpu_count() < 2:
+        pytest.skip("pinning needs at least 2 host CPUs to tell sets apart")
+    s = spec(guest, "pl")
+    s["cpu_pinning"] = {"vcpus": "0"}
+    h.json("POST", "/v1/vms", s)
+    pid = h.json("POST", "/v1/vms/pl/start", timeout=120)["pid"]
+    tid = h.json("POST", "/v1/vms/pl/qmp", {"execute": "query-cpus-fast"})["return"][0]["thread-id"]
+    assert allowed_list(pid, tid) == "0"
+    vm = h.json("PATCH", "/v1/vms/pl", {"cpu_pinning": {"vcpus": "1", "emulator": "0-1"}})
+    assert vm["spec"]["cpu_pinning"] == {"vcpus": ["1"], "emulator": "0-1"}
+    assert allowed_list(pid, tid) == "1"
+    code, body, _ = h.request("PATCH", "/v1/vms/pl", {"cpu_pinning": {"vcpus": "77"}})
+    assert code == 400 and "77" in body["error"]["message"]
+    assert allowed_list(pid, tid) == "1"
+    assert h.vm("pl")["spec"]["cpu_pinning"]["vcpus"] == ["1"]
+    h.json("POST", "/v1/vms/pl/kill", timeout=60)

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* vCPU and emulator thread pinning: the vCPU thread ids come from QMP
+ * (query-cpus-fast), the affinity is set with sched_setaffinity (hsd is
+ * root; QEMU's threads are another user's), and every other thread of
+ * QEMU gets the emulator set. Threads QEMU makes later inherit from the
+ * thread that makes them (the main one: the emulator set). */
+#include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+
+#include "hsd.h"
+#include "numa.h"
+
+static int set_affinity(pid_t tid, const char *list, const HostInfo *host, HsError *err)
+{
+	unsigned char bits[NUMA_MAX_CPUS / 8] = {0}, online[NUMA_MAX_CPUS / 8] = {0};
+	if (numa_parse_cpulist(list, bits, NUMA_MAX_CPUS) <= 0)
+		return hs_error_set(err, -EINVAL, "invalid-spec", "'%s' is not a CPU list", list);
+	for (unsigned n = 0; n < host->numa.n_nodes; n++)
+		for (size_t b = 0; b < sizeof(online); b++)
+			online[b] |= host->numa.nodes[n].cpus[b];
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	for (unsigned c = 0; c < NUMA_MAX_CPUS && c < CPU_SETSIZE; c++) {
+		if (!numa_cpu_isset(bits, c))
+			continue;
+		if (!numa_cpu_isset(online, c))
+			return hs_error_set(err, -EINVAL, "invalid-spec",
+					    "cpu_pinning: host CPU %u (in '%s') is not online here", c,
+					    list);
+		CPU_SET(c, &set);
+	}
+	if (sched_setaffinity(tid, sizeof(set), &set) < 0)
+		return hs_error_set(err, -errno, "internal", "cannot pin thread %d to %s: %m",
+				    (int)tid, list);
+	return 0;
+}
+
+int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err)
+{
+	int r;
+	if (!vm_spec_pinned(spec))
+		return 0;
+	for (unsigned i = 0; i < spec->cpus && i < vm->n_vcpu_tids; i++)
+		if (spec->vcpu_pins[i] &&
+		    (r = set_affinity(vm->vcpu_tids[i], spec->vcpu_pins[i], &vm->hsd->host, err)) < 0)
+			return r;
+	if (!spec->emulator_pin)
+		return 0;
+	char path[64];
+	snprintf(path, sizeof(path), "proc/%d/task", (int)vm->status.pid);
+	int fd = openat(vm->hsd->host.rootfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return hs_error_set(err, -ESRCH, "internal", "cannot list QEMU's threads");
+	}
+	struct dirent *de;
+	r = 0;
+	while (r == 0 && (de = readdir(d))) {
+		pid_t tid = (pid_t)strtol(de->d_name, NULL, 10);
+		if (tid <= 0)
+			continue;
+		bool vcpu = false;
+		for (unsigned i = 0; i < vm->n_vcpu_tids; i++)
+			vcpu |= vm->vcpu_tids[i] == tid;
+		if (!vcpu)
+			r = set_affinity(tid, spec->emulator_pin, &vm->hsd->host, err);
+	}
+	closedir(d);
+	return r;
+}
+
+typedef struct PinCtx {
+	Vm *vm;
+	VmDoneCb cb;
+	void *ud;
+} PinCtx;
+
+static void on_cpus(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	PinCtx *p = ud;
+	Vm *vm = p->vm;
+	VmDoneCb cb = p->cb;
+	void *pud = p->ud;
+	free(p);
+	if (err) {
+		if (err->code != -ECANCELED)
+			cb(vm, err, pud);
+		return;
+	}
+	size_t i;
+	json_t *cpu;
+	vm->n_vcpu_tids = 0;
+	json_array_foreach (json_object_get(reply, "return"), i, cpu) {
+		json_int_t idx = json_integer_value(json_object_get(cpu, "cpu-index"));
+		json_int_t tid = json_integer_value(json_object_get(cpu, "thread-id"));
+		if (idx >= 0 && idx < VM_MAX_CPUS && tid > 0) {
+			vm->vcpu_tids[idx] = (pid_t)tid;
+			if ((unsigned)idx + 1 > vm->n_vcpu_tids)
+				vm->n_vcpu_tids = (unsigned)idx + 1;
+		}
+	}
+	HsError e;
+	cb(vm, pinning_apply(vm, &vm->spec, &e) < 0 ? &e : NULL, pud);
+}
+
+int pinning_start(Vm *vm, VmDoneCb cb, void *ud, HsError *err)
+{
+	PinCtx *p = calloc(1, sizeof(*p));
+	if (!p)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	*p = (PinCtx){.vm = vm, .cb = cb, .ud = ud};
+	if (qmp_client_execute(vm->qmp, "query-cpus-fast", NULL, vm->hsd->qmp_timeout, on_cpus,
+			       p) < 0) {
+		free(p);
+		return hs_error_set(err, -ENOTCONN, "vm-exited", "QMP is gone");
+	}
+	return 0;
+}
