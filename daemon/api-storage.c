@@ -163,6 +163,10 @@ void api_snapshots(Hsd *h, Vm *vm, HttpRequest *req, const char *snap, const cha
 			method_not_allowed(req, "POST");
 			return;
 		}
+		static const char *const no_keys[] = {NULL};
+		json_auto_t *j = body_json(req, true);
+		if (!j || !body_keys_ok(req, j, no_keys))
+			return;
 		log_info("api: snapshot rollback vm=%s snapshot=%s", vm->spec.name, snap);
 		p = pending_new(h, req);
 		r = p ? storage_snapshot_rollback(vm, snap, on_storage_done_200, p, &err)

@@ -1677,6 +1677,12 @@ static void step_delete(StorageOp *op, VmStorage *vs, const HsError *err)
 					   op->h->qmp_timeout, NULL, NULL);
 			qmp_client_execute(vm->qmp, "blockdev-del", json_pack("{s:s}", "node-name", file),
 					   op->h->qmp_timeout, NULL, NULL);
+			/* ... and its descriptors go, so its space is freed now,
+			 * not when QEMU exits. */
+			qmp_client_execute(vm->qmp, "remove-fd",
+					   json_pack("{s:I}", "fdset-id",
+						     (json_int_t)QEMU_FDSET_LAYER(op->merged)),
+					   op->h->qmp_timeout, NULL, NULL);
 		}
 		op->child++;
 		op->step = DEL_MERGE;
