@@ -206,6 +206,21 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	if (s->cpu_model)
 		add2(&a, "-cpu", strdup(s->cpu_model));
 	add2(&a, "-m", hs_strdup_printf("%" PRIu64 "M", s->memory_mib));
+	/* NUMA placement: guest RAM in one backend per cell, bound to its
+	 * host node; a VM on one node is one cell. */
+	for (size_t i = 0; i < l->n_numa_cells; i++) {
+		const QemuNumaCell *c = &l->numa_cells[i];
+		add2(&a, "-object",
+		     hs_strdup_printf("memory-backend-ram,id=hs-ram%zu,size=%" PRIu64 "M,"
+				      "host-nodes=%u,policy=bind",
+				      i, c->mem_mib, c->host_node));
+		if (c->n_vcpus)
+			add2(&a, "-numa",
+			     hs_strdup_printf("node,nodeid=%zu,memdev=hs-ram%zu,cpus=%u-%u", i, i,
+					      c->first_vcpu, c->first_vcpu + c->n_vcpus - 1));
+		else
+			add2(&a, "-numa", hs_strdup_printf("node,nodeid=%zu,memdev=hs-ram%zu", i, i));
+	}
 	add2(&a, "-smp", hs_strdup_printf("%u", s->cpus));
 	add2(&a, "-display", strdup("none"));
 	if (l->sandbox) {

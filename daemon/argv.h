@@ -29,6 +29,14 @@ typedef struct QemuDiskChain {
 void qemu_layer_node(size_t disk, unsigned id, char *buf, size_t size);
 void qemu_layer_file_node(size_t disk, unsigned id, char *buf, size_t size);
 
+/* Guest NUMA cells, each backed by memory bound to one host node. */
+#define QEMU_MAX_NUMA_CELLS 16
+typedef struct QemuNumaCell {
+	unsigned host_node;
+	uint64_t mem_mib;
+	unsigned first_vcpu, n_vcpus; /* n_vcpus 0: a memory-only cell */
+} QemuNumaCell;
+
 typedef struct QemuLaunch {
 	const char *binary;     /* qemu-system-x86_64 path */
 	int qmp_fd;             /* listening socket fd number in the child */
@@ -46,6 +54,8 @@ typedef struct QemuLaunch {
 	int disk_fds[VM_MAX_DISKS][2]; /* -add-fd: [0] O_RDONLY, [1] O_RDWR (-1 if read-only) */
 	const QemuDiskChain *chains[VM_MAX_DISKS]; /* managed disks (pass_fds only) */
 	bool incoming;                 /* -incoming defer: RAM comes from a saved state */
+	QemuNumaCell numa_cells[QEMU_MAX_NUMA_CELLS]; /* n_numa_cells 0: no binding */
+	size_t n_numa_cells;
 	int cidata_fd;                 /* cloud-init volume (read-only CD-ROM); 0: none */
 	int tap_fds[VM_MAX_NICS];      /* bridge NICs: an open tap created by hsd */
 	char tap_names[VM_MAX_NICS][16]; /* ... and its name (for statistics) */

@@ -83,6 +83,7 @@ struct Vm {
 	bool qmp_ready;
 	double qmp_rtt; /* last round trip, seconds */
 	uint64_t balloon_actual; /* bytes the guest has now (BALLOON_CHANGE); 0: unknown */
+	struct PlacementVm *placement; /* where its memory and CPUs are (while active); NULL: none */
 	ev_timer start_timer;
 	ev_timer stop_timer;
 	StopKind stop_kind;
@@ -201,6 +202,11 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req);
  * then cb; pinning_apply pins with the tids already known. */
 int pinning_start(Vm *vm, VmDoneCb cb, void *ud, HsError *err);
 int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err);
+
+/* placement.c (daemon side): host NUMA node(s) for a VM being started. */
+int vm_place(Vm *vm, QemuLaunch *launch, HsError *err);
+void vm_unplace(Vm *vm);
+json_t *vm_placement_json(Vm *vm);
 
 /* console.c */
 void console_attach_serial(Vm *vm, int fd);

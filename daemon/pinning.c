@@ -11,6 +11,7 @@
 
 #include "hsd.h"
 #include "numa.h"
+#include "placement.h"
 
 static int set_affinity(pid_t tid, const char *list, const HostInfo *host, HsError *err)
 {
@@ -37,11 +38,41 @@ static int set_affinity(pid_t tid, const char *list, const HostInfo *host, HsErr
 	return 0;
 }
 
+/* Every thread of QEMU onto `bits` (a NUMA placement without explicit
+ * pins: the node's CPUs). */
+static int pin_all(Vm *vm, const unsigned char *bits, HsError *err)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	for (unsigned c = 0; c < NUMA_MAX_CPUS && c < CPU_SETSIZE; c++)
+		if (numa_cpu_isset(bits, c))
+			CPU_SET(c, &set);
+	char path[64];
+	snprintf(path, sizeof(path), "proc/%d/task", (int)vm->status.pid);
+	int fd = openat(vm->hsd->host.rootfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return hs_error_set(err, -ESRCH, "internal", "cannot list QEMU's threads");
+	}
+	struct dirent *de;
+	int r = 0;
+	while (r == 0 && (de = readdir(d))) {
+		pid_t tid = (pid_t)strtol(de->d_name, NULL, 10);
+		if (tid > 0 && sched_setaffinity(tid, sizeof(set), &set) < 0 && errno != ESRCH)
+			r = hs_error_set(err, -errno, "internal", "cannot pin thread %d: %m",
+					 (int)tid);
+	}
+	closedir(d);
+	return r;
+}
+
 int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err)
 {
 	int r;
 	if (!vm_spec_pinned(spec))
-		return 0;
+		return vm->placement ? pin_all(vm, vm->placement->cpus, err) : 0;
 	for (unsigned i = 0; i < spec->cpus && i < vm->n_vcpu_tids; i++)
 		if (spec->vcpu_pins[i] &&
 		    (r = set_affinity(vm->vcpu_tids[i], spec->vcpu_pins[i], &vm->hsd->host, err)) < 0)

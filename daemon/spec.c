@@ -502,7 +502,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
 					   "machine", "cpu_model", "mem_merge",  "kernel",
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
-					   "cpu_pinning",
+					   "cpu_pinning", "numa_node",
 					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
@@ -655,6 +655,15 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	r = parse_pinning(json_object_get(obj, "cpu_pinning"), &s, err);
 	if (r < 0)
 		goto fail;
+	{
+		uint64_t node = 0;
+		s.numa_node = -1;
+		r = get_uint(obj, "numa_node", "numa_node", 0, NUMA_MAX_NODES - 1, &node, err);
+		if (r < 0)
+			goto fail;
+		if (r > 0)
+			s.numa_node = (int)node;
+	}
 
 	json_t *ci = json_object_get(obj, "cloud_init");
 	if (ci && !json_is_null(ci)) {
@@ -723,6 +732,8 @@ json_t *vm_spec_to_json(const VmSpec *s)
 		json_object_set_new(o, "cloud_init", cloudinit_config_to_json(s->cloud_init));
 	if (s->balloon_mib)
 		json_object_set_new(o, "balloon_mib", json_integer((json_int_t)s->balloon_mib));
+	if (s->numa_node >= 0)
+		json_object_set_new(o, "numa_node", json_integer(s->numa_node));
 	if (vm_spec_pinned(s)) {
 		json_t *p = json_object(), *vc = json_array();
 		bool any = false;

@@ -85,6 +85,9 @@ typedef struct VmSpec {
 	 * and QEMU's other threads; NULL: not pinned. */
 	char *vcpu_pins[VM_MAX_CPUS];
 	char *emulator_pin;
+	/* Host NUMA node for the guest's memory and CPUs; -1: hsd places it
+	 * (numa/placement.c) when the host has several nodes. */
+	int numa_node;
 } VmSpec;
 
 bool vm_spec_pinned(const VmSpec *s);

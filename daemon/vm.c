@@ -182,6 +182,7 @@ static void file_tail(int dirfd, const char *name, char *out, size_t size)
 
 static void vm_cleanup_process(Vm *vm)
 {
+	vm_unplace(vm);
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
 	vm->qmp_ready = false;
@@ -434,9 +435,10 @@ static void on_limits_applied(Vm *vm, const HsError *err, void *ud)
 	if (vm->status.state != VM_STATE_STARTING)
 		return;
 	HsError e;
-	if (vm_spec_pinned(&vm->spec) && pinning_start(vm, on_pinned, NULL, &e) < 0)
+	bool pin = vm_spec_pinned(&vm->spec) || vm->placement;
+	if (pin && pinning_start(vm, on_pinned, NULL, &e) < 0)
 		start_failed(vm, e.message);
-	else if (!vm_spec_pinned(&vm->spec))
+	else if (!pin)
 		on_pinned(vm, NULL, NULL);
 }
 
@@ -612,6 +614,8 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 		return r;
 	static QemuDiskChain chains[VM_MAX_DISKS];
 	r = storage_vm_launch(vm, &fds, &launch, chains, err);
+	if (r == 0)
+		r = vm_place(vm, &launch, err);
 	if (r < 0) {
 		fds.src[0] = fds.src[1] = -1;
 		child_fds_close(&fds);
@@ -797,6 +801,8 @@ static void on_pacing(struct ev_loop *loop, ev_timer *w, int revents)
 		log_info("vm %s: memory available after %.1f s; starting", vm->spec.name,
 			 hs_now() - vm->pacing_since);
 		r = vm_launch(vm, vm->start_paused, &err);
+		if (r < 0)
+			vm_unplace(vm); /* not started: holds no node */
 	}
 	if (r < 0)
 		waiters_complete(vm, WAIT_START, &err);
@@ -837,6 +843,8 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		return 0;
 	}
 	r = vm_launch(vm, paused, err);
+	if (r < 0)
+		vm_unplace(vm); /* not started: holds no node */
 	if (r < 0)
 		return r;
 	waiters_add(vm, WAIT_START, cb, ud);
@@ -1105,6 +1113,7 @@ static void vm_free(Vm *vm)
 	free(vm->pending_input);
 	metrics_vm_reset(vm);
 	storage_vm_free(vm);
+	vm_unplace(vm);
 	vm_spec_clear(&vm->spec);
 	free(vm);
 }
@@ -1292,6 +1301,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *disks = storage_vm_disks_json(vm);
 		if (disks)
 			json_object_set_new(o, "storage", disks);
+		json_t *pl = active ? vm_placement_json(vm) : NULL;
+		if (pl)
+			json_object_set_new(o, "placement", pl);
 		if (active && vm->balloon_actual)
 			json_object_set_new(o, "balloon_actual_mib",
 					    json_integer((json_int_t)(vm->balloon_actual >> 20)));

@@ -200,3 +200,33 @@ def test_pinning_changed_live(hsd, guest):
     assert allowed_list(pid, tid) == "1"
     assert h.vm("pl")["spec"]["cpu_pinning"]["vcpus"] == ["1"]
     h.json("POST", "/v1/vms/pl/kill", timeout=60)
+
+
+def test_numa_placement_binds_memory(hsd, guest):
+    """The spec names a host node: the guest's RAM is bound there (the
+    kernel's numa_maps says so) and QEMU's threads run on its CPUs. (This
+    host has one node; the policy across several is unit-tested on fake
+    trees in tests/unit/host/test-placement.c.)"""
+    h = hsd
+    nodes = sorted(int(n[4:]) for n in os.listdir("/sys/devices/system/node")
+                   if n.startswith("node") and n[4:].isdigit())
+    node = nodes[0]
+    node_cpus = open(f"/sys/devices/system/node/node{node}/cpulist").read().strip()
+    s = spec(guest, "numa")
+    s["numa_node"] = node
+    h.json("POST", "/v1/vms", s)
+    vm = h.json("POST", "/v1/vms/numa/start", timeout=120)
+    pid = vm["pid"]
+    assert vm["placement"]["cells"] == [{"host_node": node, "memory_mib": 192, "vcpus": 1}]
+    maps = open(f"/proc/{pid}/numa_maps").read()
+    assert f"bind:{node}" in maps, maps[:2000]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        assert allowed_list(pid, tid) == node_cpus, (tid, allowed_list(pid, tid))
+    h.console_wait("numa", "HS-GUEST-READY")
+    # A node the host does not have: a clear refusal at start.
+    s2 = spec(guest, "numa2")
+    s2["numa_node"] = max(nodes) + 7
+    h.json("POST", "/v1/vms", s2)
+    code, body, _ = h.request("POST", "/v1/vms/numa2/start", timeout=60)
+    assert code == 400 and "cannot be placed" in body["error"]["message"], body
+    h.json("POST", "/v1/vms/numa/kill", timeout=60)

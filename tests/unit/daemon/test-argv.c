@@ -641,6 +641,39 @@ static void test_managed_chain(void **state)
 	vm_spec_clear(&s);
 }
 
+/* NUMA cells: one bound memory backend per cell, vCPU ranges. */
+static void test_numa_cells(void **state)
+{
+	VmSpec s;
+	spec_disks_nics(&s);
+	s.cpus = 4;
+	s.memory_mib = 3072;
+	QemuLaunch l = launch_plain;
+	l.n_numa_cells = 3;
+	l.numa_cells[0] = (QemuNumaCell){.host_node = 2, .mem_mib = 2048, .first_vcpu = 0, .n_vcpus = 3};
+	l.numa_cells[1] = (QemuNumaCell){.host_node = 3, .mem_mib = 512, .first_vcpu = 3, .n_vcpus = 1};
+	l.numa_cells[2] = (QemuNumaCell){.host_node = 5, .mem_mib = 512};
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-object", "memory-backend-ram,id=hs-ram0,size=2048M,host-nodes=2,"
+				   "policy=bind") > 0);
+	assert_true(find_opt(v, "-object", "memory-backend-ram,id=hs-ram2,size=512M,host-nodes=5,"
+				   "policy=bind") > 0);
+	assert_true(find_opt(v, "-numa", "node,nodeid=0,memdev=hs-ram0,cpus=0-2") > 0);
+	assert_true(find_opt(v, "-numa", "node,nodeid=1,memdev=hs-ram1,cpus=3-3") > 0);
+	ssize_t i = find_opt(v, "-numa", "node,nodeid=2,memdev=hs-ram2");
+	assert_true(i > 0 && !strstr(v[i], "cpus"));
+	assert_int_equal(count_arg(v, "-numa"), 3);
+	strv_free(v);
+	/* No cells: no binding at all. */
+	l.n_numa_cells = 0;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_int_equal(count_arg(v, "-numa"), 0);
+	assert_int_equal(count_arg(v, "-object"), 0);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -657,6 +690,7 @@ int main(void)
 	    cmocka_unit_test(test_strv_free_null),
 	    cmocka_unit_test(test_pass_fds),
 	    cmocka_unit_test(test_managed_chain),
+	    cmocka_unit_test(test_numa_cells),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
