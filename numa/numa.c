@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,89 @@ static void parse_node_meminfo(const char *buf, NumaNode *n)
 	}
 }
 
+static bool read_u64(int dir, const char *path, uint64_t *ret)
+{
+	char buf[64], *end;
+	if (hs_read_small(dir, path, buf, sizeof(buf)) < 0 || !isdigit((unsigned char)buf[0]))
+		return false;
+	errno = 0;
+	unsigned long long v = strtoull(buf, &end, 10);
+	if (errno || (*end && *end != '\n'))
+		return false;
+	*ret = v;
+	return true;
+}
+
+/* The "hugepages-<size>kB" directories under dir/path (a node's
+ * hugepages/ or sys/kernel/mm/hugepages): the smallest
+ * NUMA_MAX_HUGEPAGE_SIZES sizes, by ascending size. */
+static void read_hugepages(int dir, const char *path, NumaNode *n)
+{
+	n->n_hugepage_sizes = 0;
+	int fd = openat(dir, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		const char *p = de->d_name;
+		char *end;
+		if (strncmp(p, "hugepages-", 10) || !isdigit((unsigned char)p[10]))
+			continue;
+		errno = 0;
+		unsigned long long kb = strtoull(p + 10, &end, 10);
+		if (errno || strcmp(end, "kB") || kb == 0 || kb > UINT64_MAX / 1024)
+			continue;
+		NumaHugepages h = {.size = kb * 1024};
+		char file[NAME_MAX + 32];
+		snprintf(file, sizeof(file), "%s/nr_hugepages", p);
+		if (!read_u64(dirfd(d), file, &h.nr))
+			h.nr = 0;
+		snprintf(file, sizeof(file), "%s/free_hugepages", p);
+		if (!read_u64(dirfd(d), file, &h.free))
+			h.free = 0;
+		if (h.free > h.nr)
+			h.free = h.nr;
+		/* Insertion by size; a size beyond the table's end is dropped. */
+		unsigned i = n->n_hugepage_sizes;
+		while (i > 0 && n->hugepages[i - 1].size > h.size)
+			i--;
+		if (i > 0 && n->hugepages[i - 1].size == h.size)
+			continue;
+		if (i >= NUMA_MAX_HUGEPAGE_SIZES)
+			continue;
+		/* Shift the larger ones up; the largest falls off a full table. */
+		unsigned last = n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES
+				    ? n->n_hugepage_sizes
+				    : NUMA_MAX_HUGEPAGE_SIZES - 1;
+		memmove(&n->hugepages[i + 1], &n->hugepages[i], (last - i) * sizeof(h));
+		n->hugepages[i] = h;
+		if (n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES)
+			n->n_hugepage_sizes++;
+	}
+	closedir(d);
+}
+
+const NumaHugepages *numa_node_hugepages(const NumaNode *n, uint64_t size)
+{
+	for (unsigned i = 0; i < n->n_hugepage_sizes && i < NUMA_MAX_HUGEPAGE_SIZES; i++)
+		if (n->hugepages[i].size == size)
+			return &n->hugepages[i];
+	return NULL;
+}
+
+int numa_node_index(const NumaTopology *t, unsigned id)
+{
+	for (unsigned i = 0; i < t->n_nodes && i < NUMA_MAX_NODES; i++)
+		if (t->nodes[i].id == id)
+			return (int)i;
+	return -1;
+}
+
 static int cmp_node(const void *a, const void *b)
 {
 	const NumaNode *x = a, *y = b;
@@ -85,6 +169,7 @@ static int single_node(int rootfd, NumaTopology *t)
 			n->mem_free = kb * 1024;
 	}
 	n->distance[0] = 10;
+	read_hugepages(rootfd, "sys/kernel/mm/hugepages", n);
 	return 0;
 }
 
@@ -132,6 +217,8 @@ int numa_read_topology(int rootfd, NumaTopology *ret)
 				p = e;
 			}
 		}
+		snprintf(path, sizeof(path), "node%u/hugepages", n->id);
+		read_hugepages(dirfd(d), path, n);
 	}
 	closedir(d);
 	if (t->n_nodes == 0)

@@ -44,9 +44,68 @@ static void add_node(const char *root, unsigned id, const char *cpus, unsigned l
 	fake_write(root, rel, dist);
 }
 
+/* nodeN/hugepages/hugepages-<kb>kB/{nr,free}_hugepages; NULL leaves a
+ * file out. */
+static void add_hugepages(const char *root, unsigned id, unsigned long long kb, const char *nr,
+			  const char *free_pages)
+{
+	char rel[160];
+	if (nr) {
+		snprintf(rel, sizeof(rel),
+			 "sys/devices/system/node/node%u/hugepages/hugepages-%llukB/nr_hugepages", id,
+			 kb);
+		fake_write(root, rel, nr);
+	}
+	if (free_pages) {
+		snprintf(rel, sizeof(rel),
+			 "sys/devices/system/node/node%u/hugepages/hugepages-%llukB/free_hugepages",
+			 id, kb);
+		fake_write(root, rel, free_pages);
+	}
+	if (!nr && !free_pages) {
+		snprintf(rel, sizeof(rel),
+			 "sys/devices/system/node/node%u/hugepages/hugepages-%llukB/surplus_hugepages",
+			 id, kb);
+		fake_write(root, rel, "0\n");
+	}
+}
+
+static void test_one_node(void **state)
+{
+	char *root = fake_tree_new();
+	assert_non_null(root);
+	add_node(root, 0, "0-11\n", 65536, 32768, "10\n");
+	add_hugepages(root, 0, 2048, "512\n", "500\n");
+	add_hugepages(root, 0, 1048576, "4\n", "1\n");
+	int fd = fake_open(root);
+	NumaTopology t;
+	assert_int_equal(numa_read_topology(fd, &t), 0);
+	assert_int_equal(t.n_nodes, 1);
+	const NumaNode *n = &t.nodes[0];
+	assert_int_equal(n->id, 0);
+	assert_int_equal(n->n_cpus, 12);
+	assert_int_equal(n->mem_total, 65536ull * 1024);
+	assert_int_equal(n->mem_free, 32768ull * 1024);
+	assert_int_equal(n->distance[0], 10);
+	assert_int_equal(n->n_hugepage_sizes, 2);
+	assert_int_equal(n->hugepages[0].size, 2ull << 20);
+	assert_int_equal(n->hugepages[0].nr, 512);
+	assert_int_equal(n->hugepages[0].free, 500);
+	assert_int_equal(n->hugepages[1].size, 1ull << 30);
+	assert_int_equal(n->hugepages[1].nr, 4);
+	assert_int_equal(n->hugepages[1].free, 1);
+	assert_ptr_equal(numa_node_hugepages(n, 1ull << 30), &n->hugepages[1]);
+	assert_null(numa_node_hugepages(n, 4096));
+	assert_int_equal(numa_node_index(&t, 0), 0);
+	assert_int_equal(numa_node_index(&t, 1), -1);
+	close(fd);
+	fake_tree_free(root);
+}
+
 static void test_two_uneven_nodes(void **state)
 {
 	char *root = fake_tree_new();
+	assert_non_null(root);
 	add_node(root, 1, "4-5\n", 2048, 1024, "21 10\n");
 	add_node(root, 0, "0-3\n", 8192, 4096, "10 21\n");
 	fake_write(root, "sys/devices/system/node/online", "0-1\n");
@@ -63,6 +122,9 @@ static void test_two_uneven_nodes(void **state)
 	assert_int_equal(t.nodes[1].n_cpus, 2);
 	assert_true(numa_cpu_isset(t.nodes[1].cpus, 5));
 	assert_int_equal(t.nodes[1].distance[1], 10);
+	assert_int_equal(t.nodes[0].n_hugepage_sizes, 0);
+	assert_int_equal(t.nodes[1].n_hugepage_sizes, 0);
+	assert_int_equal(numa_node_index(&t, 1), 1);
 	close(fd);
 	fake_tree_free(root);
 }
@@ -70,6 +132,7 @@ static void test_two_uneven_nodes(void **state)
 static void test_four_nodes_one_memoryless(void **state)
 {
 	char *root = fake_tree_new();
+	assert_non_null(root);
 	add_node(root, 0, "0-7\n", 16384, 100, "10 16 16 16\n");
 	add_node(root, 1, "8-15\n", 16384, 200, "16 10 16 16\n");
 	add_node(root, 2, "16-23\n", 16384, 300, "16 16 10 16\n");
@@ -85,17 +148,142 @@ static void test_four_nodes_one_memoryless(void **state)
 	fake_tree_free(root);
 }
 
+/* Four nodes, uneven CPUs and memory; node 2 memory-only with sparse id 5
+ * after it; hugepages on two nodes, some files missing or broken. */
+static void test_four_nodes_hugepages(void **state)
+{
+	char *root = fake_tree_new();
+	assert_non_null(root);
+	add_node(root, 0, "0-15,32-47\n", 131072, 65536, "10 21 31 31\n");
+	add_node(root, 1, "16-23\n", 65536, 60000, "21 10 31 31\n");
+	add_node(root, 2, "\n", 262144, 262000, "31 31 10 17\n");
+	add_node(root, 5, "24-27,48\n", 32768, 1024, "31 31 17 10\n");
+	add_hugepages(root, 0, 2048, "1024\n", "1000\n");
+	add_hugepages(root, 0, 1048576, "16\n", "16\n");
+	add_hugepages(root, 1, 1048576, "8\n", NULL);   /* no free_hugepages */
+	add_hugepages(root, 1, 2048, NULL, "7\n");      /* no nr_hugepages */
+	add_hugepages(root, 5, 2048, "junk\n", "3\n"); /* unreadable count */
+	add_hugepages(root, 5, 64, NULL, NULL);          /* a size with neither file */
+	fake_write(root, "sys/devices/system/node/node5/hugepages/hugepages-bogus/nr_hugepages",
+		   "9\n");
+	fake_write(root, "sys/devices/system/node/node5/hugepages/hugepages-2048/nr_hugepages",
+		   "9\n");
+	int fd = fake_open(root);
+	NumaTopology t;
+	assert_int_equal(numa_read_topology(fd, &t), 0);
+	assert_int_equal(t.n_nodes, 4);
+	static const unsigned ids[4] = {0, 1, 2, 5}, cpus[4] = {32, 8, 0, 5};
+	for (unsigned i = 0; i < 4; i++) {
+		assert_int_equal(t.nodes[i].id, ids[i]);
+		assert_int_equal(t.nodes[i].n_cpus, cpus[i]);
+	}
+	assert_int_equal(numa_node_index(&t, 5), 3);
+	assert_int_equal(numa_node_index(&t, 3), -1);
+	assert_true(numa_cpu_isset(t.nodes[0].cpus, 47));
+	assert_false(numa_cpu_isset(t.nodes[0].cpus, 16));
+	assert_true(numa_cpu_isset(t.nodes[3].cpus, 48));
+	assert_int_equal(t.nodes[2].mem_total, 262144ull * 1024);
+	assert_int_equal(t.nodes[3].mem_free, 1024ull * 1024);
+	/* Distances by position: nodes[3] (id 5) is the 4th column. */
+	assert_int_equal(t.nodes[2].distance[3], 17);
+	assert_int_equal(t.nodes[3].distance[0], 31);
+
+	const NumaNode *n = &t.nodes[0];
+	assert_int_equal(n->n_hugepage_sizes, 2);
+	assert_int_equal(n->hugepages[0].size, 2048ull * 1024);
+	assert_int_equal(n->hugepages[0].nr, 1024);
+	assert_int_equal(n->hugepages[0].free, 1000);
+	assert_int_equal(n->hugepages[1].size, 1ull << 30);
+	assert_int_equal(n->hugepages[1].nr, 16);
+	assert_int_equal(n->hugepages[1].free, 16);
+
+	n = &t.nodes[1];
+	assert_int_equal(n->n_hugepage_sizes, 2);
+	const NumaHugepages *h = numa_node_hugepages(n, 1ull << 30);
+	assert_non_null(h);
+	assert_int_equal(h->nr, 8);
+	assert_int_equal(h->free, 0);
+	h = numa_node_hugepages(n, 2ull << 20);
+	assert_non_null(h);
+	assert_int_equal(h->nr, 0);
+	assert_int_equal(h->free, 0); /* never more free than in the pool */
+
+	assert_int_equal(t.nodes[2].n_hugepage_sizes, 0);
+
+	n = &t.nodes[3];
+	assert_int_equal(n->n_hugepage_sizes, 2);
+	assert_int_equal(n->hugepages[0].size, 64 * 1024);
+	assert_int_equal(n->hugepages[0].nr, 0);
+	assert_int_equal(n->hugepages[1].size, 2ull << 20);
+	assert_int_equal(n->hugepages[1].nr, 0);
+	assert_int_equal(n->hugepages[1].free, 0);
+	close(fd);
+	fake_tree_free(root);
+}
+
+/* A node directory with nothing in it reads as a node with nothing. */
+static void test_missing_files(void **state)
+{
+	char *root = fake_tree_new();
+	assert_non_null(root);
+	add_node(root, 0, "0-3\n", 4096, 2048, "10 20\n");
+	fake_write(root, "sys/devices/system/node/node1/uevent", "");
+	int fd = fake_open(root);
+	NumaTopology t;
+	assert_int_equal(numa_read_topology(fd, &t), 0);
+	assert_int_equal(t.n_nodes, 2);
+	const NumaNode *n = &t.nodes[1];
+	assert_int_equal(n->id, 1);
+	assert_int_equal(n->n_cpus, 0);
+	assert_int_equal(n->mem_total, 0);
+	assert_int_equal(n->mem_free, 0);
+	assert_int_equal(n->distance[0], 0);
+	assert_int_equal(n->n_hugepage_sizes, 0);
+	assert_int_equal(t.nodes[0].distance[1], 20);
+	close(fd);
+	fake_tree_free(root);
+}
+
+/* More sizes than the table holds: the smallest ones stay. */
+static void test_many_hugepage_sizes(void **state)
+{
+	char *root = fake_tree_new();
+	assert_non_null(root);
+	add_node(root, 0, "0\n", 4096, 2048, "10\n");
+	static const unsigned long long kb[6] = {16777216, 64, 1048576, 32768, 2048, 524288};
+	for (unsigned i = 0; i < 6; i++)
+		add_hugepages(root, 0, kb[i], "1\n", "1\n");
+	int fd = fake_open(root);
+	NumaTopology t;
+	assert_int_equal(numa_read_topology(fd, &t), 0);
+	const NumaNode *n = &t.nodes[0];
+	assert_int_equal(n->n_hugepage_sizes, NUMA_MAX_HUGEPAGE_SIZES);
+	static const unsigned long long want[4] = {64, 2048, 32768, 524288};
+	for (unsigned i = 0; i < 4; i++)
+		assert_int_equal(n->hugepages[i].size, want[i] * 1024);
+	close(fd);
+	fake_tree_free(root);
+}
+
 static void test_no_numa_dir_is_one_node(void **state)
 {
 	char *root = fake_tree_new();
+	assert_non_null(root);
 	fake_write(root, "sys/devices/system/cpu/online", "0-5\n");
 	fake_write(root, "proc/meminfo", "MemTotal:       1000 kB\nMemFree:         500 kB\n");
+	fake_write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "64\n");
+	fake_write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "60\n");
 	int fd = fake_open(root);
 	NumaTopology t;
 	assert_int_equal(numa_read_topology(fd, &t), 0);
 	assert_int_equal(t.n_nodes, 1);
 	assert_int_equal(t.nodes[0].n_cpus, 6);
 	assert_int_equal(t.nodes[0].mem_total, 1000 * 1024);
+	assert_int_equal(t.nodes[0].mem_free, 500 * 1024);
+	assert_int_equal(t.nodes[0].n_hugepage_sizes, 1);
+	assert_int_equal(t.nodes[0].hugepages[0].size, 2ull << 20);
+	assert_int_equal(t.nodes[0].hugepages[0].nr, 64);
+	assert_int_equal(t.nodes[0].hugepages[0].free, 60);
 	close(fd);
 	fake_tree_free(root);
 }
@@ -110,6 +298,9 @@ static void test_real_kernel(void **state)
 	for (unsigned i = 0; i < t.n_nodes; i++)
 		cpus += t.nodes[i].n_cpus;
 	assert_int_equal(cpus, (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+	for (unsigned i = 0; i < t.n_nodes; i++)
+		for (unsigned k = 0; k < t.nodes[i].n_hugepage_sizes; k++)
+			assert_true(t.nodes[i].hugepages[k].free <= t.nodes[i].hugepages[k].nr);
 	close(fd);
 }
 
@@ -117,8 +308,12 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cpulist),
+		cmocka_unit_test(test_one_node),
 		cmocka_unit_test(test_two_uneven_nodes),
 		cmocka_unit_test(test_four_nodes_one_memoryless),
+		cmocka_unit_test(test_four_nodes_hugepages),
+		cmocka_unit_test(test_missing_files),
+		cmocka_unit_test(test_many_hugepage_sizes),
 		cmocka_unit_test(test_no_numa_dir_is_one_node),
 		cmocka_unit_test(test_real_kernel),
 	};
