@@ -19,12 +19,19 @@ static void usage(FILE *f)
 	      "  list                        all VMs\n"
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
-	      "              [--cpu-model MODEL] [--no-mem-merge]\n"
+	      "              [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE]\n"
 	      "              [--kernel F [--initrd F] [--append S]]\n"
 	      "              [--template NAME] [--disk-size SIZE] [--disk FILE]...\n"
 	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
 	      "              [--cloud-init FILE] [--network-config FILE]\n"
 	      "              [--ssh-key FILE] [--hostname H]\n"
+	      "  set NAME [--balloon SIZE] [--disk N] [--no-limits] [--io-group NAME]\n"
+	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
+	      "           [--bps-read-max RATE] [--bps-write-max RATE] [--bps-total-max RATE]\n"
+	      "           [--iops-read N] [--iops-write N] [--iops-total N]\n"
+	      "           [--iops-read-max N] [--iops-write-max N] [--iops-total-max N]\n"
+	      "                              balloon target, a disk's I/O limits (those\n"
+	      "                              given replace the disk's); live if running\n"
 	      "  start NAME [--paused]\n"
 	      "  stop NAME [--timeout S] [--force]\n"
 	      "  kill|reboot|pause|resume|delete NAME\n"
@@ -311,6 +318,23 @@ static void print_cloud_init(json_t *ci)
 	printf("\n");
 }
 
+/* The balloon's target, and what the guest has while it runs. */
+static void print_balloon(json_t *vm, json_t *spec)
+{
+	json_int_t target = json_integer_value(json_object_get(spec, "balloon_mib"));
+	json_int_t mem = json_integer_value(json_object_get(spec, "memory_mib"));
+	json_t *actual = json_object_get(vm, "balloon_actual_mib");
+	if (target <= 0 && (!actual || json_integer_value(actual) >= mem))
+		return;
+	if (target > 0)
+		printf("Balloon:     target %lld MiB", target);
+	else
+		printf("Balloon:     no target (all %lld MiB)", mem);
+	if (actual)
+		printf(", guest has %lld MiB", json_integer_value(actual));
+	printf("\n");
+}
+
 static void print_vm(json_t *vm)
 {
 	json_t *spec = json_object_get(vm, "spec");
@@ -331,6 +355,7 @@ static void print_vm(json_t *vm)
 		printf("vCPUs:       %lld\n", json_integer_value(json_object_get(spec, "cpus")));
 		printf("Memory:      %lld MiB\n",
 		       json_integer_value(json_object_get(spec, "memory_mib")));
+		print_balloon(vm, spec);
 		printf("Accel:       %s\n", json_string_value(json_object_get(spec, "accel")));
 		printf("Machine:     %s\n", json_string_value(json_object_get(spec, "machine")));
 		const char *cm = json_string_value(json_object_get(spec, "cpu_model"));
@@ -357,6 +382,9 @@ static void print_vm(json_t *vm)
 				       json_string_value(json_object_get(d, "format")),
 				       json_is_true(json_object_get(d, "readonly")) ? ", read-only"
 										    : "");
+			char lim[512];
+			if (ctl_fmt_disk_limits(json_object_get(d, "limits"), lim, sizeof(lim)))
+				printf("             I/O limits: %s\n", lim);
 		}
 		json_array_foreach (json_object_get(spec, "nics"), idx, d) {
 			const char *br = json_string_value(json_object_get(d, "bridge"));
@@ -507,6 +535,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"network-config", required_argument, NULL, 'w'},
 		{"ssh-key", required_argument, NULL, 'K'},
 		{"hostname", required_argument, NULL, 'H'},
+		{"balloon", required_argument, NULL, 'B'},
 		{0},
 	};
 	json_auto_t *spec = NULL;
@@ -620,6 +649,13 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		case 'H':
 			json_object_set_new(cloud_init, "hostname", json_string(optarg));
 			break;
+		case 'B': {
+			uint64_t mib;
+			if (ctl_parse_balloon("--balloon", optarg, &mib) < 0)
+				goto usage;
+			json_object_set_new(spec, "balloon_mib", json_integer((json_int_t)mib));
+			break;
+		}
 		case 'f':
 			break;
 		default:
@@ -669,7 +705,8 @@ usage:
 	json_decref(disks);
 	json_decref(nics);
 	fputs("hsctl: usage: hsctl create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] "
-	      "[--machine M] [--cpu-model MODEL] [--no-mem-merge] [--kernel F --initrd F "
+	      "[--machine M] [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE] "
+	      "[--kernel F --initrd F "
 	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
 	      "[--nic user|none|bridge:BR]... [--from FILE] [--cloud-init FILE] "
 	      "[--network-config FILE] [--ssh-key FILE] [--hostname H]\n",
@@ -965,6 +1002,7 @@ static const struct {
 	{"pause", cmd_action},    {"resume", cmd_action}, {"delete", cmd_action},
 	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
 	{"ksm", cmd_ksm},         {"template", cmd_template}, {"snapshot", cmd_snapshot},
+	{"set", cmd_set},
 };
 
 static void ctl_release(Ctl *ctl)

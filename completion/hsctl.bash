@@ -9,7 +9,7 @@
 # offered for those names when hsd cannot be reached. Needs only bash; works with or without the
 # bash-completion package.
 
-_hsctl_commands='version host list info create start stop kill reboot pause resume delete qmp console events ksm template snapshot'
+_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm template snapshot'
 _hsctl_template_commands='list show import from-vm delete'
 _hsctl_snapshot_commands='list create rollback delete'
 _hsctl_global_opts='--socket --json --help --version'
@@ -155,9 +155,15 @@ _hsctl()
 		create)
 			argopts='--memory --cpus --accel --machine --cpu-model --kernel --initrd --append'
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
-			argopts+=' --ssh-key --hostname'
+			argopts+=' --ssh-key --hostname --balloon'
 			flags='--no-mem-merge'
 			repeat=' --disk --nic '
+			;;
+		set)
+			argopts='--balloon --disk --io-group --bps-read --bps-write --bps-total --bps-read-max'
+			argopts+=' --bps-write-max --bps-total-max --iops-read --iops-write --iops-total'
+			argopts+=' --iops-read-max --iops-write-max --iops-total-max'
+			flags='--no-limits'
 			;;
 		start) flags='--paused' ;;
 		stop)
@@ -215,7 +221,7 @@ _hsctl()
 				;;
 			--format) cand=(qcow2 raw) ;;
 			--kernel | --initrd | --from | --cloud-init | --network-config | --ssh-key) files=1 ;;
-			--disk) [[ $cmd == create ]] && files=1 ;; # template from-vm: an index
+			--disk) [[ $cmd == create ]] && files=1 ;; # template from-vm, set: an index
 			--template)
 				local n
 				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_names "${#glob[@]}" "${glob[@]}" template list)
@@ -237,7 +243,7 @@ _hsctl()
 			# to be made: nothing offered), files, or none (then the options).
 			local wants=none np=${#pos[@]}
 			case $cmd in
-			info | start | stop | kill | reboot | pause | resume | delete | console | qmp)
+			info | set | start | stop | kill | reboot | pause | resume | delete | console | qmp)
 				((np == 0)) && wants=vm
 				;;
 			create) ((np == 0 && cword == cmdi + 1)) && wants=new ;;

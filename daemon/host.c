@@ -212,7 +212,17 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 				(json_int_t)k->pages_to_scan, "sleep_millisecs",
 				(json_int_t)k->sleep_millisecs, "saved_bytes",
 				(json_int_t)ksm_saved_bytes(k, sysconf(_SC_PAGESIZE)));
-	return json_pack("{s:s, s:{s:s, s:s, s:b, s:s}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
+	char ctl[128];
+	json_t *cgroup = h->has_cgroup
+				 ? json_pack("{s:b, s:s+, s:s, s:b, s:s, s:s}", "enabled", 1, "mount", "/",
+					     h->cgroup.mount, "base", h->cgroup.base, "delegated",
+					     h->cgroup.delegated, "controllers",
+					     cgroup_controllers_format(h->cgroup.controllers, ctl,
+								       sizeof(ctl)),
+					     "missing", h->cgroup.missing)
+				 : json_pack("{s:b, s:s}", "enabled", 0, "missing",
+					     "no cgroup v2 mount found");
+	json_t *out = json_pack("{s:s, s:{s:s, s:s, s:b, s:s}, s:{s:b, s:s}, s:{s:s, s:i}, s:{s:I, s:I, "
 			 "s:I}, s:o, s:o, s:i, s:o, s:o, s:{s:i, s:o}, s:{s:s, s:s, s:s, s:o}}",
 			 "hsd_version", HS_VERSION, "qemu", "binary", host->qemu_binary, "version",
 			 host->qemu_version, "sandbox", host->qemu_sandbox, "user",
@@ -225,4 +235,6 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 			 "total", (int)h->n_vms, "by_state", states, "paths", "state_dir",
 			 h->state_dir, "run_dir", h->run_dir, "socket", h->socket_path,
 			 "allowed_dirs", allowed);
+	json_object_set_new(out, "cgroup", cgroup);
+	return out;
 }

@@ -13,6 +13,7 @@
 #include <sys/un.h>
 
 #include "hsd.h"
+#include "cgroup.h"
 #include "storage.h"
 #include "tool.h"
 #include "options.h"
@@ -176,6 +177,8 @@ static void usage(FILE *f)
 		   "  --pacing-timeout S  a start waits up to S s for memory (default 120)\n"
 		   "  --tcg-tb-size MiB   TCG translation buffer per TCG VM (default 16; 0:\n"
 		   "                      QEMU's default, up to 1 GiB, none of it mergeable)\n"
+		   "  --cgroup-base PATH  VMs' cgroups go under PATH on the cgroup2 mount\n"
+		   "                      (default: hsd's delegated group, else \"hsd\")\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
 		   "  -v, --verbose       debug logging\n"
 		   "  --version\n");
@@ -198,6 +201,7 @@ static const struct option long_opts[] = {
 	{"ksm-mode", required_argument, NULL, 'L'},
 	{"pacing-timeout", required_argument, NULL, 'L'},
 	{"tcg-tb-size", required_argument, NULL, 'L'},
+	{"cgroup-base", required_argument, NULL, 'L'},
 	{"no-seccomp", no_argument, NULL, 'L'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"version", no_argument, NULL, 'V'},
@@ -433,6 +437,17 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	host_probe(&h.host, qemu);
+	{
+		/* cgroup v2: a group per VM where the host has one; without it
+		 * everything else works (said once, here and in hsctl host). */
+		HsError cerr = {0};
+		h.has_cgroup = cgroup_host_open(h.host.rootfd, o.cgroup_base, &h.cgroup, &cerr) == 0;
+		if (!h.has_cgroup)
+			log_warning("no cgroups for VMs: %s", cerr.message);
+		else if (h.cgroup.missing[0])
+			log_warning("cgroup v2 at /%s/%s: %s", h.cgroup.mount, h.cgroup.base,
+				    h.cgroup.missing);
+	}
 	if (geteuid() == 0 && !(qemu_user && !strcmp(qemu_user, "root"))) {
 		HsError uerr = {0};
 		if (qemu_user_resolve(qemu_user ? qemu_user : "hsd-qemu", true, &h.qemu_user,

@@ -12,6 +12,7 @@
 #include "launch.h"
 #include "spawner.h"
 #include "ksm.h"
+#include "cgroup.h"
 #include "numa.h"
 #include "vfio.h"
 #include "qmp.h"
@@ -154,6 +155,8 @@ struct Hsd {
 	ev_timer metrics_timer;
 	ev_io spawner_watch;
 	AllowedDirs allowed; /* where spec files may be */
+	CgroupHost cgroup;   /* valid when has_cgroup */
+	bool has_cgroup;
 	bool verbose;
 };
 

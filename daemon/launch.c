@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "cgroup.h"
 #include "net.h"
 
 extern char **environ;
@@ -193,7 +194,8 @@ static int drop_privileges(const QemuUser *user)
 #endif
 
 _Noreturn void launch_child(char **argv, const ChildFds *f, int log_fd, int run_dirfd,
-			    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any)
+			    const char *pidfile, int go_fd, int cgroup_fd, const QemuUser *user,
+			    bool merge_any)
 {
 	sigset_t all;
 	sigemptyset(&all);
@@ -232,6 +234,12 @@ _Noreturn void launch_child(char **argv, const ChildFds *f, int log_fd, int run_
 	if (k != 1)
 		_exit(125);
 
+	/* Into the VM's cgroup before QEMU's first instruction (and before the
+	 * privilege drop: the cgroup files are root's). */
+	if (cgroup_fd >= 0 && cgroup_enter(cgroup_fd) < 0) {
+		dprintf(lfd, "hsd: cannot enter the VM's cgroup\n");
+		_exit(123);
+	}
 	if (dup2(null, 0) < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0)
 		_exit(126);
 	for (int i = 0; i < f->n; i++)

@@ -13,7 +13,7 @@
 #include "spec.h"
 
 /* At most what one SCM_RIGHTS message carries (253), less the spawner's 3. */
-#define LAUNCH_MAX_FDS 250
+#define LAUNCH_MAX_FDS 249 /* + log, run dir, go, cgroup: 253 */
 
 /* Descriptors for the child: src[i] becomes fd 3 + i in QEMU. */
 typedef struct ChildFds {
@@ -52,4 +52,5 @@ int launch_prepare(const VmSpec *spec, const AllowedDirs *allowed, int state_dir
  * execs argv. merge_any: offer all of QEMU's anonymous memory to KSM
  * (PR_SET_MEMORY_MERGE, kept across exec), not only guest RAM. */
 _Noreturn void launch_child(char **argv, const ChildFds *fds, int log_fd, int run_dirfd,
-			    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any);
+			    const char *pidfile, int go_fd, int cgroup_fd, const QemuUser *user,
+			    bool merge_any);

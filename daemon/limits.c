@@ -56,8 +56,12 @@ json_t *limits_throttle_args(size_t disk, const VmDiskLimits *l)
 		if (l->iops_max[k])
 			json_object_set_new(a, imaxk[k], json_integer((json_int_t)l->iops_max[k]));
 	}
-	if (l->group[0])
-		json_object_set_new(a, "group", json_string(l->group));
+	/* Always name the group: without it QEMU keeps the disk in its old
+	 * one (whose limits other disks share). A disk of no group of the
+	 * spec's is alone in its own, named after it. */
+	char own[32];
+	snprintf(own, sizeof(own), "hs-disk%zu", disk);
+	json_object_set_new(a, "group", json_string(l->group[0] ? l->group : own));
 	return a;
 }
 

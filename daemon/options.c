@@ -20,7 +20,8 @@ void hsd_options_init(HsdOptions *o)
 void hsd_options_clear(HsdOptions *o)
 {
 	char **strs[] = {&o->state_dir, &o->run_dir,	&o->socket,	 &o->qemu,
-			 &o->qemu_user, &o->api_group, &o->admin_group, &o->sysroot};
+			 &o->qemu_user, &o->api_group, &o->admin_group, &o->sysroot,
+			 &o->cgroup_base};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		free(*strs[i]);
 		*strs[i] = NULL;
@@ -82,6 +83,8 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 		return set_str(&o->qemu, key, value, true, err);
 	if (!strcmp(key, "sysfs-root"))
 		return set_str(&o->sysroot, key, value, true, err);
+	if (!strcmp(key, "cgroup-base"))
+		return set_str(&o->cgroup_base, key, value, false, err);
 	if (!strcmp(key, "qemu-user"))
 		return set_str(&o->qemu_user, key, value, false, err);
 	if (!strcmp(key, "api-group"))

@@ -15,6 +15,7 @@
 typedef struct HsdOptions {
 	char *state_dir, *run_dir, *socket, *qemu, *qemu_user, *api_group, *admin_group;
 	char *sysroot;
+	char *cgroup_base; /* NULL: found (delegated group, or "hsd" on the cgroup2 mount) */
 	char *allowed[PATHS_MAX_DIRS];
 	size_t n_allowed;
 	bool seccomp;

@@ -13,7 +13,7 @@
 
 #define SP_MAGIC 0x48535350u /* "HSSP" */
 #define SP_MAX_ARGV (64 * 1024)
-#define SP_MAX_FDS (LAUNCH_MAX_FDS + 3)
+#define SP_MAX_FDS (LAUNCH_MAX_FDS + 3) /* 253: the most one message carries */
 
 enum { SP_SPAWN = 1, SP_SPAWNED = 2, SP_EXITED = 3, SP_RUN = 4 };
 
@@ -23,6 +23,7 @@ typedef struct SpRequest {
 	uint32_t argv_len;
 	QemuUser user;
 	uint32_t merge_any;
+	uint32_t has_cgroup; /* the 4th descriptor is the VM's cgroup */
 	char pidfile[64];
 } SpRequest;
 
@@ -139,12 +140,15 @@ static void handle_request(int sock)
 			pid = -errno;
 		goto out;
 	}
-	ChildFds cf = {.n = (int)nf - 3};
-	memcpy(cf.src, fds + 3, sizeof(int) * (nf - 3));
+	unsigned first = req.has_cgroup ? 4 : 3;
+	if (nf < first)
+		goto out;
+	ChildFds cf = {.n = (int)(nf - first)};
+	memcpy(cf.src, fds + first, sizeof(int) * (nf - first));
 	pid = fork();
 	if (pid == 0)
-		launch_child(argv, &cf, fds[0], fds[1], req.pidfile, fds[2], &req.user,
-			     req.merge_any != 0);
+		launch_child(argv, &cf, fds[0], fds[1], req.pidfile, fds[2],
+			     req.has_cgroup ? fds[3] : -1, &req.user, req.merge_any != 0);
 	if (pid < 0)
 		pid = -errno;
 out:
@@ -291,16 +295,19 @@ static pid_t request(Spawner *sp, SpRequest *req, char **argv, const int *fds, u
 }
 
 pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *cf, int log_fd, int run_dirfd,
-		    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any,
-		    SpawnerExitCb on_exit, void *ud, HsError *err)
+		    const char *pidfile, int go_fd, int cgroup_fd, const QemuUser *user,
+		    bool merge_any, SpawnerExitCb on_exit, void *ud, HsError *err)
 {
 	SpRequest req = {.magic = SP_MAGIC, .type = SP_SPAWN, .user = *user,
-			 .merge_any = merge_any};
+			 .merge_any = merge_any, .has_cgroup = cgroup_fd >= 0};
 	snprintf(req.pidfile, sizeof(req.pidfile), "%s", pidfile);
-	int fds[SP_MAX_FDS] = {log_fd, run_dirfd, go_fd};
+	int fds[SP_MAX_FDS] = {log_fd, run_dirfd, go_fd, cgroup_fd};
+	unsigned first = cgroup_fd >= 0 ? 4 : 3;
+	if (first + (unsigned)cf->n > SP_MAX_FDS)
+		return hs_error_set(err, -E2BIG, "internal", "too many descriptors for QEMU");
 	for (int i = 0; i < cf->n; i++)
-		fds[3 + i] = cf->src[i];
-	return request(sp, &req, argv, fds, (unsigned)(3 + cf->n), on_exit, ud, err);
+		fds[first + i] = cf->src[i];
+	return request(sp, &req, argv, fds, first + (unsigned)cf->n, on_exit, ud, err);
 }
 
 pid_t spawner_run(Spawner *sp, char **argv, int out_fd, const int *fds, unsigned n_fds,

@@ -21,12 +21,13 @@ typedef struct Spawner {
 int spawner_start(Spawner *sp, HsError *err);
 void spawner_stop(Spawner *sp);
 
-/* Asks for a QEMU; blocking but quick (the spawner only forks). Messages
+/* Asks for a QEMU (in the cgroup cgroup_fd, an O_PATH directory, from its
+ * first instruction; -1: none); blocking but quick (the spawner only forks). Messages
  * about exits that arrive meanwhile go to on_exit. */
 typedef void (*SpawnerExitCb)(pid_t pid, int wstatus, void *ud);
 pid_t spawner_spawn(Spawner *sp, char **argv, const ChildFds *fds, int log_fd, int run_dirfd,
-		    const char *pidfile, int go_fd, const QemuUser *user, bool merge_any,
-		    SpawnerExitCb on_exit, void *ud, HsError *err);
+		    const char *pidfile, int go_fd, int cgroup_fd, const QemuUser *user,
+		    bool merge_any, SpawnerExitCb on_exit, void *ud, HsError *err);
 /* Runs a tool (qemu-img) as hsd's own user: stdout and stderr go to
  * out_fd, fds[i] becomes fd 3 + i. Its exit is reported like a QEMU's. */
 pid_t spawner_run(Spawner *sp, char **argv, int out_fd, const int *fds, unsigned n_fds,

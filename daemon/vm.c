@@ -183,6 +183,13 @@ static void file_tail(int dirfd, const char *name, char *out, size_t size)
 static void vm_cleanup_process(Vm *vm)
 {
 	vm_unplace(vm);
+	/* Its cgroup goes with it (busy while the kernel still tears QEMU
+	 * down: then at the next start or delete). */
+	if (vm->hsd->has_cgroup) {
+		HsError cerr;
+		if (cgroup_vm_remove(&vm->hsd->cgroup, vm->spec.name, &cerr) < 0)
+			log_debug("vm %s: cgroup not removed yet: %s", vm->spec.name, cerr.message);
+	}
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
 	vm->qmp_ready = false;
@@ -646,6 +653,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	 * out on restart from the pidfile. */
 	vm->status.started_at = hs_wall();
 	vm->status.exit_reason[0] = '\0';
+	vm->balloon_actual = 0; /* known again at the guest's first BALLOON_CHANGE */
 	vm->stop_kind = STOP_NONE;
 	vm->guest_shutdown = false;
 	vm->start_paused = paused;
@@ -678,8 +686,21 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 		vm_save_status(vm);
 		return hs_error_set(err, r, "internal", "pipe: %s", strerror(-r));
 	}
+	/* Its cgroup, made (or re-found) now; QEMU starts in it. */
+	int cg_fd = -1;
+	if (h->has_cgroup) {
+		HsError cerr = {0};
+		CgroupLimits cl = {0};
+		if (cgroup_vm_create(&h->cgroup, vm->spec.name, &cl, &cerr) >= 0)
+			cg_fd = cgroup_vm_fd(&h->cgroup, vm->spec.name);
+		else
+			log_warning("vm %s: no cgroup: %s", vm->spec.name, cerr.message);
+	}
 	pid_t pid = spawner_spawn(&h->spawner, argv, &fds, log_fd, vm->run_dirfd, PIDFILE, go[0],
-				  &h->qemu_user, !vm->spec.no_mem_merge, vm_spawner_exit, h, err);
+				  cg_fd, &h->qemu_user, !vm->spec.no_mem_merge, vm_spawner_exit, h,
+				  err);
+	if (cg_fd >= 0)
+		close(cg_fd);
 	close(go[0]);
 	strv_free(argv);
 	/* The spawner passed copies to QEMU; the listening sockets close with
@@ -1265,6 +1286,10 @@ int vm_delete(Vm *vm, HsError *err)
 		return hs_error_set(err, r, "internal", "cannot delete VM '%s': %s", vm->spec.name,
 				    strerror(-r));
 	hs_rm_rf_at(h->run_vms_dirfd, vm->spec.name);
+	if (h->has_cgroup) {
+		HsError cerr;
+		cgroup_vm_remove(&h->cgroup, vm->spec.name, &cerr);
+	}
 	vm_unlink(h, vm);
 	events_publish(h, json_pack("{s:s, s:s, s:s, s:s, s:f}", "type", "state", "vm",
 				    vm->spec.name, "state", "deleted", "previous",
@@ -1301,6 +1326,10 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *disks = storage_vm_disks_json(vm);
 		if (disks)
 			json_object_set_new(o, "storage", disks);
+		char cg[300];
+		if (active && vm->hsd->has_cgroup &&
+		    cgroup_vm_path(&vm->hsd->cgroup, vm->spec.name, cg, sizeof(cg)) == 0)
+			json_object_set_new(o, "cgroup", json_string(cg));
 		json_t *pl = active ? vm_placement_json(vm) : NULL;
 		if (pl)
 			json_object_set_new(o, "placement", pl);

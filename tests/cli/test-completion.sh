@@ -88,14 +88,17 @@ expect() {
 }
 
 H=$HSCTL
-commands=(version host list info create start stop kill reboot pause resume delete qmp console events ksm
+commands=(version host list info create set start stop kill reboot pause resume delete qmp console events ksm
 	template snapshot)
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
-	--template --disk-size --cloud-init --network-config --ssh-key --hostname)
+	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon)
+set_opts=(--balloon --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
+	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max)
 
 # Commands and global options.
 expect "commands" "$H " "${commands[@]}"
 expect "commands starting with 'st'" "$H st" start stop
+expect "commands starting with 's'" "$H s" set start stop snapshot
 expect "global options" "$H --" --socket --json --help --version
 expect "commands after --json" "$H --json re" reboot resume
 expect "no global options after the command" "$H list --" ""
@@ -106,10 +109,20 @@ expect "options of create after the name" "$H create web1 " "${create_opts[@]}"
 expect "nothing for a new VM's name" "$H create " ""
 expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 2 --" \
 	--accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from \
-	--template --disk-size --cloud-init --network-config --ssh-key --hostname
+	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon
 expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
 	--network-config
 expect "--template is not offered twice" "$H create web1 --template t --t" ""
+expect "options of set" "$H set vm1 --" "${set_opts[@]}"
+expect "options of set, before the name" "$H set --no" --no-limits
+expect "options of set starting with --bps-r" "$H set vm1 --bps-r" --bps-read --bps-read-max
+expect "options of set starting with --iops-t" "$H set vm1 --iops-t" --iops-total --iops-total-max
+expect "a used option of set is not offered again" "$H set vm1 --disk 1 --bps-read 10M --bps-" \
+	--bps-write --bps-total --bps-read-max --bps-write-max --bps-total-max
+expect "set: no values for --disk (an index)" "$H set vm1 --disk " ""
+expect "set: no values for --bps-read" "$H set vm1 --bps-read " ""
+expect "set: no values for --balloon" "$H set vm1 --balloon " ""
+expect "set: options after NAME and a value" "$H set vm1 --balloon 512M --no" --no-limits
 expect "options of start" "$H start vm1 --" --paused
 expect "options of stop" "$H stop vm1 --" --timeout --force
 expect "options of stop, before the name" "$H stop --f" --force
@@ -214,6 +227,10 @@ else
 		expect "--json before --socket" "$H --json --socket $sock delete b" beta-2
 		expect "options before the name" "$H --socket $sock stop --force " alpha beta-2
 		expect "console <TAB>: both VMs" "$H --socket $sock console " alpha beta-2
+		expect "set <TAB>: both VMs" "$H --socket $sock set " alpha beta-2
+		expect "set with options first <TAB>: both VMs" "$H --socket $sock set --bps-read 1M " alpha beta-2
+		expect "set b<TAB>: beta-2" "$H --socket $sock set b" beta-2
+		expect "set NAME <TAB>: then the options" "$H --socket $sock set alpha " "${set_opts[@]}"
 		expect "qmp <TAB>: both VMs" "$H --socket $sock qmp " alpha beta-2
 		expect "events --vm <TAB>: both VMs" "$H --socket $sock events --vm " alpha beta-2
 		expect "events --vm=<TAB>: both VMs" "$H --socket $sock events --vm=" alpha beta-2

@@ -224,10 +224,21 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		--format) value=(qcow2) ;;
 		--max-cpu) value=(0.5) ;;
 		--kernel | --initrd | --cloud-init | --network-config | --ssh-key) value=(/etc/hostname) ;;
-		--disk) [[ $cmd == create* ]] && value=(/etc/hostname) || value=(1) ;;
+		--disk)
+			case $cmd in
+			create*) value=(/etc/hostname) ;;
+			set*) value=(1 --no-limits) ;; # alone it sets nothing
+			*) value=(1) ;;
+			esac
+			;;
 		--from) value=("$tmp/spec.json") ;;
 		--wait-for | --vm | --machine | --cpu-model | --append | --template | --hostname) value=(x) ;;
 		--disk-size) value=(20G) ;;
+		--balloon) value=(512M) ;;
+		--bps-*-max) value=(20M "${opt%-max}" 10M) ;; # a burst needs its rate
+		--bps-*) value=(10M) ;;
+		--iops-*-max) value=(400 "${opt%-max}" 200) ;;
+		--io-group) value=(g1) ;;
 		*) value=(1) ;;
 		esac
 		[[ $arg ]] || value=()

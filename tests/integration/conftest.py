@@ -95,6 +95,34 @@ def qemu_pids_of(hsd):
     return pids
 
 
+CGROUP2 = None
+for _line in open("/proc/self/mountinfo"):
+    _f = _line.split(" - ")
+    if len(_f) == 2 and _f[1].split()[0] == "cgroup2":
+        CGROUP2 = _f[0].split()[4]
+        break
+
+
+def remove_cgroups(name):
+    """The test hsd's cgroup base (hs-test/NAME), bottom up (empty groups
+    only: rmdir is all cgroupfs allows)."""
+    if not CGROUP2:
+        return
+    top = os.path.join(CGROUP2, "hs-test", name)
+    if not os.path.isdir(top):
+        return
+    for root, dirs, _ in os.walk(top, topdown=False):
+        for d in dirs:
+            try:
+                os.rmdir(os.path.join(root, d))
+            except OSError:
+                pass
+    try:
+        os.rmdir(top)
+    except OSError:
+        pass
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout=30):
         super().__init__("hsd", timeout=timeout)
@@ -192,6 +220,7 @@ class Hsd:
             self.log.close()
         for pid in self.qemu_pids:
             kill_pid(pid)
+        remove_cgroups(self.base.name)
 
     # -- API --
     def request(self, method, path, body=None, timeout=60, raw_body=None, headers=None):
@@ -283,6 +312,8 @@ def hsd_factory(tmp_path, guest):
         # Short base paths: UNIX socket paths are limited to 108 bytes.
         base = Path(os.environ.get("HS_TEST_TMP", "/tmp")) / f"hs-{os.getpid()}-{len(made)}-{time.monotonic_ns() % 100000}"
         base.mkdir(parents=True)
+        # Each test hsd keeps its VMs' cgroups under a base of its own.
+        extra_args = ["--cgroup-base", f"hs-test/{base.name}", *extra_args]
         h = Hsd(base, extra_args, prefix)
         made.append(h)
         if start:

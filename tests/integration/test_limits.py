@@ -230,3 +230,32 @@ def test_numa_placement_binds_memory(hsd, guest):
     code, body, _ = h.request("POST", "/v1/vms/numa2/start", timeout=60)
     assert code == 400 and "cannot be placed" in body["error"]["message"], body
     h.json("POST", "/v1/vms/numa/kill", timeout=60)
+
+
+def test_vm_cgroup(hsd, guest):
+    """QEMU runs in its VM's cgroup from its first instruction; the group
+    goes when the VM stops. Controllers this host lacks are said once."""
+    h = hsd
+    host = h.json("GET", "/v1/host")
+    cg = host["cgroup"]
+    if not cg["enabled"]:
+        pytest.skip(f"no cgroup v2 here: {cg['missing']}")
+    h.json("POST", "/v1/vms", spec(guest, "cg"))
+    vm = h.json("POST", "/v1/vms/cg/start", timeout=120)
+    pid = vm["pid"]
+    group = vm["cgroup"]
+    assert group.endswith("/vm-cg"), group
+    lines = open(f"/proc/{pid}/cgroup").read().splitlines()
+    assert f"0::{group}" in lines, lines
+    path = os.path.join(cg["mount"], group.lstrip("/"))
+    procs = [int(x) for x in open(os.path.join(path, "cgroup.procs")).read().split()]
+    assert pid in procs
+    # Every thread of QEMU is in it too (none escaped before exec).
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        assert f"0::{group}" in open(f"/proc/{pid}/task/{tid}/cgroup").read().splitlines()
+    if not cg["controllers"]:
+        assert "no controllers" in cg["missing"] or cg["missing"], cg
+    h.json("POST", "/v1/vms/cg/kill", timeout=60)
+    wait_for(lambda: not os.path.exists(path), 15, "the VM's cgroup to go")
+    print(f"QEMU pid {pid} was in {group}; controllers: {cg['controllers'] or 'none'} "
+          f"({cg['missing']})")

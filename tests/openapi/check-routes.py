@@ -17,7 +17,9 @@ no fewer.
    with no undescribed members. Every other method on every described path
    must be answered 405, listing the methods the description has, and a few
    undescribed paths 404. VM specs at and past each limit must be accepted
-   or refused by hsd as the VmSpec schema says. Where qemu-img is installed,
+   or refused by hsd as the VmSpec schema says, and PATCH bodies as the
+   VmPatch schema says (on a VM that is not running: the change is stored,
+   and the VM answered shows it). Where qemu-img is installed,
    templates, managed disks and snapshots are exercised for real (made,
    listed, rolled back, deleted) and every answer checked the same way.
 
@@ -338,13 +340,17 @@ def schema_errors(doc, schema, value, where="$", strict=False, _extras=True):
     errs = []
     if value is None:
         return [] if schema.get("nullable") else ([f"{where}: null"] if schema.get("type") else [])
+    # The subschemas of allOf, anyOf and oneOf constrain members the schema
+    # names itself (DiskLimits: "not bps_total with bps_read"); whether a
+    # member is described at all is the schema's own check, below.
     for sub in schema.get("allOf", []):
         errs += schema_errors(doc, sub, value, where, strict, _extras=False)
-    if "anyOf" in schema and not any(not schema_errors(doc, sub, value, where, strict)
+    if "anyOf" in schema and not any(not schema_errors(doc, sub, value, where, strict, False)
                                      for sub in schema["anyOf"]):
         errs.append(f"{where}: matches none of anyOf")
     if "oneOf" in schema:
-        n = sum(not schema_errors(doc, sub, value, where, strict) for sub in schema["oneOf"])
+        n = sum(not schema_errors(doc, sub, value, where, strict, False)
+                for sub in schema["oneOf"])
         if n != 1:
             errs.append(f"{where}: matches {n} of oneOf, not 1")
     t = schema.get("type")
@@ -723,6 +729,9 @@ PLAN = {
     ("/v1/vms", "POST"): dict(expect={201}),  # sent first: it defines the VM
     ("/v1/vms/{name}", "GET"): dict(expect={200}),
     ("/v1/vms/{name}", "DELETE"): dict(expect={200}),  # sent last
+    # Not running: stored, applied at the next start (patch_cases has more).
+    ("/v1/vms/{name}", "PATCH"): dict(body={"balloon_mib": 512, "disks": [
+        {"limits": {"bps_read": 10 << 20, "iops_total": 200, "group": "g1"}}]}, expect={200}),
     ("/v1/vms/{name}/start", "POST"): dict(body={}, expect={409}, code="overcommit"),
     ("/v1/vms/{name}/stop", "POST"): dict(body={"timeout": 5}, expect={409}, code="not-running"),
     ("/v1/vms/{name}/kill", "POST"): dict(expect={409}, code="not-running"),
@@ -755,6 +764,9 @@ PLAN = {
                                                                   code="no-managed-disk"),
 }
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "hs-console"}
+# A disk's I/O limits with every kind of member (as the spec shows them).
+LIMITS = {"bps_read": 10 << 20, "bps_read_max": 20 << 20, "bps_write": 5 << 20,
+          "iops_total": 200, "iops_total_max": 400, "group": "g-1_x"}
 DOC = None
 
 
@@ -830,7 +842,8 @@ def spec_cases(sock, ops, disk):
         ("all fields", {"name": "b-1_x", "cpus": 255, "memory_mib": 4194304, "accel": "kvm",
                         "machine": "pc-q35-7.2", "cpu_model": "qemu64,+ssse3,-vmx,model_id=x",
                         "mem_merge": False, "kernel": disk, "initrd": disk,
-                        "cmdline": "console=ttyS0", "disks": [dict(d[0], readonly=True)],
+                        "cmdline": "console=ttyS0", "balloon_mib": 2048,
+                        "disks": [dict(d[0], readonly=True, limits=LIMITS)],
                         "nics": [{"type": "user", "mac": "52:54:00:AB:cd:01"},
                                  {"type": "user"}]}),
         ("kernel only", {"name": "k", "kernel": disk, "accel": "tcg"}),
@@ -870,6 +883,36 @@ def spec_cases(sock, ops, disk):
         ("short mac", dict(base, name="ms", nics=[{"mac": "52:54:00:12:34"}])),
         ("nic with an unknown field", dict(base, name="nu", nics=[{"model": "e1000"}])),
     ]
+    # I/O limits and the balloon target
+    def lim(**limits):
+        return dict(base, disks=[dict(d[0], limits=limits)])
+
+    cases += [
+        ("disk limits, every kind", dict(lim(**LIMITS), name="l1")),
+        ("disk limits, each total with its burst", dict(
+            lim(bps_total=1, bps_total_max=1, iops_total=10**15, iops_total_max=10**15), name="l2")),
+        ("disk limits of 0", dict(lim(bps_total=0, bps_read=1, iops_write=0), name="l3")),
+        ("disk limits {}", dict(lim(), name="l4")),
+        ("disk limits null", dict(base, name="l5", disks=[dict(d[0], limits=None)])),
+        ("disk limits, a group alone", dict(lim(group="g"), name="l6")),
+        ("disk limits bps_total with bps_read", dict(lim(bps_total=1, bps_read=1), name="lx1")),
+        ("disk limits iops_total with iops_write", dict(lim(iops_total=1, iops_write=2), name="lx2")),
+        ("disk limits, a burst without its rate", dict(lim(bps_write_max=1), name="lx3")),
+        ("disk limits, a burst with a rate of 0", dict(lim(iops_read=0, iops_read_max=5),
+                                                       name="lx4")),
+        ("disk limits above 10^15", dict(lim(bps_read=10**15 + 1), name="lx5")),
+        ("disk limits negative", dict(lim(iops_total=-1), name="lx6")),
+        ("disk limits as a string", dict(lim(bps_read="10M"), name="lx7")),
+        ("disk limits, an unknown member", dict(lim(bps=1), name="lx8")),
+        ("disk limits, a group with capitals", dict(lim(group="G1"), name="lx9")),
+        ("disk limits, a group of 33 characters", dict(lim(group="g" * 33), name="lxa")),
+        ("disk limits, not an object", dict(base, name="lxb", disks=[dict(d[0], limits=[])])),
+        ("balloon_mib 16", dict(base, name="b16", balloon_mib=16)),
+        ("balloon_mib 0", dict(base, name="b0", balloon_mib=0)),
+        ("balloon_mib 15", dict(base, name="b15", balloon_mib=15)),
+        ("balloon_mib -1", dict(base, name="bm1", balloon_mib=-1)),
+        ("balloon_mib 1.5", dict(base, name="bf", balloon_mib=1.5)),
+    ]
     # a well-formed ed25519 public key (the blob names its type; 32 key bytes)
     blob = b"".join(len(x).to_bytes(4, "big") + x for x in (b"ssh-ed25519", bytes(range(32))))
     ci = {"user_data": "#cloud-config\npackages: [nginx]\n",
@@ -897,6 +940,97 @@ def spec_cases(sock, ops, disk):
         got = f"{st} {error_code(body)}" if st >= 400 else str(st)
         check(got == want, f"VmSpec {what}: the schema and hsd agree ({want})",
               f"schema says {'valid' if valid else 'invalid'}; hsd answered {st} {body}")
+
+
+def patch_cases(sock, ops, disk):
+    """PATCH /v1/vms/{name} on a VM that is not running (the change is
+    stored): hsd and the VmPatch schema agree on each body; the VM answered,
+    and the one GET gives, shows what was stored, and a refused change
+    changes nothing."""
+    vm = "openapi-check-p"
+    url = f"/v1/vms/{vm}"
+
+    def step(method, expect, code=None, body=None, what=None, path="/v1/vms/{name}", u=url):
+        return probe(sock, ops, path, method, dict(url=u, body=body, expect={expect}, code=code),
+                     label=f"patch: {method} {u} {json.dumps(body) if what is None else what}"
+                     .rstrip())
+
+    d = {"path": disk, "format": "raw"}
+    st, _ = step("POST", 201, path="/v1/vms", u="/v1/vms", what="(2 disks, 512 MiB)",
+                 body={"name": vm, "accel": "tcg", "memory_mib": 512,
+                       "disks": [d, dict(d, readonly=True)]})
+    if st != 201:
+        return
+    schema = ops[("/v1/vms/{name}", "PATCH")]["request"]
+
+    def spec():
+        return (request(sock, "GET", url)[2] or {}).get("spec", {})
+
+    def case(what, body, refused=None):
+        """refused: the code hsd answers where the schema cannot tell (a
+        bound that depends on the VM, or on another member's value)."""
+        valid = not schema_errors(DOC, schema, body)
+        if refused:
+            check(valid, f"patch: {what}: the schema cannot tell (hsd refuses it)")
+            want, code = 400, refused
+        elif valid:
+            want, code = 200, None
+        else:
+            want = 400
+            code = "invalid-request" if set(body) - {"balloon_mib", "disks"} else "invalid-spec"
+        return step("PATCH", want, code, body, what)
+
+    lim0 = dict(LIMITS)
+    case("nothing", {})
+    _, j = case("balloon 256", {"balloon_mib": 256})
+    check(isinstance(j, dict) and j.get("spec", {}).get("balloon_mib") == 256,
+          "patch: the answer has the new balloon target", repr(j))
+    case("limits of disk 0", {"disks": [{"limits": lim0}]})
+    case("disk 1 only", {"disks": [None, {"limits": {"iops_write": 100}}]})
+    got = [x.get("limits") for x in spec().get("disks", [])]
+    check(got == [lim0, {"iops_write": 100}] and spec().get("balloon_mib") == 256,
+          "patch: GET shows what was stored, disks not named unchanged", repr(got))
+    before = spec()
+    for what, body, refused in [
+            ("balloon 15", {"balloon_mib": 15}, None),
+            ("balloon -1", {"balloon_mib": -1}, None),
+            ("balloon 1.5", {"balloon_mib": 1.5}, None),
+            ("balloon null", {"balloon_mib": None}, None),
+            ("balloon above memory_mib", {"balloon_mib": 513}, "invalid-spec"),
+            ("an unknown member", {"memory_mib": 1024}, None),
+            ("disks not an array", {"disks": {}}, None),
+            ("more disks than the VM has", {"disks": [None, None, {"limits": {}}]},
+             "invalid-spec"),
+            ("a disk member other than limits", {"disks": [{"limits": {}, "size": "1G"}]},
+             None),
+            ("a disk without limits", {"disks": [{}]}, None),
+            ("bps_total with bps_read", {"disks": [{"limits": {"bps_total": 1, "bps_read": 1}}]},
+             None),
+            ("iops_total with iops_write",
+             {"disks": [None, {"limits": {"iops_total": 1, "iops_write": 1}}]}, None),
+            ("a burst without its rate", {"disks": [{"limits": {"iops_read_max": 10}}]}, None),
+            ("a burst below its rate",
+             {"disks": [{"limits": {"bps_write": 10, "bps_write_max": 5}}]}, "invalid-spec"),
+            ("a limit above 10^15", {"disks": [{"limits": {"bps_total": 10**15 + 1}}]}, None),
+            ("a limit as a string", {"disks": [{"limits": {"bps_read": "10M"}}]}, None),
+            ("an unknown limit", {"disks": [{"limits": {"bps": 1}}]}, None),
+            ("a group with capitals", {"disks": [{"limits": {"group": "G1"}}]}, None),
+            ("a valid change with a refused one",
+             {"balloon_mib": 128, "disks": [{"limits": {"bps_read_max": 1}}]}, None)]:
+        case(what, body, refused)
+    check(spec() == before, "patch: the refused changes changed nothing",
+          f"{before!r} -> {spec()!r}")
+    step("PATCH", 400, "invalid-json", None, "(no body)")
+    step("PATCH", 404, "not-found", {"balloon_mib": 0}, u="/v1/vms/openapi-check-none")
+    case("balloon 0, limits lifted", {"balloon_mib": 0, "disks": [{"limits": {}},
+                                                                  {"limits": None}]})
+    s = spec()
+    check("balloon_mib" not in s and not any("limits" in x for x in s.get("disks", [])),
+          "patch: balloon 0 and {} leave no target and no limits in the spec", repr(s))
+    case("balloon equal to memory_mib", {"balloon_mib": 512})
+    check("balloon_mib" not in spec(), "patch: a target of all the memory is no target",
+          repr(spec()))
+    step("DELETE", 200, what="", u=url)
 
 
 def storage_cases(sock, ops, disk):
@@ -1024,6 +1158,7 @@ def live(ops, hsd_bin):
                               ("" if m == "HEAD" else f", allowed {', '.join(described)}"),
                               f"got {st} {body}")
         spec_cases(sock, ops, str(disk))
+        patch_cases(sock, ops, str(disk))
         storage_cases(sock, ops, str(disk))
         # paths hsd must not serve
         for m, url in [("GET", "/"), ("GET", "/v2"), ("GET", "/v1/nope"), ("GET", "/v1/hosts"),
