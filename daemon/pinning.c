@@ -118,7 +118,7 @@ static void on_cpus(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 	void *pud = p->ud;
 	free(p);
 	if (err) {
-		if (err->code != -ECANCELED)
+		if (err->code != -ECANCELED || !vm->hsd->stopping)
 			cb(vm, err, pud);
 		return;
 	}

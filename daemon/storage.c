@@ -788,11 +788,19 @@ static void on_tool_step(Hsd *h, const ToolResult *res, void *ud)
 	op_step(op, NULL);
 }
 
+/* A QMP command cancelled because hsd itself is stopping: leave the
+ * operation as it is (its intent is finished at the next start). Cancelled
+ * because the VM's QEMU went away: that is a failure like any other. */
+static bool going_away(Hsd *h, const HsError *err)
+{
+	return err && err->code == -ECANCELED && h->stopping;
+}
+
 static void on_qmp_step(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 {
 	StorageOp *op = ud;
-	if (err && err->code == -ECANCELED)
-		return; /* hsd is going away; the intent is finished at restart */
+	if (going_away(op->h, err))
+		return; /* the intent is finished at restart */
 	op_step(op, err);
 }
 
@@ -1208,7 +1216,7 @@ static void on_query_migrate(QmpClient *c, json_t *reply, const HsError *err, vo
 {
 	StorageOp *op = ud;
 	if (err) {
-		if (err->code != -ECANCELED)
+		if (!going_away(op->h, err))
 			op_step(op, err);
 		return;
 	}
@@ -1265,7 +1273,7 @@ static void snapshot_undo(StorageOp *op, VmStorage *vs, const HsError *err)
 	Vm *vm = op->vm;
 	if (op->switched || (op->step >= SNAP_CREATED && err &&
 			     (!strcmp(err->kind, "disconnected") || !strcmp(err->kind, "vm-exited") ||
-			      !strcmp(err->kind, "timeout")))) {
+			      !strcmp(err->kind, "cancelled") || !strcmp(err->kind, "timeout")))) {
 		/* QEMU may be writing to the new layers (or died mid-way
 		 * having switched or not; either way the new layers stack
 		 * consistently on the old): keep them, without the memory. */
@@ -1575,7 +1583,7 @@ static void on_reopened(QmpClient *c, json_t *reply, const HsError *err, void *u
 {
 	StorageOp *op = ud;
 	VmStorage *vs = vs_find(op->vm);
-	if (!vs || (err && err->code == -ECANCELED))
+	if (!vs || going_away(op->h, err))
 		return;
 	if (err) {
 		step_delete(op, vs, err);
@@ -1590,7 +1598,7 @@ static void on_query_jobs(QmpClient *c, json_t *reply, const HsError *err, void 
 	StorageOp *op = ud;
 	HsError e;
 	if (err) {
-		if (err->code != -ECANCELED)
+		if (!going_away(op->h, err))
 			op_step(op, err);
 		return;
 	}
@@ -2162,7 +2170,7 @@ static void on_incoming_status(QmpClient *c, json_t *reply, const HsError *err, 
 {
 	Vm *vm = ud;
 	VmStorage *vs = vs_find(vm);
-	if (!vs || (err && err->code == -ECANCELED))
+	if (!vs || going_away(vm->hsd, err))
 		return;
 	HsError e;
 	if (err) {
@@ -2207,7 +2215,7 @@ static void on_migrate_incoming(QmpClient *c, json_t *reply, const HsError *err,
 {
 	Vm *vm = ud;
 	VmStorage *vs = vs_find(vm);
-	if (!vs || (err && err->code == -ECANCELED))
+	if (!vs || going_away(vm->hsd, err))
 		return;
 	if (err) {
 		incoming_done(vm, vs, err);
