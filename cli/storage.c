@@ -4,6 +4,7 @@
  * images is done, which may take long (a copy, a merge, a guest's memory):
  * those calls get the long timeouts of hsctl.h. */
 #include <getopt.h>
+#include <stdarg.h>
 #include <string.h>
 #include <time.h>
 
@@ -79,18 +80,42 @@ static const char *str(json_t *o, const char *key)
 	return s ? s : "-";
 }
 
+/* A subcommand's one call to hsd: METHOD at the path fmt makes, with body
+ * (NULL: none), waiting up to timeout seconds per read (0: no limit). *ret
+ * is the answer (new reference); under --json it is printed here whole, and
+ * the caller has nothing left to print. Returns an exit code. */
+static int sub_call(Ctl *ctl, const char *method, json_t *body, double timeout, json_t **ret,
+		    const char *fmt, ...) _printf_(6, 7);
+static int sub_call(Ctl *ctl, const char *method, json_t *body, double timeout, json_t **ret,
+		    const char *fmt, ...)
+{
+	_cleanup_free_ char *path = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&path, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		path = NULL; /* undefined after a failure */
+		fputs("hsctl: out of memory\n", stderr);
+		return EXIT_HSD_ERROR;
+	}
+	ctl->client.timeout = timeout;
+	int r = ctl_call(ctl, method, path, body, ret);
+	if (r)
+		return r;
+	if (ctl->json)
+		ctl_print_json(*ret);
+	return EXIT_OK;
+}
+
 /* ---- templates ---- */
 
 static int template_list(Ctl *ctl, const SubArgs *a)
 {
 	json_auto_t *j = NULL;
-	int r = ctl_call(ctl, "GET", "/v1/templates", NULL, &j);
-	if (r)
+	int r = sub_call(ctl, "GET", NULL, 0, &j, "/v1/templates");
+	if (r || ctl->json)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(j);
-		return 0;
-	}
 	printf("%-24s %-6s %10s %10s %s\n", "NAME", "FORMAT", "VIRTUAL", "ACTUAL", "USERS");
 	size_t i;
 	json_t *t;
@@ -108,15 +133,10 @@ static int template_list(Ctl *ctl, const SubArgs *a)
 
 static int template_show(Ctl *ctl, const SubArgs *a)
 {
-	_cleanup_free_ char *path = hs_strdup_printf("/v1/templates/%s", a->pos[0]);
 	json_auto_t *t = NULL;
-	int r = ctl_call(ctl, "GET", path, NULL, &t);
-	if (r)
+	int r = sub_call(ctl, "GET", NULL, 0, &t, "/v1/templates/%s", a->pos[0]);
+	if (r || ctl->json)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(t);
-		return 0;
-	}
 	char vs[32], as[32], created[32];
 	ctl_fmt_bytes(json_number_value(json_object_get(t, "virtual_size")), vs, sizeof(vs));
 	ctl_fmt_bytes(json_number_value(json_object_get(t, "actual_size")), as, sizeof(as));
@@ -137,14 +157,9 @@ static int template_show(Ctl *ctl, const SubArgs *a)
 static int template_post(Ctl *ctl, json_t *body, const char *what)
 {
 	json_auto_t *t = NULL;
-	ctl->client.timeout = CTL_TIMEOUT_COPY;
-	int r = ctl_call(ctl, "POST", "/v1/templates", body, &t);
-	if (r)
+	int r = sub_call(ctl, "POST", body, CTL_TIMEOUT_COPY, &t, "/v1/templates");
+	if (r || ctl->json)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(t);
-		return 0;
-	}
 	char vs[32], as[32];
 	ctl_fmt_bytes(json_number_value(json_object_get(t, "virtual_size")), vs, sizeof(vs));
 	ctl_fmt_bytes(json_number_value(json_object_get(t, "actual_size")), as, sizeof(as));
@@ -182,15 +197,11 @@ static int template_from_vm(Ctl *ctl, const SubArgs *a)
 
 static int template_delete(Ctl *ctl, const SubArgs *a)
 {
-	_cleanup_free_ char *path = hs_strdup_printf("/v1/templates/%s", a->pos[0]);
 	json_auto_t *j = NULL;
-	int r = ctl_call(ctl, "DELETE", path, NULL, &j);
-	if (r)
+	int r = sub_call(ctl, "DELETE", NULL, 0, &j, "/v1/templates/%s", a->pos[0]);
+	if (r || ctl->json)
 		return r;
-	if (ctl->json)
-		ctl_print_json(j);
-	else
-		printf("template %s %s\n", a->pos[0], str(j, "state"));
+	printf("template %s %s\n", a->pos[0], str(j, "state"));
 	return 0;
 }
 
@@ -198,15 +209,10 @@ static int template_delete(Ctl *ctl, const SubArgs *a)
 
 static int snapshot_list(Ctl *ctl, const SubArgs *a)
 {
-	_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s/snapshots", a->pos[0]);
 	json_auto_t *j = NULL;
-	int r = ctl_call(ctl, "GET", path, NULL, &j);
-	if (r)
+	int r = sub_call(ctl, "GET", NULL, 0, &j, "/v1/vms/%s/snapshots", a->pos[0]);
+	if (r || ctl->json)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(j);
-		return 0;
-	}
 	/* '*': the snapshot the VM's disks now stand on. */
 	printf("  %-24s %-19s %-6s %s\n", "NAME", "CREATED", "MEMORY", "PARENT");
 	size_t i;
@@ -225,19 +231,14 @@ static int snapshot_list(Ctl *ctl, const SubArgs *a)
 
 static int snapshot_create(Ctl *ctl, const SubArgs *a)
 {
-	_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s/snapshots", a->pos[0]);
 	json_auto_t *body = json_pack("{s:s}", "name", a->pos[1]);
 	if (a->memory)
 		json_object_set_new(body, "memory", json_true());
 	json_auto_t *j = NULL;
-	ctl->client.timeout = CTL_TIMEOUT_MEMORY;
-	int r = ctl_call(ctl, "POST", path, body, &j);
-	if (r)
+	int r = sub_call(ctl, "POST", body, CTL_TIMEOUT_MEMORY, &j, "/v1/vms/%s/snapshots",
+			 a->pos[0]);
+	if (r || ctl->json)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(j);
-		return 0;
-	}
 	char took[32];
 	fmt_seconds(json_number_value(json_object_get(j, "seconds")), took, sizeof(took));
 	printf("snapshot %s of %s taken (%s%s, %s)\n", str(j, "name"), a->pos[0],
@@ -248,17 +249,11 @@ static int snapshot_create(Ctl *ctl, const SubArgs *a)
 
 static int snapshot_rollback(Ctl *ctl, const SubArgs *a)
 {
-	_cleanup_free_ char *path =
-		hs_strdup_printf("/v1/vms/%s/snapshots/%s/rollback", a->pos[0], a->pos[1]);
 	json_auto_t *j = NULL;
-	ctl->client.timeout = CTL_TIMEOUT_MEMORY;
-	int r = ctl_call(ctl, "POST", path, NULL, &j);
-	if (r)
+	int r = sub_call(ctl, "POST", NULL, CTL_TIMEOUT_MEMORY, &j,
+			 "/v1/vms/%s/snapshots/%s/rollback", a->pos[0], a->pos[1]);
+	if (r || ctl->json)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(j);
-		return 0;
-	}
 	char disks[32], all[32];
 	fmt_seconds(json_number_value(json_object_get(j, "disk_seconds")), disks, sizeof(disks));
 	if (!json_is_true(json_object_get(j, "restarted"))) {
@@ -274,17 +269,12 @@ static int snapshot_rollback(Ctl *ctl, const SubArgs *a)
 
 static int snapshot_delete(Ctl *ctl, const SubArgs *a)
 {
-	_cleanup_free_ char *path =
-		hs_strdup_printf("/v1/vms/%s/snapshots/%s", a->pos[0], a->pos[1]);
 	json_auto_t *j = NULL;
-	ctl->client.timeout = CTL_TIMEOUT_COPY; /* may merge layers */
-	int r = ctl_call(ctl, "DELETE", path, NULL, &j);
-	if (r)
+	/* CTL_TIMEOUT_COPY: may merge layers. */
+	int r = sub_call(ctl, "DELETE", NULL, CTL_TIMEOUT_COPY, &j, "/v1/vms/%s/snapshots/%s",
+			 a->pos[0], a->pos[1]);
+	if (r || ctl->json)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(j);
-		return 0;
-	}
 	char took[32];
 	fmt_seconds(json_number_value(json_object_get(j, "seconds")), took, sizeof(took));
 	printf("snapshot %s of %s deleted (%s)\n", str(j, "deleted"), a->pos[0], took);
