@@ -185,6 +185,27 @@ int hs_mkdir_p(const char *path, int mode)
 	return 0;
 }
 
+int hs_dir_foreach(int dirfd, const char *path, int (*cb)(int dfd, const char *name, void *ud),
+		   void *ud)
+{
+	int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	int r = 0;
+	struct dirent *de;
+	while (r == 0 && (de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			r = cb(fd, de->d_name, ud);
+	closedir(d);
+	return r;
+}
+
 int hs_rm_rf_at(int dirfd, const char *name)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -96,6 +96,12 @@ int hs_read_small(int dirfd, const char *path, char *buf, size_t size);
 
 /* mkdir -p relative to dirfd (AT_FDCWD for absolute paths). */
 int hs_mkdir_p(const char *path, int mode);
+/* Calls cb for each entry of the directory dirfd/path but "." and "..",
+ * with a descriptor of that directory (for *at() calls on the entry) and
+ * the entry's name. cb returns 0 to go on; anything else stops the walk
+ * and is returned. -errno when the directory cannot be opened. */
+int hs_dir_foreach(int dirfd, const char *path, int (*cb)(int dfd, const char *name, void *ud),
+		   void *ud);
 /* rm -rf of dirfd/name (does not follow symlinks). */
 int hs_rm_rf_at(int dirfd, const char *name);
 
