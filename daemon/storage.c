@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "storage.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
@@ -164,55 +163,42 @@ static bool layer_known(const VmDisks *d, unsigned id)
 
 /* Layer files the model does not know (a crash between making a file and
  * recording it, or between forgetting one and deleting it). */
-static void sweep_layers(Vm *vm, VmStorage *vs)
+static int sweep_layer(int dfd, const char *name, void *ud)
 {
-	int fd = openat(vm->state_dirfd, LAYERS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
+	VmStorage *vs = ud;
+	char *end;
+	unsigned long id = strtoul(name, &end, 10);
+	if (name[0] == '.' || strcmp(end, ".qcow2"))
+		return 0;
+	if (!layer_known(&vs->disks, (unsigned)id)) {
+		log_info("vm %s: removing unreferenced layer %s", vs->vm->spec.name, name);
+		unlinkat(dfd, name, 0);
 	}
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		char *end;
-		unsigned long id = strtoul(de->d_name, &end, 10);
-		if (de->d_name[0] == '.' || strcmp(end, ".qcow2"))
-			continue;
-		if (!layer_known(&vs->disks, (unsigned)id)) {
-			log_info("vm %s: removing unreferenced layer %s", vm->spec.name, de->d_name);
-			unlinkat(dirfd(d), de->d_name, 0);
-		}
-	}
-	closedir(d);
+	return 0;
 }
 
 /* Saved-memory files no snapshot names (a memory snapshot cut short). */
-static void sweep_states(Vm *vm, VmStorage *vs)
+static int sweep_state(int dfd, const char *file, void *ud)
 {
-	int fd = openat(vm->state_dirfd, SNAPSHOTS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return;
+	VmStorage *vs = ud;
+	if (file[0] == '.')
+		return 0;
+	char name[300];
+	snprintf(name, sizeof(name), SNAPSHOTS_DIR "/%s", file);
+	bool used = false;
+	for (size_t s = 0; s < vs->disks.n_snaps; s++)
+		used |= vs->disks.snaps[s].memory && !strcmp(vs->disks.snaps[s].memory, name);
+	if (!used) {
+		log_info("vm %s: removing unreferenced %s", vs->vm->spec.name, name);
+		unlinkat(dfd, file, 0);
 	}
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		char name[300];
-		snprintf(name, sizeof(name), SNAPSHOTS_DIR "/%s", de->d_name);
-		bool used = false;
-		for (size_t s = 0; s < vs->disks.n_snaps; s++)
-			used |= vs->disks.snaps[s].memory && !strcmp(vs->disks.snaps[s].memory, name);
-		if (!used) {
-			log_info("vm %s: removing unreferenced %s", vm->spec.name, name);
-			unlinkat(dirfd(d), de->d_name, 0);
-		}
-	}
-	closedir(d);
+	return 0;
+}
+
+static void sweep_unreferenced(Vm *vm, VmStorage *vs)
+{
+	hs_dir_foreach(vm->state_dirfd, LAYERS_DIR, sweep_layer, vs);
+	hs_dir_foreach(vm->state_dirfd, SNAPSHOTS_DIR, sweep_state, vs);
 }
 
 /* ---- the operation runner ---- */
@@ -362,25 +348,26 @@ static json_t *template_json_with_users(Hsd *h, const char *name)
 	return t;
 }
 
+typedef struct TemplateList {
+	Hsd *h;
+	json_t *list;
+} TemplateList;
+
+static int template_list_add(int dfd, const char *name, void *ud)
+{
+	TemplateList *l = ud;
+	if (name[0] == '.' || !vm_name_is_valid(name))
+		return 0;
+	json_t *t = template_json_with_users(l->h, name);
+	if (t)
+		json_array_append_new(l->list, t);
+	return 0;
+}
+
 json_t *template_list_json(Hsd *h)
 {
 	json_t *list = json_array();
-	int fd = openat(templates_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return list;
-	}
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.' || !vm_name_is_valid(de->d_name))
-			continue;
-		json_t *t = template_json_with_users(h, de->d_name);
-		if (t)
-			json_array_append_new(list, t);
-	}
-	closedir(d);
+	hs_dir_foreach(templates_dirfd, ".", template_list_add, &(TemplateList){h, list});
 	/* Stable order: by name. */
 	size_t n = json_array_size(list);
 	for (size_t i = 1; i < n; i++)
@@ -705,6 +692,16 @@ int template_delete(Hsd *h, const char *name, HsError *err)
 
 /* ---- init ---- */
 
+/* Half-made or half-deleted templates of a crash. */
+static int remove_leftover(int dfd, const char *name, void *ud)
+{
+	if (hs_str_has_prefix(name, ".new-") || hs_str_has_prefix(name, ".del-")) {
+		log_info("templates: removing leftover %s", name);
+		hs_rm_rf_at(dfd, name);
+	}
+	return 0;
+}
+
 int storage_init(Hsd *h, HsError *err)
 {
 	_cleanup_free_ char *p = hs_strdup_printf("%s/" TEMPLATES_DIR, h->state_dir);
@@ -715,21 +712,7 @@ int storage_init(Hsd *h, HsError *err)
 	templates_dirfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (templates_dirfd < 0)
 		return hs_error_set(err, -errno, "internal", "cannot open %s: %m", p);
-	/* Half-made or half-deleted templates of a crash. */
-	int fd = openat(templates_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (d) {
-		struct dirent *de;
-		while ((de = readdir(d)))
-			if (hs_str_has_prefix(de->d_name, ".new-") ||
-			    hs_str_has_prefix(de->d_name, ".del-")) {
-				log_info("templates: removing leftover %s", de->d_name);
-				hs_rm_rf_at(templates_dirfd, de->d_name);
-			}
-		closedir(d);
-	} else if (fd >= 0) {
-		close(fd);
-	}
+	hs_dir_foreach(templates_dirfd, ".", remove_leftover, NULL);
 	return 0;
 }
 
@@ -1983,6 +1966,12 @@ static void on_recovered(Hsd *h, const HsError *err, json_t *result, void *ud)
 	free(ud);
 }
 
+/* Stops a directory walk at the first name not starting with a dot. */
+static int is_visible(int dfd, const char *name, void *ud)
+{
+	return name[0] != '.';
+}
+
 int storage_vm_load(Vm *vm)
 {
 	VmStorage *vs = vs_get(vm);
@@ -1998,17 +1987,8 @@ int storage_vm_load(Vm *vm)
 	int r = hs_read_file(vm->state_dirfd, DISKS_JSON, 16 << 20, &data, NULL);
 	json_auto_t *j = r == 0 ? json_loads(data, 0, NULL) : NULL;
 	if (!j || vm_disks_from_json(j, &vs->disks, &err) < 0) {
-		bool have_layers = false;
-		int lfd = openat(vm->state_dirfd, LAYERS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		DIR *ld = lfd >= 0 ? fdopendir(lfd) : NULL;
-		if (ld) {
-			struct dirent *de;
-			while ((de = readdir(ld)))
-				have_layers |= de->d_name[0] != '.';
-			closedir(ld);
-		} else if (lfd >= 0) {
-			close(lfd);
-		}
+		bool have_layers =
+			hs_dir_foreach(vm->state_dirfd, LAYERS_DIR, is_visible, NULL) > 0;
 		if (r == -ENOENT && !have_layers) {
 			/* Defined, but hsd stopped before recording its disks:
 			 * make them now. */
@@ -2025,8 +2005,7 @@ int storage_vm_load(Vm *vm)
 	}
 	json_t *in = vs->disks.intent;
 	if (!in) {
-		sweep_layers(vm, vs);
-		sweep_states(vm, vs);
+		sweep_unreferenced(vm, vs);
 		return 0;
 	}
 	const char *opn = json_string_value(json_object_get(in, "op")) ?: "";
@@ -2088,8 +2067,7 @@ int storage_vm_load(Vm *vm)
 	vs->disks.intent = NULL;
 	save_disks(vm, vs);
 	collect_garbage(vm, vs);
-	sweep_layers(vm, vs);
-	sweep_states(vm, vs);
+	sweep_unreferenced(vm, vs);
 	return 0;
 }
 

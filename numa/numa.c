@@ -73,58 +73,54 @@ static bool read_u64(int dir, const char *path, uint64_t *ret)
 	return true;
 }
 
+/* One "hugepages-<size>kB" directory into the node's table (insertion by
+ * ascending size). */
+static int add_hugepage_size(int dfd, const char *name, void *ud)
+{
+	NumaNode *n = ud;
+	char *end;
+	if (strncmp(name, "hugepages-", 10) || !isdigit((unsigned char)name[10]))
+		return 0;
+	errno = 0;
+	unsigned long long kb = strtoull(name + 10, &end, 10);
+	if (errno || strcmp(end, "kB") || kb == 0 || kb > UINT64_MAX / 1024)
+		return 0;
+	NumaHugepages h = {.size = kb * 1024};
+	char file[NAME_MAX + 32];
+	snprintf(file, sizeof(file), "%s/nr_hugepages", name);
+	if (!read_u64(dfd, file, &h.nr))
+		h.nr = 0;
+	snprintf(file, sizeof(file), "%s/free_hugepages", name);
+	if (!read_u64(dfd, file, &h.free))
+		h.free = 0;
+	if (h.free > h.nr)
+		h.free = h.nr;
+	/* Insertion by size; a size beyond the table's end is dropped. */
+	unsigned i = n->n_hugepage_sizes;
+	while (i > 0 && n->hugepages[i - 1].size > h.size)
+		i--;
+	if (i > 0 && n->hugepages[i - 1].size == h.size)
+		return 0;
+	if (i >= NUMA_MAX_HUGEPAGE_SIZES)
+		return 0;
+	/* Shift the larger ones up; the largest falls off a full table. */
+	unsigned last = n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES
+			    ? n->n_hugepage_sizes
+			    : NUMA_MAX_HUGEPAGE_SIZES - 1;
+	memmove(&n->hugepages[i + 1], &n->hugepages[i], (last - i) * sizeof(h));
+	n->hugepages[i] = h;
+	if (n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES)
+		n->n_hugepage_sizes++;
+	return 0;
+}
+
 /* The "hugepages-<size>kB" directories under dir/path (a node's
  * hugepages/ or sys/kernel/mm/hugepages): the smallest
  * NUMA_MAX_HUGEPAGE_SIZES sizes, by ascending size. */
 static void read_hugepages(int dir, const char *path, NumaNode *n)
 {
 	n->n_hugepage_sizes = 0;
-	int fd = openat(dir, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
-	}
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		const char *p = de->d_name;
-		char *end;
-		if (strncmp(p, "hugepages-", 10) || !isdigit((unsigned char)p[10]))
-			continue;
-		errno = 0;
-		unsigned long long kb = strtoull(p + 10, &end, 10);
-		if (errno || strcmp(end, "kB") || kb == 0 || kb > UINT64_MAX / 1024)
-			continue;
-		NumaHugepages h = {.size = kb * 1024};
-		char file[NAME_MAX + 32];
-		snprintf(file, sizeof(file), "%s/nr_hugepages", p);
-		if (!read_u64(dirfd(d), file, &h.nr))
-			h.nr = 0;
-		snprintf(file, sizeof(file), "%s/free_hugepages", p);
-		if (!read_u64(dirfd(d), file, &h.free))
-			h.free = 0;
-		if (h.free > h.nr)
-			h.free = h.nr;
-		/* Insertion by size; a size beyond the table's end is dropped. */
-		unsigned i = n->n_hugepage_sizes;
-		while (i > 0 && n->hugepages[i - 1].size > h.size)
-			i--;
-		if (i > 0 && n->hugepages[i - 1].size == h.size)
-			continue;
-		if (i >= NUMA_MAX_HUGEPAGE_SIZES)
-			continue;
-		/* Shift the larger ones up; the largest falls off a full table. */
-		unsigned last = n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES
-				    ? n->n_hugepage_sizes
-				    : NUMA_MAX_HUGEPAGE_SIZES - 1;
-		memmove(&n->hugepages[i + 1], &n->hugepages[i], (last - i) * sizeof(h));
-		n->hugepages[i] = h;
-		if (n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES)
-			n->n_hugepage_sizes++;
-	}
-	closedir(d);
+	hs_dir_foreach(dir, path, add_hugepage_size, n);
 }
 
 const NumaHugepages *numa_node_hugepages(const NumaNode *n, uint64_t size)
