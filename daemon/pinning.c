@@ -4,8 +4,6 @@
  * root; QEMU's threads are another user's), and every other thread of
  * QEMU gets the emulator set. Threads QEMU makes later inherit from the
  * thread that makes them (the main one: the emulator set). */
-#include <dirent.h>
-#include <fcntl.h>
 #include <sched.h>
 #include <string.h>
 
@@ -38,6 +36,48 @@ static int set_affinity(pid_t tid, const char *list, const HostInfo *host, HsErr
 	return 0;
 }
 
+/* Walking QEMU's threads (/proc/PID/task under the host's root): cb is
+ * called for each thread id and stops the walk by failing (err set). */
+typedef int (*ThreadCb)(Vm *vm, pid_t tid, const void *ud, HsError *err);
+
+typedef struct ThreadWalk {
+	Vm *vm;
+	ThreadCb cb;
+	const void *ud;
+	HsError *err;
+	bool failed;
+} ThreadWalk;
+
+static int walk_thread(int dfd, const char *name, void *ud)
+{
+	ThreadWalk *w = ud;
+	pid_t tid = (pid_t)strtol(name, NULL, 10);
+	if (tid <= 0)
+		return 0;
+	int r = w->cb(w->vm, tid, w->ud, w->err);
+	w->failed = r < 0;
+	return r;
+}
+
+static int for_each_qemu_thread(Vm *vm, ThreadCb cb, const void *ud, HsError *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "proc/%d/task", (int)vm->status.pid);
+	ThreadWalk w = {.vm = vm, .cb = cb, .ud = ud, .err = err};
+	int r = hs_dir_foreach(vm->hsd->host.rootfd, path, walk_thread, &w);
+	if (r < 0 && !w.failed)
+		return hs_error_set(err, -ESRCH, "internal", "cannot list QEMU's threads");
+	return r;
+}
+
+static int pin_to_set(Vm *vm, pid_t tid, const void *ud, HsError *err)
+{
+	const cpu_set_t *set = ud;
+	if (sched_setaffinity(tid, sizeof(*set), set) < 0 && errno != ESRCH)
+		return hs_error_set(err, -errno, "internal", "cannot pin thread %d: %m", (int)tid);
+	return 0;
+}
+
 /* Every thread of QEMU onto `bits` (a NUMA placement without explicit
  * pins: the node's CPUs). */
 static int pin_all(Vm *vm, const unsigned char *bits, HsError *err)
@@ -47,25 +87,17 @@ static int pin_all(Vm *vm, const unsigned char *bits, HsError *err)
 	for (unsigned c = 0; c < NUMA_MAX_CPUS && c < CPU_SETSIZE; c++)
 		if (numa_cpu_isset(bits, c))
 			CPU_SET(c, &set);
-	char path[64];
-	snprintf(path, sizeof(path), "proc/%d/task", (int)vm->status.pid);
-	int fd = openat(vm->hsd->host.rootfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return hs_error_set(err, -ESRCH, "internal", "cannot list QEMU's threads");
-	}
-	struct dirent *de;
-	int r = 0;
-	while (r == 0 && (de = readdir(d))) {
-		pid_t tid = (pid_t)strtol(de->d_name, NULL, 10);
-		if (tid > 0 && sched_setaffinity(tid, sizeof(set), &set) < 0 && errno != ESRCH)
-			r = hs_error_set(err, -errno, "internal", "cannot pin thread %d: %m",
-					 (int)tid);
-	}
-	closedir(d);
-	return r;
+	return for_each_qemu_thread(vm, pin_to_set, &set, err);
+}
+
+/* A thread that is not a vCPU onto the spec's emulator set. */
+static int pin_emulator(Vm *vm, pid_t tid, const void *ud, HsError *err)
+{
+	const VmSpec *spec = ud;
+	for (unsigned i = 0; i < vm->n_vcpu_tids; i++)
+		if (vm->vcpu_tids[i] == tid)
+			return 0;
+	return set_affinity(tid, spec->emulator_pin, &vm->hsd->host, err);
 }
 
 int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err)
@@ -79,29 +111,7 @@ int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err)
 			return r;
 	if (!spec->emulator_pin)
 		return 0;
-	char path[64];
-	snprintf(path, sizeof(path), "proc/%d/task", (int)vm->status.pid);
-	int fd = openat(vm->hsd->host.rootfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return hs_error_set(err, -ESRCH, "internal", "cannot list QEMU's threads");
-	}
-	struct dirent *de;
-	r = 0;
-	while (r == 0 && (de = readdir(d))) {
-		pid_t tid = (pid_t)strtol(de->d_name, NULL, 10);
-		if (tid <= 0)
-			continue;
-		bool vcpu = false;
-		for (unsigned i = 0; i < vm->n_vcpu_tids; i++)
-			vcpu |= vm->vcpu_tids[i] == tid;
-		if (!vcpu)
-			r = set_affinity(tid, spec->emulator_pin, &vm->hsd->host, err);
-	}
-	closedir(d);
-	return r;
+	return for_each_qemu_thread(vm, pin_emulator, spec, err);
 }
 
 typedef struct PinCtx {
