@@ -193,9 +193,7 @@ static int drop_privileges(const QemuUser *user)
 #define PR_SET_MEMORY_MERGE 67
 #endif
 
-_Noreturn void launch_child(char **argv, const ChildFds *f, int log_fd, int run_dirfd,
-			    const char *pidfile, int go_fd, int cgroup_fd, const QemuUser *user,
-			    bool merge_any)
+void launch_child_reset_signals(void)
 {
 	sigset_t all;
 	sigemptyset(&all);
@@ -203,17 +201,45 @@ _Noreturn void launch_child(char **argv, const ChildFds *f, int log_fd, int run_
 	for (int sig = 1; sig < NSIG; sig++)
 		signal(sig, SIG_DFL);
 	setsid();
+}
+
+int launch_child_move_fds(const int *src, int n, int *moved, int *keep, int n_keep)
+{
+	int base = 3 + n + 16;
+	for (int i = 0; i < n; i++)
+		if ((moved[i] = fcntl(src[i], F_DUPFD_CLOEXEC, base)) < 0)
+			return -1;
+	for (int i = 0; i < n_keep; i++)
+		if ((keep[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, base)) < 0)
+			return -1;
+	return 0;
+}
+
+int launch_child_place_fds(int null, int out, const int *moved, int n)
+{
+	if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+		return -1;
+	for (int i = 0; i < n; i++)
+		if (dup2(moved[i], 3 + i) < 0) /* dup2 clears FD_CLOEXEC */
+			return -1;
+	close_range((unsigned)(3 + n), ~0U, 0);
+	return 0;
+}
+
+_Noreturn void launch_child(char **argv, const ChildFds *f, int log_fd, int run_dirfd,
+			    const char *pidfile, int go_fd, int cgroup_fd, const QemuUser *user,
+			    bool merge_any)
+{
+	launch_child_reset_signals();
 
 	/* Move everything clear of the target numbers, then place it. */
-	int base = 3 + f->n + 16;
 	int moved[LAUNCH_MAX_FDS];
-	for (int i = 0; i < f->n; i++)
-		if ((moved[i] = fcntl(f->src[i], F_DUPFD_CLOEXEC, base)) < 0)
-			_exit(126);
-	int lfd = fcntl(log_fd, F_DUPFD_CLOEXEC, base);
-	int gfd = fcntl(go_fd, F_DUPFD_CLOEXEC, base);
+	int keep[2] = {log_fd, go_fd};
+	if (launch_child_move_fds(f->src, f->n, moved, keep, 2) < 0)
+		_exit(126);
+	int lfd = keep[0], gfd = keep[1];
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (lfd < 0 || gfd < 0 || null < 0)
+	if (null < 0)
 		_exit(126);
 
 	/* The pidfile is written before hsd's go, so it exists whenever QEMU
@@ -240,12 +266,8 @@ _Noreturn void launch_child(char **argv, const ChildFds *f, int log_fd, int run_
 		dprintf(lfd, "hsd: cannot enter the VM's cgroup\n");
 		_exit(123);
 	}
-	if (dup2(null, 0) < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0)
+	if (launch_child_place_fds(null, lfd, moved, f->n) < 0)
 		_exit(126);
-	for (int i = 0; i < f->n; i++)
-		if (dup2(moved[i], 3 + i) < 0) /* dup2 clears FD_CLOEXEC */
-			_exit(126);
-	close_range((unsigned)(3 + f->n), ~0U, 0);
 
 	/* QEMU's own heap and buffers are alike across VMs too; KSM may take
 	 * them (Linux >= 6.4; needs CAP_SYS_RESOURCE, so before the drop;

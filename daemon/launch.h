@@ -47,6 +47,21 @@ int launch_prepare(const VmSpec *spec, const AllowedDirs *allowed, int state_dir
 		   int qmp_listen, int serial_listen, ChildFds *fds, QemuLaunch *launch,
 		   HsError *err);
 
+/* For a child after fork that will exec (QEMU here, the spawner's tools).
+ * All three are async-signal-safe: no allocation, no locks.
+ *
+ * Default dispositions, no signal blocked, a session of its own. */
+void launch_child_reset_signals(void);
+/* Copies src[0..n) to moved[], and each of keep[0..n_keep) in place, onto
+ * numbers from 3 + n + 16 up (close-on-exec): clear of every number
+ * launch_child_place_fds() writes, so that placing one descriptor never
+ * overwrites another not yet placed. -1 (errno set) on failure. */
+int launch_child_move_fds(const int *src, int n, int *moved, int *keep, int n_keep);
+/* stdin from null, stdout and stderr to out, moved[i] at 3 + i (dup2
+ * clears close-on-exec), every descriptor from 3 + n up closed. -1 (errno
+ * set) on failure. */
+int launch_child_place_fds(int null, int out, const int *moved, int n);
+
 /* In the child after fork: never returns. Writes the pidfile (run_dirfd),
  * waits for hsd's go (go_fd), places the descriptors, drops privileges,
  * execs argv. merge_any: offer all of QEMU's anonymous memory to KSM

@@ -68,27 +68,16 @@ static void report(int sock, uint32_t type, pid_t pid, int wstatus)
  * spawner (a tool never outlives hsd: every storage step is safe to cut). */
 static _Noreturn void tool_child(char **argv, int out_fd, const int *fds, int n)
 {
-	sigset_t all;
-	sigemptyset(&all);
-	sigprocmask(SIG_SETMASK, &all, NULL);
-	for (int sig = 1; sig < NSIG; sig++)
-		signal(sig, SIG_DFL);
-	setsid();
+	launch_child_reset_signals();
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	umask(077); /* images are hsd's alone */
-	int base = 3 + n + 16;
 	int moved[SP_MAX_FDS];
-	for (int i = 0; i < n; i++)
-		if ((moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, base)) < 0)
-			_exit(126);
-	int ofd = fcntl(out_fd, F_DUPFD_CLOEXEC, base);
-	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (ofd < 0 || null < 0 || dup2(null, 0) < 0 || dup2(ofd, 1) < 0 || dup2(ofd, 2) < 0)
+	int ofd = out_fd;
+	if (launch_child_move_fds(fds, n, moved, &ofd, 1) < 0)
 		_exit(126);
-	for (int i = 0; i < n; i++)
-		if (dup2(moved[i], 3 + i) < 0)
-			_exit(126);
-	close_range((unsigned)(3 + n), ~0U, 0);
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (null < 0 || launch_child_place_fds(null, ofd, moved, n) < 0)
+		_exit(126);
 	execvp(argv[0], argv);
 	dprintf(2, "hsd: cannot execute %s: %s\n", argv[0], strerror(errno));
 	_exit(127);
