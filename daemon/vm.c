@@ -431,15 +431,23 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 
 static void on_pinned(Vm *vm, const HsError *err, void *ud);
 
-static void on_limits_applied(Vm *vm, const HsError *err, void *ud)
+/* The answer of one step of a start: false when the start goes no further
+ * (the step failed: the start fails, saying it could not `what`; or the VM
+ * is no longer starting). */
+static bool start_step_ok(Vm *vm, const HsError *err, const char *what)
 {
 	if (err) {
 		char msg[200];
-		snprintf(msg, sizeof(msg), "cannot apply the VM's limits: %.160s", err->message);
+		snprintf(msg, sizeof(msg), "cannot %s: %.160s", what, err->message);
 		start_failed(vm, msg);
-		return;
+		return false;
 	}
-	if (vm->status.state != VM_STATE_STARTING)
+	return vm->status.state == VM_STATE_STARTING;
+}
+
+static void on_limits_applied(Vm *vm, const HsError *err, void *ud)
+{
+	if (!start_step_ok(vm, err, "apply the VM's limits"))
 		return;
 	HsError e;
 	bool pin = vm_spec_pinned(&vm->spec) || vm->placement;
@@ -451,13 +459,7 @@ static void on_limits_applied(Vm *vm, const HsError *err, void *ud)
 
 static void on_pinned(Vm *vm, const HsError *err, void *ud)
 {
-	if (err) {
-		char msg[200];
-		snprintf(msg, sizeof(msg), "cannot pin the VM's threads: %.160s", err->message);
-		start_failed(vm, msg);
-		return;
-	}
-	if (vm->status.state != VM_STATE_STARTING)
+	if (!start_step_ok(vm, err, "pin the VM's threads"))
 		return;
 	if (vm->stop_kind == STOP_NONE && vm->start_paused) {
 		/* Start paused was asked for. */
