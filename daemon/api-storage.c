@@ -7,24 +7,26 @@
 #include "hsd.h"
 #include "storage.h"
 
-static void on_storage_done(Hsd *h, const HsError *err, json_t *result, void *ud)
+/* Answers a deferred request once the storage work is done: the error, or
+ * the result ({} when none) with `status`. */
+static void reply_storage_done(Pending *p, const HsError *err, json_t *result, int status)
 {
-	Pending *p = ud;
 	if (err)
 		http_reply_hserror(p->req, err);
 	else
-		http_reply_json(p->req, 201, json_incref(result ? result : json_object()));
+		http_reply_json(p->req, status, json_incref(result ? result : json_object()));
 	free(p);
+}
+
+/* Something new was made (a template, a snapshot). */
+static void on_storage_done(Hsd *h, const HsError *err, json_t *result, void *ud)
+{
+	reply_storage_done(ud, err, result, 201);
 }
 
 static void on_storage_done_200(Hsd *h, const HsError *err, json_t *result, void *ud)
 {
-	Pending *p = ud;
-	if (err)
-		http_reply_hserror(p->req, err);
-	else
-		http_reply_json(p->req, 200, json_incref(result ? result : json_object()));
-	free(p);
+	reply_storage_done(ud, err, result, 200);
 }
 
 static const char *string_field(HttpRequest *req, json_t *j, const char *key, bool required)
