@@ -252,7 +252,9 @@ static StorageOp *op_new(Vm *vm, VmStorage *vs, OpKind kind, StorageDoneCb cb, v
 	return op;
 }
 
-static int set_intent(Vm *vm, VmStorage *vs, StorageOp *op, const char *phase)
+/* Records in disks.json, before acting, what the operation is doing
+ * (`phase`) and which layer ids it makes: a crash is sorted out from it. */
+static int set_intent(StorageOp *op, VmStorage *vs, const char *phase, HsError *err)
 {
 	json_t *ids = json_array();
 	for (size_t i = 0; i < vs->disks.n_disks; i++)
@@ -261,7 +263,9 @@ static int set_intent(Vm *vm, VmStorage *vs, StorageOp *op, const char *phase)
 	vs->disks.intent = json_pack("{s:s, s:s, s:s, s:o, s:b, s:b}", "op", op_names[op->kind],
 				     "phase", phase, "snapshot", op->snap, "new", ids, "memory",
 				     op->memory, "restart", op->restart);
-	return save_disks(vm, vs);
+	if (save_disks(op->vm, vs) < 0)
+		return hs_error_set(err, -EIO, "internal", "cannot record the operation");
+	return 0;
 }
 
 static int clear_intent(Vm *vm, VmStorage *vs)
@@ -1064,46 +1068,94 @@ static void fail(StorageOp *op, const HsError *err)
 	op_done(op, err);
 }
 
+/* The operation's outcome is in the model: disks.json is saved without
+ * the intent. If it cannot be, the operation fails (op is gone: return). */
+static int commit_or_fail(StorageOp *op, VmStorage *vs, const char *what)
+{
+	if (clear_intent(op->vm, vs) == 0)
+		return 0;
+	HsError e;
+	hs_error_set(&e, -EIO, "internal", "cannot record the %s", what);
+	fail(op, &e);
+	return -1;
+}
+
+/* Undoes the making of new layers: their files and the intent go. */
+static void drop_new_layers(StorageOp *op, VmStorage *vs)
+{
+	unlink_new(op->vm, op, vs->disks.n_disks);
+	clear_intent(op->vm, vs);
+}
+
+/* Each disk's new layer (ids[disk], 0: none) becomes its top, standing
+ * on `under`'s layer of that disk (the snapshot rolled back to) or, with
+ * no `under`, on the disk's top (none yet for a disk being made). */
+static void push_new_layers(VmStorage *vs, const unsigned *ids, const VmSnapshot *under)
+{
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		if (ids[i]) {
+			ManagedDisk *m = &vs->disks.disks[i];
+			disk_add_layer(m, ids[i], under ? under->layers[i] : m->top);
+			m->top = ids[i];
+		}
+}
+
+/* The first phase of create, snapshot and rollback: new layer ids, the
+ * intent ("creating") recorded, from the first disk on. */
+static int begin_new_layers(StorageOp *op, VmStorage *vs, HsError *err)
+{
+	alloc_ids(op->vm, vs, op);
+	int r = set_intent(op, vs, "creating", err);
+	op->disk = 0;
+	return r;
+}
+
+/* Makes the new layer of the next managed disk from op->disk on, where
+ * push_new_layers() will put it (qemu-img create; at its end op steps
+ * again): 1 when one is being made, 0 when every disk has its layer, < 0
+ * (err set) when qemu-img cannot start. */
+static int create_next_layer(StorageOp *op, VmStorage *vs, const VmSnapshot *under,
+			     HsError *err)
+{
+	if (!next_managed(op, vs))
+		return 0;
+	const ManagedDisk *m = &vs->disks.disks[op->disk];
+	unsigned parent = under ? under->layers[op->disk] : m->top;
+	/* Only a new disk has a size of its own; overlays take their base's. */
+	uint64_t size = op->kind == OP_CREATE ? m->size : 0;
+	int r = run_create_layer(op, op->disk, op->new_ids[op->disk], parent, size, on_tool_step,
+				 err);
+	return r < 0 ? r : 1;
+}
+
 /* OP_CREATE: 0 intent, 1.. one layer per managed disk, then commit. */
 static void step_create(StorageOp *op, VmStorage *vs, const HsError *err)
 {
-	Vm *vm = op->vm;
 	HsError e;
 	if (err) {
-		unlink_new(vm, op, vs->disks.n_disks);
-		clear_intent(vm, vs);
+		drop_new_layers(op, vs);
 		fail(op, err);
 		return;
 	}
 	if (op->step == 0) {
-		alloc_ids(vm, vs, op);
-		if (set_intent(vm, vs, op, "creating") < 0) {
-			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+		if (begin_new_layers(op, vs, &e) < 0) {
 			fail(op, &e);
 			return;
 		}
 		op->step = 1;
-		op->disk = 0;
 	} else {
 		op->disk++;
 	}
-	if (next_managed(op, vs)) {
-		const ManagedDisk *m = &vs->disks.disks[op->disk];
-		if (run_create_layer(op, op->disk, op->new_ids[op->disk], 0, m->size, on_tool_step,
-				     &e) < 0)
+	int r = create_next_layer(op, vs, NULL, &e);
+	if (r != 0) {
+		if (r < 0)
 			step_create(op, vs, &e);
 		return;
 	}
-	for (size_t i = 0; i < vs->disks.n_disks; i++)
-		if (op->new_ids[i]) {
-			disk_add_layer(&vs->disks.disks[i], op->new_ids[i], 0);
-			vs->disks.disks[i].top = op->new_ids[i];
-		}
-	if (clear_intent(vm, vs) < 0) {
-		hs_error_set(&e, -EIO, "internal", "cannot record the new disks");
-		fail(op, &e);
+	/* The disks were made just now: every new layer is a base. */
+	push_new_layers(vs, op->new_ids, NULL);
+	if (commit_or_fail(op, vs, "new disks") < 0)
 		return;
-	}
 	op_done(op, NULL);
 }
 
@@ -1225,14 +1277,11 @@ static void snapshot_commit(StorageOp *op, VmStorage *vs)
 	memset(sn, 0, sizeof(*sn));
 	snprintf(sn->name, sizeof(sn->name), "%s", op->snap);
 	sn->created = hs_wall();
-	for (size_t i = 0; i < vs->disks.n_disks; i++) {
-		if (!op->new_ids[i])
-			continue;
-		ManagedDisk *m = &vs->disks.disks[i];
-		sn->layers[i] = m->top;
-		disk_add_layer(m, op->new_ids[i], m->top);
-		m->top = op->new_ids[i];
-	}
+	/* The snapshot is the tops the new layers stand on. */
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		if (op->new_ids[i])
+			sn->layers[i] = vs->disks.disks[i].top;
+	push_new_layers(vs, op->new_ids, NULL);
 	if (op->memory) {
 		sn->memory = hs_strdup_printf(SNAPSHOTS_DIR "/%s.state", op->snap);
 		sn->spec = vm_spec_to_json(&op->vm->spec);
@@ -1286,8 +1335,7 @@ static void snapshot_undo(StorageOp *op, VmStorage *vs, const HsError *err)
 							  (json_int_t)QEMU_FDSET_LAYER(op->new_ids[i])),
 						op->h->qmp_timeout, NULL, NULL);
 				}
-		unlink_new(vm, op, vs->disks.n_disks);
-		clear_intent(vm, vs);
+		drop_new_layers(op, vs);
 	}
 	if (op->state_fd >= 0) {
 		char name[128];
@@ -1311,27 +1359,21 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 	}
 	switch (op->step) {
 	case SNAP_INTENT:
-		alloc_ids(vm, vs, op);
-		if (set_intent(vm, vs, op, "creating") < 0) {
-			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+		if (begin_new_layers(op, vs, &e) < 0) {
 			fail(op, &e);
 			return;
 		}
 		op->step = SNAP_CREATE;
-		op->disk = 0;
 		goto create;
 	case SNAP_CREATE:
 		op->disk++;
 	create:
-		if (next_managed(op, vs)) {
-			const ManagedDisk *m = &vs->disks.disks[op->disk];
-			if (run_create_layer(op, op->disk, op->new_ids[op->disk], m->top, 0,
-					     on_tool_step, &e) < 0)
+		if ((r = create_next_layer(op, vs, NULL, &e)) != 0) {
+			if (r < 0)
 				snapshot_undo(op, vs, &e);
 			return;
 		}
-		if (set_intent(vm, vs, op, "created") < 0) {
-			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+		if (set_intent(op, vs, "created", &e) < 0) {
 			snapshot_undo(op, vs, &e);
 			return;
 		}
@@ -1411,13 +1453,8 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 	}
 	/* Commit: the snapshot exists from this write on. */
 	snapshot_commit(op, vs);
-	json_decref(vs->disks.intent);
-	vs->disks.intent = NULL;
-	if (save_disks(vm, vs) < 0) {
-		hs_error_set(&e, -EIO, "internal", "cannot record the snapshot");
-		fail(op, &e);
+	if (commit_or_fail(op, vs, "snapshot") < 0)
 		return;
-	}
 	op->result = json_pack("{s:s, s:b, s:b, s:f}", "name", op->snap, "memory", op->memory,
 			       "live", op->live, "seconds", hs_now() - op->t0);
 	op_done(op, NULL);
@@ -1439,14 +1476,13 @@ static void step_rollback(StorageOp *op, VmStorage *vs, const HsError *err)
 {
 	Vm *vm = op->vm;
 	HsError e;
+	int r;
 	VmSnapshot *sn = vm_disks_find_snapshot(&vs->disks, op->snap);
 	if (err && op->step == RB_STOP && err->code == -ENOTCONN)
 		err = NULL; /* it was already down */
 	if (err) {
-		if (op->step == RB_CREATE) {
-			unlink_new(vm, op, vs->disks.n_disks);
-			clear_intent(vm, vs);
-		}
+		if (op->step == RB_CREATE)
+			drop_new_layers(op, vs);
 		fail(op, err);
 		return;
 	}
@@ -1470,38 +1506,25 @@ static void step_rollback(StorageOp *op, VmStorage *vs, const HsError *err)
 	case RB_INTENT:
 		if (sn->memory)
 			op->restart = true;
-		alloc_ids(vm, vs, op);
-		if (set_intent(vm, vs, op, "creating") < 0) {
-			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+		if (begin_new_layers(op, vs, &e) < 0) {
 			fail(op, &e);
 			return;
 		}
 		op->step = RB_CREATE;
-		op->disk = 0;
 		goto create;
 	case RB_CREATE:
 		op->disk++;
 	create:
-		if (next_managed(op, vs)) {
-			if (run_create_layer(op, op->disk, op->new_ids[op->disk],
-					     sn->layers[op->disk], 0, on_tool_step, &e) < 0)
+		if ((r = create_next_layer(op, vs, sn, &e)) != 0) {
+			if (r < 0)
 				step_rollback(op, vs, &e);
 			return;
 		}
 		_fallthrough_;
 	case RB_COMMIT:
-		for (size_t i = 0; i < vs->disks.n_disks; i++)
-			if (op->new_ids[i]) {
-				disk_add_layer(&vs->disks.disks[i], op->new_ids[i], sn->layers[i]);
-				vs->disks.disks[i].top = op->new_ids[i];
-			}
-		json_decref(vs->disks.intent);
-		vs->disks.intent = NULL;
-		if (save_disks(vm, vs) < 0) {
-			hs_error_set(&e, -EIO, "internal", "cannot record the rollback");
-			fail(op, &e);
+		push_new_layers(vs, op->new_ids, sn);
+		if (commit_or_fail(op, vs, "rollback") < 0)
 			return;
-		}
 		collect_garbage(vm, vs);
 		op->result = json_pack("{s:s, s:b, s:b}", "name", op->snap, "memory",
 				       sn->memory != NULL, "restarted", op->restart);
@@ -1642,8 +1665,7 @@ static void step_delete(StorageOp *op, VmStorage *vs, const HsError *err)
 	}
 	switch (op->step) {
 	case DEL_INTENT:
-		if (set_intent(vm, vs, op, "merging") < 0) {
-			hs_error_set(&e, -EIO, "internal", "cannot record the operation");
+		if (set_intent(op, vs, "merging", &e) < 0) {
 			fail(op, &e);
 			return;
 		}
@@ -1689,13 +1711,8 @@ static void step_delete(StorageOp *op, VmStorage *vs, const HsError *err)
 	if (sn->memory)
 		snprintf(mem, sizeof(mem), "%s", sn->memory);
 	vm_disks_remove_snapshot(&vs->disks, op->snap);
-	json_decref(vs->disks.intent);
-	vs->disks.intent = NULL;
-	if (save_disks(vm, vs) < 0) {
-		hs_error_set(&e, -EIO, "internal", "cannot record the deletion");
-		fail(op, &e);
+	if (commit_or_fail(op, vs, "deletion") < 0)
 		return;
-	}
 	if (mem[0])
 		unlinkat(vm->state_dirfd, mem, 0);
 	collect_garbage(vm, vs);
@@ -2032,19 +2049,10 @@ int storage_vm_load(Vm *vm)
 		 * that lives on is asked which layer it writes to once its QMP
 		 * is up (storage_vm_adopted), and the model follows it. The
 		 * snapshot itself is not recorded: it was never confirmed. */
-		for (size_t i = 0; i < vs->disks.n_disks; i++)
-			if (tmp.new_ids[i]) {
-				ManagedDisk *m = &vs->disks.disks[i];
-				disk_add_layer(m, tmp.new_ids[i], m->top);
-				m->top = tmp.new_ids[i];
-			}
+		push_new_layers(vs, tmp.new_ids, NULL);
 		vs->verify_chain = qemu_alive;
 	} else if (!strcmp(opn, "rollback") && !strcmp(phase, "created") && sn) {
-		for (size_t i = 0; i < vs->disks.n_disks; i++)
-			if (tmp.new_ids[i]) {
-				disk_add_layer(&vs->disks.disks[i], tmp.new_ids[i], sn->layers[i]);
-				vs->disks.disks[i].top = tmp.new_ids[i];
-			}
+		push_new_layers(vs, tmp.new_ids, sn);
 	} else if (!strcmp(opn, "delete-snapshot") && sn) {
 		/* Merges are safe to redo: carry on once QEMU (if any) is
 		 * reachable. */
@@ -2063,9 +2071,7 @@ int storage_vm_load(Vm *vm)
 		/* Not yet begun in earnest: undo. */
 		unlink_new(vm, &tmp, vs->disks.n_disks);
 	}
-	json_decref(vs->disks.intent);
-	vs->disks.intent = NULL;
-	save_disks(vm, vs);
+	clear_intent(vm, vs);
 	collect_garbage(vm, vs);
 	sweep_unreferenced(vm, vs);
 	return 0;
