@@ -1159,6 +1159,39 @@ static void step_create(StorageOp *op, VmStorage *vs, const HsError *err)
 	op_done(op, NULL);
 }
 
+/* Hands QEMU a descriptor of layer `id`, read-only or read-write, in the
+ * layer's fd set. */
+static int qmp_add_layer_fd(Vm *vm, unsigned id, bool rw, HsError *err)
+{
+	int fd = open_layer(vm, id, rw ? O_RDWR : O_RDONLY, err);
+	if (fd < 0)
+		return fd;
+	qmp_client_execute_fd(vm->qmp, "add-fd",
+			      json_pack("{s:I, s:s}", "fdset-id", (json_int_t)QEMU_FDSET_LAYER(id),
+					"opaque", rw ? "rw" : "ro"),
+			      fd, vm->hsd->qmp_timeout, NULL, NULL);
+	return 0;
+}
+
+/* Layer `id` of disk `disk` leaves QEMU: its format node (and its file
+ * node, when that one was added on its own), then its descriptors, so its
+ * space is freed now, not when QEMU exits. */
+static void qmp_drop_layer(Vm *vm, size_t disk, unsigned id, bool file_node)
+{
+	char node[32], file[32];
+	qemu_layer_node(disk, id, node, sizeof(node));
+	qmp_client_execute(vm->qmp, "blockdev-del", json_pack("{s:s}", "node-name", node),
+			   vm->hsd->qmp_timeout, NULL, NULL);
+	if (file_node) {
+		qemu_layer_file_node(disk, id, file, sizeof(file));
+		qmp_client_execute(vm->qmp, "blockdev-del", json_pack("{s:s}", "node-name", file),
+				   vm->hsd->qmp_timeout, NULL, NULL);
+	}
+	qmp_client_execute(vm->qmp, "remove-fd",
+			   json_pack("{s:I}", "fdset-id", (json_int_t)QEMU_FDSET_LAYER(id)),
+			   vm->hsd->qmp_timeout, NULL, NULL);
+}
+
 /* Live snapshot: add every new overlay to QEMU, then one transaction
  * switches all disks at once. */
 static int live_add_overlays(StorageOp *op, VmStorage *vs, HsError *err)
@@ -1172,16 +1205,9 @@ static int live_add_overlays(StorageOp *op, VmStorage *vs, HsError *err)
 		char node[32], file[32], path[48];
 		qemu_layer_node(i, id, node, sizeof(node));
 		qemu_layer_file_node(i, id, file, sizeof(file));
-		for (int m = 0; m < 2; m++) {
-			r = open_layer(vm, id, m ? O_RDWR : O_RDONLY, err);
-			if (r < 0)
+		for (int rw = 0; rw < 2; rw++)
+			if ((r = qmp_add_layer_fd(vm, id, rw, err)) < 0)
 				return r;
-			qmp_client_execute_fd(vm->qmp, "add-fd",
-					      json_pack("{s:I, s:s}", "fdset-id",
-							(json_int_t)QEMU_FDSET_LAYER(id), "opaque",
-							m ? "rw" : "ro"),
-					      r, vm->hsd->qmp_timeout, NULL, NULL);
-		}
 		snprintf(path, sizeof(path), "/dev/fdset/%ld", QEMU_FDSET_LAYER(id));
 		r = qmp_client_execute(
 			vm->qmp, "blockdev-add",
@@ -1323,18 +1349,8 @@ static void snapshot_undo(StorageOp *op, VmStorage *vs, const HsError *err)
 			qmp_client_execute(vm->qmp, "cont", NULL, op->h->qmp_timeout, NULL, NULL);
 		if (vm_is_live(vm))
 			for (size_t i = 0; i < vs->disks.n_disks; i++)
-				if (op->new_ids[i]) {
-					char node[32];
-					qemu_layer_node(i, op->new_ids[i], node, sizeof(node));
-					qmp_client_execute(vm->qmp, "blockdev-del",
-							   json_pack("{s:s}", "node-name", node),
-							   op->h->qmp_timeout, NULL, NULL);
-					qmp_client_execute(
-						vm->qmp, "remove-fd",
-						json_pack("{s:I}", "fdset-id",
-							  (json_int_t)QEMU_FDSET_LAYER(op->new_ids[i])),
-						op->h->qmp_timeout, NULL, NULL);
-				}
+				if (op->new_ids[i])
+					qmp_drop_layer(vm, i, op->new_ids[i], false);
 		drop_new_layers(op, vs);
 	}
 	if (op->state_fd >= 0) {
@@ -1681,22 +1697,9 @@ static void step_delete(StorageOp *op, VmStorage *vs, const HsError *err)
 			if (m->layers[k].id == op->children[op->child])
 				m->layers[k].parent = l->parent;
 		save_disks(vm, vs);
-		if (op->live && in_running_chain(vm, vs, op->disk, op->children[op->child])) {
+		if (op->live && in_running_chain(vm, vs, op->disk, op->children[op->child]))
 			/* The merged layer's nodes are now unused in QEMU. */
-			char node[32], file[32];
-			qemu_layer_node(op->disk, op->merged, node, sizeof(node));
-			qemu_layer_file_node(op->disk, op->merged, file, sizeof(file));
-			qmp_client_execute(vm->qmp, "blockdev-del", json_pack("{s:s}", "node-name", node),
-					   op->h->qmp_timeout, NULL, NULL);
-			qmp_client_execute(vm->qmp, "blockdev-del", json_pack("{s:s}", "node-name", file),
-					   op->h->qmp_timeout, NULL, NULL);
-			/* ... and its descriptors go, so its space is freed now,
-			 * not when QEMU exits. */
-			qmp_client_execute(vm->qmp, "remove-fd",
-					   json_pack("{s:I}", "fdset-id",
-						     (json_int_t)QEMU_FDSET_LAYER(op->merged)),
-					   op->h->qmp_timeout, NULL, NULL);
-		}
+			qmp_drop_layer(vm, op->disk, op->merged, true);
 		op->child++;
 		op->step = DEL_MERGE;
 		delete_next(op, vs);
@@ -1785,17 +1788,11 @@ static void delete_next(StorageOp *op, VmStorage *vs)
 			/* An inner layer is read-only in QEMU: give it a
 			 * writable descriptor and reopen it read-write for the
 			 * merge (its content, the snapshot's view, stays). */
-			int fd = open_layer(vm, child, O_RDWR, &e);
-			if (fd < 0) {
+			if (qmp_add_layer_fd(vm, child, true, &e) < 0) {
 				json_decref(args);
 				step_delete(op, vs, &e);
 				return;
 			}
-			qmp_client_execute_fd(vm->qmp, "add-fd",
-					      json_pack("{s:I, s:s}", "fdset-id",
-							(json_int_t)QEMU_FDSET_LAYER(child), "opaque",
-							"rw"),
-					      fd, op->h->qmp_timeout, NULL, NULL);
 			char file[32], below[32], path[48];
 			const DiskLayer *cl = disk_layer(m, child);
 			qemu_layer_file_node(op->disk, child, file, sizeof(file));
