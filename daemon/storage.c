@@ -1273,6 +1273,23 @@ static void op_poll_later(StorageOp *op, const char *what)
 	ev_timer_start(op->h->loop, &op->poll);
 }
 
+/* A query-migrate answer, for saving (a memory snapshot) or loading (a
+ * rollback to one) a VM's memory: 1 completed, 0 still going, < 0 failed
+ * or cancelled (err says why, after `what`). */
+static int migrate_status(json_t *reply, const char *what, HsError *err)
+{
+	json_t *ret = json_object_get(reply, "return");
+	const char *st = json_string_value(json_object_get(ret, "status"));
+	if (st && !strcmp(st, "completed"))
+		return 1;
+	if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
+		const char *why = json_string_value(json_object_get(ret, "error-desc"));
+		return hs_error_set(err, -EIO, "storage-failed", "%s failed: %s", what,
+				    why ? why : st);
+	}
+	return 0;
+}
+
 static void on_query_migrate(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 {
 	StorageOp *op = ud;
@@ -1281,20 +1298,14 @@ static void on_query_migrate(QmpClient *c, json_t *reply, const HsError *err, vo
 			op_step(op, err);
 		return;
 	}
-	const char *st = json_string_value(
-		json_object_get(json_object_get(reply, "return"), "status"));
 	HsError e;
-	if (st && !strcmp(st, "completed")) {
+	int r = migrate_status(reply, "saving the VM's memory", &e);
+	if (r > 0)
 		op_step(op, NULL);
-	} else if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
-		const char *why = json_string_value(
-			json_object_get(json_object_get(reply, "return"), "error-desc"));
-		hs_error_set(&e, -EIO, "storage-failed", "saving the VM's memory failed: %s",
-			     why ? why : st);
+	else if (r < 0)
 		op_step(op, &e);
-	} else {
+	else
 		op_poll_later(op, "saving the VM's memory");
-	}
 }
 
 static void snapshot_commit(StorageOp *op, VmStorage *vs)
@@ -2158,15 +2169,10 @@ static void on_incoming_status(QmpClient *c, json_t *reply, const HsError *err, 
 		incoming_done(vm, vs, err);
 		return;
 	}
-	const char *st = json_string_value(
-		json_object_get(json_object_get(reply, "return"), "status"));
-	if (st && !strcmp(st, "completed")) {
+	int r = migrate_status(reply, "loading the saved memory", &e);
+	if (r > 0) {
 		incoming_done(vm, vs, NULL);
-	} else if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
-		const char *why = json_string_value(
-			json_object_get(json_object_get(reply, "return"), "error-desc"));
-		hs_error_set(&e, -EIO, "storage-failed", "loading the saved memory failed: %s",
-			     why ? why : st);
+	} else if (r < 0) {
 		incoming_done(vm, vs, &e);
 	} else if (hs_now() > vs->incoming_deadline) {
 		hs_error_set(&e, -ETIMEDOUT, "timeout", "loading the saved memory timed out");
