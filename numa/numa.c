@@ -104,9 +104,8 @@ static int add_hugepage_size(int dfd, const char *name, void *ud)
 	if (i >= NUMA_MAX_HUGEPAGE_SIZES)
 		return 0;
 	/* Shift the larger ones up; the largest falls off a full table. */
-	unsigned last = n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES
-			    ? n->n_hugepage_sizes
-			    : NUMA_MAX_HUGEPAGE_SIZES - 1;
+	unsigned last = n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES ? n->n_hugepage_sizes
+								      : NUMA_MAX_HUGEPAGE_SIZES - 1;
 	memmove(&n->hugepages[i + 1], &n->hugepages[i], (last - i) * sizeof(h));
 	n->hugepages[i] = h;
 	if (n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES)

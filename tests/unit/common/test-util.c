@@ -16,7 +16,7 @@ typedef struct Seen {
 	char names[8][32];
 	size_t n;
 	size_t stop_after; /* 0: never stop */
-	int dfd_ok;        /* every dfd let us stat the entry */
+	bool dfd_ok;       /* every dfd given let us stat its entry */
 } Seen;
 
 static int collect(int dfd, const char *name, void *ud)
@@ -24,7 +24,7 @@ static int collect(int dfd, const char *name, void *ud)
 	Seen *s = ud;
 	struct stat st;
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		s->dfd_ok = 0;
+		s->dfd_ok = false;
 	if (s->n < ARRAY_SIZE(s->names))
 		snprintf(s->names[s->n], sizeof(s->names[0]), "%s", name);
 	s->n++;
@@ -75,7 +75,7 @@ static void test_dir_foreach_all(void **state)
 {
 	int fd = open(*state, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(fd >= 0);
-	Seen s = {.dfd_ok = 1};
+	Seen s = {.dfd_ok = true};
 	assert_int_equal(hs_dir_foreach(fd, "sub", collect, &s), 0);
 	/* Every entry but "." and "..", hidden ones included. */
 	assert_int_equal(s.n, 3);
@@ -84,9 +84,9 @@ static void test_dir_foreach_all(void **state)
 	assert_true(seen(&s, "c"));
 	assert_false(seen(&s, "."));
 	assert_false(seen(&s, ".."));
-	assert_int_equal(s.dfd_ok, 1);
+	assert_true(s.dfd_ok);
 
-	Seen e = {.dfd_ok = 1};
+	Seen e = {.dfd_ok = true};
 	assert_int_equal(hs_dir_foreach(fd, "empty", collect, &e), 0);
 	assert_int_equal(e.n, 0);
 	close(fd);
@@ -97,7 +97,7 @@ static void test_dir_foreach_stop(void **state)
 	int fd = open(*state, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(fd >= 0);
 	/* A callback's non-zero answer ends the walk and is returned. */
-	Seen s = {.stop_after = 2, .dfd_ok = 1};
+	Seen s = {.stop_after = 2, .dfd_ok = true};
 	assert_int_equal(hs_dir_foreach(fd, "sub", collect, &s), 42);
 	assert_int_equal(s.n, 2);
 	close(fd);
@@ -114,17 +114,17 @@ static void test_dir_foreach_errors(void **state)
 	close(fd);
 
 	/* An absolute path ignores dirfd; "." walks dirfd itself. */
-	Seen t = {.dfd_ok = 1};
+	Seen t = {.dfd_ok = true};
 	char p[256];
 	snprintf(p, sizeof(p), "%s/sub", (const char *)*state);
 	assert_int_equal(hs_dir_foreach(-1, p, collect, &t), 0);
 	assert_int_equal(t.n, 3);
 	int sub = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(sub >= 0);
-	Seen u = {.dfd_ok = 1};
+	Seen u = {.dfd_ok = true};
 	assert_int_equal(hs_dir_foreach(sub, ".", collect, &u), 0);
 	assert_int_equal(u.n, 3);
-	assert_int_equal(u.dfd_ok, 1);
+	assert_true(u.dfd_ok);
 	close(sub);
 }
 
