@@ -1,20 +1,27 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Helpers for bench/run.py and bench/load.py: statistics, a minimal
-HTTP/1.1 client over a UNIX socket (less client-side overhead than
-http.client, so the latencies are mostly hsd's), an hsd process wrapper, the
-test guest, a raw QEMU launcher mirroring what hsd does, /proc readers, and
-a registry of every process started so that they can all be cleaned up by
-pid.
+"""Helpers for the benchmarks (bench/run.py, storage.py, density.py and
+load.py): the frame of a run (signals and time budget, a clean-up nothing
+interrupts, the results file and what it says of the host and the build),
+statistics, a minimal HTTP/1.1 client over a UNIX socket (less client-side
+overhead than http.client, so the latencies are mostly hsd's), an hsd
+process wrapper, the test guest, a raw QEMU launcher mirroring what hsd
+does, /proc readers, and a registry of every process started so that they
+can all be cleaned up by pid.
 
 Python 3 standard library only."""
+import contextlib
+import datetime
 import fcntl
+import hashlib
 import json
 import os
+import platform
 import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,6 +50,132 @@ def wait_for(pred, timeout, what, interval=0.02):
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def rounds(h, n, kinds):
+    """n rounds of measures of each of `kinds`, interleaved: yields (i, the
+    kinds in round i's order), after checking that hsd (h) still runs. The
+    kinds take turns at going first, so they share the machine's noise."""
+    for i in range(n):
+        h.check_alive()
+        k = i % len(kinds)
+        yield i, kinds[k:] + kinds[:k]
+
+
+# ---------------------------------------------------------------- a run
+
+class Interrupted(Exception):
+    """A signal, or the end of the run's time budget (see catch_signals)."""
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+# What ends a run early: it is reported as the run's error, and the clean-up
+# and the results file still follow.
+RUN_ERRORS = (Interrupted, KeyboardInterrupt, BenchError, OSError, subprocess.TimeoutExpired,
+              ValueError, KeyError)
+
+
+def run_error(e):
+    """The words for one of RUN_ERRORS."""
+    if isinstance(e, (Interrupted, KeyboardInterrupt)):
+        return f"interrupted: {e or 'Ctrl-C'}"
+    return f"{type(e).__name__}: {e}"
+
+
+def catch_signals(budget):
+    """From now on SIGINT, SIGTERM and SIGHUP raise Interrupted, and so does
+    SIGALRM once `budget` seconds have passed."""
+    def on_signal(sig, frame):
+        raise Interrupted(f"signal {signal.Signals(sig).name}")
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(s, on_signal)
+    signal.alarm(int(budget))
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """For the clean-up, which nothing may interrupt (it is bounded on its
+    own): the budget's alarm is off, and SIGINT, SIGTERM and SIGHUP wait
+    until the block ends."""
+    signal.alarm(0)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def need_files(prog, *paths, hint=""):
+    """Exits the script `prog` if one of the paths is missing."""
+    for f in paths:
+        if not Path(f).exists():
+            sys.exit(f"{prog}: {f} is missing{hint}")
+
+
+def new_workdir(prog, given, prefix):
+    """The run's work dir: `given` (--base) or /tmp/PREFIX-PID, which must
+    not exist yet (made by the caller, inside its clean-up's reach). Short:
+    UNIX socket paths live under it."""
+    base = Path(given or f"/tmp/{prefix}-{os.getpid()}")
+    if base.exists():
+        sys.exit(f"{prog}: {base} exists; pick another --base")
+    return base
+
+
+def write_results(path, out):
+    """The results file, written whole or not at all (a temporary file
+    renamed over it); says where it is."""
+    outp = Path(path)
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = outp.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    tmp.replace(outp)
+    log(f"results: {outp}")
+
+
+def exit_status(error, rows):
+    """A run's exit status: 2 it failed (error), 1 a target of the summary
+    rows was missed, 0 all were met."""
+    if error:
+        return 2
+    return 1 if any(r["pass"] is False for r in rows) else 0
+
+
+def version_line(prog):
+    """The first line `prog --version` prints, or None."""
+    lines = subprocess.run([prog, "--version"], capture_output=True, text=True,
+                           timeout=30).stdout.splitlines()
+    return lines[0] if lines else None
+
+
+def host_info(**more):
+    """What the results say of the host, with `more`."""
+    return {"cpus": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(), **more}
+
+
+def git_rev():
+    try:
+        r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        d = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() + ("-dirty" if d.stdout.strip() else "")
+    except Exception:
+        return None
+
+
+def binary_info(path):
+    try:
+        data = Path(path).read_bytes()
+        st = Path(path).stat()
+        return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
+                "mtime": datetime.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")}
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------- statistics
@@ -314,16 +447,32 @@ class RawHttp:
         return status, payload
 
 
-def api(sock_path, method, target, body=None, timeout=60.0, expect=(200, 201)):
-    """One request on a new connection; returns the decoded JSON answer."""
+def timed_request(sock_path, method, target, body=None, timeout=60.0):
+    """One request on a new connection: (seconds until the answer, connect
+    included; status; the answer's bytes)."""
     c = RawHttp(sock_path, timeout)
     try:
+        t0 = now()
         st, payload = c.request(method, target, body, close=True)
+        t = now() - t0
     finally:
         c.close()
+    return t, st, payload
+
+
+def timed_api(sock_path, method, target, body=None, timeout=60.0, expect=(200, 201)):
+    """timed_request, its status checked against `expect` (None: any) and
+    its answer decoded: (seconds, status, JSON answer)."""
+    t, st, payload = timed_request(sock_path, method, target, body, timeout)
     js = json.loads(payload) if payload else None
     if expect and st not in expect:
-        raise HttpError(f"{method} {target}: HTTP {st}: {payload[:300]!r}")
+        raise HttpError(f"{method} {target}: HTTP {st}: {payload[:400]!r}")
+    return t, st, js
+
+
+def api(sock_path, method, target, body=None, timeout=60.0, expect=(200, 201)):
+    """timed_api without the time: (status, JSON answer)."""
+    _, st, js = timed_api(sock_path, method, target, body, timeout, expect)
     return st, js
 
 
@@ -405,10 +554,28 @@ class Hsd:
             self.log.close()
             self.log = None
 
+    def request(self, method, target, body=None, timeout=60.0, expect=(200, 201)):
+        """timed_api on this hsd: (seconds, status, JSON answer)."""
+        return timed_api(self.socket, method, target, body, timeout, expect)
+
     def hsctl(self, *args, timeout=120.0):
         return subprocess.run([str(HSCTL), "--socket", self.socket, *args],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=timeout)
+
+
+def console_has(path, text):
+    """A console log (of a VM of hsd's or of a raw QEMU) holds text."""
+    try:
+        with open(path, "rb") as f:
+            return text.encode() in f.read()
+    except OSError:
+        return False
+
+
+def console_ready(h, name):
+    """hsd's VM `name` has printed the test guest's HS-GUEST-READY."""
+    return console_has(h.state_dir / "vms" / name / "console.log", "HS-GUEST-READY")
 
 
 def build_guest():

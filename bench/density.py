@@ -26,11 +26,8 @@ import concurrent.futures
 import datetime
 import json
 import os
-import platform
 import re
 import shlex
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,8 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    HSCTL, HSD, QEMU, BenchError, Hsd, RawHttp, RawQemu, Registry, api, build_guest,
-    hsd_extra_args, kill_and_wait, pid_alive, proc_cpu_s, raw_argv, remove_workdir)
+    BenchError, HSCTL, HSD, Hsd, QEMU, RUN_ERRORS, RawQemu, Registry, api, build_guest,
+    catch_signals, console_has, host_info, hsd_extra_args, kill_and_wait, log, need_files,
+    new_workdir, pid_alive, proc_cpu_s, raw_argv, remove_workdir, run_error, timed_request,
+    uninterrupted, version_line, write_results)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KSM_SYSFS = "/sys/kernel/mm/ksm"
@@ -88,16 +87,8 @@ MERGEANY_WRAPPER = ("import ctypes,os,sys\n"
                     "os.execv(sys.argv[1],sys.argv[1:])\n")
 
 
-class Interrupted(Exception):
-    pass
-
-
 class Unsafe(BenchError):
     """The host's MemAvailable fell below the floor."""
-
-
-def log(msg=""):
-    print(msg, flush=True)
 
 
 def mib(nbytes):
@@ -481,14 +472,6 @@ def vm_spec(name, guest, p, cmdline, nic):
     return spec
 
 
-def console_has(path, text):
-    try:
-        with open(path, "rb") as f:
-            return text.encode() in f.read()
-    except OSError:
-        return False
-
-
 def other_hsds(own_pids):
     out = []
     for d in os.listdir("/proc"):
@@ -650,13 +633,11 @@ def _run_count_body(n, args, p, h, reg, res, smp, t0, names, consoles, pids, pid
             with pids_lock:
                 in_call.add(nm)
             ts = time.monotonic()
-            c = RawHttp(h.socket, timeout=pacing_timeout + 180)
             try:
-                st, payload = c.request("POST", f"/v1/vms/{nm}/start", {}, close=True)
+                _, st, payload = timed_request(h.socket, "POST", f"/v1/vms/{nm}/start", {},
+                                               timeout=pacing_timeout + 180)
             except Exception as e:
                 st, payload = None, str(e).encode()
-            finally:
-                c.close()
             te = time.monotonic()
             try:
                 js = json.loads(payload)
@@ -1224,36 +1205,26 @@ def main():
             sys.exit(f"density.py: unknown cut '{c}'; known: {', '.join(CUTS)}")
     if p["fill"] + 64 > p["memory"]:
         sys.exit("density.py: --fill must leave at least 64 MiB of --memory to the guest")
-    for f in (HSD, HSCTL, Path(QEMU)):
-        if not Path(f).exists():
-            sys.exit(f"density.py: {f} is missing")
+    need_files("density.py", HSD, HSCTL, QEMU)
 
-    base = Path(args.base or f"/tmp/hsdd-{os.getpid()}")
-    if base.exists():
-        sys.exit(f"density.py: {base} exists; pick another --base")
+    base = new_workdir("density.py", args.base, "hsdd")
     reg = Registry()
     out = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "mode": "quick" if args.quick else "full", "params": p,
            "args": {k: v for k, v in vars(args).items()}, "targets": TARGETS,
-           "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                    "mem_total": meminfo().get("MemTotal"), "python": platform.python_version()},
+           "host": host_info(mem_total=meminfo().get("MemTotal")),
            "runs": [], "cuts": []}
     error = None
     t_start = time.monotonic()
 
-    def on_signal(sig, frame):
-        raise Interrupted(f"signal {signal.Signals(sig).name}")
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(s, on_signal)
-    signal.alarm(int(p["budget"]))
+    catch_signals(p["budget"])
     log(f"hsd density benchmark ({out['mode']}): counts {p['counts']}, {p['memory']} MiB guests "
         f"filling {p['fill']} MiB, cuts {cuts or 'none'}; work dir {base}; budget {p['budget']:.0f}s")
     try:
         base.mkdir(parents=True)
         guest = build_guest()
         log(f"guest: {guest['kernel']} + {guest['initrd']}")
-        qv = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=30).stdout
-        out["host"]["qemu"] = qv.splitlines()[0] if qv else None
+        out["host"]["qemu"] = version_line(QEMU)
         for n in p["counts"]:
             start_avail = mem_available()
             nh = len(reg.hsds)
@@ -1312,18 +1283,12 @@ def main():
                     if isinstance(e, Unsafe):
                         raise
                 wait_mem_recovered(before - (128 << 20), 30)
-    except (Interrupted, KeyboardInterrupt) as e:
-        error = f"interrupted: {e or 'Ctrl-C'}"
-    except (BenchError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
-        error = f"{type(e).__name__}: {e}"
+    except RUN_ERRORS as e:
+        error = run_error(e)
     finally:
-        signal.alarm(0)
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        try:
+        with uninterrupted():
             reg.cleanup(log)
             remove_workdir(base, args.keep, log)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
     elapsed = time.monotonic() - t_start
     out["elapsed_s"] = elapsed
     out["error"] = error
@@ -1331,12 +1296,7 @@ def main():
         log(f"\nERROR: {error}")
     print_report(out)
     log(f"\ntotal run time: {elapsed:.1f}s")
-    outp = Path(args.output)
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outp.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    tmp.replace(outp)
-    log(f"results: {outp}")
+    write_results(args.output, out)
     if error:
         return 2
     d = out.get("derived") or {}

@@ -22,7 +22,6 @@ it started, each by pid (after checking the pid is still that QEMU).
 """
 import argparse
 import json
-import os
 import random
 import signal
 import socket
@@ -34,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    HSD, Hsd, HttpError, RawHttp, Registry, api, build_guest, hsd_extra_args, proc_cpu_s,
-    proc_memory, remove_workdir, summarize)
+    HSD, Hsd, HttpError, Interrupted, RawHttp, Registry, api, build_guest, hsd_extra_args, log,
+    new_workdir, proc_cpu_s, proc_memory, remove_workdir, summarize)
 
 # Operation mix: kind -> weight. Reads dominate; lifecycle calls race with
 # each other on purpose (100 clients, 20 VMs).
@@ -55,14 +54,6 @@ MIX = {
 # client stopped while it was pending (500 vm-exited, only while racing).
 EXPECTED = {409}
 EXPECTED_WHILE_RACING = {(500, "vm-exited"), (503, "insufficient-memory")}
-
-
-class Interrupted(Exception):
-    pass
-
-
-def log(msg=""):
-    print(msg, flush=True)
 
 
 # ------------------------------------------------------------------ load
@@ -212,9 +203,7 @@ def main():
     if not HSD.exists():
         sys.exit(f"load.py: {HSD} missing: build first (ninja -C build)")
 
-    base = Path(args.base or f"/tmp/hsl-{os.getpid()}")
-    if base.exists():
-        sys.exit(f"load.py: {base} exists")
+    base = new_workdir("load.py", args.base, "hsl")
     reg = Registry()
     budget = int(args.duration + 600)
 

@@ -17,20 +17,18 @@ import argparse
 import datetime
 import json
 import os
-import hashlib
-import platform
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    HSCTL, HSD, QEMU, ROOT, BenchError, Hsd, Prober, RawHttp, RawQemu, Registry, api,
-    argv_option_diff, atomic_write_cost, build_guest, hsd_extra_args, hsd_exec_line, now,
-    percentile, proc_memory, raw_argv, remove_workdir, summarize, wait_for)
+    BenchError, HSCTL, HSD, Hsd, Prober, QEMU, ROOT, RUN_ERRORS, RawHttp, RawQemu, Registry, api,
+    argv_option_diff, atomic_write_cost, binary_info, build_guest, catch_signals, console_ready,
+    exit_status, git_rev, host_info, hsd_exec_line, hsd_extra_args, log, need_files, new_workdir,
+    now, percentile, proc_memory, raw_argv, remove_workdir, rounds, run_error, summarize,
+    timed_request, uninterrupted, version_line, wait_for, write_results)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -53,14 +51,6 @@ TARGETS = {
 GUEST_CMDLINE = "console=ttyS0 quiet no_timer_check"
 
 
-class Interrupted(Exception):
-    pass
-
-
-def log(msg=""):
-    print(msg, flush=True)
-
-
 def mib(kib):
     return kib / 1024.0
 
@@ -75,13 +65,7 @@ def vm_spec(name, guest, memory):
 
 def hsd_start_api(h, reg, name):
     """POST start on a new connection; seconds until the answer."""
-    c = RawHttp(h.socket, timeout=60)
-    try:
-        t0 = now()
-        st, payload = c.request("POST", f"/v1/vms/{name}/start", {}, close=True)
-        t = now() - t0
-    finally:
-        c.close()
+    t, st, payload = timed_request(h.socket, "POST", f"/v1/vms/{name}/start", {}, timeout=60)
     js = json.loads(payload)
     if st != 200 or js.get("state") != "running":
         raise BenchError(f"start {name}: HTTP {st}: {payload[:300]!r}")
@@ -105,13 +89,8 @@ def hsd_start_cli(h, reg, name):
 def hsd_stop_force(h, name, pid):
     """POST stop {"force":true}; seconds until the answer. Checks that the
     QEMU is gone and reaped (no zombie) when hsd answers."""
-    c = RawHttp(h.socket, timeout=30)
-    try:
-        t0 = now()
-        st, payload = c.request("POST", f"/v1/vms/{name}/stop", {"force": True}, close=True)
-        t = now() - t0
-    finally:
-        c.close()
+    t, st, payload = timed_request(h.socket, "POST", f"/v1/vms/{name}/stop", {"force": True},
+                                   timeout=30)
     js = json.loads(payload)
     if st != 200 or js.get("state") != "stopped":
         raise BenchError(f"stop {name}: HTTP {st}: {payload[:300]!r}")
@@ -157,9 +136,7 @@ def phase_start_stop(h, reg, guest, p, res, base):
     reasons = {}
     stop_cli, stop_api = [], []
     kinds = ["cli", "api", "raw"]
-    for i in range(n):
-        h.check_alive()
-        order = kinds[i % 3:] + kinds[:i % 3]
+    for i, order in rounds(h, n, kinds):
         line = []
         for k in order:
             if k == "raw":
@@ -264,14 +241,6 @@ def measure_get(h, n, label):
             f"{a['base']['median_ms']:.3f} p99 {a['base']['p99_ms']:.3f} ms")
     log(f"  ({nvms} VMs listed, answer {size} bytes)")
     return out
-
-
-def console_ready(h, name):
-    try:
-        with open(h.state_dir / "vms" / name / "console.log", "rb") as f:
-            return b"HS-GUEST-READY" in f.read()
-    except OSError:
-        return False
 
 
 def diagnose(h, name):
@@ -523,27 +492,6 @@ def print_table(rows, res, p):
         log("  " + e)
 
 
-def git_rev():
-    try:
-        r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                           capture_output=True, text=True, timeout=10)
-        d = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() + ("-dirty" if d.stdout.strip() else "")
-    except Exception:
-        return None
-
-
-def binary_info(path):
-    try:
-        data = Path(path).read_bytes()
-        st = Path(path).stat()
-        return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
-                "mtime": datetime.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")}
-    except OSError:
-        return None
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fast smoke: fewer iterations, 20 defined/5 running")
@@ -565,25 +513,16 @@ def main():
             p[k] = getattr(args, k)
     p["fleet_memory"] = args.fleet_memory
     p["running"] = min(p["running"], p["defined"])
-    for f in (HSD, HSCTL, Path(QEMU)):
-        if not Path(f).exists():
-            sys.exit(f"run.py: {f} is missing (build with: ninja -C {ROOT / 'build'})")
+    need_files("run.py", HSD, HSCTL, QEMU, hint=f" (build with: ninja -C {ROOT / 'build'})")
 
-    base = Path(args.base or f"/tmp/hsb-{os.getpid()}")
-    if base.exists():
-        sys.exit(f"run.py: {base} exists; pick another --base")
+    base = new_workdir("run.py", args.base, "hsb")
     reg = Registry()
     res = {}
     bin_before = binary_info(HSD)
     error = None
     t_start = time.monotonic()
 
-    def on_signal(sig, frame):
-        raise Interrupted(f"signal {signal.Signals(sig).name}")
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(s, on_signal)
-    signal.alarm(int(p["budget"]))
-
+    catch_signals(p["budget"])
     log(f"hsd benchmarks ({'quick' if args.quick else 'full'}): {HSD}, work dir {base}, "
         f"time budget {p['budget']}s")
     try:
@@ -605,15 +544,10 @@ def main():
         phase_fleet(h, reg, guest, p, res)
         h.check_alive()
         res["loadavg"]["end"] = loadavg()
-    except (Interrupted, KeyboardInterrupt) as e:
-        error = f"interrupted: {e or 'Ctrl-C'}"
-    except (BenchError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
-        error = f"{type(e).__name__}: {e}"
+    except RUN_ERRORS as e:
+        error = run_error(e)
     finally:
-        # Nothing may interrupt the clean-up; it is bounded on its own.
-        signal.alarm(0)
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        try:
+        with uninterrupted():
             hsd_log = None
             for hh in reg.hsds:
                 hsd_log = hh.log_text()
@@ -621,8 +555,6 @@ def main():
             if hsd_log is not None:
                 res["hsd_log_lines"] = hsd_log.count("\n")
             remove_workdir(base, args.keep, log)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     elapsed = time.monotonic() - t_start
     bin_after = binary_info(HSD)
@@ -635,14 +567,12 @@ def main():
         print_table(rows, res, p)
     log(f"\ntotal run time: {elapsed:.1f}s")
 
-    qv = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()
     out = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "params": p,
         "targets": TARGETS,
-        "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                 "qemu": qv[0] if qv else None, "python": platform.python_version()},
+        "host": host_info(qemu=version_line(QEMU)),
         "git": git_rev(),
         "hsd_binary": bin_before,
         "hsd_binary_changed_during_run": bin_after != bin_before,
@@ -651,15 +581,8 @@ def main():
         "summary": rows,
         "results": res,
     }
-    outp = Path(args.output)
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outp.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(outp)
-    log(f"results: {outp}")
-    if error:
-        return 2
-    return 1 if any(r["pass"] is False for r in rows) else 0
+    write_results(args.output, out)
+    return exit_status(error, rows)
 
 
 if __name__ == "__main__":

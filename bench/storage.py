@@ -25,10 +25,8 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -36,9 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    HSD, QEMU, BenchError, Hsd, RawHttp, Registry, atomic_write_cost, build_guest,
-    hsd_extra_args, now, remove_workdir, summarize)
-from run import binary_info, console_ready, git_rev  # noqa: E402
+    BenchError, HSD, Hsd, QEMU, RUN_ERRORS, Registry, atomic_write_cost, binary_info, build_guest,
+    catch_signals, console_ready, exit_status, git_rev, host_info, hsd_extra_args, log, need_files,
+    new_workdir, now, remove_workdir, rounds, run_error, summarize, uninterrupted, version_line,
+    write_results)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QEMU_IMG = shutil.which("qemu-img") or "/usr/bin/qemu-img"
@@ -62,14 +61,6 @@ FULL = dict(reps=15, snap_reps=10, fleet=50, fleet_memory=64, settle=3.0, boot_t
             big_write_mib=192, small_write_mib=512, deletes=3, budget=2400)
 QUICK = dict(reps=4, snap_reps=4, fleet=10, fleet_memory=64, settle=3.0, boot_timeout=180, big=False,
              big_write_mib=192, small_write_mib=512, deletes=2, budget=600)
-
-
-class Interrupted(Exception):
-    pass
-
-
-def log(msg=""):
-    print(msg, flush=True)
 
 
 def fmt(x, nd=1):
@@ -119,22 +110,6 @@ def cpu_jiffies():
 def free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-def request(h, method, target, body=None, timeout=60.0, expect=(200, 201)):
-    """One request on a new connection (connect included, as in run.py);
-    (seconds, status, decoded answer)."""
-    c = RawHttp(h.socket, timeout=timeout)
-    try:
-        t0 = now()
-        st, payload = c.request(method, target, body, close=True)
-        t = now() - t0
-    finally:
-        c.close()
-    js = json.loads(payload) if payload else None
-    if expect and st not in expect:
-        raise BenchError(f"{method} {target}: HTTP {st}: {payload[:400]!r}")
-    return t, st, js
 
 
 def vm_spec(name, guest, memory, template=None):
@@ -291,9 +266,9 @@ def make_templates(h, p, img_dir, res, hl):
             f"allocated {src_blocks / MIB:.0f} MiB")
         name = f"t{label}"
         hl.start_phase()
-        t_imp, _, js = request(h, "POST", "/v1/templates",
-                               {"name": name, "file": str(src), "format": "qcow2"},
-                               timeout=1800, expect=(201,))
+        t_imp, _, js = h.request("POST", "/v1/templates",
+                                 {"name": name, "file": str(src), "format": "qcow2"},
+                                 timeout=1800, expect=(201,))
         image = h.state_dir / "templates" / name / "image"
         tb = blocks_bytes(image)
         log(f"  template {name}: imported in {t_imp:.1f}s; virtual_size "
@@ -306,7 +281,7 @@ def make_templates(h, p, img_dir, res, hl):
             "import_log": hl.phase()}
         src.unlink()
         out[label] = name
-    _, _, js = request(h, "GET", "/v1/templates")
+    _, _, js = h.request("GET", "/v1/templates")
     res["templates_listed"] = [t.get("name") for t in js.get("templates", [])]
     return out
 
@@ -320,25 +295,23 @@ def phase_clone(h, guest, p, res, tmpl, hl):
     # Warm-up, not recorded (first use of each template; first define).
     first = {}
     for lb in labels:
-        t, _, _ = request(h, "POST", "/v1/vms", vm_spec(f"cw-{lb}", guest, 64, tmpl[lb]),
-                          expect=(201,))
+        t, _, _ = h.request("POST", "/v1/vms", vm_spec(f"cw-{lb}", guest, 64, tmpl[lb]),
+                            expect=(201,))
         first[lb] = t
-    t, _, _ = request(h, "POST", "/v1/vms", vm_spec("cw-plain", guest, 64), expect=(201,))
+    t, _, _ = h.request("POST", "/v1/vms", vm_spec("cw-plain", guest, 64), expect=(201,))
     samples = {lb: [] for lb in labels}
     plain = []
     names = []
-    for i in range(n):
-        h.check_alive()
-        order = labels[i % len(labels):] + labels[:i % len(labels)]
+    for i, order in rounds(h, n, labels):
         line = []
         for lb in order:
             nm = f"c{lb}-{i:02d}"
-            t, _, js = request(h, "POST", "/v1/vms", vm_spec(nm, guest, 64, tmpl[lb]), expect=(201,))
+            t, _, js = h.request("POST", "/v1/vms", vm_spec(nm, guest, 64, tmpl[lb]), expect=(201,))
             samples[lb].append(t)
             names.append(nm)
             line.append(f"{lb} {t * 1000:6.1f}")
         nm = f"cp-{i:02d}"
-        t, _, _ = request(h, "POST", "/v1/vms", vm_spec(nm, guest, 64), expect=(201,))
+        t, _, _ = h.request("POST", "/v1/vms", vm_spec(nm, guest, 64), expect=(201,))
         plain.append(t)
         names.append(nm)
         log(f"  [{i + 1:2}/{n}] clone ms: " + "  ".join(line) + f"  | no disk {t * 1000:5.1f}")
@@ -375,7 +348,7 @@ def phase_clone(h, guest, p, res, tmpl, hl):
     hl.start_phase()
     dels = []
     for nm in names + [f"cw-{lb}" for lb in labels] + ["cw-plain"]:
-        t, _, _ = request(h, "DELETE", f"/v1/vms/{nm}")
+        t, _, _ = h.request("DELETE", f"/v1/vms/{nm}")
         dels.append(t)
     put(res, "delete_vm", dels)
     log(stat_line("DELETE /v1/vms/NAME (clones and plain)", res["delete_vm"]))
@@ -387,14 +360,12 @@ def snapshot_round(h, n, vms, keys, tmpl, res, hl, what):
     snaps = {k: [] for k in keys}
     server = {k: [] for k in keys}
     hl.start_phase()
-    for i in range(n):
-        h.check_alive()
-        order = keys[i % len(keys):] + keys[:i % len(keys)]
+    for i, order in rounds(h, n, keys):
         line = []
         for k in order:
             nm = vms[k]
-            t, _, js = request(h, "POST", f"/v1/vms/{nm}/snapshots", {"name": f"snap{i:02d}"},
-                               expect=(201,))
+            t, _, js = h.request("POST", f"/v1/vms/{nm}/snapshots", {"name": f"snap{i:02d}"},
+                                 expect=(201,))
             snaps[k].append(t)
             if js and js.get("seconds") is not None:
                 server[k].append(js["seconds"])
@@ -419,15 +390,13 @@ def rollback_round(h, reg, n, vms, keys, tmpl, res, hl, what, pause):
     rb_total = {k: [] for k in keys}
     restarted = {k: 0 for k in keys}
     hl.start_phase()
-    for i in range(n):
-        h.check_alive()
-        order = keys[i % len(keys):] + keys[:i % len(keys)]
+    for i, order in rounds(h, n, keys):
         line = []
         for k in order:
             nm = vms[k]
             snap = f"snap{(n - 1 - i):02d}"
-            t, _, js = request(h, "POST", f"/v1/vms/{nm}/snapshots/{snap}/rollback", {},
-                               timeout=120, expect=(200,))
+            t, _, js = h.request("POST", f"/v1/vms/{nm}/snapshots/{snap}/rollback", {},
+                                 timeout=120, expect=(200,))
             rb_client[k].append(t)
             if js.get("disk_seconds") is not None:
                 rb_disk[k].append(js["disk_seconds"])
@@ -439,7 +408,7 @@ def rollback_round(h, reg, n, vms, keys, tmpl, res, hl, what, pause):
                         + f"/{t * 1000:6.1f}")
             if k[0] == "running":
                 # Running again on its new layers: record its new QEMU.
-                _, _, vj = request(h, "GET", f"/v1/vms/{nm}")
+                _, _, vj = h.request("GET", f"/v1/vms/{nm}")
                 reg.add_qemu(vj.get("pid"))
                 if vj.get("state") != "running":
                     log(f"  warning: {nm} is {vj.get('state')} after its rollback")
@@ -468,7 +437,7 @@ def phase_snapshots(h, reg, guest, p, res, tmpl, hl):
     for kind in ("stopped", "running"):
         for lb in labels:
             nm = f"s-{kind[0]}-{lb}"
-            request(h, "POST", "/v1/vms", vm_spec(nm, guest, 128, tmpl[lb]), expect=(201,))
+            h.request("POST", "/v1/vms", vm_spec(nm, guest, 128, tmpl[lb]), expect=(201,))
             vms[(kind, lb)] = nm
     stopped = [k for k in vms if k[0] == "stopped"]
     running = [k for k in vms if k[0] == "running"]
@@ -483,7 +452,7 @@ def phase_snapshots(h, reg, guest, p, res, tmpl, hl):
 
     t0 = time.monotonic()
     for k in running:
-        _, _, js = request(h, "POST", f"/v1/vms/{vms[k]}/start", {}, expect=(200,))
+        _, _, js = h.request("POST", f"/v1/vms/{vms[k]}/start", {}, expect=(200,))
         reg.add_qemu(js.get("pid"))
     # A booted guest: its console says HS-GUEST-READY (bounded wait), then
     # --settle s more.
@@ -513,8 +482,8 @@ def phase_snapshots(h, reg, guest, p, res, tmpl, hl):
     dels = {k: [] for k in keys}
     for i in range(nd):
         for k in keys:
-            t, _, js = request(h, "DELETE", f"/v1/vms/{vms[k]}/snapshots/snap{i:02d}",
-                               timeout=300, expect=(200,))
+            t, _, js = h.request("DELETE", f"/v1/vms/{vms[k]}/snapshots/snap{i:02d}",
+                                 timeout=300, expect=(200,))
             dels[k].append(t)
     for k in keys:
         put(res, f"snapshot_delete_{k[0]}_{k[1]}", dels[k])
@@ -522,13 +491,13 @@ def phase_snapshots(h, reg, guest, p, res, tmpl, hl):
                       res[f"snapshot_delete_{k[0]}_{k[1]}"]))
     report_log("snapshot_delete", hl.phase(), res)
     for k in keys:
-        _, _, js = request(h, "GET", f"/v1/vms/{vms[k]}")
+        _, _, js = h.request("GET", f"/v1/vms/{vms[k]}")
         res[f"storage_{k[0]}_{k[1]}"] = js.get("storage")
         res[f"state_{k[0]}_{k[1]}"] = js.get("state")
     for k in running:
-        request(h, "POST", f"/v1/vms/{vms[k]}/stop", {"force": True}, timeout=60, expect=(200,))
+        h.request("POST", f"/v1/vms/{vms[k]}/stop", {"force": True}, timeout=60, expect=(200,))
     for nm in vms.values():
-        request(h, "DELETE", f"/v1/vms/{nm}")
+        h.request("DELETE", f"/v1/vms/{nm}")
 
 
 def phase_fleet(h, reg, guest, p, res, tmpl, hl):
@@ -541,13 +510,13 @@ def phase_fleet(h, reg, guest, p, res, tmpl, hl):
     defs, starts = [], []
     t0 = now()
     for nm in names:
-        t, _, _ = request(h, "POST", "/v1/vms", vm_spec(nm, guest, mem, t1), expect=(201,))
+        t, _, _ = h.request("POST", "/v1/vms", vm_spec(nm, guest, mem, t1), expect=(201,))
         defs.append(t)
     t_def = now() - t0
     layers_defined = sum(blocks_bytes(h.state_dir / "vms" / nm / "layers") for nm in names)
     t0 = now()
     for nm in names:
-        t, _, js = request(h, "POST", f"/v1/vms/{nm}/start", {}, timeout=180, expect=(200,))
+        t, _, js = h.request("POST", f"/v1/vms/{nm}/start", {}, timeout=180, expect=(200,))
         reg.add_qemu(js.get("pid"))
         if js.get("state") != "running":
             raise BenchError(f"start {nm}: state {js.get('state')}")
@@ -568,7 +537,7 @@ def phase_fleet(h, reg, guest, p, res, tmpl, hl):
     res["fleet_start_last_ms"] = summarize(starts[-k:])["median_ms"]
     log(f"  start call median, first {k}: {res['fleet_start_first_ms']:.0f} ms; last {k} (with "
         f"{nf - k} guests booting or running): {res['fleet_start_last_ms']:.0f} ms")
-    _, _, js = request(h, "GET", "/v1/vms")
+    _, _, js = h.request("GET", "/v1/vms")
     running = sum(vm["state"] == "running" for vm in js["vms"] if vm["name"] in names)
     res["fleet_running"] = running
     if running != nf:
@@ -598,7 +567,7 @@ def phase_fleet(h, reg, guest, p, res, tmpl, hl):
     hl.start_phase()
     stops, dels = [], []
     for nm in names:
-        t, _, _ = request(h, "POST", f"/v1/vms/{nm}/stop", {"force": True}, timeout=60, expect=(200,))
+        t, _, _ = h.request("POST", f"/v1/vms/{nm}/stop", {"force": True}, timeout=60, expect=(200,))
         stops.append(t)
     report_log("fleet_stop", hl.phase(), res)
 
@@ -611,8 +580,8 @@ def phase_fleet(h, reg, guest, p, res, tmpl, hl):
     paused = []
     t0 = now()
     for nm in names:
-        t, _, js = request(h, "POST", f"/v1/vms/{nm}/start", {"paused": True}, timeout=180,
-                           expect=(200,))
+        t, _, js = h.request("POST", f"/v1/vms/{nm}/start", {"paused": True}, timeout=180,
+                             expect=(200,))
         reg.add_qemu(js.get("pid"))
         if js.get("state") != "paused":
             raise BenchError(f"start paused {nm}: state {js.get('state')}")
@@ -624,9 +593,9 @@ def phase_fleet(h, reg, guest, p, res, tmpl, hl):
     report_log("fleet_paused", hl.phase(), res)
     hl.start_phase()
     for nm in names:
-        request(h, "POST", f"/v1/vms/{nm}/stop", {"force": True}, timeout=60, expect=(200,))
+        h.request("POST", f"/v1/vms/{nm}/stop", {"force": True}, timeout=60, expect=(200,))
     for nm in names:
-        t, _, _ = request(h, "DELETE", f"/v1/vms/{nm}")
+        t, _, _ = h.request("DELETE", f"/v1/vms/{nm}")
         dels.append(t)
     put(res, "fleet_stop", stops)
     put(res, "fleet_delete", dels)
@@ -829,15 +798,11 @@ def main():
         sys.exit("storage.py: --snap-reps must be 1..30 (a chain holds at most 40 layers)")
     if p["big_write_mib"] > 1024:
         sys.exit("storage.py: --big-write-mib is per GiB: at most 1024")
-    for f in (HSD, Path(QEMU), Path(QEMU_IMG), Path(QEMU_IO)):
-        if not Path(f).exists():
-            sys.exit(f"storage.py: {f} is missing")
+    need_files("storage.py", HSD, QEMU, QEMU_IMG, QEMU_IO)
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     outp = Path(args.output) if args.output else RESULTS / f"storage-{stamp}.json"
-    base = Path(args.base or f"/tmp/hss-{os.getpid()}")
-    if base.exists():
-        sys.exit(f"storage.py: {base} exists; pick another --base")
+    base = new_workdir("storage.py", args.base, "hss")
     reg = Registry()
     res = {"loadavg": {"start": os.getloadavg()}}
     error = None
@@ -845,12 +810,7 @@ def main():
     bin_before = binary_info(HSD)
     t_start = time.monotonic()
 
-    def on_signal(sig, frame):
-        raise Interrupted(f"signal {signal.Signals(sig).name}")
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(s, on_signal)
-    signal.alarm(int(p["budget"]))
-
+    catch_signals(p["budget"])
     log(f"hsd storage benchmark ({'quick' if args.quick else 'full'}): {HSD}, work dir {base}, "
         f"time budget {p['budget']}s")
     try:
@@ -876,15 +836,10 @@ def main():
         phase_baselines(h, p, res, tmpl, base)
         h.check_alive()
         res["loadavg"]["end"] = os.getloadavg()
-    except (Interrupted, KeyboardInterrupt) as e:
-        error = f"interrupted: {e or 'Ctrl-C'}"
-    except (BenchError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
-        error = f"{type(e).__name__}: {e}"
+    except RUN_ERRORS as e:
+        error = run_error(e)
     finally:
-        # Nothing may interrupt the clean-up; it is bounded on its own.
-        signal.alarm(0)
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        try:
+        with uninterrupted():
             for hh in reg.hsds:
                 txt = hh.log_text()
                 res["hsd_log_lines"] = txt.count("\n")
@@ -894,8 +849,6 @@ def main():
                     res["hsd_log_tail"] = txt[-4000:]
             reg.cleanup(log)
             remove_workdir(base, args.keep, log)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     elapsed = time.monotonic() - t_start
     bin_after = binary_info(HSD)
@@ -910,25 +863,17 @@ def main():
     if rows:
         print_table(rows, res, p)
     log(f"\ntotal run time: {elapsed:.1f}s")
-    qv = subprocess.run([QEMU_IMG, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()
     out = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "params": p, "targets": TARGETS,
-        "host": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                 "qemu_img": qv[0] if qv else None, "python": platform.python_version()},
+        "host": host_info(qemu_img=version_line(QEMU_IMG)),
         "git": git_rev(), "hsd_binary": bin_before,
         "hsd_binary_changed_during_run": bin_after != bin_before,
         "elapsed_s": elapsed, "error": error, "summary": rows, "results": res,
     }
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outp.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    tmp.replace(outp)
-    log(f"results: {outp}")
-    if error:
-        return 2
-    return 1 if any(r["pass"] is False for r in rows) else 0
+    write_results(outp, out)
+    return exit_status(error, rows)
 
 
 if __name__ == "__main__":
