@@ -10,31 +10,10 @@
 # Exit: 0 all passed, 1 a check failed, 77 skipped (no built hsctl).
 set -u
 
-top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-build=${HS_BUILD_DIR:-$top/build}
-HSD=$build/daemon/hsd
-HSCTL=$build/cli/hsctl
-if [[ ! -x $HSCTL ]]; then
-	echo "SKIP: $HSCTL is not built (meson setup build && ninja -C build)"
-	exit 77
-fi
-
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "FAIL - $1"; shift; printf '    %s\n' "$@"; failed=$((failed + 1)); }
-
-tmp=$(mktemp -d /tmp/hsctl-completion.XXXXXX)
-hsd_pid=
-cleanup() {
-	if [[ $hsd_pid ]]; then
-		kill "$hsd_pid" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$hsd_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$hsd_pid" 2>/dev/null
-		wait "$hsd_pid" 2>/dev/null
-	fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=tests/cli/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_built "$HSCTL"
+make_tmp hsctl-completion
 
 # shellcheck source=completion/hsctl.bash
 source "$top/completion/hsctl.bash"
@@ -197,19 +176,10 @@ expect "snapshot names: nothing when hsd is unreachable" \
 HSD_SOCKET=$tmp/none.sock expect "VM names: nothing when HSD_SOCKET names no hsd" "$H info " ""
 
 # VM names from a real hsd.
-sock=$tmp/run/hsd.sock
 if [[ ! -x $HSD ]]; then
 	not_ok "hsd starts" "$HSD is not built"
 else
-	"$HSD" --state-dir "$tmp/state" --run-dir "$tmp/run" --allowed-dir /tmp \
-		>"$tmp/hsd.log" 2>&1 &
-	hsd_pid=$!
-	for _ in $(seq 150); do
-		"$HSCTL" --socket "$sock" list >/dev/null 2>&1 && break
-		kill -0 "$hsd_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if ! "$HSCTL" --socket "$sock" list >/dev/null 2>&1; then
+	if ! start_hsd /tmp; then
 		not_ok "hsd starts" "$(tail -5 "$tmp/hsd.log")"
 	else
 		ok "hsd starts"

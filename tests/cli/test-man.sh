@@ -11,30 +11,16 @@
 # and hsctl.
 set -u
 
-top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-build=${HS_BUILD_DIR:-$top/build}
-HSD=$build/daemon/hsd
-HSCTL=$build/cli/hsctl
-
+# shellcheck source=tests/cli/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 for tool in scdoc:scdoc man:man-db; do
 	if ! command -v "${tool%%:*}" >/dev/null; then
 		echo "SKIP: ${tool%%:*} is not installed (Debian package ${tool#*:})"
 		exit 77
 	fi
 done
-for prog in "$HSD" "$HSCTL"; do
-	if [[ ! -x $prog ]]; then
-		echo "SKIP: $prog is not built (meson setup build && ninja -C build)"
-		exit 77
-	fi
-done
-
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "FAIL - $1"; shift; printf '    %s\n' "$@"; failed=$((failed + 1)); }
-
-tmp=$(mktemp -d /tmp/hs-man-test.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+need_built "$HSD" "$HSCTL"
+make_tmp hs-man-test
 export LC_ALL=C.UTF-8 MANWIDTH=80 MAN_KEEP_FORMATTING='' MANPAGER=cat PAGER=cat
 
 # Options in a --help text: "--word" or "-x" at the start of a word.

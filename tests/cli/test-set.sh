@@ -13,47 +13,16 @@
 # no python3).
 set -u
 
-top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-build=${HS_BUILD_DIR:-$top/build}
-HSD=$build/daemon/hsd
-HSCTL=$build/cli/hsctl
-for prog in "$HSD" "$HSCTL"; do
-	if [[ ! -x $prog ]]; then
-		echo "SKIP: $prog is not built (meson setup build && ninja -C build)"
-		exit 77
-	fi
-done
+# shellcheck source=tests/cli/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_built "$HSD" "$HSCTL"
 if ! command -v python3 >/dev/null; then
 	echo "SKIP: python3 is needed to read hsctl's JSON"
 	exit 77
 fi
 
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() { echo "FAIL - $1"; shift; printf '    %s\n' "$@"; failed=$((failed + 1)); }
-
-tmp=$(mktemp -d /tmp/hsctl-set.XXXXXX)
-hsd_pid=
-cleanup() {
-	if [[ $hsd_pid ]]; then
-		kill "$hsd_pid" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$hsd_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$hsd_pid" 2>/dev/null
-		wait "$hsd_pid" 2>/dev/null
-	fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-sock=$tmp/run/hsd.sock
-"$HSD" --state-dir "$tmp/state" --run-dir "$tmp/run" --allowed-dir "$tmp" >"$tmp/hsd.log" 2>&1 &
-hsd_pid=$!
-for _ in $(seq 150); do
-	"$HSCTL" --socket "$sock" list >/dev/null 2>&1 && break
-	kill -0 "$hsd_pid" 2>/dev/null || break
-	sleep 0.1
-done
-if ! "$HSCTL" --socket "$sock" list >/dev/null 2>&1; then
+make_tmp hsctl-set
+if ! start_hsd "$tmp"; then
 	not_ok "hsd starts" "$(tail -5 "$tmp/hsd.log")"
 	echo "$passed passed, $failed failed"
 	exit 1
