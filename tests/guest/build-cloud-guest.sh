@@ -26,6 +26,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
+LIB="$HERE/lib.sh"
 CACHE=${HS_CLOUD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hypervisor-scale/cloud-guest}
 SUITE=bookworm
 FLAVOUR=${HS_CLOUD_GUEST_KERNEL:-amd64}
@@ -66,35 +67,10 @@ esac
 # stdout is only for the final lines: keep it on fd 3, send the rest to stderr.
 exec 3>&1 1>&2
 
-export DEBIAN_FRONTEND=noninteractive LC_ALL=C
-APT_OPTS=(-q -o APT::Sandbox::User=root)
-
 # ---------------------------------------------------------------- tools ----
-apt_updated=
-# apt_update: `apt-get update` on the host, at most once per run.
-apt_update() {
-    [ -n "$apt_updated" ] && return 0
-    log "apt-get update"
-    apt-get "${APT_OPTS[@]}" update || return 1
-    apt_updated=1
-}
-
-apt_lists_empty() {
-    ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null
-}
-
-# need CMD PACKAGE: make sure CMD exists, installing PACKAGE if it does not.
-need() {
-    command -v "$1" >/dev/null 2>&1 && return 0
-    [ "$(id -u)" = 0 ] || die "'$1' is missing; install the Debian package '$2'"
-    log "installing $2 (for $1)"
-    if apt_lists_empty || ! apt-get "${APT_OPTS[@]}" install -y --no-install-recommends "$2"; then
-        apt_update || die "apt-get update failed"
-        apt-get "${APT_OPTS[@]}" install -y --no-install-recommends "$2" ||
-            die "could not install $2"
-    fi
-    command -v "$1" >/dev/null 2>&1 || die "$2 installed but '$1' still missing"
-}
+# apt_update, apt_lists_empty, need, candidates; APT_OPTS, APT_CACHE_OPTS.
+# shellcheck source=tests/guest/lib.sh
+source "$LIB"
 
 # ------------------------------------------------------------ mirrors ----
 # host_sources: "URI SUITE" for every enabled deb source of this host
@@ -142,20 +118,9 @@ mirror_for() {
 }
 
 # ------------------------------------------------------------ versions ----
-# A private apt binary cache: apt-cache is ~20 ms instead of ~0.5 s on
-# hosts whose apt config disables the system one (see build-guest.sh).
-APT_CACHE_OPTS=(-o "Dir::Cache::pkgcache=$CACHE/apt/pkgcache.bin")
-
-# candidates PKG...: "pkg version" lines for the versions apt would install.
-candidates() {
-    apt-cache "${APT_CACHE_OPTS[@]}" policy "$@" 2>/dev/null |
-        awk '/^[^ ]/ { p = $1; sub(/:$/, "", p) }
-             $1 == "Candidate:" && $2 != "(none)" { print p, $2 }' || true
-}
-
 # inputs_hash: hash of everything besides package versions that shapes the image.
 inputs_hash() {
-    { cat "$SELF"; echo "flavour: $FLAVOUR"; } | sha256sum | cut -d' ' -f1
+    { cat "$SELF" "$LIB"; echo "flavour: $FLAVOUR"; } | sha256sum | cut -d' ' -f1
 }
 
 # stamp_text: the expected stamp (minus output sizes) for the current inputs.

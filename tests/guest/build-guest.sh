@@ -18,6 +18,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
+LIB="$HERE/lib.sh"
 INIT_SRC="$HERE/init"
 CACHE=${HS_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hypervisor-scale/guest}
 
@@ -34,34 +35,10 @@ virtio_scsi sd_mod ata_piix button evdev ${HS_GUEST_EXTRA_MODULES:-}"
 log() { printf 'build-guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-export DEBIAN_FRONTEND=noninteractive LC_ALL=C
-APT_OPTS=(-q -o APT::Sandbox::User=root)
-
 # ---------------------------------------------------------------- tools ----
-apt_updated=
-apt_update() {
-    [ -n "$apt_updated" ] && return 0
-    log "apt-get update"
-    apt-get "${APT_OPTS[@]}" update >&2 || return 1
-    apt_updated=1
-}
-
-apt_lists_empty() {
-    ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null
-}
-
-# need CMD PACKAGE: make sure CMD exists, installing PACKAGE if it does not.
-need() {
-    command -v "$1" >/dev/null 2>&1 && return 0
-    [ "$(id -u)" = 0 ] || die "'$1' is missing; install the Debian package '$2'"
-    log "installing $2 (for $1)"
-    if apt_lists_empty || ! apt-get "${APT_OPTS[@]}" install -y --no-install-recommends "$2" >&2; then
-        apt_update || die "apt-get update failed"
-        apt-get "${APT_OPTS[@]}" install -y --no-install-recommends "$2" >&2 ||
-            die "could not install $2"
-    fi
-    command -v "$1" >/dev/null 2>&1 || die "$2 installed but '$1' still missing"
-}
+# apt_update, apt_lists_empty, need, candidates; APT_OPTS, APT_CACHE_OPTS.
+# shellcheck source=tests/guest/lib.sh
+source "$LIB"
 
 need flock util-linux
 need sha256sum coreutils
@@ -69,17 +46,6 @@ need apt-get apt
 need dpkg-deb dpkg
 
 # ------------------------------------------------------------ versions ----
-# This image's apt config keeps no binary package cache, which makes every
-# apt-cache call parse all lists (~0.5 s); keep one in our cache dir instead
-# (apt revalidates it against the lists itself).
-APT_CACHE_OPTS=(-o "Dir::Cache::pkgcache=$CACHE/apt/pkgcache.bin")
-
-# candidates PKG...: "pkg version" lines for the versions apt would install.
-candidates() {
-    apt-cache "${APT_CACHE_OPTS[@]}" policy "$@" 2>/dev/null |
-        awk '/^[^ ]/ { p = $1; sub(/:$/, "", p) }
-             $1 == "Candidate:" && $2 != "(none)" { print p, $2 }' || true
-}
 pick() { awk -v p="$1" '$1 == p { print $2; exit }' <<<"$2"; }
 
 # The real kernel package behind the metapackage (e.g. linux-image-6.1.0-56-cloud-amd64).
@@ -103,7 +69,7 @@ stamp_field() { # key column
 }
 
 inputs_hash() {
-    { cat "$SELF" "$INIT_SRC"; echo "modules: $MODULES"; } | sha256sum | cut -d' ' -f1
+    { cat "$SELF" "$LIB" "$INIT_SRC"; echo "modules: $MODULES"; } | sha256sum | cut -d' ' -f1
 }
 
 # deb_path PKG VERSION: where `apt-get download` puts it (epoch ':' -> %3a).
