@@ -282,13 +282,28 @@ class Hsd:
         return name
 
 
+def guest_script(name, what, timeout):
+    """Runs tests/guest/NAME, which builds `what` (a test guest) or finds it
+    in its cache, and returns the KEY=VALUE lines it prints as a dict, each
+    value unquoted (the scripts quote them with printf %q). The test fails
+    if the script does."""
+    script = ROOT / "tests" / "guest" / name
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        pytest.fail(f"building {what} failed:\n{r.stderr[-3000:]}")
+    out = {}
+    for line in r.stdout.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            # printf %q quoting: let bash undo it.
+            out[k] = subprocess.run(["bash", "-c", f"printf '%s' {v}"], capture_output=True,
+                                    text=True, check=True).stdout
+    return out
+
+
 @pytest.fixture(scope="session")
 def guest():
-    script = ROOT / "tests" / "guest" / "build-guest.sh"
-    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1200)
-    if r.returncode != 0:
-        pytest.fail(f"building the test guest failed:\n{r.stderr[-3000:]}")
-    out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    out = guest_script("build-guest.sh", "the test guest", 1200)
     return {"kernel": out["KERNEL"], "initrd": out["INITRD"]}
 
 

@@ -10,12 +10,11 @@ normal build."""
 import base64
 import hashlib
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import guest_script
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +31,7 @@ DEFAULT_KEY = make_key("default@test", "default")
 
 @pytest.fixture(scope="module")
 def cloud_guest():
-    script = ROOT / "tests" / "guest" / "build-cloud-guest.sh"
-    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=3000)
-    if r.returncode != 0:
-        pytest.fail(f"building the cloud-init guest failed:\n{r.stderr[-3000:]}")
-    out = {}
-    for line in r.stdout.splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            # printf %q quoting of the cmdline: let bash undo it.
-            out[k] = subprocess.run(["bash", "-c", f"printf '%s' {v}"], capture_output=True,
-                                    text=True, check=True).stdout
-    return out
+    return guest_script("build-cloud-guest.sh", "the cloud-init guest", 3000)
 
 
 def user_data(tag):
