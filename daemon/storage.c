@@ -1862,8 +1862,12 @@ static void op_step(StorageOp *op, const HsError *err)
 		step_rollback(op, vs, err);
 		break;
 	case OP_DELETE:
-		if (!err && op->step == DEL_MERGE + 100) {
-			/* block-stream accepted: wait for the job */
+		/* block-stream accepted: wait for the job. Refused because
+		 * the job is there already (hsd was killed while QEMU went on
+		 * merging; this is the merge carried on at restart): wait for
+		 * that one. */
+		if (op->step == DEL_MERGE + 100 &&
+		    (!err || (!strcmp(err->kind, "qmp-error") && strstr(err->message, op->job)))) {
 			op->step = DEL_MERGED;
 			op_poll(op, "query-jobs", on_query_jobs);
 			return;
