@@ -2132,6 +2132,37 @@ static void on_adopt_query_block(QmpClient *c, json_t *reply, const HsError *err
 	}
 }
 
+/* Before an interrupted merge is carried on in a re-adopted QEMU: the
+ * stream jobs the killed hsd started may still run there (or be concluded,
+ * waiting to be dismissed). Wait for them, dismiss them, then carry on. */
+static void on_recover_jobs(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	StorageOp *op = ud;
+	if (err) {
+		if (!going_away(op->h, err))
+			op_step(op, err);
+		return;
+	}
+	bool running = false;
+	size_t i;
+	json_t *j;
+	json_array_foreach(json_object_get(reply, "return"), i, j) {
+		const char *id = json_string_value(json_object_get(j, "id")) ?: "";
+		const char *st = json_string_value(json_object_get(j, "status")) ?: "";
+		if (!hs_str_has_prefix(id, "hs-stream-"))
+			continue;
+		if (!strcmp(st, "concluded"))
+			qmp_client_execute(op->vm->qmp, "job-dismiss", json_pack("{s:s}", "id", id),
+					   op->h->qmp_timeout, NULL, NULL);
+		else
+			running = true;
+	}
+	if (running)
+		op_poll_later(op, "the interrupted merge");
+	else
+		start_op(op);
+}
+
 void storage_vm_adopted(Vm *vm)
 {
 	VmStorage *vs = vs_find(vm);
@@ -2142,8 +2173,10 @@ void storage_vm_adopted(Vm *vm)
 		qmp_client_execute(vm->qmp, "query-block", NULL, vm->hsd->qmp_timeout,
 				   on_adopt_query_block, vm);
 	}
-	if (vs->op && vs->op->kind == OP_DELETE && vs->op->step == DEL_INTENT)
-		start_op(vs->op);
+	if (vs->op && vs->op->kind == OP_DELETE && vs->op->step == DEL_INTENT) {
+		vs->op->deadline = hs_now() + JOB_TIMEOUT;
+		op_poll(vs->op, "query-jobs", on_recover_jobs);
+	}
 }
 
 /* ---- memory snapshots: loading the saved state into a new QEMU ---- */
