@@ -46,7 +46,7 @@ def boots(h, name):
     return console_log(h, name).count("HS-DISK-READY")
 
 
-def boot_lines(h, name, after, timeout=90):
+def boot_lines(h, name, after, timeout=240):
     """Waits for boot number after+1 (counted in the VM's console log) and
     returns the data lines the guest found on its disk then."""
     wait_for(lambda: boots(h, name) > after, timeout, f"{name} to boot")
