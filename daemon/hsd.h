@@ -85,6 +85,7 @@ struct Vm {
 	double qmp_rtt; /* last round trip, seconds */
 	uint64_t balloon_actual; /* bytes the guest has now (BALLOON_CHANGE); 0: unknown */
 	struct PlacementVm *placement; /* where its memory and CPUs are (while active); NULL: none */
+	unsigned cgroup_skipped; /* CG_* limits asked for that the host's cgroup v2 lacks */
 	ev_timer start_timer;
 	ev_timer stop_timer;
 	StopKind stop_kind;
@@ -210,6 +211,9 @@ int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err);
 int vm_place(Vm *vm, QemuLaunch *launch, HsError *err);
 void vm_unplace(Vm *vm);
 json_t *vm_placement_json(Vm *vm);
+
+/* The VM's cgroup limits from its spec (pinning.c). */
+void vm_cgroup_limits(const VmSpec *spec, CgroupLimits *ret);
 
 /* console.c */
 void console_attach_serial(Vm *vm, int fd);

@@ -142,7 +142,8 @@ static void on_patch_applied(Vm *vm, const HsError *err, void *ud)
 
 void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 {
-	static const char *const keys[] = {"balloon_mib", "disks", "cpu_pinning", NULL};
+	static const char *const keys[] = {"balloon_mib", "disks", "cpu_pinning", "resources",
+					   NULL};
 	json_auto_t *j = body_json(req, false);
 	if (!j || !body_keys_ok(req, j, keys))
 		return;
@@ -197,11 +198,14 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 			}
 		}
 	}
-	json_t *pin = json_object_get(j, "cpu_pinning");
-	if (pin) {
+	json_t *pin = json_object_get(j, "cpu_pinning"), *res = json_object_get(j, "resources");
+	if (pin || res) {
 		/* Checked as part of a whole spec, like at create. */
 		json_auto_t *full = vm_spec_to_json(&vm->spec);
-		json_object_set(full, "cpu_pinning", pin);
+		if (pin)
+			json_object_set(full, "cpu_pinning", pin);
+		if (res)
+			json_object_set(full, "resources", res);
 		VmSpecDefaults defs = {.accel = vm->spec.accel, .check_files = false};
 		VmSpec t;
 		if (vm_spec_from_json(full, &defs, &t, &err) < 0) {
@@ -214,6 +218,10 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		}
 		free(c->spec.emulator_pin);
 		c->spec.emulator_pin = TAKE_PTR(t.emulator_pin);
+		c->spec.cpu_max_pct = t.cpu_max_pct;
+		c->spec.cpu_weight = t.cpu_weight;
+		c->spec.memory_overhead_mib = t.memory_overhead_mib;
+		c->spec.pids_max = t.pids_max;
 		vm_spec_clear(&t);
 	}
 	bool live = (vm->status.state == VM_STATE_RUNNING || vm->status.state == VM_STATE_PAUSED) &&
@@ -243,6 +251,16 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 	if (pin && pinning_apply(vm, &c->spec, &err) < 0) {
 		http_reply_hserror(req, &err);
 		goto fail;
+	}
+	if (res && h->has_cgroup) {
+		CgroupLimits cl;
+		vm_cgroup_limits(&c->spec, &cl);
+		int cr = cgroup_vm_set_limits(&h->cgroup, vm->spec.name, &cl, &err);
+		if (cr < 0) {
+			http_reply_hserror(req, &err);
+			goto fail;
+		}
+		vm->cgroup_skipped = (unsigned)cr;
 	}
 	c->p = pending_new(h, req);
 	if (!c->p) {

@@ -114,6 +114,8 @@ int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err)
 	return for_each_qemu_thread(vm, pin_emulator, spec, err);
 }
 
+static void place_vcpu_threads(Vm *vm);
+
 typedef struct PinCtx {
 	Vm *vm;
 	VmDoneCb cb;
@@ -145,7 +147,10 @@ static void on_cpus(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 		}
 	}
 	HsError e;
-	cb(vm, pinning_apply(vm, &vm->spec, &e) < 0 ? &e : NULL, pud);
+	int r = pinning_apply(vm, &vm->spec, &e);
+	if (r == 0)
+		place_vcpu_threads(vm);
+	cb(vm, r < 0 ? &e : NULL, pud);
 }
 
 int pinning_start(Vm *vm, VmDoneCb cb, void *ud, HsError *err)
@@ -160,4 +165,39 @@ int pinning_start(Vm *vm, VmDoneCb cb, void *ud, HsError *err)
 		return hs_error_set(err, -ENOTCONN, "vm-exited", "QMP is gone");
 	}
 	return 0;
+}
+
+void vm_cgroup_limits(const VmSpec *s, CgroupLimits *l)
+{
+	memset(l, 0, sizeof(*l));
+	/* percent of one CPU per 100 ms period */
+	l->cpu_quota_us = (uint64_t)s->cpu_max_pct * 1000;
+	l->cpu_period_us = s->cpu_max_pct ? 100000 : 0;
+	l->cpu_weight = s->cpu_weight;
+	if (s->memory_overhead_mib) {
+		l->memory_max = (s->memory_mib + s->memory_overhead_mib) << 20;
+		l->memory_high = (s->memory_mib + s->memory_overhead_mib * 3 / 4) << 20;
+	}
+	l->pids_max = s->pids_max;
+}
+
+/* vCPU threads with pins go into threaded sub-groups "vcpuN" of the VM's
+ * group, whose cpuset follows the pin (where the host has cpuset). */
+static void place_vcpu_threads(Vm *vm)
+{
+	Hsd *h = vm->hsd;
+	if (!h->has_cgroup)
+		return;
+	for (unsigned i = 0; i < vm->spec.cpus && i < vm->n_vcpu_tids; i++) {
+		if (!vm->spec.vcpu_pins[i])
+			continue;
+		char sub[16];
+		HsError e;
+		snprintf(sub, sizeof(sub), "vcpu%u", i);
+		int r = cgroup_vm_place_thread(&h->cgroup, vm->spec.name, sub, vm->vcpu_tids[i],
+					       vm->spec.vcpu_pins[i], &e);
+		if (r < 0)
+			log_warning("vm %s: vCPU %u not in its cgroup: %s", vm->spec.name, i,
+				    e.message);
+	}
 }

@@ -352,6 +352,36 @@ static int parse_disk(json_t *d, size_t i, const VmSpecDefaults *defs, VmDisk *r
 	return get_bool(d, "readonly", field, &ret->readonly, err) < 0 ? -EINVAL : 0;
 }
 
+/* "resources": {"cpu_max_pct": 150, "cpu_weight": 200,
+ * "memory_overhead_mib": 256, "pids_max": 512}: the VM's cgroup. */
+static int parse_resources(json_t *j, VmSpec *s, HsError *err)
+{
+	static const char *const keys[] = {"cpu_max_pct", "cpu_weight", "memory_overhead_mib",
+					   "pids_max", NULL};
+	uint64_t v;
+	int r;
+	if (!j || json_is_null(j))
+		return 0;
+	if (!json_is_object(j))
+		return hs_error_set(err, -EINVAL, INVALID, "resources: must be an object");
+	if ((r = check_keys(j, "resources", keys, err)) < 0)
+		return r;
+	/* cpu.max's quota is at least 1 ms per 100 ms period: 1 %. */
+	if ((r = get_uint(j, "cpu_max_pct", "resources.cpu_max_pct", 1, 100u * VM_MAX_CPUS, &v,
+			  err)) < 0)
+		return r;
+	s->cpu_max_pct = r ? (unsigned)v : 0;
+	if ((r = get_uint(j, "cpu_weight", "resources.cpu_weight", 1, 10000, &v, err)) < 0)
+		return r;
+	s->cpu_weight = r ? (unsigned)v : 0;
+	if ((r = get_uint(j, "memory_overhead_mib", "resources.memory_overhead_mib", 16,
+			  1024 * 1024, &s->memory_overhead_mib, err)) < 0)
+		return r;
+	if ((r = get_uint(j, "pids_max", "resources.pids_max", 16, 4194304, &s->pids_max, err)) < 0)
+		return r;
+	return 0;
+}
+
 bool vm_spec_pinned(const VmSpec *s)
 {
 	for (unsigned i = 0; i < s->cpus; i++)
@@ -502,7 +532,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
 					   "machine", "cpu_model", "mem_merge",  "kernel",
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
-					   "cpu_pinning", "numa_node",
+					   "cpu_pinning", "numa_node", "resources",
 					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
@@ -665,6 +695,10 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 			s.numa_node = (int)node;
 	}
 
+	r = parse_resources(json_object_get(obj, "resources"), &s, err);
+	if (r < 0)
+		goto fail;
+
 	json_t *ci = json_object_get(obj, "cloud_init");
 	if (ci && !json_is_null(ci)) {
 		CloudInitConfig c;
@@ -734,6 +768,19 @@ json_t *vm_spec_to_json(const VmSpec *s)
 		json_object_set_new(o, "balloon_mib", json_integer((json_int_t)s->balloon_mib));
 	if (s->numa_node >= 0)
 		json_object_set_new(o, "numa_node", json_integer(s->numa_node));
+	if (s->cpu_max_pct || s->cpu_weight || s->memory_overhead_mib || s->pids_max) {
+		json_t *res = json_object();
+		if (s->cpu_max_pct)
+			json_object_set_new(res, "cpu_max_pct", json_integer(s->cpu_max_pct));
+		if (s->cpu_weight)
+			json_object_set_new(res, "cpu_weight", json_integer(s->cpu_weight));
+		if (s->memory_overhead_mib)
+			json_object_set_new(res, "memory_overhead_mib",
+					    json_integer((json_int_t)s->memory_overhead_mib));
+		if (s->pids_max)
+			json_object_set_new(res, "pids_max", json_integer((json_int_t)s->pids_max));
+		json_object_set_new(o, "resources", res);
+	}
 	if (vm_spec_pinned(s)) {
 		json_t *p = json_object(), *vc = json_array();
 		bool any = false;

@@ -88,6 +88,14 @@ typedef struct VmSpec {
 	/* Host NUMA node for the guest's memory and CPUs; -1: hsd places it
 	 * (numa/placement.c) when the host has several nodes. */
 	int numa_node;
+	/* cgroup v2 limits of the VM's group (0: none): CPU time in percent
+	 * of one host CPU (cpu.max), cpu.weight, memory QEMU may use above the
+	 * guest's RAM (memory.max = RAM + this; memory.high at 3/4 of it), and
+	 * pids.max (QEMU's threads). */
+	unsigned cpu_max_pct;
+	unsigned cpu_weight;
+	uint64_t memory_overhead_mib;
+	uint64_t pids_max;
 } VmSpec;
 
 bool vm_spec_pinned(const VmSpec *s);

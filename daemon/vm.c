@@ -692,11 +692,22 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	int cg_fd = -1;
 	if (h->has_cgroup) {
 		HsError cerr = {0};
-		CgroupLimits cl = {0};
-		if (cgroup_vm_create(&h->cgroup, vm->spec.name, &cl, &cerr) >= 0)
+		CgroupLimits cl;
+		vm_cgroup_limits(&vm->spec, &cl);
+		int cr = cgroup_vm_create(&h->cgroup, vm->spec.name, &cl, &cerr);
+		if (cr >= 0) {
 			cg_fd = cgroup_vm_fd(&h->cgroup, vm->spec.name);
-		else
+			vm->cgroup_skipped = (unsigned)cr;
+			if (cr > 0) {
+				char names[64];
+				log_warning("vm %s: limits of %s not applied: %s", vm->spec.name,
+					    cgroup_controllers_format((unsigned)cr, names,
+								      sizeof(names)),
+					    h->cgroup.missing);
+			}
+		} else {
 			log_warning("vm %s: no cgroup: %s", vm->spec.name, cerr.message);
+		}
 	}
 	pid_t pid = spawner_spawn(&h->spawner, argv, &fds, log_fd, vm->run_dirfd, PIDFILE, go[0],
 				  cg_fd, &h->qemu_user, !vm->spec.no_mem_merge, vm_spawner_exit, h,
@@ -1332,6 +1343,12 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		if (active && vm->hsd->has_cgroup &&
 		    cgroup_vm_path(&vm->hsd->cgroup, vm->spec.name, cg, sizeof(cg)) == 0)
 			json_object_set_new(o, "cgroup", json_string(cg));
+		if (active && vm->cgroup_skipped) {
+			char names[64];
+			json_object_set_new(o, "cgroup_skipped",
+					    json_string(cgroup_controllers_format(vm->cgroup_skipped,
+										  names, sizeof(names))));
+		}
 		json_t *pl = active ? vm_placement_json(vm) : NULL;
 		if (pl)
 			json_object_set_new(o, "placement", pl);

@@ -259,3 +259,43 @@ def test_vm_cgroup(hsd, guest):
     wait_for(lambda: not os.path.exists(path), 15, "the VM's cgroup to go")
     print(f"QEMU pid {pid} was in {group}; controllers: {cg['controllers'] or 'none'} "
           f"({cg['missing']})")
+
+
+def test_cgroup_limits_and_vcpu_groups(hsd, guest):
+    """Limits of the VM's cgroup are taken (and said to be skipped where
+    the host lacks the controller); pinned vCPU threads sit in threaded
+    sub-groups vcpuN of the VM's group."""
+    h = hsd
+    cg = h.json("GET", "/v1/host")["cgroup"]
+    if not cg["enabled"]:
+        pytest.skip(f"no cgroup v2 here: {cg['missing']}")
+    s = spec(guest, "cgl")
+    s["cpus"] = 2
+    s["resources"] = {"cpu_max_pct": 150, "cpu_weight": 200, "memory_overhead_mib": 256,
+                      "pids_max": 512}
+    s["cpu_pinning"] = {"vcpus": ["0", "1"]}
+    h.json("POST", "/v1/vms", s)
+    vm = h.json("POST", "/v1/vms/cgl/start", timeout=120)
+    assert vm["spec"]["resources"] == s["resources"]
+    group = os.path.join(cg["mount"], vm["cgroup"].lstrip("/"))
+    ctl = set(cg["controllers"].split())
+    skipped = set(vm.get("cgroup_skipped", "").split())
+    # What the host has is written, what it lacks is said.
+    assert skipped == {"cpu", "memory", "pids"} - ctl, (skipped, ctl)
+    if "cpu" in ctl:
+        assert open(os.path.join(group, "cpu.max")).read().split() == ["150000", "100000"]
+    if "memory" in ctl:
+        assert int(open(os.path.join(group, "memory.max")).read()) == (192 + 256) << 20
+    if "pids" in ctl:
+        assert open(os.path.join(group, "pids.max")).read().strip() == "512"
+    pid = vm["pid"]
+    for c in h.json("POST", "/v1/vms/cgl/qmp", {"execute": "query-cpus-fast"})["return"]:
+        lines = open(f"/proc/{pid}/task/{c['thread-id']}/cgroup").read().splitlines()
+        v2 = [x for x in lines if x.startswith("0::")]
+        assert v2 == [f"0::{vm['cgroup']}/vcpu{c['cpu-index']}"], lines
+    code, body, _ = h.request("PATCH", "/v1/vms/cgl", {"resources": {"cpu_weight": 0}})
+    assert code == 400 and "resources.cpu_weight" in body["error"]["message"]
+    vm = h.json("PATCH", "/v1/vms/cgl", {"resources": {"pids_max": 1024}})
+    assert vm["spec"]["resources"] == {"pids_max": 1024}
+    h.json("POST", "/v1/vms/cgl/kill", timeout=60)
+    wait_for(lambda: not os.path.exists(group), 15, "the VM's cgroup (with sub-groups) to go")
