@@ -25,6 +25,8 @@ static void usage(FILE *f)
 	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
 	      "              [--cloud-init FILE] [--network-config FILE]\n"
 	      "              [--ssh-key FILE] [--hostname H]\n"
+	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
+	      "              [--numa-node N]\n"
 	      "  set NAME [--balloon SIZE] [--disk N] [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
 	      "           [--bps-read-max RATE] [--bps-write-max RATE] [--bps-total-max RATE]\n"
@@ -32,6 +34,8 @@ static void usage(FILE *f)
 	      "           [--iops-read-max N] [--iops-write-max N] [--iops-total-max N]\n"
 	      "                              balloon target, a disk's I/O limits (those\n"
 	      "                              given replace the disk's); live if running\n"
+	      "  set NAME [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--no-pin]\n"
+	      "                              CPU pinning (replaces the VM's); live if running\n"
 	      "  start NAME [--paused]\n"
 	      "  stop NAME [--timeout S] [--force]\n"
 	      "  kill|reboot|pause|resume|delete NAME\n"
@@ -353,6 +357,7 @@ static void print_vm(json_t *vm)
 		printf("Last exit:   %s\n", reason);
 	if (spec) {
 		printf("vCPUs:       %lld\n", json_integer_value(json_object_get(spec, "cpus")));
+		ctl_print_placement(vm);
 		printf("Memory:      %lld MiB\n",
 		       json_integer_value(json_object_get(spec, "memory_mib")));
 		print_balloon(vm, spec);
@@ -519,6 +524,32 @@ static int create_post(Ctl *ctl, json_t *spec)
 	return 0;
 }
 
+/* The pinning options into the spec's cpu_pinning: --vcpu-pin replaces
+ * its "vcpus" (of a --from file), --emulator-pin its "emulator". */
+static int add_pins(json_t *spec, const CtlPins *pins)
+{
+	json_t *cpus = json_object_get(spec, "cpus");
+	json_int_t n = cpus ? json_integer_value(cpus) : 1; /* hsd's default */
+	if (pins->max_vcpu >= 0 && pins->max_vcpu >= n) {
+		fprintf(stderr,
+			"hsctl: create: --vcpu-pin %ld:%s: the VM has %lld vCPU%s (0 to %lld); "
+			"give --cpus for more\n",
+			pins->max_vcpu, pins->vcpu[pins->max_vcpu], n, n == 1 ? "" : "s", n - 1);
+		return -1;
+	}
+	json_t *p = json_object_get(spec, "cpu_pinning");
+	if (!json_is_object(p)) {
+		p = json_object();
+		json_object_set_new(spec, "cpu_pinning", p);
+	}
+	json_t *vcpus = ctl_pins_vcpus_json(pins, n > 0 ? (unsigned)n : 0);
+	if (vcpus)
+		json_object_set_new(p, "vcpus", vcpus);
+	if (pins->emulator)
+		json_object_set_new(p, "emulator", json_string(pins->emulator));
+	return 0;
+}
+
 static int cmd_create(Ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -536,12 +567,16 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"ssh-key", required_argument, NULL, 'K'},
 		{"hostname", required_argument, NULL, 'H'},
 		{"balloon", required_argument, NULL, 'B'},
+		{"vcpu-pin", required_argument, NULL, 'P'},
+		{"emulator-pin", required_argument, NULL, 'E'},
+		{"numa-node", required_argument, NULL, 'N'},
 		{0},
 	};
 	json_auto_t *spec = NULL;
 	json_t *disks = json_array(), *nics = NULL;
 	json_auto_t *cloud_init = json_object();
 	const char *template = NULL, *disk_size = NULL;
+	static CtlPins pins = {.max_vcpu = -1};
 	unsigned long long v;
 	int c;
 	const char *name = NULL;
@@ -656,6 +691,19 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 			json_object_set_new(spec, "balloon_mib", json_integer((json_int_t)mib));
 			break;
 		}
+		case 'P':
+			if (ctl_pins_add_vcpu(&pins, optarg) < 0)
+				goto usage;
+			break;
+		case 'E':
+			if (ctl_pins_set_emulator(&pins, optarg) < 0)
+				goto usage;
+			break;
+		case 'N':
+			if (ctl_parse_uint("--numa-node", optarg, CTL_MAX_NUMA_NODE, &v) < 0)
+				goto usage;
+			json_object_set_new(spec, "numa_node", json_integer((json_int_t)v));
+			break;
 		case 'f':
 			break;
 		default:
@@ -694,6 +742,8 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		else
 			json_object_set(spec, "cloud_init", cloud_init);
 	}
+	if (pins.any && add_pins(spec, &pins) < 0)
+		goto usage;
 	if (nics)
 		json_object_set(spec, "nics", nics);
 	else if (!json_object_get(spec, "nics"))
@@ -709,7 +759,8 @@ usage:
 	      "[--kernel F --initrd F "
 	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
 	      "[--nic user|none|bridge:BR]... [--from FILE] [--cloud-init FILE] "
-	      "[--network-config FILE] [--ssh-key FILE] [--hostname H]\n",
+	      "[--network-config FILE] [--ssh-key FILE] [--hostname H] "
+	      "[--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--numa-node N]\n",
 	      stderr);
 	return EXIT_USAGE;
 }

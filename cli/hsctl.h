@@ -49,6 +49,40 @@ int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib);
  * group g1") into buf; false (and "") when it limits nothing. */
 bool ctl_fmt_disk_limits(json_t *limits, char *buf, size_t size);
 
+/* The most vCPUs (--cpus) and host CPUs (numbers 0 to 1023) hsctl takes;
+ * hsd has its own limits (numa.h NUMA_MAX_CPUS, spec.h VM_MAX_CPUS). */
+#define CTL_MAX_VCPUS 1024
+#define CTL_MAX_HOST_CPUS 1024
+/* The highest NUMA node hsd knows (numa.h NUMA_MAX_NODES - 1). */
+#define CTL_MAX_NUMA_NODE 63
+
+/* The pinning options of create and set: --vcpu-pin LIST (every vCPU),
+ * --vcpu-pin N:LIST (vCPU N; overrides LIST), --emulator-pin LIST. The
+ * strings are borrowed from argv. Start with max_vcpu = -1. */
+typedef struct CtlPins {
+	const char *all;
+	const char *vcpu[CTL_MAX_VCPUS];
+	long max_vcpu; /* the highest N of N:LIST, -1 without */
+	const char *emulator;
+	bool any;
+} CtlPins;
+
+/* A kernel CPU list ("2", "0-3,8"): digits, '-' and ','; prints the error
+ * naming opt. */
+bool ctl_check_cpu_list(const char *opt, const char *s);
+/* One --vcpu-pin or --emulator-pin argument; prints the error. */
+int ctl_pins_add_vcpu(CtlPins *p, const char *arg);
+int ctl_pins_set_emulator(CtlPins *p, const char *arg);
+/* cpu_pinning.vcpus for a VM of cpus vCPUs: LIST as a string, or one entry
+ * per vCPU (null: not pinned) when N:LIST was given; NULL without
+ * --vcpu-pin. New reference. */
+json_t *ctl_pins_vcpus_json(const CtlPins *p, unsigned cpus);
+/* A spec's cpu_pinning in words ("0-1→2-3, 2→0; emulator 0-1") into buf;
+ * false (and "") when nothing is pinned. */
+bool ctl_fmt_pinning(json_t *spec, char *buf, size_t size);
+/* info's lines for a VM's pinning, NUMA node, placement and cgroup. */
+void ctl_print_placement(json_t *vm);
+
 int cmd_console(Ctl *ctl, int argc, char **argv);
 int cmd_set(Ctl *ctl, int argc, char **argv);
 int cmd_template(Ctl *ctl, int argc, char **argv);

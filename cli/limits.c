@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* hsctl set: what can change on a VM, running or not (PATCH /v1/vms/NAME):
- * the balloon target and one disk's I/O limits. Also the parsing of sizes
+ * the balloon target, one disk's I/O limits and the CPU pinning. Also the parsing of sizes
  * and rates these take, and the words info uses to show the limits. hsd
  * checks everything again; hsctl checks the command line so that a mistake
  * is named by its option. */
@@ -158,7 +158,8 @@ static void set_usage(void)
 	fputs("hsctl: usage: hsctl set NAME [--balloon SIZE] [--disk N] [--bps-total|--bps-read|"
 	      "--bps-write RATE] [--bps-total-max|--bps-read-max|--bps-write-max RATE] "
 	      "[--iops-total|--iops-read|--iops-write N] [--iops-total-max|--iops-read-max|"
-	      "--iops-write-max N] [--io-group NAME] [--no-limits]\n",
+	      "--iops-write-max N] [--io-group NAME] [--no-limits] [--vcpu-pin LIST|VCPU:LIST]... "
+	      "[--emulator-pin LIST] [--no-pin]\n",
 	      stderr);
 }
 
@@ -198,8 +199,8 @@ static int check_limits(const uint64_t v[LIM_N])
 }
 
 /* The line saying what changed: "web1: disk 0 limited to read 10.0 MiB/s;
- * balloon target 512 MiB (live)". */
-static void print_result(const char *name, json_t *vm, long disk, bool balloon)
+ * balloon target 512 MiB; vCPU pins 0→2, 1→3 (live)". */
+static void print_result(const char *name, json_t *vm, long disk, bool balloon, bool pins)
 {
 	json_t *spec = json_object_get(vm, "spec");
 	const char *state = json_string_value(json_object_get(vm, "state"));
@@ -222,26 +223,38 @@ static void print_result(const char *name, json_t *vm, long disk, bool balloon)
 		else
 			printf("%s no balloon target: all %lld MiB", disk >= 0 ? ";" : "", mem);
 	}
+	if (pins) {
+		char p[1024];
+		const char *sep = disk >= 0 || balloon ? ";" : "";
+		if (ctl_fmt_pinning(spec, p, sizeof(p)))
+			printf("%s vCPU pins %s", sep, p);
+		else
+			printf("%s no CPU pinning", sep);
+	}
 	printf(" (%s)\n", live ? "live" : "stored; applied at the next start");
 }
 
 int cmd_set(Ctl *ctl, int argc, char **argv)
 {
 	enum { OPT_BALLOON = 'b', OPT_DISK = 'd', OPT_GROUP = 'g', OPT_NO_LIMITS = 'N',
-	       OPT_LIMIT = 0x100 };
-	struct option opts[LIM_N + 5];
+	       OPT_VCPU_PIN = 'P', OPT_EMULATOR_PIN = 'E', OPT_NO_PIN = 'U', OPT_LIMIT = 0x100 };
+	struct option opts[LIM_N + 8];
 	size_t n = 0;
 	opts[n++] = (struct option){"balloon", required_argument, NULL, OPT_BALLOON};
 	opts[n++] = (struct option){"disk", required_argument, NULL, OPT_DISK};
 	opts[n++] = (struct option){"io-group", required_argument, NULL, OPT_GROUP};
 	opts[n++] = (struct option){"no-limits", no_argument, NULL, OPT_NO_LIMITS};
+	opts[n++] = (struct option){"vcpu-pin", required_argument, NULL, OPT_VCPU_PIN};
+	opts[n++] = (struct option){"emulator-pin", required_argument, NULL, OPT_EMULATOR_PIN};
+	opts[n++] = (struct option){"no-pin", no_argument, NULL, OPT_NO_PIN};
 	for (size_t i = 0; i < LIM_N; i++)
 		opts[n++] = (struct option){limit_names[i], required_argument, NULL,
 					    OPT_LIMIT + (int)i};
 	opts[n] = (struct option){0};
 
 	uint64_t v[LIM_N] = {0}, balloon = 0;
-	bool any_limit = false, no_limits = false, has_balloon = false;
+	bool any_limit = false, no_limits = false, has_balloon = false, no_pin = false;
+	static CtlPins pins = {.max_vcpu = -1};
 	const char *group = NULL, *disk_arg = NULL;
 	unsigned long long disk = 0, u;
 	int c;
@@ -277,6 +290,17 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 		case OPT_NO_LIMITS:
 			no_limits = true;
 			break;
+		case OPT_VCPU_PIN:
+			if (ctl_pins_add_vcpu(&pins, optarg) < 0)
+				return EXIT_USAGE;
+			break;
+		case OPT_EMULATOR_PIN:
+			if (ctl_pins_set_emulator(&pins, optarg) < 0)
+				return EXIT_USAGE;
+			break;
+		case OPT_NO_PIN:
+			no_pin = true;
+			break;
 		default:
 			if (c < OPT_LIMIT || c >= OPT_LIMIT + LIM_N) {
 				set_usage();
@@ -306,16 +330,21 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 		fputs("hsctl: set: --no-limits cannot be combined with limit options\n", stderr);
 		return EXIT_USAGE;
 	}
-	bool patch_disk = no_limits || any_limit;
+	if (no_pin && pins.any) {
+		fputs("hsctl: set: --no-pin cannot be combined with --vcpu-pin or --emulator-pin\n",
+		      stderr);
+		return EXIT_USAGE;
+	}
+	bool patch_disk = no_limits || any_limit, patch_pins = no_pin || pins.any;
 	if (disk_arg && !patch_disk) {
 		fprintf(stderr, "hsctl: set: --disk %s: give that disk's limits (--bps-read ...) "
 				"or --no-limits\n",
 			disk_arg);
 		return EXIT_USAGE;
 	}
-	if (!patch_disk && !has_balloon) {
-		fputs("hsctl: set: nothing to change: give --balloon, limit options or "
-		      "--no-limits\n",
+	if (!patch_disk && !has_balloon && !patch_pins) {
+		fputs("hsctl: set: nothing to change: give --balloon, limit options, --no-limits, "
+		      "pinning options or --no-pin\n",
 		      stderr);
 		set_usage();
 		return EXIT_USAGE;
@@ -328,13 +357,31 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 	int r;
 	if (has_balloon)
 		json_object_set_new(body, "balloon_mib", json_integer((json_int_t)balloon));
-	if (patch_disk) {
-		/* Name a disk the VM has, rather than leave hsd to refuse an
-		 * array longer than the VM's disks. */
-		json_auto_t *vm = NULL;
+	/* Name a disk the VM has, rather than leave hsd to refuse an array
+	 * longer than the VM's disks; one list per vCPU needs their number. */
+	json_auto_t *vm = NULL;
+	if (patch_disk || pins.max_vcpu >= 0) {
 		r = ctl_call(ctl, "GET", path, NULL, &vm);
 		if (r)
 			return r;
+	}
+	if (patch_pins) {
+		json_int_t cpus = json_integer_value(json_object_get(json_object_get(vm, "spec"),
+								     "cpus"));
+		if (pins.max_vcpu >= 0 && pins.max_vcpu >= cpus) {
+			fprintf(stderr, "hsctl: set: VM '%s' has %lld vCPU%s (0 to %lld), no vCPU %ld\n",
+				name, cpus, cpus == 1 ? "" : "s", cpus - 1, pins.max_vcpu);
+			return EXIT_HSD_ERROR;
+		}
+		json_t *p = json_object();
+		json_t *vcpus = ctl_pins_vcpus_json(&pins, cpus > 0 ? (unsigned)cpus : 0);
+		if (vcpus)
+			json_object_set_new(p, "vcpus", vcpus);
+		if (pins.emulator)
+			json_object_set_new(p, "emulator", json_string(pins.emulator));
+		json_object_set_new(body, "cpu_pinning", p);
+	}
+	if (patch_disk) {
 		size_t n_disks = json_array_size(json_object_get(json_object_get(vm, "spec"),
 								 "disks"));
 		if (disk >= n_disks) {
@@ -373,6 +420,6 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 	if (ctl->json)
 		ctl_print_json(j);
 	else
-		print_result(name, j, patch_disk ? (long)disk : -1, has_balloon);
+		print_result(name, j, patch_disk ? (long)disk : -1, has_balloon, patch_pins);
 	return 0;
 }

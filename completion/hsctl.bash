@@ -155,15 +155,16 @@ _hsctl()
 		create)
 			argopts='--memory --cpus --accel --machine --cpu-model --kernel --initrd --append'
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
-			argopts+=' --ssh-key --hostname --balloon'
+			argopts+=' --ssh-key --hostname --balloon --vcpu-pin --emulator-pin --numa-node'
 			flags='--no-mem-merge'
-			repeat=' --disk --nic '
+			repeat=' --disk --nic --vcpu-pin '
 			;;
 		set)
 			argopts='--balloon --disk --io-group --bps-read --bps-write --bps-total --bps-read-max'
 			argopts+=' --bps-write-max --bps-total-max --iops-read --iops-write --iops-total'
-			argopts+=' --iops-read-max --iops-write-max --iops-total-max'
-			flags='--no-limits'
+			argopts+=' --iops-read-max --iops-write-max --iops-total-max --vcpu-pin --emulator-pin'
+			flags='--no-limits --no-pin'
+			repeat=' --vcpu-pin '
 			;;
 		start) flags='--paused' ;;
 		stop)

@@ -11,28 +11,32 @@
 #include "numa.h"
 #include "placement.h"
 
-static int set_affinity(pid_t tid, const char *list, const HostInfo *host, HsError *err)
+/* The host's online CPUs (from the NUMA topology read at start). */
+static void online_cpus(const HostInfo *host, cpu_set_t *set)
 {
-	unsigned char bits[NUMA_MAX_CPUS / 8] = {0}, online[NUMA_MAX_CPUS / 8] = {0};
+	CPU_ZERO(set);
+	for (unsigned n = 0; n < host->numa.n_nodes; n++)
+		for (unsigned c = 0; c < NUMA_MAX_CPUS && c < CPU_SETSIZE; c++)
+			if (numa_cpu_isset(host->numa.nodes[n].cpus, c))
+				CPU_SET(c, set);
+}
+
+/* A CPU list of the spec as a set, every CPU checked against the host. */
+static int resolve(const char *list, const cpu_set_t *online, cpu_set_t *set, HsError *err)
+{
+	unsigned char bits[NUMA_MAX_CPUS / 8] = {0};
 	if (numa_parse_cpulist(list, bits, NUMA_MAX_CPUS) <= 0)
 		return hs_error_set(err, -EINVAL, "invalid-spec", "'%s' is not a CPU list", list);
-	for (unsigned n = 0; n < host->numa.n_nodes; n++)
-		for (size_t b = 0; b < sizeof(online); b++)
-			online[b] |= host->numa.nodes[n].cpus[b];
-	cpu_set_t set;
-	CPU_ZERO(&set);
+	CPU_ZERO(set);
 	for (unsigned c = 0; c < NUMA_MAX_CPUS && c < CPU_SETSIZE; c++) {
 		if (!numa_cpu_isset(bits, c))
 			continue;
-		if (!numa_cpu_isset(online, c))
+		if (!CPU_ISSET(c, online))
 			return hs_error_set(err, -EINVAL, "invalid-spec",
 					    "cpu_pinning: host CPU %u (in '%s') is not online here", c,
 					    list);
-		CPU_SET(c, &set);
+		CPU_SET(c, set);
 	}
-	if (sched_setaffinity(tid, sizeof(set), &set) < 0)
-		return hs_error_set(err, -errno, "internal", "cannot pin thread %d to %s: %m",
-				    (int)tid, list);
 	return 0;
 }
 
@@ -70,48 +74,51 @@ static int for_each_qemu_thread(Vm *vm, ThreadCb cb, const void *ud, HsError *er
 	return r;
 }
 
-static int pin_to_set(Vm *vm, pid_t tid, const void *ud, HsError *err)
+typedef struct Affinity {
+	cpu_set_t vcpu[VM_MAX_CPUS];
+	cpu_set_t emulator;
+} Affinity;
+
+/* Every thread of QEMU: a vCPU onto its set, the others onto the
+ * emulator's. */
+static int pin_thread(Vm *vm, pid_t tid, const void *ud, HsError *err)
 {
-	const cpu_set_t *set = ud;
+	const Affinity *a = ud;
+	const cpu_set_t *set = &a->emulator;
+	for (unsigned i = 0; i < vm->n_vcpu_tids; i++)
+		if (vm->vcpu_tids[i] == tid)
+			set = &a->vcpu[i];
 	if (sched_setaffinity(tid, sizeof(*set), set) < 0 && errno != ESRCH)
 		return hs_error_set(err, -errno, "internal", "cannot pin thread %d: %m", (int)tid);
 	return 0;
 }
 
-/* Every thread of QEMU onto `bits` (a NUMA placement without explicit
- * pins: the node's CPUs). */
-static int pin_all(Vm *vm, const unsigned char *bits, HsError *err)
-{
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	for (unsigned c = 0; c < NUMA_MAX_CPUS && c < CPU_SETSIZE; c++)
-		if (numa_cpu_isset(bits, c))
-			CPU_SET(c, &set);
-	return for_each_qemu_thread(vm, pin_to_set, &set, err);
-}
-
-/* A thread that is not a vCPU onto the spec's emulator set. */
-static int pin_emulator(Vm *vm, pid_t tid, const void *ud, HsError *err)
-{
-	const VmSpec *spec = ud;
-	for (unsigned i = 0; i < vm->n_vcpu_tids; i++)
-		if (vm->vcpu_tids[i] == tid)
-			return 0;
-	return set_affinity(tid, spec->emulator_pin, &vm->hsd->host, err);
-}
-
+/* Every list is checked before any thread moves, so a refused change
+ * changes nothing; what is not pinned gets the placement's CPUs (or all
+ * online ones), so unpinning widens a thread again. */
 int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err)
 {
+	static Affinity a; /* 32 KiB: not on the stack */
+	cpu_set_t online, base;
 	int r;
-	if (!vm_spec_pinned(spec))
-		return vm->placement ? pin_all(vm, vm->placement->cpus, err) : 0;
-	for (unsigned i = 0; i < spec->cpus && i < vm->n_vcpu_tids; i++)
-		if (spec->vcpu_pins[i] &&
-		    (r = set_affinity(vm->vcpu_tids[i], spec->vcpu_pins[i], &vm->hsd->host, err)) < 0)
+	online_cpus(&vm->hsd->host, &online);
+	base = online;
+	if (vm->placement) {
+		CPU_ZERO(&base);
+		for (unsigned c = 0; c < NUMA_MAX_CPUS && c < CPU_SETSIZE; c++)
+			if (numa_cpu_isset(vm->placement->cpus, c))
+				CPU_SET(c, &base);
+	}
+	for (unsigned i = 0; i < VM_MAX_CPUS; i++) {
+		a.vcpu[i] = base;
+		if (i < spec->cpus && spec->vcpu_pins[i] &&
+		    (r = resolve(spec->vcpu_pins[i], &online, &a.vcpu[i], err)) < 0)
 			return r;
-	if (!spec->emulator_pin)
-		return 0;
-	return for_each_qemu_thread(vm, pin_emulator, spec, err);
+	}
+	a.emulator = base;
+	if (spec->emulator_pin && (r = resolve(spec->emulator_pin, &online, &a.emulator, err)) < 0)
+		return r;
+	return for_each_qemu_thread(vm, pin_thread, &a, err);
 }
 
 static void place_vcpu_threads(Vm *vm);

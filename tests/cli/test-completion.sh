@@ -70,9 +70,11 @@ H=$HSCTL
 commands=(version host list info create set start stop kill reboot pause resume delete qmp console events ksm
 	template snapshot)
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
-	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon)
+	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --vcpu-pin --emulator-pin
+	--numa-node)
 set_opts=(--balloon --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
-	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max)
+	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max
+	--vcpu-pin --emulator-pin --no-pin)
 
 # Commands and global options.
 expect "commands" "$H " "${commands[@]}"
@@ -88,12 +90,19 @@ expect "options of create after the name" "$H create web1 " "${create_opts[@]}"
 expect "nothing for a new VM's name" "$H create " ""
 expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 2 --" \
 	--accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from \
-	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon
+	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --vcpu-pin \
+	--emulator-pin --numa-node
 expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
-	--network-config
+	--network-config --numa-node
+expect "--vcpu-pin may repeat (VCPU:LIST read as one word)" \
+	"$H create web1 --vcpu-pin 0:1 --vcpu-pin=1:0-1,3 --emulator-pin 0 --" \
+	"${create_opts[@]/--emulator-pin/}"
+expect "create: no values for --vcpu-pin" "$H create web1 --vcpu-pin " ""
+expect "create: no values for --vcpu-pin VCPU:" "$H create web1 --vcpu-pin 1:" ""
+expect "create: no values for --numa-node" "$H create web1 --numa-node " ""
 expect "--template is not offered twice" "$H create web1 --template t --t" ""
 expect "options of set" "$H set vm1 --" "${set_opts[@]}"
-expect "options of set, before the name" "$H set --no" --no-limits
+expect "options of set, before the name" "$H set --no" --no-limits --no-pin
 expect "options of set starting with --bps-r" "$H set vm1 --bps-r" --bps-read --bps-read-max
 expect "options of set starting with --iops-t" "$H set vm1 --iops-t" --iops-total --iops-total-max
 expect "a used option of set is not offered again" "$H set vm1 --disk 1 --bps-read 10M --bps-" \
@@ -101,7 +110,11 @@ expect "a used option of set is not offered again" "$H set vm1 --disk 1 --bps-re
 expect "set: no values for --disk (an index)" "$H set vm1 --disk " ""
 expect "set: no values for --bps-read" "$H set vm1 --bps-read " ""
 expect "set: no values for --balloon" "$H set vm1 --balloon " ""
-expect "set: options after NAME and a value" "$H set vm1 --balloon 512M --no" --no-limits
+expect "set: options after NAME and a value" "$H set vm1 --balloon 512M --no" --no-limits --no-pin
+expect "set: --vcpu-pin may repeat, --emulator-pin not" "$H set vm1 --vcpu-pin 0:1 --emulator-pin 0 --vcpu-pin 1:0 --" \
+	"${set_opts[@]/--emulator-pin/}"
+expect "set: no values for --emulator-pin" "$H set vm1 --emulator-pin " ""
+expect "set: options after --no-pin" "$H set vm1 --no-pin --e" --emulator-pin
 expect "options of start" "$H start vm1 --" --paused
 expect "options of stop" "$H stop vm1 --" --timeout --force
 expect "options of stop, before the name" "$H stop --f" --force

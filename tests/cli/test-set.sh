@@ -5,8 +5,10 @@
 # never started (no QEMU runs): the usage errors (exit 2, nothing sent), the
 # errors hsd answers (exit 1), what is sent and stored (read back with
 # `hsctl --json info`), the line printed, and how `hsctl info` shows the
-# limits and the balloon target. The live path (a running VM) is covered
-# by tests/integration.
+# limits and the balloon target; then CPU pinning: stored on a stopped VM,
+# and, when QEMU is installed, applied to a running one (TCG, nothing to
+# boot) as the kernel sees it (/proc/PID/task/TID/status). The live path of
+# the limits and the balloon is covered by tests/integration.
 #
 # Usage: tests/cli/test-set.sh   (HS_BUILD_DIR: build dir, default build/)
 # Exit: 0 all passed, 1 a check failed, 77 skipped (hsd or hsctl not built,
@@ -185,6 +187,123 @@ fi
 expect_out "set --balloon 0 on v2" "v2: no balloon target: all 512 MiB (stored; applied at the next start)" \
 	set v2 --balloon 0
 expect_rc "set --disk 0 on a VM without disks" 1 "VM 'v2' has no disks" set v2 --no-limits
+
+# CPU pinning and NUMA: create and set, on VMs that are not running.
+expect_rc "create --vcpu-pin LIST --vcpu-pin N:LIST --emulator-pin --numa-node" 0 '' create p1 \
+	--kernel "$tmp/vmlinuz" --accel tcg --cpus 3 --vcpu-pin 0-1 --vcpu-pin 2:1 --emulator-pin 0 \
+	--numa-node 0
+expect_stored "... stored: LIST for every vCPU, N:LIST overrides it" p1 \
+	'[s.get("cpu_pinning"), s.get("numa_node")]' '[{"emulator": "0", "vcpus": ["0-1", "0-1", "1"]}, 0]'
+run info p1
+if [[ $rc -eq 0 && $out == *"vCPUs:       3"$'\n'"vCPU pins:   0-1→0-1, 2→1; emulator 0"$'\n'"NUMA node:   0"$'\n'* ]]; then
+	ok "info shows the pins and the NUMA node"
+else
+	not_ok "info shows the pins and the NUMA node" "$out"
+fi
+expect_rc "create --vcpu-pin 0,1 (a list with a comma, every vCPU)" 0 '' create p2 --kernel "$tmp/vmlinuz" \
+	--accel tcg --cpus 2 --vcpu-pin 0,1
+expect_stored "... stored for both vCPUs" p2 's.get("cpu_pinning")' '{"vcpus": ["0,1", "0,1"]}'
+expect_rc "create --vcpu-pin 1:0 on a VM of one vCPU" 2 'has 1 vCPU \(0 to 0\); give --cpus' create p3 \
+	--kernel "$tmp/vmlinuz" --vcpu-pin 1:0
+expect_rc "create --numa-node 64" 2 "--numa-node: '64' is not a whole number up to 63" create p3 \
+	--kernel "$tmp/vmlinuz" --numa-node 64
+for bad in '' 'x' '1-' '-1' '3-1' '1,' ',1' '1,,2' '1 2' '0:1:2' '1-2-3' '1024'; do
+	expect_rc "create --vcpu-pin '$bad': usage error" 2 "--vcpu-pin: '.*'" create p3 \
+		--kernel "$tmp/vmlinuz" --vcpu-pin "$bad"
+done
+expect_rc "create --emulator-pin 0-x" 2 "--emulator-pin: '0-x' is not a list of host CPUs" create p3 \
+	--kernel "$tmp/vmlinuz" --emulator-pin 0-x
+expect_rc "create --vcpu-pin x:1" 2 "before ':' comes a vCPU's index" create p3 --kernel "$tmp/vmlinuz" \
+	--vcpu-pin x:1
+
+expect_rc "set --vcpu-pin 0:1 --vcpu-pin 0:0 (a vCPU twice)" 2 'vCPU 0 is given twice' set p1 \
+	--vcpu-pin 0:1 --vcpu-pin 0:0
+expect_rc "set --vcpu-pin 0 --vcpu-pin 1 (two lists for all)" 2 'one list for all vCPUs' set p1 \
+	--vcpu-pin 0 --vcpu-pin 1
+expect_rc "set --vcpu-pin 2-1" 2 'must not run backwards' set p1 --vcpu-pin 2-1
+expect_rc "set --no-pin with --emulator-pin" 2 '--no-pin cannot be combined' set p1 --no-pin --emulator-pin 0
+expect_rc "set --vcpu-pin 3:0 past the VM's vCPUs" 1 "VM 'p1' has 3 vCPUs \(0 to 2\), no vCPU 3" set p1 \
+	--vcpu-pin 3:0
+expect_rc "set --vcpu-pin on an unknown VM" 1 "no VM named 'nope'" set nope --vcpu-pin 0
+expect_stored "pinning errors changed nothing" p1 's.get("cpu_pinning")' \
+	'{"emulator": "0", "vcpus": ["0-1", "0-1", "1"]}'
+expect_out "set --vcpu-pin 0:1 --vcpu-pin 2:0 replaces the pinning" \
+	"p1: vCPU pins 0→1, 2→0 (stored; applied at the next start)" set p1 --vcpu-pin 0:1 --vcpu-pin 2:0
+expect_stored "... vCPU 1 and the emulator no longer pinned" p1 's.get("cpu_pinning")' \
+	'{"vcpus": ["1", null, "0"]}'
+expect_out "set --emulator-pin 0-1 alone" "p1: vCPU pins none; emulator 0-1 (stored; applied at the next start)" \
+	set p1 --emulator-pin 0-1
+expect_stored "... stored without vCPU pins" p1 's.get("cpu_pinning")' '{"emulator": "0-1"}'
+expect_out "set --no-pin --balloon 256" \
+	"p1: balloon target 256 MiB of 512 MiB; no CPU pinning (stored; applied at the next start)" \
+	set p1 --no-pin --balloon 256
+expect_stored "... nothing pinned" p1 '[s.get("cpu_pinning"), s.get("numa_node")]' '[null, 0]'
+run info p1
+if [[ $rc -eq 0 && $out != *"vCPU pins"* ]]; then
+	ok "info shows no pins when there are none"
+else
+	not_ok "info shows no pins when there are none" "$out"
+fi
+
+# A running VM (QEMU with TCG, SeaBIOS finding nothing to boot): the pins
+# seen by the kernel, for the vCPU threads QEMU reports and the others.
+# allowed PID TID: the thread's Cpus_allowed_list.
+allowed() { sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "/proc/$1/task/$2/status"; }
+# check_threads DESCRIPTION VCPU-LIST... OTHERS-LIST: each vCPU thread (in
+# QEMU's order) and every other thread of $qemu_pid allowed on those CPUs.
+check_threads() {
+	local desc=$1 tids want got t i=0 bad=
+	local -a vl=("${@:2:$#-2}")
+	local others=${!#}
+	mapfile -t tids < <("$HSCTL" --socket "$sock" qmp pr '{"execute":"query-cpus-fast"}' |
+		python3 -c 'import json, sys; [print(c["thread-id"]) for c in json.load(sys.stdin)["return"]]')
+	for t in "${tids[@]}"; do
+		got=$(allowed "$qemu_pid" "$t")
+		[[ $got == "${vl[i]}" ]] || bad+=" vCPU $i (tid $t): $got, want ${vl[i]};"
+		i=$((i + 1))
+	done
+	((${#tids[@]} == ${#vl[@]})) || bad+=" ${#tids[@]} vCPU threads;"
+	for t in "/proc/$qemu_pid/task/"*; do
+		t=${t##*/}
+		[[ " ${tids[*]} " == *" $t "* ]] && continue
+		got=$(allowed "$qemu_pid" "$t")
+		[[ $got == "$others" ]] || bad+=" thread $t: $got, want $others;"
+	done
+	if [[ -z $bad ]]; then ok "$desc"; else not_ok "$desc" "$bad"; fi
+}
+if ! command -v qemu-system-x86_64 >/dev/null || (($(nproc) < 2)); then
+	echo "# no qemu-system-x86_64 or fewer than 2 CPUs: pinning of a running VM not tested"
+else
+	truncate -s 1M "$tmp/boot.raw"
+	expect_rc "create a VM of 2 vCPUs pinned 0:1 1:0, emulator 0" 0 '' create pr --accel tcg --cpus 2 \
+		--memory 64 --disk "$tmp/boot.raw" --nic none --vcpu-pin 0:1 --vcpu-pin 1:0 --emulator-pin 0
+	expect_rc "start it" 0 '' start pr
+	qemu_pid=$("$HSCTL" --socket "$sock" --json info pr | python3 -c 'import json, sys; print(json.load(sys.stdin).get("pid", 0))')
+	if [[ $rc -ne 0 || ! -d /proc/$qemu_pid ]]; then
+		not_ok "QEMU runs" "pid '$qemu_pid'" "$(tail -5 "$tmp/hsd.log")"
+	else
+		check_threads "pinned at start: vCPU 0 on 1, vCPU 1 on 0, the rest on 0" 1 0 0
+		expect_out "set --vcpu-pin 0-1 --emulator-pin 1 live" \
+			"pr: vCPU pins 0-1→0-1; emulator 1 (live)" set pr --vcpu-pin 0-1 --emulator-pin 1
+		check_threads "... moved at once: vCPUs on 0-1, the rest on 1" 0-1 0-1 1
+		# hsd pins vCPU by vCPU and stops at the first refusal, so the bad
+		# one comes first here.
+		expect_rc "set --vcpu-pin 0:7 (no such host CPU) on the running VM" 1 '7' set pr \
+			--vcpu-pin 0:7 --vcpu-pin 1:0
+		check_threads "... refused pins moved nothing" 0-1 0-1 1
+		expect_stored "... and stored nothing" pr 's.get("cpu_pinning")' \
+			'{"emulator": "1", "vcpus": ["0-1", "0-1"]}'
+		run info pr
+		cg=$("$HSCTL" --socket "$sock" --json info pr | python3 -c 'import json, sys; print(json.load(sys.stdin).get("cgroup", ""))')
+		if [[ $rc -eq 0 && $out == *"vCPU pins:   0-1→0-1; emulator 1"$'\n'* &&
+			($cg == "" || $out == *"Cgroup:      $cg"$'\n'*) ]]; then
+			ok "info on the running VM: pins${cg:+ and cgroup $cg}"
+		else
+			not_ok "info on the running VM: pins${cg:+ and cgroup $cg}" "$out"
+		fi
+		expect_rc "kill it" 0 '' kill pr
+	fi
+fi
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -299,3 +299,25 @@ def test_cgroup_limits_and_vcpu_groups(hsd, guest):
     assert vm["spec"]["resources"] == {"pids_max": 1024}
     h.json("POST", "/v1/vms/cgl/kill", timeout=60)
     wait_for(lambda: not os.path.exists(group), 15, "the VM's cgroup (with sub-groups) to go")
+
+
+def test_pinning_refused_changes_nothing_and_unpin_widens(hsd, guest):
+    h = hsd
+    if os.cpu_count() < 2:
+        pytest.skip("pinning needs at least 2 host CPUs to tell sets apart")
+    s = spec(guest, "pw")
+    s["cpus"] = 2
+    s["cpu_pinning"] = {"vcpus": ["1", "1"]}
+    h.json("POST", "/v1/vms", s)
+    pid = h.json("POST", "/v1/vms/pw/start", timeout=120)["pid"]
+    tids = [c["thread-id"] for c in
+            h.json("POST", "/v1/vms/pw/qmp", {"execute": "query-cpus-fast"})["return"]]
+    # vCPU 0 fine, vCPU 1 on a CPU the host lacks: nothing moves.
+    code, _, _ = h.request("PATCH", "/v1/vms/pw", {"cpu_pinning": {"vcpus": ["0", "77"]}})
+    assert code == 400
+    assert [allowed_list(pid, t) for t in tids] == ["1", "1"]
+    # Unpinning widens the threads to every online CPU again.
+    h.json("PATCH", "/v1/vms/pw", {"cpu_pinning": {}})
+    everything = f"0-{os.cpu_count() - 1}"
+    assert [allowed_list(pid, t) for t in tids] == [everything, everything]
+    h.json("POST", "/v1/vms/pw/kill", timeout=60)
