@@ -865,3 +865,26 @@ class Prober(threading.Thread):
         self._stop_ev.set()
         self.join(timeout)
         return self.samples
+
+
+def collect_hsd_logs(reg, res, error):
+    """After a run: how long each hsd's log got, its warnings and errors,
+    and its tail when the run failed (into res)."""
+    for hh in reg.hsds:
+        txt = hh.log_text()
+        res["hsd_log_lines"] = txt.count("\n")
+        res["hsd_log_problems_all"] = [ln for ln in txt.splitlines()
+                                       if ln[:3] in ("<0>", "<1>", "<2>", "<3>", "<4>")][:200]
+        if error:
+            res["hsd_log_tail"] = txt[-4000:]
+
+
+def report_run_end(hsd_path, bin_before, error, res):
+    """The notes every benchmark prints at its end."""
+    if binary_info(hsd_path) != bin_before:
+        log(f"\nnote: {hsd_path} was rebuilt during the run; this run's hsd (started once) "
+            f"kept the build it was started from")
+    if error:
+        log(f"\nERROR: {error}")
+        if res.get("hsd_log_tail"):
+            log("hsd log tail:\n" + res["hsd_log_tail"][-1500:])

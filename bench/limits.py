@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
+    collect_hsd_logs, report_run_end,
     HSCTL, HSD, QEMU, RUN_ERRORS, BenchError, Hsd, Registry, atomic_write_cost, binary_info,
     build_guest, catch_signals, console_ready, exit_status, git_rev, host_info, hsd_extra_args,
     log, need_files, new_workdir, now, percentile, remove_workdir, run_error, summarize,
@@ -415,24 +416,13 @@ def main():
                         hh.request("POST", f"/v1/vms/{VM}/kill", timeout=30, expect=None)
                     except Exception as e:  # the Registry still kills it by pid
                         log(f"cleanup: kill of {VM} through hsd failed: {e}")
-                txt = hh.log_text()
-                res["hsd_log_lines"] = txt.count("\n")
-                res["hsd_log_problems_all"] = [ln for ln in txt.splitlines()
-                                               if ln[:3] in ("<0>", "<1>", "<2>", "<3>", "<4>")][:200]
-                if error:
-                    res["hsd_log_tail"] = txt[-4000:]
+            collect_hsd_logs(reg, res, error)
             reg.cleanup(log)
             remove_workdir(base, args.keep, log)
 
     elapsed = time.monotonic() - t_start
     bin_after = binary_info(HSD)
-    if bin_after != bin_before:
-        log(f"\nnote: {HSD} was rebuilt during the run; this run's hsd (started once) kept the "
-            f"build it was started from")
-    if error:
-        log(f"\nERROR: {error}")
-        if res.get("hsd_log_tail"):
-            log("hsd log tail:\n" + res["hsd_log_tail"][-1500:])
+    report_run_end(HSD, bin_before, error, res)
     rows = summary_rows(res, p)
     print_table(rows)
     if res.get("regions_wrapped"):
