@@ -297,12 +297,11 @@ def test_kill9_during_storage_operations(hsd_factory, guest):
         h.kill9()
         c.wait(timeout=40)
         h.start()
-        qemu_img_check_all(h)
-        d = json.loads((h.state_dir / "vms" / "k" / "disks.json").read_text())
         # Whatever was cut short was finished or undone at start (a merge is
-        # carried on once QEMU answers: wait for it).
+        # carried on once QEMU answers: wait for it; it drops layers).
         wait_for(lambda: "intent" not in json.loads(
             (h.state_dir / "vms" / "k" / "disks.json").read_text()), 60, "intent cleared")
+        qemu_img_check_all(h)
         vm = h.vm("k")
         if vm["state"] != "running":
             n = boots(h, "k")
