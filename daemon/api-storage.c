@@ -14,7 +14,7 @@ static void reply_storage_done(Pending *p, const HsError *err, json_t *result, i
 	if (err)
 		http_reply_hserror(p->req, err);
 	else
-		http_reply_json(p->req, status, json_incref(result ? result : json_object()));
+		http_reply_json(p->req, status, result ? json_incref(result) : json_object());
 	free(p);
 }
 

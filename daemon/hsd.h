@@ -38,6 +38,7 @@ typedef struct KsmTuner {
 	char error[160];
 } KsmTuner;
 typedef struct Vm Vm;
+typedef struct VmStorage VmStorage;
 typedef struct Waiter Waiter;
 typedef struct ConsoleClient ConsoleClient;
 typedef struct EventSub EventSub;
@@ -86,6 +87,7 @@ struct Vm {
 	uint64_t balloon_actual; /* bytes the guest has now (BALLOON_CHANGE); 0: unknown */
 	struct PlacementVm *placement; /* where its memory and CPUs are (while active); NULL: none */
 	unsigned cgroup_skipped; /* CG_* limits asked for that the host's cgroup v2 lacks */
+	struct VmStorage *storage; /* managed disks, snapshots (storage.c); NULL: none yet */
 	ev_timer start_timer;
 	ev_timer stop_timer;
 	StopKind stop_kind;
@@ -191,11 +193,13 @@ json_t *vm_to_json(Vm *vm, bool with_spec);
 /* Drop every pending callback of `ud` (its requester is gone). */
 void vm_forget_waiters(Hsd *h, void *ud);
 
-/* limits.c: I/O throttling and the balloon target, over QMP. all_disks:
- * every disk of spec (live changes; zero limits lift them), else only
- * those with limits (at start). cb runs once every reply is in. */
-int limits_apply(Vm *vm, const VmSpec *spec, bool all_disks, VmDoneCb cb, void *ud,
-		 HsError *err);
+/* limits.c: I/O throttling and the balloon target, over QMP. At start
+ * (both false): the disks with limits and the balloon target if any. Live
+ * (a PATCH): every disk when live_disks (zero limits lift them), the
+ * balloon target when live_balloon (0: all of memory back). cb runs once
+ * every reply is in. */
+int limits_apply(Vm *vm, const VmSpec *spec, bool live_disks, bool live_balloon, VmDoneCb cb,
+		 void *ud, HsError *err);
 json_t *limits_throttle_args(size_t disk, const VmDiskLimits *l);
 /* PATCH /v1/vms/NAME: balloon target and disk limits, live when running,
  * stored either way. */

@@ -65,7 +65,8 @@ json_t *limits_throttle_args(size_t disk, const VmDiskLimits *l)
 	return a;
 }
 
-int limits_apply(Vm *vm, const VmSpec *spec, bool all_disks, VmDoneCb cb, void *ud,
+int limits_apply(Vm *vm, const VmSpec *spec, bool live_disks, bool live_balloon, VmDoneCb cb,
+		 void *ud,
 		 HsError *err)
 {
 	if (!vm->qmp)
@@ -78,10 +79,11 @@ int limits_apply(Vm *vm, const VmSpec *spec, bool all_disks, VmDoneCb cb, void *
 	b->cb = cb;
 	b->ud = ud;
 	b->pending = 1; /* released at the end, so replies cannot finish early */
+	bool start = !live_disks && !live_balloon;
 	for (size_t i = 0; i < spec->n_disks; i++) {
-		/* At start, only disks with limits; live, every disk given
-		 * (all zero lifts the limits). */
-		if (!all_disks && !vm_disk_limits_any(&spec->disks[i].limits))
+		/* At start, only disks with limits; live, every disk (all zero
+		 * lifts the limits). */
+		if (!live_disks && !(start && vm_disk_limits_any(&spec->disks[i].limits)))
 			continue;
 		b->pending++;
 		if (qmp_client_execute(vm->qmp, "block_set_io_throttle",
@@ -90,7 +92,7 @@ int limits_apply(Vm *vm, const VmSpec *spec, bool all_disks, VmDoneCb cb, void *
 			b->pending--;
 	}
 	/* Live, the target is always set (0: give the guest all back). */
-	if (spec->balloon_mib || all_disks) {
+	if (live_balloon || (start && spec->balloon_mib)) {
 		uint64_t mib = spec->balloon_mib ? spec->balloon_mib : spec->memory_mib;
 		b->pending++;
 		if (qmp_client_execute(vm->qmp, "balloon",
@@ -267,7 +269,14 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		http_reply_error(req, 500, "internal", "out of memory");
 		goto fail;
 	}
-	if (limits_apply(vm, &c->spec, true, on_patch_applied, c, &err) < 0) {
+	if (!disks && !bal) {
+		/* Nothing for QEMU (pins and cgroup limits are applied above). */
+		patch_commit(vm, c);
+		free(c->p);
+		free(c);
+		return;
+	}
+	if (limits_apply(vm, &c->spec, disks != NULL, bal != NULL, on_patch_applied, c, &err) < 0) {
 		free(c->p);
 		http_reply_hserror(req, &err);
 		goto fail;

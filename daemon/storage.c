@@ -61,10 +61,8 @@ typedef struct StorageOp {
 	QmpReplyCb poll_cb;
 } StorageOp;
 
-/* Vm has no field for us in hsd.h's generic part: keep a side table. */
-typedef struct VmStorage {
-	Vm *vm;
-	struct VmStorage *next;
+/* A VM's storage state, hung on the Vm (vm->storage). */
+struct VmStorage {
 	VmDisks disks;
 	StorageOp *op;
 	struct TemplateJob *tjob; /* template from-vm copying this VM's disk */
@@ -73,32 +71,25 @@ typedef struct VmStorage {
 	bool verify_chain; /* ask the re-adopted QEMU which layers it writes to */
 	ev_timer incoming_poll;
 	double incoming_deadline;
-} VmStorage;
+};
 
-static VmStorage *storages;
 static int templates_dirfd = -1;
 
 static VmStorage *vs_get(Vm *vm)
 {
-	for (VmStorage *s = storages; s; s = s->next)
-		if (s->vm == vm)
-			return s;
+	if (vm->storage)
+		return vm->storage;
 	VmStorage *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
-	s->vm = vm;
 	s->incoming_fd = -1;
-	s->next = storages;
-	storages = s;
+	vm->storage = s;
 	return s;
 }
 
 static VmStorage *vs_find(Vm *vm)
 {
-	for (VmStorage *s = storages; s; s = s->next)
-		if (s->vm == vm)
-			return s;
-	return NULL;
+	return vm ? vm->storage : NULL;
 }
 
 /* ---- paths and small helpers ---- */
@@ -165,13 +156,14 @@ static bool layer_known(const VmDisks *d, unsigned id)
  * recording it, or between forgetting one and deleting it). */
 static int sweep_layer(int dfd, const char *name, void *ud)
 {
-	VmStorage *vs = ud;
+	Vm *vm = ud;
+	VmStorage *vs = vm->storage;
 	char *end;
 	unsigned long id = strtoul(name, &end, 10);
 	if (name[0] == '.' || strcmp(end, ".qcow2"))
 		return 0;
 	if (!layer_known(&vs->disks, (unsigned)id)) {
-		log_info("vm %s: removing unreferenced layer %s", vs->vm->spec.name, name);
+		log_info("vm %s: removing unreferenced layer %s", vm->spec.name, name);
 		unlinkat(dfd, name, 0);
 	}
 	return 0;
@@ -180,7 +172,8 @@ static int sweep_layer(int dfd, const char *name, void *ud)
 /* Saved-memory files no snapshot names (a memory snapshot cut short). */
 static int sweep_state(int dfd, const char *file, void *ud)
 {
-	VmStorage *vs = ud;
+	Vm *vm = ud;
+	VmStorage *vs = vm->storage;
 	if (file[0] == '.')
 		return 0;
 	char name[300];
@@ -189,16 +182,16 @@ static int sweep_state(int dfd, const char *file, void *ud)
 	for (size_t s = 0; s < vs->disks.n_snaps; s++)
 		used |= vs->disks.snaps[s].memory && !strcmp(vs->disks.snaps[s].memory, name);
 	if (!used) {
-		log_info("vm %s: removing unreferenced %s", vs->vm->spec.name, name);
+		log_info("vm %s: removing unreferenced %s", vm->spec.name, name);
 		unlinkat(dfd, file, 0);
 	}
 	return 0;
 }
 
-static void sweep_unreferenced(Vm *vm, VmStorage *vs)
+static void sweep_unreferenced(Vm *vm)
 {
-	hs_dir_foreach(vm->state_dirfd, LAYERS_DIR, sweep_layer, vs);
-	hs_dir_foreach(vm->state_dirfd, SNAPSHOTS_DIR, sweep_state, vs);
+	hs_dir_foreach(vm->state_dirfd, LAYERS_DIR, sweep_layer, vm);
+	hs_dir_foreach(vm->state_dirfd, SNAPSHOTS_DIR, sweep_state, vm);
 }
 
 /* ---- the operation runner ---- */
@@ -433,8 +426,9 @@ static void on_template_info(Hsd *h, const ToolResult *res, void *ud);
 
 static int tjob_run_info(TemplateJob *j, HsError *err)
 {
-	char path[VM_NAME_MAX + 64];
-	snprintf(path, sizeof(path), "%s/" TEMPLATES_DIR "/%s/image", j->h->state_dir, j->tmp);
+	_cleanup_free_ char *path = template_image_path(j->h, j->tmp);
+	if (!path)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
 	char *argv[] = {(char *)QEMU_IMG, (char *)"info", (char *)"--output=json", (char *)"-f",
 			j->format, path, NULL};
 	return tool_run(j->h, argv, NULL, 0, TOOL_TIMEOUT_FAST, on_template_info, j, err);
@@ -552,8 +546,12 @@ static void on_source_info(Hsd *h, const ToolResult *res, void *ud)
 	}
 	if (fmt)
 		snprintf(j->format, sizeof(j->format), "%s", fmt);
-	char dst[VM_NAME_MAX + 64];
-	snprintf(dst, sizeof(dst), "%s/" TEMPLATES_DIR "/%s/image", h->state_dir, j->tmp);
+	_cleanup_free_ char *dst = template_image_path(h, j->tmp);
+	if (!dst) {
+		hs_error_set(&err, -ENOMEM, "internal", "out of memory");
+		tjob_finish(j, &err, NULL);
+		return;
+	}
 	char *argv[] = {(char *)QEMU_IMG, (char *)"convert", (char *)"-q", (char *)"-f", j->format,
 			(char *)"-O", j->format, (char *)"/dev/fd/3", dst, NULL};
 	if (tool_run(h, argv, &j->src_fd, 1, TOOL_TIMEOUT_COPY, on_template_copied, j, &err) < 0)
@@ -651,11 +649,11 @@ int template_from_vm(Hsd *h, const char *name, Vm *vm, unsigned disk, StorageDon
 	j->vm = vm;
 	vs->tjob = j; /* the VM's disks are busy while copied */
 	_cleanup_free_ char *src = layer_path(vm, vs->disks.disks[disk].top);
-	char dst[VM_NAME_MAX + 64];
-	snprintf(dst, sizeof(dst), "%s/" TEMPLATES_DIR "/%s/image", h->state_dir, j->tmp);
+	_cleanup_free_ char *dst = template_image_path(h, j->tmp);
 	char *argv[] = {(char *)QEMU_IMG, (char *)"convert", (char *)"-q", (char *)"-f",
 			(char *)"qcow2", (char *)"-O", (char *)"qcow2", src, dst, NULL};
-	int r = tool_run(h, argv, NULL, 0, TOOL_TIMEOUT_COPY, on_template_copied, j, err);
+	int r = src && dst ? tool_run(h, argv, NULL, 0, TOOL_TIMEOUT_COPY, on_template_copied, j, err)
+			   : hs_error_set(err, -ENOMEM, "internal", "out of memory");
 	if (r < 0) {
 		vs->tjob = NULL;
 		hs_rm_rf_at(templates_dirfd, j->tmp);
@@ -722,14 +720,7 @@ int storage_init(Hsd *h, HsError *err)
 
 void storage_free(Hsd *h)
 {
-	while (storages) {
-		VmStorage *s = storages;
-		storages = s->next;
-		vm_disks_clear(&s->disks);
-		if (s->incoming_fd >= 0)
-			close(s->incoming_fd);
-		free(s);
-	}
+	/* The VMs' own storage went with them (storage_vm_free). */
 	if (templates_dirfd >= 0)
 		close(templates_dirfd);
 	templates_dirfd = -1;
@@ -737,26 +728,22 @@ void storage_free(Hsd *h)
 
 void storage_vm_free(Vm *vm)
 {
-	for (VmStorage **p = &storages; *p; p = &(*p)->next)
-		if ((*p)->vm == vm) {
-			VmStorage *s = *p;
-			*p = s->next;
-			if (s->tjob)
-				s->tjob->vm = NULL;
-			if (s->op) {
-				/* The VM goes away under a running operation
-				 * (hsd stopping): drop it; the intent on disk is
-				 * finished at the next start. */
-				s->op->cb = NULL;
-				op_free(s->op);
-			}
-			ev_timer_stop(vm->hsd->loop, &s->incoming_poll);
-			vm_disks_clear(&s->disks);
-			if (s->incoming_fd >= 0)
-				close(s->incoming_fd);
-			free(s);
-			return;
-		}
+	VmStorage *s = TAKE_PTR(vm->storage);
+	if (!s)
+		return;
+	if (s->tjob)
+		s->tjob->vm = NULL;
+	if (s->op) {
+		/* The VM goes away under a running operation (hsd stopping):
+		 * drop it; the intent on disk is finished at the next start. */
+		s->op->cb = NULL;
+		op_free(s->op);
+	}
+	ev_timer_stop(vm->hsd->loop, &s->incoming_poll);
+	vm_disks_clear(&s->disks);
+	if (s->incoming_fd >= 0)
+		close(s->incoming_fd);
+	free(s);
 }
 
 /* ---- a VM's disks: load, create, launch ---- */
@@ -2034,7 +2021,7 @@ int storage_vm_load(Vm *vm)
 	}
 	json_t *in = vs->disks.intent;
 	if (!in) {
-		sweep_unreferenced(vm, vs);
+		sweep_unreferenced(vm);
 		return 0;
 	}
 	const char *opn = json_string_value(json_object_get(in, "op")) ?: "";
@@ -2063,8 +2050,6 @@ int storage_vm_load(Vm *vm)
 		 * snapshot itself is not recorded: it was never confirmed. */
 		push_new_layers(vs, tmp.new_ids, NULL);
 		vs->verify_chain = qemu_alive;
-	} else if (!strcmp(opn, "rollback") && !strcmp(phase, "created") && sn) {
-		push_new_layers(vs, tmp.new_ids, sn);
 	} else if (!strcmp(opn, "delete-snapshot") && sn) {
 		/* Merges are safe to redo: carry on once QEMU (if any) is
 		 * reachable. */
@@ -2085,7 +2070,7 @@ int storage_vm_load(Vm *vm)
 	}
 	clear_intent(vm, vs);
 	collect_garbage(vm, vs);
-	sweep_unreferenced(vm, vs);
+	sweep_unreferenced(vm);
 	return 0;
 }
 

@@ -475,7 +475,7 @@ static void on_pinned(Vm *vm, const HsError *err, void *ud)
 static void vm_start_finish(Vm *vm)
 {
 	HsError err;
-	if (limits_apply(vm, &vm->spec, false, on_limits_applied, NULL, &err) < 0)
+	if (limits_apply(vm, &vm->spec, false, false, on_limits_applied, NULL, &err) < 0)
 		start_failed(vm, err.message);
 }
 
