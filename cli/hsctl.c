@@ -26,7 +26,8 @@ static void usage(FILE *f)
 	      "              [--cloud-init FILE] [--network-config FILE]\n"
 	      "              [--ssh-key FILE] [--hostname H]\n"
 	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
-	      "              [--numa-node N]\n"
+	      "              [--numa-node N] [--cpu-max PCT] [--cpu-weight N]\n"
+	      "              [--memory-overhead SIZE] [--pids-max N]\n"
 	      "  set NAME [--balloon SIZE] [--disk N] [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
 	      "           [--bps-read-max RATE] [--bps-write-max RATE] [--bps-total-max RATE]\n"
@@ -36,6 +37,9 @@ static void usage(FILE *f)
 	      "                              given replace the disk's); live if running\n"
 	      "  set NAME [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--no-pin]\n"
 	      "                              CPU pinning (replaces the VM's); live if running\n"
+	      "  set NAME [--cpu-max PCT|none] [--cpu-weight N|none]\n"
+	      "           [--memory-overhead SIZE|none] [--pids-max N|none]\n"
+	      "                              cgroup limits (others kept); live if running\n"
 	      "  start NAME [--paused]\n"
 	      "  stop NAME [--timeout S] [--force]\n"
 	      "  kill|reboot|pause|resume|delete NAME\n"
@@ -552,7 +556,7 @@ static int add_pins(json_t *spec, const CtlPins *pins)
 
 static int cmd_create(Ctl *ctl, int argc, char **argv)
 {
-	static const struct option opts[] = {
+	static const struct option base_opts[] = {
 		{"memory", required_argument, NULL, 'm'}, {"cpus", required_argument, NULL, 'c'},
 		{"accel", required_argument, NULL, 'a'},  {"machine", required_argument, NULL, 'M'},
 		{"kernel", required_argument, NULL, 'k'}, {"initrd", required_argument, NULL, 'i'},
@@ -570,9 +574,12 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"vcpu-pin", required_argument, NULL, 'P'},
 		{"emulator-pin", required_argument, NULL, 'E'},
 		{"numa-node", required_argument, NULL, 'N'},
-		{0},
 	};
+	struct option opts[ARRAY_SIZE(base_opts) + CTL_N_RESOURCE_OPTS + 1] = {0};
+	memcpy(opts, base_opts, sizeof(base_opts));
+	memcpy(opts + ARRAY_SIZE(base_opts), ctl_resource_opts, sizeof(ctl_resource_opts));
 	json_auto_t *spec = NULL;
+	json_auto_t *res = json_object();
 	json_t *disks = json_array(), *nics = NULL;
 	json_auto_t *cloud_init = json_object();
 	const char *template = NULL, *disk_size = NULL;
@@ -707,7 +714,10 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		case 'f':
 			break;
 		default:
-			goto usage;
+			if (c < CTL_OPT_RESOURCE || c >= CTL_OPT_RESOURCE + CTL_N_RESOURCE_OPTS ||
+			    ctl_resource_opt(c, optarg, res) < 0)
+				goto usage;
+			break;
 		}
 	}
 	/* The NAME may stand anywhere among the options. */
@@ -744,6 +754,14 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 	}
 	if (pins.any && add_pins(spec, &pins) < 0)
 		goto usage;
+	if (json_object_size(res)) {
+		json_t *into = json_object_get(spec, "resources");
+		if (!json_is_object(into)) {
+			into = json_object();
+			json_object_set_new(spec, "resources", into);
+		}
+		ctl_resources_merge(into, res);
+	}
 	if (nics)
 		json_object_set(spec, "nics", nics);
 	else if (!json_object_get(spec, "nics"))
@@ -760,7 +778,8 @@ usage:
 	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
 	      "[--nic user|none|bridge:BR]... [--from FILE] [--cloud-init FILE] "
 	      "[--network-config FILE] [--ssh-key FILE] [--hostname H] "
-	      "[--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--numa-node N]\n",
+	      "[--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--numa-node N] "
+	      "[--cpu-max PCT] [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n",
 	      stderr);
 	return EXIT_USAGE;
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
+#include <getopt.h>
+
 #include "client.h"
 
 /* Exit codes. */
@@ -82,6 +84,19 @@ json_t *ctl_pins_vcpus_json(const CtlPins *p, unsigned cpus);
 bool ctl_fmt_pinning(json_t *spec, char *buf, size_t size);
 /* info's lines for a VM's pinning, NUMA node, placement and cgroup. */
 void ctl_print_placement(json_t *vm);
+
+/* The cgroup options of create and set, as getopt entries (val from
+ * CTL_OPT_RESOURCE up): --cpu-max PCT, --cpu-weight N, --memory-overhead
+ * SIZE, --pids-max N; each takes "none" (no limit). */
+#define CTL_OPT_RESOURCE 0x200
+#define CTL_N_RESOURCE_OPTS 4
+extern const struct option ctl_resource_opts[CTL_N_RESOURCE_OPTS];
+/* One of them (opt: its getopt val) into res, the spec's "resources"
+ * object: the value, or null for "none". Prints the error naming the
+ * option. */
+int ctl_resource_opt(int opt, const char *arg, json_t *res);
+/* res's fields over the resources object `into` (null: removed). */
+void ctl_resources_merge(json_t *into, json_t *res);
 
 int cmd_console(Ctl *ctl, int argc, char **argv);
 int cmd_set(Ctl *ctl, int argc, char **argv);

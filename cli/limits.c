@@ -159,7 +159,8 @@ static void set_usage(void)
 	      "--bps-write RATE] [--bps-total-max|--bps-read-max|--bps-write-max RATE] "
 	      "[--iops-total|--iops-read|--iops-write N] [--iops-total-max|--iops-read-max|"
 	      "--iops-write-max N] [--io-group NAME] [--no-limits] [--vcpu-pin LIST|VCPU:LIST]... "
-	      "[--emulator-pin LIST] [--no-pin]\n",
+	      "[--emulator-pin LIST] [--no-pin] [--cpu-max PCT|none] [--cpu-weight N|none] "
+	      "[--memory-overhead SIZE|none] [--pids-max N|none]\n",
 	      stderr);
 }
 
@@ -200,7 +201,8 @@ static int check_limits(const uint64_t v[LIM_N])
 
 /* The line saying what changed: "web1: disk 0 limited to read 10.0 MiB/s;
  * balloon target 512 MiB; vCPU pins 0→2, 1→3 (live)". */
-static void print_result(const char *name, json_t *vm, long disk, bool balloon, bool pins)
+static void print_result(const char *name, json_t *vm, long disk, bool balloon, bool pins,
+			 bool res)
 {
 	json_t *spec = json_object_get(vm, "spec");
 	const char *state = json_string_value(json_object_get(vm, "state"));
@@ -231,6 +233,18 @@ static void print_result(const char *name, json_t *vm, long disk, bool balloon, 
 		else
 			printf("%s no CPU pinning", sep);
 	}
+	if (res) {
+		json_t *r = json_object_get(spec, "resources");
+		const char *sep = disk >= 0 || balloon || pins ? ";" : "";
+		const char *k;
+		json_t *v;
+		if (!json_object_size(r))
+			printf("%s no cgroup limits", sep);
+		else
+			printf("%s cgroup limits", sep);
+		json_object_foreach (r, k, v)
+			printf(" %s=%lld", k, json_integer_value(v));
+	}
 	printf(" (%s)\n", live ? "live" : "stored; applied at the next start");
 }
 
@@ -238,8 +252,10 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 {
 	enum { OPT_BALLOON = 'b', OPT_DISK = 'd', OPT_GROUP = 'g', OPT_NO_LIMITS = 'N',
 	       OPT_VCPU_PIN = 'P', OPT_EMULATOR_PIN = 'E', OPT_NO_PIN = 'U', OPT_LIMIT = 0x100 };
-	struct option opts[LIM_N + 8];
+	struct option opts[LIM_N + 8 + CTL_N_RESOURCE_OPTS];
 	size_t n = 0;
+	for (size_t i = 0; i < CTL_N_RESOURCE_OPTS; i++)
+		opts[n++] = ctl_resource_opts[i];
 	opts[n++] = (struct option){"balloon", required_argument, NULL, OPT_BALLOON};
 	opts[n++] = (struct option){"disk", required_argument, NULL, OPT_DISK};
 	opts[n++] = (struct option){"io-group", required_argument, NULL, OPT_GROUP};
@@ -254,6 +270,7 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 
 	uint64_t v[LIM_N] = {0}, balloon = 0;
 	bool any_limit = false, no_limits = false, has_balloon = false, no_pin = false;
+	json_auto_t *res = json_object();
 	static CtlPins pins = {.max_vcpu = -1};
 	const char *group = NULL, *disk_arg = NULL;
 	unsigned long long disk = 0, u;
@@ -302,6 +319,11 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 			no_pin = true;
 			break;
 		default:
+			if (c >= CTL_OPT_RESOURCE && c < CTL_OPT_RESOURCE + CTL_N_RESOURCE_OPTS) {
+				if (ctl_resource_opt(c, optarg, res) < 0)
+					return EXIT_USAGE;
+				break;
+			}
 			if (c < OPT_LIMIT || c >= OPT_LIMIT + LIM_N) {
 				set_usage();
 				return EXIT_USAGE;
@@ -342,9 +364,10 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 			disk_arg);
 		return EXIT_USAGE;
 	}
-	if (!patch_disk && !has_balloon && !patch_pins) {
+	bool patch_res = json_object_size(res) > 0;
+	if (!patch_disk && !has_balloon && !patch_pins && !patch_res) {
 		fputs("hsctl: set: nothing to change: give --balloon, limit options, --no-limits, "
-		      "pinning options or --no-pin\n",
+		      "pinning options, --no-pin or cgroup limits (--cpu-max ...)\n",
 		      stderr);
 		set_usage();
 		return EXIT_USAGE;
@@ -360,7 +383,7 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 	/* Name a disk the VM has, rather than leave hsd to refuse an array
 	 * longer than the VM's disks; one list per vCPU needs their number. */
 	json_auto_t *vm = NULL;
-	if (patch_disk || pins.max_vcpu >= 0) {
+	if (patch_disk || pins.max_vcpu >= 0 || patch_res) {
 		r = ctl_call(ctl, "GET", path, NULL, &vm);
 		if (r)
 			return r;
@@ -380,6 +403,13 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 		if (pins.emulator)
 			json_object_set_new(p, "emulator", json_string(pins.emulator));
 		json_object_set_new(body, "cpu_pinning", p);
+	}
+	if (patch_res) {
+		/* hsd replaces the whole object: the options change theirs only. */
+		json_t *cur = json_object_get(json_object_get(vm, "spec"), "resources");
+		json_t *all = json_is_object(cur) ? json_deep_copy(cur) : json_object();
+		ctl_resources_merge(all, res);
+		json_object_set_new(body, "resources", all);
 	}
 	if (patch_disk) {
 		size_t n_disks = json_array_size(json_object_get(json_object_get(vm, "spec"),
@@ -420,6 +450,7 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 	if (ctl->json)
 		ctl_print_json(j);
 	else
-		print_result(name, j, patch_disk ? (long)disk : -1, has_balloon, patch_pins);
+		print_result(name, j, patch_disk ? (long)disk : -1, has_balloon, patch_pins,
+			     patch_res);
 	return 0;
 }

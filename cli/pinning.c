@@ -183,4 +183,85 @@ void ctl_print_placement(json_t *vm)
 	const char *cg = json_string_value(json_object_get(vm, "cgroup"));
 	if (cg)
 		printf("Cgroup:      %s\n", cg);
+	json_t *res = json_object_get(spec, "resources");
+	if (json_object_size(res)) {
+		char line[256] = "";
+		size_t len = 0;
+		json_t *v;
+		if ((v = json_object_get(res, "cpu_max_pct")))
+			len += (size_t)snprintf(line + len, sizeof(line) - len, ", CPU %lld%%",
+						json_integer_value(v));
+		if ((v = json_object_get(res, "cpu_weight")) && len < sizeof(line))
+			len += (size_t)snprintf(line + len, sizeof(line) - len, ", weight %lld",
+						json_integer_value(v));
+		if ((v = json_object_get(res, "memory_overhead_mib")) && len < sizeof(line))
+			len += (size_t)snprintf(line + len, sizeof(line) - len,
+						", QEMU overhead %lld MiB", json_integer_value(v));
+		if ((v = json_object_get(res, "pids_max")) && len < sizeof(line))
+			snprintf(line + len, sizeof(line) - len, ", %lld tasks",
+				 json_integer_value(v));
+		printf("Limits:      %s\n", line + 2);
+	}
+	size_t i2;
+	json_t *io;
+	json_array_foreach (json_object_get(vm, "cgroup_io_max"), i2, io)
+		printf("%s%s\n", i2 ? "             " : "io.max:      ", json_string_value(io));
+	const char *skipped = json_string_value(json_object_get(vm, "cgroup_skipped"));
+	if (skipped && *skipped)
+		printf("Not applied: %s (the host's cgroup lacks the controller%s: hsctl host)\n",
+		       skipped, strchr(skipped, ' ') ? "s" : "");
+}
+
+const struct option ctl_resource_opts[CTL_N_RESOURCE_OPTS] = {
+	{"cpu-max", required_argument, NULL, CTL_OPT_RESOURCE},
+	{"cpu-weight", required_argument, NULL, CTL_OPT_RESOURCE + 1},
+	{"memory-overhead", required_argument, NULL, CTL_OPT_RESOURCE + 2},
+	{"pids-max", required_argument, NULL, CTL_OPT_RESOURCE + 3},
+};
+
+int ctl_resource_opt(int opt, const char *arg, json_t *res)
+{
+	static const char *const keys[CTL_N_RESOURCE_OPTS] = {"cpu_max_pct", "cpu_weight",
+							      "memory_overhead_mib", "pids_max"};
+	size_t i = (size_t)(opt - CTL_OPT_RESOURCE);
+	char name[32];
+	snprintf(name, sizeof(name), "--%s", ctl_resource_opts[i].name);
+	if (!strcmp(arg, "none")) {
+		json_object_set_new(res, keys[i], json_null());
+		return 0;
+	}
+	uint64_t v;
+	if (i == 2) { /* a size: MiB, or with a suffix */
+		if (ctl_parse_balloon(name, arg, &v) < 0)
+			return -1;
+		if (!v) {
+			fprintf(stderr, "hsctl: %s: give a size, or none\n", name);
+			return -1;
+		}
+	} else {
+		unsigned long long u;
+		size_t len = strlen(arg);
+		_cleanup_free_ char *t = strdup(arg);
+		if (!t)
+			return -1;
+		if (i == 0 && len > 1 && t[len - 1] == '%')
+			t[len - 1] = '\0'; /* "150%" */
+		if (ctl_parse_uint(name, t, UINT32_MAX, &u) < 0)
+			return -1;
+		v = u;
+	}
+	json_object_set_new(res, keys[i], json_integer((json_int_t)v));
+	return 0;
+}
+
+void ctl_resources_merge(json_t *into, json_t *res)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach (res, k, v) {
+		if (json_is_null(v))
+			json_object_del(into, k);
+		else
+			json_object_set(into, k, v);
+	}
 }

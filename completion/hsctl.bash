@@ -156,6 +156,7 @@ _hsctl()
 			argopts='--memory --cpus --accel --machine --cpu-model --kernel --initrd --append'
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
 			argopts+=' --ssh-key --hostname --balloon --vcpu-pin --emulator-pin --numa-node'
+			argopts+=' --cpu-max --cpu-weight --memory-overhead --pids-max'
 			flags='--no-mem-merge'
 			repeat=' --disk --nic --vcpu-pin '
 			;;
@@ -163,6 +164,7 @@ _hsctl()
 			argopts='--balloon --disk --io-group --bps-read --bps-write --bps-total --bps-read-max'
 			argopts+=' --bps-write-max --bps-total-max --iops-read --iops-write --iops-total'
 			argopts+=' --iops-read-max --iops-write-max --iops-total-max --vcpu-pin --emulator-pin'
+			argopts+=' --cpu-max --cpu-weight --memory-overhead --pids-max'
 			flags='--no-limits --no-pin'
 			repeat=' --vcpu-pin '
 			;;

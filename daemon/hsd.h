@@ -210,14 +210,20 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req);
  * then cb; pinning_apply pins with the tids already known. */
 int pinning_start(Vm *vm, VmDoneCb cb, void *ud, HsError *err);
 int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err);
+/* Moves the threads of a VM whose vCPU threads are known into the threaded
+ * sub-groups of its cgroup (vcpuN, emu), cpusets following spec's pins. */
+void pinning_place_threads(Vm *vm, const VmSpec *spec);
 
 /* placement.c (daemon side): host NUMA node(s) for a VM being started. */
 int vm_place(Vm *vm, QemuLaunch *launch, HsError *err);
 void vm_unplace(Vm *vm);
+/* A re-adopted VM's placement, as its start recorded it. */
+int vm_placement_load(Vm *vm);
 json_t *vm_placement_json(Vm *vm);
 
-/* The VM's cgroup limits from its spec (pinning.c). */
-void vm_cgroup_limits(const VmSpec *spec, CgroupLimits *ret);
+/* The VM's cgroup limits from spec (pinning.c): cpu, memory, pids, io.max
+ * for the host devices vm's disks are on, the emulator threads' cpuset. */
+void vm_cgroup_limits(const Vm *vm, const VmSpec *spec, CgroupLimits *ret);
 
 /* console.c */
 void console_attach_serial(Vm *vm, int fd);

@@ -254,9 +254,10 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		http_reply_hserror(req, &err);
 		goto fail;
 	}
-	if (res && h->has_cgroup) {
+	/* Pins move the emulator's cpuset, disk limits io.max. */
+	if ((res || pin || disks) && h->has_cgroup) {
 		CgroupLimits cl;
-		vm_cgroup_limits(&c->spec, &cl);
+		vm_cgroup_limits(vm, &c->spec, &cl);
 		int cr = cgroup_vm_set_limits(&h->cgroup, vm->spec.name, &cl, &err);
 		if (cr < 0) {
 			http_reply_hserror(req, &err);
@@ -264,6 +265,8 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		}
 		vm->cgroup_skipped = (unsigned)cr;
 	}
+	if (pin)
+		pinning_place_threads(vm, &c->spec);
 	c->p = pending_new(h, req);
 	if (!c->p) {
 		http_reply_error(req, 500, "internal", "out of memory");

@@ -6,6 +6,8 @@
  * thread that makes them (the main one: the emulator set). */
 #include <sched.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "hsd.h"
 #include "numa.h"
@@ -121,8 +123,6 @@ int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err)
 	return for_each_qemu_thread(vm, pin_thread, &a, err);
 }
 
-static void place_vcpu_threads(Vm *vm);
-
 typedef struct PinCtx {
 	Vm *vm;
 	VmDoneCb cb;
@@ -156,7 +156,7 @@ static void on_cpus(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 	HsError e;
 	int r = pinning_apply(vm, &vm->spec, &e);
 	if (r == 0)
-		place_vcpu_threads(vm);
+		pinning_place_threads(vm, &vm->spec);
 	cb(vm, r < 0 ? &e : NULL, pud);
 }
 
@@ -174,7 +174,77 @@ int pinning_start(Vm *vm, VmDoneCb cb, void *ud, HsError *err)
 	return 0;
 }
 
-void vm_cgroup_limits(const VmSpec *s, CgroupLimits *l)
+/* The host block device a disk's I/O goes to: a block device's own
+ * number, or the device of the file system holding the file (managed
+ * disks: the VM's state directory). */
+static int disk_device(const Vm *vm, const VmDisk *d, unsigned *major_, unsigned *minor_)
+{
+	struct stat st;
+	int r = d->managed ? fstat(vm->state_dirfd, &st) : stat(d->path, &st);
+	if (r < 0)
+		return -errno;
+	dev_t dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
+	return cgroup_io_device(vm->hsd->host.rootfd, major(dev), minor(dev), major_, minor_);
+}
+
+/* The tighter of a direction's own limit and the total (0: none). */
+static uint64_t tighter(uint64_t dir, uint64_t total)
+{
+	return !dir ? total : !total ? dir : dir < total ? dir : total;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a + b < a ? UINT64_MAX : a + b;
+}
+
+/* io.max, the kernel's backstop under QEMU's exact per-disk throttling:
+ * one line per host block device the VM's disks are on. A direction is
+ * capped there only when every disk of the VM on that device caps it, at
+ * the sum of their rates (io.max has no bursts and no totals: a total
+ * caps each direction). Disks on no block device (tmpfs, overlayfs) have
+ * none. */
+static void io_limits(const Vm *vm, const VmSpec *s, CgroupLimits *l)
+{
+	/* [device][rbps, wbps, riops, wiops]; UINT64_MAX marks "uncapped". */
+	uint64_t sum[CGROUP_MAX_IO][4];
+	for (size_t i = 0; i < s->n_disks && vm; i++) {
+		const VmDiskLimits *dl = &s->disks[i].limits;
+		unsigned ma, mi;
+		if (disk_device(vm, &s->disks[i], &ma, &mi) < 0)
+			continue;
+		size_t k = 0;
+		while (k < l->n_io && (l->io[k].major != ma || l->io[k].minor != mi))
+			k++;
+		if (k == l->n_io) {
+			if (k == CGROUP_MAX_IO)
+				continue;
+			l->io[l->n_io++] = (CgroupIoLimit){.major = ma, .minor = mi};
+			memset(sum[k], 0, sizeof(sum[k]));
+		}
+		const uint64_t v[4] = {tighter(dl->bps[1], dl->bps[0]), tighter(dl->bps[2], dl->bps[0]),
+				       tighter(dl->iops[1], dl->iops[0]),
+				       tighter(dl->iops[2], dl->iops[0])};
+		for (size_t j = 0; j < 4; j++)
+			sum[k][j] = !v[j] || sum[k][j] == UINT64_MAX ? UINT64_MAX
+								       : sat_add(sum[k][j], v[j]);
+	}
+	size_t n = 0;
+	for (size_t k = 0; k < l->n_io; k++) {
+		CgroupIoLimit *a = &l->io[k];
+		uint64_t *f[4] = {&a->rbps, &a->wbps, &a->riops, &a->wiops};
+		bool any = false;
+		for (size_t j = 0; j < 4; j++) {
+			*f[j] = sum[k][j] == UINT64_MAX ? 0 : sum[k][j];
+			any |= *f[j] != 0;
+		}
+		if (any)
+			l->io[n++] = *a;
+	}
+	l->n_io = n;
+}
+
+void vm_cgroup_limits(const Vm *vm, const VmSpec *s, CgroupLimits *l)
 {
 	memset(l, 0, sizeof(*l));
 	/* percent of one CPU per 100 ms period */
@@ -186,25 +256,53 @@ void vm_cgroup_limits(const VmSpec *s, CgroupLimits *l)
 		l->memory_high = (s->memory_mib + s->memory_overhead_mib * 3 / 4) << 20;
 	}
 	l->pids_max = s->pids_max;
+	io_limits(vm, s, l);
+	/* The emulator threads' cpuset: their pin, else the placement's CPUs
+	 * and nodes. */
+	if (s->emulator_pin)
+		snprintf(l->cpuset_cpus, sizeof(l->cpuset_cpus), "%s", s->emulator_pin);
+	if (vm && vm->placement) {
+		const PlacementVm *p = vm->placement;
+		if (!s->emulator_pin &&
+		    numa_format_cpulist(p->cpus, NUMA_MAX_CPUS, l->cpuset_cpus,
+					sizeof(l->cpuset_cpus)) < 0)
+			l->cpuset_cpus[0] = '\0';
+		size_t len = 0;
+		for (unsigned i = 0; i < p->n_nodes && len < sizeof(l->cpuset_mems); i++)
+			len += (size_t)snprintf(l->cpuset_mems + len, sizeof(l->cpuset_mems) - len,
+						"%s%u", i ? "," : "", p->nodes[i]);
+		if (len >= sizeof(l->cpuset_mems))
+			l->cpuset_mems[0] = '\0';
+	}
 }
 
-/* vCPU threads with pins go into threaded sub-groups "vcpuN" of the VM's
- * group, whose cpuset follows the pin (where the host has cpuset). */
-static void place_vcpu_threads(Vm *vm)
+/* Threads of a pinned or placed VM sit in threaded sub-groups of its
+ * cgroup: vCPU N in "vcpuN" (cpuset: its pin; "" inherits), every other
+ * thread in "emu" (cpuset from the VM's limits). Threads QEMU makes later
+ * start in the group of the thread making them: the main one, in emu. */
+static int place_thread(Vm *vm, pid_t tid, const void *ud, HsError *err)
 {
-	Hsd *h = vm->hsd;
-	if (!h->has_cgroup)
+	const VmSpec *s = ud;
+	char sub[16] = "emu";
+	const char *cpus = NULL;
+	for (unsigned i = 0; i < vm->n_vcpu_tids && i < s->cpus; i++)
+		if (vm->vcpu_tids[i] == tid) {
+			snprintf(sub, sizeof(sub), "vcpu%u", i);
+			cpus = s->vcpu_pins[i] ? s->vcpu_pins[i] : "";
+		}
+	HsError e;
+	if (cgroup_vm_place_thread(&vm->hsd->cgroup, s->name, sub, tid, cpus, &e) < 0 &&
+	    e.code != -ESRCH)
+		log_warning("vm %s: thread %d not in its cgroup's %s: %s", s->name, (int)tid, sub,
+			    e.message);
+	return 0;
+}
+
+void pinning_place_threads(Vm *vm, const VmSpec *spec)
+{
+	if (!vm->hsd->has_cgroup || !vm->n_vcpu_tids || !vm->status.pid)
 		return;
-	for (unsigned i = 0; i < vm->spec.cpus && i < vm->n_vcpu_tids; i++) {
-		if (!vm->spec.vcpu_pins[i])
-			continue;
-		char sub[16];
-		HsError e;
-		snprintf(sub, sizeof(sub), "vcpu%u", i);
-		int r = cgroup_vm_place_thread(&h->cgroup, vm->spec.name, sub, vm->vcpu_tids[i],
-					       vm->spec.vcpu_pins[i], &e);
-		if (r < 0)
-			log_warning("vm %s: vCPU %u not in its cgroup: %s", vm->spec.name, i,
-				    e.message);
-	}
+	HsError e;
+	if (for_each_qemu_thread(vm, place_thread, spec, &e) < 0)
+		log_warning("vm %s: threads not placed in cgroups: %s", spec->name, e.message);
 }

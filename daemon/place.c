@@ -4,11 +4,46 @@
  * node gets its RAM bound there and its threads on that node's CPUs; a VM
  * too big for one node is spread with a matching guest NUMA topology. On a
  * one-node host nothing is done unless the spec names a node. */
+#include <fcntl.h>
 #include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hsd.h"
 #include "placement.h"
+
+/* Where a running VM was placed, in its run directory: an hsd that
+ * re-adopts the VM counts it again (vm_placement_load). */
+#define PLACEMENT_FILE "placement.json"
+
+static void placement_save(Vm *vm)
+{
+	const PlacementVm *p = vm->placement;
+	char cpus[4096];
+	if (numa_format_cpulist(p->cpus, NUMA_MAX_CPUS, cpus, sizeof(cpus)) < 0)
+		return;
+	json_t *cells = json_array(), *pins = json_array();
+	for (unsigned i = 0; i < p->n_nodes; i++)
+		json_array_append_new(cells, json_pack("{s:i, s:I, s:i}", "host_node",
+						       (int)p->nodes[i], "memory",
+						       (json_int_t)p->node_mem[i], "vcpus",
+						       (int)p->cell_vcpus[i]));
+	for (unsigned i = 0; i < p->vcpus; i++)
+		json_array_append_new(pins, json_integer(p->vcpu_cpu[i] == PLACEMENT_CPU_ANY
+								 ? -1
+								 : (json_int_t)p->vcpu_cpu[i]));
+	json_auto_t *j = json_pack("{s:I, s:i, s:I, s:o, s:s, s:o}", "memory",
+				   (json_int_t)p->memory, "vcpus", (int)p->vcpus, "hugepage_size",
+				   (json_int_t)p->hugepage_size, "cells", cells, "cpus", cpus,
+				   "vcpu_cpu", pins);
+	_cleanup_free_ char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	int r = text ? hs_write_file_replace(vm->run_dirfd, PLACEMENT_FILE, text, strlen(text),
+					     0600)
+		     : -ENOMEM;
+	if (r < 0)
+		log_warning("vm %s: placement not recorded (%s): a restarted hsd will not count it",
+			    vm->spec.name, strerror(-r));
+}
 
 int vm_place(Vm *vm, QemuLaunch *l, HsError *err)
 {
@@ -71,6 +106,7 @@ int vm_place(Vm *vm, QemuLaunch *l, HsError *err)
 	}
 	l->n_numa_cells = res->n_nodes;
 	vm->placement = res;
+	placement_save(vm);
 	log_info("vm %s: placed: %s", vm->spec.name, why);
 	return 0;
 }
@@ -79,6 +115,61 @@ void vm_unplace(Vm *vm)
 {
 	free(vm->placement);
 	vm->placement = NULL;
+	if (vm->run_dirfd >= 0)
+		unlinkat(vm->run_dirfd, PLACEMENT_FILE, 0);
+}
+
+int vm_placement_load(Vm *vm)
+{
+	_cleanup_free_ char *data = NULL;
+	if (vm->run_dirfd < 0 || hs_read_file(vm->run_dirfd, PLACEMENT_FILE, 1 << 20, &data,
+					      NULL) < 0)
+		return -ENOENT;
+	json_auto_t *j = json_loads(data, 0, NULL);
+	PlacementVm *p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	placement_vm_init(p);
+	json_t *cells = json_object_get(j, "cells"), *pins = json_object_get(j, "vcpu_cpu");
+	const char *cpus = json_string_value(json_object_get(j, "cpus"));
+	json_int_t mem = json_integer_value(json_object_get(j, "memory"));
+	json_int_t vcpus = json_integer_value(json_object_get(j, "vcpus"));
+	bool ok = mem > 0 && vcpus > 0 && vcpus <= PLACEMENT_MAX_VCPUS && cpus &&
+		  json_array_size(cells) >= 1 && json_array_size(cells) <= NUMA_MAX_NODES &&
+		  json_array_size(pins) <= (size_t)vcpus &&
+		  numa_parse_cpulist(cpus, p->cpus, NUMA_MAX_CPUS) >= 0;
+	if (ok) {
+		p->memory = (uint64_t)mem;
+		p->vcpus = (unsigned)vcpus;
+		p->hugepage_size = (uint64_t)json_integer_value(json_object_get(j, "hugepage_size"));
+		p->n_nodes = (unsigned)json_array_size(cells);
+	}
+	size_t i;
+	json_t *c;
+	json_array_foreach (ok ? cells : NULL, i, c) {
+		json_int_t node = json_integer_value(json_object_get(c, "host_node"));
+		json_int_t cm = json_integer_value(json_object_get(c, "memory"));
+		json_int_t cv = json_integer_value(json_object_get(c, "vcpus"));
+		ok = ok && node >= 0 && node < NUMA_MAX_NODES && cm >= 0 && cv >= 0 && cv <= vcpus;
+		if (ok) {
+			p->nodes[i] = (unsigned)node;
+			p->node_mem[i] = (uint64_t)cm;
+			p->cell_vcpus[i] = (unsigned)cv;
+		}
+	}
+	json_array_foreach (ok ? pins : NULL, i, c) {
+		json_int_t cpu = json_integer_value(c);
+		p->vcpu_cpu[i] = cpu >= 0 && cpu < NUMA_MAX_CPUS ? (uint16_t)cpu : PLACEMENT_CPU_ANY;
+	}
+	if (!ok) {
+		free(p);
+		log_warning("vm %s: %s is not a placement; not counted", vm->spec.name,
+			    PLACEMENT_FILE);
+		return -EINVAL;
+	}
+	free(vm->placement);
+	vm->placement = p;
+	return 0;
 }
 
 json_t *vm_placement_json(Vm *vm)

@@ -383,6 +383,12 @@ static void on_cont_reply(QmpClient *c, json_t *reply, const HsError *err, void 
 	waiters_complete(vm, WAIT_START, NULL);
 }
 
+static void on_adopt_pinned(Vm *vm, const HsError *err, void *ud)
+{
+	if (err)
+		log_warning("vm %s: threads not re-pinned: %s", vm->spec.name, err->message);
+}
+
 static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 {
 	Vm *vm = ud;
@@ -396,6 +402,12 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 	log_info("vm %s: re-adopted QEMU pid %d (QEMU says '%s')", vm->spec.name,
 		 (int)vm->status.pid, st);
 	storage_vm_adopted(vm);
+	/* Its vCPU threads known again (live pin changes move them), its
+	 * pins and cgroup sub-groups checked. */
+	HsError e;
+	if ((vm_spec_pinned(&vm->spec) || vm->placement) && strcmp(st, "shutdown") &&
+	    pinning_start(vm, on_adopt_pinned, NULL, &e) < 0)
+		log_warning("vm %s: threads not re-pinned: %s", vm->spec.name, e.message);
 	if (!strcmp(st, "shutdown")) {
 		/* The guest powered off while we were away. */
 		vm->guest_shutdown = true;
@@ -693,7 +705,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	if (h->has_cgroup) {
 		HsError cerr = {0};
 		CgroupLimits cl;
-		vm_cgroup_limits(&vm->spec, &cl);
+		vm_cgroup_limits(vm, &vm->spec, &cl);
 		int cr = cgroup_vm_create(&h->cgroup, vm->spec.name, &cl, &cerr);
 		if (cr >= 0) {
 			cg_fd = cgroup_vm_fd(&h->cgroup, vm->spec.name);
@@ -1257,6 +1269,7 @@ static void vm_adopt(Vm *vm)
 		return;
 	}
 	vm_watch_process(vm, pidfd, pid, false);
+	vm_placement_load(vm); /* counted again by the next placement */
 	vm->adopting = true;
 	if (vm->status.state == VM_STATE_STOPPING)
 		vm->status.state = VM_STATE_RUNNING; /* re-derived from QEMU below */
@@ -1343,6 +1356,18 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		if (active && vm->hsd->has_cgroup &&
 		    cgroup_vm_path(&vm->hsd->cgroup, vm->spec.name, cg, sizeof(cg)) == 0)
 			json_object_set_new(o, "cgroup", json_string(cg));
+		if (active && vm->hsd->has_cgroup) {
+			/* What io.max holds (or would, where the host lacks io). */
+			static CgroupLimits cl; /* 5 KiB: not on the stack */
+			vm_cgroup_limits(vm, &vm->spec, &cl);
+			json_t *io = json_array();
+			for (size_t i = 0; i < cl.n_io; i++) {
+				char line[200];
+				json_array_append_new(io, json_string(cgroup_io_line(
+								  &cl.io[i], line, sizeof(line))));
+			}
+			json_object_set_new(o, "cgroup_io_max", io);
+		}
 		if (active && vm->cgroup_skipped) {
 			char names[64];
 			json_object_set_new(o, "cgroup_skipped",

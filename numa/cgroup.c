@@ -721,6 +721,39 @@ static bool io_listed(const CgroupLimits *l, unsigned major, unsigned minor)
 	return false;
 }
 
+const char *cgroup_io_line(const CgroupIoLimit *a, char *buf, size_t size)
+{
+	char rb[40], wb[40], ri[40], wi[40];
+	fmt_io_value(rb, sizeof(rb), "rbps", a->rbps);
+	fmt_io_value(wb, sizeof(wb), "wbps", a->wbps);
+	fmt_io_value(ri, sizeof(ri), "riops", a->riops);
+	fmt_io_value(wi, sizeof(wi), "wiops", a->wiops);
+	snprintf(buf, size, "%u:%u %s %s %s %s", a->major, a->minor, rb, wb, ri, wi);
+	return buf;
+}
+
+int cgroup_io_device(int rootfd, unsigned major, unsigned minor, unsigned *ret_major,
+		     unsigned *ret_minor)
+{
+	char path[96], buf[32];
+	struct stat st;
+	if (major == 0)
+		return -ENODEV;
+	snprintf(path, sizeof(path), "sys/dev/block/%u:%u", major, minor);
+	if (fstatat(rootfd, path, &st, 0) < 0)
+		return -ENODEV;
+	/* The link leads to .../block/vda/vda1: ".." after it is the disk. */
+	snprintf(path, sizeof(path), "sys/dev/block/%u:%u/partition", major, minor);
+	if (fstatat(rootfd, path, &st, 0) == 0)
+		snprintf(path, sizeof(path), "sys/dev/block/%u:%u/../dev", major, minor);
+	else
+		snprintf(path, sizeof(path), "sys/dev/block/%u:%u/dev", major, minor);
+	if (hs_read_small(rootfd, path, buf, sizeof(buf)) < 0 ||
+	    sscanf(buf, "%u:%u", ret_major, ret_minor) != 2)
+		return -ENODEV;
+	return 0;
+}
+
 /* io.max: one device per write. Devices limited before but not listed now
  * are written back to max (the kernel then drops their line). */
 static int write_io(int vmfd, const char *dir, const CgroupLimits *l, HsError *err)
@@ -733,13 +766,8 @@ static int write_io(int vmfd, const char *dir, const CgroupLimits *l, HsError *e
 		return write_error(err, -errno, dir, "io.max", "");
 	for (size_t i = 0; i < l->n_io; i++) {
 		const CgroupIoLimit *a = &l->io[i];
-		char rb[40], wb[40], ri[40], wi[40];
-		fmt_io_value(rb, sizeof(rb), "rbps", a->rbps);
-		fmt_io_value(wb, sizeof(wb), "wbps", a->wbps);
-		fmt_io_value(ri, sizeof(ri), "riops", a->riops);
-		fmt_io_value(wi, sizeof(wi), "wiops", a->wiops);
-		snprintf(line, sizeof(line), "%u:%u %s %s %s %s\n", a->major, a->minor, rb, wb, ri,
-			 wi);
+		cgroup_io_line(a, line, sizeof(line));
+		strcat(line, "\n");
 		int r = write_one(fd, line);
 		if (r == -ENODEV)
 			return hs_error_set(err, r, "invalid-argument",

@@ -92,6 +92,17 @@ typedef struct CgroupIoLimit {
 	uint64_t rbps, wbps, riops, wiops; /* 0: "max" */
 } CgroupIoLimit;
 
+/* The whole block device io.max takes for dev (a file's st_dev or a block
+ * device's st_rdev), looked up in <root>/sys/dev/block: a partition gives
+ * its disk (the kernel refuses io.max on partitions). -ENODEV when dev is
+ * no block device (tmpfs, overlayfs, btrfs subvolumes: major 0). */
+int cgroup_io_device(int rootfd, unsigned major, unsigned minor, unsigned *ret_major,
+		     unsigned *ret_minor);
+
+/* One io.max line, as written ("8:0 rbps=1048576 wbps=max riops=max
+ * wiops=max", no newline; 200 bytes hold any), into buf; returns buf. */
+const char *cgroup_io_line(const CgroupIoLimit *a, char *buf, size_t size);
+
 /* A VM's limits. Zero everywhere means no limit (the kernel's defaults). */
 typedef struct CgroupLimits {
 	uint64_t cpu_quota_us;  /* cpu.max quota; 0: "max"; else >= 1000 */

@@ -46,6 +46,26 @@ int numa_parse_cpulist(const char *s, unsigned char *bitmap, unsigned max_cpus)
 	return count;
 }
 
+int numa_format_cpulist(const unsigned char *bitmap, unsigned max_cpus, char *buf, size_t size)
+{
+	size_t len = 0;
+	if (size)
+		buf[0] = '\0';
+	for (unsigned c = 0; c < max_cpus; c++) {
+		if (!numa_cpu_isset(bitmap, c))
+			continue;
+		unsigned e = c;
+		while (e + 1 < max_cpus && numa_cpu_isset(bitmap, e + 1))
+			e++;
+		int n = e == c ? snprintf(buf + len, size - len, "%s%u", len ? "," : "", c)
+			       : snprintf(buf + len, size - len, "%s%u-%u", len ? "," : "", c, e);
+		if (n < 0 || (size_t)n >= size - len)
+			return -ENOSPC;
+		len += (size_t)n;
+		c = e;
+	}
+	return (int)len;
+}
 
 /* "Node 0 MemTotal:  123 kB" lines of a node's meminfo. */
 static void parse_node_meminfo(const char *buf, NumaNode *n)

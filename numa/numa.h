@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define NUMA_MAX_NODES 64
@@ -50,6 +51,9 @@ int numa_node_index(const NumaTopology *t, unsigned id);
 /* Parses a kernel CPU list ("0-3,8,10-11") into a bitmap; returns the
  * count or a negative errno. */
 int numa_parse_cpulist(const char *s, unsigned char *bitmap, unsigned max_cpus);
+/* The bitmap as a kernel CPU list ("0-3,8"; "" when empty) into buf;
+ * returns its length, or -ENOSPC when it does not fit. */
+int numa_format_cpulist(const unsigned char *bitmap, unsigned max_cpus, char *buf, size_t size);
 static inline bool numa_cpu_isset(const unsigned char *bitmap, unsigned cpu)
 {
 	return bitmap[cpu / 8] & (1u << (cpu % 8));

@@ -71,10 +71,10 @@ commands=(version host list info create set start stop kill reboot pause resume 
 	template snapshot)
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --vcpu-pin --emulator-pin
-	--numa-node)
+	--numa-node --cpu-max --cpu-weight --memory-overhead --pids-max)
 set_opts=(--balloon --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
 	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max
-	--vcpu-pin --emulator-pin --no-pin)
+	--vcpu-pin --emulator-pin --no-pin --cpu-max --cpu-weight --memory-overhead --pids-max)
 
 # Commands and global options.
 expect "commands" "$H " "${commands[@]}"
@@ -91,7 +91,7 @@ expect "nothing for a new VM's name" "$H create " ""
 expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 2 --" \
 	--accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from \
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --vcpu-pin \
-	--emulator-pin --numa-node
+	--emulator-pin --numa-node --cpu-max --cpu-weight --memory-overhead --pids-max
 expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
 	--network-config --numa-node
 expect "--vcpu-pin may repeat (VCPU:LIST read as one word)" \

@@ -273,7 +273,8 @@ def test_cgroup_limits_and_vcpu_groups(hsd, guest):
     s["cpus"] = 2
     s["resources"] = {"cpu_max_pct": 150, "cpu_weight": 200, "memory_overhead_mib": 256,
                       "pids_max": 512}
-    s["cpu_pinning"] = {"vcpus": ["0", "1"]}
+    s["cpu_pinning"] = {"vcpus": ["0", "1"], "emulator": "0-1"}
+    s["disks"][0]["limits"] = {"bps_total": 2 * MIB, "iops_write": 300}
     h.json("POST", "/v1/vms", s)
     vm = h.json("POST", "/v1/vms/cgl/start", timeout=120)
     assert vm["spec"]["resources"] == s["resources"]
@@ -281,7 +282,7 @@ def test_cgroup_limits_and_vcpu_groups(hsd, guest):
     ctl = set(cg["controllers"].split())
     skipped = set(vm.get("cgroup_skipped", "").split())
     # What the host has is written, what it lacks is said.
-    assert skipped == {"cpu", "memory", "pids"} - ctl, (skipped, ctl)
+    assert skipped - {"io"} == {"cpu", "memory", "pids", "cpuset"} - ctl, (skipped, ctl)
     if "cpu" in ctl:
         assert open(os.path.join(group, "cpu.max")).read().split() == ["150000", "100000"]
     if "memory" in ctl:
@@ -289,10 +290,44 @@ def test_cgroup_limits_and_vcpu_groups(hsd, guest):
     if "pids" in ctl:
         assert open(os.path.join(group, "pids.max")).read().strip() == "512"
     pid = vm["pid"]
+    vcpus = {}
     for c in h.json("POST", "/v1/vms/cgl/qmp", {"execute": "query-cpus-fast"})["return"]:
-        lines = open(f"/proc/{pid}/task/{c['thread-id']}/cgroup").read().splitlines()
+        vcpus[str(c["thread-id"])] = c["cpu-index"]
+    # vCPU N in vcpuN, every other thread of QEMU in emu.
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        lines = open(f"/proc/{pid}/task/{tid}/cgroup").read().splitlines()
         v2 = [x for x in lines if x.startswith("0::")]
-        assert v2 == [f"0::{vm['cgroup']}/vcpu{c['cpu-index']}"], lines
+        sub = f"vcpu{vcpus[tid]}" if tid in vcpus else "emu"
+        assert v2 == [f"0::{vm['cgroup']}/{sub}"], (tid, lines)
+    # io.max, the kernel's backstop: one line for the device the disk is on.
+    st = os.stat(h.state_dir)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    if os.major(st.st_dev) and os.path.exists(f"/sys/dev/block/{dev}"):
+        if os.path.exists(f"/sys/dev/block/{dev}/partition"):
+            dev = open(f"/sys/dev/block/{dev}/../dev").read().strip()
+        assert vm["cgroup_io_max"] == [
+            f"{dev} rbps={2 * MIB} wbps={2 * MIB} riops=max wiops=300"], vm["cgroup_io_max"]
+        assert ("io" in skipped) == ("io" not in ctl)
+        if "io" in ctl:
+            assert dev in open(os.path.join(group, "io.max")).read()
+    else:
+        assert vm["cgroup_io_max"] == [], vm["cgroup_io_max"]
+    out = h.hsctl("info", "cgl").stdout
+    assert "Limits:      CPU 150%, weight 200, QEMU overhead 256 MiB, 512 tasks" in out, out
+    if vm["cgroup_io_max"]:
+        assert f"io.max:      {vm['cgroup_io_max'][0]}" in out, out
+    if skipped:
+        assert "Not applied: " in out, out
+    # hsctl set changes the limits it names and keeps the others.
+    r = h.hsctl("set", "cgl", "--cpu-max", "50%", "--memory-overhead", "none")
+    assert r.returncode == 0, r.stderr
+    assert "cgroup limits" in r.stdout, r.stdout
+    assert h.vm("cgl")["spec"]["resources"] == {"cpu_max_pct": 50, "cpu_weight": 200,
+                                                "pids_max": 512}
+    r = h.hsctl("set", "cgl", "--pids-max", "lots")
+    assert r.returncode == 2 and "--pids-max" in r.stderr, r.stderr
+    r = h.hsctl("set", "cgl", "--cpu-weight", "0")
+    assert r.returncode == 1 and "resources.cpu_weight" in r.stderr, r.stderr
     code, body, _ = h.request("PATCH", "/v1/vms/cgl", {"resources": {"cpu_weight": 0}})
     assert code == 400 and "resources.cpu_weight" in body["error"]["message"]
     vm = h.json("PATCH", "/v1/vms/cgl", {"resources": {"pids_max": 1024}})
@@ -321,3 +356,36 @@ def test_pinning_refused_changes_nothing_and_unpin_widens(hsd, guest):
     everything = f"0-{os.cpu_count() - 1}"
     assert [allowed_list(pid, t) for t in tids] == [everything, everything]
     h.json("POST", "/v1/vms/pw/kill", timeout=60)
+
+
+def test_placement_and_threads_after_restart(hsd, guest):
+    """A placed and pinned VM keeps its placement across an hsd restart (the
+    new hsd counts it), and a pin changed after the restart reaches its
+    vCPU threads and cgroup sub-groups (their ids are looked up again)."""
+    h = hsd
+    if os.cpu_count() < 2:
+        pytest.skip("pinning needs at least 2 host CPUs to tell sets apart")
+    node = sorted(int(n[4:]) for n in os.listdir("/sys/devices/system/node")
+                  if n.startswith("node") and n[4:].isdigit())[0]
+    s = spec(guest, "pr")
+    s["cpus"] = 2
+    s["numa_node"] = node
+    s["cpu_pinning"] = {"vcpus": ["0", "0"]}
+    h.json("POST", "/v1/vms", s)
+    vm = h.json("POST", "/v1/vms/pr/start", timeout=120)
+    pid, placement = vm["pid"], vm["placement"]
+    h.stop()
+    h.start()
+    vm = h.vm("pr")
+    assert vm["state"] == "running" and vm["pid"] == pid
+    assert vm["placement"] == placement
+    wait_for(lambda: "re-adopted" in h.log_text(), 15, "the VM to be re-adopted")
+    h.json("PATCH", "/v1/vms/pr", {"cpu_pinning": {"vcpus": ["1", "1"]}})
+    cpus = h.json("POST", "/v1/vms/pr/qmp", {"execute": "query-cpus-fast"})["return"]
+    for c in cpus:
+        assert allowed_list(pid, c["thread-id"]) == "1"
+        if vm.get("cgroup"):
+            lines = open(f"/proc/{pid}/task/{c['thread-id']}/cgroup").read().splitlines()
+            assert f"0::{vm['cgroup']}/vcpu{c['cpu-index']}" in lines, lines
+    h.json("POST", "/v1/vms/pr/kill", timeout=60)
+    assert not os.path.exists(h.run_dir / "vms" / "pr" / "placement.json")

@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 
@@ -965,6 +966,53 @@ static void test_controller_names(void **state)
 	assert_string_equal(cgroup_controllers_format(CG_ALL, buf, 8), "cpu");
 }
 
+/* A partition's io.max goes to its disk; a device with no block device
+ * behind it (major 0, or unknown to sysfs) has none. */
+static void test_io_device(void **state)
+{
+	char *root = fake_tree_new();
+	fake_write(root, "sys/devices/virtual/block/vda/dev", "254:0\n");
+	fake_write(root, "sys/devices/virtual/block/vda/vda1/dev", "254:1\n");
+	fake_write(root, "sys/devices/virtual/block/vda/vda1/partition", "1\n");
+	fake_write(root, "sys/dev/block/.keep", "");
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/sys/dev/block/254:0", root);
+	assert_int_equal(symlink("../../devices/virtual/block/vda", path), 0);
+	snprintf(path, sizeof(path), "%s/sys/dev/block/254:1", root);
+	assert_int_equal(symlink("../../devices/virtual/block/vda/vda1", path), 0);
+	int rootfd = fake_open(root);
+	unsigned ma = 1, mi = 1;
+	assert_int_equal(cgroup_io_device(rootfd, 254, 1, &ma, &mi), 0);
+	assert_int_equal(ma, 254);
+	assert_int_equal(mi, 0);
+	ma = mi = 1;
+	assert_int_equal(cgroup_io_device(rootfd, 254, 0, &ma, &mi), 0);
+	assert_int_equal(ma, 254);
+	assert_int_equal(mi, 0);
+	assert_int_equal(cgroup_io_device(rootfd, 0, 45, &ma, &mi), -ENODEV);
+	assert_int_equal(cgroup_io_device(rootfd, 8, 0, &ma, &mi), -ENODEV);
+	close(rootfd);
+	fake_tree_free(root);
+
+	/* This machine's root file system: its disk, or no block device. */
+	struct stat st;
+	assert_int_equal(stat("/", &st), 0);
+	int slash = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(slash >= 0);
+	int r = cgroup_io_device(slash, major(st.st_dev), minor(st.st_dev), &ma, &mi);
+	close(slash);
+	if (major(st.st_dev) == 0) {
+		assert_int_equal(r, -ENODEV);
+	} else {
+		assert_int_equal(r, 0);
+		char dev[64];
+		snprintf(dev, sizeof(dev), "/sys/dev/block/%u:%u", ma, mi);
+		assert_int_equal(access(dev, F_OK), 0);
+		print_message("/ is on %u:%u, io.max device %u:%u\n", major(st.st_dev),
+			      minor(st.st_dev), ma, mi);
+	}
+}
+
 /* ---- the real kernel ---- */
 
 typedef struct Real {
@@ -1372,6 +1420,7 @@ int main(void)
 		cmocka_unit_test(test_idempotent_create_remove),
 		cmocka_unit_test(test_fd_enter_path),
 		cmocka_unit_test(test_controller_names),
+		cmocka_unit_test(test_io_device),
 		cmocka_unit_test_setup_teardown(test_real_kernel_group, real_setup, real_teardown),
 		cmocka_unit_test_setup_teardown(test_real_kernel_clone_into_cgroup, real_setup,
 						real_teardown),

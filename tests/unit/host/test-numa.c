@@ -28,6 +28,24 @@ static void test_cpulist(void **state)
 	assert_int_equal(numa_parse_cpulist("1;2", bm, NUMA_MAX_CPUS), -EINVAL);
 }
 
+/* Formatting gives back the list parsing takes, ranges folded. */
+static void test_cpulist_format(void **state)
+{
+	unsigned char bm[NUMA_MAX_CPUS / 8];
+	char buf[64];
+	assert_int_equal(numa_parse_cpulist("8,0-3,10,11,5", bm, NUMA_MAX_CPUS), 8);
+	assert_int_equal(numa_format_cpulist(bm, NUMA_MAX_CPUS, buf, sizeof(buf)), 13);
+	assert_string_equal(buf, "0-3,5,8,10-11");
+	numa_parse_cpulist("", bm, NUMA_MAX_CPUS);
+	assert_int_equal(numa_format_cpulist(bm, NUMA_MAX_CPUS, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "");
+	numa_parse_cpulist("1023", bm, NUMA_MAX_CPUS);
+	assert_int_equal(numa_format_cpulist(bm, NUMA_MAX_CPUS, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "1023");
+	numa_parse_cpulist("0,2,4,6,8", bm, NUMA_MAX_CPUS);
+	assert_int_equal(numa_format_cpulist(bm, NUMA_MAX_CPUS, buf, 6), -ENOSPC);
+}
+
 static void add_node(const char *root, unsigned id, const char *cpus, unsigned long long kb,
 		     unsigned long long free_kb, const char *dist)
 {
@@ -308,6 +326,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cpulist),
+		cmocka_unit_test(test_cpulist_format),
 		cmocka_unit_test(test_one_node),
 		cmocka_unit_test(test_two_uneven_nodes),
 		cmocka_unit_test(test_four_nodes_one_memoryless),
