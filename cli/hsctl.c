@@ -61,6 +61,13 @@ static void usage(FILE *f)
 	      "                              snapshot the disks (--memory: and the RAM)\n"
 	      "  snapshot rollback VM SNAP   back to SNAP (a running VM restarts)\n"
 	      "  snapshot delete VM SNAP     delete SNAP, merging disk layers as needed\n"
+	      "  migrate NAME --to DEST [--storage shared|copy] [--address IP]\n"
+	      "          [--downtime MS] [--bandwidth RATE] [--multifd N]\n"
+	      "          [--auto-converge] [--xbzrle] [--timeout S]\n"
+	      "                              live migration to another hsd (DEST: its socket\n"
+	      "                              path or ssh://[user@]host[/socket])\n"
+	      "  migrate NAME --cancel|--confirm|--abort\n"
+	      "                              settle a migration by hand (on the source)\n"
 	      "\n"
 	      "Exit codes: 0 ok, 1 error from hsd, 2 usage error, 3 cannot reach hsd.\n",
 	      f);
@@ -77,6 +84,12 @@ int ctl_connect(Ctl *ctl)
 	}
 	ctl->connected = true;
 	return 0;
+}
+
+void ctl_release(Ctl *ctl)
+{
+	hs_client_close(&ctl->client);
+	free(ctl->socket_path);
 }
 
 int ctl_report(Ctl *ctl, unsigned status, json_t *body, const HsError *err)
@@ -1072,14 +1085,9 @@ static const struct {
 	{"pause", cmd_action},    {"resume", cmd_action}, {"delete", cmd_action},
 	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
 	{"ksm", cmd_ksm},         {"template", cmd_template}, {"snapshot", cmd_snapshot},
-	{"set", cmd_set},
+	{"set", cmd_set},         {"migrate", cmd_migrate},
 };
 
-static void ctl_release(Ctl *ctl)
-{
-	hs_client_close(&ctl->client);
-	free(ctl->socket_path);
-}
 
 int main(int argc, char **argv)
 {

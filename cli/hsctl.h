@@ -28,6 +28,8 @@ typedef struct Ctl {
 } Ctl;
 
 int ctl_connect(Ctl *ctl);
+/* Closes the connection (the next call connects again). */
+void ctl_release(Ctl *ctl);
 /* Prints an API error (or a transport error) and returns the exit code. */
 int ctl_report(Ctl *ctl, unsigned status, json_t *body, const HsError *err);
 /* One request; on success *ret is the body (new reference). Returns an exit
@@ -100,5 +102,6 @@ void ctl_resources_merge(json_t *into, json_t *res);
 
 int cmd_console(Ctl *ctl, int argc, char **argv);
 int cmd_set(Ctl *ctl, int argc, char **argv);
+int cmd_migrate(Ctl *ctl, int argc, char **argv);
 int cmd_template(Ctl *ctl, int argc, char **argv);
 int cmd_snapshot(Ctl *ctl, int argc, char **argv);

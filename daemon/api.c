@@ -73,7 +73,7 @@ json_t *body_json(HttpRequest *req, bool allow_empty)
 }
 
 /* Refuses members other than the allowed ones. */
-bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
+int api_check_keys(json_t *j, const char *const *allowed, HsError *err)
 {
 	const char *key;
 	json_t *v;
@@ -81,12 +81,20 @@ bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
 		bool ok = false;
 		for (size_t i = 0; allowed[i]; i++)
 			ok |= !strcmp(key, allowed[i]);
-		if (!ok) {
-			http_reply_error(req, 400, "invalid-request", "unknown field '%s'", key);
-			return false;
-		}
+		if (!ok)
+			return hs_error_set(err, -EINVAL, "invalid-request", "unknown field '%s'",
+					    key);
 	}
-	return true;
+	return 0;
+}
+
+bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
+{
+	HsError err;
+	if (api_check_keys(j, allowed, &err) == 0)
+		return true;
+	http_reply_hserror(req, &err);
+	return false;
 }
 
 Pending *pending_new(Hsd *h, HttpRequest *req)
@@ -119,6 +127,32 @@ void reply_or_defer(HttpRequest *req, Pending *p, int r, const HsError *err)
 	}
 }
 
+int api_check_spec_files(Hsd *h, const VmSpec *spec, HsError *err)
+{
+	/* Every file must be reachable beneath an allowed directory. */
+	const char *paths[2 + VM_MAX_DISKS];
+	const char *fields[2 + VM_MAX_DISKS];
+	char disk_fields[VM_MAX_DISKS][48];
+	size_t np = 0;
+	if (spec->kernel)
+		paths[np] = spec->kernel, fields[np++] = "kernel";
+	if (spec->initrd)
+		paths[np] = spec->initrd, fields[np++] = "initrd";
+	for (size_t i = 0; i < spec->n_disks; i++) {
+		if (spec->disks[i].managed)
+			continue;
+		snprintf(disk_fields[i], sizeof(disk_fields[i]), "disks[%zu].path", i);
+		paths[np] = spec->disks[i].path, fields[np++] = disk_fields[i];
+	}
+	for (size_t i = 0; i < np; i++) {
+		int fd = paths_open_beneath(&h->allowed, paths[i], O_RDONLY, fields[i], err);
+		if (fd < 0)
+			return fd;
+		close(fd);
+	}
+	return 0;
+}
+
 static void handle_create(Hsd *h, HttpRequest *req)
 {
 	json_auto_t *j = body_json(req, false);
@@ -134,32 +168,14 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		http_reply_hserror(req, &err);
 		return;
 	}
-	/* Every file must be reachable beneath an allowed directory. */
-	const char *paths[2 + VM_MAX_DISKS];
-	const char *fields[2 + VM_MAX_DISKS];
-	char disk_fields[VM_MAX_DISKS][48];
-	size_t np = 0;
-	if (spec.kernel)
-		paths[np] = spec.kernel, fields[np++] = "kernel";
-	if (spec.initrd)
-		paths[np] = spec.initrd, fields[np++] = "initrd";
+	if (api_check_spec_files(h, &spec, &err) < 0) {
+		vm_spec_clear(&spec);
+		http_reply_hserror(req, &err);
+		return;
+	}
 	bool managed = false;
-	for (size_t i = 0; i < spec.n_disks; i++) {
+	for (size_t i = 0; i < spec.n_disks; i++)
 		managed |= spec.disks[i].managed;
-		if (spec.disks[i].managed)
-			continue;
-		snprintf(disk_fields[i], sizeof(disk_fields[i]), "disks[%zu].path", i);
-		paths[np] = spec.disks[i].path, fields[np++] = disk_fields[i];
-	}
-	for (size_t i = 0; i < np; i++) {
-		int fd = paths_open_beneath(&h->allowed, paths[i], O_RDONLY, fields[i], &err);
-		if (fd < 0) {
-			vm_spec_clear(&spec);
-			http_reply_hserror(req, &err);
-			return;
-		}
-		close(fd);
-	}
 	Vm *vm;
 	log_info("api: create vm=%s uid=%u", spec.name, (unsigned)http_request_peer(req)->uid);
 	if (vm_define(h, &spec, &vm, &err) < 0) {
@@ -330,6 +346,9 @@ void method_not_allowed(HttpRequest *req, const char *allowed)
 			 http_request_method(req), http_request_path(req), allowed);
 }
 
+static void handle_migration(Hsd *h, Vm *vm, HttpRequest *req, const char *action,
+			     const char *sub);
+
 static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *action)
 {
 	const char *m = http_request_method(req);
@@ -357,7 +376,11 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 		} else if (!strcmp(m, "PATCH")) {
 			log_info("api: patch vm=%s uid=%u", name,
 				 (unsigned)http_request_peer(req)->uid);
-			api_patch_vm(h, vm, req);
+			HsError err = {0};
+			if (migrate_vm_check_idle(vm, &err) < 0)
+				http_reply_hserror(req, &err);
+			else
+				api_patch_vm(h, vm, req);
 		} else {
 			method_not_allowed(req, "GET, PATCH, DELETE");
 		}
@@ -368,6 +391,10 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 			method_not_allowed(req, "GET, POST");
 		else
 			handle_console(h, vm, req);
+		return;
+	}
+	if (!strcmp(action, "migrate") || !strcmp(action, "migration")) {
+		handle_migration(h, vm, req, action, NULL);
 		return;
 	}
 	static const char *const actions[] = {"start",  "stop",  "kill", "reboot",
@@ -394,6 +421,104 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 		handle_qmp(h, vm, req);
 	else
 		handle_simple(h, vm, req, action);
+}
+
+/* A POST's JSON object body; otherwise answered (405, 400) and NULL. */
+static json_t *post_body(HttpRequest *req)
+{
+	if (strcmp(http_request_method(req), "POST")) {
+		method_not_allowed(req, "POST");
+		return NULL;
+	}
+	return body_json(req, false);
+}
+
+/* /v1/vms/NAME/migrate (POST: start), /v1/vms/NAME/migration (GET: its
+ * state; DELETE: cancel), /v1/vms/NAME/migration/{confirm,abort} (POST). */
+static void handle_migration(Hsd *h, Vm *vm, HttpRequest *req, const char *action,
+			     const char *sub)
+{
+	const char *m = http_request_method(req);
+	HsError err = {0};
+	if (!strcmp(action, "migrate")) {
+		json_auto_t *j = post_body(req);
+		if (!j)
+			return;
+		log_info("api: migrate vm=%s uid=%u", vm->spec.name,
+			 (unsigned)http_request_peer(req)->uid);
+		if (migrate_start(vm, j, &err) < 0)
+			http_reply_hserror(req, &err);
+		else
+			http_reply_json(req, 202, vm_to_json(vm, true));
+		return;
+	}
+	if (sub) {
+		if (strcmp(sub, "confirm") && strcmp(sub, "abort")) {
+			http_reply_error(req, 404, "not-found", "no such resource '%s'",
+					 http_request_path(req));
+			return;
+		}
+		if (strcmp(m, "POST")) {
+			method_not_allowed(req, "POST");
+			return;
+		}
+		json_auto_t *j = body_json(req, true);
+		static const char *const no_keys[] = {NULL};
+		if (!j || !body_keys_ok(req, j, no_keys))
+			return;
+		log_info("api: migration %s vm=%s uid=%u", sub, vm->spec.name,
+			 (unsigned)http_request_peer(req)->uid);
+		Pending *p = pending_new(h, req);
+		int r = p ? migrate_finish(vm, !strcmp(sub, "confirm"), on_vm_done, p, &err)
+			  : hs_error_set(&err, -ENOMEM, "internal", "out of memory");
+		reply_or_defer(req, p, r, &err);
+		return;
+	}
+	if (!strcmp(m, "GET")) {
+		json_t *mj = migrate_vm_json(vm);
+		if (mj)
+			http_reply_json(req, 200, mj);
+		else
+			http_reply_error(req, 404, "not-found", "VM '%s' has no migration",
+					 vm->spec.name);
+	} else if (!strcmp(m, "DELETE")) {
+		log_info("api: migration cancel vm=%s uid=%u", vm->spec.name,
+			 (unsigned)http_request_peer(req)->uid);
+		if (migrate_cancel(vm, &err) < 0)
+			http_reply_hserror(req, &err);
+		else
+			http_reply_json(req, 200, vm_to_json(vm, true));
+	} else {
+		method_not_allowed(req, "GET, DELETE");
+	}
+}
+
+/* POST /v1/migrations/incoming, DELETE /v1/migrations/incoming/NAME. */
+static void handle_incoming(Hsd *h, HttpRequest *req, const char *name)
+{
+	const char *m = http_request_method(req);
+	HsError err = {0};
+	if (!name) {
+		json_auto_t *j = post_body(req);
+		if (!j)
+			return;
+		log_info("api: incoming migration uid=%u", (unsigned)http_request_peer(req)->uid);
+		if (migrate_incoming(h, j, req, &err) < 0)
+			http_reply_hserror(req, &err);
+		return;
+	}
+	if (strcmp(m, "DELETE")) {
+		method_not_allowed(req, "DELETE");
+		return;
+	}
+	if (!vm_name_is_valid(name) || migrate_incoming_cancel(h, name, &err) < 0) {
+		if (!err.message[0])
+			hs_error_set(&err, -ENOENT, "not-found", "no incoming migration of '%s'",
+				     name);
+		http_reply_hserror(req, &err);
+		return;
+	}
+	http_reply_json(req, 200, json_pack("{s:s, s:s}", "vm", name, "state", "cancelled"));
 }
 
 /* /v1/vms/NAME/snapshots[/SNAP[/rollback]]; rest is what follows
@@ -497,6 +622,14 @@ void api_handle(HttpRequest *req, void *userdata)
 			method_not_allowed(req, "GET, POST");
 		return;
 	}
+	if (!strcmp(path, "/v1/migrations/incoming")) {
+		handle_incoming(h, req, NULL);
+		return;
+	}
+	if (hs_str_has_prefix(path, "/v1/migrations/incoming/")) {
+		handle_incoming(h, req, path + strlen("/v1/migrations/incoming/"));
+		return;
+	}
 	if (!strcmp(path, "/v1/templates")) {
 		api_templates(h, req, NULL);
 		return;
@@ -521,7 +654,22 @@ void api_handle(HttpRequest *req, void *userdata)
 		memcpy(name, rest, n);
 		name[n] = '\0';
 		if (slash && hs_str_has_prefix(slash, "/snapshots")) {
+			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
+			HsError err = {0};
+			if (vm && strcmp(m, "GET") && migrate_vm_check_idle(vm, &err) < 0) {
+				http_reply_hserror(req, &err);
+				return;
+			}
 			handle_snapshots(h, req, name, slash + strlen("/snapshots"));
+			return;
+		}
+		if (slash && hs_str_has_prefix(slash, "/migration/")) {
+			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
+			if (!vm)
+				http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
+			else
+				handle_migration(h, vm, req, "migration",
+						 slash + strlen("/migration/"));
 			return;
 		}
 		if (slash && slash[1]) {

@@ -177,6 +177,9 @@ static void usage(FILE *f)
 		   "  --pacing-timeout S  a start waits up to S s for memory (default 120)\n"
 		   "  --tcg-tb-size MiB   TCG translation buffer per TCG VM (default 16; 0:\n"
 		   "                      QEMU's default, up to 1 GiB, none of it mergeable)\n"
+		   "  --migration-address IP  incoming migrations listen on IP (default: the\n"
+		   "                      address each request names)\n"
+		   "  --migration-ports LO-HI  their TCP ports (default 49152-49215)\n"
 		   "  --cgroup-base PATH  VMs' cgroups go under PATH on the cgroup2 mount\n"
 		   "                      (default: hsd's delegated group, else \"hsd\")\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
@@ -202,6 +205,8 @@ static const struct option long_opts[] = {
 	{"pacing-timeout", required_argument, NULL, 'L'},
 	{"tcg-tb-size", required_argument, NULL, 'L'},
 	{"cgroup-base", required_argument, NULL, 'L'},
+	{"migration-address", required_argument, NULL, 'L'},
+	{"migration-ports", required_argument, NULL, 'L'},
 	{"no-seccomp", no_argument, NULL, 'L'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"version", no_argument, NULL, 'V'},
@@ -292,6 +297,10 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 	h->overcommit = o.overcommit;
 	h->pacing_timeout = o.pacing_timeout;
 	h->tcg_tb_size = (unsigned)o.tcg_tb_size;
+	free(h->migration_address);
+	h->migration_address = o.migration_address ? strdup(o.migration_address) : NULL;
+	h->migration_port_lo = o.migration_port_lo;
+	h->migration_port_hi = o.migration_port_hi;
 	hsd_log_level = o.verbose ? 7 : 6;
 	/* Allowed dirs: STATE/images stays first. */
 	while (h->allowed.n > 1)
@@ -310,7 +319,7 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 	sd_notify_msg("READY=1");
 	log_info("SIGHUP: reloaded %s: timeouts, overcommit, pacing, allowed dirs, KSM mode, "
-		 "verbosity (paths, socket, users, groups and seccomp need a restart)",
+		 "migration address and ports, verbosity (paths, socket, users, groups and seccomp need a restart)",
 		 cfg ? cfg : "(no config file)");
 	hsd_options_clear(&o);
 }
@@ -336,6 +345,9 @@ int main(int argc, char **argv)
 	h.overcommit = o.overcommit;
 	h.pacing_timeout = o.pacing_timeout;
 	h.tcg_tb_size = (unsigned)o.tcg_tb_size;
+	h.migration_address = o.migration_address ? strdup(o.migration_address) : NULL;
+	h.migration_port_lo = o.migration_port_lo;
+	h.migration_port_hi = o.migration_port_hi;
 	if (o.verbose)
 		hsd_log_level = 7;
 	h.state_dir = o.state_dir ? strdup(o.state_dir) : NULL;

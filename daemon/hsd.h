@@ -42,6 +42,7 @@ typedef struct VmStorage VmStorage;
 typedef struct Waiter Waiter;
 typedef struct ConsoleClient ConsoleClient;
 typedef struct EventSub EventSub;
+typedef struct Migration Migration;
 
 #define CONSOLE_RING_SIZE (64 * 1024)
 
@@ -88,6 +89,7 @@ struct Vm {
 	struct PlacementVm *placement; /* where its memory and CPUs are (while active); NULL: none */
 	unsigned cgroup_skipped; /* CG_* limits asked for that the host's cgroup v2 lacks */
 	struct VmStorage *storage; /* managed disks, snapshots (storage.c); NULL: none yet */
+	Migration *migration;      /* either side of a live migration (migrate.c); NULL: none */
 	ev_timer start_timer;
 	ev_timer stop_timer;
 	StopKind stop_kind;
@@ -161,6 +163,10 @@ struct Hsd {
 	CgroupHost cgroup;   /* valid when has_cgroup */
 	bool has_cgroup;
 	bool verbose;
+	/* Live migration, as destination: the address QEMU listens on when
+	 * the request names none, and the ports it may take. */
+	char *migration_address;
+	unsigned migration_port_lo, migration_port_hi;
 };
 
 /* Logging to stderr with journald priority prefixes. */
@@ -190,6 +196,8 @@ int vm_reboot(Vm *vm, VmDoneCb cb, void *ud, HsError *err);
 int vm_pause(Vm *vm, bool pause, VmDoneCb cb, void *ud, HsError *err);
 int vm_qmp_passthrough(Vm *vm, json_t *msg, QmpReplyCb cb, void *ud, HsError *err);
 json_t *vm_to_json(Vm *vm, bool with_spec);
+/* Sets and records the state (and tells the event stream). */
+void vm_set_state(Vm *vm, VmState state);
 /* Drop every pending callback of `ud` (its requester is gone). */
 void vm_forget_waiters(Hsd *h, void *ud);
 
@@ -271,7 +279,38 @@ void reply_or_defer(HttpRequest *req, Pending *p, int r, const HsError *err);
  * failure the request is answered and NULL returned. */
 json_t *body_json(HttpRequest *req, bool allow_empty);
 bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed);
+/* The members of j are among allowed (-EINVAL naming the first that is
+ * not). */
+int api_check_keys(json_t *j, const char *const *allowed, HsError *err);
 void method_not_allowed(HttpRequest *req, const char *allowed);
+
+/* Every file of the spec beneath an allowed directory (POST /v1/vms and
+ * incoming migrations). */
+int api_check_spec_files(Hsd *h, const VmSpec *spec, HsError *err);
+
+/* migrate.c: live migration (see the top of migrate.c). */
+/* Destination: POST /v1/migrations/incoming; answers req itself (201 with
+ * where to send once QEMU listens) unless it fails at once (< 0, err). */
+int migrate_incoming(Hsd *h, json_t *body, HttpRequest *req, HsError *err);
+int migrate_incoming_cancel(Hsd *h, const char *name, HsError *err);
+/* Source: POST /v1/vms/NAME/migrate (starts it), DELETE .../migration,
+ * POST .../migration/confirm (true: cb once QEMU is gone) or .../abort
+ * (false: cb at once, the guest resuming). */
+int migrate_start(Vm *vm, json_t *body, HsError *err);
+int migrate_cancel(Vm *vm, HsError *err);
+int migrate_finish(Vm *vm, bool confirm, VmDoneCb cb, void *ud, HsError *err);
+json_t *migrate_vm_json(Vm *vm);
+/* Hooks of vm.c: QMP events; QEMU gone (returns MIGRATE_EXIT_*); the VM
+ * loaded at hsd's start, and its QEMU re-adopted; the Vm freed. */
+enum { MIGRATE_EXIT_NONE, MIGRATE_EXIT_MIGRATED, MIGRATE_EXIT_INCOMING_FAILED };
+void migrate_vm_event(Vm *vm, const char *name, json_t *data);
+int migrate_vm_exited(Vm *vm);
+void migrate_vm_loaded(Vm *vm);
+void migrate_vm_adopted(Vm *vm);
+void migrate_vm_free(Vm *vm);
+bool migrate_vm_incoming(Vm *vm);
+/* Calls that would disturb a migration under way are refused (409). */
+int migrate_vm_check_idle(Vm *vm, HsError *err);
 
 /* api-storage.c: /v1/templates..., /v1/vms/NAME/snapshots... */
 void api_templates(Hsd *h, HttpRequest *req, const char *name);

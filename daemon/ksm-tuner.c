@@ -115,19 +115,12 @@ static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
 {
 	static const char *const keys[] = {"mode", "pages_to_scan", "sleep_millisecs", "max_cpu",
 					   NULL};
-	const char *key;
 	json_t *v;
 	KsmConfig c = *base;
 	if (!json_is_object(j))
 		return hs_error_set(err, -EINVAL, "invalid-request", "a JSON object is needed");
-	json_object_foreach (j, key, v) {
-		bool ok = false;
-		for (size_t i = 0; keys[i]; i++)
-			ok |= !strcmp(key, keys[i]);
-		if (!ok)
-			return hs_error_set(err, -EINVAL, "invalid-request", "unknown field '%s'",
-					    key);
-	}
+	if (api_check_keys(j, keys, err) < 0)
+		return -EINVAL;
 	v = json_object_get(j, "mode");
 	if (v && (!json_is_string(v) || ksm_mode_from_string(json_string_value(v), &c.mode) < 0))
 		return hs_error_set(err, -EINVAL, "invalid-request",

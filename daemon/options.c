@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "options.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <string.h>
 
@@ -14,6 +15,9 @@ void hsd_options_init(HsdOptions *o)
 		.overcommit = 3.0,
 		.pacing_timeout = 120,
 		.tcg_tb_size = 16,
+		/* libvirt's range: firewalls made for it fit */
+		.migration_port_lo = 49152,
+		.migration_port_hi = 49215,
 	};
 }
 
@@ -21,7 +25,7 @@ void hsd_options_clear(HsdOptions *o)
 {
 	char **strs[] = {&o->state_dir, &o->run_dir,	&o->socket,	 &o->qemu,
 			 &o->qemu_user, &o->api_group, &o->admin_group, &o->sysroot,
-			 &o->cgroup_base};
+			 &o->cgroup_base, &o->migration_address};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		free(*strs[i]);
 		*strs[i] = NULL;
@@ -91,6 +95,28 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 		return set_str(&o->api_group, key, value, false, err);
 	if (!strcmp(key, "admin-group"))
 		return set_str(&o->admin_group, key, value, false, err);
+	if (!strcmp(key, "migration-address")) {
+		unsigned char buf[16];
+		if (!value || (inet_pton(AF_INET, value, buf) != 1 &&
+			       inet_pton(AF_INET6, value, buf) != 1))
+			return hs_error_set(err, -EINVAL, "invalid-option",
+					    "migration-address: '%s' is not an IP address",
+					    value ? value : "");
+		return set_str(&o->migration_address, key, value, false, err);
+	}
+	if (!strcmp(key, "migration-ports")) {
+		unsigned lo, hi;
+		int n = 0;
+		if (!value || sscanf(value, "%u-%u%n", &lo, &hi, &n) != 2 || value[n] || lo < 1024 ||
+		    hi > 65535 || lo > hi)
+			return hs_error_set(err, -EINVAL, "invalid-option",
+					    "migration-ports: '%s' is not a port range LO-HI "
+					    "within 1024-65535",
+					    value ? value : "");
+		o->migration_port_lo = lo;
+		o->migration_port_hi = hi;
+		return 0;
+	}
 	if (!strcmp(key, "allowed-dir")) {
 		if (!value || value[0] != '/')
 			return hs_error_set(err, -EINVAL, "invalid-option",
@@ -185,7 +211,8 @@ bool hsd_option_reloadable(const char *key)
 {
 	static const char *const keys[] = {"stop-timeout", "qmp-timeout", "overcommit",
 					   "pacing-timeout", "allowed-dir", "ksm-mode",
-					   "verbose",	    "tcg-tb-size", NULL};
+					   "verbose",	    "tcg-tb-size", "migration-address",
+					   "migration-ports", NULL};
 	for (size_t i = 0; keys[i]; i++)
 		if (!strcmp(key, keys[i]))
 			return true;

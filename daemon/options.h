@@ -24,6 +24,10 @@ typedef struct HsdOptions {
 	bool ksm_mode_set; /* given in the file or on the command line */
 	double stop_timeout, qmp_timeout, overcommit, pacing_timeout;
 	double tcg_tb_size; /* MiB; 0: QEMU's default */
+	/* Incoming migrations: the address QEMU listens on (an IP literal)
+	 * when the request names none, and the TCP ports it may take. */
+	char *migration_address;
+	unsigned migration_port_lo, migration_port_hi;
 } HsdOptions;
 
 void hsd_options_init(HsdOptions *o);

@@ -2250,6 +2250,16 @@ int storage_vm_incoming(Vm *vm, StorageIncomingCb done)
 	return 1;
 }
 
+int storage_vm_disk_layers(Vm *vm, size_t disk)
+{
+	VmStorage *vs = vs_find(vm);
+	if (!vs || disk >= vs->disks.n_disks || !vs->disks.disks[disk].managed)
+		return 0;
+	const ManagedDisk *m = &vs->disks.disks[disk];
+	unsigned chain[64];
+	return disk_chain(m, m->top, chain, ARRAY_SIZE(chain));
+}
+
 bool storage_vm_has_incoming(Vm *vm)
 {
 	VmStorage *vs = vs_find(vm);

@@ -10,7 +10,8 @@ static const char *const state_names[_VM_STATE_MAX] = {
 	[VM_STATE_DEFINED] = "defined", [VM_STATE_STARTING] = "starting",
 	[VM_STATE_RUNNING] = "running", [VM_STATE_PAUSED] = "paused",
 	[VM_STATE_STOPPING] = "stopping", [VM_STATE_STOPPED] = "stopped",
-	[VM_STATE_CRASHED] = "crashed",
+	[VM_STATE_CRASHED] = "crashed", [VM_STATE_INCOMING] = "incoming",
+	[VM_STATE_MIGRATED] = "migrated",
 };
 
 const char *vm_state_to_string(VmState s)
@@ -70,26 +71,30 @@ static int write_json(int dirfd, const char *name, json_t *j)
 
 json_t *vm_status_to_json(const VmStatus *s)
 {
-	return json_pack("{s:s, s:i, s:f, s:f, s:s}", "state", vm_state_to_string(s->state), "pid",
-			 (int)s->pid, "started_at", s->started_at, "stopped_at", s->stopped_at,
-			 "exit_reason", s->exit_reason);
+	json_t *j = json_pack("{s:s, s:i, s:f, s:f, s:s}", "state", vm_state_to_string(s->state),
+			      "pid", (int)s->pid, "started_at", s->started_at, "stopped_at",
+			      s->stopped_at, "exit_reason", s->exit_reason);
+	if (j && s->migrated_to[0])
+		json_object_set_new(j, "migrated_to", json_string(s->migrated_to));
+	return j;
 }
 
 int vm_status_from_json(json_t *j, VmStatus *ret, HsError *err)
 {
-	const char *state = NULL, *reason = "";
+	const char *state = NULL, *reason = "", *to = "";
 	int pid = 0;
 	double started = 0, stopped = 0;
 	json_error_t je;
-	if (json_unpack_ex(j, &je, 0, "{s:s, s?i, s?F, s?F, s?s}", "state", &state, "pid", &pid,
-			   "started_at", &started, "stopped_at", &stopped, "exit_reason",
-			   &reason) < 0)
+	if (json_unpack_ex(j, &je, 0, "{s:s, s?i, s?F, s?F, s?s, s?s}", "state", &state, "pid",
+			   &pid, "started_at", &started, "stopped_at", &stopped, "exit_reason",
+			   &reason, "migrated_to", &to) < 0)
 		return hs_error_set(err, -EINVAL, "corrupt-state", "status: %s", je.text);
 	VmStatus s = {.pid = pid, .started_at = started, .stopped_at = stopped};
 	if (vm_state_from_string(state, &s.state) < 0)
 		return hs_error_set(err, -EINVAL, "corrupt-state", "status: unknown state '%s'",
 				    state);
 	snprintf(s.exit_reason, sizeof(s.exit_reason), "%s", reason);
+	snprintf(s.migrated_to, sizeof(s.migrated_to), "%s", to);
 	*ret = s;
 	return 0;
 }

@@ -18,6 +18,8 @@ typedef enum VmState {
 	VM_STATE_STOPPING,
 	VM_STATE_STOPPED,
 	VM_STATE_CRASHED,
+	VM_STATE_INCOMING, /* a migration's destination: QEMU receives the VM */
+	VM_STATE_MIGRATED, /* the record a VM that migrated away leaves */
 	_VM_STATE_MAX,
 } VmState;
 
@@ -27,7 +29,7 @@ int vm_state_from_string(const char *s, VmState *ret);
 static inline int vm_state_is_active(VmState s)
 {
 	return s == VM_STATE_STARTING || s == VM_STATE_RUNNING || s == VM_STATE_PAUSED ||
-	       s == VM_STATE_STOPPING;
+	       s == VM_STATE_STOPPING || s == VM_STATE_INCOMING;
 }
 
 typedef struct VmStatus {
@@ -36,6 +38,7 @@ typedef struct VmStatus {
 	double started_at;   /* wall clock of the last start, 0 if never */
 	double stopped_at;   /* wall clock of the last exit, 0 if none */
 	char exit_reason[256];
+	char migrated_to[256]; /* VM_STATE_MIGRATED: where it went */
 } VmStatus;
 
 typedef struct Store {

@@ -82,7 +82,7 @@ static int vm_save_status(Vm *vm)
 	return r;
 }
 
-static void vm_set_state(Vm *vm, VmState state)
+void vm_set_state(Vm *vm, VmState state)
 {
 	VmState old = vm->status.state;
 	if (old == state)
@@ -217,8 +217,22 @@ static void vm_exited(Vm *vm, const char *how)
 	VmState was = vm->status.state;
 	VmState next;
 	char reason[256];
+	char mig_error[256] = "";
+	json_t *mj = migrate_vm_json(vm);
+	if (mj)
+		snprintf(mig_error, sizeof(mig_error), "%s",
+			 json_string_value(json_object_get(mj, "error")) ?: "");
+	json_decref(mj);
+	int mig = migrate_vm_exited(vm);
 
-	if (vm->start_error[0]) {
+	if (mig == MIGRATE_EXIT_MIGRATED) {
+		next = VM_STATE_MIGRATED;
+		snprintf(reason, sizeof(reason), "migrated to %.200s", vm->status.migrated_to);
+	} else if (mig == MIGRATE_EXIT_INCOMING_FAILED) {
+		next = VM_STATE_STOPPED;
+		snprintf(reason, sizeof(reason), "incoming migration failed: %.200s",
+			 mig_error[0] ? mig_error : how);
+	} else if (vm->start_error[0]) {
 		next = VM_STATE_CRASHED;
 		snprintf(reason, sizeof(reason), "start failed: %s", vm->start_error);
 	} else if (vm->stop_kind == STOP_KILL) {
@@ -351,6 +365,8 @@ static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double se
 	} else if (!strcmp(name, "RESUME")) {
 		if (vm->status.state == VM_STATE_PAUSED)
 			vm_set_state(vm, VM_STATE_RUNNING);
+	} else if (!strcmp(name, "MIGRATION") || hs_str_has_prefix(name, "BLOCK_JOB_")) {
+		migrate_vm_event(vm, name, data);
 	}
 }
 
@@ -402,6 +418,9 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 	log_info("vm %s: re-adopted QEMU pid %d (QEMU says '%s')", vm->spec.name,
 		 (int)vm->status.pid, st);
 	storage_vm_adopted(vm);
+	migrate_vm_adopted(vm);
+	if (vm->status.state == VM_STATE_INCOMING)
+		return; /* the migration says what comes next */
 	/* Its vCPU threads known again (live pin changes move them), its
 	 * pins and cgroup sub-groups checked. */
 	HsError e;
@@ -635,6 +654,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 		return r;
 	static QemuDiskChain chains[VM_MAX_DISKS];
 	r = storage_vm_launch(vm, &fds, &launch, chains, err);
+	launch.incoming |= migrate_vm_incoming(vm);
 	if (r == 0)
 		r = vm_place(vm, &launch, err);
 	if (r < 0) {
@@ -860,6 +880,11 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 
 	if (vm->deleting)
 		return hs_error_set(err, -ENOENT, "not-found", "no VM named '%s'", vm->spec.name);
+	if (vm->status.state == VM_STATE_MIGRATED)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' migrated to %s: this is the record it left here (delete "
+				    "it, or migrate the VM back)",
+				    vm->spec.name, vm->status.migrated_to);
 	if (vm_state_is_active(vm->status.state) || vm->pacing)
 		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is already %s", vm->spec.name,
 				    vm->pacing ? "starting (waiting for memory)"
@@ -1075,6 +1100,9 @@ int vm_reboot(Vm *vm, VmDoneCb cb, void *ud, HsError *err)
 int vm_pause(Vm *vm, bool pause, VmDoneCb cb, void *ud, HsError *err)
 {
 	VmState want = pause ? VM_STATE_RUNNING : VM_STATE_PAUSED;
+	int r = migrate_vm_check_idle(vm, err);
+	if (r < 0)
+		return r;
 	if (vm->status.state != want) {
 		if (vm->status.state == (pause ? VM_STATE_PAUSED : VM_STATE_RUNNING))
 			return hs_error_set(err, -EALREADY, "conflict", "VM '%s' is already %s",
@@ -1138,6 +1166,7 @@ static void vm_free(Vm *vm)
 	hs_error_set(&err, -ECANCELED, "shutting-down", "hsd is shutting down");
 	waiters_complete(vm, WAIT_START, &err);
 	waiters_complete(vm, WAIT_EXIT, &err);
+	migrate_vm_free(vm);
 	/* Leave QEMU running: the next hsd adopts it. */
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
@@ -1293,6 +1322,7 @@ int vm_load(Hsd *h, VmSpec *spec, const VmStatus *status)
 	else
 		console_shrink(vm);
 	storage_vm_load(vm);
+	migrate_vm_loaded(vm);
 	return 0;
 }
 
@@ -1343,6 +1373,8 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_object_set_new(o, "stopped_at", json_real(vm->status.stopped_at));
 	if (vm->status.exit_reason[0])
 		json_object_set_new(o, "exit_reason", json_string(vm->status.exit_reason));
+	if (vm->status.state == VM_STATE_MIGRATED)
+		json_object_set_new(o, "migrated_to", json_string(vm->status.migrated_to));
 	if (with_spec) {
 		json_object_set_new(o, "qmp_connected", json_boolean(vm->qmp_ready));
 		json_object_set_new(o, "spec", vm_spec_to_json(&vm->spec));
@@ -1374,6 +1406,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 					    json_string(cgroup_controllers_format(vm->cgroup_skipped,
 										  names, sizeof(names))));
 		}
+		json_t *mj = migrate_vm_json(vm);
+		if (mj)
+			json_object_set_new(o, "migration", mj);
 		json_t *pl = active ? vm_placement_json(vm) : NULL;
 		if (pl)
 			json_object_set_new(o, "placement", pl);

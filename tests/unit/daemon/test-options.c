@@ -53,6 +53,23 @@ static void test_set(void **state)
 	assert_int_equal(hsd_option_set(&o, "colour", "blue", &err), -EINVAL);
 	assert_non_null(strstr(err.message, "unknown option 'colour'"));
 	assert_int_equal(hsd_option_set(&o, "qemu-user", "", &err), -EINVAL);
+
+	/* Incoming migrations: an IP literal, a port range. */
+	assert_int_equal(o.migration_port_lo, 49152);
+	assert_int_equal(o.migration_port_hi, 49215);
+	assert_int_equal(hsd_option_set(&o, "migration-address", "10.0.0.2", &err), 0);
+	assert_string_equal(o.migration_address, "10.0.0.2");
+	assert_int_equal(hsd_option_set(&o, "migration-address", "fd00::2", &err), 0);
+	assert_int_equal(hsd_option_set(&o, "migration-address", "host.example", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "not an IP address"));
+	assert_int_equal(hsd_option_set(&o, "migration-ports", "50000-50010", &err), 0);
+	assert_int_equal(o.migration_port_lo, 50000);
+	assert_int_equal(o.migration_port_hi, 50010);
+	assert_int_equal(hsd_option_set(&o, "migration-ports", "80-90", &err), -EINVAL);
+	assert_int_equal(hsd_option_set(&o, "migration-ports", "50010-50000", &err), -EINVAL);
+	assert_int_equal(hsd_option_set(&o, "migration-ports", "50000-", &err), -EINVAL);
+	assert_int_equal(hsd_option_set(&o, "migration-ports", "50000-70000", &err), -EINVAL);
+	assert_true(hsd_option_reloadable("migration-ports"));
 	hsd_options_clear(&o);
 }
 

@@ -574,6 +574,8 @@ static void test_state_strings(void **state)
 	assert_false(vm_state_is_active(VM_STATE_DEFINED));
 	assert_false(vm_state_is_active(VM_STATE_STOPPED));
 	assert_false(vm_state_is_active(VM_STATE_CRASHED));
+	assert_true(vm_state_is_active(VM_STATE_INCOMING));
+	assert_false(vm_state_is_active(VM_STATE_MIGRATED));
 }
 
 static void test_status_json(void **state)
@@ -586,6 +588,16 @@ static void test_status_json(void **state)
 	HsError err = {0};
 	assert_int_equal(vm_status_from_json(j, &b, &err), 0);
 	assert_status_equal(&a, &b);
+	assert_null(json_object_get(j, "migrated_to"));
+
+	/* The record a VM that migrated away leaves: where it went. */
+	VmStatus m = {.state = VM_STATE_MIGRATED, .stopped_at = 2.5};
+	snprintf(m.migrated_to, sizeof(m.migrated_to), "ssh://root@b/run/hsd/hsd.sock");
+	json_auto_t *jm = vm_status_to_json(&m);
+	assert_string_equal(json_string_value(json_object_get(jm, "state")), "migrated");
+	assert_int_equal(vm_status_from_json(jm, &b, &err), 0);
+	assert_int_equal(b.state, VM_STATE_MIGRATED);
+	assert_string_equal(b.migrated_to, "ssh://root@b/run/hsd/hsd.sock");
 
 	/* Optional members; integers where doubles go. */
 	json_auto_t *j2 = json_loads("{\"state\": \"stopped\", \"started_at\": 5}", 0, NULL);

@@ -1,0 +1,307 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Live migration between two hsd, each in a network namespace of its own
+joined by a veth pair (addresses only inside those namespaces): the real
+hsd, hsctl and QEMU with the test guest under TCG. The guest prints a
+counter every second; after a migration it goes on counting on the
+destination (no reboot: no second HS-GUEST-READY), its disk reads back what
+was written before, with shared storage (a path both see) and with copied
+storage (hsd's own disks, mirrored over NBD). Failures at every side leave
+the VM running on exactly one of them."""
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import HSCTL, kill_pid, pid_alive, wait_for
+
+MIB = 1 << 20
+
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True, timeout=30, capture_output=True)
+
+
+@pytest.fixture
+def hosts(hsd_factory, guest):
+    """Two namespaces A (10.a.b.1) and B (10.a.b.2) on a veth pair, an hsd
+    in each. Yields a dict with A, B (Hsd), their addresses, the veth names."""
+    tag = f"{os.getpid() % 10000}{int(time.monotonic() * 1000) % 1000}"
+    na, nb = f"hsm{tag}a", f"hsm{tag}b"
+    va, vb = f"hv{tag}a", f"hv{tag}b"
+    octet = os.getpid() % 200 + 20
+    aa, ab = f"10.{octet}.7.1", f"10.{octet}.7.2"
+    made = []
+    try:
+        for n in (na, nb):
+            ip("netns", "add", n)
+            made.append(n)
+        ip("link", "add", va, "type", "veth", "peer", "name", vb)
+        ip("link", "set", va, "netns", na)
+        ip("link", "set", vb, "netns", nb)
+        for n, v, a in ((na, va, aa), (nb, vb, ab)):
+            ip("-n", n, "addr", "add", f"{a}/24", "dev", v)
+            ip("-n", n, "link", "set", v, "up")
+            ip("-n", n, "link", "set", "lo", "up")
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        for n in made:
+            subprocess.run(["ip", "netns", "del", n], timeout=30)
+        pytest.skip(f"network namespaces are not usable here: {e}")
+    a = hsd_factory("A", ["--migration-address", aa], prefix=["ip", "netns", "exec", na])
+    b = hsd_factory("B", ["--migration-address", ab], prefix=["ip", "netns", "exec", nb])
+    yield {"A": a, "B": b, "addr": {"A": aa, "B": ab}, "ns": {"A": na, "B": nb},
+           "veth": {"A": va, "B": vb}}
+    # hsd_factory stops the hsd and QEMUs (by pid) after this.
+    for h in (a, b):
+        h.remember_qemu_pids()
+    for n in made:
+        subprocess.run(["ip", "netns", "del", n], timeout=30)
+
+
+def spec(guest, name, disk, memory=192, append=""):
+    return {"name": name, "memory_mib": memory, "accel": "tcg", "kernel": guest["kernel"],
+            "initrd": guest["initrd"], "cmdline": f"console=ttyS0 hs.counter {append}".strip(),
+            "disks": [disk]}
+
+
+def guest_run(h, name, cmd, tag, timeout=60):
+    r = h.hsctl("console", name, "--no-replay", "--wait-for", f"HSQ-{tag}-done", "--timeout",
+                str(timeout), input=f"{cmd}; echo HSQ-{tag}-don$(echo e)\n",
+                timeout=timeout + 10)
+    assert r.returncode == 0, f"{cmd}: {r.stderr}{r.stdout[-1500:]}"
+    return r.stdout
+
+
+def counter(h, name, timeout=20):
+    """The guest's counter: the last whole "hs-counter N" line of its
+    console log, once a new one has come (the guest runs)."""
+    def last():
+        found = re.findall(r"hs-counter (\d+)\r?\n", console_log(h, name))
+        return int(found[-1]) if found else None
+    first = last()
+    return wait_for(lambda: last() if last() != first else None, timeout,
+                    f"{name}'s counter to move")
+
+
+def write_marker(h, name, text):
+    guest_run(h, name, f"echo {text} | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null",
+              "w")
+
+
+def read_marker(h, name):
+    out = guest_run(h, name, "echo M=$(dd if=/dev/vda bs=512 skip=100 count=1 2>/dev/null "
+                             "| head -n 1 | tr -dc A-Za-z0-9-)", "r")
+    return re.findall(r"^M=(\S*)", out, re.M)[-1]
+
+
+def migrate(src, dst, name, *args, timeout=180):
+    return subprocess.run([str(HSCTL), "--socket", src.socket, "migrate", name, "--to",
+                           dst.socket, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def console_log(h, name):
+    try:
+        return (h.state_dir / "vms" / name / "console.log").read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def assert_moved(src, dst, name, before):
+    """The VM left src (a record saying where) and runs on dst, counting on
+    from `before` without a reboot."""
+    vm = src.vm(name)
+    assert vm["state"] == "migrated" and vm["migrated_to"] == dst.socket, vm
+    assert dst.state(name) == "running"
+    after = counter(dst, name)
+    assert after > before, (before, after)
+    assert "HS-GUEST-READY" not in console_log(dst, name), "the guest rebooted"
+
+
+def test_migrate_shared_and_back(hosts, guest, tmp_path):
+    a, b = hosts["A"], hosts["B"]
+    disk = tmp_path / "shared.raw"
+    with open(disk, "wb") as f:
+        f.truncate(64 * MIB)
+    a.json("POST", "/v1/vms", spec(guest, "sh", {"path": str(disk), "format": "raw"}))
+    a.json("POST", "/v1/vms/sh/start", timeout=120)
+    a.console_wait("sh", "hs-counter 2")
+    write_marker(a, "sh", "HSMIG-shared")
+    before = counter(a, "sh")
+    r = migrate(a, b, "sh")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert re.search(r"sh: migrated to \S+ in [\d.]+ s \(downtime \d+ ms", r.stdout), r.stdout
+    assert_moved(a, b, "sh", before)
+    assert read_marker(b, "sh") == "HSMIG-shared"
+    print(r.stdout.strip())
+    # Back to A (its record of the departure is replaced), then 10 round
+    # trips in all: each lands, the counter never restarts.
+    for i in range(10):
+        src, dst = (b, a) if i % 2 == 0 else (a, b)
+        before = counter(src, "sh")
+        r = migrate(src, dst, "sh")
+        assert r.returncode == 0, f"round {i}: {r.stderr}{r.stdout}"
+        assert_moved(src, dst, "sh", before)
+    # Eleven hops from A: B runs it, A has the record.
+    assert b.state("sh") == "running" and a.state("sh") == "migrated"
+    assert read_marker(b, "sh") == "HSMIG-shared"
+    b.json("POST", "/v1/vms/sh/kill", timeout=60)
+
+
+def test_migrate_copy_storage(hosts, guest):
+    a, b = hosts["A"], hosts["B"]
+    a.json("POST", "/v1/vms", spec(guest, "cp", {"size": "64M"}))
+    a.json("POST", "/v1/vms/cp/start", timeout=120)
+    a.console_wait("cp", "hs-counter 2")
+    write_marker(a, "cp", "HSMIG-copied")
+    before = counter(a, "cp")
+    r = migrate(a, b, "cp")  # hsd's own disks: storage copy by default
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert_moved(a, b, "cp", before)
+    assert read_marker(b, "cp") == "HSMIG-copied"
+    # The disk lives on B now (its own layer file), written there.
+    assert list((b.state_dir / "vms" / "cp" / "layers").glob("*.qcow2"))
+    write_marker(b, "cp", "HSMIG-onB")
+    r = migrate(b, a, "cp")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert read_marker(a, "cp") == "HSMIG-onB"
+    # Shared storage cannot move hsd's own disks: said before anything.
+    r = migrate(a, b, "cp", "--storage", "shared")
+    assert r.returncode == 1 and "copy" in r.stderr, r.stderr
+    assert a.state("cp") == "running"
+    a.json("POST", "/v1/vms/cp/kill", timeout=60)
+
+
+def slow_migration(src, dst, name, bandwidth="4M"):
+    """hsctl migrate in the background, throttled so that it lasts."""
+    p = subprocess.Popen([str(HSCTL), "--socket", src.socket, "migrate", name, "--to",
+                          dst.socket, "--bandwidth", bandwidth], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (src.vm(name).get("migration") or {}).get("phase") == "active", 30,
+             "the migration to be under way")
+    return p
+
+
+def finish(p, timeout=120):
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_pid(p.pid)
+        raise
+    return p.returncode, out, err
+
+
+def only_on(h, other, name, before):
+    """The VM runs on h and not on other, counting on."""
+    assert h.state(name) == "running"
+    wait_for(lambda: other.get(f"/v1/vms/{name}")[0] == 404 or
+             other.state(name) in ("migrated",), 30, f"{name} to be gone from the other side")
+    assert counter(h, name) > before
+
+
+def test_migration_failures(hosts, guest):
+    a, b = hosts["A"], hosts["B"]
+    # 96 MiB of the guest's RAM filled with a pattern: at 4 MiB/s the
+    # transfer takes half a minute, time for every failure below.
+    a.json("POST", "/v1/vms", spec(guest, "ff", {"size": "64M"}, memory=256,
+                                   append="hs.fill=96"))
+    a.json("POST", "/v1/vms/ff/start", timeout=120)
+    a.console_wait("ff", "HS-GUEST-FILLED 96", timeout=120)
+    before = counter(a, "ff")
+
+    # 1. The destination's QEMU dies mid-transfer.
+    p = slow_migration(a, b, "ff")
+    qemu_b = b.vm("ff")["pid"]
+    b.qemu_pids.add(qemu_b)
+    os.kill(qemu_b, signal.SIGKILL)
+    rc, out, err = finish(p)
+    assert rc == 1 and "stays here" in err, (rc, out, err)
+    only_on(a, b, "ff", before)
+
+    # 2. Cancelled by hand (hsctl migrate --cancel on the source).
+    before = counter(a, "ff")
+    p = slow_migration(a, b, "ff")
+    r = a.hsctl("migrate", "ff", "--cancel")
+    assert r.returncode == 0, r.stderr
+    rc, out, err = finish(p)
+    assert rc == 1 and "cancelled" in err, (rc, out, err)
+    only_on(a, b, "ff", before)
+
+    # 3. The link cut mid-transfer, then cancelled: still on A.
+    before = counter(a, "ff")
+    p = slow_migration(a, b, "ff")
+    ip("-n", hosts["ns"]["A"], "link", "set", hosts["veth"]["A"], "down")
+    try:
+        time.sleep(1)
+        r = a.hsctl("migrate", "ff", "--cancel")
+        assert r.returncode == 0, r.stderr
+        rc, out, err = finish(p)
+        assert rc == 1, (rc, out, err)
+    finally:
+        ip("-n", hosts["ns"]["A"], "link", "set", hosts["veth"]["A"], "up")
+    only_on(a, b, "ff", before)
+
+    # 4. kill -9 of the source hsd mid-transfer: hsctl loses the source and
+    # cancels the destination; the source QEMU (still running without
+    # hsd) takes the guest back; the restarted hsd finds it running.
+    before = counter(a, "ff")
+    p = slow_migration(a, b, "ff")
+    qemu_a = a.vm("ff")["pid"]
+    a.kill9()
+    rc, out, err = finish(p)
+    assert rc != 0, (rc, out, err)
+    a.start()
+    def settled():
+        vm = a.vm("ff")
+        return vm["state"] == "running" and (vm.get("migration") or {}).get("phase") in (
+            None, "failed", "cancelled")
+    wait_for(settled, 60, "the source to settle: running, the migration failed")
+    assert a.vm("ff")["pid"] == qemu_a
+    only_on(a, b, "ff", before)
+
+    # 5. kill -9 of the destination hsd mid-transfer: its QEMU goes on
+    # receiving; the restarted hsd finds the VM arrived, resumes it, and
+    # hsctl (waiting for it) confirms on the source.
+    before = counter(a, "ff")
+    p = slow_migration(a, b, "ff", bandwidth="16M")
+    b.kill9()
+    time.sleep(2)
+    b.start()
+    rc, out, err = finish(p, timeout=180)
+    assert rc == 0, (rc, out, err)
+    wait_for(lambda: a.state("ff") == "migrated", 30, "the source's record")
+    assert b.state("ff") == "running"
+    assert counter(b, "ff") > before
+    b.json("POST", "/v1/vms/ff/kill", timeout=60)
+
+
+def test_migration_bad_input(hosts, guest):
+    a, b = hosts["A"], hosts["B"]
+    a.json("POST", "/v1/vms", spec(guest, "bi", {"size": "64M"}))
+    # Not running: refused by the source.
+    code, body, _ = a.request("POST", "/v1/vms/bi/migrate", {"uri": "tcp:10.0.0.1:49152"})
+    assert code == 409, body
+    a.json("POST", "/v1/vms/bi/start", timeout=120)
+    for bad, what in (({"uri": "file:/x"}, "uri"), ({"uri": "tcp:1.2.3.4:5", "storage": "nfs"},
+                                                     "storage"),
+                      ({"uri": "tcp:1.2.3.4:5", "downtime_ms": 0}, "downtime_ms"),
+                      ({"uri": "tcp:1.2.3.4:5", "storage": "copy"}, "nbd"),
+                      ({"uri": "tcp:1.2.3.4:5", "colour": 1}, "colour")):
+        code, body, _ = a.request("POST", "/v1/vms/bi/migrate", bad)
+        assert code == 400 and what in body["error"]["message"], (bad, body)
+    # Destination: a name that is taken, a spec that is not one.
+    b.json("POST", "/v1/vms", spec(guest, "bi", {"size": "64M"}))
+    r = migrate(a, b, "bi")
+    assert r.returncode == 1 and "is here already" in r.stderr, r.stderr
+    code, body, _ = b.request("POST", "/v1/migrations/incoming", {"spec": {"name": "x"}})
+    assert code == 400, body
+    code, body, _ = b.request("DELETE", "/v1/migrations/incoming/nothing")
+    assert code == 404, body
+    r = a.hsctl("migrate", "bi", "--confirm")
+    assert r.returncode == 1 and "no completed migration" in r.stderr, r.stderr
+    r = a.hsctl("migrate", "bi")
+    assert r.returncode == 2 and "--to" in r.stderr, r.stderr
+    assert a.state("bi") == "running"
+    a.json("POST", "/v1/vms/bi/kill", timeout=60)
