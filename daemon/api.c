@@ -134,6 +134,11 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		http_reply_hserror(req, &err);
 		return;
 	}
+	if (vm_check_host_hugepages(h, &spec, &err) < 0) {
+		vm_spec_clear(&spec);
+		http_reply_hserror(req, &err);
+		return;
+	}
 	/* Every file must be reachable beneath an allowed directory. */
 	const char *paths[2 + VM_MAX_DISKS];
 	const char *fields[2 + VM_MAX_DISKS];

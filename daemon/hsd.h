@@ -213,6 +213,8 @@ int pinning_apply(Vm *vm, const VmSpec *spec, HsError *err);
 
 /* placement.c (daemon side): host NUMA node(s) for a VM being started. */
 int vm_place(Vm *vm, QemuLaunch *launch, HsError *err);
+/* At create: a spec with "hugepages" names a size the host has. */
+int vm_check_host_hugepages(Hsd *h, const VmSpec *spec, HsError *err);
 void vm_unplace(Vm *vm);
 json_t *vm_placement_json(Vm *vm);
 
