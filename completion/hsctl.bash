@@ -156,6 +156,7 @@ _hsctl()
 			argopts='--memory --cpus --accel --machine --cpu-model --kernel --initrd --append'
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
 			argopts+=' --ssh-key --hostname --balloon --vcpu-pin --emulator-pin --numa-node'
+			argopts+=' --hugepages'
 			flags='--no-mem-merge'
 			repeat=' --disk --nic --vcpu-pin '
 			;;
@@ -221,6 +222,7 @@ _hsctl()
 				fi
 				;;
 			--format) cand=(qcow2 raw) ;;
+			--hugepages) cand=(2M 1G) ;;
 			--kernel | --initrd | --from | --cloud-init | --network-config | --ssh-key) files=1 ;;
 			--disk) [[ $cmd == create ]] && files=1 ;; # template from-vm, set: an index
 			--template)
