@@ -232,7 +232,7 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	 * host node; a VM on one node is one cell. */
 	for (size_t i = 0; i < l->n_numa_cells; i++) {
 		const QemuNumaCell *c = &l->numa_cells[i];
-		char id[16];
+		char id[32];
 		snprintf(id, sizeof(id), "hs-ram%zu", i);
 		add2(&a, "-object", ram_backend_object(s, id, c->mem_mib, (int)c->host_node));
 		if (c->n_vcpus)

@@ -385,6 +385,8 @@ def test_hugepages_backing(hsd, guest, hugepages_2m):
     argv = b" ".join(open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")).decode()
     assert "memory-backend-memfd,hugetlb=on,hugetlbsize=2097152,prealloc=on,id=hs-ram" in argv
     assert "memory-backend=hs-ram" in argv
+    if h.json("GET", "/v1/host")["qemu"]["sandbox"]:
+        assert "-sandbox on," in argv  # QEMU's seccomp filter lets it take the pages
     h.console_wait("hp", "HS-GUEST-READY", timeout=120)
     # The guest's RAM: 64 pages of this VM, taken from the pool.
     assert hugetlb_kib(pid) == 128 * 1024
