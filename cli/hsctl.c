@@ -15,7 +15,7 @@ static void usage(FILE *f)
 	      "\n"
 	      "Commands:\n"
 	      "  version                     hsctl's and hsd's versions\n"
-	      "  host                        QEMU, KVM, CPU, memory, NUMA, KSM\n"
+	      "  host                        QEMU, KVM, CPU, memory, NUMA, huge pages, KSM\n"
 	      "  list                        all VMs\n"
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
