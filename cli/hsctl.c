@@ -15,7 +15,7 @@ static void usage(FILE *f)
 	      "\n"
 	      "Commands:\n"
 	      "  version                     hsctl's and hsd's versions\n"
-	      "  host                        QEMU, KVM, CPU, memory, NUMA, KSM\n"
+	      "  host                        QEMU, KVM, CPU, memory, NUMA, huge pages, KSM\n"
 	      "  list                        all VMs\n"
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
@@ -26,8 +26,8 @@ static void usage(FILE *f)
 	      "              [--cloud-init FILE] [--network-config FILE]\n"
 	      "              [--ssh-key FILE] [--hostname H]\n"
 	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
-	      "              [--numa-node N] [--cpu-max PCT] [--cpu-weight N]\n"
-	      "              [--memory-overhead SIZE] [--pids-max N]\n"
+	      "              [--numa-node N] [--hugepages 2M|1G] [--cpu-max PCT]\n"
+	      "              [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n"
 	      "  set NAME [--balloon SIZE] [--disk N] [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
 	      "           [--bps-read-max RATE] [--bps-write-max RATE] [--bps-total-max RATE]\n"
@@ -182,6 +182,25 @@ static int cmd_version(Ctl *ctl, int argc, char **argv)
 	return r;
 }
 
+/* The host's huge page pools: "2M: 80 total, 16 free, 0 reserved, 64 for
+ * hsd's VMs". */
+static void print_hugepages(json_t *pools)
+{
+	size_t i;
+	json_t *p;
+	if (!json_array_size(pools)) {
+		printf("Huge pages: none\n");
+		return;
+	}
+	json_array_foreach (pools, i, p)
+		printf("%s %s: %lld total, %lld free, %lld reserved, %lld in hsd's VMs\n",
+		       i ? "           " : "Huge pages:", json_string_value(json_object_get(p, "size")),
+		       json_integer_value(json_object_get(p, "total")),
+		       json_integer_value(json_object_get(p, "free")),
+		       json_integer_value(json_object_get(p, "reserved")),
+		       json_integer_value(json_object_get(p, "vm_pages")));
+}
+
 static int cmd_host(Ctl *ctl, int argc, char **argv)
 {
 	if (argc != 1) {
@@ -238,6 +257,7 @@ static int cmd_host(Ctl *ctl, int argc, char **argv)
 		printf("  node %lld:   %lld CPUs, %s\n", json_integer_value(json_object_get(node, "id")),
 		       json_integer_value(json_object_get(node, "cpus")), nm);
 	}
+	print_hugepages(json_object_get(j, "hugepages"));
 	if (!json_is_true(json_object_get(ksm, "present"))) {
 		printf("KSM:        not available in this kernel\n");
 	} else {
@@ -375,8 +395,16 @@ static void print_vm(json_t *vm)
 	if (spec) {
 		printf("vCPUs:       %lld\n", json_integer_value(json_object_get(spec, "cpus")));
 		ctl_print_placement(vm);
-		printf("Memory:      %lld MiB\n",
-		       json_integer_value(json_object_get(spec, "memory_mib")));
+		const char *hp = json_string_value(json_object_get(spec, "hugepages"));
+		printf("Memory:      %lld MiB%s%s%s\n",
+		       json_integer_value(json_object_get(spec, "memory_mib")),
+		       hp ? " on huge pages of " : "", hp ? hp : "", hp ? " (hugetlb)" : "");
+		json_t *ksm = json_object_get(vm, "ksm");
+		if (json_is_true(json_object_get(ksm, "merges")))
+			printf("KSM:         may merge guest RAM\n");
+		else if (ksm)
+			printf("KSM:         does not apply: %s\n",
+			       json_string_value(json_object_get(ksm, "reason")));
 		print_balloon(vm, spec);
 		printf("Accel:       %s\n", json_string_value(json_object_get(spec, "accel")));
 		printf("Machine:     %s\n", json_string_value(json_object_get(spec, "machine")));
@@ -587,6 +615,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"vcpu-pin", required_argument, NULL, 'P'},
 		{"emulator-pin", required_argument, NULL, 'E'},
 		{"numa-node", required_argument, NULL, 'N'},
+		{"hugepages", required_argument, NULL, 'G'},
 	};
 	struct option opts[ARRAY_SIZE(base_opts) + CTL_N_RESOURCE_OPTS + 1] = {0};
 	memcpy(opts, base_opts, sizeof(base_opts));
@@ -724,6 +753,10 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 				goto usage;
 			json_object_set_new(spec, "numa_node", json_integer((json_int_t)v));
 			break;
+		case 'G':
+			/* As given: hsd checks the size and that the host has it. */
+			json_object_set_new(spec, "hugepages", json_string(optarg));
+			break;
 		case 'f':
 			break;
 		default:
@@ -792,7 +825,8 @@ usage:
 	      "[--nic user|none|bridge:BR]... [--from FILE] [--cloud-init FILE] "
 	      "[--network-config FILE] [--ssh-key FILE] [--hostname H] "
 	      "[--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--numa-node N] "
-	      "[--cpu-max PCT] [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n",
+	      "[--hugepages 2M|1G] [--cpu-max PCT] [--cpu-weight N] [--memory-overhead SIZE] "
+	      "[--pids-max N]\n",
 	      stderr);
 	return EXIT_USAGE;
 }
@@ -1070,7 +1104,10 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		ctl_fmt_bytes(json_number_value(json_object_get(vm, "merging_bytes")), mb,
 			      sizeof(mb));
 		printf("%-24s %-9s %12s\n", json_string_value(json_object_get(vm, "name")),
-		       json_is_true(json_object_get(vm, "mem_merge")) ? "on" : "off", mb);
+		       json_object_get(vm, "guest_ram_not_merged")	  ? "off"
+		       : json_is_true(json_object_get(vm, "mem_merge")) ? "on"
+									  : "off",
+		       mb);
 	}
 	return 0;
 }

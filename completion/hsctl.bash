@@ -157,6 +157,7 @@ _hsctl()
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
 			argopts+=' --ssh-key --hostname --balloon --vcpu-pin --emulator-pin --numa-node'
 			argopts+=' --cpu-max --cpu-weight --memory-overhead --pids-max'
+			argopts+=' --hugepages'
 			flags='--no-mem-merge'
 			repeat=' --disk --nic --vcpu-pin '
 			;;
@@ -223,6 +224,7 @@ _hsctl()
 				fi
 				;;
 			--format) cand=(qcow2 raw) ;;
+			--hugepages) cand=(2M 1G) ;;
 			--kernel | --initrd | --from | --cloud-init | --network-config | --ssh-key) files=1 ;;
 			--disk) [[ $cmd == create ]] && files=1 ;; # template from-vm, set: an index
 			--template)

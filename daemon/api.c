@@ -168,7 +168,8 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		http_reply_hserror(req, &err);
 		return;
 	}
-	if (api_check_spec_files(h, &spec, &err) < 0) {
+	if (vm_check_host_hugepages(h, &spec, &err) < 0 ||
+	    api_check_spec_files(h, &spec, &err) < 0) {
 		vm_spec_clear(&spec);
 		http_reply_hserror(req, &err);
 		return;

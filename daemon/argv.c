@@ -168,6 +168,23 @@ static void add_chain(Argv *a, size_t disk, const QemuDiskChain *c, bool readonl
 	}
 }
 
+/* A backend of guest RAM (-object): ordinary RAM, or with huge pages an
+ * anonymous hugetlb memfd (no hugetlbfs mount needed) whose pages QEMU
+ * takes at start (prealloc: a short pool fails the start, not the running
+ * guest); bound to host_node when >= 0. The one place that picks the
+ * type, for the machine's single backend and for NUMA cells alike. */
+static char *ram_backend_object(const VmSpec *s, const char *id, uint64_t mib, int host_node)
+{
+	char type[96] = "memory-backend-ram", bind[48] = "";
+	if (s->hugepage_size)
+		snprintf(type, sizeof(type),
+			 "memory-backend-memfd,hugetlb=on,hugetlbsize=%" PRIu64 ",prealloc=on",
+			 s->hugepage_size);
+	if (host_node >= 0)
+		snprintf(bind, sizeof(bind), ",host-nodes=%d,policy=bind", host_node);
+	return hs_strdup_printf("%s,id=%s,size=%" PRIu64 "M%s", type, id, mib, bind);
+}
+
 int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 {
 	Argv a = {0};
@@ -190,8 +207,11 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	add(&a, "-no-shutdown");
 	/* mem-merge=off: this guest's RAM is not offered to KSM (tenants that
 	 * want it for side-channel reasons). */
+	/* Huge pages without NUMA cells: the machine's RAM is one backend. */
+	bool ram_backend = s->hugepage_size && !l->n_numa_cells;
 	add2(&a, "-machine",
-	     hs_strdup_printf("%s%s", machine, s->no_mem_merge ? ",mem-merge=off" : ""));
+	     hs_strdup_printf("%s%s%s", machine, s->no_mem_merge ? ",mem-merge=off" : "",
+			      ram_backend ? ",memory-backend=hs-ram" : ""));
 	/* TCG's translation buffer is guest-independent memory that KSM can
 	 * never merge (QEMU's default reserves up to 1 GiB, ~50 MiB used by a
 	 * small guest): a bounded one is the biggest per-VM saving for dense
@@ -206,14 +226,15 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	if (s->cpu_model)
 		add2(&a, "-cpu", strdup(s->cpu_model));
 	add2(&a, "-m", hs_strdup_printf("%" PRIu64 "M", s->memory_mib));
+	if (ram_backend)
+		add2(&a, "-object", ram_backend_object(s, "hs-ram", s->memory_mib, -1));
 	/* NUMA placement: guest RAM in one backend per cell, bound to its
 	 * host node; a VM on one node is one cell. */
 	for (size_t i = 0; i < l->n_numa_cells; i++) {
 		const QemuNumaCell *c = &l->numa_cells[i];
-		add2(&a, "-object",
-		     hs_strdup_printf("memory-backend-ram,id=hs-ram%zu,size=%" PRIu64 "M,"
-				      "host-nodes=%u,policy=bind",
-				      i, c->mem_mib, c->host_node));
+		char id[32];
+		snprintf(id, sizeof(id), "hs-ram%zu", i);
+		add2(&a, "-object", ram_backend_object(s, id, c->mem_mib, (int)c->host_node));
 		if (c->n_vcpus)
 			add2(&a, "-numa",
 			     hs_strdup_printf("node,nodeid=%zu,memdev=hs-ram%zu,cpus=%u-%u", i, i,
@@ -332,7 +353,10 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	/* Every guest has a balloon: hsd can take memory back (hsctl set
 	 * --balloon), and free page reporting hands pages the guest frees back
 	 * to the host as it goes. */
-	add2(&a, "-device", strdup("virtio-balloon-pci,id=balloon0,free-page-reporting=on"));
+	/* Not with huge pages: what the guest reports free would go back to
+	 * the host's pool as whole huge pages, for any other VM to take. */
+	add2(&a, "-device", hs_strdup_printf("virtio-balloon-pci,id=balloon0,free-page-reporting=%s",
+					     s->hugepage_size ? "off" : "on"));
 
 	for (size_t i = 0; i < s->n_nics; i++) {
 		const VmNic *n = &s->nics[i];

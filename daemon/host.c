@@ -169,6 +169,32 @@ void host_probe(HostInfo *host, const char *qemu_binary)
 	host_refresh(host);
 }
 
+/* Huge page pools, by size: the host's (with h: its reservations, and the
+ * pages hsd's active VMs are backed by) or a node's. */
+static json_t *hugepage_pools_json(const NumaHugepages *pools, unsigned n, Hsd *h)
+{
+	json_t *a = json_array();
+	for (unsigned i = 0; i < n && i < NUMA_MAX_HUGEPAGE_SIZES; i++) {
+		const NumaHugepages *p = &pools[i];
+		char sz[16];
+		json_t *o = json_pack("{s:s, s:I, s:I, s:I}", "size",
+				      vm_hugepages_to_string(p->size, sz, sizeof(sz)), "size_bytes",
+				      (json_int_t)p->size, "total", (json_int_t)p->nr, "free",
+				      (json_int_t)p->free);
+		if (h) {
+			uint64_t vm_pages = 0;
+			for (Vm *vm = h->vms; vm; vm = vm->next)
+				if (vm_state_is_active(vm->status.state) &&
+				    vm->spec.hugepage_size == p->size)
+					vm_pages += (vm->spec.memory_mib << 20) / p->size;
+			json_object_set_new(o, "reserved", json_integer((json_int_t)p->resv));
+			json_object_set_new(o, "vm_pages", json_integer((json_int_t)vm_pages));
+		}
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
 json_t *host_to_json(const HostInfo *host, Hsd *h)
 {
 	unsigned counts[_VM_STATE_MAX] = {0};
@@ -185,10 +211,12 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 	json_t *nodes = json_array();
 	for (unsigned i = 0; i < host->numa.n_nodes; i++) {
 		const NumaNode *n = &host->numa.nodes[i];
-		json_array_append_new(nodes, json_pack("{s:i, s:i, s:I, s:I}", "id", (int)n->id,
-						       "cpus", (int)n->n_cpus, "memory_bytes",
-						       (json_int_t)n->mem_total, "free_bytes",
-						       (json_int_t)n->mem_free));
+		json_t *node = json_pack("{s:i, s:i, s:I, s:I}", "id", (int)n->id, "cpus",
+					 (int)n->n_cpus, "memory_bytes", (json_int_t)n->mem_total,
+					 "free_bytes", (json_int_t)n->mem_free);
+		json_object_set_new(node, "hugepages",
+				    hugepage_pools_json(n->hugepages, n->n_hugepage_sizes, NULL));
+		json_array_append_new(nodes, node);
 	}
 	uint64_t committed = 0;
 	for (Vm *vm = h->vms; vm; vm = vm->next)
@@ -236,5 +264,7 @@ json_t *host_to_json(const HostInfo *host, Hsd *h)
 			 h->state_dir, "run_dir", h->run_dir, "socket", h->socket_path,
 			 "allowed_dirs", allowed);
 	json_object_set_new(out, "cgroup", cgroup);
+	json_object_set_new(out, "hugepages",
+			    hugepage_pools_json(host->numa.hugepages, host->numa.n_hugepage_sizes, h));
 	return out;
 }

@@ -224,6 +224,8 @@ void pinning_place_threads(Vm *vm, const VmSpec *spec);
 
 /* placement.c (daemon side): host NUMA node(s) for a VM being started. */
 int vm_place(Vm *vm, QemuLaunch *launch, HsError *err);
+/* At create: a spec with "hugepages" names a size the host has. */
+int vm_check_host_hugepages(Hsd *h, const VmSpec *spec, HsError *err);
 void vm_unplace(Vm *vm);
 /* A re-adopted VM's placement, as its start recorded it. */
 int vm_placement_load(Vm *vm);

@@ -228,6 +228,10 @@ json_t *ksm_tuner_to_json(Hsd *h)
 				      (json_int_t)(p.merging_pages * (uint64_t)page));
 		if (p.has_profit)
 			json_object_set_new(o, "profit_bytes", json_integer(p.profit));
+		/* QEMU's own memory may still be merged; the guest's RAM not. */
+		const char *why = vm_spec_ksm_excluded(&vm->spec);
+		if (why)
+			json_object_set_new(o, "guest_ram_not_merged", json_string(why));
 		json_array_append_new(vms, o);
 	}
 	json_t *stats = json_pack(

@@ -147,7 +147,16 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 	static const char *const keys[] = {"balloon_mib", "disks", "cpu_pinning", "resources",
 					   NULL};
 	json_auto_t *j = body_json(req, false);
-	if (!j || !body_keys_ok(req, j, keys))
+	if (!j)
+		return;
+	if (json_object_get(j, "hugepages")) {
+		http_reply_error(req, 400, "invalid-request",
+				 "hugepages: cannot change on a defined VM: QEMU sets up the "
+				 "guest RAM's backing when it starts and cannot swap it; define a "
+				 "new VM with the huge page size wanted");
+		return;
+	}
+	if (!body_keys_ok(req, j, keys))
 		return;
 	HsError err = {0};
 	PatchCtx *c = calloc(1, sizeof(*c));
@@ -170,6 +179,10 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		c->spec.balloon_mib = (uint64_t)json_integer_value(bal);
 		if (c->spec.balloon_mib == vm->spec.memory_mib)
 			c->spec.balloon_mib = 0;
+		if (c->spec.balloon_mib && vm->spec.hugepage_size) {
+			http_reply_error(req, 400, "invalid-spec", VM_BALLOON_HUGEPAGES_ERROR);
+			goto fail;
+		}
 	}
 	if (disks) {
 		if (!json_is_array(disks) || json_array_size(disks) > vm->spec.n_disks) {

@@ -45,26 +45,19 @@ static void placement_save(Vm *vm)
 			    vm->spec.name, strerror(-r));
 }
 
-int vm_place(Vm *vm, QemuLaunch *l, HsError *err)
+/* The API error code of a start the huge page pools cannot back. */
+#define HUGEPAGES_ERROR "no-hugepages"
+
+/* One node or a spread, from the policy; fills the launch's cells. */
+static int place_on_nodes(Vm *vm, const NumaTopology *topo, QemuLaunch *l, HsError *err)
 {
 	Hsd *h = vm->hsd;
-	l->n_numa_cells = 0;
-	vm_unplace(vm);
-	NumaTopology *topo = malloc(sizeof(*topo));
-	if (!topo)
-		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
-	int r = numa_read_topology(h->host.rootfd, topo);
-	if (r < 0 || (topo->n_nodes <= 1 && vm->spec.numa_node < 0)) {
-		free(topo);
-		return 0;
-	}
 	size_t n = 0;
 	for (Vm *o = h->vms; o; o = o->next)
 		n += o != vm && o->placement;
 	PlacementVm *placed = calloc(n ? n : 1, sizeof(*placed));
 	PlacementVm *res = malloc(sizeof(*res));
 	if (!placed || !res) {
-		free(topo);
 		free(placed);
 		free(res);
 		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
@@ -76,19 +69,33 @@ int vm_place(Vm *vm, QemuLaunch *l, HsError *err)
 	PlacementRequest req = {
 		.memory = vm->spec.memory_mib << 20,
 		.vcpus = vm->spec.cpus,
+		.hugepage_size = vm->spec.hugepage_size,
 		.node = vm->spec.numa_node,
 		.overcommit = h->overcommit,
 	};
 	char why[256] = "";
 	placement_vm_init(res);
-	r = placement_choose(topo, placed, n, &req, res, why, sizeof(why));
+	int r = placement_choose(topo, placed, n, &req, res, why, sizeof(why));
 	free(placed);
-	free(topo);
 	if (r < 0) {
 		free(res);
-		return hs_error_set(err, r == -ENOENT ? -EINVAL : -ENOSPC,
-				    r == -ENOENT ? "invalid-spec" : "no-memory",
-				    "VM '%s' cannot be placed: %s", vm->spec.name, why);
+		if (r == -ENOENT)
+			return hs_error_set(err, -EINVAL, "invalid-spec",
+					    "VM '%s' cannot be placed: %s", vm->spec.name, why);
+		if (!vm->spec.hugepage_size)
+			return hs_error_set(err, -ENOSPC, "no-memory", "VM '%s' cannot be placed: %s",
+					    vm->spec.name, why);
+		/* Too few huge pages: as without placement (409), with the
+		 * knob to turn. */
+		char node[16] = "N";
+		if (vm->spec.numa_node >= 0)
+			snprintf(node, sizeof(node), "%d", vm->spec.numa_node);
+		return hs_error_set(err, -EBUSY, HUGEPAGES_ERROR,
+				    "VM '%s' cannot be placed: %s; raise "
+				    "/sys/devices/system/node/node%s/hugepages/hugepages-%llukB/"
+				    "nr_hugepages",
+				    vm->spec.name, why, node,
+				    (unsigned long long)(vm->spec.hugepage_size >> 10));
 	}
 	if (res->n_nodes > QEMU_MAX_NUMA_CELLS) {
 		free(res);
@@ -109,6 +116,115 @@ int vm_place(Vm *vm, QemuLaunch *l, HsError *err)
 	placement_save(vm);
 	log_info("vm %s: placed: %s", vm->spec.name, why);
 	return 0;
+}
+
+/* A VM of huge pages as their admission sees it: its memory, and where
+ * it is placed (placement NULL: not placed). */
+static void hugepage_vm(const VmSpec *spec, const PlacementVm *placement, PlacementVm *ret)
+{
+	if (placement) {
+		*ret = *placement;
+		return;
+	}
+	placement_vm_init(ret);
+	ret->memory = spec->memory_mib << 20;
+	ret->vcpus = spec->cpus;
+	ret->hugepage_size = spec->hugepage_size;
+}
+
+/* Another VM whose QEMU is starting on huge pages of `size`: its pages may
+ * not show in the kernel's figures yet. */
+static bool starting_on(const Vm *o, const Vm *vm, uint64_t size)
+{
+	return o != vm && o->status.state == VM_STATE_STARTING && o->spec.hugepage_size == size;
+}
+
+/* At start: the host's pools can back the VM now, counting the other VMs
+ * hsd is starting. */
+static int check_hugepages(Vm *vm, const NumaTopology *topo, HsError *err)
+{
+	uint64_t size = vm->spec.hugepage_size;
+	size_t n = 0;
+	for (Vm *o = vm->hsd->vms; o; o = o->next)
+		n += starting_on(o, vm, size);
+	PlacementVm *me = malloc(sizeof(*me));
+	PlacementVm *starting = calloc(n ? n : 1, sizeof(*starting));
+	if (!me || !starting) {
+		free(me);
+		free(starting);
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	}
+	n = 0;
+	for (Vm *o = vm->hsd->vms; o; o = o->next)
+		if (starting_on(o, vm, size))
+			hugepage_vm(&o->spec, o->placement, &starting[n++]);
+	hugepage_vm(&vm->spec, vm->placement, me);
+	char why[400] = "";
+	int r = placement_check_hugepages(topo, me, starting, n, why, sizeof(why));
+	free(me);
+	free(starting);
+	if (r < 0)
+		return hs_error_set(err, r == -ENOENT ? -ENODEV : r == -ENOSPC ? -EBUSY : r,
+				    HUGEPAGES_ERROR, "VM '%s' cannot start: %s", vm->spec.name, why);
+	return 0;
+}
+
+int vm_place(Vm *vm, QemuLaunch *l, HsError *err)
+{
+	Hsd *h = vm->hsd;
+	l->n_numa_cells = 0;
+	vm_unplace(vm);
+	NumaTopology *topo = malloc(sizeof(*topo));
+	if (!topo)
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	int r = numa_read_topology(h->host.rootfd, topo);
+	if (r < 0) {
+		free(topo);
+		if (!vm->spec.hugepage_size)
+			return 0;
+		return hs_error_set(err, r, "internal",
+				    "VM '%s': cannot read the host's huge page pools: %s",
+				    vm->spec.name, strerror(-r));
+	}
+	if (topo->n_nodes > 1 || vm->spec.numa_node >= 0)
+		r = place_on_nodes(vm, topo, l, err);
+	if (r == 0 && vm->spec.hugepage_size)
+		r = check_hugepages(vm, topo, err);
+	free(topo);
+	if (r < 0) {
+		l->n_numa_cells = 0;
+		vm_unplace(vm);
+	}
+	return r;
+}
+
+int vm_check_host_hugepages(Hsd *h, const VmSpec *spec, HsError *err)
+{
+	if (!spec->hugepage_size)
+		return 0;
+	NumaTopology *topo = malloc(sizeof(*topo));
+	PlacementVm *vm = malloc(sizeof(*vm));
+	if (!topo || !vm) {
+		free(topo);
+		free(vm);
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	}
+	char why[400] = "";
+	int r = numa_read_topology(h->host.rootfd, topo);
+	if (r < 0) {
+		hs_error_set(err, r, "internal", "cannot read the host's huge page pools: %s",
+			     strerror(-r));
+	} else {
+		/* Only whether the size exists: how many are free is the
+		 * start's question. */
+		hugepage_vm(spec, NULL, vm);
+		r = placement_check_hugepages(topo, vm, NULL, 0, why, sizeof(why));
+		r = r == -ENOENT ? hs_error_set(err, -EINVAL, "invalid-spec", "hugepages: %s", why)
+				 : 0;
+	}
+	free(topo);
+	free(vm);
+	return r;
 }
 
 void vm_unplace(Vm *vm)

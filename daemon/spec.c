@@ -382,6 +382,59 @@ static int parse_resources(json_t *j, VmSpec *s, HsError *err)
 	return 0;
 }
 
+const char *vm_hugepages_to_string(uint64_t size, char *buf, size_t buf_size)
+{
+	static const char units[] = "KMGT";
+	unsigned u = 0;
+	size >>= 10;
+	while (u + 1 < sizeof(units) - 1 && size >= 1024 && size % 1024 == 0) {
+		size /= 1024;
+		u++;
+	}
+	snprintf(buf, buf_size, "%llu%c", (unsigned long long)size, units[u]);
+	return buf;
+}
+
+const char *vm_spec_ksm_excluded(const VmSpec *s)
+{
+	if (s->hugepage_size)
+		return "guest RAM is on huge pages (hugetlb), which KSM never merges";
+	if (s->no_mem_merge)
+		return "mem_merge is false";
+	return NULL;
+}
+
+/* "hugepages": "2M" / "1G" (any size string; null: ordinary RAM). After
+ * memory_mib. */
+static int parse_hugepages(json_t *obj, VmSpec *s, HsError *err)
+{
+	json_t *v = json_object_get(obj, "hugepages");
+	uint64_t size = 0;
+	char a[16];
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "hugepages: must be a huge page size such as \"2M\" or \"1G\" "
+				    "(or null: ordinary RAM)");
+	const char *str = json_string_value(v);
+	if (strlen(str) != json_string_length(v) || strlen(str) > 16 ||
+	    hs_parse_size(str, &size) < 0 || size < VM_HUGEPAGE_MIN || size > VM_HUGEPAGE_MAX ||
+	    (size & (size - 1)))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "hugepages: '%.16s' is not a huge page size (a power of two from "
+				    "64K to 16G, such as \"2M\" or \"1G\")",
+				    str);
+	if ((s->memory_mib << 20) % size)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "memory_mib: %" PRIu64 " is not a whole number of %s huge pages "
+				    "(hugepages): give a multiple of %" PRIu64,
+				    s->memory_mib, vm_hugepages_to_string(size, a, sizeof(a)),
+				    size >> 20);
+	s->hugepage_size = size;
+	return 0;
+}
+
 bool vm_spec_pinned(const VmSpec *s)
 {
 	for (unsigned i = 0; i < s->cpus; i++)
@@ -532,7 +585,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
 					   "machine", "cpu_model", "mem_merge",  "kernel",
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
-					   "cpu_pinning", "numa_node", "resources",
+					   "cpu_pinning", "numa_node", "resources", "hugepages",
 					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
@@ -673,9 +726,17 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 				}
 	}
 
+	r = parse_hugepages(obj, &s, err);
+	if (r < 0)
+		goto fail;
+
 	r = get_uint(obj, "balloon_mib", "balloon_mib", 0, s.memory_mib, &s.balloon_mib, err);
 	if (r < 0)
 		goto fail;
+	if (s.balloon_mib && s.hugepage_size) {
+		r = hs_error_set(err, -EINVAL, INVALID, VM_BALLOON_HUGEPAGES_ERROR);
+		goto fail;
+	}
 	if (s.balloon_mib && s.balloon_mib < VM_MIN_MEMORY_MIB) {
 		r = hs_error_set(err, -EINVAL, INVALID, "balloon_mib: at least %d (or 0: no balloon "
 				 "target)", VM_MIN_MEMORY_MIB);
@@ -768,6 +829,12 @@ json_t *vm_spec_to_json(const VmSpec *s)
 		json_object_set_new(o, "balloon_mib", json_integer((json_int_t)s->balloon_mib));
 	if (s->numa_node >= 0)
 		json_object_set_new(o, "numa_node", json_integer(s->numa_node));
+	if (s->hugepage_size) {
+		char hp[16];
+		json_object_set_new(o, "hugepages",
+				    json_string(vm_hugepages_to_string(s->hugepage_size, hp,
+								       sizeof(hp))));
+	}
 	if (s->cpu_max_pct || s->cpu_weight || s->memory_overhead_mib || s->pids_max) {
 		json_t *res = json_object();
 		if (s->cpu_max_pct)

@@ -96,9 +96,28 @@ typedef struct VmSpec {
 	unsigned cpu_weight;
 	uint64_t memory_overhead_mib;
 	uint64_t pids_max;
+	/* "hugepages": guest RAM on hugetlb pages of this size, bytes (a
+	 * power of two, VM_HUGEPAGE_MIN..VM_HUGEPAGE_MAX; memory_mib a whole
+	 * number of them); 0: ordinary RAM. Whether the host has the size is
+	 * checked at create and start, not here. */
+	uint64_t hugepage_size;
 } VmSpec;
 
+/* A balloon target with huge pages is refused (at create and by PATCH):
+ * the whole huge pages it frees go back to the host's pool, where another
+ * VM may take them, and the guest faults on nothing when it deflates. */
+#define VM_BALLOON_HUGEPAGES_ERROR                                                              \
+	"balloon_mib: not with hugepages (the huge pages a balloon frees go back to the "      \
+	"host's pool, where another VM may take them before the guest wants them back)"
+#define VM_HUGEPAGE_MIN (64ull << 10)
+#define VM_HUGEPAGE_MAX (16ull << 30)
+
 bool vm_spec_pinned(const VmSpec *s);
+/* Why KSM never merges this guest's RAM ("mem_merge is false", or its huge
+ * pages), or NULL when it may. */
+const char *vm_spec_ksm_excluded(const VmSpec *s);
+/* A huge page size as the spec writes it: "2M", "1G", "64K". */
+const char *vm_hugepages_to_string(uint64_t size, char *buf, size_t buf_size);
 
 bool vm_disk_limits_any(const VmDiskLimits *l);
 /* Parses {"bps_total": N, ..., "group": "g"} into *ret (field names the

@@ -812,14 +812,22 @@ static uint64_t host_reserve(const HostInfo *host)
 	return r < (512ull << 20) ? 512ull << 20 : r;
 }
 
+/* Guest RAM a VM takes from the host's ordinary memory: none with huge
+ * pages (those come from the pools, set aside already and checked at
+ * launch: place.c). */
+static uint64_t ordinary_ram_bytes(const VmSpec *s)
+{
+	return s->hugepage_size ? 0 : s->memory_mib << 20;
+}
+
 /* 0: start now; 1: wait for memory; <0: refused. */
 static int vm_admit(Vm *vm, HsError *err)
 {
 	Hsd *h = vm->hsd;
 	host_refresh(&h->host);
-	uint64_t mem = vm->spec.memory_mib << 20;
+	uint64_t mem = ordinary_ram_bytes(&vm->spec);
 	double limit = h->overcommit * (double)h->host.mem_total;
-	uint64_t committed = committed_bytes(h) + (vm->pacing ? 0 : mem);
+	uint64_t committed = committed_bytes(h) + (vm->pacing ? 0 : vm->spec.memory_mib << 20);
 	if (h->host.mem_total && (double)committed > limit)
 		return hs_error_set(err, -EOVERFLOW, "overcommit",
 				    "starting '%s' (%" PRIu64 " MiB) would commit %.1f GiB of guest "
@@ -836,7 +844,8 @@ static int vm_admit(Vm *vm, HsError *err)
 		if (o == vm || !vm_state_is_active(o->status.state) || o->status.pid <= 0 ||
 		    wall - o->status.started_at > 60)
 			continue;
-		uint64_t nominal = o->spec.memory_mib << 20;
+		/* Huge pages are not in VmRSS, and were taken at start. */
+		uint64_t nominal = ordinary_ram_bytes(&o->spec);
 		uint64_t rss = host_process_rss(h->host.rootfd, o->status.pid);
 		if (rss < nominal)
 			pending += nominal - rss;
@@ -860,7 +869,7 @@ static void on_pacing(struct ev_loop *loop, ev_timer *w, int revents)
 			     "VM '%s' needs %" PRIu64 " MiB plus the host's reserve of %" PRIu64
 			     " MiB, but only %" PRIu64 " MiB were available after waiting %.0f s "
 			     "for KSM and ballooning to free memory",
-			     vm->spec.name, vm->spec.memory_mib, host_reserve(host) >> 20,
+			     vm->spec.name, ordinary_ram_bytes(&vm->spec) >> 20, host_reserve(host) >> 20,
 			     host->mem_available >> 20, vm->hsd->pacing_timeout);
 		r = -ENOMEM;
 	} else if (r == 0) {
@@ -1409,6 +1418,10 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *mj = migrate_vm_json(vm);
 		if (mj)
 			json_object_set_new(o, "migration", mj);
+		const char *no_ksm = vm_spec_ksm_excluded(&vm->spec);
+		json_object_set_new(o, "ksm",
+				    no_ksm ? json_pack("{s:b, s:s}", "merges", 0, "reason", no_ksm)
+					   : json_pack("{s:b}", "merges", 1));
 		json_t *pl = active ? vm_placement_json(vm) : NULL;
 		if (pl)
 			json_object_set_new(o, "placement", pl);

@@ -93,11 +93,17 @@ static bool read_u64(int dir, const char *path, uint64_t *ret)
 	return true;
 }
 
-/* One "hugepages-<size>kB" directory into the node's table (insertion by
- * ascending size). */
+/* A table of pools by ascending size (a node's, or the host's). */
+typedef struct PoolTable {
+	unsigned *n;
+	NumaHugepages *pools;
+} PoolTable;
+
+/* One "hugepages-<size>kB" directory into a table (insertion by ascending
+ * size). */
 static int add_hugepage_size(int dfd, const char *name, void *ud)
 {
-	NumaNode *n = ud;
+	PoolTable *t = ud;
 	char *end;
 	if (strncmp(name, "hugepages-", 10) || !isdigit((unsigned char)name[10]))
 		return 0;
@@ -115,39 +121,82 @@ static int add_hugepage_size(int dfd, const char *name, void *ud)
 		h.free = 0;
 	if (h.free > h.nr)
 		h.free = h.nr;
+	/* Only the host-wide pools have it (a node's reads as 0). */
+	snprintf(file, sizeof(file), "%s/resv_hugepages", name);
+	if (!read_u64(dfd, file, &h.resv))
+		h.resv = 0;
+	if (h.resv > h.free)
+		h.resv = h.free;
 	/* Insertion by size; a size beyond the table's end is dropped. */
-	unsigned i = n->n_hugepage_sizes;
-	while (i > 0 && n->hugepages[i - 1].size > h.size)
+	unsigned i = *t->n;
+	while (i > 0 && t->pools[i - 1].size > h.size)
 		i--;
-	if (i > 0 && n->hugepages[i - 1].size == h.size)
+	if (i > 0 && t->pools[i - 1].size == h.size)
 		return 0;
 	if (i >= NUMA_MAX_HUGEPAGE_SIZES)
 		return 0;
 	/* Shift the larger ones up; the largest falls off a full table. */
-	unsigned last = n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES ? n->n_hugepage_sizes
-								      : NUMA_MAX_HUGEPAGE_SIZES - 1;
-	memmove(&n->hugepages[i + 1], &n->hugepages[i], (last - i) * sizeof(h));
-	n->hugepages[i] = h;
-	if (n->n_hugepage_sizes < NUMA_MAX_HUGEPAGE_SIZES)
-		n->n_hugepage_sizes++;
+	unsigned last = *t->n < NUMA_MAX_HUGEPAGE_SIZES ? *t->n : NUMA_MAX_HUGEPAGE_SIZES - 1;
+	memmove(&t->pools[i + 1], &t->pools[i], (last - i) * sizeof(h));
+	t->pools[i] = h;
+	if (*t->n < NUMA_MAX_HUGEPAGE_SIZES)
+		(*t->n)++;
 	return 0;
 }
 
 /* The "hugepages-<size>kB" directories under dir/path (a node's
  * hugepages/ or sys/kernel/mm/hugepages): the smallest
  * NUMA_MAX_HUGEPAGE_SIZES sizes, by ascending size. */
-static void read_hugepages(int dir, const char *path, NumaNode *n)
+static void read_hugepages(int dir, const char *path, unsigned *ret_n, NumaHugepages *ret_pools)
 {
-	n->n_hugepage_sizes = 0;
-	hs_dir_foreach(dir, path, add_hugepage_size, n);
+	PoolTable t = {.n = ret_n, .pools = ret_pools};
+	*ret_n = 0;
+	hs_dir_foreach(dir, path, add_hugepage_size, &t);
+}
+
+static const NumaHugepages *find_pool(const NumaHugepages *pools, unsigned n, uint64_t size)
+{
+	for (unsigned i = 0; i < n && i < NUMA_MAX_HUGEPAGE_SIZES; i++)
+		if (pools[i].size == size)
+			return &pools[i];
+	return NULL;
 }
 
 const NumaHugepages *numa_node_hugepages(const NumaNode *n, uint64_t size)
 {
-	for (unsigned i = 0; i < n->n_hugepage_sizes && i < NUMA_MAX_HUGEPAGE_SIZES; i++)
-		if (n->hugepages[i].size == size)
-			return &n->hugepages[i];
-	return NULL;
+	return find_pool(n->hugepages, n->n_hugepage_sizes, size);
+}
+
+const NumaHugepages *numa_host_hugepages(const NumaTopology *t, uint64_t size)
+{
+	return find_pool(t->hugepages, t->n_hugepage_sizes, size);
+}
+
+const char *numa_hugepage_size_format(uint64_t size, char *buf, size_t buf_size)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	unsigned u = 0;
+	while (u + 1 < ARRAY_SIZE(units) && size >= 1024 && size % 1024 == 0) {
+		size /= 1024;
+		u++;
+	}
+	snprintf(buf, buf_size, "%llu %s", (unsigned long long)size, units[u]);
+	return buf;
+}
+
+const char *numa_hugepage_sizes_format(const NumaTopology *t, char *buf, size_t buf_size)
+{
+	size_t len = 0;
+	snprintf(buf, buf_size, "none");
+	for (unsigned i = 0; i < t->n_hugepage_sizes && i < NUMA_MAX_HUGEPAGE_SIZES; i++) {
+		char one[32];
+		int w = snprintf(buf + len, buf_size - len, "%s%s", i ? ", " : "",
+				 numa_hugepage_size_format(t->hugepages[i].size, one, sizeof(one)));
+		if (w < 0 || (size_t)w >= buf_size - len)
+			break;
+		len += (size_t)w;
+	}
+	return buf;
 }
 
 int numa_node_index(const NumaTopology *t, unsigned id)
@@ -184,7 +233,11 @@ static int single_node(int rootfd, NumaTopology *t)
 			n->mem_free = kb * 1024;
 	}
 	n->distance[0] = 10;
-	read_hugepages(rootfd, "sys/kernel/mm/hugepages", n);
+	read_hugepages(rootfd, "sys/kernel/mm/hugepages", &n->n_hugepage_sizes, n->hugepages);
+	read_hugepages(rootfd, "sys/kernel/mm/hugepages", &t->n_hugepage_sizes, t->hugepages);
+	/* A node's pool never has reservations of its own. */
+	for (unsigned i = 0; i < n->n_hugepage_sizes; i++)
+		n->hugepages[i].resv = 0;
 	return 0;
 }
 
@@ -233,11 +286,14 @@ int numa_read_topology(int rootfd, NumaTopology *ret)
 			}
 		}
 		snprintf(path, sizeof(path), "node%u/hugepages", n->id);
-		read_hugepages(dirfd(d), path, n);
+		read_hugepages(dirfd(d), path, &n->n_hugepage_sizes, n->hugepages);
+		for (unsigned i = 0; i < n->n_hugepage_sizes; i++)
+			n->hugepages[i].resv = 0;
 	}
 	closedir(d);
 	if (t->n_nodes == 0)
 		return single_node(rootfd, t);
 	qsort(t->nodes, t->n_nodes, sizeof(NumaNode), cmp_node);
+	read_hugepages(rootfd, "sys/kernel/mm/hugepages", &t->n_hugepage_sizes, t->hugepages);
 	return 0;
 }

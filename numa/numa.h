@@ -14,11 +14,17 @@
 #define NUMA_MAX_HUGEPAGE_SIZES 4
 
 /* One huge page size's pool on a node, from
- * nodeN/hugepages/hugepages-<size>kB/{nr_hugepages,free_hugepages}. */
+ * nodeN/hugepages/hugepages-<size>kB/{nr_hugepages,free_hugepages}, or the
+ * host's, from sys/kernel/mm/hugepages/hugepages-<size>kB (which also has
+ * resv_hugepages). */
 typedef struct NumaHugepages {
 	uint64_t size; /* bytes per page */
 	uint64_t nr;   /* pages in the node's pool; a missing file reads as 0 */
 	uint64_t free; /* pages of the pool not yet faulted in by anyone; missing: 0 */
+	/* Of the free pages, those promised to a mapping (hugetlb reserves a
+	 * shared mapping's pages at mmap) but not faulted in yet; <= free. The
+	 * kernel keeps this host-wide only: 0 in a node's pool. */
+	uint64_t resv;
 } NumaHugepages;
 
 typedef struct NumaNode {
@@ -37,6 +43,10 @@ typedef struct NumaNode {
 typedef struct NumaTopology {
 	unsigned n_nodes;
 	NumaNode nodes[NUMA_MAX_NODES];
+	/* The host-wide pools (sys/kernel/mm/hugepages), by ascending size:
+	 * the huge page sizes the host has at all, and their reservations. */
+	unsigned n_hugepage_sizes;
+	NumaHugepages hugepages[NUMA_MAX_HUGEPAGE_SIZES];
 } NumaTopology;
 
 /* A host without /sys/devices/system/node is one node with every CPU
@@ -46,6 +56,13 @@ int numa_read_topology(int rootfd, NumaTopology *ret);
 /* The pool of huge pages of `size` bytes on node n, or NULL when the node
  * has none of that size. */
 const NumaHugepages *numa_node_hugepages(const NumaNode *n, uint64_t size);
+/* The host-wide pool of huge pages of `size` bytes, or NULL when the host
+ * has no such size. */
+const NumaHugepages *numa_host_hugepages(const NumaTopology *t, uint64_t size);
+/* A huge page size in words: "2 MiB", "1 GiB", "64 KiB". */
+const char *numa_hugepage_size_format(uint64_t size, char *buf, size_t buf_size);
+/* The host's huge page sizes in words ("2 MiB, 1 GiB"; "none"). */
+const char *numa_hugepage_sizes_format(const NumaTopology *t, char *buf, size_t buf_size);
 /* The index of node `id` in t->nodes, or -1. */
 int numa_node_index(const NumaTopology *t, unsigned id);
 /* Parses a kernel CPU list ("0-3,8,10-11") into a bitmap; returns the

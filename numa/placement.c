@@ -833,3 +833,74 @@ done:
 	*ret = vm;
 	return 0;
 }
+
+/* Pages of `size` that starting VMs will take: host-wide, or on node id
+ * `node` (-1: host-wide). */
+static uint64_t starting_pages(const PlacementVm *starting, size_t n, uint64_t size, int node)
+{
+	uint64_t pages = 0;
+	for (size_t i = 0; i < n; i++) {
+		const PlacementVm *o = &starting[i];
+		if (o->hugepage_size != size)
+			continue;
+		if (node < 0) {
+			pages += o->memory / size;
+			continue;
+		}
+		for (unsigned k = 0; k < o->n_nodes && k < NUMA_MAX_NODES; k++)
+			if (o->nodes[k] == (unsigned)node)
+				pages += o->node_mem[k] / size;
+	}
+	return pages;
+}
+
+int placement_check_hugepages(const NumaTopology *topo, const PlacementVm *vm,
+			      const PlacementVm *starting, size_t n_starting, char *why,
+			      size_t why_size)
+{
+	uint64_t size = vm->hugepage_size;
+	char sz[32], sizes[128];
+	if (!size || vm->memory % size) {
+		why_set(why, why_size, "%llu bytes of memory is not a whole number of huge pages",
+			(unsigned long long)vm->memory);
+		return -EINVAL;
+	}
+	numa_hugepage_size_format(size, sz, sizeof(sz));
+	const NumaHugepages *host = numa_host_hugepages(topo, size);
+	if (!host) {
+		why_set(why, why_size, "the host has no huge pages of %s (its sizes: %s)", sz,
+			numa_hugepage_sizes_format(topo, sizes, sizeof(sizes)));
+		return -ENOENT;
+	}
+	unsigned long long kb = (unsigned long long)(size >> 10);
+	for (unsigned k = 0; k < vm->n_nodes && k < NUMA_MAX_NODES; k++) {
+		int i = numa_node_index(topo, vm->nodes[k]);
+		const NumaHugepages *h = i < 0 ? NULL : numa_node_hugepages(&topo->nodes[i], size);
+		uint64_t need = vm->node_mem[k] / size, free_pages = h ? h->free : 0;
+		uint64_t others = starting_pages(starting, n_starting, size, (int)vm->nodes[k]);
+		if (need <= sat_sub(free_pages, others))
+			continue;
+		why_set(why, why_size,
+			"needs %llu huge pages of %s on node %u, %llu available (%llu free less %llu "
+			"for VMs being started); raise "
+			"/sys/devices/system/node/node%u/hugepages/hugepages-%llukB/nr_hugepages",
+			(unsigned long long)need, sz, vm->nodes[k],
+			(unsigned long long)sat_sub(free_pages, others),
+			(unsigned long long)free_pages, (unsigned long long)others, vm->nodes[k], kb);
+		return -ENOSPC;
+	}
+	uint64_t need = vm->memory / size;
+	uint64_t others = starting_pages(starting, n_starting, size, -1);
+	uint64_t avail = sat_sub(sat_sub(host->free, host->resv), others);
+	if (need <= avail)
+		return 0;
+	why_set(why, why_size,
+		"needs %llu huge pages of %s, %llu available (%llu free less %llu reserved and "
+		"%llu for VMs being started); raise "
+		"/sys/kernel/mm/hugepages/hugepages-%llukB/nr_hugepages "
+		"(/proc/sys/vm/nr_hugepages for the default size)",
+		(unsigned long long)need, sz, (unsigned long long)avail,
+		(unsigned long long)host->free, (unsigned long long)host->resv,
+		(unsigned long long)others, kb);
+	return -ENOSPC;
+}

@@ -132,6 +132,25 @@ void placement_vm_init(PlacementVm *vm);
 int placement_choose(const NumaTopology *topo, const PlacementVm *placed, size_t n_placed,
 		     const PlacementRequest *req, PlacementVm *ret, char *why, size_t why_size);
 
+/* Admission of a VM backed by huge pages, just before its QEMU starts:
+ * can the host's pools back it now? vm->memory and vm->hugepage_size (> 0)
+ * say what it needs; its cells (n_nodes > 0: placed) say from which nodes.
+ * `starting` are other VMs whose QEMU is starting: their pages may not
+ * show in the kernel's figures yet, so each of the same huge page size
+ * counts whole (on its cells' nodes, and host-wide); a VM already running
+ * has taken its pages (QEMU preallocates them), and the figures show it.
+ *   host-wide: pages needed <= free - resv - starting
+ *   per cell:  pages needed on node N <= N's free - starting on N
+ * (the kernel keeps reservations host-wide only, so a node's figure is
+ * free pages less what starting VMs placed there will take).
+ * Returns 0; -ENOENT when the host has no huge pages of that size; -EINVAL
+ * for a malformed request (memory not a whole number of pages); -ENOSPC
+ * when too few are free: why names the figures and the knob to raise
+ * ("needs 64 huge pages of 2 MiB on node 0, 32 free; raise ..."). */
+int placement_check_hugepages(const NumaTopology *topo, const PlacementVm *vm,
+			      const PlacementVm *starting, size_t n_starting, char *why,
+			      size_t why_size);
+
 /* The host CPUs vCPU `vcpu` of vm may run on: its pinned CPU; else its
  * cell's node's CPUs within vm->cpus, or vm->cpus when that leaves none (a
  * memory-only cell), or the cell node's CPUs when vm->cpus is empty, or all

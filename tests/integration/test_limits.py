@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import wait_for
+from conftest import qemu_pids_of, wait_for
 
 MIB = 1 << 20
 
@@ -389,3 +389,150 @@ def test_placement_and_threads_after_restart(hsd, guest):
             assert f"0::{vm['cgroup']}/vcpu{c['cpu-index']}" in lines, lines
     h.json("POST", "/v1/vms/pr/kill", timeout=60)
     assert not os.path.exists(h.run_dir / "vms" / "pr" / "placement.json")
+
+
+HP2M = "/sys/kernel/mm/hugepages/hugepages-2048kB"
+
+
+def hp_read(name):
+    with open(f"{HP2M}/{name}") as f:
+        return int(f.read())
+
+
+@pytest.fixture
+def hugepages_2m():
+    """Sets the host's pool of 2 MiB huge pages (the default size here, so
+    /proc/sys/vm/nr_hugepages too) for the test, and puts back what it was.
+    Skips where the pool cannot be written."""
+    path = f"{HP2M}/nr_hugepages"
+    try:
+        with open(path) as f:
+            saved = f.read().strip()
+        with open(path, "w") as f:
+            f.write(saved)
+    except OSError as e:
+        pytest.skip(f"{path} cannot be written here ({e}): no huge pages to test with")
+
+    def set_pages(n):
+        with open(path, "w") as f:
+            f.write(str(n))
+        return hp_read("nr_hugepages")
+
+    try:
+        yield set_pages
+    finally:
+        with open(path, "w") as f:
+            f.write(saved)
+
+
+def hugetlb_kib(pid):
+    """Huge pages a process maps (its /proc/PID/status HugetlbPages), KiB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("HugetlbPages:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_hugepages_backing(hsd, guest, hugepages_2m):
+    """A guest on 2 MiB huge pages: QEMU takes its 64 pages at start (a
+    hugetlb memfd, preallocated), the guest boots, the pages go back when it
+    stops; with too few free, the start is refused before any QEMU runs."""
+    h = hsd
+    in_use = hp_read("nr_hugepages") - hp_read("free_hugepages") + hp_read("resv_hugepages")
+    got = hugepages_2m(in_use + 64 + 16)
+    if got - in_use < 64:
+        pytest.skip(f"the kernel gave only {got - in_use} free 2 MiB pages (memory fragmented)")
+    s = spec(guest, "hp", memory=128)
+    s["hugepages"] = "2MiB"
+    vm = h.json("POST", "/v1/vms", s)
+    assert vm["spec"]["hugepages"] == "2M"  # stored in its canonical form
+    assert vm["ksm"]["merges"] is False and "huge pages" in vm["ksm"]["reason"]
+    avail = hp_read("free_hugepages") - hp_read("resv_hugepages")
+    vm = h.json("POST", "/v1/vms/hp/start", timeout=120)
+    pid = vm["pid"]
+    argv = b" ".join(open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")).decode()
+    assert "memory-backend-memfd,hugetlb=on,hugetlbsize=2097152,prealloc=on,id=hs-ram" in argv
+    assert "memory-backend=hs-ram" in argv
+    if h.json("GET", "/v1/host")["qemu"]["sandbox"]:
+        assert "-sandbox on," in argv  # QEMU's seccomp filter lets it take the pages
+    h.console_wait("hp", "HS-GUEST-READY", timeout=120)
+    # The guest's RAM: 64 pages of this VM, taken from the pool.
+    assert hugetlb_kib(pid) == 128 * 1024
+    assert avail - (hp_read("free_hugepages") - hp_read("resv_hugepages")) == 64
+    pools = {p["size"]: p for p in h.json("GET", "/v1/host")["hugepages"]}
+    assert pools["2M"]["vm_pages"] == 64 and pools["2M"]["total"] == got, pools
+    info = h.hsctl("info", "hp", check=True).stdout
+    assert "on huge pages of 2M" in info and "KSM:         does not apply" in info, info
+    assert "2M:" in h.hsctl("host", check=True).stdout
+    # The pages come back when QEMU goes.
+    h.json("POST", "/v1/vms/hp/kill", timeout=60)
+    wait_for(lambda: hp_read("free_hugepages") - hp_read("resv_hugepages") == avail, 30,
+             "the huge pages to go back to the pool")
+
+    # Placed on a node (the spec names it): the hugetlb backend is bound
+    # there, and its pages come from that node's pool.
+    node = sorted(int(n[4:]) for n in os.listdir("/sys/devices/system/node")
+                  if n.startswith("node") and n[4:].isdigit())[0]
+    s2 = dict(s, name="hpn", numa_node=node)
+    h.json("POST", "/v1/vms", s2)
+    vm = h.json("POST", "/v1/vms/hpn/start", timeout=120)
+    assert vm["placement"]["cells"] == [{"host_node": node, "memory_mib": 128, "vcpus": 1}]
+    argv = b" ".join(open(f"/proc/{vm['pid']}/cmdline", "rb").read().split(b"\0")).decode()
+    assert (f"memory-backend-memfd,hugetlb=on,hugetlbsize=2097152,prealloc=on,id=hs-ram0,"
+            f"size=128M,host-nodes={node},policy=bind") in argv, argv
+    assert hugetlb_kib(vm["pid"]) == 128 * 1024
+    maps = open(f"/proc/{vm['pid']}/numa_maps").read()
+    assert any(f"bind:{node}" in line and "huge" in line for line in maps.splitlines()), maps
+    h.console_wait("hpn", "HS-GUEST-READY", timeout=120)
+    h.json("POST", "/v1/vms/hpn/kill", timeout=60)
+    wait_for(lambda: hp_read("free_hugepages") - hp_read("resv_hugepages") == avail, 30,
+             "the huge pages to go back to the pool")
+
+    # Too few: refused with the figures, and nothing left running.
+    hugepages_2m(in_use + 32)
+    code, body, _ = h.request("POST", "/v1/vms/hpn/start", timeout=120)
+    assert code == 409 and body["error"]["code"] == "no-hugepages", body
+    assert f"node{node}/hugepages/hugepages-2048kB/nr_hugepages" in body["error"]["message"]
+    code, body, _ = h.request("POST", "/v1/vms/hp/start", timeout=120)
+    assert code == 409 and body["error"]["code"] == "no-hugepages", body
+    msg = body["error"]["message"]
+    assert "needs 64 huge pages of 2 MiB" in msg and "nr_hugepages" in msg, msg
+    print(f"refused: {msg}")
+    vm = h.vm("hp")
+    assert vm["state"] in ("stopped", "crashed") and not vm["pid"], vm
+    assert not qemu_pids_of(h)
+    r = h.hsctl("start", "hp")
+    assert r.returncode != 0 and "needs 64 huge pages" in r.stderr, (r.returncode, r.stderr)
+    assert not qemu_pids_of(h)
+
+
+def test_hugepages_bad_input(hsd, guest):
+    h = hsd
+    for hp, memory, words in (("2M", 129, "memory_mib: 129 is not a whole number of 2M"),
+                              ("3M", 128, "hugepages: '3M' is not a huge page size"),
+                              (2, 128, "hugepages: must be"),
+                              ("4M", 128, "hugepages: the host has no huge pages of 4 MiB")):
+        s = spec(guest, "hb", memory=memory)
+        s["hugepages"] = hp
+        code, body, _ = h.request("POST", "/v1/vms", s)
+        assert code == 400 and words in body["error"]["message"], (hp, code, body)
+    s = spec(guest, "hb", memory=128)
+    s["hugepages"] = "2M"
+    s["balloon_mib"] = 64
+    code, body, _ = h.request("POST", "/v1/vms", s)
+    assert code == 400 and "balloon_mib: not with hugepages" in body["error"]["message"], body
+    # The CLI: a non-zero exit and hsd's message.
+    for hp, memory, words in (("3M", 128, "'3M' is not a huge page size"),
+                              ("4M", 128, "no huge pages of 4 MiB"),
+                              ("2M", 131, "memory_mib: 131 is not a whole number")):
+        r = h.hsctl("create", "hb", "--memory", str(memory), "--accel", "tcg", "--kernel",
+                    guest["kernel"], "--initrd", guest["initrd"], "--hugepages", hp)
+        assert r.returncode != 0 and words in r.stderr, (hp, r.returncode, r.stderr)
+    assert h.hsctl("info", "hb").returncode != 0  # nothing was made
+    # Not changeable on a defined VM.
+    h.json("POST", "/v1/vms", dict(spec(guest, "hc", memory=128), hugepages="2M"))
+    code, body, _ = h.request("PATCH", "/v1/vms/hc", {"hugepages": None})
+    assert code == 400 and "hugepages: cannot change" in body["error"]["message"], body
+    code, body, _ = h.request("PATCH", "/v1/vms/hc", {"balloon_mib": 64})
+    assert code == 400 and "balloon_mib: not with hugepages" in body["error"]["message"], body
+    assert h.vm("hc")["spec"]["hugepages"] == "2M"

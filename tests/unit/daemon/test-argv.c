@@ -674,6 +674,52 @@ static void test_numa_cells(void **state)
 	vm_spec_clear(&s);
 }
 
+/* Huge pages: guest RAM from a hugetlb memfd, preallocated; the machine's
+ * one backend without cells, the cells' backends (still bound) with them;
+ * no free page reporting. */
+static void test_hugepages(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	s.hugepage_size = 2ull << 20;
+	s.no_mem_merge = true;
+	QemuLaunch l = launch_plain;
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	ssize_t i = find_opt(v, "-object", "memory-backend-memfd,");
+	assert_true(i > 0);
+	assert_string_equal(v[i], "memory-backend-memfd,hugetlb=on,hugetlbsize=2097152,prealloc=on,"
+				  "id=hs-ram,size=1024M");
+	assert_int_equal(count_arg(v, "-object"), 1);
+	i = find_opt(v, "-machine", "q35");
+	assert_true(i > 0);
+	assert_string_equal(v[i], "q35,mem-merge=off,memory-backend=hs-ram");
+	assert_true(find_opt(v, "-m", "1024M") > 0);
+	assert_true(find_opt(v, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=off") >
+		    0);
+	assert_int_equal(count_arg(v, "-numa"), 0);
+	strv_free(v);
+
+	/* Placed (1 GiB pages over two cells): per-cell backends, bound. */
+	s.hugepage_size = 1ull << 30;
+	s.memory_mib = 3072;
+	l.n_numa_cells = 2;
+	l.numa_cells[0] = (QemuNumaCell){.host_node = 1, .mem_mib = 2048, .n_vcpus = 1};
+	l.numa_cells[1] = (QemuNumaCell){.host_node = 3, .mem_mib = 1024, .first_vcpu = 1,
+					 .n_vcpus = 1};
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-object", "memory-backend-memfd,hugetlb=on,hugetlbsize=1073741824,"
+				   "prealloc=on,id=hs-ram0,size=2048M,host-nodes=1,policy=bind") > 0);
+	assert_true(find_opt(v, "-object", "memory-backend-memfd,hugetlb=on,hugetlbsize=1073741824,"
+				   "prealloc=on,id=hs-ram1,size=1024M,host-nodes=3,policy=bind") > 0);
+	assert_int_equal(count_arg(v, "-object"), 2);
+	assert_true(find_opt(v, "-numa", "node,nodeid=1,memdev=hs-ram1,cpus=1-1") > 0);
+	i = find_opt(v, "-machine", "q35");
+	assert_true(i > 0 && !strstr(v[i], "memory-backend"));
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -691,6 +737,7 @@ int main(void)
 	    cmocka_unit_test(test_pass_fds),
 	    cmocka_unit_test(test_managed_chain),
 	    cmocka_unit_test(test_numa_cells),
+	    cmocka_unit_test(test_hugepages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

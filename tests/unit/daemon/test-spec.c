@@ -830,6 +830,7 @@ static void assert_spec_equal(const VmSpec *a, const VmSpec *b)
 	assert_int_equal(a->memory_mib, b->memory_mib);
 	assert_int_equal(a->accel, b->accel);
 	assert_string_equal(a->machine, b->machine);
+	assert_int_equal(a->hugepage_size, b->hugepage_size);
 #define OPT_STR_EQ(x, y)                                                                           \
 	do {                                                                                       \
 		if ((x) || (y)) {                                                                  \
@@ -902,6 +903,70 @@ static void test_mem_merge(void **state)
 	json_decref(j);
 	vm_spec_clear(&s);
 	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"mem_merge\": \"no\"}", "mem_merge");
+}
+
+/* "hugepages": a size string, stored canonically; memory a whole number of
+ * pages; no balloon target with it; KSM said not to apply. */
+static void test_hugepages(void **state)
+{
+	static const struct {
+		const char *given, *stored;
+		uint64_t size;
+	} ok[] = {
+	    {"2M", "2M", 2ull << 20},	   {"2MiB", "2M", 2ull << 20}, {"2048K", "2M", 2ull << 20},
+	    {"1G", "1G", 1ull << 30},	   {"1GiB", "1G", 1ull << 30}, {"64K", "64K", 64ull << 10},
+	    {"16G", "16G", 16ull << 30}, {"32M", "32M", 32ull << 20},
+	};
+	char text[256];
+	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+		VmSpec s;
+		snprintf(text, sizeof(text),
+			 "{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 16384, "
+			 "\"hugepages\": \"%s\"}",
+			 ok[i].given);
+		parse_ok(text, &defs_kvm, &s);
+		assert_int_equal(s.hugepage_size, ok[i].size);
+		json_auto_t *j = vm_spec_to_json(&s);
+		assert_string_equal(json_string_value(json_object_get(j, "hugepages")), ok[i].stored);
+		assert_non_null(strstr(vm_spec_ksm_excluded(&s), "huge pages"));
+		vm_spec_clear(&s);
+		round_trip(text, &defs_tcg);
+	}
+	VmSpec s;
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"hugepages\": null}", &defs_kvm, &s);
+	assert_int_equal(s.hugepage_size, 0);
+	assert_null(vm_spec_ksm_excluded(&s));
+	json_auto_t *j = vm_spec_to_json(&s);
+	assert_null(json_object_get(j, "hugepages"));
+	s.no_mem_merge = true;
+	assert_string_equal(vm_spec_ksm_excluded(&s), "mem_merge is false");
+	vm_spec_clear(&s);
+
+	expect_bad_with("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 129, "
+			"\"hugepages\": \"2M\"}",
+			&defs_tcg, "memory_mib: 129 is not a whole number of 2M huge pages",
+			"multiple of 2");
+	expect_bad_with("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 1536, "
+			"\"hugepages\": \"1G\"}",
+			&defs_tcg, "memory_mib", "multiple of 1024");
+	static const char *const bad[] = {"\"3M\"", "\"0\"",   "\"4K\"",    "\"32G\"", "\"2X\"",
+					  "\"\"",	  "\"-2M\"", "\"1.5M\"", "2",	     "true"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		snprintf(text, sizeof(text),
+			 "{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 1024, "
+			 "\"hugepages\": %s}",
+			 bad[i]);
+		expect_bad(text, "hugepages: ");
+	}
+	expect_bad_with("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 128, "
+			"\"hugepages\": \"2M\", \"balloon_mib\": 64}",
+			&defs_tcg, "balloon_mib: not with hugepages", NULL);
+
+	char buf[16];
+	assert_string_equal(vm_hugepages_to_string(2ull << 20, buf, sizeof(buf)), "2M");
+	assert_string_equal(vm_hugepages_to_string(1ull << 30, buf, sizeof(buf)), "1G");
+	assert_string_equal(vm_hugepages_to_string(1ull << 40, buf, sizeof(buf)), "1T");
+	assert_string_equal(vm_hugepages_to_string(3ull << 20, buf, sizeof(buf)), "3M");
 }
 
 static void test_to_json_shape(void **state)
@@ -978,6 +1043,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_check_files_unreadable, files_setup,
 					    files_teardown),
 	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_hugepages),
 	    cmocka_unit_test(test_to_json_shape),
 	    cmocka_unit_test(test_enum_strings),
 	    cmocka_unit_test(test_null_err),

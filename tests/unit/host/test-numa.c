@@ -88,6 +88,20 @@ static void add_hugepages(const char *root, unsigned id, unsigned long long kb, 
 	}
 }
 
+/* sys/kernel/mm/hugepages/hugepages-<kb>kB/{nr,free,resv}_hugepages. */
+static void add_host_hugepages(const char *root, unsigned long long kb, const char *nr,
+			       const char *free_pages, const char *resv)
+{
+	static const char *const files[3] = {"nr", "free", "resv"};
+	const char *values[3] = {nr, free_pages, resv};
+	char rel[128];
+	for (int i = 0; i < 3; i++) {
+		snprintf(rel, sizeof(rel), "sys/kernel/mm/hugepages/hugepages-%llukB/%s_hugepages",
+			 kb, files[i]);
+		fake_write(root, rel, values[i]);
+	}
+}
+
 static void test_one_node(void **state)
 {
 	char *root = fake_tree_new();
@@ -289,8 +303,7 @@ static void test_no_numa_dir_is_one_node(void **state)
 	assert_non_null(root);
 	fake_write(root, "sys/devices/system/cpu/online", "0-5\n");
 	fake_write(root, "proc/meminfo", "MemTotal:       1000 kB\nMemFree:         500 kB\n");
-	fake_write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "64\n");
-	fake_write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "60\n");
+	add_host_hugepages(root, 2048, "64\n", "60\n", "2\n");
 	int fd = fake_open(root);
 	NumaTopology t;
 	assert_int_equal(numa_read_topology(fd, &t), 0);
@@ -302,6 +315,11 @@ static void test_no_numa_dir_is_one_node(void **state)
 	assert_int_equal(t.nodes[0].hugepages[0].size, 2ull << 20);
 	assert_int_equal(t.nodes[0].hugepages[0].nr, 64);
 	assert_int_equal(t.nodes[0].hugepages[0].free, 60);
+	/* The same pools host-wide, where the reservations are. */
+	assert_int_equal(t.nodes[0].hugepages[0].resv, 0);
+	assert_int_equal(t.n_hugepage_sizes, 1);
+	assert_int_equal(numa_host_hugepages(&t, 2ull << 20)->free, 60);
+	assert_int_equal(numa_host_hugepages(&t, 2ull << 20)->resv, 2);
 	close(fd);
 	fake_tree_free(root);
 }
@@ -322,6 +340,47 @@ static void test_real_kernel(void **state)
 	close(fd);
 }
 
+/* The host-wide pools (sys/kernel/mm/hugepages) with their reservations,
+ * beside the nodes' own; a node's pool has none. */
+static void test_host_hugepages(void **state)
+{
+	char *root = fake_tree_new();
+	assert_non_null(root);
+	add_node(root, 0, "0-1\n", 4096, 2048, "10 20\n");
+	add_node(root, 1, "2-3\n", 4096, 2048, "20 10\n");
+	add_hugepages(root, 0, 2048, "40\n", "30\n");
+	add_hugepages(root, 1, 2048, "40\n", "40\n");
+	add_host_hugepages(root, 2048, "80\n", "70\n", "8\n");
+	/* A broken reservation figure: more than is free. */
+	add_host_hugepages(root, 1048576, "2\n", "1\n", "5\n");
+	int fd = fake_open(root);
+	NumaTopology t;
+	assert_int_equal(numa_read_topology(fd, &t), 0);
+	assert_int_equal(t.n_nodes, 2);
+	assert_int_equal(t.n_hugepage_sizes, 2);
+	const NumaHugepages *h = numa_host_hugepages(&t, 2ull << 20);
+	assert_ptr_equal(h, &t.hugepages[0]);
+	assert_int_equal(h->nr, 80);
+	assert_int_equal(h->free, 70);
+	assert_int_equal(h->resv, 8);
+	h = numa_host_hugepages(&t, 1ull << 30);
+	assert_non_null(h);
+	assert_int_equal(h->resv, 1);
+	assert_null(numa_host_hugepages(&t, 4ull << 20));
+	assert_int_equal(numa_node_hugepages(&t.nodes[0], 2ull << 20)->free, 30);
+	assert_int_equal(numa_node_hugepages(&t.nodes[0], 2ull << 20)->resv, 0);
+	char buf[64];
+	assert_string_equal(numa_hugepage_sizes_format(&t, buf, sizeof(buf)), "2 MiB, 1 GiB");
+	assert_string_equal(numa_hugepage_size_format(64 << 10, buf, sizeof(buf)), "64 KiB");
+	assert_string_equal(numa_hugepage_size_format(3000, buf, sizeof(buf)), "3000 B");
+	close(fd);
+	fake_tree_free(root);
+
+	/* None at all. */
+	memset(&t, 0, sizeof(t));
+	assert_string_equal(numa_hugepage_sizes_format(&t, buf, sizeof(buf)), "none");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -334,6 +393,7 @@ int main(void)
 		cmocka_unit_test(test_missing_files),
 		cmocka_unit_test(test_many_hugepage_sizes),
 		cmocka_unit_test(test_no_numa_dir_is_one_node),
+		cmocka_unit_test(test_host_hugepages),
 		cmocka_unit_test(test_real_kernel),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -767,6 +767,103 @@ static void test_many_nodes_greedy(void **state)
 	free(t);
 }
 
+static void add_host_hugepages(NumaTopology *t, uint64_t size, uint64_t nr, uint64_t free,
+			       uint64_t resv)
+{
+	t->hugepages[t->n_hugepage_sizes++] =
+	    (NumaHugepages){.size = size, .nr = nr, .free = free, .resv = resv};
+}
+
+/* A VM of huge pages not placed on nodes (n_nodes 0). */
+static void hugepage_vm(PlacementVm *vm, uint64_t memory, uint64_t size)
+{
+	placement_vm_init(vm);
+	vm->memory = memory;
+	vm->vcpus = 1;
+	vm->hugepage_size = size;
+}
+
+/* Admission of a huge page VM at start: host-wide free less reserved less
+ * what starting VMs take; per node when placed; the messages name the
+ * figures and the file to raise. */
+static void test_check_hugepages(void **state)
+{
+	NumaTopology *t = topo_new();
+	char why[512];
+	set_node(t, 0, 0, 2, 8 * GiB, 4 * GiB);
+	set_node(t, 1, 2, 2, 8 * GiB, 4 * GiB);
+	add_hugepages(t, 0, 2 * MiB, 100, 80);
+	add_hugepages(t, 1, 2 * MiB, 100, 20);
+	add_host_hugepages(t, 2 * MiB, 200, 100, 10);
+	PlacementVm vm, starting[3];
+
+	/* Not placed: 90 available host-wide (100 free - 10 reserved). */
+	hugepage_vm(&vm, 180 * MiB, 2 * MiB); /* 90 pages */
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, why, sizeof(why)), 0);
+	hugepage_vm(&vm, 182 * MiB, 2 * MiB); /* 91 pages */
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, why, sizeof(why)), -ENOSPC);
+	assert_string_equal(why, "needs 91 huge pages of 2 MiB, 90 available (100 free less 10 "
+				 "reserved and 0 for VMs being started); raise "
+				 "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages "
+				 "(/proc/sys/vm/nr_hugepages for the default size)");
+
+	/* Starting VMs of the same size count whole; of another size, not. */
+	hugepage_vm(&vm, 100 * MiB, 2 * MiB); /* 50 pages */
+	hugepage_vm(&starting[0], 60 * MiB, 2 * MiB);	/* 30 */
+	hugepage_vm(&starting[1], 1 * GiB, 1 * GiB);	/* another size */
+	assert_int_equal(placement_check_hugepages(t, &vm, starting, 2, why, sizeof(why)), 0);
+	hugepage_vm(&starting[2], 40 * MiB, 2 * MiB); /* 20 more: 50 > 90 - 50 */
+	assert_int_equal(placement_check_hugepages(t, &vm, starting, 3, why, sizeof(why)),
+			 -ENOSPC);
+	assert_non_null(strstr(why, "needs 50 huge pages of 2 MiB, 40 available (100 free less 10 "
+				    "reserved and 50 for VMs being started)"));
+
+	/* Placed on node 1: its 20 free pages, less a starting VM's there. */
+	vm_on(&vm, 1, 40 * MiB, 1);
+	vm.hugepage_size = 2 * MiB;
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, why, sizeof(why)), 0);
+	vm_on(&starting[0], 1, 4 * MiB, 1);
+	starting[0].hugepage_size = 2 * MiB;
+	vm_on(&starting[1], 0, 100 * MiB, 1); /* on the other node: not counted there */
+	starting[1].hugepage_size = 2 * MiB;
+	assert_int_equal(placement_check_hugepages(t, &vm, starting, 2, why, sizeof(why)),
+			 -ENOSPC);
+	assert_string_equal(why, "needs 20 huge pages of 2 MiB on node 1, 18 available (20 free "
+				 "less 2 for VMs being started); raise "
+				 "/sys/devices/system/node/node1/hugepages/hugepages-2048kB/"
+				 "nr_hugepages");
+	/* Spread over both: each cell against its node. */
+	vm_on(&vm, 0, 160 * MiB, 1);
+	vm.hugepage_size = 2 * MiB;
+	vm.n_nodes = 2;
+	vm.nodes[1] = 1;
+	vm.node_mem[0] = 140 * MiB; /* 70 of node 0's 80 */
+	vm.node_mem[1] = 20 * MiB;  /* 10 of node 1's 20 */
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, why, sizeof(why)), 0);
+	vm.node_mem[0] = 180 * MiB; /* 90 > 80 */
+	vm.memory = 200 * MiB;
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, why, sizeof(why)), -ENOSPC);
+	assert_non_null(strstr(why, "needs 90 huge pages of 2 MiB on node 0, 80 available"));
+
+	/* A size the host does not have; a node without the pool. */
+	hugepage_vm(&vm, 1 * GiB, 1 * GiB);
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, why, sizeof(why)), -ENOENT);
+	assert_string_equal(why, "the host has no huge pages of 1 GiB (its sizes: 2 MiB)");
+	add_host_hugepages(t, 1 * GiB, 4, 4, 0);
+	vm_on(&vm, 0, 1 * GiB, 1);
+	vm.hugepage_size = 1 * GiB;
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, why, sizeof(why)), -ENOSPC);
+	assert_non_null(strstr(why, "needs 1 huge pages of 1 GiB on node 0, 0 available"));
+	assert_non_null(strstr(why, "hugepages-1048576kB/nr_hugepages"));
+
+	/* Malformed: not a whole number of pages, or no size. */
+	hugepage_vm(&vm, 3 * MiB, 2 * MiB);
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, why, sizeof(why)), -EINVAL);
+	hugepage_vm(&vm, 4 * MiB, 0);
+	assert_int_equal(placement_check_hugepages(t, &vm, NULL, 0, NULL, 0), -EINVAL);
+	free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -781,6 +878,7 @@ int main(void)
 		cmocka_unit_test(test_memory_only_node_for_memory),
 		cmocka_unit_test(test_pinning),
 		cmocka_unit_test(test_hugepages),
+		cmocka_unit_test(test_check_hugepages),
 		cmocka_unit_test(test_enospc_message),
 		cmocka_unit_test(test_bad_requests),
 		cmocka_unit_test(test_many_nodes_greedy),
