@@ -141,7 +141,7 @@ static void migrate_usage(void)
 {
 	fputs("hsctl: usage: hsctl migrate NAME --to DEST [--storage shared|copy] [--address IP] "
 	      "[--downtime MS] [--bandwidth RATE] [--multifd N] [--auto-converge] [--xbzrle] "
-	      "[--timeout S]\n"
+	      "[--tls] [--timeout S]\n"
 	      "       hsctl migrate NAME --cancel|--confirm|--abort\n",
 	      stderr);
 }
@@ -273,6 +273,7 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 		{"cancel", no_argument, NULL, 'C'},
 		{"confirm", no_argument, NULL, 'F'},
 		{"abort", no_argument, NULL, 'A'},
+		{"tls", no_argument, NULL, 'S'},
 		{0},
 	};
 	const char *to = NULL, *storage = NULL, *address = NULL, *action = NULL;
@@ -323,6 +324,9 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 			break;
 		case 'x':
 			json_object_set_new(req, "xbzrle", json_true());
+			break;
+		case 'S':
+			json_object_set_new(req, "tls", json_true());
 			break;
 		case 'T':
 			if (ctl_parse_uint("--timeout", optarg, 86400, &v) < 0 || !v)
@@ -395,9 +399,10 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 				    host[0] ? host : "source");
 	if (address)
 		json_object_set_new(in, "address", json_string(address));
-	json_t *mf = json_object_get(req, "multifd");
-	if (mf)
-		json_object_set(in, "multifd", mf);
+	static const char *const both[] = {"multifd", "tls"};
+	for (size_t i = 0; i < ARRAY_SIZE(both); i++)
+		if (json_object_get(req, both[i]))
+			json_object_set(in, both[i], json_object_get(req, both[i]));
 	json_auto_t *ans = NULL;
 	r = ctl_call(&dest.ctl, "POST", "/v1/migrations/incoming", in, &ans);
 	if (r) {

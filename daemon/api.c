@@ -347,8 +347,9 @@ void method_not_allowed(HttpRequest *req, const char *allowed)
 			 http_request_method(req), http_request_path(req), allowed);
 }
 
-static void handle_migration(Hsd *h, Vm *vm, HttpRequest *req, const char *action,
-			     const char *sub);
+static void handle_migrate(Vm *vm, HttpRequest *req);
+static void handle_migration(Vm *vm, HttpRequest *req, bool cancel);
+static void handle_migration_finish(Hsd *h, Vm *vm, HttpRequest *req, bool confirm);
 
 static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *action)
 {
@@ -394,8 +395,27 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 			handle_console(h, vm, req);
 		return;
 	}
-	if (!strcmp(action, "migrate") || !strcmp(action, "migration")) {
-		handle_migration(h, vm, req, action, NULL);
+	if (!strcmp(action, "migrate")) {
+		if (strcmp(m, "POST"))
+			method_not_allowed(req, "POST");
+		else
+			handle_migrate(vm, req);
+		return;
+	}
+	if (!strcmp(action, "migration")) {
+		if (!strcmp(m, "GET"))
+			handle_migration(vm, req, false);
+		else if (!strcmp(m, "DELETE"))
+			handle_migration(vm, req, true);
+		else
+			method_not_allowed(req, "GET, DELETE");
+		return;
+	}
+	if (!strcmp(action, "migration/confirm") || !strcmp(action, "migration/abort")) {
+		if (strcmp(m, "POST"))
+			method_not_allowed(req, "POST");
+		else
+			handle_migration_finish(h, vm, req, !strcmp(action, "migration/confirm"));
 		return;
 	}
 	static const char *const actions[] = {"start",  "stop",  "kill", "reboot",
@@ -424,102 +444,84 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 		handle_simple(h, vm, req, action);
 }
 
-/* A POST's JSON object body; otherwise answered (405, 400) and NULL. */
-static json_t *post_body(HttpRequest *req)
+/* POST /v1/vms/NAME/migrate: a migration to where the body says. */
+static void handle_migrate(Vm *vm, HttpRequest *req)
 {
-	if (strcmp(http_request_method(req), "POST")) {
-		method_not_allowed(req, "POST");
-		return NULL;
-	}
-	return body_json(req, false);
+	json_auto_t *j = body_json(req, false);
+	HsError err = {0};
+	if (!j)
+		return;
+	log_info("api: migrate vm=%s uid=%u", vm->spec.name, (unsigned)http_request_peer(req)->uid);
+	if (migrate_start(vm, j, &err) < 0)
+		http_reply_hserror(req, &err);
+	else
+		http_reply_json(req, 202, vm_to_json(vm, true));
 }
 
-/* /v1/vms/NAME/migrate (POST: start), /v1/vms/NAME/migration (GET: its
- * state; DELETE: cancel), /v1/vms/NAME/migration/{confirm,abort} (POST). */
-static void handle_migration(Hsd *h, Vm *vm, HttpRequest *req, const char *action,
-			     const char *sub)
+/* GET /v1/vms/NAME/migration: its state; DELETE: cancel it. */
+static void handle_migration(Vm *vm, HttpRequest *req, bool cancel)
 {
-	const char *m = http_request_method(req);
 	HsError err = {0};
-	if (!strcmp(action, "migrate")) {
-		json_auto_t *j = post_body(req);
-		if (!j)
-			return;
-		log_info("api: migrate vm=%s uid=%u", vm->spec.name,
-			 (unsigned)http_request_peer(req)->uid);
-		if (migrate_start(vm, j, &err) < 0)
-			http_reply_hserror(req, &err);
-		else
-			http_reply_json(req, 202, vm_to_json(vm, true));
-		return;
-	}
-	if (sub) {
-		if (strcmp(sub, "confirm") && strcmp(sub, "abort")) {
-			http_reply_error(req, 404, "not-found", "no such resource '%s'",
-					 http_request_path(req));
-			return;
-		}
-		if (strcmp(m, "POST")) {
-			method_not_allowed(req, "POST");
-			return;
-		}
-		json_auto_t *j = body_json(req, true);
-		static const char *const no_keys[] = {NULL};
-		if (!j || !body_keys_ok(req, j, no_keys))
-			return;
-		log_info("api: migration %s vm=%s uid=%u", sub, vm->spec.name,
-			 (unsigned)http_request_peer(req)->uid);
-		Pending *p = pending_new(h, req);
-		int r = p ? migrate_finish(vm, !strcmp(sub, "confirm"), on_vm_done, p, &err)
-			  : hs_error_set(&err, -ENOMEM, "internal", "out of memory");
-		reply_or_defer(req, p, r, &err);
-		return;
-	}
-	if (!strcmp(m, "GET")) {
+	if (!cancel) {
 		json_t *mj = migrate_vm_json(vm);
 		if (mj)
 			http_reply_json(req, 200, mj);
 		else
 			http_reply_error(req, 404, "not-found", "VM '%s' has no migration",
 					 vm->spec.name);
-	} else if (!strcmp(m, "DELETE")) {
-		log_info("api: migration cancel vm=%s uid=%u", vm->spec.name,
-			 (unsigned)http_request_peer(req)->uid);
-		if (migrate_cancel(vm, &err) < 0)
-			http_reply_hserror(req, &err);
-		else
-			http_reply_json(req, 200, vm_to_json(vm, true));
-	} else {
-		method_not_allowed(req, "GET, DELETE");
+		return;
 	}
+	log_info("api: migration cancel vm=%s uid=%u", vm->spec.name,
+		 (unsigned)http_request_peer(req)->uid);
+	if (migrate_cancel(vm, &err) < 0)
+		http_reply_hserror(req, &err);
+	else
+		http_reply_json(req, 200, vm_to_json(vm, true));
 }
 
-/* POST /v1/migrations/incoming, DELETE /v1/migrations/incoming/NAME. */
-static void handle_incoming(Hsd *h, HttpRequest *req, const char *name)
+/* POST /v1/vms/NAME/migration/confirm (the destination runs it: the
+ * source lets its QEMU go) or .../abort (it does not: resume here). */
+static void handle_migration_finish(Hsd *h, Vm *vm, HttpRequest *req, bool confirm)
 {
-	const char *m = http_request_method(req);
+	static const char *const no_keys[] = {NULL};
+	json_auto_t *j = body_json(req, true);
 	HsError err = {0};
-	if (!name) {
-		json_auto_t *j = post_body(req);
-		if (!j)
-			return;
-		log_info("api: incoming migration uid=%u", (unsigned)http_request_peer(req)->uid);
-		if (migrate_incoming(h, j, req, &err) < 0)
-			http_reply_hserror(req, &err);
+	if (!j || !body_keys_ok(req, j, no_keys))
 		return;
-	}
-	if (strcmp(m, "DELETE")) {
-		method_not_allowed(req, "DELETE");
+	log_info("api: migration %s vm=%s uid=%u", confirm ? "confirm" : "abort", vm->spec.name,
+		 (unsigned)http_request_peer(req)->uid);
+	Pending *p = pending_new(h, req);
+	int r = p ? migrate_finish(vm, confirm, on_vm_done, p, &err)
+		  : hs_error_set(&err, -ENOMEM, "internal", "out of memory");
+	reply_or_defer(req, p, r, &err);
+}
+
+/* POST /v1/migrations/incoming: this hsd receives a VM. */
+static void handle_incoming(Hsd *h, HttpRequest *req)
+{
+	json_auto_t *j = body_json(req, false);
+	HsError err = {0};
+	if (!j)
 		return;
-	}
-	if (!vm_name_is_valid(name) || migrate_incoming_cancel(h, name, &err) < 0) {
-		if (!err.message[0])
-			hs_error_set(&err, -ENOENT, "not-found", "no incoming migration of '%s'",
-				     name);
+	log_info("api: incoming migration uid=%u", (unsigned)http_request_peer(req)->uid);
+	if (migrate_incoming(h, j, req, &err) < 0)
 		http_reply_hserror(req, &err);
+}
+
+/* DELETE /v1/migrations/incoming/NAME: the driver gives it up. */
+static void handle_incoming_cancel(Hsd *h, HttpRequest *req, const char *name)
+{
+	HsError err = {0};
+	if (!vm_name_is_valid(name)) {
+		http_reply_error(req, 404, "not-found", "no incoming migration of '%s'", name);
 		return;
 	}
-	http_reply_json(req, 200, json_pack("{s:s, s:s}", "vm", name, "state", "cancelled"));
+	log_info("api: incoming migration cancel vm=%s uid=%u", name,
+		 (unsigned)http_request_peer(req)->uid);
+	if (migrate_incoming_cancel(h, name, &err) < 0)
+		http_reply_hserror(req, &err);
+	else
+		http_reply_json(req, 200, json_pack("{s:s, s:s}", "vm", name, "state", "cancelled"));
 }
 
 /* /v1/vms/NAME/snapshots[/SNAP[/rollback]]; rest is what follows
@@ -527,8 +529,13 @@ static void handle_incoming(Hsd *h, HttpRequest *req, const char *name)
 static void handle_snapshots(Hsd *h, HttpRequest *req, const char *name, const char *rest)
 {
 	Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
+	HsError err = {0};
 	if (!vm) {
 		http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
+		return;
+	}
+	if (strcmp(http_request_method(req), "GET") && migrate_vm_check_idle(vm, &err) < 0) {
+		http_reply_hserror(req, &err);
 		return;
 	}
 	if (!rest[0] || !strcmp(rest, "/")) {
@@ -624,11 +631,17 @@ void api_handle(HttpRequest *req, void *userdata)
 		return;
 	}
 	if (!strcmp(path, "/v1/migrations/incoming")) {
-		handle_incoming(h, req, NULL);
+		if (strcmp(m, "POST"))
+			method_not_allowed(req, "POST");
+		else
+			handle_incoming(h, req);
 		return;
 	}
 	if (hs_str_has_prefix(path, "/v1/migrations/incoming/")) {
-		handle_incoming(h, req, path + strlen("/v1/migrations/incoming/"));
+		if (strcmp(m, "DELETE"))
+			method_not_allowed(req, "DELETE");
+		else
+			handle_incoming_cancel(h, req, path + strlen("/v1/migrations/incoming/"));
 		return;
 	}
 	if (!strcmp(path, "/v1/templates")) {
@@ -655,26 +668,15 @@ void api_handle(HttpRequest *req, void *userdata)
 		memcpy(name, rest, n);
 		name[n] = '\0';
 		if (slash && hs_str_has_prefix(slash, "/snapshots")) {
-			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
-			HsError err = {0};
-			if (vm && strcmp(m, "GET") && migrate_vm_check_idle(vm, &err) < 0) {
-				http_reply_hserror(req, &err);
-				return;
-			}
 			handle_snapshots(h, req, name, slash + strlen("/snapshots"));
 			return;
 		}
-		if (slash && hs_str_has_prefix(slash, "/migration/")) {
-			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
-			if (!vm)
-				http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
-			else
-				handle_migration(h, vm, req, "migration",
-						 slash + strlen("/migration/"));
-			return;
-		}
 		if (slash && slash[1]) {
-			if (strchr(slash + 1, '/') || strlen(slash + 1) >= sizeof(action)) {
+			/* One level of actions; migration/ has two. */
+			const char *inner = strchr(slash + 1, '/');
+			if ((inner && (!hs_str_has_prefix(slash + 1, "migration/") ||
+				       strchr(inner + 1, '/'))) ||
+			    strlen(slash + 1) >= sizeof(action)) {
 				http_reply_error(req, 404, "not-found", "no such resource '%s'",
 						 path);
 				return;

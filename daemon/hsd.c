@@ -180,6 +180,8 @@ static void usage(FILE *f)
 		   "  --migration-address IP  incoming migrations listen on IP (default: the\n"
 		   "                      address each request names)\n"
 		   "  --migration-ports LO-HI  their TCP ports (default 49152-49215)\n"
+		   "  --migration-tls-dir DIR  certificates for TLS migrations (QEMU's\n"
+		   "                      tls-creds-x509: ca-cert.pem, server-*.pem, client-*.pem)\n"
 		   "  --cgroup-base PATH  VMs' cgroups go under PATH on the cgroup2 mount\n"
 		   "                      (default: hsd's delegated group, else \"hsd\")\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
@@ -207,6 +209,7 @@ static const struct option long_opts[] = {
 	{"cgroup-base", required_argument, NULL, 'L'},
 	{"migration-address", required_argument, NULL, 'L'},
 	{"migration-ports", required_argument, NULL, 'L'},
+	{"migration-tls-dir", required_argument, NULL, 'L'},
 	{"no-seccomp", no_argument, NULL, 'L'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"version", no_argument, NULL, 'V'},
@@ -301,6 +304,8 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 	h->migration_address = o.migration_address ? strdup(o.migration_address) : NULL;
 	h->migration_port_lo = o.migration_port_lo;
 	h->migration_port_hi = o.migration_port_hi;
+	free(h->migration_tls_dir);
+	h->migration_tls_dir = o.migration_tls_dir ? strdup(o.migration_tls_dir) : NULL;
 	hsd_log_level = o.verbose ? 7 : 6;
 	/* Allowed dirs: STATE/images stays first. */
 	while (h->allowed.n > 1)
@@ -348,6 +353,7 @@ int main(int argc, char **argv)
 	h.migration_address = o.migration_address ? strdup(o.migration_address) : NULL;
 	h.migration_port_lo = o.migration_port_lo;
 	h.migration_port_hi = o.migration_port_hi;
+	h.migration_tls_dir = o.migration_tls_dir ? strdup(o.migration_tls_dir) : NULL;
 	if (o.verbose)
 		hsd_log_level = 7;
 	h.state_dir = o.state_dir ? strdup(o.state_dir) : NULL;

@@ -167,6 +167,7 @@ struct Hsd {
 	 * the request names none, and the ports it may take. */
 	char *migration_address;
 	unsigned migration_port_lo, migration_port_hi;
+	char *migration_tls_dir; /* certificates for TLS migrations; NULL: none */
 };
 
 /* Logging to stderr with journald priority prefixes. */

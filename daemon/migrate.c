@@ -74,6 +74,7 @@ struct Migration {
 	char peer[256]; /* source: where to ("to"); dest: from */
 	char uri[160];
 	bool copy;
+	bool tls;    /* the stream (and NBD) over TLS, certificates from --migration-tls-dir */
 	bool paused; /* dest: keep the guest paused after the switchover */
 	/* Tunables (source; multifd on both sides). */
 	unsigned downtime_ms, multifd;
@@ -115,10 +116,11 @@ static bool phase_over(MigPhase p)
 
 static json_t *migration_json(const Migration *m)
 {
-	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f}", "role",
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f, s:b}", "role",
 			      m->incoming ? "destination" : "source", "phase", phase_name(m->phase),
 			      m->incoming ? "from" : "to", m->peer, "storage",
-			      m->copy ? "copy" : "shared", "uri", m->uri, "started", m->started);
+			      m->copy ? "copy" : "shared", "uri", m->uri, "started", m->started,
+			      "tls", m->tls);
 	if (m->finished > 0)
 		json_object_set_new(o, "finished", json_real(m->finished));
 	if (m->error[0])
@@ -346,6 +348,72 @@ static json_t *caps_json(const Migration *m, bool on)
 	return json_pack("{s:o}", "capabilities", caps);
 }
 
+/* ---- TLS ---- */
+
+#define TLS_ID "hs-mig-tls"
+
+/* The certificates QEMU's tls-creds-x509 reads, for a server (the
+ * destination) or a client (the source), are in --migration-tls-dir. */
+static int tls_check(Hsd *h, bool server, HsError *err)
+{
+	if (!h->migration_tls_dir)
+		return hs_error_set(err, -EINVAL, "invalid-request",
+				    "tls: this hsd has no --migration-tls-dir (the certificates)");
+	const char *files[] = {"ca-cert.pem", server ? "server-cert.pem" : "client-cert.pem",
+			       server ? "server-key.pem" : "client-key.pem"};
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char path[512];
+		snprintf(path, sizeof(path), "%s/%s", h->migration_tls_dir, files[i]);
+		if (access(path, R_OK) < 0)
+			return hs_error_set(err, -ENOENT, "invalid-request",
+					    "tls: %s: %s (QEMU's tls-creds-x509 %s needs it)", path,
+					    strerror(errno), server ? "server" : "client");
+	}
+	return 0;
+}
+
+/* TLS credentials in QEMU, and the migration's use of them. An object of
+ * an earlier migration goes first (its removal may fail: none). */
+static void add_tls(Vm *vm, json_t *cmds, json_t *params, bool server, const char *host)
+{
+	if (vm->qmp)
+		qmp_client_execute(vm->qmp, "object-del", json_pack("{s:s}", "id", TLS_ID),
+				   vm->hsd->qmp_timeout, NULL, NULL);
+	add_cmd(cmds, "object-add",
+		json_pack("{s:s, s:s, s:s, s:s, s:b}", "qom-type", "tls-creds-x509", "id", TLS_ID,
+			  "dir", vm->hsd->migration_tls_dir, "endpoint",
+			  server ? "server" : "client", "verify-peer", 1));
+	json_object_set_new(params, "tls-creds", json_string(TLS_ID));
+	if (host)
+		json_object_set_new(params, "tls-hostname", json_string(host));
+}
+
+/* Each, ignoring failures (what is left of a migration). */
+static void run_ignoring(Vm *vm, json_t *cmds /* taken */)
+{
+	for (size_t i = 0; i < json_array_size(cmds); i++) {
+		json_t *c = json_array_get(cmds, i);
+		json_t *args = json_array_get(c, 1);
+		if (vm->qmp)
+			qmp_client_execute(vm->qmp, json_string_value(json_array_get(c, 0)),
+					   json_is_null(args) ? NULL : json_incref(args),
+					   vm->hsd->qmp_timeout, NULL, NULL);
+	}
+	json_decref(cmds);
+}
+
+/* The capabilities off again and no TLS (a later memory snapshot
+ * migrates to a file). */
+static void add_reset(const Migration *m, json_t *cmds)
+{
+	add_cmd(cmds, "migrate-set-capabilities", caps_json(m, false));
+	if (m->tls) {
+		add_cmd(cmds, "migrate-set-parameters",
+			json_pack("{s:s, s:s}", "tls-creds", "", "tls-hostname", ""));
+		add_cmd(cmds, "object-del", json_pack("{s:s}", "id", TLS_ID));
+	}
+}
+
 /* {"diskN": node} of query-block's answer: the node at the top of each
  * disk (the device disk N is "/machine/peripheral/diskN/..."). */
 static json_t *disk_nodes(json_t *reply)
@@ -440,16 +508,8 @@ static void source_cleanup(Vm *vm)
 		add_cmd(cmds, "block-job-cancel", json_pack("{s:s, s:b}", "device", job, "force", 1));
 		add_cmd(cmds, "blockdev-del", json_pack("{s:s}", "node-name", node));
 	}
-	add_cmd(cmds, "migrate-set-capabilities", caps_json(m, false));
-	/* Each failure is ignored: run them one by one. */
-	for (size_t i = 0; i < json_array_size(cmds); i++) {
-		json_t *c = json_array_get(cmds, i);
-		json_t *args = json_array_get(c, 1);
-		if (vm->qmp)
-			qmp_client_execute(vm->qmp, json_string_value(json_array_get(c, 0)),
-					   json_incref(args), vm->hsd->qmp_timeout, NULL, NULL);
-	}
-	json_decref(cmds);
+	add_reset(m, cmds);
+	run_ignoring(vm, cmds);
 }
 
 static void source_end(Vm *vm, MigPhase phase, const char *why)
@@ -597,10 +657,14 @@ static void on_prepared(Vm *vm, const HsError *err)
 		snprintf(port, sizeof(port), "%u", m->nbd_port);
 		snprintf(export_, sizeof(export_), "disk%zu", i);
 		snprintf(device, sizeof(device), "disk%zu", i);
-		add_cmd(cmds, "blockdev-add",
-			json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:s}", "driver", "nbd", "node-name",
-				  node, "server", "type", "inet", "host", m->nbd_host, "port", port,
-				  "export", export_));
+		json_t *target = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:s}", "driver", "nbd",
+					   "node-name", node, "server", "type", "inet", "host",
+					   m->nbd_host, "port", port, "export", export_);
+		if (m->tls) {
+			json_object_set_new(target, "tls-creds", json_string(TLS_ID));
+			json_object_set_new(target, "tls-hostname", json_string(m->nbd_host));
+		}
+		add_cmd(cmds, "blockdev-add", target);
 		json_t *top = json_object_get(m->nodes, device);
 		add_cmd(cmds, "blockdev-mirror",
 			json_pack("{s:s, s:s, s:s, s:s}", "job-id", job, "device",
@@ -640,6 +704,17 @@ static void on_tops(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 		json_object_set_new(params, "max-bandwidth", json_integer((json_int_t)m->bandwidth));
 	if (m->multifd)
 		json_object_set_new(params, "multifd-channels", json_integer((json_int_t)m->multifd));
+	if (m->tls) {
+		/* The certificate names the destination's address. */
+		char host[64];
+		const char *h = m->uri + 4, *colon = strrchr(h, ':');
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - h), h);
+		if (host[0] == '[') {
+			memmove(host, host + 1, strlen(host));
+			host[strcspn(host, "]")] = '\0';
+		}
+		add_tls(vm, cmds, params, false, host);
+	}
 	add_cmd(cmds, "migrate-set-parameters", params);
 	batch_run(vm, cmds, on_prepared);
 }
@@ -761,7 +836,7 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 {
 	static const char *const keys[] = {"uri",     "to",       "storage",       "nbd",
 					   "downtime_ms", "bandwidth", "multifd",
-					   "auto_converge", "xbzrle", "timeout_s", NULL};
+					   "auto_converge", "xbzrle", "timeout_s", "tls", NULL};
 	if (api_check_keys(j, keys, err) < 0)
 		return -EINVAL;
 	if (vm->migration && !phase_over(vm->migration->phase))
@@ -801,6 +876,8 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 	ok = ok && (u = 3600, parse_uint(j, "timeout_s", 1, 86400, &u, err) == 0) &&
 	     (m->timeout = (double)u, true);
 	ok = ok && parse_bool(j, "auto_converge", &m->auto_converge, err) == 0;
+	ok = ok && parse_bool(j, "tls", &m->tls, err) == 0;
+	ok = ok && (!m->tls || tls_check(vm->hsd, false, err) == 0);
 	ok = ok && parse_bool(j, "xbzrle", &m->xbzrle, err) == 0;
 	if (!ok) {
 		free(m);
@@ -988,12 +1065,14 @@ static void dest_settle(Vm *vm, const char *st)
 		set_phase(vm, MIG_COMPLETED);
 		log_info("vm %s: arrived from %s", vm->spec.name, m->peer);
 		json_t *cmds = json_array();
-		if (m->copy)
-			add_cmd(cmds, "nbd-server-stop", NULL);
-		add_cmd(cmds, "migrate-set-capabilities", caps_json(m, false));
 		if (!m->paused)
-			add_cmd(cmds, "cont", NULL);
+			add_cmd(cmds, "cont", NULL); /* first: the guest waits for nothing else */
 		batch_run(vm, cmds, on_dest_resumed);
+		json_t *after = json_array();
+		if (m->copy)
+			add_cmd(after, "nbd-server-stop", NULL);
+		add_reset(m, after);
+		run_ignoring(vm, after);
 	} else if (!strcmp(st, "failed") || !strcmp(st, "cancelled")) {
 		const char *why = json_string_value(json_object_get(m->info, "error-desc"));
 		dest_failed(vm, why ? why : st);
@@ -1059,9 +1138,11 @@ static void listen_start(Vm *vm)
 		char port[16];
 		snprintf(port, sizeof(port), "%u", nbd);
 		/* addr is a SocketAddressLegacy here: {type, data}. */
-		add_cmd(cmds, "nbd-server-start",
-			json_pack("{s:{s:s, s:{s:s, s:s}}}", "addr", "type", "inet", "data", "host",
-				  m->address, "port", port));
+		json_t *args = json_pack("{s:{s:s, s:{s:s, s:s}}}", "addr", "type", "inet", "data",
+					 "host", m->address, "port", port);
+		if (m->tls)
+			json_object_set_new(args, "tls-creds", json_string(TLS_ID));
+		add_cmd(cmds, "nbd-server-start", args);
 		for (size_t i = 0; i < vm->spec.n_disks; i++) {
 			if (!vm->spec.disks[i].managed)
 				continue;
@@ -1152,11 +1233,16 @@ static void on_dest_started(Vm *vm, const HsError *err, void *ud)
 		dest_failed(vm, err->message);
 		return;
 	}
-	json_t *cmds = json_array();
+	json_t *cmds = json_array(), *params = json_object();
 	add_cmd(cmds, "migrate-set-capabilities", caps_json(m, true));
 	if (m->multifd)
-		add_cmd(cmds, "migrate-set-parameters",
-			json_pack("{s:i}", "multifd-channels", (int)m->multifd));
+		json_object_set_new(params, "multifd-channels", json_integer((json_int_t)m->multifd));
+	if (m->tls)
+		add_tls(vm, cmds, params, true, NULL);
+	if (json_object_size(params))
+		add_cmd(cmds, "migrate-set-parameters", params);
+	else
+		json_decref(params);
 	batch_run(vm, cmds, on_dest_caps);
 }
 
@@ -1269,7 +1355,7 @@ int migrate_vm_check_idle(Vm *vm, HsError *err)
 int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 {
 	static const char *const keys[] = {"spec", "storage", "address", "from", "paused",
-					   "multifd", NULL};
+					   "multifd", "tls", NULL};
 	if (api_check_keys(j, keys, err) < 0)
 		return -EINVAL;
 	json_t *js = json_object_get(j, "spec");
@@ -1290,10 +1376,11 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 				    "address: needed (hsd has no --migration-address): this "
 				    "host's IP address the source can reach");
 	const char *from = json_string_value(json_object_get(j, "from"));
-	bool paused = false;
+	bool paused = false, tls = false;
 	uint64_t multifd = 0;
 	if (parse_bool(j, "paused", &paused, err) < 0 ||
-	    parse_uint(j, "multifd", 0, 32, &multifd, err) < 0)
+	    parse_uint(j, "multifd", 0, 32, &multifd, err) < 0 ||
+	    parse_bool(j, "tls", &tls, err) < 0 || (tls && tls_check(h, true, err) < 0))
 		return -EINVAL;
 
 	VmSpec spec;
@@ -1349,7 +1436,7 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 		vm_delete(vm, &e);
 		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
 	}
-	*m = (Migration){.incoming = true, .copy = copy, .paused = paused,
+	*m = (Migration){.incoming = true, .copy = copy, .paused = paused, .tls = tls,
 			 .multifd = (unsigned)multifd, .vm = vm, .reply = p};
 	snprintf(m->address, sizeof(m->address), "%s", address);
 	snprintf(m->peer, sizeof(m->peer), "%s", from ? from : "(unnamed source)");
@@ -1409,6 +1496,7 @@ void migrate_vm_loaded(Vm *vm)
 			j = json_loads(data, 0, NULL);
 		*m = (Migration){.incoming = true, .phase = MIG_ACTIVE, .vm = vm};
 		m->copy = !strcmp(json_string_value(json_object_get(j, "storage")) ?: "", "copy");
+		m->tls = json_is_true(json_object_get(j, "tls"));
 		snprintf(m->peer, sizeof(m->peer), "%s",
 			 json_string_value(json_object_get(j, "from")) ?: "?");
 		m->started = json_number_value(json_object_get(j, "started"));
@@ -1436,6 +1524,7 @@ void migrate_vm_loaded(Vm *vm)
 	}
 	*m = (Migration){.phase = MIG_ACTIVE, .vm = vm};
 	m->copy = !strcmp(json_string_value(json_object_get(j, "storage")) ?: "", "copy");
+	m->tls = json_is_true(json_object_get(j, "tls"));
 	snprintf(m->peer, sizeof(m->peer), "%s", json_string_value(json_object_get(j, "to")) ?: "?");
 	snprintf(m->uri, sizeof(m->uri), "%s", json_string_value(json_object_get(j, "uri")) ?: "");
 	m->started = json_number_value(json_object_get(j, "started"));

@@ -25,7 +25,7 @@ void hsd_options_clear(HsdOptions *o)
 {
 	char **strs[] = {&o->state_dir, &o->run_dir,	&o->socket,	 &o->qemu,
 			 &o->qemu_user, &o->api_group, &o->admin_group, &o->sysroot,
-			 &o->cgroup_base, &o->migration_address};
+			 &o->cgroup_base, &o->migration_address, &o->migration_tls_dir};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		free(*strs[i]);
 		*strs[i] = NULL;
@@ -104,6 +104,8 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 					    value ? value : "");
 		return set_str(&o->migration_address, key, value, false, err);
 	}
+	if (!strcmp(key, "migration-tls-dir"))
+		return set_str(&o->migration_tls_dir, key, value, true, err);
 	if (!strcmp(key, "migration-ports")) {
 		unsigned lo, hi;
 		int n = 0;
@@ -212,7 +214,7 @@ bool hsd_option_reloadable(const char *key)
 	static const char *const keys[] = {"stop-timeout", "qmp-timeout", "overcommit",
 					   "pacing-timeout", "allowed-dir", "ksm-mode",
 					   "verbose",	    "tcg-tb-size", "migration-address",
-					   "migration-ports", NULL};
+					   "migration-ports", "migration-tls-dir", NULL};
 	for (size_t i = 0; keys[i]; i++)
 		if (!strcmp(key, keys[i]))
 			return true;

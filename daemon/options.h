@@ -28,6 +28,7 @@ typedef struct HsdOptions {
 	 * when the request names none, and the TCP ports it may take. */
 	char *migration_address;
 	unsigned migration_port_lo, migration_port_hi;
+	char *migration_tls_dir; /* QEMU's tls-creds-x509 dir for TLS migrations */
 } HsdOptions;
 
 void hsd_options_init(HsdOptions *o);

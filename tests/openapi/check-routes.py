@@ -587,7 +587,9 @@ def api_routes():
             add(prefix + "{name}", storage["template"], "api_templates")
             continue
         if "handle_vm(" not in block:
-            raise ValueError(f"api.c: the {prefix} branch does not call handle_vm")
+            # a resource of its own under the prefix, methods checked inline
+            add(prefix + "{name}", block, "api_handle")
+            continue
         vm = function_body(src, "handle_vm")
         base = prefix + "{name}"
         snap = re.search(r"hs_str_has_prefix\(\s*slash\s*,\s*\"(/[^\"]*)\"\s*\)\s*\)\s*\{[^}]*"
