@@ -63,7 +63,7 @@ static void usage(FILE *f)
 	      "  snapshot delete VM SNAP     delete SNAP, merging disk layers as needed\n"
 	      "  migrate NAME --to DEST [--storage shared|copy] [--address IP]\n"
 	      "          [--downtime MS] [--bandwidth RATE] [--multifd N]\n"
-	      "          [--auto-converge] [--xbzrle] [--tls] [--timeout S]\n"
+	      "          [--auto-converge] [--xbzrle] [--tls] [--postcopy] [--timeout S]\n"
 	      "                              live migration to another hsd (DEST: its socket\n"
 	      "                              path or ssh://[user@]host[/socket])\n"
 	      "  migrate NAME --cancel|--confirm|--abort\n"

@@ -141,7 +141,7 @@ static void migrate_usage(void)
 {
 	fputs("hsctl: usage: hsctl migrate NAME --to DEST [--storage shared|copy] [--address IP] "
 	      "[--downtime MS] [--bandwidth RATE] [--multifd N] [--auto-converge] [--xbzrle] "
-	      "[--tls] [--timeout S]\n"
+	      "[--tls] [--postcopy] [--timeout S]\n"
 	      "       hsctl migrate NAME --cancel|--confirm|--abort\n",
 	      stderr);
 }
@@ -274,6 +274,7 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 		{"confirm", no_argument, NULL, 'F'},
 		{"abort", no_argument, NULL, 'A'},
 		{"tls", no_argument, NULL, 'S'},
+		{"postcopy", no_argument, NULL, 'P'},
 		{0},
 	};
 	const char *to = NULL, *storage = NULL, *address = NULL, *action = NULL;
@@ -327,6 +328,9 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 			break;
 		case 'S':
 			json_object_set_new(req, "tls", json_true());
+			break;
+		case 'P':
+			json_object_set_new(req, "postcopy", json_true());
 			break;
 		case 'T':
 			if (ctl_parse_uint("--timeout", optarg, 86400, &v) < 0 || !v)
@@ -399,7 +403,7 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 				    host[0] ? host : "source");
 	if (address)
 		json_object_set_new(in, "address", json_string(address));
-	static const char *const both[] = {"multifd", "tls"};
+	static const char *const both[] = {"multifd", "tls", "postcopy"};
 	for (size_t i = 0; i < ARRAY_SIZE(both); i++)
 		if (json_object_get(req, both[i]))
 			json_object_set(in, both[i], json_object_get(req, both[i]));

@@ -80,6 +80,11 @@ struct Migration {
 	unsigned downtime_ms, multifd;
 	uint64_t bandwidth;
 	bool auto_converge, xbzrle;
+	/* Post-copy (opt-in): after the first full pass the guest runs at the
+	 * destination while the rest of its RAM follows on demand. Once that
+	 * switch happened (postcopy_on), the source never resumes: the newest
+	 * state is at the destination. */
+	bool postcopy, postcopy_sent, postcopy_on;
 	double timeout;
 	/* copy: the destination's NBD server and the mirrors. */
 	char nbd_host[64];
@@ -116,11 +121,12 @@ static bool phase_over(MigPhase p)
 
 static json_t *migration_json(const Migration *m)
 {
-	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f, s:b}", "role",
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f, s:b, s:b, s:b}", "role",
 			      m->incoming ? "destination" : "source", "phase", phase_name(m->phase),
 			      m->incoming ? "from" : "to", m->peer, "storage",
 			      m->copy ? "copy" : "shared", "uri", m->uri, "started", m->started,
-			      "tls", m->tls);
+			      "tls", m->tls, "postcopy", m->postcopy, "postcopy_active",
+			      m->postcopy_on);
 	if (m->finished > 0)
 		json_object_set_new(o, "finished", json_real(m->finished));
 	if (m->error[0])
@@ -340,12 +346,30 @@ static json_t *caps_json(const Migration *m, bool on)
 		{"multifd", m->multifd > 0},
 		{"auto-converge", !m->incoming && m->auto_converge},
 		{"xbzrle", !m->incoming && m->xbzrle},
+		{"postcopy-ram", m->postcopy},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(list); i++)
 		if (list[i].want && (on || strcmp(list[i].name, "events")))
 			json_array_append_new(caps, json_pack("{s:s, s:b}", "capability",
 							      list[i].name, "state", on));
 	return json_pack("{s:o}", "capabilities", caps);
+}
+
+/* Post-copy needs userfaultfd in the destination's QEMU: for a QEMU that
+ * is not root, the kernel must allow it to unprivileged users. */
+static int postcopy_check(Hsd *h, HsError *err)
+{
+	char buf[16];
+	if ((h->qemu_user.change ? h->qemu_user.uid : geteuid()) == 0)
+		return 0; /* QEMU runs as root */
+	if (hs_read_small(h->host.rootfd, "proc/sys/vm/unprivileged_userfaultfd", buf,
+			  sizeof(buf)) == 0 &&
+	    atoi(buf) == 1)
+		return 0;
+	return hs_error_set(err, -EPERM, "invalid-request",
+			    "postcopy: QEMU (user %s) needs userfaultfd, which this host keeps "
+			    "from unprivileged users: sysctl vm.unprivileged_userfaultfd=1",
+			    h->host.qemu_user);
 }
 
 /* ---- TLS ---- */
@@ -590,9 +614,26 @@ static void source_settle(Vm *vm, const char *st)
 			 vm->spec.name, m->peer,
 			 json_integer_value(json_object_get(m->info, "downtime")),
 			 json_integer_value(json_object_get(m->info, "total-time")));
+	} else if (m->postcopy_on && (!strcmp(st, "failed") || !strcmp(st, "postcopy-paused"))) {
+		/* The guest ran at the destination: never resumed here. */
+		ev_timer_stop(vm->hsd->loop, &m->poll);
+		snprintf(m->error, sizeof(m->error),
+			 "post-copy broke after the switch (QEMU: %s): the guest's newest state is "
+			 "at the destination; this side stays paused and cannot resume",
+			 st);
+		log_error("vm %s: %s", vm->spec.name, m->error);
+		set_phase(vm, MIG_FAILED);
 	} else if (!strcmp(st, "failed")) {
 		const char *why = json_string_value(json_object_get(m->info, "error-desc"));
 		source_end(vm, MIG_FAILED, why ? why : "QEMU says the migration failed");
+	} else if (!strcmp(st, "postcopy-active")) {
+		if (!m->postcopy_on) {
+			m->postcopy_on = true;
+			log_info("vm %s: post-copy: the guest runs at %s now", vm->spec.name,
+				 m->peer);
+			save_record(vm);
+			publish(vm);
+		}
 	} else if (!strcmp(st, "cancelled")) {
 		source_end(vm, MIG_CANCELLED, NULL);
 	} else if (!strcmp(st, "pre-switchover")) {
@@ -600,6 +641,17 @@ static void source_settle(Vm *vm, const char *st)
 	} else if (!strcmp(st, "active") || !strcmp(st, "setup") || !strcmp(st, "device")) {
 		if (m->phase < MIG_ACTIVE)
 			set_phase(vm, MIG_ACTIVE);
+		/* Post-copy once a whole pass went over: what is left follows
+		 * on demand. */
+		json_int_t syncs = json_integer_value(
+			json_object_get(json_object_get(m->info, "ram"), "dirty-sync-count"));
+		log_debug("vm %s: migration %s, %lld passes", vm->spec.name, st, (long long)syncs);
+		if (m->postcopy && !m->postcopy_sent && !strcmp(st, "active") && syncs >= 2) {
+			m->postcopy_sent = true;
+			log_info("vm %s: switching to post-copy", vm->spec.name);
+			qmp_client_execute(vm->qmp, "migrate-start-postcopy", NULL,
+					   vm->hsd->qmp_timeout, NULL, NULL);
+		}
 	}
 }
 
@@ -727,8 +779,16 @@ void migrate_vm_event(Vm *vm, const char *name, json_t *data)
 		return;
 	if (!strcmp(name, "MIGRATION")) {
 		const char *st = json_string_value(json_object_get(data, "status"));
+		if (st && !strcmp(st, "postcopy-active")) {
+			/* At once: the destination's guest waits for its cont. */
+			if (m->incoming)
+				dest_settle(vm, st);
+			else
+				source_settle(vm, st);
+		}
 		if (st && (!strcmp(st, "completed") || !strcmp(st, "failed") ||
-			   !strcmp(st, "cancelled") || !strcmp(st, "pre-switchover")))
+			   !strcmp(st, "cancelled") || !strcmp(st, "pre-switchover") ||
+			   !strcmp(st, "postcopy-paused")))
 			poll_now(vm); /* the figures with the answer */
 		return;
 	}
@@ -836,7 +896,8 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 {
 	static const char *const keys[] = {"uri",     "to",       "storage",       "nbd",
 					   "downtime_ms", "bandwidth", "multifd",
-					   "auto_converge", "xbzrle", "timeout_s", "tls", NULL};
+					   "auto_converge", "xbzrle", "timeout_s", "tls", "postcopy",
+					   NULL};
 	if (api_check_keys(j, keys, err) < 0)
 		return -EINVAL;
 	if (vm->migration && !phase_over(vm->migration->phase))
@@ -877,6 +938,7 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 	     (m->timeout = (double)u, true);
 	ok = ok && parse_bool(j, "auto_converge", &m->auto_converge, err) == 0;
 	ok = ok && parse_bool(j, "tls", &m->tls, err) == 0;
+	ok = ok && parse_bool(j, "postcopy", &m->postcopy, err) == 0;
 	ok = ok && (!m->tls || tls_check(vm->hsd, false, err) == 0);
 	ok = ok && parse_bool(j, "xbzrle", &m->xbzrle, err) == 0;
 	if (!ok) {
@@ -901,6 +963,12 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 			m->full_sync[i] = storage_vm_disk_layers(vm, i) != 1 || !d->template;
 		}
 	}
+	if (m->postcopy && m->n_mirrors) {
+		free(m);
+		return hs_error_set(err, -EINVAL, "invalid-request",
+				    "postcopy: not with storage \"copy\" (the disk mirrors must be in "
+				    "sync when the guest stops here; post-copy moves it before)");
+	}
 	if (m->n_mirrors) {
 		const char *host = json_string_value(json_object_get(nbd, "host"));
 		json_int_t port = json_integer_value(json_object_get(nbd, "port"));
@@ -920,9 +988,10 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 	vm->migration = m;
 	save_record(vm);
 	publish(vm);
-	log_info("vm %s: migrating to %s (%s, storage %s, %u disk mirror%s)", vm->spec.name,
+	log_info("vm %s: migrating to %s (%s, storage %s, %u disk mirror%s%s%s)", vm->spec.name,
 		 m->peer, m->uri, copy ? "copy" : "shared", m->n_mirrors,
-		 m->n_mirrors == 1 ? "" : "s");
+		 m->n_mirrors == 1 ? "" : "s", m->tls ? ", TLS" : "",
+		 m->postcopy ? ", post-copy" : "");
 	qmp_client_execute(vm->qmp, "query-block", NULL, vm->hsd->qmp_timeout, on_tops, vm);
 	return 0;
 }
@@ -938,6 +1007,11 @@ int migrate_cancel(Vm *vm, HsError *err)
 				    "the migration of VM '%s' completed: confirm it, or abort it "
 				    "if the destination does not run the VM",
 				    vm->spec.name);
+	if (m->postcopy_on || m->postcopy_sent)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' is in post-copy: the guest runs at %s already; it "
+				    "cannot come back",
+				    vm->spec.name, m->peer);
 	if (!m->error[0])
 		snprintf(m->error, sizeof(m->error), "cancelled");
 	if (m->phase == MIG_ACTIVE || m->phase == MIG_SWITCHOVER) {
@@ -978,6 +1052,11 @@ int migrate_finish(Vm *vm, bool confirm, VmDoneCb cb, void *ud, HsError *err)
 		return hs_error_set(err, -ENOENT, "not-found",
 				    "VM '%s' has no completed migration to %s", vm->spec.name,
 				    confirm ? "confirm" : "abort");
+	if (!confirm && m->postcopy_on)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' went over in post-copy: the guest ran at %s, this side "
+				    "cannot resume it",
+				    vm->spec.name, m->peer);
 	if (!confirm) {
 		/* The destination did not take it: the guest runs here again.
 		 * 'cont' reactivates the disks QEMU handed over. */
@@ -1058,7 +1137,17 @@ static void dest_settle(Vm *vm, const char *st)
 	if (!st || phase_over(m->phase) || m->phase == MIG_COMPLETED ||
 	    vm->status.state != VM_STATE_INCOMING)
 		return;
-	if (!strcmp(st, "completed")) {
+	if (!strcmp(st, "postcopy-active") && !m->postcopy_on) {
+		/* The guest runs here from now on (the rest of its RAM comes
+		 * on demand): ours, even if the source goes. */
+		m->postcopy_on = true;
+		unlinkat(vm->state_dirfd, INCOMING_MARKER, 0);
+		log_info("vm %s: post-copy: running here, RAM still coming from %s",
+			 vm->spec.name, m->peer);
+		if (!m->paused)
+			qmp_client_execute(vm->qmp, "cont", NULL, vm->hsd->qmp_timeout, NULL, NULL);
+		publish(vm);
+	} else if (!strcmp(st, "completed")) {
 		/* The whole state is here: the VM is ours. */
 		ev_timer_stop(vm->hsd->loop, &m->poll);
 		unlinkat(vm->state_dirfd, INCOMING_MARKER, 0);
@@ -1073,6 +1162,14 @@ static void dest_settle(Vm *vm, const char *st)
 			add_cmd(after, "nbd-server-stop", NULL);
 		add_reset(m, after);
 		run_ignoring(vm, after);
+	} else if (m->postcopy_on && (!strcmp(st, "failed") || !strcmp(st, "postcopy-paused"))) {
+		/* The source has pages the guest needs: QEMU waits (paused).
+		 * Not removed: this is where the guest lives now. */
+		ev_timer_stop(vm->hsd->loop, &m->poll);
+		snprintf(m->error, sizeof(m->error),
+			 "post-copy broke (QEMU: %s): the guest waits for RAM the source holds", st);
+		log_error("vm %s: %s", vm->spec.name, m->error);
+		set_phase(vm, MIG_FAILED);
 	} else if (!strcmp(st, "failed") || !strcmp(st, "cancelled")) {
 		const char *why = json_string_value(json_object_get(m->info, "error-desc"));
 		dest_failed(vm, why ? why : st);
@@ -1307,7 +1404,7 @@ int migrate_vm_exited(Vm *vm)
 	Migration *m = vm->migration;
 	if (!m)
 		return MIGRATE_EXIT_NONE;
-	if (m->incoming && m->phase != MIG_COMPLETED) {
+	if (m->incoming && m->phase != MIG_COMPLETED && !m->postcopy_on) {
 		dest_mark_failed(vm, "QEMU exited before the VM arrived");
 		dest_remove_later(vm);
 		return MIGRATE_EXIT_INCOMING_FAILED;
@@ -1355,7 +1452,7 @@ int migrate_vm_check_idle(Vm *vm, HsError *err)
 int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 {
 	static const char *const keys[] = {"spec", "storage", "address", "from", "paused",
-					   "multifd", "tls", NULL};
+					   "multifd", "tls", "postcopy", NULL};
 	if (api_check_keys(j, keys, err) < 0)
 		return -EINVAL;
 	json_t *js = json_object_get(j, "spec");
@@ -1376,11 +1473,13 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 				    "address: needed (hsd has no --migration-address): this "
 				    "host's IP address the source can reach");
 	const char *from = json_string_value(json_object_get(j, "from"));
-	bool paused = false, tls = false;
+	bool paused = false, tls = false, postcopy = false;
 	uint64_t multifd = 0;
 	if (parse_bool(j, "paused", &paused, err) < 0 ||
 	    parse_uint(j, "multifd", 0, 32, &multifd, err) < 0 ||
-	    parse_bool(j, "tls", &tls, err) < 0 || (tls && tls_check(h, true, err) < 0))
+	    parse_bool(j, "tls", &tls, err) < 0 || (tls && tls_check(h, true, err) < 0) ||
+	    parse_bool(j, "postcopy", &postcopy, err) < 0 ||
+	    (postcopy && postcopy_check(h, err) < 0))
 		return -EINVAL;
 
 	VmSpec spec;
@@ -1437,6 +1536,7 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
 	}
 	*m = (Migration){.incoming = true, .copy = copy, .paused = paused, .tls = tls,
+			 .postcopy = postcopy,
 			 .multifd = (unsigned)multifd, .vm = vm, .reply = p};
 	snprintf(m->address, sizeof(m->address), "%s", address);
 	snprintf(m->peer, sizeof(m->peer), "%s", from ? from : "(unnamed source)");
@@ -1497,6 +1597,7 @@ void migrate_vm_loaded(Vm *vm)
 		*m = (Migration){.incoming = true, .phase = MIG_ACTIVE, .vm = vm};
 		m->copy = !strcmp(json_string_value(json_object_get(j, "storage")) ?: "", "copy");
 		m->tls = json_is_true(json_object_get(j, "tls"));
+		m->postcopy = json_is_true(json_object_get(j, "postcopy"));
 		snprintf(m->peer, sizeof(m->peer), "%s",
 			 json_string_value(json_object_get(j, "from")) ?: "?");
 		m->started = json_number_value(json_object_get(j, "started"));
@@ -1525,6 +1626,8 @@ void migrate_vm_loaded(Vm *vm)
 	*m = (Migration){.phase = MIG_ACTIVE, .vm = vm};
 	m->copy = !strcmp(json_string_value(json_object_get(j, "storage")) ?: "", "copy");
 	m->tls = json_is_true(json_object_get(j, "tls"));
+	m->postcopy = json_is_true(json_object_get(j, "postcopy"));
+	m->postcopy_on = m->postcopy_sent = json_is_true(json_object_get(j, "postcopy_active"));
 	snprintf(m->peer, sizeof(m->peer), "%s", json_string_value(json_object_get(j, "to")) ?: "?");
 	snprintf(m->uri, sizeof(m->uri), "%s", json_string_value(json_object_get(j, "uri")) ?: "");
 	m->started = json_number_value(json_object_get(j, "started"));

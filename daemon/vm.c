@@ -419,7 +419,7 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 		 (int)vm->status.pid, st);
 	storage_vm_adopted(vm);
 	migrate_vm_adopted(vm);
-	if (vm->status.state == VM_STATE_INCOMING)
+	if (vm->status.state == VM_STATE_INCOMING && vm->migration)
 		return; /* the migration says what comes next */
 	/* Its vCPU threads known again (live pin changes move them), its
 	 * pins and cgroup sub-groups checked. */
