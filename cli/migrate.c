@@ -13,6 +13,7 @@
  *      destination does not have it, abort (the source resumes);
  *      failed or cancelled: cancel the destination's incoming VM.
  * Ctrl-C cancels a migration under way. */
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <signal.h>
 #include <string.h>
@@ -91,9 +92,22 @@ static int dest_open_ssh(Dest *d, const char *spec, double timeout)
 		return EXIT_HSD_ERROR;
 	}
 	if (pid == 0) {
-		execlp("ssh", "ssh", "-nNT", "-o", "BatchMode=yes", "-o",
-		       "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes", "-L", fwd,
-		       target, (char *)NULL);
+		/* $HSCTL_SSH: the ssh command and options of your own ("ssh -F
+		 * cfg", "ssh -i key"), split at spaces; default "ssh". */
+		char *argv[48];
+		size_t k = 0;
+		char *cmd = getenv("HSCTL_SSH") ? strdup(getenv("HSCTL_SSH")) : NULL, *save = NULL;
+		for (char *w = cmd ? strtok_r(cmd, " ", &save) : NULL; w && k < 32;
+		     w = strtok_r(NULL, " ", &save))
+			argv[k++] = w;
+		if (!k)
+			argv[k++] = (char *)"ssh";
+		const char *fixed[] = {"-nNT", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+				       "-o", "StreamLocalBindUnlink=yes", "-L", fwd, target};
+		for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
+			argv[k++] = (char *)fixed[i];
+		argv[k] = NULL;
+		execvp(argv[0], argv);
 		perror("hsctl: ssh");
 		_exit(127);
 	}
@@ -394,7 +408,11 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 		dest_close(&dest);
 		return r;
 	}
-	if (!address && dest.host[0])
+	/* An ssh host given as an IP address is where the stream goes too;
+	 * a name leaves it to the destination's --migration-address. */
+	unsigned char ipbuf[16];
+	if (!address && dest.host[0] && (inet_pton(AF_INET, dest.host, ipbuf) == 1 ||
+					 inet_pton(AF_INET6, dest.host, ipbuf) == 1))
 		address = dest.host;
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);

@@ -9,7 +9,7 @@
 # offered for those names when hsd cannot be reached. Needs only bash; works with or without the
 # bash-completion package.
 
-_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm template snapshot'
+_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm template snapshot migrate'
 _hsctl_template_commands='list show import from-vm delete'
 _hsctl_snapshot_commands='list create rollback delete'
 _hsctl_global_opts='--socket --json --help --version'
@@ -187,6 +187,10 @@ _hsctl()
 			esac
 			;;
 		snapshot) [[ $sub == create ]] && flags='--memory' ;;
+		migrate)
+			argopts='--to --storage --address --downtime --bandwidth --multifd --timeout'
+			flags='--auto-converge --xbzrle --tls --postcopy --cancel --confirm --abort'
+			;;
 		esac
 
 		# A value is wanted only after an option of this command that takes one.
@@ -224,6 +228,8 @@ _hsctl()
 				fi
 				;;
 			--format) cand=(qcow2 raw) ;;
+			--storage) cand=(shared copy) ;;
+			--to) files=1 ;; # the destination hsd's socket (or ssh://[user@]host[/socket])
 			--hugepages) cand=(2M 1G) ;;
 			--kernel | --initrd | --from | --cloud-init | --network-config | --ssh-key) files=1 ;;
 			--disk) [[ $cmd == create ]] && files=1 ;; # template from-vm, set: an index
@@ -243,12 +249,25 @@ _hsctl()
 			for o in $argopts $flags; do
 				[[ $used == *" $o "* && $repeat != *" $o "* ]] || opts+=("$o")
 			done
+			# migrate: either a migration (--to and its options) or one
+			# of --cancel, --confirm, --abort alone.
+			if [[ $cmd == migrate && $used != ' ' ]]; then
+				local -a keep=()
+				for o in "${opts[@]}"; do
+					case $o in
+					--cancel | --confirm | --abort) ;;
+					*) [[ $used == *' --cancel '* || $used == *' --confirm '* || $used == *' --abort '* ]] ||
+						keep+=("$o") ;;
+					esac
+				done
+				opts=("${keep[@]}")
+			fi
 			# What the next positional argument is: vm, template or
 			# snapshot (names hsd has), subcommand, new (a name
 			# to be made: nothing offered), files, or none (then the options).
 			local wants=none np=${#pos[@]}
 			case $cmd in
-			info | set | start | stop | kill | reboot | pause | resume | delete | console | qmp)
+			info | set | start | stop | kill | reboot | pause | resume | delete | console | qmp | migrate)
 				((np == 0)) && wants=vm
 				;;
 			create) ((np == 0 && cword == cmdi + 1)) && wants=new ;;

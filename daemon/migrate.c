@@ -366,7 +366,7 @@ static int postcopy_check(Hsd *h, HsError *err)
 			  sizeof(buf)) == 0 &&
 	    atoi(buf) == 1)
 		return 0;
-	return hs_error_set(err, -EPERM, "invalid-request",
+	return hs_error_set(err, -EINVAL, "invalid-request",
 			    "postcopy: QEMU (user %s) needs userfaultfd, which this host keeps "
 			    "from unprivileged users: sysctl vm.unprivileged_userfaultfd=1",
 			    h->host.qemu_user);
@@ -389,7 +389,7 @@ static int tls_check(Hsd *h, bool server, HsError *err)
 		char path[512];
 		snprintf(path, sizeof(path), "%s/%s", h->migration_tls_dir, files[i]);
 		if (access(path, R_OK) < 0)
-			return hs_error_set(err, -ENOENT, "invalid-request",
+			return hs_error_set(err, -EINVAL, "invalid-request",
 					    "tls: %s: %s (QEMU's tls-creds-x509 %s needs it)", path,
 					    strerror(errno), server ? "server" : "client");
 	}
@@ -1575,6 +1575,10 @@ int migrate_incoming_cancel(Hsd *h, const char *name, HsError *err)
 	if (!vm || !vm->migration || !vm->migration->incoming ||
 	    vm->migration->phase == MIG_COMPLETED)
 		return hs_error_set(err, -ENOENT, "not-found", "no incoming migration of '%s'",
+				    name);
+	if (vm->migration->postcopy_on)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' runs here already (post-copy): it is not given up",
 				    name);
 	dest_failed(vm, "cancelled");
 	return 0;

@@ -16,6 +16,8 @@ PKGS=(
 	# tests and benchmarks
 	python3 python3-pytest python3-pytest-xdist curl util-linux iproute2 valgrind
 	genisoimage xorriso
+	# migration tests: TLS certificates, ssh:// destinations
+	openssl openssh-client openssh-server
 	# static analysis and fuzzing
 	cppcheck clang
 	# metrics check (promtool)

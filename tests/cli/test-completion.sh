@@ -68,18 +68,21 @@ expect() {
 
 H=$HSCTL
 commands=(version host list info create set start stop kill reboot pause resume delete qmp console events ksm
-	template snapshot)
+	template snapshot migrate)
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --vcpu-pin --emulator-pin
 	--numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max)
 set_opts=(--balloon --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
 	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max
 	--vcpu-pin --emulator-pin --no-pin --cpu-max --cpu-weight --memory-overhead --pids-max)
+migrate_opts=(--to --storage --address --downtime --bandwidth --multifd --timeout --auto-converge --xbzrle --tls
+	--postcopy)
 
 # Commands and global options.
 expect "commands" "$H " "${commands[@]}"
 expect "commands starting with 'st'" "$H st" start stop
 expect "commands starting with 's'" "$H s" set start stop snapshot
+expect "commands starting with 'm'" "$H m" migrate
 expect "global options" "$H --" --socket --json --help --version
 expect "commands after --json" "$H --json re" reboot resume
 expect "no global options after the command" "$H list --" ""
@@ -124,6 +127,16 @@ expect "options of console" "$H console vm1 --" --wait-for --timeout --no-replay
 expect "options of events" "$H events --" --vm
 expect "options of ksm" "$H ksm --" --mode --pages --sleep --max-cpu
 expect "kill has no options" "$H kill vm1 --" ""
+expect "options of migrate" "$H migrate vm1 --" "${migrate_opts[@]}" --cancel --confirm --abort
+expect "options of migrate, before the name" "$H migrate --c" --cancel --confirm
+expect "migrate: after --to, no --cancel/--confirm/--abort" "$H migrate vm1 --to /x --" \
+	"${migrate_opts[@]/--to/}"
+expect "migrate: a used option is not offered again" "$H migrate vm1 --to /x --tls --multifd 4 --" \
+	--storage --address --downtime --bandwidth --timeout --auto-converge --xbzrle --postcopy
+expect "migrate: flags starting with --a" "$H migrate vm1 --to /x --a" --address --auto-converge
+expect "migrate: nothing after --cancel" "$H migrate vm1 --cancel --" ""
+expect "migrate: nothing after --confirm" "$H migrate vm1 --confirm " ""
+expect "migrate: after --abort, no options" "$H migrate --abort --" ""
 expect "list takes nothing" "$H list " ""
 
 # template and snapshot: subcommands, then their arguments and options.
@@ -159,6 +172,13 @@ expect "--format values" "$H template import t1 /x --format " qcow2 raw
 expect "--format=r" "$H template import t1 /x --format=r" raw
 expect "no values for template from-vm --disk (an index)" "$H template from-vm t1 vm1 --disk " ""
 expect "no values for --disk-size" "$H create web1 --disk-size " ""
+expect "migrate: --storage values" "$H migrate vm1 --storage " shared copy
+expect "migrate: --storage=c" "$H migrate vm1 --storage=c" copy
+expect "migrate: no values for --downtime" "$H migrate vm1 --downtime " ""
+expect "migrate: no values for --bandwidth" "$H migrate vm1 --bandwidth " ""
+expect "migrate: no values for --multifd" "$H migrate vm1 --multifd " ""
+expect "migrate: no values for --address" "$H migrate vm1 --address " ""
+expect "migrate: no values for --timeout" "$H migrate vm1 --to /x --timeout " ""
 expect "no values for --hostname" "$H create web1 --hostname " ""
 
 # Bridges: those of this host, after "bridge:" (readline replaces after ':').
@@ -180,6 +200,9 @@ expect "files for --cloud-init" "$H create web1 --cloud-init $tmp/files/s" "$tmp
 	"$tmp/files/sub"
 expect "files for --network-config" "$H create web1 --network-config $tmp/files/v" "$tmp/files/vmlinuz"
 expect "files for --ssh-key" "$H create web1 --ssh-key=$tmp/files/v" "$tmp/files/vmlinuz"
+expect "files for migrate --to (the destination's socket)" "$H migrate vm1 --to $tmp/files/v" \
+	"$tmp/files/vmlinuz"
+expect "files for migrate --to=" "$H migrate vm1 --to=$tmp/files/d" "$tmp/files/disk.qcow2"
 expect "files for template import NAME FILE" "$H template import t1 $tmp/files/d" "$tmp/files/disk.qcow2"
 expect "options after template import NAME FILE" "$H template import t1 $tmp/files/disk.qcow2 " --format
 
@@ -217,6 +240,12 @@ else
 		expect "set b<TAB>: beta-2" "$H --socket $sock set b" beta-2
 		expect "set NAME <TAB>: then the options" "$H --socket $sock set alpha " "${set_opts[@]}"
 		expect "qmp <TAB>: both VMs" "$H --socket $sock qmp " alpha beta-2
+		expect "migrate <TAB>: both VMs" "$H --socket $sock migrate " alpha beta-2
+		expect "migrate with options first <TAB>: both VMs" "$H --socket $sock migrate --tls " \
+			alpha beta-2
+		expect "migrate NAME <TAB>: then the options" "$H --socket $sock migrate alpha " \
+			"${migrate_opts[@]}" --cancel --confirm --abort
+		expect "migrate --cancel <TAB>: VM names" "$H --socket $sock migrate --cancel a" alpha
 		expect "events --vm <TAB>: both VMs" "$H --socket $sock events --vm " alpha beta-2
 		expect "events --vm=<TAB>: both VMs" "$H --socket $sock events --vm=" alpha beta-2
 		expect "one name only: then the options" "$H --socket $sock start alpha " --paused

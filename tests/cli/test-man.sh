@@ -98,6 +98,8 @@ if [[ -s $tmp/hsd.8.txt ]]; then
 		MODE) value=(auto) ;;
 		DIR | PATH) value=(/tmp) ;;
 		FILE) value=("$tmp/empty.conf") ;;
+		IP) value=(127.0.0.1) ;;
+		LO-HI) value=(49152-49215) ;;
 		*) value=(1) ;;
 		esac
 		n=$((n + 1))
@@ -225,10 +227,17 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		--bps-*) value=(10M) ;;
 		--iops-*-max) value=(400 "${opt%-max}" 200) ;;
 		--io-group) value=(g1) ;;
+		--storage) value=(copy) ;;
+		--address) value=(127.0.0.1) ;;
 		*) value=(1) ;;
 		esac
 		[[ $arg ]] || value=()
 		IFS=, read -ra args <<<"$cmd"
+		# migrate: every option but these needs --to DEST
+		case $cmd:$opt in
+		migrate*:--to | migrate*:--cancel | migrate*:--confirm | migrate*:--abort) ;;
+		migrate*) args+=(--to "$tmp/no-hsd.sock") ;;
+		esac
 		args+=("$opt" "${value[@]}")
 		n=$((n + 1))
 		"$HSCTL" --socket "$tmp/no-hsd.sock" "${args[@]}" </dev/null >/dev/null 2>&1

@@ -450,3 +450,64 @@ def test_migrate_postcopy(hosts, guest, userfaultfd, tmp_path):
                                "storage": "copy", "nbd": {"host": "10.0.0.1", "port": 1}})
     assert code == 400 or code == 202, body
     b.json("POST", "/v1/vms/pc/kill", timeout=60)
+
+
+def test_migrate_over_ssh(hosts, guest, tmp_path):
+    """hsctl reaches the destination hsd through an OpenSSH forward of its
+    UNIX socket (ssh://root@HOST/SOCKET): sshd runs in B's namespace, hsctl
+    in A's."""
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("no sshd here (Debian's openssh-server)")
+    a, b = hosts["A"], hosts["B"]
+    d = tmp_path / "ssh"
+    d.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(d, 0o700)
+    for key in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)],
+                       check=True, timeout=30)
+    (d / "authorized_keys").write_text((d / "user.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    addr = hosts["addr"]["B"]
+    sshd = subprocess.Popen(
+        ["ip", "netns", "exec", hosts["ns"]["B"], "/usr/sbin/sshd", "-D", "-e",
+         "-o", f"ListenAddress={addr}", "-o", f"HostKey={d / 'host'}",
+         "-o", f"AuthorizedKeysFile={d / 'authorized_keys'}", "-o", f"PidFile={d / 'sshd.pid'}",
+         "-o", "StrictModes=no", "-o", "PermitRootLogin=prohibit-password",
+         "-o", "AllowStreamLocalForwarding=yes", "-o", "UsePAM=no"],
+        stderr=open(d / "sshd.log", "w"))
+    try:
+        os.makedirs("/run/sshd", exist_ok=True)
+        (d / "config").write_text(
+            f"Host *\n  IdentityFile {d / 'user'}\n  StrictHostKeyChecking no\n"
+            f"  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+        wait_for(lambda: subprocess.run(
+            ["ip", "netns", "exec", hosts["ns"]["A"], "ssh", "-F", str(d / "config"),
+             "-o", "BatchMode=yes", f"root@{addr}", "true"], capture_output=True,
+            timeout=20).returncode == 0, 30, "sshd in B's namespace to answer")
+        a.json("POST", "/v1/vms", spec(guest, "sv", {"size": "64M"}))
+        a.json("POST", "/v1/vms/sv/start", timeout=120)
+        a.console_wait("sv", "hs-counter 2")
+        before = counter(a, "sv")
+        env = dict(os.environ, HSCTL_SSH=f"ssh -F {d / 'config'}")
+        r = subprocess.run(["ip", "netns", "exec", hosts["ns"]["A"], str(HSCTL), "--socket",
+                            a.socket, "migrate", "sv", "--to", f"ssh://root@{addr}{b.socket}"],
+                           capture_output=True, text=True, timeout=180, env=env)
+        assert r.returncode == 0, r.stderr + r.stdout + (d / "sshd.log").read_text()
+        vm = a.vm("sv")
+        assert vm["state"] == "migrated" and vm["migrated_to"].startswith("ssh://"), vm
+        assert b.state("sv") == "running" and counter(b, "sv") > before
+        # A host that does not answer: exit 3, nothing moves.
+        r = subprocess.run(["ip", "netns", "exec", hosts["ns"]["B"], str(HSCTL), "--socket",
+                            b.socket, "migrate", "sv", "--to",
+                            f"ssh://root@{hosts['addr']['A']}{a.socket}"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 3 and "ssh" in r.stderr, r.stderr
+        assert b.state("sv") == "running"
+        b.json("POST", "/v1/vms/sv/kill", timeout=60)
+    finally:
+        kill_pid(sshd.pid)
+        try:
+            kill_pid(int((d / "sshd.pid").read_text()))
+        except (OSError, ValueError):
+            pass
