@@ -416,9 +416,24 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 		address = dest.host;
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);
-	json_auto_t *in = json_pack("{s:O, s:s, s:b, s:s}", "spec", json_object_get(vm, "spec"),
+	/* The destination runs the versioned machine the source runs (not a
+	 * newer one an alias like "q35" may mean there), and checks its QEMU
+	 * and CPU against the source's. */
+	json_auto_t *spec = json_deep_copy(json_object_get(vm, "spec"));
+	json_t *mt = json_object_get(vm, "machine_type");
+	if (json_is_string(mt))
+		json_object_set(spec, "machine", mt);
+	json_auto_t *src_host = NULL;
+	if (ctl_call(ctl, "GET", "/v1/host", NULL, &src_host)) {
+		dest_close(&dest);
+		return EXIT_HSD_ERROR;
+	}
+	json_auto_t *in = json_pack("{s:O, s:s, s:b, s:s, s:{s:O?, s:O?}}", "spec", spec,
 				    "storage", storage, "paused", paused, "from",
-				    host[0] ? host : "source");
+				    host[0] ? host : "source", "source_host", "qemu_version",
+				    json_object_get(json_object_get(src_host, "qemu"), "version"),
+				    "cpu_model",
+				    json_object_get(json_object_get(src_host, "cpu"), "model"));
 	if (address)
 		json_object_set_new(in, "address", json_string(address));
 	static const char *const both[] = {"multifd", "tls", "postcopy"};

@@ -90,6 +90,7 @@ struct Vm {
 	unsigned cgroup_skipped; /* CG_* limits asked for that the host's cgroup v2 lacks */
 	struct VmStorage *storage; /* managed disks, snapshots (storage.c); NULL: none yet */
 	Migration *migration;      /* either side of a live migration (migrate.c); NULL: none */
+	char machine_type[64];     /* the versioned machine QEMU runs ("pc-q35-7.2"); "" unknown */
 	ev_timer start_timer;
 	ev_timer stop_timer;
 	StopKind stop_kind;

@@ -1449,10 +1449,48 @@ int migrate_vm_check_idle(Vm *vm, HsError *err)
 			    vm->spec.name, m->peer, phase_name(m->phase));
 }
 
+/* "7.2.19" → 70219 (each part below 100); 0: not a version. */
+static unsigned qemu_version_num(const char *v)
+{
+	unsigned a = 0, b = 0, c = 0;
+	if (!v || sscanf(v, "%u.%u.%u", &a, &b, &c) < 2 || b >= 100 || c >= 100)
+		return 0;
+	return a * 10000 + b * 100 + c;
+}
+
+/* Can this host run what the source runs? QEMU loads streams from its own
+ * version or older ones only, and a guest on the host's CPU model ("host")
+ * needs the same CPU here. The machine type comes versioned in the spec
+ * ("pc-q35-7.2"): QEMU refuses one it does not have, naming it. */
+static int host_compatible(Hsd *h, const VmSpec *spec, json_t *src, HsError *err)
+{
+	if (!src)
+		return 0;
+	if (!json_is_object(src))
+		return hs_error_set(err, -EINVAL, "invalid-request",
+				    "source_host: {\"qemu_version\", \"cpu_model\"} of the source");
+	const char *qv = json_string_value(json_object_get(src, "qemu_version"));
+	const char *cpu = json_string_value(json_object_get(src, "cpu_model"));
+	unsigned theirs = qemu_version_num(qv), ours = qemu_version_num(h->host.qemu_version);
+	if (theirs && ours && ours < theirs)
+		return hs_error_set(err, -ENODEV, "incompatible-host",
+				    "this host's QEMU %s is older than the source's %s: a VM "
+				    "migrates to the same QEMU version or a newer one",
+				    h->host.qemu_version, qv);
+	if (spec->cpu_model && !strcmp(spec->cpu_model, "host") && cpu &&
+	    strcmp(cpu, h->host.cpu_model))
+		return hs_error_set(err, -ENODEV, "incompatible-host",
+				    "VM '%s' runs on the host's CPU model (cpu_model \"host\"): "
+				    "the source has '%s', this host '%s'; use a named CPU model "
+				    "both have",
+				    spec->name, cpu, h->host.cpu_model);
+	return 0;
+}
+
 int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 {
 	static const char *const keys[] = {"spec", "storage", "address", "from", "paused",
-					   "multifd", "tls", "postcopy", NULL};
+					   "multifd", "tls", "postcopy", "source_host", NULL};
 	if (api_check_keys(j, keys, err) < 0)
 		return -EINVAL;
 	json_t *js = json_object_get(j, "spec");
@@ -1494,7 +1532,8 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 					    "\"copy\" only",
 					    i);
 		}
-	if (api_check_spec_files(h, &spec, err) < 0) {
+	if (api_check_spec_files(h, &spec, err) < 0 ||
+	    host_compatible(h, &spec, json_object_get(j, "source_host"), err) < 0) {
 		vm_spec_clear(&spec);
 		return -EINVAL;
 	}

@@ -399,6 +399,8 @@ static void on_cont_reply(QmpClient *c, json_t *reply, const HsError *err, void 
 	waiters_complete(vm, WAIT_START, NULL);
 }
 
+static void vm_ask_machine_type(Vm *vm);
+
 static void on_adopt_pinned(Vm *vm, const HsError *err, void *ud)
 {
 	if (err)
@@ -418,6 +420,7 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 	log_info("vm %s: re-adopted QEMU pid %d (QEMU says '%s')", vm->spec.name,
 		 (int)vm->status.pid, st);
 	storage_vm_adopted(vm);
+	vm_ask_machine_type(vm);
 	migrate_vm_adopted(vm);
 	if (vm->status.state == VM_STATE_INCOMING && vm->migration)
 		return; /* the migration says what comes next */
@@ -503,9 +506,33 @@ static void on_pinned(Vm *vm, const HsError *err, void *ud)
 }
 
 /* Limits first (the guest never runs unthrottled), then run. */
+static void on_machine_type(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	const char *t = json_string_value(json_object_get(reply, "return"));
+	if (!t)
+		return;
+	/* "pc-q35-7.2-machine": the QOM type of the machine "pc-q35-7.2". */
+	size_t n = strlen(t);
+	if (n > 8 && !strcmp(t + n - 8, "-machine"))
+		n -= 8;
+	snprintf(vm->machine_type, sizeof(vm->machine_type), "%.*s", (int)n, t);
+}
+
+/* The versioned machine behind an alias ("q35"): a migration's
+ * destination must run that one. */
+static void vm_ask_machine_type(Vm *vm)
+{
+	vm->machine_type[0] = '\0';
+	qmp_client_execute(vm->qmp, "qom-get",
+			   json_pack("{s:s, s:s}", "path", "/machine", "property", "type"),
+			   vm->hsd->qmp_timeout, on_machine_type, vm);
+}
+
 static void vm_start_finish(Vm *vm)
 {
 	HsError err;
+	vm_ask_machine_type(vm);
 	if (limits_apply(vm, &vm->spec, false, false, on_limits_applied, NULL, &err) < 0)
 		start_failed(vm, err.message);
 }
@@ -1418,6 +1445,8 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *mj = migrate_vm_json(vm);
 		if (mj)
 			json_object_set_new(o, "migration", mj);
+		if (active && vm->machine_type[0])
+			json_object_set_new(o, "machine_type", json_string(vm->machine_type));
 		const char *no_ksm = vm_spec_ksm_excluded(&vm->spec);
 		json_object_set_new(o, "ksm",
 				    no_ksm ? json_pack("{s:b, s:s}", "merges", 0, "reason", no_ksm)

@@ -312,6 +312,22 @@ def test_migration_bad_input(hosts, guest):
     assert code == 400, body
     code, body, _ = b.request("DELETE", "/v1/migrations/incoming/nothing")
     assert code == 404, body
+    # A host that cannot run what the source runs: a newer QEMU's stream, or
+    # the source's own CPU model on another CPU.
+    s2 = spec(guest, "bj", {"size": "64M"})
+    code, body, _ = b.request("POST", "/v1/migrations/incoming",
+                              {"spec": s2, "storage": "copy",
+                               "source_host": {"qemu_version": "99.1.0", "cpu_model": "x"}})
+    assert code == 409 and "older than the source's 99.1.0" in body["error"]["message"], body
+    s2["cpu_model"] = "host"
+    code, body, _ = b.request("POST", "/v1/migrations/incoming",
+                              {"spec": s2, "storage": "copy",
+                               "source_host": {"qemu_version": "1.0.0",
+                                               "cpu_model": "Imaginary CPU @ 9 GHz"}})
+    assert code == 409 and "Imaginary CPU" in body["error"]["message"], body
+    assert b.get("/v1/vms/bj")[0] == 404
+    # The source names the versioned machine it runs.
+    assert re.fullmatch(r"pc-q35-\d+\.\d+", a.vm("bi")["machine_type"]), a.vm("bi")
     r = a.hsctl("migrate", "bi", "--confirm")
     assert r.returncode == 1 and "no completed migration" in r.stderr, r.stderr
     r = a.hsctl("migrate", "bi")
