@@ -392,6 +392,15 @@ static void print_vm(json_t *vm)
 	const char *reason = json_string_value(json_object_get(vm, "exit_reason"));
 	if (reason && *reason)
 		printf("Last exit:   %s\n", reason);
+	json_t *mig = json_object_get(vm, "migration");
+	if (mig) {
+		char line[512];
+		ctl_fmt_migration(mig, line, sizeof(line));
+		const char *role = json_string_value(json_object_get(mig, "role"));
+		bool in = role && !strcmp(role, "destination");
+		printf("Migration:   %s %s: %s\n", in ? "from" : "to",
+		       json_string_value(json_object_get(mig, in ? "from" : "to")), line);
+	}
 	if (spec) {
 		printf("vCPUs:       %lld\n", json_integer_value(json_object_get(spec, "cpus")));
 		ctl_print_placement(vm);

@@ -103,5 +103,7 @@ void ctl_resources_merge(json_t *into, json_t *res);
 int cmd_console(Ctl *ctl, int argc, char **argv);
 int cmd_set(Ctl *ctl, int argc, char **argv);
 int cmd_migrate(Ctl *ctl, int argc, char **argv);
+/* A migration object in words: "active, 120.0 MiB of 512.0 MiB sent, ...". */
+void ctl_fmt_migration(json_t *mig, char *buf, size_t size);
 int cmd_template(Ctl *ctl, int argc, char **argv);
 int cmd_snapshot(Ctl *ctl, int argc, char **argv);

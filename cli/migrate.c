@@ -160,9 +160,7 @@ static void migrate_usage(void)
 	      stderr);
 }
 
-/* One progress line: "web1: active, 120.0 MiB of 512.0 MiB sent, 80.0 MiB
- * left, dirtying 1.2 MiB/s, expected downtime 12 ms". */
-static void print_progress(const char *name, json_t *mig, bool tty)
+void ctl_fmt_migration(json_t *mig, char *buf, size_t size)
 {
 	json_t *p = json_object_get(mig, "progress");
 	char sent[32], total[32], left[32], dirty[32];
@@ -174,11 +172,22 @@ static void print_progress(const char *name, json_t *mig, bool tty)
 		      sizeof(left));
 	ctl_fmt_bytes((double)json_integer_value(json_object_get(p, "dirty_bytes_per_s")), dirty,
 		      sizeof(dirty));
-	fprintf(stderr, "%s%s: %s, %s of %s sent, %s left, dirtying %s/s, expected downtime %lld ms%s",
-		tty ? "\r" : "", name, json_string_value(json_object_get(mig, "phase")), sent,
-		total, left, dirty,
-		json_integer_value(json_object_get(p, "expected_downtime_ms")),
-		tty ? "\033[K" : "\n");
+	const char *err = json_string_value(json_object_get(mig, "error"));
+	snprintf(buf, size,
+		 "%s, %s of %s sent, %s left, dirtying %s/s, expected downtime %lld ms%s%s%s",
+		 json_string_value(json_object_get(mig, "phase")), sent, total, left, dirty,
+		 json_integer_value(json_object_get(p, "expected_downtime_ms")),
+		 json_is_true(json_object_get(mig, "postcopy_active")) ? ", post-copy" : "",
+		 err ? ": " : "", err ? err : "");
+}
+
+/* One progress line: "web1: active, 120.0 MiB of 512.0 MiB sent, 80.0 MiB
+ * left, dirtying 1.2 MiB/s, expected downtime 12 ms". */
+static void print_progress(const char *name, json_t *mig, bool tty)
+{
+	char line[512];
+	ctl_fmt_migration(mig, line, sizeof(line));
+	fprintf(stderr, "%s%s: %s%s", tty ? "\r" : "", name, line, tty ? "\033[K" : "\n");
 }
 
 /* The source's migration until it is over (or completed). */

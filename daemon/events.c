@@ -88,8 +88,9 @@ void events_publish(Hsd *h, json_t *event)
 	if (!event)
 		return;
 	_cleanup_free_ char *line = json_dumps(event, JSON_COMPACT);
-	const char *vm = json_string_value(json_object_get(event, "vm"));
-	json_decref(event);
+	/* The event's own string: event is freed only after the loop. */
+	json_auto_t *owned = event;
+	const char *vm = json_string_value(json_object_get(owned, "vm"));
 	if (!line)
 		return;
 	size_t n = strlen(line);

@@ -9,6 +9,7 @@ storage (hsd's own disks, mirrored over NBD). Failures at every side leave
 the VM running on exactly one of them."""
 import os
 import re
+import select
 import signal
 import subprocess
 import threading
@@ -224,8 +225,18 @@ def test_migration_failures(hosts, guest):
     a.console_wait("ff", "HS-GUEST-FILLED 96", timeout=120)
     before = counter(a, "ff")
 
-    # 1. The destination's QEMU dies mid-transfer.
+    # 1. The destination's QEMU dies mid-transfer. Meanwhile the progress
+    # is in hsctl info and in the event stream.
+    ev = subprocess.Popen([str(HSCTL), "--socket", a.socket, "--json", "events", "--vm", "ff"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([ev.stdout], [], [], 10)
+    assert ready and "hello" in ev.stdout.readline()  # subscribed
     p = slow_migration(a, b, "ff")
+    info = a.hsctl("info", "ff").stdout
+    assert re.search(r"Migration: +to \S+: active, [\d.]+ \S+ of [\d.]+ \S+ sent", info), info
+    kill_pid(ev.pid)
+    events = ev.stdout.read()
+    assert '"type": "migration"' in events or '"type":"migration"' in events, events[-2000:]
     qemu_b = b.vm("ff")["pid"]
     b.qemu_pids.add(qemu_b)
     os.kill(qemu_b, signal.SIGKILL)
