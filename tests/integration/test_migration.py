@@ -144,7 +144,8 @@ def test_migrate_shared_and_back(hosts, guest, tmp_path):
     a.console_wait("sh", "hs-counter 2")
     write_marker(a, "sh", "HSMIG-shared")
     before = counter(a, "sh")
-    r = migrate(a, b, "sh")
+    # The tunables QEMU takes: two multifd channels, auto-converge, xbzrle.
+    r = migrate(a, b, "sh", "--multifd", "2", "--auto-converge", "--xbzrle", "--downtime", "100")
     assert r.returncode == 0, r.stderr + r.stdout
     assert re.search(r"sh: migrated to \S+ in [\d.]+ s \(downtime \d+ ms", r.stdout), r.stdout
     assert_moved(a, b, "sh", before)
@@ -538,3 +539,40 @@ def test_migrate_over_ssh(hosts, guest, tmp_path):
             kill_pid(int((d / "sshd.pid").read_text()))
         except (OSError, ValueError):
             pass
+
+
+def test_migrate_template_disk(hosts, guest, tmp_path):
+    """A disk over a template moves as its own layer only (the template is
+    at the destination already: sync "top"); a destination without the
+    template says so, and nothing moves."""
+    a, b = hosts["A"], hosts["B"]
+    img = tmp_path / "gold.raw"
+    with open(img, "wb") as f:
+        f.truncate(128 * MIB)
+        f.seek(64 * MIB)
+        f.write(b"HSGOLD" * 1000)  # template content a clone reads back
+    a.json("POST", "/v1/templates", {"name": "gold", "file": str(img), "format": "raw"},
+           timeout=120)
+    a.json("POST", "/v1/vms", spec(guest, "tp", {"template": "gold"}))
+    a.json("POST", "/v1/vms/tp/start", timeout=120)
+    a.console_wait("tp", "hs-counter 2")
+    write_marker(a, "tp", "HSMIG-layer")
+    # B lacks the template: refused, the VM stays on A.
+    r = migrate(a, b, "tp")
+    assert r.returncode == 1 and "gold" in r.stderr, r.stderr
+    assert a.state("tp") == "running" and b.get("/v1/vms/tp")[0] == 404
+    b.json("POST", "/v1/templates", {"name": "gold", "file": str(img), "format": "raw"},
+           timeout=120)
+    before = counter(a, "tp")
+    r = migrate(a, b, "tp")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert_moved(a, b, "tp", before)
+    assert read_marker(b, "tp") == "HSMIG-layer"
+    out = guest_run(b, "tp", "echo G=$(dd if=/dev/vda bs=1M skip=64 count=1 2>/dev/null "
+                             "| head -c 12)", "g")
+    assert "G=HSGOLDHSGOLD" in out, out[-500:]
+    # Only the layer came over: B's layer holds kilobytes, not the template.
+    layers = list((b.state_dir / "vms" / "tp" / "layers").glob("*.qcow2"))
+    used = sum(os.stat(f).st_blocks * 512 for f in layers)
+    assert layers and used < 16 * MIB, (layers, used)
+    b.json("POST", "/v1/vms/tp/kill", timeout=60)
