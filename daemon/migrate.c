@@ -703,7 +703,7 @@ static void on_prepared(Vm *vm, const HsError *err)
 	for (size_t i = 0; i < VM_MAX_DISKS; i++) {
 		if (!m->mirror_disk[i])
 			continue;
-		char job[32], node[32], port[16], export_[16], device[32];
+		char job[32], node[32], port[16], export_[32], device[32];
 		snprintf(job, sizeof(job), "hs-mig%zu", i);
 		snprintf(node, sizeof(node), "hs-mig-tgt%zu", i);
 		snprintf(port, sizeof(port), "%u", m->nbd_port);
@@ -1243,7 +1243,7 @@ static void listen_start(Vm *vm)
 		for (size_t i = 0; i < vm->spec.n_disks; i++) {
 			if (!vm->spec.disks[i].managed)
 				continue;
-			char id[32], name[16];
+			char id[32], name[32];
 			snprintf(id, sizeof(id), "hs-mig%zu", i);
 			snprintf(name, sizeof(name), "disk%zu", i);
 			json_t *node = json_object_get(m->nodes, name);
@@ -1583,7 +1583,8 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 	vm->migration = m;
 	/* Not ours until the stream completes: the marker says so to a
 	 * restarted hsd. */
-	_cleanup_free_ char *marker = json_dumps(migration_json(m), JSON_COMPACT);
+	json_auto_t *mj = migration_json(m);
+	_cleanup_free_ char *marker = json_dumps(mj, JSON_COMPACT);
 	if (!marker || hs_write_file_atomic(vm->state_dirfd, INCOMING_MARKER, marker,
 					    strlen(marker), 0600) < 0) {
 		m->reply = NULL;
