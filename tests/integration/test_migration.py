@@ -576,3 +576,45 @@ def test_migrate_template_disk(hosts, guest, tmp_path):
     used = sum(os.stat(f).st_blocks * 512 for f in layers)
     assert layers and used < 16 * MIB, (layers, used)
     b.json("POST", "/v1/vms/tp/kill", timeout=60)
+
+
+def test_source_restart_after_switchover(hosts, guest, tmp_path):
+    """Driven through the API by hand (as an orchestrator would): once the
+    stream completed the destination runs the guest, whatever happens to
+    the source; a source hsd killed before the confirmation comes back to
+    the same truth (QEMU paused, migration completed, awaiting confirm), and
+    the confirmation then settles it."""
+    a, b = hosts["A"], hosts["B"]
+    disk = tmp_path / "rs.raw"
+    with open(disk, "wb") as f:
+        f.truncate(64 * MIB)
+    s = spec(guest, "rs", {"path": str(disk), "format": "raw"})
+    a.json("POST", "/v1/vms", s)
+    a.json("POST", "/v1/vms/rs/start", timeout=120)
+    a.console_wait("rs", "hs-counter 2")
+    vm = a.vm("rs")
+    ans = b.json("POST", "/v1/migrations/incoming",
+                 {"spec": vm["spec"], "storage": "shared", "from": "A"}, timeout=120)
+    assert ans["uri"].startswith(f"tcp:{hosts['addr']['B']}:"), ans
+    assert b.state("rs") == "incoming"
+    a.json("POST", "/v1/vms/rs/migrate", {"uri": ans["uri"], "to": "B"}, expect=(202,))
+    wait_for(lambda: a.vm("rs")["migration"]["phase"] == "completed", 60,
+             "the stream to complete")
+    wait_for(lambda: b.state("rs") == "running", 30, "the destination to run the guest")
+    before = counter(b, "rs")
+    qemu_a = a.vm("rs")["pid"]
+    a.kill9()
+    a.start()
+    vm = a.vm("rs")
+    assert vm["state"] == "paused" and vm["pid"] == qemu_a, vm
+    assert vm["migration"]["phase"] == "completed" and vm["migration"]["to"] == "B", vm
+    # Nothing may resume it here now but an abort.
+    code, body, _ = a.request("POST", "/v1/vms/rs/resume")
+    assert code == 409 and "confirm" in body["error"]["message"], body
+    assert counter(b, "rs") > before
+    r = a.hsctl("migrate", "rs", "--confirm")
+    assert r.returncode == 0, r.stderr
+    vm = a.vm("rs")
+    assert vm["state"] == "migrated" and vm["migrated_to"] == "B", vm
+    assert not pid_alive(qemu_a)
+    b.json("POST", "/v1/vms/rs/kill", timeout=60)
