@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The automatic ballooning policy (daemon/balloon-policy.c) on plain
+ * structs. Sizes in MiB. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "balloon-policy.h"
+
+static const BalloonPolicyConfig cfg = {
+    .low = 1000,
+    .high = 1500,
+    .max_step = 100,
+    .margin = 64,
+    .stale_after = 30,
+};
+
+/* A VM of 1024 MiB in the policy (floor 128), at its target, whose guest
+ * has `avail` MiB available (fresh stats). */
+static BalloonPolicyVm vm_with(uint64_t avail)
+{
+	return (BalloonPolicyVm){.target = 1024,
+				 .floor = 128,
+				 .actual = 1024,
+				 .has_stats = true,
+				 .guest_total = 990,
+				 .guest_available = avail,
+				 .stats_age = 2};
+}
+
+static void test_hysteresis(void **state)
+{
+	BalloonPolicyVm v[1] = {vm_with(800)};
+	BalloonPolicyResult r;
+	/* Below low: pressure starts. */
+	balloon_policy_decide(&cfg, 900, false, v, 1, &r);
+	assert_true(r.pressure);
+	assert_int_equal(r.phase, BALLOON_PHASE_RECLAIMING);
+	assert_int_equal(v[0].new_target, 924);
+	/* Between the watermarks it stays on... */
+	v[0] = vm_with(800);
+	balloon_policy_decide(&cfg, 1200, true, v, 1, &r);
+	assert_true(r.pressure);
+	assert_int_equal(v[0].new_target, 924);
+	/* ... or off: hold. */
+	v[0] = vm_with(800);
+	v[0].current = 900;
+	v[0].actual = 900;
+	balloon_policy_decide(&cfg, 1200, false, v, 1, &r);
+	assert_false(r.pressure);
+	assert_int_equal(r.phase, BALLOON_PHASE_HOLDING);
+	assert_int_equal(v[0].new_target, 900);
+	/* Above high: off, memory goes back. */
+	balloon_policy_decide(&cfg, 1600, true, v, 1, &r);
+	assert_false(r.pressure);
+	assert_int_equal(r.phase, BALLOON_PHASE_RETURNING);
+	assert_int_equal(v[0].new_target, 1000);
+	/* All at target: idle. */
+	v[0] = vm_with(800);
+	balloon_policy_decide(&cfg, 1600, false, v, 1, &r);
+	assert_int_equal(r.phase, BALLOON_PHASE_IDLE);
+	assert_int_equal(v[0].new_target, 1024);
+}
+
+static void test_most_available_first(void **state)
+{
+	BalloonPolicyVm v[3] = {vm_with(300), vm_with(800), vm_with(500)};
+	BalloonPolicyResult r;
+	/* 51 MiB needed (to 1501): all from the one with most available. */
+	balloon_policy_decide(&cfg, 1450, true, v, 3, &r);
+	assert_int_equal(r.needed, 51);
+	assert_int_equal(v[0].new_target, 1024);
+	assert_int_equal(v[1].new_target, 973);
+	assert_int_equal(v[2].new_target, 1024);
+	/* 251 needed: a step each from the richest, then the next. */
+	for (int i = 0; i < 3; i++)
+		v[i] = vm_with(i == 0 ? 300 : i == 1 ? 800 : 500);
+	balloon_policy_decide(&cfg, 1250, true, v, 3, &r);
+	assert_int_equal(v[1].new_target, 924);
+	assert_int_equal(v[2].new_target, 924);
+	assert_int_equal(v[0].new_target, 973);
+	assert_int_equal(r.reclaimed, 251);
+	/* Lots needed: bounded steps, one per VM per tick. */
+	for (int i = 0; i < 3; i++)
+		v[i] = vm_with(600);
+	balloon_policy_decide(&cfg, 10, true, v, 3, &r);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(v[i].new_target, 924);
+	assert_int_equal(r.reclaimed, 300);
+}
+
+static void test_ties_keep_order(void **state)
+{
+	BalloonPolicyVm v[3] = {vm_with(100), vm_with(700), vm_with(700)};
+	BalloonPolicyResult r;
+	balloon_policy_decide(&cfg, 1451, true, v, 3, &r);
+	assert_int_equal(v[1].new_target, 974);
+	assert_int_equal(v[2].new_target, 1024);
+	assert_int_equal(v[0].new_target, 1024);
+}
+
+static void test_floor_and_usage(void **state)
+{
+	BalloonPolicyResult r;
+	/* Never below the floor. */
+	BalloonPolicyVm v[2] = {vm_with(900), vm_with(900)};
+	v[0].floor = 1000;
+	v[1].current = v[1].actual = 180;
+	v[1].guest_available = 150; /* uses 30: 94 with the margin, floor 128 */
+	balloon_policy_decide(&cfg, 0, true, v, 2, &r);
+	assert_int_equal(v[0].new_target, 1000);
+	assert_int_equal(v[1].new_target, 128);
+	/* Never below what the guest uses plus the margin. */
+	BalloonPolicyVm u[1] = {vm_with(100)};
+	balloon_policy_decide(&cfg, 0, true, u, 1, &r);
+	assert_int_equal(u[0].new_target, 988);
+	/* A guest that uses more than its target leaves room for gets some
+	 * back, even under pressure, a step at a time. */
+	u[0] = vm_with(10);
+	u[0].current = u[0].actual = 500;
+	balloon_policy_decide(&cfg, 0, true, u, 1, &r);
+	assert_int_equal(u[0].new_target, 554);
+	/* A floor raised above the target in force lifts it. */
+	u[0] = vm_with(400);
+	u[0].current = u[0].actual = 300;
+	u[0].floor = 600;
+	balloon_policy_decide(&cfg, 1200, false, u, 1, &r);
+	assert_int_equal(u[0].new_target, 600);
+}
+
+static void test_no_or_stale_stats(void **state)
+{
+	BalloonPolicyVm v[3] = {vm_with(900), vm_with(900), vm_with(100)};
+	v[0].has_stats = false;
+	v[1].stats_age = 31;
+	BalloonPolicyResult r;
+	balloon_policy_decide(&cfg, 0, true, v, 3, &r);
+	assert_int_equal(v[0].new_target, 1024);
+	assert_int_equal(v[1].new_target, 1024);
+	assert_int_equal(v[2].new_target, 988);
+	/* Giving back needs no stats. */
+	v[0].current = v[0].actual = 500;
+	balloon_policy_decide(&cfg, 2000, false, v, 3, &r);
+	assert_int_equal(v[0].new_target, 600);
+}
+
+static void test_not_in_policy(void **state)
+{
+	BalloonPolicyVm v[2] = {vm_with(900), vm_with(900)};
+	v[0].floor = 0;
+	v[0].current = 300; /* e.g. left by the policy before its floor went */
+	v[0].target = 512;
+	BalloonPolicyResult r;
+	balloon_policy_decide(&cfg, 0, true, v, 2, &r);
+	assert_int_equal(v[0].new_target, 512);
+	assert_int_equal(v[1].new_target, 924);
+}
+
+static void test_inflight_counts(void **state)
+{
+	/* A balloon still inflating (actual 1024, target 800) will give 224:
+	 * nothing more is taken for 200 needed. */
+	BalloonPolicyVm v[2] = {vm_with(900), vm_with(900)};
+	v[0].current = 800;
+	BalloonPolicyResult r;
+	balloon_policy_decide(&cfg, 1301, true, v, 2, &r);
+	assert_int_equal(r.needed, 0);
+	assert_int_equal(v[0].new_target, 800);
+	assert_int_equal(v[1].new_target, 1024);
+}
+
+static void test_give_back(void **state)
+{
+	/* 200 above high: two steps of 100, least available first. */
+	BalloonPolicyVm v[3] = {vm_with(400), vm_with(100), vm_with(200)};
+	for (int i = 0; i < 3; i++)
+		v[i].current = v[i].actual = 500;
+	BalloonPolicyResult r;
+	balloon_policy_decide(&cfg, 1700, false, v, 3, &r);
+	assert_int_equal(v[1].new_target, 600);
+	assert_int_equal(v[2].new_target, 600);
+	assert_int_equal(v[0].new_target, 500);
+	assert_int_equal(r.returned, 200);
+	/* Never above the target; a balloon deflating counts against the
+	 * budget. */
+	BalloonPolicyVm u[2] = {vm_with(100), vm_with(100)};
+	u[0].current = 1000;
+	u[0].actual = 1000;
+	u[1].current = 900;
+	u[1].actual = 700; /* 200 still coming back */
+	balloon_policy_decide(&cfg, 1750, false, u, 2, &r);
+	assert_int_equal(u[0].new_target, 1024);
+	assert_int_equal(u[1].new_target, 926);
+	/* A target the user lowered below the one in force wins. */
+	u[0] = vm_with(100);
+	u[0].current = 1000;
+	u[0].target = 512;
+	balloon_policy_decide(&cfg, 1200, false, u, 1, &r);
+	assert_int_equal(u[0].new_target, 512);
+}
+
+static void test_empty(void **state)
+{
+	BalloonPolicyResult r;
+	balloon_policy_decide(&cfg, 0, false, NULL, 0, &r);
+	assert_true(r.pressure);
+	assert_int_equal(r.reclaimed, 0);
+	assert_string_equal(balloon_phase_to_string(r.phase), "reclaiming");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_hysteresis),
+	    cmocka_unit_test(test_most_available_first),
+	    cmocka_unit_test(test_ties_keep_order),
+	    cmocka_unit_test(test_floor_and_usage),
+	    cmocka_unit_test(test_no_or_stale_stats),
+	    cmocka_unit_test(test_not_in_policy),
+	    cmocka_unit_test(test_inflight_counts),
+	    cmocka_unit_test(test_give_back),
+	    cmocka_unit_test(test_empty),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
