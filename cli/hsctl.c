@@ -20,6 +20,7 @@ static void usage(FILE *f)
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
 	      "              [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE]\n"
+	      "              [--balloon-floor SIZE]\n"
 	      "              [--kernel F [--initrd F] [--append S]]\n"
 	      "              [--template NAME] [--disk-size SIZE] [--disk FILE]...\n"
 	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
@@ -27,7 +28,8 @@ static void usage(FILE *f)
 	      "              [--ssh-key FILE] [--hostname H]\n"
 	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
 	      "              [--numa-node N]\n"
-	      "  set NAME [--balloon SIZE] [--disk N] [--no-limits] [--io-group NAME]\n"
+	      "  set NAME [--balloon SIZE] [--balloon-floor SIZE] [--disk N]\n"
+	      "           [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
 	      "           [--bps-read-max RATE] [--bps-write-max RATE] [--bps-total-max RATE]\n"
 	      "           [--iops-read N] [--iops-write N] [--iops-total N]\n"
@@ -567,6 +569,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"ssh-key", required_argument, NULL, 'K'},
 		{"hostname", required_argument, NULL, 'H'},
 		{"balloon", required_argument, NULL, 'B'},
+		{"balloon-floor", required_argument, NULL, 'F'},
 		{"vcpu-pin", required_argument, NULL, 'P'},
 		{"emulator-pin", required_argument, NULL, 'E'},
 		{"numa-node", required_argument, NULL, 'N'},
@@ -691,6 +694,13 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 			json_object_set_new(spec, "balloon_mib", json_integer((json_int_t)mib));
 			break;
 		}
+		case 'F': {
+			uint64_t mib;
+			if (ctl_parse_balloon_floor("--balloon-floor", optarg, &mib) < 0)
+				goto usage;
+			json_object_set_new(spec, "balloon_floor_mib", json_integer((json_int_t)mib));
+			break;
+		}
 		case 'P':
 			if (ctl_pins_add_vcpu(&pins, optarg) < 0)
 				goto usage;
@@ -756,6 +766,7 @@ usage:
 	json_decref(nics);
 	fputs("hsctl: usage: hsctl create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] "
 	      "[--machine M] [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE] "
+	      "[--balloon-floor SIZE] "
 	      "[--kernel F --initrd F "
 	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
 	      "[--nic user|none|bridge:BR]... [--from FILE] [--cloud-init FILE] "

@@ -45,6 +45,9 @@ char *ctl_abs_path(const char *opt, const char *p);
 /* A balloon target (--balloon): "512M", "1.5G", a bare number of MiB, "0"
  * or "all" (0: all of the memory). In MiB; prints the error naming opt. */
 int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib);
+/* A balloon floor (--balloon-floor): a size as for --balloon; 0 or "none":
+ * no floor (the VM takes no part in the automatic policy). */
+int ctl_parse_balloon_floor(const char *opt, const char *s, uint64_t *ret_mib);
 /* A disk's "limits" object in words ("read 10.0 MiB/s, 200 IOPS total,
  * group g1") into buf; false (and "") when it limits nothing. */
 bool ctl_fmt_disk_limits(json_t *limits, char *buf, size_t size);

@@ -144,8 +144,8 @@ static void on_patch_applied(Vm *vm, const HsError *err, void *ud)
 
 void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 {
-	static const char *const keys[] = {"balloon_mib", "disks", "cpu_pinning", "resources",
-					   NULL};
+	static const char *const keys[] = {"balloon_mib", "balloon_floor_mib", "disks",
+					   "cpu_pinning", "resources",	 NULL};
 	json_auto_t *j = body_json(req, false);
 	if (!j || !body_keys_ok(req, j, keys))
 		return;
@@ -157,17 +157,27 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		return;
 	}
 	json_t *bal = json_object_get(j, "balloon_mib"), *disks = json_object_get(j, "disks");
-	if (bal) {
-		if (!json_is_integer(bal) || json_integer_value(bal) < 0 ||
-		    (uint64_t)json_integer_value(bal) > vm->spec.memory_mib ||
-		    (json_integer_value(bal) > 0 && json_integer_value(bal) < VM_MIN_MEMORY_MIB)) {
-			http_reply_error(req, 400, "invalid-spec",
-					 "balloon_mib: must be 0 (all of memory) or from %d to %" PRIu64
-					 " (memory_mib)",
-					 VM_MIN_MEMORY_MIB, vm->spec.memory_mib);
+	json_t *bfloor = json_object_get(j, "balloon_floor_mib");
+	if (bal || bfloor) {
+		/* Out of range integers become values the check refuses. */
+		if ((bal && !json_is_integer(bal)) || (bfloor && !json_is_integer(bfloor))) {
+			http_reply_error(req, 400, "invalid-spec", "%s: must be an integer (MiB)",
+					 bal && !json_is_integer(bal) ? "balloon_mib"
+								       : "balloon_floor_mib");
 			goto fail;
 		}
-		c->spec.balloon_mib = (uint64_t)json_integer_value(bal);
+		if (bal)
+			c->spec.balloon_mib = json_integer_value(bal) < 0
+						      ? UINT64_MAX
+						      : (uint64_t)json_integer_value(bal);
+		if (bfloor)
+			c->spec.balloon_floor_mib = json_integer_value(bfloor) < 0
+							    ? UINT64_MAX
+							    : (uint64_t)json_integer_value(bfloor);
+		if (vm_spec_check_balloon(&c->spec, &err) < 0) {
+			http_reply_hserror(req, &err);
+			goto fail;
+		}
 		if (c->spec.balloon_mib == vm->spec.memory_mib)
 			c->spec.balloon_mib = 0;
 	}

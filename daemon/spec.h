@@ -81,6 +81,10 @@ typedef struct VmSpec {
 	/* Memory balloon (virtio-balloon with free page reporting): the
 	 * guest's target size, MiB; 0: all of memory_mib (no inflation). */
 	uint64_t balloon_mib;
+	/* The least the automatic balloon policy may leave the guest, MiB
+	 * (16 to memory_mib, at most balloon_mib when that is set); 0: the VM
+	 * takes no part in the policy. */
+	uint64_t balloon_floor_mib;
 	/* Host CPUs (kernel cpulists, "0-3,8") each vCPU thread may run on,
 	 * and QEMU's other threads; NULL: not pinned. */
 	char *vcpu_pins[VM_MAX_CPUS];
@@ -99,6 +103,10 @@ typedef struct VmSpec {
 } VmSpec;
 
 bool vm_spec_pinned(const VmSpec *s);
+
+/* balloon_mib and balloon_floor_mib against memory_mib and each other;
+ * the error names the field. */
+int vm_spec_check_balloon(const VmSpec *s, HsError *err);
 
 bool vm_disk_limits_any(const VmDiskLimits *l);
 /* Parses {"bps_total": N, ..., "group": "g"} into *ret (field names the
