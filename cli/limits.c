@@ -34,6 +34,11 @@ int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib)
 		*ret_mib = 0;
 		return 0;
 	}
+	return ctl_parse_mib(opt, s, "; 0 or all for all of the memory", ret_mib);
+}
+
+int ctl_parse_mib(const char *opt, const char *s, const char *zero, uint64_t *ret_mib)
+{
 	size_t digits = strspn(s, "0123456789");
 	if (digits && !s[digits]) { /* a bare number: MiB, as for --memory */
 		unsigned long long v;
@@ -46,8 +51,8 @@ int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib)
 	if (hs_parse_size(s, &bytes) < 0) {
 		fprintf(stderr,
 			"hsctl: %s: '%s' is not a size: MiB, or a number with a suffix K, M, G or "
-			"T (powers of 1024) as in 512M or 1.5G; 0 or all for all of the memory\n",
-			opt, s);
+			"T (powers of 1024) as in 512M or 1.5G%s\n",
+			opt, s, zero);
 		return -1;
 	}
 	if (bytes % (1u << 20)) {
@@ -64,15 +69,11 @@ int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib)
 
 int ctl_parse_balloon_floor(const char *opt, const char *s, uint64_t *ret_mib)
 {
-	if (!strcmp(s, "all")) {
-		fprintf(stderr, "hsctl: %s: a size (e.g. 256M), or 0 or none: no floor\n", opt);
-		return -1;
-	}
 	if (!strcmp(s, "none")) {
 		*ret_mib = 0;
 		return 0;
 	}
-	return ctl_parse_balloon(opt, s, ret_mib);
+	return ctl_parse_mib(opt, s, "; 0 or none: no floor", ret_mib);
 }
 
 /* Bytes per second: "10M", "10MiB/s", "1.5G", "4096". */

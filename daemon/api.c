@@ -73,20 +73,30 @@ json_t *body_json(HttpRequest *req, bool allow_empty)
 }
 
 /* Refuses members other than the allowed ones. */
-bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
+int object_keys_check(json_t *j, const char *const *allowed, HsError *err)
 {
 	const char *key;
 	json_t *v;
+	if (!json_is_object(j))
+		return hs_error_set(err, -EINVAL, "invalid-request", "a JSON object is needed");
 	json_object_foreach (j, key, v) {
 		bool ok = false;
 		for (size_t i = 0; allowed[i]; i++)
 			ok |= !strcmp(key, allowed[i]);
-		if (!ok) {
-			http_reply_error(req, 400, "invalid-request", "unknown field '%s'", key);
-			return false;
-		}
+		if (!ok)
+			return hs_error_set(err, -EINVAL, "invalid-request", "unknown field '%s'",
+					    key);
 	}
-	return true;
+	return 0;
+}
+
+bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
+{
+	HsError err;
+	if (object_keys_check(j, allowed, &err) == 0)
+		return true;
+	http_reply_hserror(req, &err);
+	return false;
 }
 
 Pending *pending_new(Hsd *h, HttpRequest *req)
@@ -427,6 +437,28 @@ static void handle_snapshots(Hsd *h, HttpRequest *req, const char *name, const c
 	api_snapshots(h, vm, req, snap, slash ? slash + 1 : NULL);
 }
 
+/* A host policy's settings (/v1/ksm, /v1/balloon): GET shows its state,
+ * PUT changes some settings and shows the state after. */
+static void host_setting(Hsd *h, HttpRequest *req, json_t *(*show)(Hsd *h),
+			 int (*configure)(Hsd *h, json_t *body, HsError *err))
+{
+	const char *m = http_request_method(req);
+	if (!strcmp(m, "GET")) {
+		http_reply_json(req, 200, show(h));
+	} else if (!strcmp(m, "PUT")) {
+		json_auto_t *j = body_json(req, false);
+		HsError err = {0};
+		if (!j)
+			return;
+		if (configure(h, j, &err) < 0)
+			http_reply_hserror(req, &err);
+		else
+			http_reply_json(req, 200, show(h));
+	} else {
+		method_not_allowed(req, "GET, PUT");
+	}
+}
+
 void api_handle(HttpRequest *req, void *userdata)
 {
 	Hsd *h = userdata;
@@ -463,21 +495,13 @@ void api_handle(HttpRequest *req, void *userdata)
 		return;
 	}
 	if (!strcmp(path, "/v1/ksm")) {
-		if (!strcmp(m, "GET")) {
+		if (!strcmp(m, "GET"))
 			ksm_tuner_tick(h);
-			http_reply_json(req, 200, ksm_tuner_to_json(h));
-		} else if (!strcmp(m, "PUT")) {
-			json_auto_t *j = body_json(req, false);
-			HsError err = {0};
-			if (!j)
-				return;
-			if (ksm_tuner_configure(h, j, &err) < 0)
-				http_reply_hserror(req, &err);
-			else
-				http_reply_json(req, 200, ksm_tuner_to_json(h));
-		} else {
-			method_not_allowed(req, "GET, PUT");
-		}
+		host_setting(h, req, ksm_tuner_to_json, ksm_tuner_configure);
+		return;
+	}
+	if (!strcmp(path, "/v1/balloon")) {
+		host_setting(h, req, balloon_to_json, balloon_configure);
 		return;
 	}
 	if (!strcmp(path, "/v1/events")) {

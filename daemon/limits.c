@@ -94,6 +94,9 @@ int limits_apply(Vm *vm, const VmSpec *spec, bool live_disks, bool live_balloon,
 	/* Live, the target is always set (0: give the guest all back). */
 	if (live_balloon || (start && spec->balloon_mib)) {
 		uint64_t mib = spec->balloon_mib ? spec->balloon_mib : spec->memory_mib;
+		/* The user's target replaces what the automatic policy set; the
+		 * policy goes below it again at its next tick if it must. */
+		vm->balloon_auto = 0;
 		b->pending++;
 		if (qmp_client_execute(vm->qmp, "balloon",
 				       json_pack("{s:I}", "value", (json_int_t)(mib << 20)),

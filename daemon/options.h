@@ -24,6 +24,13 @@ typedef struct HsdOptions {
 	bool ksm_mode_set; /* given in the file or on the command line */
 	double stop_timeout, qmp_timeout, overcommit, pacing_timeout;
 	double tcg_tb_size; /* MiB; 0: QEMU's default */
+	/* The automatic balloon policy: on (auto) or off, its watermarks of
+	 * host MemAvailable (MiB; 0: 10 % and 15 % of MemTotal), and how often
+	 * guests report their memory statistics (seconds). */
+	bool balloon_auto;
+	bool balloon_policy_set; /* given in the file or on the command line */
+	uint64_t balloon_low_mib, balloon_high_mib;
+	double balloon_stats_interval;
 } HsdOptions;
 
 void hsd_options_init(HsdOptions *o);
