@@ -437,26 +437,23 @@ static void handle_snapshots(Hsd *h, HttpRequest *req, const char *name, const c
 	api_snapshots(h, vm, req, snap, slash ? slash + 1 : NULL);
 }
 
-/* A host policy's settings (/v1/ksm, /v1/balloon): GET shows its state,
- * PUT changes some settings and shows the state after. */
+/* A host policy's settings (/v1/ksm, /v1/balloon), for GET or PUT: GET
+ * shows its state, PUT changes some settings and shows the state after. */
 static void host_setting(Hsd *h, HttpRequest *req, json_t *(*show)(Hsd *h),
 			 int (*configure)(Hsd *h, json_t *body, HsError *err))
 {
-	const char *m = http_request_method(req);
-	if (!strcmp(m, "GET")) {
+	if (!strcmp(http_request_method(req), "GET")) {
 		http_reply_json(req, 200, show(h));
-	} else if (!strcmp(m, "PUT")) {
-		json_auto_t *j = body_json(req, false);
-		HsError err = {0};
-		if (!j)
-			return;
-		if (configure(h, j, &err) < 0)
-			http_reply_hserror(req, &err);
-		else
-			http_reply_json(req, 200, show(h));
-	} else {
-		method_not_allowed(req, "GET, PUT");
+		return;
 	}
+	json_auto_t *j = body_json(req, false);
+	HsError err = {0};
+	if (!j)
+		return;
+	if (configure(h, j, &err) < 0)
+		http_reply_hserror(req, &err);
+	else
+		http_reply_json(req, 200, show(h));
 }
 
 void api_handle(HttpRequest *req, void *userdata)
@@ -495,13 +492,20 @@ void api_handle(HttpRequest *req, void *userdata)
 		return;
 	}
 	if (!strcmp(path, "/v1/ksm")) {
+		if (strcmp(m, "GET") && strcmp(m, "PUT")) {
+			method_not_allowed(req, "GET, PUT");
+			return;
+		}
 		if (!strcmp(m, "GET"))
 			ksm_tuner_tick(h);
 		host_setting(h, req, ksm_tuner_to_json, ksm_tuner_configure);
 		return;
 	}
 	if (!strcmp(path, "/v1/balloon")) {
-		host_setting(h, req, balloon_to_json, balloon_configure);
+		if (strcmp(m, "GET") && strcmp(m, "PUT"))
+			method_not_allowed(req, "GET, PUT");
+		else
+			host_setting(h, req, balloon_to_json, balloon_configure);
 		return;
 	}
 	if (!strcmp(path, "/v1/events")) {
