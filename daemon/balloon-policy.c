@@ -91,13 +91,18 @@ static void reclaim(const BalloonPolicyConfig *c, uint64_t avail, BalloonPolicyV
 		uint64_t cur = current_of(v), lo = lowest_of(c, v, cur);
 		if (lo > cur) {
 			/* The guest uses more than it has room for: some back. */
-			v->new_target = min_u64(v->target, cur + min_u64(lo - cur, c->max_step));
+			if (lo - cur >= c->min_step || lo >= v->target)
+				v->new_target =
+					min_u64(v->target, cur + min_u64(lo - cur, c->max_step));
 			ret->returned += v->new_target - cur;
 			continue;
 		}
-		uint64_t take = min_u64(min_u64(cur - lo, c->max_step), need);
+		uint64_t room = cur - lo;
+		uint64_t take = min_u64(min_u64(room, c->max_step), need);
+		if (take && take < c->min_step) /* round a small need up, or leave it */
+			take = room >= c->min_step ? c->min_step : lo == v->floor ? room : 0;
 		v->new_target = cur - take;
-		need -= take;
+		need -= min_u64(take, need);
 		ret->reclaimed += take;
 	}
 }
@@ -118,6 +123,8 @@ static void give_back(const BalloonPolicyConfig *c, uint64_t avail, BalloonPolic
 		if (!v->floor || cur >= v->target)
 			continue;
 		uint64_t give = min_u64(min_u64(v->target - cur, c->max_step), budget);
+		if (give < c->min_step && cur + give != v->target)
+			continue;
 		v->new_target = cur + give;
 		budget -= give;
 		ret->returned += give;

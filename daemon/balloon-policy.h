@@ -20,7 +20,9 @@
  *   high (so giving back does not bring the pressure back).
  * - No pressure, between the watermarks: hold.
  * A VM with floor 0 takes no part: its target is its configured one. A
- * target is never below the floor nor above the configured target. */
+ * target is never below the floor nor above the configured target. A
+ * target moves by min_step at least (smaller moves would chase the noise of
+ * the guest's figures), except to reach its floor or configured target. */
 #pragma once
 
 #include <stdbool.h>
@@ -30,6 +32,9 @@
 typedef struct BalloonPolicyConfig {
 	uint64_t low, high; /* host MemAvailable watermarks */
 	uint64_t max_step;  /* most a VM's target moves per tick */
+	/* Least it moves: smaller changes are not made (the guest's figures
+	 * wobble by a few MiB), unless they reach the floor or the target. */
+	uint64_t min_step;
 	uint64_t margin;    /* a guest keeps this above what it uses */
 	double stale_after; /* seconds: older guest stats are not used */
 } BalloonPolicyConfig;

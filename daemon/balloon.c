@@ -16,6 +16,7 @@
 #define SETTINGS_FILE "balloon.json"
 #define DEFAULT_MAX_STEP_MIB 256
 #define DEFAULT_MARGIN_MIB 64
+#define MIN_STEP_MIB 16
 #define MIB_MAX (1ull << 40) /* 1 EiB in MiB: any host's memory */
 
 static uint64_t configured_target(const Vm *vm)
@@ -219,6 +220,7 @@ static void policy_tick(Hsd *h)
 	}
 	BalloonPolicyConfig cfg = {
 		.max_step = t->max_step_mib,
+		.min_step = MIN_STEP_MIB,
 		.margin = t->margin_mib,
 		/* A few missed reports are fine; a guest silent longer is not
 		 * known well enough to take memory from. */

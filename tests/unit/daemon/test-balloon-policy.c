@@ -14,6 +14,7 @@ static const BalloonPolicyConfig cfg = {
     .low = 1000,
     .high = 1500,
     .max_step = 100,
+    .min_step = 16,
     .margin = 64,
     .stale_after = 30,
 };
@@ -202,6 +203,40 @@ static void test_give_back(void **state)
 	assert_int_equal(u[0].new_target, 512);
 }
 
+static void test_small_moves(void **state)
+{
+	BalloonPolicyResult r;
+	/* 5 MiB needed: rounded up to a whole min_step. */
+	BalloonPolicyVm v[1] = {vm_with(800)};
+	balloon_policy_decide(&cfg, 1496, true, v, 1, &r);
+	assert_int_equal(v[0].new_target, 1008);
+	/* A guest 20 MiB short of its margin gets them back... */
+	v[0] = vm_with(44);
+	v[0].current = v[0].actual = 998; /* uses 954: lowest 1018 */
+	balloon_policy_decide(&cfg, 0, true, v, 1, &r);
+	assert_int_equal(v[0].new_target, 1018);
+	/* ... one 14 MiB short does not (its figures wobble)... */
+	v[0].guest_available = 50; /* lowest 1012 */
+	balloon_policy_decide(&cfg, 0, true, v, 1, &r);
+	assert_int_equal(v[0].new_target, 998);
+	/* ... and 6 MiB of room are not taken... */
+	v[0].guest_available = 70; /* lowest 992 */
+	balloon_policy_decide(&cfg, 0, true, v, 1, &r);
+	assert_int_equal(v[0].new_target, 998);
+	/* ... unless that reaches the floor. */
+	v[0] = vm_with(900);
+	v[0].current = v[0].actual = 138;
+	balloon_policy_decide(&cfg, 0, true, v, 1, &r);
+	assert_int_equal(v[0].new_target, 128);
+	/* Giving back: less than min_step only when it reaches the target. */
+	v[0] = vm_with(400);
+	v[0].current = v[0].actual = 1000;
+	balloon_policy_decide(&cfg, 1510, false, v, 1, &r); /* 10 to give */
+	assert_int_equal(v[0].new_target, 1000);
+	balloon_policy_decide(&cfg, 1530, false, v, 1, &r); /* 30: 24 reach it */
+	assert_int_equal(v[0].new_target, 1024);
+}
+
 static void test_empty(void **state)
 {
 	BalloonPolicyResult r;
@@ -222,6 +257,7 @@ int main(void)
 	    cmocka_unit_test(test_not_in_policy),
 	    cmocka_unit_test(test_inflight_counts),
 	    cmocka_unit_test(test_give_back),
+	    cmocka_unit_test(test_small_moves),
 	    cmocka_unit_test(test_empty),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
