@@ -341,6 +341,17 @@ def host_mem_available_mib():
     raise BenchError("no MemAvailable in /proc/meminfo")
 
 
+def thp_deferred_splits():
+    """Huge pages queued for the kernel's deferred split so far (vmstat):
+    a 2 MiB THP of guest RAM the balloon discarded only part of stays
+    allocated (RSS no longer counts it) until memory pressure splits it."""
+    with open("/proc/vmstat") as f:
+        for ln in f:
+            if ln.startswith("thp_deferred_split_page "):
+                return int(ln.split()[1])
+    return None
+
+
 def balloon_snapshot(h, names):
     """Per VM: QEMU's RSS and the balloon as GET /v1/vms/NAME tells it."""
     snap = {}
@@ -388,6 +399,7 @@ def phase_balloon(h, guest, p, res):
     time.sleep(6)  # one more report after the reads
     before = balloon_snapshot(h, names)
     avail_before = host_mem_available_mib()
+    thp_before = thp_deferred_splits()
     rss_before = sum(s["rss_mib"] for s in before.values())
     log(f"  before: QEMU RSS {rss_before:.0f} MiB in all ("
         + ", ".join(f"{k} {v['rss_mib']:.0f}" for k, v in before.items())
@@ -415,6 +427,8 @@ def phase_balloon(h, guest, p, res):
     time.sleep(3)  # QEMU discards the pages as the guest hands them over
     after = balloon_snapshot(h, names)
     avail_after = host_mem_available_mib()
+    thp_after = thp_deferred_splits()
+    thp_queued = None if thp_before is None or thp_after is None else thp_after - thp_before
     rss_after = sum(s["rss_mib"] for s in after.values())
     _, _, bal = h.request("GET", "/v1/balloon")
     per = {k: {"rss_before_mib": before[k]["rss_mib"], "rss_after_mib": after[k]["rss_mib"],
@@ -427,12 +441,17 @@ def phase_balloon(h, guest, p, res):
         "reclaimed_rss_mib": rss_before - rss_after,
         "host_available_before_mib": avail_before, "host_available_after_mib": avail_after,
         "host_available_gain_mib": avail_after - avail_before,
+        "thp_deferred_split_pages": thp_queued,
         "policy_reclaimed_mib": bal["reclaimed_mib"], "settle_s": took, "per_vm": per}
     log(f"  after {took:.1f}s: QEMU RSS {rss_after:.0f} MiB in all, {rss_before - rss_after:.0f} "
         f"MiB reclaimed ({(rss_before - rss_after) / n:.0f} per guest); host MemAvailable "
         f"{avail_after:.0f} MiB ({avail_after - avail_before:+.0f}); policy targets "
         + ", ".join(f"{k} {v['policy_target_mib']}" for k, v in per.items())
         + f" (reclaimed {bal['reclaimed_mib']} MiB below the targets)")
+    if thp_queued:
+        log(f"  {thp_queued} huge pages ({2 * thp_queued} MiB) of guest RAM were partly discarded "
+            "and wait for the kernel's deferred split: MemAvailable counts them only once memory "
+            "pressure (or a shrinker run) splits them")
 
     t0 = now()
     h.request("PUT", "/v1/balloon", {"mode": "off", "low_mib": 0, "high_mib": 0})
@@ -482,8 +501,9 @@ def summary_rows(res, p):
                      "note": f"QEMU RSS {b['rss_before_mib']:.0f} -> {b['rss_after_mib']:.0f} MiB, "
                              f"{b['reclaimed_rss_mib'] / b['vms']:.0f} MiB per guest, settled in "
                              f"{b['settle_s']:.0f}s; host MemAvailable "
-                             f"{b['host_available_gain_mib']:+.0f} MiB; all back {b['return_s']:.0f}s "
-                             "after mode off"})
+                             f"{b['host_available_gain_mib']:+.0f} MiB (THPs awaiting deferred "
+                             f"split: {b['thp_deferred_split_pages']}); all back "
+                             f"{b['return_s']:.0f}s after mode off"})
     return rows
 
 
