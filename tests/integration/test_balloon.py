@@ -90,6 +90,16 @@ def test_balloon_stats_and_policy(hsd_factory, guest):
              "the floor to rise")
     assert h.vm("bf")["balloon"]["auto_target_mib"] == FLOOR + 32
 
+    # An hsd restart keeps the policy (STATE/balloon.json); the re-adopted
+    # guest reports its stats again and counts as reclaimed.
+    h.stop()
+    h.start()
+    assert h.json("GET", "/v1/balloon")["config"]["mode"] == "auto"
+    wait_for(lambda: stats(h, "bf") and stats(h, "bf")["age_s"] < 10, 60,
+             "stats after the restart")
+    b = h.vm("bf")["balloon"]
+    assert b["auto_target_mib"] == FLOOR + 32 and b["actual_mib"] == FLOOR + 32, b
+
     # Pressure over: tiny watermarks, memory back to the target.
     h.hsctl("balloon", "--low", "1", "--high", "2", check=True)
     wait_for(lambda: h.vm("bf").get("balloon_actual_mib") == MEM, 120,
