@@ -717,18 +717,15 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		case 'H':
 			json_object_set_new(cloud_init, "hostname", json_string(optarg));
 			break;
-		case 'B': {
-			uint64_t mib;
-			if (ctl_parse_balloon("--balloon", optarg, &mib) < 0)
-				goto usage;
-			json_object_set_new(spec, "balloon_mib", json_integer((json_int_t)mib));
-			break;
-		}
+		case 'B':
 		case 'F': {
 			uint64_t mib;
-			if (ctl_parse_balloon_floor("--balloon-floor", optarg, &mib) < 0)
+			int r = c == 'B' ? ctl_parse_balloon("--balloon", optarg, &mib)
+					 : ctl_parse_balloon_floor("--balloon-floor", optarg, &mib);
+			if (r < 0)
 				goto usage;
-			json_object_set_new(spec, "balloon_floor_mib", json_integer((json_int_t)mib));
+			json_object_set_new(spec, c == 'B' ? "balloon_mib" : "balloon_floor_mib",
+					    json_integer((json_int_t)mib));
 			break;
 		}
 		case 'P':
