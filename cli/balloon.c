@@ -45,7 +45,8 @@ static void print_state(json_t *j)
 	json_array_foreach (vms, i, vm) {
 		char fl[16] = "-", pol[16] = "-", act[16] = "-", av[16] = "-";
 		json_int_t f = json_integer_value(json_object_get(vm, "floor_mib"));
-		json_t *p = json_object_get(vm, "auto_target_mib"), *a = json_object_get(vm, "actual_mib");
+		json_t *p = json_object_get(vm, "auto_target_mib");
+		json_t *a = json_object_get(vm, "actual_mib");
 		json_t *st = json_object_get(json_object_get(vm, "stats"), "available_mib");
 		if (f)
 			snprintf(fl, sizeof(fl), "%lld", f);

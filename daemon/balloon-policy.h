@@ -46,7 +46,6 @@ typedef struct BalloonPolicyVm {
 	uint64_t current; /* the target in force now (0: the configured one) */
 	uint64_t actual;  /* what the guest has now (0: unknown) */
 	bool has_stats;
-	uint64_t guest_total;	  /* the guest's MemTotal */
 	uint64_t guest_available; /* the guest's MemAvailable */
 	double stats_age;	  /* seconds */
 	/* Output. */

@@ -151,8 +151,9 @@ static void set_target(Vm *vm, uint64_t mib, const char *why)
 	uint64_t now = vm->balloon_auto ? vm->balloon_auto : target;
 	if (mib == now || !vm->qmp)
 		return;
-	if (qmp_client_execute(vm->qmp, "balloon", json_pack("{s:I}", "value", (json_int_t)(mib << 20)),
-			       vm->hsd->qmp_timeout, on_balloon_reply, vm) < 0)
+	json_t *args = json_pack("{s:I}", "value", (json_int_t)(mib << 20));
+	if (qmp_client_execute(vm->qmp, "balloon", args, vm->hsd->qmp_timeout, on_balloon_reply,
+			       vm) < 0)
 		return;
 	vm->balloon_auto = mib < target ? mib : 0;
 	log_info("vm %s: balloon %s from %" PRIu64 " to %" PRIu64 " MiB (target %" PRIu64
@@ -191,7 +192,6 @@ static void policy_tick(Hsd *h)
 	t->error[0] = '\0';
 	t->mem_total_mib = total >> 20;
 	t->mem_available_mib = avail >> 20;
-	t->last_tick = hs_wall();
 	size_t n = 0;
 	for (Vm *vm = h->vms; vm; vm = vm->next)
 		n += takes_part(vm);
@@ -212,7 +212,6 @@ static void policy_tick(Hsd *h)
 			.current = vm->balloon_auto,
 			.actual = vm->balloon_actual >> 20,
 			.has_stats = s->last_update > 0 && s->available >= 0,
-			.guest_total = s->total > 0 ? (uint64_t)s->total >> 20 : 0,
 			.guest_available = s->available > 0 ? (uint64_t)s->available >> 20 : 0,
 			.stats_age = wall - s->last_update,
 		};
@@ -234,9 +233,9 @@ static void policy_tick(Hsd *h)
 		log_info("balloon: host memory pressure %s (MemAvailable %" PRIu64
 			 " MiB; low %" PRIu64 ", high %" PRIu64 " MiB)",
 			 t->pressure ? "began" : "ended", t->mem_available_mib, cfg.low, cfg.high);
+	const char *phase = balloon_phase_to_string(t->last.phase);
 	for (i = 0; i < n; i++)
-		set_target(vms[i], in[i].new_target,
-			   in[i].floor ? balloon_phase_to_string(t->last.phase) : "not in the policy");
+		set_target(vms[i], in[i].new_target, in[i].floor ? phase : "not in the policy");
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
@@ -430,9 +429,11 @@ json_t *balloon_vm_json(Vm *vm)
 	if (!vm_state_is_active(vm->status.state))
 		return o;
 	if (vm->balloon_auto)
-		json_object_set_new(o, "auto_target_mib", json_integer((json_int_t)vm->balloon_auto));
+		json_object_set_new(o, "auto_target_mib",
+				    json_integer((json_int_t)vm->balloon_auto));
 	if (vm->balloon_actual)
-		json_object_set_new(o, "actual_mib", json_integer((json_int_t)(vm->balloon_actual >> 20)));
+		json_object_set_new(o, "actual_mib",
+				    json_integer((json_int_t)(vm->balloon_actual >> 20)));
 	if (vm->balloon_stats.last_update > 0)
 		json_object_set_new(o, "stats", stats_json(&vm->balloon_stats));
 	return o;

@@ -33,7 +33,6 @@ typedef struct BalloonTuner {
 	bool pressure;
 	BalloonPolicyResult last;
 	uint64_t mem_total_mib, mem_available_mib; /* at the last tick */
-	double last_tick;                          /* hs_wall() */
 	char error[160];
 } BalloonTuner;
 

@@ -553,7 +553,8 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 {
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
 					   "machine", "cpu_model", "mem_merge",  "kernel",
-					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib", "balloon_floor_mib",
+					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
+					   "balloon_floor_mib",
 					   "cpu_pinning", "numa_node", "resources",
 					   NULL};
 	VmSpec s = {0};

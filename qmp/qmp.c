@@ -433,8 +433,9 @@ static char *reals_for_big_integers(const char *line, size_t len, size_t *ret_le
 		for (size_t k = first; k < i; k++)
 			integer &= line[k] >= '0' && line[k] <= '9';
 		/* INT64_MAX has 19 digits. */
-		if (integer && (digits > 19 ||
-				(digits == 19 && memcmp(line + first, "9223372036854775807", 19) > 0))) {
+		if (integer &&
+		    (digits > 19 ||
+		     (digits == 19 && memcmp(line + first, "9223372036854775807", 19) > 0))) {
 			out[o++] = '.';
 			out[o++] = '0';
 			big++;

@@ -27,7 +27,6 @@ static BalloonPolicyVm vm_with(uint64_t avail)
 				 .floor = 128,
 				 .actual = 1024,
 				 .has_stats = true,
-				 .guest_total = 990,
 				 .guest_available = avail,
 				 .stats_age = 2};
 }
