@@ -74,12 +74,15 @@ static void order_by_available(const BalloonPolicyConfig *c, const BalloonPolicy
 static void reclaim(const BalloonPolicyConfig *c, uint64_t avail, BalloonPolicyVm *vms, size_t n,
 		    const size_t *idx, BalloonPolicyResult *ret)
 {
-	/* Balloons still inflating towards their target will free that much. */
+	/* Balloons still inflating towards their target will free that much,
+	 * and what they gave up lately may not show in MemAvailable yet (the
+	 * larger: a balloon still inflating is part of what it gave up). */
 	uint64_t inflight = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t cur = current_of(&vms[i]);
-		if (vms[i].floor && vms[i].actual > cur)
-			inflight += vms[i].actual - cur;
+		uint64_t coming = vms[i].actual > cur ? vms[i].actual - cur : 0;
+		if (vms[i].floor)
+			inflight += coming > vms[i].settling ? coming : vms[i].settling;
 	}
 	uint64_t need = avail <= c->high ? c->high + 1 - avail : 0;
 	need = need > inflight ? need - inflight : 0;

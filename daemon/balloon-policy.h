@@ -7,7 +7,8 @@
  * Host pressure, with hysteresis: it starts when MemAvailable < low and
  * ends when MemAvailable > high; in between it stays as it was.
  * - Under pressure: reclaim what brings MemAvailable back above high
- *   (less what balloons still inflating will give), from the VMs whose
+ *   (less what balloons still inflating will give, or gave up lately:
+ *   BalloonPolicyVm.settling), from the VMs whose
  *   guests have the most memory available first (ties: input order), each
  *   by at most max_step per tick, never below the VM's floor nor below
  *   what its guest uses plus margin. A VM without fresh stats (none, or
@@ -45,6 +46,11 @@ typedef struct BalloonPolicyVm {
 	uint64_t floor;	  /* balloon_floor_mib; 0: not in the policy */
 	uint64_t current; /* the target in force now (0: the configured one) */
 	uint64_t actual;  /* what the guest has now (0: unknown) */
+	/* What its balloon gave up lately that the host may not count as
+	 * available yet (a huge page of guest RAM freed only in part waits for
+	 * the kernel's deferred split): taken as still on its way, like a
+	 * balloon still inflating, so it is not reclaimed twice. */
+	uint64_t settling;
 	bool has_stats;
 	uint64_t guest_available; /* the guest's MemAvailable */
 	double stats_age;	  /* seconds */

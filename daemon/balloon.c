@@ -17,6 +17,12 @@
 #define DEFAULT_MAX_STEP_MIB 256
 #define DEFAULT_MARGIN_MIB 64
 #define MIN_STEP_MIB 16
+/* Memory a balloon gave up counts as on its way to the host for this long
+ * (seconds): guest RAM is backed by transparent huge pages, and a 2 MiB
+ * page the balloon freed only in part is freed by the kernel's deferred
+ * split, under memory pressure, so MemAvailable may show it only later.
+ * Without this the policy would take the same memory again every tick. */
+#define SETTLE_WINDOW 30.0
 #define MIB_MAX (1ull << 40) /* 1 EiB in MiB: any host's memory */
 
 static uint64_t configured_target(const Vm *vm)
@@ -114,6 +120,7 @@ void balloon_vm_reset(Vm *vm)
 	vm->balloon_polling = false;
 	vm->balloon_inflight = false;
 	vm->balloon_auto = 0;
+	vm->balloon_settling = 0;
 }
 
 static void collect(Hsd *h)
@@ -156,6 +163,12 @@ static void set_target(Vm *vm, uint64_t mib, const char *why)
 			       vm) < 0)
 		return;
 	vm->balloon_auto = mib < target ? mib : 0;
+	if (mib < now) {
+		vm->balloon_settling += now - mib;
+		vm->balloon_settling_since = hs_now();
+	} else {
+		vm->balloon_settling = 0;
+	}
 	log_info("vm %s: balloon %s from %" PRIu64 " to %" PRIu64 " MiB (target %" PRIu64
 		 " MiB, floor %" PRIu64 " MiB; %s)",
 		 vm->spec.name, mib < now ? "lowered" : "raised", now, mib, target,
@@ -205,12 +218,15 @@ static void policy_tick(Hsd *h)
 		if (!takes_part(vm))
 			continue;
 		const BalloonStats *s = &vm->balloon_stats;
+		if (hs_now() - vm->balloon_settling_since > SETTLE_WINDOW)
+			vm->balloon_settling = 0;
 		vms[i] = vm;
 		in[i] = (BalloonPolicyVm){
 			.target = configured_target(vm),
 			.floor = vm->spec.balloon_floor_mib,
 			.current = vm->balloon_auto,
 			.actual = vm->balloon_actual >> 20,
+			.settling = vm->balloon_settling,
 			.has_stats = s->last_update > 0 && s->available >= 0,
 			.guest_available = s->available > 0 ? (uint64_t)s->available >> 20 : 0,
 			.stats_age = wall - s->last_update,

@@ -109,6 +109,8 @@ struct Vm {
 	double qmp_rtt; /* last round trip, seconds */
 	uint64_t balloon_actual; /* bytes the guest has now (BALLOON_CHANGE); 0: unknown */
 	uint64_t balloon_auto;   /* MiB: the policy's target, below the spec's; 0: none */
+	uint64_t balloon_settling; /* MiB the policy took lately (balloon.c) */
+	double balloon_settling_since;
 	BalloonStats balloon_stats;
 	bool balloon_polling;    /* QEMU asks the guest for stats */
 	bool balloon_inflight;   /* a stats read or polling set-up is pending */

@@ -97,6 +97,7 @@ int limits_apply(Vm *vm, const VmSpec *spec, bool live_disks, bool live_balloon,
 		/* The user's target replaces what the automatic policy set; the
 		 * policy goes below it again at its next tick if it must. */
 		vm->balloon_auto = 0;
+		vm->balloon_settling = 0;
 		b->pending++;
 		if (qmp_client_execute(vm->qmp, "balloon",
 				       json_pack("{s:I}", "value", (json_int_t)(mib << 20)),

@@ -178,6 +178,22 @@ static void test_inflight_counts(void **state)
 	assert_int_equal(r.needed, 0);
 	assert_int_equal(v[0].new_target, 800);
 	assert_int_equal(v[1].new_target, 1024);
+	/* So is what a balloon gave up lately (not in MemAvailable yet); the
+	 * larger of the two counts, not both. */
+	v[0].settling = 224;
+	balloon_policy_decide(&cfg, 1101, true, v, 2, &r);
+	assert_int_equal(r.needed, 400 - 224);
+	/* Settled, in part. */
+	v[0] = vm_with(900);
+	v[0].current = v[0].actual = 800;
+	v[0].settling = 224;
+	balloon_policy_decide(&cfg, 1301, true, v, 2, &r);
+	assert_int_equal(r.needed, 0);
+	assert_int_equal(v[1].new_target, 1024);
+	v[0].settling = 100;
+	balloon_policy_decide(&cfg, 1301, true, v, 2, &r);
+	assert_int_equal(r.needed, 100);
+	assert_int_equal(v[0].new_target + v[1].new_target, 800 + 1024 - 100);
 }
 
 static void test_give_back(void **state)
