@@ -18,10 +18,24 @@ how long a live limit change takes, through hsd's API.
      (POST .../qmp query-status), the same block_set_io_throttle hsd sends
      through the passthrough, and one fsync'd file save (hsd saves the spec
      once per PATCH). hsd's log has no timings for a PATCH.
-  3. balloon policy (memory reclaimed from 10 idle guests): not measurable,
-     hsd has no automatic balloon policy yet.
+  3. balloon policy, host memory reclaimed from 10 idle guests: 10 TCG
+     test guests (512 MiB, balloon floor 128 MiB, mem_merge off so KSM
+     does not blur the figures, a blank 320 MiB disk each, mounted by the
+     guest's init as ext2 on /mnt/disk: cmdline hs.disk). Each guest
+     writes a 280 MiB file there and syncs, so its page cache holds
+     ~280 MiB of clean pages QEMU has backed (an idle guest's free pages
+     are not resident: free page reporting already gives them back, and a
+     raw block device's cache goes when it is closed). Before: the sum of
+     the QEMUs'
+     VmRSS (/proc/PID/status, pids from the API) and the host's
+     MemAvailable. Then PUT /v1/balloon {"mode": "auto"} with watermarks
+     above the host's memory (forced pressure), wait until every target
+     has settled (each guest at its policy target, unchanged for two
+     ticks), and measure again: MiB reclaimed in all and per guest, and the
+     time it took. Last, mode off: the time until every guest has all its
+     memory back.
 
-Usage: /usr/bin/python3 bench/limits.py [--quick] [--keep] [--base DIR]
+Usage: /usr/bin/python3 bench/limits.py [--quick] [--only PHASE[,PHASE]] [--keep] [--base DIR]
 See bench/README.md ("Limits benchmark"). Python 3 standard library only."""
 import argparse
 import datetime
@@ -52,9 +66,15 @@ MAX_READ_MIB = 150        # ... but at most this much (the disk is 256 MiB)
 PATCH_VALUES = (10 * MIB, 20 * MIB)
 
 FULL = dict(limits_mib=[1, 10, 50], reps=3, baseline_reps=3, patches=20, qmp_reps=20,
-            boot_timeout=240, budget=1200, fill=True)
+            boot_timeout=240, budget=1800, fill=True, balloon_vms=10)
 QUICK = dict(limits_mib=[1, 10], reps=1, baseline_reps=1, patches=20, qmp_reps=10,
-             boot_timeout=240, budget=600, fill=True)
+             boot_timeout=240, budget=900, fill=True, balloon_vms=3)
+PHASES = ("throttle", "patch", "balloon")
+BALLOON_MEM_MIB = 512
+BALLOON_FLOOR_MIB = 128
+BALLOON_DISK_MIB = 320
+BALLOON_CACHE_MIB = 280
+BALLOON_SETTLE_TIMEOUT = 300
 
 
 def fmt(x, nd=1):
@@ -89,13 +109,13 @@ class Regions:
         return off
 
 
-def guest_run(h, cmd, tag, timeout):
+def guest_run(h, cmd, tag, timeout, vm=VM):
     """Runs cmd in the guest's serial shell (hsctl console, no replay,
     until the marker, as test_limits.py); returns hsctl's output and the
     host's wall time of the call."""
     # The marker as printed differs from the command line echoed back.
     t0 = now()
-    r = subprocess.run([str(HSCTL), "--socket", h.socket, "console", VM, "--no-replay",
+    r = subprocess.run([str(HSCTL), "--socket", h.socket, "console", vm, "--no-replay",
                         "--wait-for", f"HSQ-{tag}-done", "--timeout", str(int(timeout))],
                        input=f"{cmd}; echo HSQ-{tag}-don$(echo e)\n", capture_output=True,
                        text=True, timeout=timeout + 15)
@@ -301,6 +321,148 @@ def phase_patch(h, p, res, state_dir):
         log(f"  hsd log: {ln}")
 
 
+def vm_rss_mib(pid):
+    """VmRSS of a process, MiB (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for ln in f:
+                if ln.startswith("VmRSS:"):
+                    return int(ln.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def host_mem_available_mib():
+    with open("/proc/meminfo") as f:
+        for ln in f:
+            if ln.startswith("MemAvailable:"):
+                return int(ln.split()[1]) / 1024
+    raise BenchError("no MemAvailable in /proc/meminfo")
+
+
+def thp_deferred_splits():
+    """Huge pages queued for the kernel's deferred split so far (vmstat):
+    a 2 MiB THP of guest RAM the balloon discarded only part of stays
+    allocated (RSS no longer counts it) until memory pressure splits it."""
+    with open("/proc/vmstat") as f:
+        for ln in f:
+            if ln.startswith("thp_deferred_split_page "):
+                return int(ln.split()[1])
+    return None
+
+
+def balloon_snapshot(h, names):
+    """Per VM: QEMU's RSS and the balloon as GET /v1/vms/NAME tells it."""
+    snap = {}
+    for n in names:
+        _, _, vm = h.request("GET", f"/v1/vms/{n}")
+        b = vm.get("balloon", {})
+        snap[n] = {"pid": vm["pid"], "rss_mib": vm_rss_mib(vm["pid"]),
+                   "actual_mib": b.get("actual_mib"), "auto_target_mib": b.get("auto_target_mib"),
+                   "available_mib": b.get("stats", {}).get("available_mib")}
+    return snap
+
+
+def phase_balloon(h, guest, p, res):
+    n = p["balloon_vms"]
+    names = [f"bal{i}" for i in range(n)]
+    log(f"\n== 3. balloon policy: {n} idle TCG guests of {BALLOON_MEM_MIB} MiB, floor "
+        f"{BALLOON_FLOOR_MIB} MiB, each with ~{BALLOON_CACHE_MIB} MiB of page cache; forced "
+        f"pressure (watermarks above the host's memory)")
+    for name in names:
+        spec = {"name": name, "cpus": 1, "memory_mib": BALLOON_MEM_MIB, "accel": "tcg",
+                "mem_merge": False, "balloon_floor_mib": BALLOON_FLOOR_MIB,
+                "kernel": guest["kernel"], "initrd": guest["initrd"],
+                "cmdline": CMDLINE + " hs.disk", "disks": [{"size": f"{BALLOON_DISK_MIB}M"}]}
+        h.request("POST", "/v1/vms", spec, expect=(201,))
+    t0 = now()
+    for name in names:
+        h.request("POST", f"/v1/vms/{name}/start", timeout=120)
+    wait_for(lambda: h.check_alive() or all(console_ready(h, x) for x in names),
+             p["boot_timeout"] + 30 * n, "HS-GUEST-READY on every console", interval=0.5)
+    res["balloon_boot_s"] = now() - t0
+    log(f"  {n} guests ready after {res['balloon_boot_s']:.1f}s")
+    t0 = now()
+    for i, name in enumerate(names):
+        # init mounts the disk after HS-GUEST-READY (formatting it first).
+        out, _ = guest_run(h, "i=0; while ! grep -q ' /mnt/disk ' /proc/mounts && [ $i -lt 600 ]; "
+                              "do sleep 0.2; i=$((i+1)); done; grep -q ' /mnt/disk ' /proc/mounts && "
+                              f"dd if=/dev/zero of=/mnt/disk/cache bs=1M count={BALLOON_CACHE_MIB} "
+                              "2>/dev/null && sync; echo CACHE-$?", f"wr{i}", 300, vm=name)
+        if not re.search(r"CACHE-0", out):
+            raise BenchError(f"{name}: writing /mnt/disk/cache failed: {out[-600:]!r}")
+    res["balloon_cache_fill_s"] = now() - t0
+    # The guests' stats arrive every 5 s (hsd's default): wait for all.
+    wait_for(lambda: all(s["available_mib"] for s in balloon_snapshot(h, names).values()), 60,
+             "every guest's memory stats")
+    time.sleep(6)  # one more report after the reads
+    before = balloon_snapshot(h, names)
+    avail_before = host_mem_available_mib()
+    thp_before = thp_deferred_splits()
+    rss_before = sum(s["rss_mib"] for s in before.values())
+    log(f"  before: QEMU RSS {rss_before:.0f} MiB in all ("
+        + ", ".join(f"{k} {v['rss_mib']:.0f}" for k, v in before.items())
+        + f"); host MemAvailable {avail_before:.0f} MiB")
+
+    big = 1 << 30  # MiB (1 PiB): well above any host's memory
+    t0 = now()
+    h.request("PUT", "/v1/balloon", {"mode": "auto", "low_mib": big, "high_mib": big + 1})
+    history = []
+    last_change = [t0]
+
+    def settled():
+        h.check_alive()
+        snap = balloon_snapshot(h, names)
+        key = {k: (v["auto_target_mib"], v["actual_mib"]) for k, v in snap.items()}
+        done = all(v["auto_target_mib"] and v["actual_mib"] == v["auto_target_mib"]
+                   for v in snap.values())
+        if not history or history[-1] != key:
+            last_change[0] = now()
+        history.append(key)
+        # Settled: at their targets, and the targets held for 2 ticks (10 s).
+        return done and len(history) >= 6 and all(x == key for x in history[-6:])
+    wait_for(settled, BALLOON_SETTLE_TIMEOUT, "the balloon targets to settle", interval=2)
+    took = last_change[0] - t0  # when the guests last moved (2 s resolution)
+    time.sleep(3)  # QEMU discards the pages as the guest hands them over
+    after = balloon_snapshot(h, names)
+    avail_after = host_mem_available_mib()
+    thp_after = thp_deferred_splits()
+    thp_queued = None if thp_before is None or thp_after is None else thp_after - thp_before
+    rss_after = sum(s["rss_mib"] for s in after.values())
+    _, _, bal = h.request("GET", "/v1/balloon")
+    per = {k: {"rss_before_mib": before[k]["rss_mib"], "rss_after_mib": after[k]["rss_mib"],
+               "reclaimed_rss_mib": before[k]["rss_mib"] - after[k]["rss_mib"],
+               "guest_available_before_mib": before[k]["available_mib"],
+               "policy_target_mib": after[k]["auto_target_mib"]} for k in names}
+    res["balloon"] = {
+        "vms": n, "memory_mib": BALLOON_MEM_MIB, "floor_mib": BALLOON_FLOOR_MIB,
+        "rss_before_mib": rss_before, "rss_after_mib": rss_after,
+        "reclaimed_rss_mib": rss_before - rss_after,
+        "host_available_before_mib": avail_before, "host_available_after_mib": avail_after,
+        "host_available_gain_mib": avail_after - avail_before,
+        "thp_deferred_split_pages": thp_queued,
+        "policy_reclaimed_mib": bal["reclaimed_mib"], "settle_s": took, "per_vm": per}
+    log(f"  after {took:.1f}s: QEMU RSS {rss_after:.0f} MiB in all, {rss_before - rss_after:.0f} "
+        f"MiB reclaimed ({(rss_before - rss_after) / n:.0f} per guest); host MemAvailable "
+        f"{avail_after:.0f} MiB ({avail_after - avail_before:+.0f}); policy targets "
+        + ", ".join(f"{k} {v['policy_target_mib']}" for k, v in per.items())
+        + f" (reclaimed {bal['reclaimed_mib']} MiB below the targets)")
+    if thp_queued:
+        log(f"  {thp_queued} huge pages ({2 * thp_queued} MiB) of guest RAM were partly discarded "
+            "and wait for the kernel's deferred split: MemAvailable counts them only once memory "
+            "pressure (or a shrinker run) splits them")
+
+    t0 = now()
+    h.request("PUT", "/v1/balloon", {"mode": "off", "low_mib": 0, "high_mib": 0})
+    wait_for(lambda: all(s["actual_mib"] == BALLOON_MEM_MIB
+                         for s in balloon_snapshot(h, names).values()),
+             BALLOON_SETTLE_TIMEOUT, "every guest to have all its memory back", interval=1)
+    res["balloon"]["return_s"] = now() - t0
+    log(f"  mode off: every guest had its {BALLOON_MEM_MIB} MiB back after "
+        f"{res['balloon']['return_s']:.1f}s")
+
+
 # ------------------------------------------------------------------ summary
 
 def summary_rows(res, p):
@@ -330,9 +492,18 @@ def summary_rows(res, p):
                      "note": f"GET /v1 {res['get_v1']['median_ms']:.2f} ms, QMP throttle via hsd "
                              f"{res['qmp_block_set_io_throttle']['median_ms']:.2f} ms, "
                              f"fsync save {res['fsync_save']['median_ms']:.2f} ms (medians)"})
-    rows.append({"metric": "3. memory reclaimed, 10 idle guests, balloon policy", "median": None,
-                 "unit": "MiB", "target": "-", "pass": None,
-                 "note": "n/a: not implemented (no automatic balloon policy in hsd)"})
+    b = res.get("balloon")
+    if b:
+        rows.append({"metric": f"3. balloon policy: host memory reclaimed from {b['vms']} "
+                               "idle guests",
+                     "median": b["reclaimed_rss_mib"], "unit": "MiB", "target": "-", "pass": None,
+                     "n": b["vms"],
+                     "note": f"QEMU RSS {b['rss_before_mib']:.0f} -> {b['rss_after_mib']:.0f} MiB, "
+                             f"{b['reclaimed_rss_mib'] / b['vms']:.0f} MiB per guest, settled in "
+                             f"{b['settle_s']:.0f}s; host MemAvailable "
+                             f"{b['host_available_gain_mib']:+.0f} MiB (THPs awaiting deferred "
+                             f"split: {b['thp_deferred_split_pages']}); all back "
+                             f"{b['return_s']:.0f}s after mode off"})
     return rows
 
 
@@ -363,6 +534,9 @@ def main():
                     help="read the blank disk (no data written first: reads never reach the host file)")
     ap.add_argument("--base", help="work dir (default /tmp/hsl-PID; UNIX socket paths must stay short)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    ap.add_argument("--only", help=f"comma-separated phases to run: {', '.join(PHASES)} "
+                                   "(default all)")
+    ap.add_argument("--balloon-vms", type=int, help="guests of the balloon phase (default 10)")
     ap.add_argument("--output", help="JSON results file (default bench/results/limits-<timestamp>.json)")
     args = ap.parse_args()
 
@@ -375,8 +549,14 @@ def main():
         p["fill"] = False
     if args.boot_timeout is not None:
         p["boot_timeout"] = args.boot_timeout
-    if p["reps"] < 1 or p["patches"] < 2:
-        sys.exit("limits.py: --reps must be >= 1 and --patches >= 2")
+    if args.balloon_vms is not None:
+        p["balloon_vms"] = args.balloon_vms
+    phases = args.only.split(",") if args.only else list(PHASES)
+    if p["reps"] < 1 or p["patches"] < 2 or p["balloon_vms"] < 1:
+        sys.exit("limits.py: --reps and --balloon-vms must be >= 1 and --patches >= 2")
+    if any(x not in PHASES for x in phases):
+        sys.exit(f"limits.py: --only: phases are {', '.join(PHASES)}")
+    p["phases"] = phases
     need_files("limits.py", HSD, HSCTL, QEMU, hint=" (ninja -C build)")
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -400,22 +580,37 @@ def main():
         h = Hsd(base / "d", reg, extra)
         h.start()
         log(f"hsd pid {h.pid}: {' '.join(extra)}")
-        phase_boot(h, guest, p, res)
-        phase_throttle(h, p, res)
-        h.check_alive()
-        phase_patch(h, p, res, h.state_dir)
-        h.check_alive()
+        if "throttle" in phases or "patch" in phases:
+            phase_boot(h, guest, p, res)
+        if "throttle" in phases:
+            phase_throttle(h, p, res)
+            h.check_alive()
+        if "patch" in phases:
+            phase_patch(h, p, res, h.state_dir)
+            h.check_alive()
+        if "balloon" in phases:
+            phase_balloon(h, guest, p, res)
+            h.check_alive()
         res["loadavg"]["end"] = os.getloadavg()
     except RUN_ERRORS as e:
         error = run_error(e)
     finally:
         with uninterrupted():
             for hh in reg.hsds:
-                if hh.alive():  # stop the guest through hsd first (bounded)
+                if not hh.alive():
+                    continue
+                try:  # stop the guests through hsd first (bounded)
+                    _, _, js = hh.request("GET", "/v1/vms", timeout=10, expect=None)
+                    names = [v["name"] for v in js.get("vms", [])
+                             if v.get("state") in ("running", "paused", "starting")]
+                except Exception as e:
+                    names = []
+                    log(f"cleanup: listing the VMs through hsd failed: {e}")
+                for name in names:
                     try:
-                        hh.request("POST", f"/v1/vms/{VM}/kill", timeout=30, expect=None)
+                        hh.request("POST", f"/v1/vms/{name}/kill", timeout=30, expect=None)
                     except Exception as e:  # the Registry still kills it by pid
-                        log(f"cleanup: kill of {VM} through hsd failed: {e}")
+                        log(f"cleanup: kill of {name} through hsd failed: {e}")
             collect_hsd_logs(reg, res, error)
             reg.cleanup(log)
             remove_workdir(base, args.keep, log)

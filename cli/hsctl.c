@@ -20,6 +20,7 @@ static void usage(FILE *f)
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
 	      "              [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE]\n"
+	      "              [--balloon-floor SIZE]\n"
 	      "              [--kernel F [--initrd F] [--append S]]\n"
 	      "              [--template NAME] [--disk-size SIZE] [--disk FILE]...\n"
 	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
@@ -28,7 +29,9 @@ static void usage(FILE *f)
 	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
 	      "              [--numa-node N] [--hugepages 2M|1G] [--cpu-max PCT]\n"
 	      "              [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n"
-	      "  set NAME [--balloon SIZE] [--disk N] [--no-limits] [--io-group NAME]\n"
+	      "              [--balloon-floor SIZE]\n"
+	      "  set NAME [--balloon SIZE] [--balloon-floor SIZE] [--disk N]\n"
+	      "           [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
 	      "           [--bps-read-max RATE] [--bps-write-max RATE] [--bps-total-max RATE]\n"
 	      "           [--iops-read N] [--iops-write N] [--iops-total N]\n"
@@ -49,6 +52,9 @@ static void usage(FILE *f)
 	      "  events [--vm NAME]          stream of state changes and QMP events\n"
 	      "  ksm [--mode auto|off|fixed] [--pages N] [--sleep MS] [--max-cpu F]\n"
 	      "                              KSM state, savings per VM; set the policy\n"
+	      "  balloon [--mode auto|off] [--low SIZE] [--high SIZE]\n"
+	      "                              automatic balloon policy: pressure, what was\n"
+	      "                              reclaimed from which VM; set it\n"
 	      "  template list               templates: format, sizes, VMs using them\n"
 	      "  template show NAME          one template\n"
 	      "  template import NAME FILE [--format qcow2|raw]\n"
@@ -359,21 +365,48 @@ static void print_cloud_init(json_t *ci)
 	printf("\n");
 }
 
-/* The balloon's target, and what the guest has while it runs. */
+/* The balloon's target, floor and the policy's target, what the guest has
+ * while it runs, and the memory statistics it reports. */
 static void print_balloon(json_t *vm, json_t *spec)
 {
 	json_int_t target = json_integer_value(json_object_get(spec, "balloon_mib"));
 	json_int_t mem = json_integer_value(json_object_get(spec, "memory_mib"));
+	json_t *b = json_object_get(vm, "balloon");
+	json_int_t fl = json_integer_value(json_object_get(b, "floor_mib"));
 	json_t *actual = json_object_get(vm, "balloon_actual_mib");
-	if (target <= 0 && (!actual || json_integer_value(actual) >= mem))
+	json_t *autot = json_object_get(b, "auto_target_mib"), *st = json_object_get(b, "stats");
+	if (target > 0 || fl > 0 || autot || (actual && json_integer_value(actual) < mem)) {
+		if (target > 0)
+			printf("Balloon:     target %lld MiB", target);
+		else
+			printf("Balloon:     no target (all %lld MiB)", mem);
+		if (fl > 0)
+			printf(", floor %lld MiB (automatic policy %s)", fl,
+			       json_is_true(json_object_get(b, "auto")) ? "on" : "off");
+		if (autot)
+			printf(", policy target %lld MiB", json_integer_value(autot));
+		if (actual)
+			printf(", guest has %lld MiB", json_integer_value(actual));
+		printf("\n");
+	}
+	if (!st)
 		return;
-	if (target > 0)
-		printf("Balloon:     target %lld MiB", target);
-	else
-		printf("Balloon:     no target (all %lld MiB)", mem);
-	if (actual)
-		printf(", guest has %lld MiB", json_integer_value(actual));
-	printf("\n");
+	printf("Guest mem:   ");
+	const char *sep = "";
+	static const char *const keys[] = {"free_mib", "available_mib", "total_mib",
+					   "disk_caches_mib"};
+	static const char *const words[] = {"free", "available", "total", "caches"};
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		json_t *v = json_object_get(st, keys[i]);
+		if (v) {
+			printf("%s%s %lld MiB", sep, words[i], json_integer_value(v));
+			sep = ", ";
+		}
+	}
+	json_t *maj = json_object_get(st, "major_faults");
+	if (maj)
+		printf("%s%lld major faults", sep, json_integer_value(maj));
+	printf(" (%.0f s ago)\n", json_number_value(json_object_get(st, "age_s")));
 }
 
 static void print_vm(json_t *vm)
@@ -621,6 +654,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"ssh-key", required_argument, NULL, 'K'},
 		{"hostname", required_argument, NULL, 'H'},
 		{"balloon", required_argument, NULL, 'B'},
+		{"balloon-floor", required_argument, NULL, 'F'},
 		{"vcpu-pin", required_argument, NULL, 'P'},
 		{"emulator-pin", required_argument, NULL, 'E'},
 		{"numa-node", required_argument, NULL, 'N'},
@@ -742,11 +776,15 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		case 'H':
 			json_object_set_new(cloud_init, "hostname", json_string(optarg));
 			break;
-		case 'B': {
+		case 'B':
+		case 'F': {
 			uint64_t mib;
-			if (ctl_parse_balloon("--balloon", optarg, &mib) < 0)
+			int r = c == 'B' ? ctl_parse_balloon("--balloon", optarg, &mib)
+					 : ctl_parse_balloon_floor("--balloon-floor", optarg, &mib);
+			if (r < 0)
 				goto usage;
-			json_object_set_new(spec, "balloon_mib", json_integer((json_int_t)mib));
+			json_object_set_new(spec, c == 'B' ? "balloon_mib" : "balloon_floor_mib",
+					    json_integer((json_int_t)mib));
 			break;
 		}
 		case 'P':
@@ -829,6 +867,7 @@ usage:
 	json_decref(nics);
 	fputs("hsctl: usage: hsctl create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] "
 	      "[--machine M] [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE] "
+	      "[--balloon-floor SIZE] "
 	      "[--kernel F --initrd F "
 	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
 	      "[--nic user|none|bridge:BR]... [--from FILE] [--cloud-init FILE] "
@@ -1064,14 +1103,9 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	json_auto_t *j = NULL;
-	int r = json_object_size(body) ? ctl_call(ctl, "PUT", "/v1/ksm", body, &j)
-				       : ctl_call(ctl, "GET", "/v1/ksm", NULL, &j);
-	if (r)
+	int r = ctl_show_or_set(ctl, "/v1/ksm", body, &j);
+	if (r || ctl->json)
 		return r;
-	if (ctl->json) {
-		ctl_print_json(j);
-		return 0;
-	}
 	json_t *cfg = json_object_get(j, "config"), *st = json_object_get(j, "stats");
 	char saved[32], vmb[32];
 	ctl_fmt_bytes(json_number_value(json_object_get(j, "saved_bytes")), saved, sizeof(saved));
@@ -1121,6 +1155,15 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+int ctl_show_or_set(Ctl *ctl, const char *path, json_t *body, json_t **ret)
+{
+	int r = json_object_size(body) ? ctl_call(ctl, "PUT", path, body, ret)
+				       : ctl_call(ctl, "GET", path, NULL, ret);
+	if (r == 0 && ctl->json)
+		ctl_print_json(*ret);
+	return r;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(Ctl *ctl, int argc, char **argv);
@@ -1131,7 +1174,7 @@ static const struct {
 	{"pause", cmd_action},    {"resume", cmd_action}, {"delete", cmd_action},
 	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
 	{"ksm", cmd_ksm},         {"template", cmd_template}, {"snapshot", cmd_snapshot},
-	{"set", cmd_set},         {"migrate", cmd_migrate},
+	{"set", cmd_set},         {"migrate", cmd_migrate}, {"balloon", cmd_balloon},
 };
 
 

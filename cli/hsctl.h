@@ -36,6 +36,10 @@ int ctl_report(Ctl *ctl, unsigned status, json_t *body, const HsError *err);
  * code; on failure the error is printed. */
 int ctl_call(Ctl *ctl, const char *method, const char *path, json_t *body, json_t **ret);
 void ctl_print_json(json_t *j);
+/* A host setting (/v1/ksm, /v1/balloon): PUT body when it has fields, else
+ * GET; the answer in *ret, printed as JSON with --json. Returns an exit
+ * code. */
+int ctl_show_or_set(Ctl *ctl, const char *path, json_t *body, json_t **ret);
 /* "20.0 GiB" */
 void ctl_fmt_bytes(double b, char *buf, size_t size);
 /* Something that may be a name (not empty, not an option). */
@@ -49,6 +53,12 @@ char *ctl_abs_path(const char *opt, const char *p);
 /* A balloon target (--balloon): "512M", "1.5G", a bare number of MiB, "0"
  * or "all" (0: all of the memory). In MiB; prints the error naming opt. */
 int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib);
+/* A size in MiB: "512M", "1.5G", "1T", a bare number of MiB; the error
+ * (naming opt) ends with `zero`, what 0 means. */
+int ctl_parse_mib(const char *opt, const char *s, const char *zero, uint64_t *ret_mib);
+/* A balloon floor (--balloon-floor): a size as for --balloon; 0 or "none":
+ * no floor (the VM takes no part in the automatic policy). */
+int ctl_parse_balloon_floor(const char *opt, const char *s, uint64_t *ret_mib);
 /* A disk's "limits" object in words ("read 10.0 MiB/s, 200 IOPS total,
  * group g1") into buf; false (and "") when it limits nothing. */
 bool ctl_fmt_disk_limits(json_t *limits, char *buf, size_t size);
@@ -107,3 +117,4 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv);
 void ctl_fmt_migration(json_t *mig, char *buf, size_t size);
 int cmd_template(Ctl *ctl, int argc, char **argv);
 int cmd_snapshot(Ctl *ctl, int argc, char **argv);
+int cmd_balloon(Ctl *ctl, int argc, char **argv);

@@ -34,6 +34,11 @@ int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib)
 		*ret_mib = 0;
 		return 0;
 	}
+	return ctl_parse_mib(opt, s, "; 0 or all for all of the memory", ret_mib);
+}
+
+int ctl_parse_mib(const char *opt, const char *s, const char *zero, uint64_t *ret_mib)
+{
 	size_t digits = strspn(s, "0123456789");
 	if (digits && !s[digits]) { /* a bare number: MiB, as for --memory */
 		unsigned long long v;
@@ -46,8 +51,8 @@ int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib)
 	if (hs_parse_size(s, &bytes) < 0) {
 		fprintf(stderr,
 			"hsctl: %s: '%s' is not a size: MiB, or a number with a suffix K, M, G or "
-			"T (powers of 1024) as in 512M or 1.5G; 0 or all for all of the memory\n",
-			opt, s);
+			"T (powers of 1024) as in 512M or 1.5G%s\n",
+			opt, s, zero);
 		return -1;
 	}
 	if (bytes % (1u << 20)) {
@@ -60,6 +65,15 @@ int ctl_parse_balloon(const char *opt, const char *s, uint64_t *ret_mib)
 	}
 	*ret_mib = bytes >> 20;
 	return 0;
+}
+
+int ctl_parse_balloon_floor(const char *opt, const char *s, uint64_t *ret_mib)
+{
+	if (!strcmp(s, "none")) {
+		*ret_mib = 0;
+		return 0;
+	}
+	return ctl_parse_mib(opt, s, "; 0 or none: no floor", ret_mib);
 }
 
 /* Bytes per second: "10M", "10MiB/s", "1.5G", "4096". */
@@ -155,7 +169,8 @@ bool ctl_fmt_disk_limits(json_t *limits, char *buf, size_t size)
 
 static void set_usage(void)
 {
-	fputs("hsctl: usage: hsctl set NAME [--balloon SIZE] [--disk N] [--bps-total|--bps-read|"
+	fputs("hsctl: usage: hsctl set NAME [--balloon SIZE] [--balloon-floor SIZE] [--disk N] "
+	      "[--bps-total|--bps-read|"
 	      "--bps-write RATE] [--bps-total-max|--bps-read-max|--bps-write-max RATE] "
 	      "[--iops-total|--iops-read|--iops-write N] [--iops-total-max|--iops-read-max|"
 	      "--iops-write-max N] [--io-group NAME] [--no-limits] [--vcpu-pin LIST|VCPU:LIST]... "
@@ -201,8 +216,8 @@ static int check_limits(const uint64_t v[LIM_N])
 
 /* The line saying what changed: "web1: disk 0 limited to read 10.0 MiB/s;
  * balloon target 512 MiB; vCPU pins 0→2, 1→3 (live)". */
-static void print_result(const char *name, json_t *vm, long disk, bool balloon, bool pins,
-			 bool res)
+static void print_result(const char *name, json_t *vm, long disk, bool balloon, bool floor_set,
+			 bool pins, bool res)
 {
 	json_t *spec = json_object_get(vm, "spec");
 	const char *state = json_string_value(json_object_get(vm, "state"));
@@ -225,9 +240,17 @@ static void print_result(const char *name, json_t *vm, long disk, bool balloon, 
 		else
 			printf("%s no balloon target: all %lld MiB", disk >= 0 ? ";" : "", mem);
 	}
+	if (floor_set) {
+		json_int_t fl = json_integer_value(json_object_get(spec, "balloon_floor_mib"));
+		const char *sep = disk >= 0 || balloon ? ";" : "";
+		if (fl > 0)
+			printf("%s balloon floor %lld MiB", sep, fl);
+		else
+			printf("%s no balloon floor (not in the automatic policy)", sep);
+	}
 	if (pins) {
 		char p[1024];
-		const char *sep = disk >= 0 || balloon ? ";" : "";
+		const char *sep = disk >= 0 || balloon || floor_set ? ";" : "";
 		if (ctl_fmt_pinning(spec, p, sizeof(p)))
 			printf("%s vCPU pins %s", sep, p);
 		else
@@ -235,7 +258,7 @@ static void print_result(const char *name, json_t *vm, long disk, bool balloon, 
 	}
 	if (res) {
 		json_t *r = json_object_get(spec, "resources");
-		const char *sep = disk >= 0 || balloon || pins ? ";" : "";
+		const char *sep = disk >= 0 || balloon || floor_set || pins ? ";" : "";
 		const char *k;
 		json_t *v;
 		if (!json_object_size(r))
@@ -250,13 +273,14 @@ static void print_result(const char *name, json_t *vm, long disk, bool balloon, 
 
 int cmd_set(Ctl *ctl, int argc, char **argv)
 {
-	enum { OPT_BALLOON = 'b', OPT_DISK = 'd', OPT_GROUP = 'g', OPT_NO_LIMITS = 'N',
+	enum { OPT_BALLOON = 'b', OPT_FLOOR = 'f', OPT_DISK = 'd', OPT_GROUP = 'g', OPT_NO_LIMITS = 'N',
 	       OPT_VCPU_PIN = 'P', OPT_EMULATOR_PIN = 'E', OPT_NO_PIN = 'U', OPT_LIMIT = 0x100 };
-	struct option opts[LIM_N + 8 + CTL_N_RESOURCE_OPTS];
+	struct option opts[LIM_N + 9 + CTL_N_RESOURCE_OPTS];
 	size_t n = 0;
 	for (size_t i = 0; i < CTL_N_RESOURCE_OPTS; i++)
 		opts[n++] = ctl_resource_opts[i];
 	opts[n++] = (struct option){"balloon", required_argument, NULL, OPT_BALLOON};
+	opts[n++] = (struct option){"balloon-floor", required_argument, NULL, OPT_FLOOR};
 	opts[n++] = (struct option){"disk", required_argument, NULL, OPT_DISK};
 	opts[n++] = (struct option){"io-group", required_argument, NULL, OPT_GROUP};
 	opts[n++] = (struct option){"no-limits", no_argument, NULL, OPT_NO_LIMITS};
@@ -268,9 +292,10 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 					    OPT_LIMIT + (int)i};
 	opts[n] = (struct option){0};
 
-	uint64_t v[LIM_N] = {0}, balloon = 0;
+	uint64_t v[LIM_N] = {0}, balloon = 0, bfloor = 0;
 	bool any_limit = false, no_limits = false, has_balloon = false, no_pin = false;
 	json_auto_t *res = json_object();
+	bool has_floor = false;
 	static CtlPins pins = {.max_vcpu = -1};
 	const char *group = NULL, *disk_arg = NULL;
 	unsigned long long disk = 0, u;
@@ -283,6 +308,11 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 			if (ctl_parse_balloon("--balloon", optarg, &balloon) < 0)
 				return EXIT_USAGE;
 			has_balloon = true;
+			break;
+		case OPT_FLOOR:
+			if (ctl_parse_balloon_floor("--balloon-floor", optarg, &bfloor) < 0)
+				return EXIT_USAGE;
+			has_floor = true;
 			break;
 		case OPT_DISK:
 			if (disk_arg) {
@@ -365,9 +395,10 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	bool patch_res = json_object_size(res) > 0;
-	if (!patch_disk && !has_balloon && !patch_pins && !patch_res) {
-		fputs("hsctl: set: nothing to change: give --balloon, limit options, --no-limits, "
-		      "pinning options, --no-pin or cgroup limits (--cpu-max ...)\n",
+	if (!patch_disk && !has_balloon && !has_floor && !patch_pins && !patch_res) {
+		fputs("hsctl: set: nothing to change: give --balloon, --balloon-floor, limit "
+		      "options, --no-limits, pinning options, --no-pin or cgroup limits "
+		      "(--cpu-max ...)\n",
 		      stderr);
 		set_usage();
 		return EXIT_USAGE;
@@ -380,6 +411,8 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 	int r;
 	if (has_balloon)
 		json_object_set_new(body, "balloon_mib", json_integer((json_int_t)balloon));
+	if (has_floor)
+		json_object_set_new(body, "balloon_floor_mib", json_integer((json_int_t)bfloor));
 	/* Name a disk the VM has, rather than leave hsd to refuse an array
 	 * longer than the VM's disks; one list per vCPU needs their number. */
 	json_auto_t *vm = NULL;
@@ -450,7 +483,7 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 	if (ctl->json)
 		ctl_print_json(j);
 	else
-		print_result(name, j, patch_disk ? (long)disk : -1, has_balloon, patch_pins,
-			     patch_res);
+		print_result(name, j, patch_disk ? (long)disk : -1, has_balloon, has_floor,
+			     patch_pins, patch_res);
 	return 0;
 }

@@ -9,7 +9,7 @@
 # offered for those names when hsd cannot be reached. Needs only bash; works with or without the
 # bash-completion package.
 
-_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm template snapshot migrate'
+_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm balloon template snapshot migrate'
 _hsctl_template_commands='list show import from-vm delete'
 _hsctl_snapshot_commands='list create rollback delete'
 _hsctl_global_opts='--socket --json --help --version'
@@ -155,14 +155,15 @@ _hsctl()
 		create)
 			argopts='--memory --cpus --accel --machine --cpu-model --kernel --initrd --append'
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
-			argopts+=' --ssh-key --hostname --balloon --vcpu-pin --emulator-pin --numa-node'
-			argopts+=' --cpu-max --cpu-weight --memory-overhead --pids-max'
+			argopts+=' --ssh-key --hostname --balloon --balloon-floor --vcpu-pin --emulator-pin'
+			argopts+=' --numa-node --cpu-max --cpu-weight --memory-overhead --pids-max'
 			argopts+=' --hugepages'
 			flags='--no-mem-merge'
 			repeat=' --disk --nic --vcpu-pin '
 			;;
 		set)
-			argopts='--balloon --disk --io-group --bps-read --bps-write --bps-total --bps-read-max'
+			argopts='--balloon --balloon-floor --disk --io-group --bps-read --bps-write --bps-total'
+			argopts+=' --bps-read-max'
 			argopts+=' --bps-write-max --bps-total-max --iops-read --iops-write --iops-total'
 			argopts+=' --iops-read-max --iops-write-max --iops-total-max --vcpu-pin --emulator-pin'
 			argopts+=' --cpu-max --cpu-weight --memory-overhead --pids-max'
@@ -180,6 +181,7 @@ _hsctl()
 			;;
 		events) argopts='--vm' ;;
 		ksm) argopts='--mode --pages --sleep --max-cpu' ;;
+		balloon) argopts='--mode --low --high' ;;
 		template)
 			case $sub in
 			import) argopts='--format' ;;
@@ -217,7 +219,10 @@ _hsctl()
 		if [[ $opt ]]; then
 			case $opt in
 			--accel) cand=(kvm tcg) ;;
-			--mode) cand=(auto off fixed) ;;
+			--mode)
+				cand=(auto off fixed)
+				[[ $cmd == balloon ]] && cand=(auto off)
+				;;
 			--nic)
 				if [[ $val == bridge:* ]]; then
 					local br

@@ -73,10 +73,12 @@ json_t *body_json(HttpRequest *req, bool allow_empty)
 }
 
 /* Refuses members other than the allowed ones. */
-int api_check_keys(json_t *j, const char *const *allowed, HsError *err)
+int object_keys_check(json_t *j, const char *const *allowed, HsError *err)
 {
 	const char *key;
 	json_t *v;
+	if (!json_is_object(j))
+		return hs_error_set(err, -EINVAL, "invalid-request", "a JSON object is needed");
 	json_object_foreach (j, key, v) {
 		bool ok = false;
 		for (size_t i = 0; allowed[i]; i++)
@@ -91,7 +93,7 @@ int api_check_keys(json_t *j, const char *const *allowed, HsError *err)
 bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed)
 {
 	HsError err;
-	if (api_check_keys(j, allowed, &err) == 0)
+	if (object_keys_check(j, allowed, &err) == 0)
 		return true;
 	http_reply_hserror(req, &err);
 	return false;
@@ -560,6 +562,25 @@ static void handle_snapshots(Hsd *h, HttpRequest *req, const char *name, const c
 	api_snapshots(h, vm, req, snap, slash ? slash + 1 : NULL);
 }
 
+/* A host policy's settings (/v1/ksm, /v1/balloon), for GET or PUT: GET
+ * shows its state, PUT changes some settings and shows the state after. */
+static void host_setting(Hsd *h, HttpRequest *req, json_t *(*show)(Hsd *h),
+			 int (*configure)(Hsd *h, json_t *body, HsError *err))
+{
+	if (!strcmp(http_request_method(req), "GET")) {
+		http_reply_json(req, 200, show(h));
+		return;
+	}
+	json_auto_t *j = body_json(req, false);
+	HsError err = {0};
+	if (!j)
+		return;
+	if (configure(h, j, &err) < 0)
+		http_reply_hserror(req, &err);
+	else
+		http_reply_json(req, 200, show(h));
+}
+
 void api_handle(HttpRequest *req, void *userdata)
 {
 	Hsd *h = userdata;
@@ -596,21 +617,20 @@ void api_handle(HttpRequest *req, void *userdata)
 		return;
 	}
 	if (!strcmp(path, "/v1/ksm")) {
-		if (!strcmp(m, "GET")) {
-			ksm_tuner_tick(h);
-			http_reply_json(req, 200, ksm_tuner_to_json(h));
-		} else if (!strcmp(m, "PUT")) {
-			json_auto_t *j = body_json(req, false);
-			HsError err = {0};
-			if (!j)
-				return;
-			if (ksm_tuner_configure(h, j, &err) < 0)
-				http_reply_hserror(req, &err);
-			else
-				http_reply_json(req, 200, ksm_tuner_to_json(h));
-		} else {
+		if (strcmp(m, "GET") && strcmp(m, "PUT")) {
 			method_not_allowed(req, "GET, PUT");
+			return;
 		}
+		if (!strcmp(m, "GET"))
+			ksm_tuner_tick(h);
+		host_setting(h, req, ksm_tuner_to_json, ksm_tuner_configure);
+		return;
+	}
+	if (!strcmp(path, "/v1/balloon")) {
+		if (strcmp(m, "GET") && strcmp(m, "PUT"))
+			method_not_allowed(req, "GET, PUT");
+		else
+			host_setting(h, req, balloon_to_json, balloon_configure);
 		return;
 	}
 	if (!strcmp(path, "/v1/events")) {

@@ -115,18 +115,25 @@ uint64_t host_process_rss(int rootfd, pid_t pid)
 	return p && sscanf(p, "VmRSS: %llu kB", &kb) == 1 ? kb * 1024 : 0;
 }
 
-void host_refresh(HostInfo *host)
+int host_read_meminfo(int rootfd, uint64_t *ret_total, uint64_t *ret_available)
 {
 	char buf[8192];
-	unsigned long long kb;
-	if (hs_read_small(host->rootfd, "proc/meminfo", buf, sizeof(buf)) == 0) {
-		const char *p = strstr(buf, "MemTotal:");
-		if (p && sscanf(p, "MemTotal: %llu kB", &kb) == 1)
-			host->mem_total = kb * 1024;
-		p = strstr(buf, "MemAvailable:");
-		if (p && sscanf(p, "MemAvailable: %llu kB", &kb) == 1)
-			host->mem_available = kb * 1024;
-	}
+	unsigned long long total, avail;
+	int r = hs_read_small(rootfd, "proc/meminfo", buf, sizeof(buf));
+	if (r < 0)
+		return r;
+	const char *t = strstr(buf, "MemTotal:"), *a = strstr(buf, "MemAvailable:");
+	if (!t || !a || sscanf(t, "MemTotal: %llu kB", &total) != 1 ||
+	    sscanf(a, "MemAvailable: %llu kB", &avail) != 1)
+		return -EINVAL;
+	*ret_total = total * 1024;
+	*ret_available = avail * 1024;
+	return 0;
+}
+
+void host_refresh(HostInfo *host)
+{
+	host_read_meminfo(host->rootfd, &host->mem_total, &host->mem_available);
 	if (ksm_read_stats(host->rootfd, &host->ksm) < 0)
 		host->ksm.present = false;
 	if (numa_read_topology(host->rootfd, &host->numa) < 0)

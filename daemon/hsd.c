@@ -172,6 +172,14 @@ static void usage(FILE *f)
 		   "  --no-seccomp        do not confine hsd with its seccomp allowlist\n"
 		   "  --ksm-mode MODE     auto (default: hsd tunes KSM), off, or fixed (values set\n"
 		   "                      with PUT /v1/ksm); a saved API setting wins\n"
+		   "  --balloon-policy M  auto: take memory from guests with a balloon floor\n"
+		   "                      while the host is short of it; off (default); a saved\n"
+		   "                      API setting wins\n"
+		   "  --balloon-low SIZE  pressure starts below this MemAvailable (default 10 %%\n"
+		   "                      of MemTotal; MiB or 2G...)\n"
+		   "  --balloon-high SIZE pressure ends above this (default 15 %% of MemTotal)\n"
+		   "  --balloon-stats-interval S\n"
+		   "                      guests report memory stats every S s (default 5)\n"
 		   "  --overcommit RATIO  guest memory of running VMs may reach RATIO x host\n"
 		   "                      memory (default 3.0); KSM makes up the difference\n"
 		   "  --pacing-timeout S  a start waits up to S s for memory (default 120)\n"
@@ -204,6 +212,10 @@ static const struct option long_opts[] = {
 	{"allowed-dir", required_argument, NULL, 'L'},
 	{"overcommit", required_argument, NULL, 'L'},
 	{"ksm-mode", required_argument, NULL, 'L'},
+	{"balloon-policy", required_argument, NULL, 'L'},
+	{"balloon-low", required_argument, NULL, 'L'},
+	{"balloon-high", required_argument, NULL, 'L'},
+	{"balloon-stats-interval", required_argument, NULL, 'L'},
 	{"pacing-timeout", required_argument, NULL, 'L'},
 	{"tcg-tb-size", required_argument, NULL, 'L'},
 	{"cgroup-base", required_argument, NULL, 'L'},
@@ -322,9 +334,10 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 		if (ksm_tuner_configure(h, j, &err) < 0)
 			log_error("SIGHUP: KSM mode: %s", err.message);
 	}
+	balloon_reload(h, &o);
 	sd_notify_msg("READY=1");
 	log_info("SIGHUP: reloaded %s: timeouts, overcommit, pacing, allowed dirs, KSM mode, "
-		 "migration address and ports, verbosity (paths, socket, users, groups and seccomp need a restart)",
+		 "migration address and ports, balloon policy, verbosity (paths, socket, users, groups and seccomp need a restart)",
 		 cfg ? cfg : "(no config file)");
 	hsd_options_clear(&o);
 }
@@ -517,6 +530,7 @@ int main(int argc, char **argv)
 		log_warning("cannot open the audit log %s: %m", audit);
 
 	ksm_tuner_init(&h, ksm_mode);
+	balloon_init(&h, &o);
 	metrics_init(&h);
 
 	HsError err = {0};
@@ -578,6 +592,7 @@ int main(int argc, char **argv)
 	h.stopping = true;
 	sd_notify_msg("STOPPING=1");
 	ksm_tuner_free(&h);
+	balloon_free(&h);
 	metrics_free(&h);
 	vm_free_all(&h);
 	tool_free_all(&h);

@@ -18,8 +18,31 @@
 #include "qmp.h"
 #include "spec.h"
 #include "store.h"
+#include "balloon-policy.h"
+#include "options.h"
 
 typedef struct Hsd Hsd;
+
+/* The automatic balloon policy's settings and state (balloon.c). */
+typedef struct BalloonTuner {
+	bool auto_mode;
+	uint64_t low_mib, high_mib; /* as set; 0: 10 % and 15 % of MemTotal */
+	uint64_t max_step_mib, margin_mib;
+	double interval; /* seconds between guest stats and policy ticks */
+	ev_timer timer;
+	bool pressure;
+	BalloonPolicyResult last;
+	uint64_t mem_total_mib, mem_available_mib; /* at the last tick */
+	char error[160];
+} BalloonTuner;
+
+/* A guest's memory statistics (virtio-balloon guest-stats), bytes or
+ * counts; -1: the guest does not report it. */
+typedef struct BalloonStats {
+	double last_update; /* wall clock of the guest's report; 0: none yet */
+	int64_t free, available, total, disk_caches;
+	int64_t major_faults, minor_faults, swap_in, swap_out;
+} BalloonStats;
 
 typedef struct KsmTuner {
 	KsmConfig config;
@@ -86,6 +109,12 @@ struct Vm {
 	bool qmp_ready;
 	double qmp_rtt; /* last round trip, seconds */
 	uint64_t balloon_actual; /* bytes the guest has now (BALLOON_CHANGE); 0: unknown */
+	uint64_t balloon_auto;   /* MiB: the policy's target, below the spec's; 0: none */
+	uint64_t balloon_settling; /* MiB the policy took lately (balloon.c) */
+	double balloon_settling_since;
+	BalloonStats balloon_stats;
+	bool balloon_polling;    /* QEMU asks the guest for stats */
+	bool balloon_inflight;   /* a stats read or polling set-up is pending */
 	struct PlacementVm *placement; /* where its memory and CPUs are (while active); NULL: none */
 	unsigned cgroup_skipped; /* CG_* limits asked for that the host's cgroup v2 lacks */
 	struct VmStorage *storage; /* managed disks, snapshots (storage.c); NULL: none yet */
@@ -158,6 +187,7 @@ struct Hsd {
 	QemuUser qemu_user;
 	Spawner spawner;
 	KsmTuner ksm;
+	BalloonTuner balloon;
 	ev_timer metrics_timer;
 	ev_io spawner_watch;
 	AllowedDirs allowed; /* where spec files may be */
@@ -269,6 +299,21 @@ void ksm_tuner_tick(Hsd *h);
 int ksm_tuner_configure(Hsd *h, json_t *body, HsError *err);
 json_t *ksm_tuner_to_json(Hsd *h);
 
+/* balloon.c: guest memory stats and the automatic balloon policy, on one
+ * timer for all VMs. */
+void balloon_init(Hsd *h, const HsdOptions *o);
+void balloon_free(Hsd *h);
+/* SIGHUP: the policy settings the options name. */
+void balloon_reload(Hsd *h, const HsdOptions *o);
+/* QMP is up (a start or a re-adopted QEMU): ask for guest stats. */
+void balloon_vm_ready(Vm *vm);
+/* QEMU is gone (or the VM freed): forget its stats and automatic target. */
+void balloon_vm_reset(Vm *vm);
+int balloon_configure(Hsd *h, json_t *body, HsError *err);
+json_t *balloon_to_json(Hsd *h);
+/* GET /v1/vms/NAME's "balloon" object. */
+json_t *balloon_vm_json(Vm *vm);
+
 /* api.c */
 void api_handle(HttpRequest *req, void *userdata);
 /* A request answered later (lifecycle and storage calls). */
@@ -283,9 +328,8 @@ void reply_or_defer(HttpRequest *req, Pending *p, int r, const HsError *err);
  * failure the request is answered and NULL returned. */
 json_t *body_json(HttpRequest *req, bool allow_empty);
 bool body_keys_ok(HttpRequest *req, json_t *j, const char *const *allowed);
-/* The members of j are among allowed (-EINVAL naming the first that is
- * not). */
-int api_check_keys(json_t *j, const char *const *allowed, HsError *err);
+/* j is an object with no other keys than `allowed` (NULL-terminated). */
+int object_keys_check(json_t *j, const char *const *allowed, HsError *err);
 void method_not_allowed(HttpRequest *req, const char *allowed);
 
 /* Every file of the spec beneath an allowed directory (POST /v1/vms and
@@ -327,6 +371,8 @@ void api_answered(HttpRequest *req, unsigned status, const char *error_code, voi
 /* host.c */
 void host_probe(HostInfo *host, const char *qemu_binary);
 void host_refresh(HostInfo *host);
+/* MemTotal and MemAvailable of ROOT/proc/meminfo, bytes. */
+int host_read_meminfo(int rootfd, uint64_t *ret_total, uint64_t *ret_available);
 /* VmRSS of a process, bytes (0 if unknown). */
 uint64_t host_process_rss(int rootfd, pid_t pid);
 /* KVM is usable only if QEMU, running as `user`, can open /dev/kvm. */

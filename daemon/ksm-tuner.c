@@ -117,10 +117,9 @@ static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
 					   NULL};
 	json_t *v;
 	KsmConfig c = *base;
-	if (!json_is_object(j))
-		return hs_error_set(err, -EINVAL, "invalid-request", "a JSON object is needed");
-	if (api_check_keys(j, keys, err) < 0)
-		return -EINVAL;
+	int r = object_keys_check(j, keys, err);
+	if (r < 0)
+		return r;
 	v = json_object_get(j, "mode");
 	if (v && (!json_is_string(v) || ksm_mode_from_string(json_string_value(v), &c.mode) < 0))
 		return hs_error_set(err, -EINVAL, "invalid-request",
@@ -159,10 +158,8 @@ int ksm_tuner_configure(Hsd *h, json_t *body, HsError *err)
 	if (r < 0)
 		return r;
 	json_auto_t *j = config_to_json(&c);
-	_cleanup_free_ char *s = json_dumps(j, JSON_INDENT(2));
-	_cleanup_close_ int dfd = open(h->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (!s || dfd < 0 || (r = hs_write_file_atomic(dfd, "ksm.json", s, strlen(s), 0600)) < 0)
-		return hs_error_set(err, r < 0 ? r : -EIO, r == -ENOSPC ? "no-space" : "internal",
+	if ((r = store_save_setting(h->state_dir, "ksm.json", j)) < 0)
+		return hs_error_set(err, r, r == -ENOSPC ? "no-space" : "internal",
 				    "cannot save the KSM configuration");
 	h->ksm.config = c;
 	log_info("KSM: mode %s", ksm_mode_to_string(c.mode));
@@ -175,15 +172,12 @@ void ksm_tuner_init(Hsd *h, KsmMode mode)
 	KsmTuner *t = &h->ksm;
 	t->config = (KsmConfig){.mode = mode, .fixed_pages_to_scan = 100,
 				.fixed_sleep_millisecs = 20, .max_cpu = 0.25};
-	_cleanup_close_ int dfd = open(h->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	_cleanup_free_ char *data = NULL;
-	if (dfd >= 0 && hs_read_file(dfd, "ksm.json", 65536, &data, NULL) == 0) {
-		json_auto_t *j = json_loads(data, 0, NULL);
-		HsError err = {0};
-		if (!j || config_from_json(j, &t->config, &err) < 0)
-			log_warning("KSM: ignoring %s/ksm.json: %s", h->state_dir,
-				    j ? err.message : "not JSON");
-	}
+	json_auto_t *j = NULL;
+	int r = store_load_setting(h->state_dir, "ksm.json", &j);
+	HsError err = {0};
+	if ((r < 0 && r != -ENOENT) || (r == 0 && config_from_json(j, &t->config, &err) < 0))
+		log_warning("KSM: ignoring %s/ksm.json: %s", h->state_dir,
+			    r < 0 ? strerror(-r) : err.message);
 	/* On a multi-node host, merge pages only within a node, so a VM kept
 	 * on one node keeps its memory there. The knob can only change while
 	 * nothing is merged. */

@@ -94,6 +94,10 @@ int limits_apply(Vm *vm, const VmSpec *spec, bool live_disks, bool live_balloon,
 	/* Live, the target is always set (0: give the guest all back). */
 	if (live_balloon || (start && spec->balloon_mib)) {
 		uint64_t mib = spec->balloon_mib ? spec->balloon_mib : spec->memory_mib;
+		/* The user's target replaces what the automatic policy set; the
+		 * policy goes below it again at its next tick if it must. */
+		vm->balloon_auto = 0;
+		vm->balloon_settling = 0;
 		b->pending++;
 		if (qmp_client_execute(vm->qmp, "balloon",
 				       json_pack("{s:I}", "value", (json_int_t)(mib << 20)),
@@ -144,8 +148,8 @@ static void on_patch_applied(Vm *vm, const HsError *err, void *ud)
 
 void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 {
-	static const char *const keys[] = {"balloon_mib", "disks", "cpu_pinning", "resources",
-					   NULL};
+	static const char *const keys[] = {"balloon_mib", "balloon_floor_mib", "disks",
+					   "cpu_pinning", "resources",	 NULL};
 	json_auto_t *j = body_json(req, false);
 	if (!j)
 		return;
@@ -166,17 +170,27 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		return;
 	}
 	json_t *bal = json_object_get(j, "balloon_mib"), *disks = json_object_get(j, "disks");
-	if (bal) {
-		if (!json_is_integer(bal) || json_integer_value(bal) < 0 ||
-		    (uint64_t)json_integer_value(bal) > vm->spec.memory_mib ||
-		    (json_integer_value(bal) > 0 && json_integer_value(bal) < VM_MIN_MEMORY_MIB)) {
-			http_reply_error(req, 400, "invalid-spec",
-					 "balloon_mib: must be 0 (all of memory) or from %d to %" PRIu64
-					 " (memory_mib)",
-					 VM_MIN_MEMORY_MIB, vm->spec.memory_mib);
+	json_t *bfloor = json_object_get(j, "balloon_floor_mib");
+	if (bal || bfloor) {
+		/* Out of range integers become values the check refuses. */
+		if ((bal && !json_is_integer(bal)) || (bfloor && !json_is_integer(bfloor))) {
+			http_reply_error(req, 400, "invalid-spec", "%s: must be an integer (MiB)",
+					 bal && !json_is_integer(bal) ? "balloon_mib"
+								       : "balloon_floor_mib");
 			goto fail;
 		}
-		c->spec.balloon_mib = (uint64_t)json_integer_value(bal);
+		if (bal)
+			c->spec.balloon_mib = json_integer_value(bal) < 0
+						      ? UINT64_MAX
+						      : (uint64_t)json_integer_value(bal);
+		if (bfloor)
+			c->spec.balloon_floor_mib = json_integer_value(bfloor) < 0
+							    ? UINT64_MAX
+							    : (uint64_t)json_integer_value(bfloor);
+		if (vm_spec_check_balloon(&c->spec, &err) < 0) {
+			http_reply_hserror(req, &err);
+			goto fail;
+		}
 		if (c->spec.balloon_mib == vm->spec.memory_mib)
 			c->spec.balloon_mib = 0;
 		if (c->spec.balloon_mib && vm->spec.hugepage_size) {

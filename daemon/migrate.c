@@ -898,7 +898,7 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 					   "downtime_ms", "bandwidth", "multifd",
 					   "auto_converge", "xbzrle", "timeout_s", "tls", "postcopy",
 					   NULL};
-	if (api_check_keys(j, keys, err) < 0)
+	if (object_keys_check(j, keys, err) < 0)
 		return -EINVAL;
 	if (vm->migration && !phase_over(vm->migration->phase))
 		return hs_error_set(err, -EBUSY, "conflict",
@@ -1491,7 +1491,7 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 {
 	static const char *const keys[] = {"spec", "storage", "address", "from", "paused",
 					   "multifd", "tls", "postcopy", "source_host", NULL};
-	if (api_check_keys(j, keys, err) < 0)
+	if (object_keys_check(j, keys, err) < 0)
 		return -EINVAL;
 	json_t *js = json_object_get(j, "spec");
 	if (!json_is_object(js))

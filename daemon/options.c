@@ -18,6 +18,7 @@ void hsd_options_init(HsdOptions *o)
 		/* libvirt's range: firewalls made for it fit */
 		.migration_port_lo = 49152,
 		.migration_port_hi = 49215,
+		.balloon_stats_interval = 5,
 	};
 }
 
@@ -72,6 +73,21 @@ static int set_bool(bool *dst, const char *key, const char *value, HsError *err)
 	else
 		return hs_error_set(err, -EINVAL, "invalid-option", "%s: '%s' is not yes or no", key,
 				    value ? value : "");
+	return 0;
+}
+
+/* A size in MiB: "2G", "512M", or a bare number of MiB. */
+static int set_mib(uint64_t *dst, const char *key, const char *value, HsError *err)
+{
+	uint64_t bytes = 0;
+	size_t digits = value ? strspn(value, "0123456789") : 0;
+	if (value && digits && !value[digits] && digits < 12)
+		bytes = strtoull(value, NULL, 10) << 20;
+	else if (!value || hs_parse_size(value, &bytes) < 0 || bytes >> 60)
+		return hs_error_set(err, -EINVAL, "invalid-option",
+				    "%s: '%s' is not a size (MiB, or a number with K, M, G or T)",
+				    key, value ? value : "");
+	*dst = bytes >> 20;
 	return 0;
 }
 
@@ -150,6 +166,21 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 		o->ksm_mode_set = true;
 		return 0;
 	}
+	if (!strcmp(key, "balloon-policy")) {
+		if (!value || (strcmp(value, "auto") && strcmp(value, "off")))
+			return hs_error_set(err, -EINVAL, "invalid-option",
+					    "balloon-policy: '%s' is not auto or off",
+					    value ? value : "");
+		o->balloon_auto = !strcmp(value, "auto");
+		o->balloon_policy_set = true;
+		return 0;
+	}
+	if (!strcmp(key, "balloon-low"))
+		return set_mib(&o->balloon_low_mib, key, value, err);
+	if (!strcmp(key, "balloon-high"))
+		return set_mib(&o->balloon_high_mib, key, value, err);
+	if (!strcmp(key, "balloon-stats-interval"))
+		return set_num(&o->balloon_stats_interval, key, value, 1, 3600, err);
 	if (!strcmp(key, "no-seccomp") && !value) {
 		o->seccomp = false;
 		return 0;
@@ -214,7 +245,8 @@ bool hsd_option_reloadable(const char *key)
 	static const char *const keys[] = {"stop-timeout", "qmp-timeout", "overcommit",
 					   "pacing-timeout", "allowed-dir", "ksm-mode",
 					   "verbose",	    "tcg-tb-size", "migration-address",
-					   "migration-ports", "migration-tls-dir", NULL};
+					   "migration-ports", "migration-tls-dir", "balloon-policy",
+					   "balloon-low",   "balloon-high", NULL};
 	for (size_t i = 0; keys[i]; i++)
 		if (!strcmp(key, keys[i]))
 			return true;

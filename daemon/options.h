@@ -29,6 +29,13 @@ typedef struct HsdOptions {
 	char *migration_address;
 	unsigned migration_port_lo, migration_port_hi;
 	char *migration_tls_dir; /* QEMU's tls-creds-x509 dir for TLS migrations */
+	/* The automatic balloon policy: on (auto) or off, its watermarks of
+	 * host MemAvailable (MiB; 0: 10 % and 15 % of MemTotal), and how often
+	 * guests report their memory statistics (seconds). */
+	bool balloon_auto;
+	bool balloon_policy_set; /* given in the file or on the command line */
+	uint64_t balloon_low_mib, balloon_high_mib;
+	double balloon_stats_interval;
 } HsdOptions;
 
 void hsd_options_init(HsdOptions *o);

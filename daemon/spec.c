@@ -580,12 +580,41 @@ static int parse_cpu_model(const char *m, HsError *err)
 	return 0;
 }
 
+int vm_spec_check_balloon(const VmSpec *s, HsError *err)
+{
+	if (s->balloon_mib > s->memory_mib ||
+	    (s->balloon_mib && s->balloon_mib < VM_MIN_MEMORY_MIB))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "balloon_mib: must be 0 (all of memory) or from %d to %" PRIu64
+				    " (memory_mib)",
+				    VM_MIN_MEMORY_MIB, s->memory_mib);
+	if (s->balloon_floor_mib &&
+	    (s->balloon_floor_mib < VM_MIN_MEMORY_MIB || s->balloon_floor_mib > s->memory_mib))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "balloon_floor_mib: must be 0 (not in the automatic balloon "
+				    "policy) or from %d to %" PRIu64 " (memory_mib)",
+				    VM_MIN_MEMORY_MIB, s->memory_mib);
+	if (s->balloon_mib && s->balloon_mib < s->memory_mib && s->hugepage_size)
+		return hs_error_set(err, -EINVAL, INVALID, VM_BALLOON_HUGEPAGES_ERROR);
+	if (s->balloon_floor_mib && s->hugepage_size)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "balloon_floor_mib: not with hugepages (the automatic policy "
+				    "would balloon the guest: see balloon_mib)");
+	if (s->balloon_floor_mib && s->balloon_mib && s->balloon_floor_mib > s->balloon_mib)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "balloon_floor_mib: %" PRIu64 " is above balloon_mib (%" PRIu64
+				    "), the VM's target",
+				    s->balloon_floor_mib, s->balloon_mib);
+	return 0;
+}
+
 int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsError *err)
 {
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
 					   "machine", "cpu_model", "mem_merge",  "kernel",
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
 					   "cpu_pinning", "numa_node", "resources", "hugepages",
+					   "balloon_floor_mib",
 					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
@@ -731,17 +760,13 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 		goto fail;
 
 	r = get_uint(obj, "balloon_mib", "balloon_mib", 0, s.memory_mib, &s.balloon_mib, err);
+	if (r >= 0)
+		r = get_uint(obj, "balloon_floor_mib", "balloon_floor_mib", 0, s.memory_mib,
+			     &s.balloon_floor_mib, err);
+	if (r >= 0)
+		r = vm_spec_check_balloon(&s, err);
 	if (r < 0)
 		goto fail;
-	if (s.balloon_mib && s.hugepage_size) {
-		r = hs_error_set(err, -EINVAL, INVALID, VM_BALLOON_HUGEPAGES_ERROR);
-		goto fail;
-	}
-	if (s.balloon_mib && s.balloon_mib < VM_MIN_MEMORY_MIB) {
-		r = hs_error_set(err, -EINVAL, INVALID, "balloon_mib: at least %d (or 0: no balloon "
-				 "target)", VM_MIN_MEMORY_MIB);
-		goto fail;
-	}
 
 	r = parse_pinning(json_object_get(obj, "cpu_pinning"), &s, err);
 	if (r < 0)
@@ -827,6 +852,9 @@ json_t *vm_spec_to_json(const VmSpec *s)
 		json_object_set_new(o, "cloud_init", cloudinit_config_to_json(s->cloud_init));
 	if (s->balloon_mib)
 		json_object_set_new(o, "balloon_mib", json_integer((json_int_t)s->balloon_mib));
+	if (s->balloon_floor_mib)
+		json_object_set_new(o, "balloon_floor_mib",
+				    json_integer((json_int_t)s->balloon_floor_mib));
 	if (s->numa_node >= 0)
 		json_object_set_new(o, "numa_node", json_integer(s->numa_node));
 	if (s->hugepage_size) {

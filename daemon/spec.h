@@ -81,6 +81,10 @@ typedef struct VmSpec {
 	/* Memory balloon (virtio-balloon with free page reporting): the
 	 * guest's target size, MiB; 0: all of memory_mib (no inflation). */
 	uint64_t balloon_mib;
+	/* The least the automatic balloon policy may leave the guest, MiB
+	 * (16 to memory_mib, at most balloon_mib when that is set); 0: the VM
+	 * takes no part in the policy. */
+	uint64_t balloon_floor_mib;
 	/* Host CPUs (kernel cpulists, "0-3,8") each vCPU thread may run on,
 	 * and QEMU's other threads; NULL: not pinned. */
 	char *vcpu_pins[VM_MAX_CPUS];
@@ -118,6 +122,10 @@ bool vm_spec_pinned(const VmSpec *s);
 const char *vm_spec_ksm_excluded(const VmSpec *s);
 /* A huge page size as the spec writes it: "2M", "1G", "64K". */
 const char *vm_hugepages_to_string(uint64_t size, char *buf, size_t buf_size);
+
+/* balloon_mib and balloon_floor_mib against memory_mib and each other;
+ * the error names the field. */
+int vm_spec_check_balloon(const VmSpec *s, HsError *err);
 
 bool vm_disk_limits_any(const VmDiskLimits *l);
 /* Parses {"bps_total": N, ..., "group": "g"} into *ret (field names the

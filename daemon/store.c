@@ -296,3 +296,30 @@ int store_load_all(Store *st, StoreLoadCb cb,
 	free(names);
 	return r;
 }
+
+int store_save_setting(const char *state_dir, const char *file, json_t *j)
+{
+	_cleanup_free_ char *s = json_dumps(j, JSON_INDENT(2));
+	_cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (!s)
+		return -ENOMEM;
+	if (dfd < 0)
+		return -errno;
+	return hs_write_file_atomic(dfd, file, s, strlen(s), 0600);
+}
+
+int store_load_setting(const char *state_dir, const char *file, json_t **ret)
+{
+	_cleanup_close_ int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_free_ char *data = NULL;
+	if (dfd < 0)
+		return -errno;
+	int r = hs_read_file(dfd, file, 65536, &data, NULL);
+	if (r < 0)
+		return r;
+	json_t *j = json_loads(data, 0, NULL);
+	if (!j)
+		return -EINVAL;
+	*ret = j;
+	return 0;
+}

@@ -65,5 +65,12 @@ int store_load_all(Store *st, StoreLoadCb cb, void (*bad)(const char *name, cons
 
 json_t *vm_status_to_json(const VmStatus *s);
 int vm_status_from_json(json_t *j, VmStatus *ret, HsError *err);
+/* Host settings hsd keeps beside vms/ (ksm.json, balloon.json), so that an
+ * API change survives restarts: written atomically (0600) as indented JSON. */
+int store_save_setting(const char *state_dir, const char *file, json_t *j);
+/* The saved setting (new reference in *ret): -ENOENT when none was saved,
+ * -EINVAL when the file is not JSON. */
+int store_load_setting(const char *state_dir, const char *file, json_t **ret);
+
 /* Opens (creating) <vms>/<name> as a directory fd for per-VM files. */
 int store_vm_dirfd(Store *st, const char *name);

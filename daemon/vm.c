@@ -194,6 +194,7 @@ static void vm_cleanup_process(Vm *vm)
 		vm->qmp = qmp_client_free(vm->qmp);
 	vm->qmp_ready = false;
 	metrics_vm_reset(vm);
+	balloon_vm_reset(vm);
 	console_detach_serial(vm);
 	console_close_clients(vm);
 	if (vm->pidfd >= 0) {
@@ -451,6 +452,7 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 {
 	Vm *vm = ud;
 	vm->qmp_ready = true;
+	balloon_vm_ready(vm);
 	if (vm->adopting) {
 		qmp_client_execute(c, "query-status", NULL, vm->hsd->qmp_timeout, on_adopt_status,
 				   vm);
@@ -1457,6 +1459,7 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		if (active && vm->balloon_actual)
 			json_object_set_new(o, "balloon_actual_mib",
 					    json_integer((json_int_t)(vm->balloon_actual >> 20)));
+		json_object_set_new(o, "balloon", balloon_vm_json(vm));
 	}
 	return o;
 }

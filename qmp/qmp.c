@@ -390,6 +390,65 @@ static void handle_reply(QmpClient *c, json_t *msg)
 	}
 }
 
+/* QEMU prints uint64 values above INT64_MAX (UINT64_MAX is its "unknown",
+ * as in the balloon's guest-stats), which jansson refuses as integers. A
+ * copy of the line where every such integer (outside strings) is written
+ * as a real ("N.0"), so it parses with its magnitude; NULL when the line
+ * has none (or on allocation failure). */
+static char *reals_for_big_integers(const char *line, size_t len, size_t *ret_len)
+{
+	/* Each big integer (20 digits or so) grows by 2. */
+	char *out = malloc(len + len / 8 + 16);
+	size_t o = 0, big = 0;
+	bool in_string = false;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len;) {
+		char ch = line[i];
+		if (in_string) {
+			out[o++] = line[i++];
+			if (ch == '\\' && i < len)
+				out[o++] = line[i++];
+			else if (ch == '"')
+				in_string = false;
+			continue;
+		}
+		if (ch == '"') {
+			in_string = true;
+			out[o++] = line[i++];
+			continue;
+		}
+		if (ch != '-' && (ch < '0' || ch > '9')) {
+			out[o++] = line[i++];
+			continue;
+		}
+		/* A number: copied whole; a plain integer too big gets ".0". */
+		size_t tok = i;
+		while (i < len && line[i] && strchr("0123456789+-.eE", line[i]))
+			i++;
+		memcpy(out + o, line + tok, i - tok);
+		o += i - tok;
+		size_t first = line[tok] == '-' ? tok + 1 : tok, digits = i - first;
+		bool integer = digits > 0;
+		for (size_t k = first; k < i; k++)
+			integer &= line[k] >= '0' && line[k] <= '9';
+		/* INT64_MAX has 19 digits. */
+		if (integer &&
+		    (digits > 19 ||
+		     (digits == 19 && memcmp(line + first, "9223372036854775807", 19) > 0))) {
+			out[o++] = '.';
+			out[o++] = '0';
+			big++;
+		}
+	}
+	if (!big) {
+		free(out);
+		return NULL;
+	}
+	*ret_len = o;
+	return out;
+}
+
 static void handle_line(QmpClient *c, const char *line, size_t len)
 {
 	json_error_t jerr;
@@ -401,6 +460,12 @@ static void handle_line(QmpClient *c, const char *line, size_t len)
 		return; /* blank line */
 
 	json_auto_t *msg = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+	if (!msg) {
+		size_t fixed_len;
+		_cleanup_free_ char *fixed = reals_for_big_integers(line, len, &fixed_len);
+		if (fixed)
+			msg = json_loadb(fixed, fixed_len, JSON_DECODE_ANY, &jerr);
+	}
 	if (!msg) {
 		client_fail(c, -EPROTO, "protocol-error", "invalid JSON from QEMU: %s", jerr.text);
 		return;

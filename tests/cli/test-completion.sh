@@ -68,11 +68,11 @@ expect() {
 
 H=$HSCTL
 commands=(version host list info create set start stop kill reboot pause resume delete qmp console events ksm
-	template snapshot migrate)
+	balloon template snapshot migrate)
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
-	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --vcpu-pin --emulator-pin
-	--numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max)
-set_opts=(--balloon --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
+	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor --vcpu-pin
+	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max)
+set_opts=(--balloon --balloon-floor --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
 	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max
 	--vcpu-pin --emulator-pin --no-pin --cpu-max --cpu-weight --memory-overhead --pids-max)
 migrate_opts=(--to --storage --address --downtime --bandwidth --multifd --timeout --auto-converge --xbzrle --tls
@@ -93,8 +93,8 @@ expect "options of create after the name" "$H create web1 " "${create_opts[@]}"
 expect "nothing for a new VM's name" "$H create " ""
 expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 2 --" \
 	--accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from \
-	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --vcpu-pin \
-	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max
+	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor \
+	--vcpu-pin --emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max
 expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
 	--network-config --numa-node
 expect "--vcpu-pin may repeat (VCPU:LIST read as one word)" \
@@ -126,6 +126,8 @@ expect "options of stop, before the name" "$H stop --f" --force
 expect "options of console" "$H console vm1 --" --wait-for --timeout --no-replay
 expect "options of events" "$H events --" --vm
 expect "options of ksm" "$H ksm --" --mode --pages --sleep --max-cpu
+expect "options of balloon" "$H balloon --" --mode --low --high
+expect "balloon --mode values" "$H balloon --mode " auto off
 expect "kill has no options" "$H kill vm1 --" ""
 expect "options of migrate" "$H migrate vm1 --" "${migrate_opts[@]}" --cancel --confirm --abort
 expect "options of migrate, before the name" "$H migrate --c" --cancel --confirm

@@ -159,7 +159,7 @@ expect_out "set --balloon 512 (MiB) with limits" \
 	set v1 --iops-write 100 --balloon 512
 
 run info v1
-if [[ $rc -eq 0 && $out == *"Memory:      1024 MiB"$'\n'"Balloon:     target 512 MiB"$'\n'* &&
+if [[ $rc -eq 0 && $out == *"Memory:      1024 MiB"$'\n'*"Balloon:     target 512 MiB"$'\n'* &&
 	$out == *"$tmp/d0.raw (raw)"$'\n'"             I/O limits: 100 IOPS write"$'\n'* &&
 	$out == *"$tmp/d1.raw (raw)"$'\n'"             I/O limits: write 1.5 MiB/s (bursts to 4.0 MiB/s), 30 IOPS read (bursts to 60)"$'\n'* ]]; then
 	ok "info shows the balloon target and each disk's limits"

@@ -73,6 +73,31 @@ static void test_set(void **state)
 	hsd_options_clear(&o);
 }
 
+static void test_balloon_options(void **state)
+{
+	HsdOptions o;
+	HsError err = {0};
+	hsd_options_init(&o);
+	assert_false(o.balloon_auto);
+	assert_false(o.balloon_policy_set);
+	assert_true(o.balloon_stats_interval == 5);
+	assert_int_equal(hsd_option_set(&o, "balloon-policy", "auto", &err), 0);
+	assert_true(o.balloon_auto && o.balloon_policy_set);
+	assert_int_equal(hsd_option_set(&o, "balloon-low", "2G", &err), 0);
+	assert_int_equal(o.balloon_low_mib, 2048);
+	assert_int_equal(hsd_option_set(&o, "balloon-high", "3072", &err), 0);
+	assert_int_equal(o.balloon_high_mib, 3072);
+	assert_int_equal(hsd_option_set(&o, "balloon-stats-interval", "2", &err), 0);
+	assert_true(o.balloon_stats_interval == 2);
+	assert_int_equal(hsd_option_set(&o, "balloon-policy", "on", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "balloon-policy"));
+	assert_int_equal(hsd_option_set(&o, "balloon-low", "lots", &err), -EINVAL);
+	assert_non_null(strstr(err.message, "balloon-low"));
+	assert_int_equal(hsd_option_set(&o, "balloon-stats-interval", "0", &err), -EINVAL);
+	assert_true(hsd_option_reloadable("balloon-policy"));
+	hsd_options_clear(&o);
+}
+
 static void test_config_file(void **state)
 {
 	HsdOptions o;
@@ -122,6 +147,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_set),
+		cmocka_unit_test(test_balloon_options),
 		cmocka_unit_test(test_config_file),
 		cmocka_unit_test(test_reloadable),
 	};

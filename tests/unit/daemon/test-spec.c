@@ -890,6 +890,39 @@ static void test_round_trip(void **state)
 	    &defs_tcg);
 }
 
+static void test_balloon_floor(void **state)
+{
+	VmSpec s;
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 512, "
+		 "\"balloon_mib\": 384, \"balloon_floor_mib\": 128}",
+		 &defs_kvm, &s);
+	assert_int_equal(s.balloon_floor_mib, 128);
+	json_t *j = vm_spec_to_json(&s);
+	assert_int_equal(json_integer_value(json_object_get(j, "balloon_floor_mib")), 128);
+	json_decref(j);
+	vm_spec_clear(&s);
+	/* Absent or 0: not in the policy, and not in the stored form. */
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"balloon_floor_mib\": 0}", &defs_kvm,
+		 &s);
+	assert_int_equal(s.balloon_floor_mib, 0);
+	j = vm_spec_to_json(&s);
+	assert_null(json_object_get(j, "balloon_floor_mib"));
+	json_decref(j);
+	vm_spec_clear(&s);
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"balloon_floor_mib\": 15}",
+		   "balloon_floor_mib");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 512, "
+		   "\"balloon_floor_mib\": 513}",
+		   "balloon_floor_mib");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"balloon_floor_mib\": -1}",
+		   "balloon_floor_mib");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"balloon_floor_mib\": \"1G\"}",
+		   "balloon_floor_mib");
+	expect_bad_with("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 512, "
+			"\"balloon_mib\": 256, \"balloon_floor_mib\": 300}",
+			&defs_tcg, "balloon_floor_mib", "balloon_mib");
+}
+
 static void test_mem_merge(void **state)
 {
 	VmSpec s;
@@ -1044,6 +1077,7 @@ int main(void)
 					    files_teardown),
 	    cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_hugepages),
+	    cmocka_unit_test(test_balloon_floor),
 	    cmocka_unit_test(test_to_json_shape),
 	    cmocka_unit_test(test_enum_strings),
 	    cmocka_unit_test(test_null_err),

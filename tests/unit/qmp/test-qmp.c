@@ -384,6 +384,33 @@ static void test_error_reply(void **state)
 	assert_true(qmp_client_is_ready(T->client));
 }
 
+/* QEMU's "unknown" uint64 (the balloon's guest-stats) is above INT64_MAX:
+ * such integers arrive as reals, and the connection stays up. */
+static void test_big_integers(void **state)
+{
+	start_client(NULL);
+	handshake();
+	execute("qom-get", NULL, 5, 1);
+	_cleanup_free_ char *id = fake_peer_expect(T->peer, "qom-get");
+	send_reply(id, "{\"stats\": {\"stat-free-memory\": 18446744073709551615, "
+		       "\"stat-total-memory\": 228999168, \"x\": -1.5e3, \"n\": 2.25, "
+		       "\"s\": \"12345678901234567890123 \\\" 99999999999999999999\"}, "
+		       "\"last-update\": 0}");
+	wait_log(1);
+	assert_reply_ok(0, 1);
+	json_t *ret = json_object_get(json_object_get(log_at(0), "reply"), "return");
+	json_t *st = json_object_get(ret, "stats");
+	json_t *big = json_object_get(st, "stat-free-memory");
+	assert_true(json_is_real(big));
+	assert_true(json_real_value(big) > 1.8e19);
+	assert_int_equal(json_integer_value(json_object_get(st, "stat-total-memory")), 228999168);
+	assert_true(json_real_value(json_object_get(st, "x")) == -1500);
+	assert_true(json_real_value(json_object_get(st, "n")) == 2.25);
+	assert_string_equal(json_string_value(json_object_get(st, "s")),
+			    "12345678901234567890123 \" 99999999999999999999");
+	assert_true(qmp_client_is_ready(T->client));
+}
+
 static void test_timeout_and_late_reply(void **state)
 {
 	start_client(NULL);
@@ -1363,6 +1390,7 @@ int main(void)
 	    T_(test_out_of_order_replies),
 	    T_(test_events_interleaved),
 	    T_(test_error_reply),
+	    T_(test_big_integers),
 	    T_(test_timeout_and_late_reply),
 	    T_(test_timeout_before_ready),
 	    T_(test_eof_fails_pending),
