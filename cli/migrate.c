@@ -197,12 +197,21 @@ static int follow(Ctl *src, const char *name, json_t **ret_mig)
 	bool tty = isatty(STDERR_FILENO);
 	double last_print = 0;
 	bool cancel_sent = false;
+	unsigned late = 0;
 	for (;;) {
 		json_t *mig = NULL;
 		int r = ctl_call(src, "GET", path, NULL, &mig);
 		if (r)
 			return r;
 		const char *phase = json_string_value(json_object_get(mig, "phase"));
+		json_int_t total = json_integer_value(
+			json_object_get(json_object_get(mig, "progress"), "total_time_ms"));
+		if (phase && !strcmp(phase, "completed") && total <= 0 && ++late < 20) {
+			/* QEMU's final figures come a moment after "completed". */
+			json_decref(mig);
+			sleep_s(0.05);
+			continue;
+		}
 		if (!phase || !strcmp(phase, "completed") || !strcmp(phase, "failed") ||
 		    !strcmp(phase, "cancelled") || !strcmp(phase, "confirmed") ||
 		    !strcmp(phase, "aborted")) {
@@ -450,7 +459,26 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 		if (json_object_get(req, both[i]))
 			json_object_set(in, both[i], json_object_get(req, both[i]));
 	json_auto_t *ans = NULL;
-	r = ctl_call(&dest.ctl, "POST", "/v1/migrations/incoming", in, &ans);
+	unsigned dst_status = 0;
+	HsError herr = {0};
+	if (ctl_connect(&dest.ctl) < 0) {
+		dest_close(&dest);
+		return EXIT_UNREACHABLE;
+	}
+	r = hs_client_request(&dest.ctl.client, "POST", "/v1/migrations/incoming", in, &dst_status,
+			      &ans, &herr);
+	const char *emsg = json_string_value(
+		json_object_get(json_object_get(ans, "error"), "message"));
+	if (r == 0 && dst_status == 400 && emsg && strstr(emsg, "'source_host'")) {
+		/* An older hsd there: without the host check it does not know. */
+		json_object_del(in, "source_host");
+		json_decref(ans);
+		ans = NULL;
+		r = hs_client_request(&dest.ctl.client, "POST", "/v1/migrations/incoming", in,
+				      &dst_status, &ans, &herr);
+	}
+	r = r < 0 ? ctl_report(&dest.ctl, 0, NULL, &herr)
+		  : dst_status >= 300 ? ctl_report(&dest.ctl, dst_status, ans, NULL) : 0;
 	if (r) {
 		fprintf(stderr, "hsctl: migrate: the destination (%s) refused VM '%s'\n", to, name);
 		dest_close(&dest);

@@ -85,6 +85,7 @@ struct Migration {
 	 * switch happened (postcopy_on), the source never resumes: the newest
 	 * state is at the destination. */
 	bool postcopy, postcopy_sent, postcopy_on;
+	unsigned figures_tries; /* polls after completion for QEMU's final figures */
 	double timeout;
 	/* copy: the destination's NBD server and the mirrors. */
 	char nbd_host[64];
@@ -159,6 +160,7 @@ static json_t *migration_json(const Migration *m)
 		{"downtime", "downtime_ms"},
 		{"total-time", "total_time_ms"},
 		{"setup-time", "setup_time_ms"},
+		{"cpu-throttle-percentage", "cpu_throttle_pct"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		json_t *v = json_object_get(m->info, keys[i][0]);
@@ -494,6 +496,10 @@ static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
 	Migration *m = vm->migration;
 	if (!m)
 		return;
+	if (m->phase == MIG_COMPLETED && !m->incoming && ++m->figures_tries > 20) {
+		ev_timer_stop(loop, w); /* QEMU never gave them: the record stays as is */
+		return;
+	}
 	if (m->timeout > 0 && m->phase < MIG_COMPLETED && hs_wall() - m->started > m->timeout &&
 	    !m->incoming) {
 		snprintf(m->error, sizeof(m->error), "timed out after %.0f s", m->timeout);
@@ -601,9 +607,27 @@ static void source_settle(Vm *vm, const char *st)
 	if (!st || phase_over(m->phase))
 		return;
 	if (!strcmp(st, "completed")) {
-		if (m->phase == MIG_COMPLETED)
+		/* QEMU 7.2 says completed a moment before it has computed the
+		 * downtime and total time: ask again until they are there. */
+		bool figures = json_integer_value(json_object_get(m->info, "total-time")) > 0;
+		if (m->phase == MIG_COMPLETED) {
+			if (figures && m->figures_tries) {
+				m->figures_tries = 0;
+				ev_timer_stop(vm->hsd->loop, &m->poll);
+				save_record(vm);
+				publish(vm);
+			}
 			return;
-		ev_timer_stop(vm->hsd->loop, &m->poll);
+		}
+		if (!figures && m->figures_tries < 20) {
+			m->figures_tries++;
+			ev_timer_stop(vm->hsd->loop, &m->poll);
+			ev_timer_init(&m->poll, on_poll, 0.01, 0.05);
+			m->poll.data = vm;
+			ev_timer_start(vm->hsd->loop, &m->poll);
+		} else {
+			ev_timer_stop(vm->hsd->loop, &m->poll);
+		}
 		set_phase(vm, MIG_COMPLETED);
 		{
 			_cleanup_free_ char *d = json_dumps(m->info, JSON_COMPACT);
@@ -779,6 +803,12 @@ void migrate_vm_event(Vm *vm, const char *name, json_t *data)
 		return;
 	if (!strcmp(name, "MIGRATION")) {
 		const char *st = json_string_value(json_object_get(data, "status"));
+		if (st && m->incoming && !strcmp(st, "completed")) {
+			/* At once: the guest is paused until hsd says cont. */
+			dest_settle(vm, st);
+			poll_now(vm); /* the figures */
+			return;
+		}
 		if (st && !strcmp(st, "postcopy-active")) {
 			/* At once: the destination's guest waits for its cont. */
 			if (m->incoming)
@@ -1127,7 +1157,8 @@ static void on_dest_resumed(Vm *vm, const HsError *err)
 		log_error("vm %s: %s", vm->spec.name, m->error);
 	}
 	vm_set_state(vm, m->paused || err ? VM_STATE_PAUSED : VM_STATE_RUNNING);
-	publish(vm);
+	if (err)
+		publish(vm);
 	migration_free(vm); /* the VM is just ours now */
 }
 

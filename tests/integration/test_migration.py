@@ -601,6 +601,10 @@ def test_source_restart_after_switchover(hosts, guest, tmp_path):
     wait_for(lambda: a.vm("rs")["migration"]["phase"] == "completed", 60,
              "the stream to complete")
     wait_for(lambda: b.state("rs") == "running", 30, "the destination to run the guest")
+    # QEMU's final figures are there (they come a moment after "completed").
+    wait_for(lambda: a.vm("rs")["migration"]["progress"].get("total_time_ms", 0) > 0, 10,
+             "the migration's total time")
+    assert a.vm("rs")["migration"]["progress"]["downtime_ms"] >= 0
     before = counter(b, "rs")
     qemu_a = a.vm("rs")["pid"]
     a.kill9()
