@@ -441,6 +441,39 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 	json_t *mt = json_object_get(vm, "machine_type");
 	if (json_is_string(mt))
 		json_object_set(spec, "machine", mt);
+	/* Copied storage: a file given by path becomes, at the destination, a
+	 * disk hsd keeps, of the same size (the source mirrors all of it). */
+	if (!strcmp(storage, "copy")) {
+		size_t i;
+		json_t *d;
+		json_array_foreach (json_object_get(spec, "disks"), i, d) {
+			if (!json_object_get(d, "path"))
+				continue;
+			json_int_t size = json_integer_value(
+				json_array_get(json_object_get(vm, "disk_sizes"), i));
+			if (size <= 0) {
+				fprintf(stderr,
+					"hsctl: migrate: the size of VM '%s''s disk %zu is not known "
+					"(is it running?)\n",
+					name, i);
+				dest_close(&dest);
+				return EXIT_HSD_ERROR;
+			}
+			if (json_is_true(json_object_get(d, "readonly"))) {
+				fprintf(stderr,
+					"hsctl: migrate: disk %zu (%s) is read-only: --storage copy "
+					"moves writable disks; give the destination the same file and "
+					"use --storage shared\n",
+					i, json_string_value(json_object_get(d, "path")));
+				dest_close(&dest);
+				return EXIT_USAGE;
+			}
+			json_t *nd = json_pack("{s:I}", "size", size);
+			if (json_object_get(d, "limits"))
+				json_object_set(nd, "limits", json_object_get(d, "limits"));
+			json_array_set_new(json_object_get(spec, "disks"), i, nd);
+		}
+	}
 	json_auto_t *src_host = NULL;
 	if (ctl_call(ctl, "GET", "/v1/host", NULL, &src_host)) {
 		dest_close(&dest);

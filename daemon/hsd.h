@@ -120,6 +120,7 @@ struct Vm {
 	struct VmStorage *storage; /* managed disks, snapshots (storage.c); NULL: none yet */
 	Migration *migration;      /* either side of a live migration (migrate.c); NULL: none */
 	char machine_type[64];     /* the versioned machine QEMU runs ("pc-q35-7.2"); "" unknown */
+	uint64_t disk_bytes[VM_MAX_DISKS]; /* each disk's virtual size, from QEMU; 0 unknown */
 	ev_timer start_timer;
 	ev_timer stop_timer;
 	StopKind stop_kind;

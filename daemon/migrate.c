@@ -985,12 +985,21 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 					    "directory: it moves with storage \"copy\" only",
 					    i);
 		}
-		if (d->managed && copy) {
+		if (!d->managed && copy && d->readonly) {
+			free(m);
+			return hs_error_set(err, -EINVAL, "invalid-request",
+					    "disk %zu (%s) is read-only: storage \"copy\" moves "
+					    "writable disks; give the destination the same file",
+					    i, d->path);
+		}
+		if (copy) {
+			/* A file given by path becomes a disk the destination
+			 * keeps: all of it is copied. One layer over a template:
+			 * its clusters alone (the destination has the template). */
 			m->mirror_disk[i] = true;
 			m->n_mirrors++;
-			/* One layer over the template: its clusters alone
-			 * (the destination has the template); else all. */
-			m->full_sync[i] = storage_vm_disk_layers(vm, i) != 1 || !d->template;
+			m->full_sync[i] = !d->managed || storage_vm_disk_layers(vm, i) != 1 ||
+					  !d->template;
 		}
 	}
 	if (m->postcopy && m->n_mirrors) {

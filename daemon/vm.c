@@ -521,14 +521,33 @@ static void on_machine_type(QmpClient *c, json_t *reply, const HsError *err, voi
 	snprintf(vm->machine_type, sizeof(vm->machine_type), "%.*s", (int)n, t);
 }
 
-/* The versioned machine behind an alias ("q35"): a migration's
- * destination must run that one. */
+static void on_disk_sizes(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	Vm *vm = ud;
+	size_t i;
+	json_t *b;
+	json_array_foreach (json_object_get(reply, "return"), i, b) {
+		const char *qdev = json_string_value(json_object_get(b, "qdev"));
+		json_int_t size = json_integer_value(json_object_get(
+			json_object_get(json_object_get(b, "inserted"), "image"), "virtual-size"));
+		unsigned d;
+		if (qdev && size > 0 && sscanf(qdev, "/machine/peripheral/disk%u/", &d) == 1 &&
+		    d < VM_MAX_DISKS)
+			vm->disk_bytes[d] = (uint64_t)size;
+	}
+}
+
+/* The versioned machine behind an alias ("q35"), and each disk's size:
+ * a migration's destination runs that machine and makes disks that size. */
 static void vm_ask_machine_type(Vm *vm)
 {
 	vm->machine_type[0] = '\0';
+	memset(vm->disk_bytes, 0, sizeof(vm->disk_bytes));
 	qmp_client_execute(vm->qmp, "qom-get",
 			   json_pack("{s:s, s:s}", "path", "/machine", "property", "type"),
 			   vm->hsd->qmp_timeout, on_machine_type, vm);
+	qmp_client_execute(vm->qmp, "query-block", NULL, vm->hsd->qmp_timeout, on_disk_sizes,
+			   vm);
 }
 
 static void vm_start_finish(Vm *vm)
@@ -1449,6 +1468,13 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 			json_object_set_new(o, "migration", mj);
 		if (active && vm->machine_type[0])
 			json_object_set_new(o, "machine_type", json_string(vm->machine_type));
+		if (active && vm->spec.n_disks && vm->disk_bytes[0]) {
+			json_t *sizes = json_array();
+			for (size_t i = 0; i < vm->spec.n_disks; i++)
+				json_array_append_new(sizes,
+						      json_integer((json_int_t)vm->disk_bytes[i]));
+			json_object_set_new(o, "disk_sizes", sizes);
+		}
 		const char *no_ksm = vm_spec_ksm_excluded(&vm->spec);
 		json_object_set_new(o, "ksm",
 				    no_ksm ? json_pack("{s:b, s:s}", "merges", 0, "reason", no_ksm)

@@ -625,3 +625,26 @@ def test_source_restart_after_switchover(hosts, guest, tmp_path):
     assert vm["state"] == "migrated" and vm["migrated_to"] == "B", vm
     assert not pid_alive(qemu_a)
     b.json("POST", "/v1/vms/rs/kill", timeout=60)
+
+
+def test_migrate_copy_path_disk(hosts, guest, tmp_path):
+    """With storage copy, a disk that is a file of the source's (a path)
+    moves too: the destination makes a disk of its own of the same size and
+    the source mirrors all of it there."""
+    a, b = hosts["A"], hosts["B"]
+    disk = tmp_path / "local.raw"
+    with open(disk, "wb") as f:
+        f.truncate(48 * MIB)
+    a.json("POST", "/v1/vms", spec(guest, "lp", {"path": str(disk), "format": "raw"}))
+    a.json("POST", "/v1/vms/lp/start", timeout=120)
+    a.console_wait("lp", "hs-counter 2")
+    assert a.vm("lp")["disk_sizes"] == [48 * MIB]
+    write_marker(a, "lp", "HSMIG-local")
+    before = counter(a, "lp")
+    r = migrate(a, b, "lp", "--storage", "copy")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert_moved(a, b, "lp", before)
+    assert read_marker(b, "lp") == "HSMIG-local"
+    d = b.vm("lp")["spec"]["disks"][0]
+    assert "path" not in d and d["size"] == 48 * MIB, d
+    b.json("POST", "/v1/vms/lp/kill", timeout=60)
