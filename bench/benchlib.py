@@ -479,9 +479,15 @@ def api(sock_path, method, target, body=None, timeout=60.0, expect=(200, 201)):
 # ---------------------------------------------------------------- hsd
 
 class Hsd:
-    def __init__(self, base, registry, extra_args=()):
+    """An hsd of the bench's. prefix: a command hsd runs under (`ip netns
+    exec NS`, which execs it: the pid stays hsd's); binary: another hsd
+    than the build's (a copy that a rebuild does not touch)."""
+
+    def __init__(self, base, registry, extra_args=(), prefix=(), binary=None):
         self.base = Path(base)
         self.extra_args = list(extra_args)
+        self.prefix = list(prefix)
+        self.binary = binary
         self.state_dir = self.base / "state"
         self.run_dir = self.base / "run"
         self.socket = str(self.run_dir / "hsd.sock")
@@ -498,8 +504,8 @@ class Hsd:
         self.base.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(HSD), "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir),
-             *self.extra_args],
+            [*self.prefix, str(self.binary or HSD), "--state-dir", str(self.state_dir),
+             "--run-dir", str(self.run_dir), *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
         def up():

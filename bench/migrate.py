@@ -145,30 +145,10 @@ class Netns:
         self.made = []
 
 
-class NsHsd(Hsd):
+def ns_hsd(base, registry, extra_args, prefix):
     """An hsd started inside a network namespace (`ip netns exec NS hsd
-    ...`: ip execs hsd, so the pid is hsd's)."""
-
-    def __init__(self, base, registry, extra_args=(), prefix=()):
-        super().__init__(base, registry, extra_args)
-        self.prefix = list(prefix)
-
-    def start(self, timeout=15.0):
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [*self.prefix, str(BIN["hsd"]), "--state-dir", str(self.state_dir), "--run-dir",
-             str(self.run_dir), *self.extra_args],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-
-        def up():
-            if self.proc.poll() is not None:
-                raise BenchError(f"hsd exited with {self.proc.returncode}: {self.log_text()[-2000:]}")
-            try:
-                return api(self.socket, "GET", "/v1", timeout=1)[0] == 200
-            except OSError:
-                return False
-        wait_for(up, timeout, "hsd to answer on its socket")
+    ...`: ip execs hsd, so the pid is hsd's), from the run's copy."""
+    return Hsd(base, registry, extra_args, prefix=prefix, binary=BIN["hsd"])
 
 
 # ------------------------------------------------------------------ hsd's event stream
@@ -846,8 +826,8 @@ def main():
         log(f"namespaces {net.ns['A']} ({net.addr['A']}) and {net.ns['B']} ({net.addr['B']}), "
             f"veth {net.veth['A']}/{net.veth['B']}")
         extra = hsd_extra_args(guest) + ["-v"]
-        a = NsHsd(base / "a", reg, extra + ["--migration-address", net.addr["A"]], net.prefix("A"))
-        b = NsHsd(base / "b", reg, extra + ["--migration-address", net.addr["B"]], net.prefix("B"))
+        a = ns_hsd(base / "a", reg, extra + ["--migration-address", net.addr["A"]], net.prefix("A"))
+        b = ns_hsd(base / "b", reg, extra + ["--migration-address", net.addr["B"]], net.prefix("B"))
         a.start()
         b.start()
         res["hsd_args"] = extra
