@@ -109,18 +109,23 @@ def remove_cgroups(name):
     if not CGROUP2:
         return
     top = os.path.join(CGROUP2, "hs-test", name)
-    if not os.path.isdir(top):
-        return
-    for root, dirs, _ in os.walk(top, topdown=False):
-        for d in dirs:
-            try:
-                os.rmdir(os.path.join(root, d))
-            except OSError:
-                pass
-    try:
-        os.rmdir(top)
-    except OSError:
-        pass
+    # A QEMU killed a moment ago may still be leaving its group (EBUSY):
+    # try again for a few seconds.
+    deadline = time.monotonic() + 5
+    while os.path.isdir(top):
+        for root, dirs, _ in os.walk(top, topdown=False):
+            for d in dirs:
+                try:
+                    os.rmdir(os.path.join(root, d))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(top)
+        except OSError:
+            if time.monotonic() > deadline:
+                print(f"cgroup {top} left behind: not empty")
+                return
+            time.sleep(0.1)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
