@@ -65,6 +65,25 @@ int hs_write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+int hs_write_value(int fd, const char *value)
+{
+	size_t len = strlen(value);
+	ssize_t n;
+	while ((n = write(fd, value, len)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return -errno;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
+int hs_write_value_at(int dirfd, const char *path, const char *value)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	return hs_write_value(fd, value);
+}
+
 static int write_file_atomic(int dirfd, const char *name, const void *data, size_t len, int mode,
 			     bool durable);
 

@@ -111,6 +111,12 @@ int hs_fd_cloexec(int fd, bool on);
 /* write()/read() the whole buffer, retrying on EINTR (blocking fds only). */
 int hs_write_all(int fd, const void *buf, size_t len);
 
+/* One value into a sysfs, cgroupfs or procfs file with a single write(),
+ * as those take one value per write (and act on it before it returns).
+ * No O_CREAT: a missing file is ENOENT (cgroupfs would say EACCES). */
+int hs_write_value(int fd, const char *value);
+int hs_write_value_at(int dirfd, const char *path, const char *value);
+
 /* "20G", "512M", "4096" (bytes), "1.5T": suffixes K M G T (also KiB,
  * MiB...), powers of 1024. -EINVAL on anything else or overflow. */
 int hs_parse_size(const char *s, uint64_t *ret);

@@ -83,27 +83,6 @@ static int path_join(char *buf, size_t size, const char *a, const char *b)
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-/* One value into a control file with a single write(), as cgroupfs takes
- * one value per write. No O_CREAT: on cgroupfs, creating a missing file
- * fails with EACCES, which would hide the real ENOENT. */
-static int write_one(int fd, const char *value)
-{
-	size_t len = strlen(value);
-	ssize_t n;
-	while ((n = write(fd, value, len)) < 0 && errno == EINTR)
-		;
-	if (n < 0)
-		return -errno;
-	return (size_t)n == len ? 0 : -EIO;
-}
-
-static int cg_write(int dirfd, const char *file, const char *value)
-{
-	_cleanup_close_ int fd = openat(dirfd, file, O_WRONLY | O_TRUNC | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	return write_one(fd, value);
-}
 
 /* The value as shown in messages: without its trailing newline. */
 static int write_error(HsError *err, int r, const char *dir, const char *file, const char *value)
@@ -393,7 +372,7 @@ static void leave_delegated_group(CgroupHost *h, const char *group)
 		return;
 	if (mkdirat(fd, SUPERVISOR_GROUP, 0755) < 0 && errno != EEXIST)
 		return;
-	if (cg_write(fd, SUPERVISOR_GROUP "/cgroup.procs", "0\n") == 0)
+	if (hs_write_value_at(fd, SUPERVISOR_GROUP "/cgroup.procs", "0\n") == 0)
 		snprintf(h->self, sizeof(h->self), "%s/%s/" SUPERVISOR_GROUP,
 			 strcmp(h->mount_root, "/") ? h->mount_root : "", group);
 }
@@ -439,7 +418,7 @@ static unsigned enable_level(int rootfd, const char *dir, Why *why)
 		if (!(todo & bit))
 			continue;
 		snprintf(buf, sizeof(buf), "+%s\n", controller_names[i]);
-		int r = open_r < 0 ? open_r : write_one(cfd, buf);
+		int r = open_r < 0 ? open_r : hs_write_value(cfd, buf);
 		if (r == 0)
 			enabled |= bit;
 		else
@@ -647,7 +626,7 @@ static int ensure_threaded(int dirfd, const char *dir, const char *sub, HsError 
 	int r = hs_read_small(dirfd, file, type, sizeof(type));
 	if (r == 0 && !strcmp(type, "threaded\n"))
 		return 0;
-	r = cg_write(dirfd, file, "threaded\n");
+	r = hs_write_value_at(dirfd, file, "threaded\n");
 	if (r == -EOPNOTSUPP)
 		return hs_error_set(err, r, "cgroup-failed",
 				    "/%s/%s cannot become threaded: /%s has domain controllers in its "
@@ -690,7 +669,7 @@ static int prepare_vm_subtree(const CgroupHost *h, int vmfd, const char *dir, Hs
 		if (!(set & bit))
 			continue;
 		snprintf(buf, sizeof(buf), "%c%s\n", set == off ? '-' : '+', controller_names[i]);
-		int r = write_one(fd, buf);
+		int r = hs_write_value(fd, buf);
 		if (r < 0 && set == off)
 			return write_error(err, r, dir, "cgroup.subtree_control", buf);
 	}
@@ -768,7 +747,7 @@ static int write_io(int vmfd, const char *dir, const CgroupLimits *l, HsError *e
 		const CgroupIoLimit *a = &l->io[i];
 		cgroup_io_line(a, line, sizeof(line));
 		strcat(line, "\n");
-		int r = write_one(fd, line);
+		int r = hs_write_value(fd, line);
 		if (r == -ENODEV)
 			return hs_error_set(err, r, "invalid-argument",
 					    "io limit for %u:%u: no such block device", a->major,
@@ -781,7 +760,7 @@ static int write_io(int vmfd, const char *dir, const CgroupLimits *l, HsError *e
 		if (sscanf(p, "%u:%u ", &major, &minor) == 2 && !io_listed(l, major, minor)) {
 			snprintf(line, sizeof(line), "%u:%u rbps=max wbps=max riops=max wiops=max\n",
 				 major, minor);
-			int r = write_one(fd, line);
+			int r = hs_write_value(fd, line);
 			if (r < 0 && r != -ENODEV)
 				return write_error(err, r, dir, "io.max", line);
 		}
@@ -810,7 +789,7 @@ static int write_emu_cpuset(int vmfd, const char *dir, const CgroupLimits *l, Hs
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
 		char v[300];
 		snprintf(v, sizeof(v), "%s\n", values[i]);
-		int r = cg_write(vmfd, files[i], v);
+		int r = hs_write_value_at(vmfd, files[i], v);
 		if (r < 0)
 			return write_error(err, r, dir, files[i], v);
 	}
@@ -847,23 +826,23 @@ static int write_limits(const CgroupHost *h, int vmfd, const char *dir, const Cg
 			snprintf(v, sizeof(v), "%" PRIu64 " %" PRIu64 "\n", l->cpu_quota_us, period);
 		else
 			snprintf(v, sizeof(v), "max %" PRIu64 "\n", period);
-		if ((r = cg_write(vmfd, "cpu.max", v)) < 0)
+		if ((r = hs_write_value_at(vmfd, "cpu.max", v)) < 0)
 			return write_error(err, r, dir, "cpu.max", v);
 		snprintf(v, sizeof(v), "%u\n", l->cpu_weight ? l->cpu_weight : 100);
-		if ((r = cg_write(vmfd, "cpu.weight", v)) < 0)
+		if ((r = hs_write_value_at(vmfd, "cpu.weight", v)) < 0)
 			return write_error(err, r, dir, "cpu.weight", v);
 	}
 	if (avail & CG_MEMORY) {
 		fmt_max(v, sizeof(v), l->memory_high);
-		if ((r = cg_write(vmfd, "memory.high", v)) < 0)
+		if ((r = hs_write_value_at(vmfd, "memory.high", v)) < 0)
 			return write_error(err, r, dir, "memory.high", v);
 		fmt_max(v, sizeof(v), l->memory_max);
-		if ((r = cg_write(vmfd, "memory.max", v)) < 0)
+		if ((r = hs_write_value_at(vmfd, "memory.max", v)) < 0)
 			return write_error(err, r, dir, "memory.max", v);
 	}
 	if (avail & CG_PIDS) {
 		fmt_max(v, sizeof(v), l->pids_max);
-		if ((r = cg_write(vmfd, "pids.max", v)) < 0)
+		if ((r = hs_write_value_at(vmfd, "pids.max", v)) < 0)
 			return write_error(err, r, dir, "pids.max", v);
 	}
 	if ((avail & CG_IO) && (r = write_io(vmfd, dir, l, err)) < 0)
@@ -928,7 +907,7 @@ int cgroup_enter(int group_fd)
 	int fd = openat(group_fd, "cgroup.procs", O_WRONLY | O_TRUNC | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int r = write_one(fd, "0\n");
+	int r = hs_write_value(fd, "0\n");
 	close(fd);
 	return r;
 }
@@ -959,14 +938,14 @@ int cgroup_vm_place_thread(const CgroupHost *h, const char *vm_name, const char 
 			skipped |= cpus[0] ? CG_CPUSET : 0;
 		} else {
 			snprintf(v, sizeof(v), "%s\n", cpus);
-			r = cg_write(fd, file, v);
+			r = hs_write_value_at(fd, file, v);
 			if (r < 0)
 				return write_error(err, r, dir, file, v);
 		}
 	}
 	snprintf(file, sizeof(file), "%s/cgroup.threads", sub);
 	snprintf(v, sizeof(v), "%d\n", (int)tid);
-	r = cg_write(fd, file, v);
+	r = hs_write_value_at(fd, file, v);
 	if (r == -ESRCH)
 		return hs_error_set(err, r, "not-found", "thread %d does not exist", (int)tid);
 	if (r == -EOPNOTSUPP || r == -EINVAL)
