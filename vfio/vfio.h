@@ -105,6 +105,7 @@ typedef struct VfioClaim {
 	 * had before; uid -1: not changed. */
 	int group;
 	long owner_uid, owner_gid;
+	long prev_uid, prev_gid; /* recorded before the chown; -1: unknown */
 } VfioClaim;
 
 const char *vfio_claim_state_to_string(VfioClaimState s);
