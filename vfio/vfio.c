@@ -711,6 +711,50 @@ static int set_owner(int rootfd, int claimsfd, VfioClaim *c, const VfioBindOpts 
 	return 0;
 }
 
+static int not_an_addr(const char *addr, HsError *err)
+{
+	return hs_error_set(err, -EINVAL, "invalid", "'%s' is not a PCI address (like 0000:01:00.0)",
+			    addr ? addr : "");
+}
+
+static int held_by(const VfioClaim *c, HsError *err)
+{
+	return hs_error_set(err, -EBUSY, "device-busy", "%s is held by VM '%s' (%s)", c->addr,
+			    c->vm, vfio_claim_state_to_string(c->state));
+}
+
+int vfio_device_check(int rootfd, int claimsfd, const char *addr, const char *vm,
+		      VfioPciDev *ret, HsError *err)
+{
+	VfioPciDev d;
+	VfioClaim c;
+	int r = vfio_pci_read(rootfd, addr, &d);
+	if (r == -EINVAL)
+		return not_an_addr(addr, err);
+	if (r == -ENOENT)
+		return hs_error_set(err, r, "not-found", "no PCI device %s on this host", addr);
+	if (r < 0)
+		return hs_error_set(err, r, "internal", "cannot read PCI device %s: %s", addr,
+				    strerror(-r));
+	if (d.group < 0)
+		return hs_error_set(err, -ENODEV, "no-iommu",
+				    "%s has no IOMMU group: the IOMMU is off (enable VT-d / AMD-Vi "
+				    "and boot with intel_iommu=on or amd_iommu=on)", d.addr);
+	r = claimsfd < 0 ? -ENOENT : vfio_claim_read(claimsfd, d.addr, &c);
+	if (r < 0 && r != -ENOENT)
+		return hs_error_set(err, r, "internal", "cannot read the claim on %s: %s", d.addr,
+				    strerror(-r));
+	if (r == 0 && (!vm || strcmp(c.vm, vm)))
+		return held_by(&c, err);
+	if (d.boot_vga)
+		return hs_error_set(err, -EPERM, "host-device",
+				    "%s (%04x:%04x) is the host's boot display (boot_vga = 1): "
+				    "passing it would take the console away",
+				    d.addr, d.vendor, d.device);
+	*ret = d;
+	return 0;
+}
+
 int vfio_bind(int rootfd, int claimsfd, const char *addr, const char *vm,
 	      const VfioBindOpts *opts, HsError *err)
 {
@@ -723,34 +767,16 @@ int vfio_bind(int rootfd, int claimsfd, const char *addr, const char *vm,
 
 	if (o.timeout <= 0)
 		o.timeout = 5;
-	if (!vfio_addr_parse(addr, a))
-		return hs_error_set(err, -EINVAL, "invalid",
-				    "'%s' is not a PCI address (0000:01:00.0)", addr ? addr : "");
 	if (!vm_name_ok(vm))
-		return hs_error_set(err, -EINVAL, "invalid", "invalid VM name for %s", a);
-	r = vfio_pci_read(rootfd, a, &d);
-	if (r == -ENOENT)
-		return hs_error_set(err, r, "not-found", "no PCI device %s on this host", a);
-	if (r < 0)
-		return hs_error_set(err, r, "internal", "cannot read PCI device %s: %s", a,
-				    strerror(-r));
-	if (d.group < 0)
-		return hs_error_set(err, -ENODEV, "no-iommu",
-				    "%s has no IOMMU group: the IOMMU is off (enable VT-d / AMD-Vi "
-				    "and boot with intel_iommu=on or amd_iommu=on)", a);
+		return hs_error_set(err, -EINVAL, "invalid", "invalid VM name for %s",
+				    addr ? addr : "");
+	if ((r = vfio_device_check(rootfd, claimsfd, addr, vm, &d, err)) < 0)
+		return r;
+	memcpy(a, d.addr, sizeof(a));
 	r = vfio_claim_read(claimsfd, a, &c);
 	if (r < 0 && r != -ENOENT)
 		return hs_error_set(err, r, "internal", "cannot read the claim on %s: %s", a,
 				    strerror(-r));
-	if (r == 0 && strcmp(c.vm, vm))
-		return hs_error_set(err, -EBUSY, "device-busy", "%s is held by VM '%s' (%s)", a,
-				    c.vm, vfio_claim_state_to_string(c.state));
-	if (d.boot_vga)
-		return hs_error_set(err, -EPERM, "host-device",
-				    "%s (%04x:%04x) is the host's boot display (boot_vga = 1): "
-				    "passing it would take the console away",
-				    a, d.vendor, d.device);
-
 	if (r == -ENOENT) {
 		step("claim");
 		c = (VfioClaim){.state = VFIO_CLAIM_BINDING, .group = d.group, .owner_uid = -1,
@@ -763,9 +789,7 @@ int vfio_bind(int rootfd, int claimsfd, const char *addr, const char *vm,
 		if (r == -EEXIST) { /* claimed meanwhile */
 			r = vfio_claim_read(claimsfd, a, &c);
 			if (r == 0 && strcmp(c.vm, vm))
-				return hs_error_set(err, -EBUSY, "device-busy",
-						    "%s is held by VM '%s' (%s)", a, c.vm,
-						    vfio_claim_state_to_string(c.state));
+				return held_by(&c, err);
 		}
 		if (r < 0)
 			return hs_error_set(err, r, "internal", "cannot record the claim on %s: %s",
@@ -843,8 +867,7 @@ int vfio_release(int rootfd, int claimsfd, const char *addr, const char *vm, dou
 	if (timeout <= 0)
 		timeout = 5;
 	if (!vfio_addr_parse(addr, a))
-		return hs_error_set(err, -EINVAL, "invalid",
-				    "'%s' is not a PCI address (0000:01:00.0)", addr ? addr : "");
+		return not_an_addr(addr, err);
 	r = vfio_claim_read(claimsfd, a, &c);
 	if (r == -ENOENT)
 		return 0;

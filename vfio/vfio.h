@@ -124,6 +124,13 @@ typedef struct VfioBindOpts {
 	long owner_gid;
 } VfioBindOpts;
 
+/* A bind's refusals, nothing changed (hs-vfio check): "invalid" (not an
+ * address), "not-found", "no-iommu", "device-busy" (claimed by a VM other
+ * than vm; with vm NULL, by any VM), "host-device". claimsfd -1: claims
+ * not looked at. The device in *ret when it passes. */
+int vfio_device_check(int rootfd, int claimsfd, const char *addr, const char *vm,
+		      VfioPciDev *ret, HsError *err);
+
 /* Claims `addr` for `vm` and binds it to vfio-pci. In order: refusals
  * (device missing, no IOMMU group, held by another VM, boot VGA), the claim
  * recorded (state binding, the original driver), driver_override, unbind,
