@@ -29,7 +29,7 @@ static void usage(FILE *f)
 	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
 	      "              [--numa-node N] [--hugepages 2M|1G] [--cpu-max PCT]\n"
 	      "              [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n"
-	      "              [--balloon-floor SIZE]\n"
+	      "              [--balloon-floor SIZE] [--hostdev DEVICE]... [--hotplug-ports N]\n"
 	      "  set NAME [--balloon SIZE] [--balloon-floor SIZE] [--disk N]\n"
 	      "           [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
@@ -74,6 +74,13 @@ static void usage(FILE *f)
 	      "                              path or ssh://[user@]host[/socket])\n"
 	      "  migrate NAME --cancel|--confirm|--abort\n"
 	      "                              settle a migration by hand (on the source)\n"
+	      "  pci list [--all]            host PCI devices: IOMMU group, driver, holder\n"
+	      "  pci attach VM DEVICE [--all-functions|--one-function] [--x-vga]\n"
+	      "          [--rom-file F] [--no-rom-bar] [--display off|on|auto]\n"
+	      "                              pass a host device (hot-plug if running;\n"
+	      "                              DEVICE: 0000:01:00.0 or VENDOR:DEVICE[#N])\n"
+	      "  pci detach VM ADDR          unplug it; it goes back to its host driver\n"
+	      "  pci release ADDR            give a stopped VM's device back to the host\n"
 	      "\n"
 	      "Exit codes: 0 ok, 1 error from hsd, 2 usage error, 3 cannot reach hsd.\n",
 	      f);
@@ -484,6 +491,27 @@ static void print_vm(json_t *vm)
 			       json_string_value(json_object_get(d, "type")), br ? " " : "",
 			       br ? br : "", json_string_value(json_object_get(d, "mac")));
 		}
+		json_array_foreach (json_object_get(spec, "hostdevs"), idx, d) {
+			const char *a = json_string_value(json_object_get(d, "address"));
+			json_t *af = json_object_get(d, "all_functions");
+			if (a)
+				printf("Host PCI %zu:  %s", idx, a);
+			else
+				printf("Host PCI %zu:  %s #%lld", idx,
+				       json_string_value(json_object_get(d, "id")),
+				       json_integer_value(json_object_get(d, "index")));
+			printf("%s%s\n", af ? (json_is_true(af) ? ", all functions" : ", one function") : "",
+			       json_is_true(json_object_get(d, "x_vga")) ? ", x-vga" : "");
+		}
+		json_t *hb = json_object_get(vm, "hostdevs_bound");
+		if (json_array_size(hb)) {
+			printf("Bound:       ");
+			json_array_foreach (hb, idx, d)
+				printf("%s%s (%s)", idx ? ", " : "",
+				       json_string_value(json_object_get(d, "address")),
+				       json_string_value(json_object_get(d, "state")));
+			printf("\n");
+		}
 	}
 	json_t *ci = json_object_get(spec, "cloud_init");
 	if (json_is_object(ci))
@@ -659,6 +687,8 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"emulator-pin", required_argument, NULL, 'E'},
 		{"numa-node", required_argument, NULL, 'N'},
 		{"hugepages", required_argument, NULL, 'G'},
+		{"hostdev", required_argument, NULL, 'D'},
+		{"hotplug-ports", required_argument, NULL, 'Q'},
 	};
 	struct option opts[ARRAY_SIZE(base_opts) + CTL_N_RESOURCE_OPTS + 1] = {0};
 	memcpy(opts, base_opts, sizeof(base_opts));
@@ -666,6 +696,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 	json_auto_t *spec = NULL;
 	json_auto_t *res = json_object();
 	json_t *disks = json_array(), *nics = NULL;
+	json_auto_t *hostdevs = NULL;
 	json_auto_t *cloud_init = json_object();
 	const char *template = NULL, *disk_size = NULL;
 	static CtlPins pins = {.max_vcpu = -1};
@@ -776,6 +807,22 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		case 'H':
 			json_object_set_new(cloud_init, "hostname", json_string(optarg));
 			break;
+		case 'D': {
+			json_t *hd = json_object();
+			if (ctl_hostdev_parse(optarg, hd) < 0) {
+				json_decref(hd);
+				goto usage;
+			}
+			if (!hostdevs)
+				hostdevs = json_array();
+			json_array_append_new(hostdevs, hd);
+			break;
+		}
+		case 'Q':
+			if (ctl_parse_uint("--hotplug-ports", optarg, 8, &v) < 0)
+				goto usage;
+			json_object_set_new(spec, "hotplug_ports", json_integer((json_int_t)v));
+			break;
 		case 'B':
 		case 'F': {
 			uint64_t mib;
@@ -855,6 +902,8 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		}
 		ctl_resources_merge(into, res);
 	}
+	if (hostdevs)
+		json_object_set(spec, "hostdevs", hostdevs);
 	if (nics)
 		json_object_set(spec, "nics", nics);
 	else if (!json_object_get(spec, "nics"))
@@ -1175,6 +1224,7 @@ static const struct {
 	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
 	{"ksm", cmd_ksm},         {"template", cmd_template}, {"snapshot", cmd_snapshot},
 	{"set", cmd_set},         {"migrate", cmd_migrate}, {"balloon", cmd_balloon},
+	{"pci", cmd_pci},
 };
 
 

@@ -118,3 +118,7 @@ void ctl_fmt_migration(json_t *mig, char *buf, size_t size);
 int cmd_template(Ctl *ctl, int argc, char **argv);
 int cmd_snapshot(Ctl *ctl, int argc, char **argv);
 int cmd_balloon(Ctl *ctl, int argc, char **argv);
+int cmd_pci(Ctl *ctl, int argc, char **argv);
+/* A host device argument (an address, or VENDOR:DEVICE[#N]) into a
+ * hostdev object; -1 (message printed) when it is neither. */
+int ctl_hostdev_parse(const char *s, json_t *o);

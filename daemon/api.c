@@ -668,6 +668,10 @@ void api_handle(HttpRequest *req, void *userdata)
 		api_templates(h, req, NULL);
 		return;
 	}
+	if (!strcmp(path, "/v1/pci") || hs_str_has_prefix(path, "/v1/pci/")) {
+		api_pci(h, req, path[7] ? path + 8 : "");
+		return;
+	}
 	if (hs_str_has_prefix(path, "/v1/templates/")) {
 		const char *name = path + strlen("/v1/templates/");
 		if (!vm_name_is_valid(name))
@@ -689,6 +693,15 @@ void api_handle(HttpRequest *req, void *userdata)
 		name[n] = '\0';
 		if (slash && hs_str_has_prefix(slash, "/snapshots")) {
 			handle_snapshots(h, req, name, slash + strlen("/snapshots"));
+			return;
+		}
+		if (slash && (!strcmp(slash, "/hostdevs") || hs_str_has_prefix(slash, "/hostdevs/"))) {
+			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
+			if (!vm)
+				http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
+			else
+				api_vm_hostdevs(h, vm, req,
+						slash[9] ? slash + strlen("/hostdevs/") : NULL);
 			return;
 		}
 		if (slash && slash[1]) {

@@ -185,6 +185,73 @@ static char *ram_backend_object(const VmSpec *s, const char *id, uint64_t mib, i
 	return hs_strdup_printf("%s,id=%s,size=%" PRIu64 "M%s", type, id, mib, bind);
 }
 
+void qemu_hostfn_id(const char *addr, char *buf, size_t size)
+{
+	snprintf(buf, size, "hd-%s", addr);
+	for (char *p = buf; *p; p++)
+		if (*p == ':')
+			*p = '-';
+}
+
+json_t *qemu_hostfn_props(const VmSpec *s, const QemuHostFn *f, const QemuHostFnPlace *place)
+{
+	const VmHostdev *hd = &s->hostdevs[f->dev];
+	char id[32], bus[32], addr[16];
+	qemu_hostfn_id(f->addr, id, sizeof(id));
+	bool q35 = vm_machine_is_q35(s->machine);
+	if (place) {
+		snprintf(bus, sizeof(bus), "%s", place->bus);
+		snprintf(addr, sizeof(addr), "%x.%u", q35 ? 0 : place->slot, f->guest_fn);
+	} else if (q35) {
+		snprintf(bus, sizeof(bus), "hs-hostport%u", f->dev);
+		snprintf(addr, sizeof(addr), "0.%u", f->guest_fn);
+	} else {
+		snprintf(bus, sizeof(bus), "pci.0");
+		snprintf(addr, sizeof(addr), "%x.%u", 0x10 + f->dev, f->guest_fn);
+	}
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "driver", "vfio-pci", "host", f->addr,
+			      "id", id, "bus", bus, "addr", addr);
+	if (!o)
+		return NULL;
+	if (f->multifunction)
+		json_object_set_new(o, "multifunction", json_true());
+	if (hd->x_vga && f->vga)
+		json_object_set_new(o, "x-vga", json_true());
+	if (f->primary && hd->rom_file)
+		json_object_set_new(o, "romfile", json_string(hd->rom_file));
+	if (f->primary && hd->rom_bar_off)
+		json_object_set_new(o, "rombar", json_integer(0));
+	if (f->primary && hd->display[0])
+		json_object_set_new(o, "display", json_string(hd->display));
+	return o;
+}
+
+/* The -device option list of an object of properties ("driver" first). */
+static char *device_option(json_t *props)
+{
+	if (!props)
+		return NULL;
+	char *out = qemu_escape(json_string_value(json_object_get(props, "driver")));
+	const char *k;
+	json_t *v;
+	json_object_foreach (props, k, v) {
+		if (!out || !strcmp(k, "driver"))
+			continue;
+		_cleanup_free_ char *val = NULL;
+		if (json_is_string(v))
+			val = qemu_escape(json_string_value(v));
+		else if (json_is_boolean(v))
+			val = strdup(json_is_true(v) ? "on" : "off");
+		else
+			val = hs_strdup_printf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		char *n = val ? hs_strdup_printf("%s,%s=%s", out, k, val) : NULL;
+		free(out);
+		out = n;
+	}
+	json_decref(props);
+	return out;
+}
+
 int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 {
 	Argv a = {0};
@@ -373,6 +440,20 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 		     hs_strdup_printf("virtio-net-pci,netdev=hs-net%zu,id=net%zu,mac=%s", i, i,
 				      n->mac));
 	}
+
+	/* Host PCI devices: on q35 a PCIe root port each (and the spare
+	 * ones hot-plugs take), on pc a slot of the PCI bus each. */
+	bool q35 = vm_machine_is_q35(s->machine);
+	for (size_t i = 0; q35 && i < s->n_hostdevs; i++)
+		add2(&a, "-device",
+		     hs_strdup_printf("pcie-root-port,id=hs-hostport%zu,chassis=%zu,bus=pcie.0", i,
+				      1 + i));
+	for (unsigned i = 0; q35 && i < s->hotplug_ports; i++)
+		add2(&a, "-device",
+		     hs_strdup_printf("pcie-root-port,id=hs-hotport%u,chassis=%u,bus=pcie.0", i,
+				      1 + VM_MAX_HOSTDEVS + i));
+	for (size_t i = 0; i < l->n_hostfns; i++)
+		add2(&a, "-device", device_option(qemu_hostfn_props(s, &l->hostfns[i], NULL)));
 
 	if (a.oom) {
 		strv_free(a.v);

@@ -2,6 +2,7 @@
 /* Building QEMU's argv from a VM spec: pure, no I/O, unit-tested. */
 #pragma once
 
+#include <jansson.h>
 #include <stdbool.h>
 
 #include "spec.h"
@@ -37,6 +38,33 @@ typedef struct QemuNumaCell {
 	unsigned first_vcpu, n_vcpus; /* n_vcpus 0: a memory-only cell */
 } QemuNumaCell;
 
+/* One host PCI function passed through (vfio-pci), where the guest sees
+ * it: host devices go on a PCIe root port each (q35; hs-hostport<dev>) or
+ * on slot 0x10 + dev of the PCI bus (pc); functions keep their numbers
+ * when function 0 comes along, else are numbered from 0. */
+#define QEMU_MAX_HOSTFNS (VM_MAX_HOSTDEVS * 8)
+typedef struct QemuHostFn {
+	char addr[16];      /* host address "0000:01:00.1" */
+	unsigned dev;       /* index in the spec's hostdevs (its port or slot) */
+	unsigned guest_fn;
+	bool multifunction; /* guest function 0 of several */
+	bool primary;       /* the function the spec names: its options apply */
+	bool vga;           /* a display controller (x_vga goes to this one) */
+} QemuHostFn;
+
+/* Where a host function goes when hot-plugged rather than at start. */
+typedef struct QemuHostFnPlace {
+	const char *bus; /* "hs-hotport2" (q35) or "pci.0" */
+	int slot;        /* pc: the slot on pci.0; q35: 0 */
+} QemuHostFnPlace;
+
+/* The QEMU id of a host function's device: "hd-0000-01-00.1". */
+void qemu_hostfn_id(const char *addr, char *buf, size_t size);
+/* vfio-pci properties of f as a device_add argument object ("driver":
+ * "vfio-pci", "host", "id", "bus", "addr", and the spec's options); place
+ * NULL: where a start puts it. New reference; NULL on OOM. */
+json_t *qemu_hostfn_props(const VmSpec *s, const QemuHostFn *f, const QemuHostFnPlace *place);
+
 typedef struct QemuLaunch {
 	const char *binary;     /* qemu-system-x86_64 path */
 	int qmp_fd;             /* listening socket fd number in the child */
@@ -59,6 +87,8 @@ typedef struct QemuLaunch {
 	int cidata_fd;                 /* cloud-init volume (read-only CD-ROM); 0: none */
 	int tap_fds[VM_MAX_NICS];      /* bridge NICs: an open tap created by hsd */
 	char tap_names[VM_MAX_NICS][16]; /* ... and its name (for statistics) */
+	QemuHostFn hostfns[QEMU_MAX_HOSTFNS]; /* host PCI functions (VFIO) */
+	size_t n_hostfns;
 } QemuLaunch;
 
 /* fdset ids used with pass_fds. */

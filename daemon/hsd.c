@@ -345,7 +345,8 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 int main(int argc, char **argv)
 {
 	/* Static: hsd's one context, reachable for the whole process. */
-	static Hsd h = {.run_vms_dirfd = -1, .audit_fd = -1, .spawner = {.fd = -1}};
+	static Hsd h = {.run_vms_dirfd = -1, .audit_fd = -1, .spawner = {.fd = -1},
+			.pci_claims_fd = -1};
 	static HsdOptions o;
 	_cleanup_free_ char *config_file = NULL;
 	static char *qemu;
@@ -515,11 +516,20 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	{
+		HsError perr = {0};
+		if (hostdev_init(&h, sysroot, &perr) < 0) {
+			log_error("%s", perr.message);
+			return 1;
+		}
+	}
 	r = store_load_all(&h.store, load_cb, load_bad, &h);
 	if (r < 0) {
 		log_error("cannot load VMs: %s", strerror(-r));
 		return 1;
 	}
+	/* Devices a crash left bound for VMs whose QEMU is gone go back. */
+	hostdev_recover(&h);
 
 	if (resolve_group(api_group, "hsd", &h.has_api_group, &h.api_gid) < 0 ||
 	    resolve_group(admin_group, "hsd-admin", &h.has_admin_group, &h.admin_gid) < 0)
@@ -597,6 +607,7 @@ int main(int argc, char **argv)
 	vm_free_all(&h);
 	tool_free_all(&h);
 	storage_free(&h);
+	hostdev_free(&h);
 	h.http = http_server_free(h.http);
 	ev_io_stop(h.loop, &h.spawner_watch);
 	spawner_stop(&h.spawner);

@@ -119,6 +119,7 @@ struct Vm {
 	unsigned cgroup_skipped; /* CG_* limits asked for that the host's cgroup v2 lacks */
 	struct VmStorage *storage; /* managed disks, snapshots (storage.c); NULL: none yet */
 	Migration *migration;      /* either side of a live migration (migrate.c); NULL: none */
+	struct VmHostdevs *hostdevs; /* host PCI functions (hostdev.c); NULL: none yet */
 	char machine_type[64];     /* the versioned machine QEMU runs ("pc-q35-7.2"); "" unknown */
 	uint64_t disk_bytes[VM_MAX_DISKS]; /* each disk's virtual size, from QEMU; 0 unknown */
 	ev_timer start_timer;
@@ -200,6 +201,10 @@ struct Hsd {
 	char *migration_address;
 	unsigned migration_port_lo, migration_port_hi;
 	char *migration_tls_dir; /* certificates for TLS migrations; NULL: none */
+	/* PCI passthrough: the hs-vfio tool, the root it works on, and the
+	 * claims directory (<state>/pci: which VM holds which device). */
+	char *vfio_tool, *vfio_root, *pci_claims_dir;
+	int pci_claims_fd;
 };
 
 /* Logging to stderr with journald priority prefixes. */
@@ -314,6 +319,36 @@ int balloon_configure(Hsd *h, json_t *body, HsError *err);
 json_t *balloon_to_json(Hsd *h);
 /* GET /v1/vms/NAME's "balloon" object. */
 json_t *balloon_vm_json(Vm *vm);
+
+/* hostdev.c: PCI passthrough (the host side is vfio/, binding runs in
+ * the hs-vfio tool). */
+int hostdev_init(Hsd *h, const char *sysroot, HsError *err);
+void hostdev_free(Hsd *h);
+/* Claims of VMs whose QEMU is gone go back to the host (after load). */
+void hostdev_recover(Hsd *h);
+typedef void (*HostdevDoneCb)(Vm *vm, const HsError *err, void *ud);
+/* Before QEMU starts: the spec's devices checked and bound to vfio-pci.
+ * 0: the VM has none (cb not called); 1: binding, cb follows; < 0: err
+ * (nothing changed). */
+int hostdev_vm_bind(Vm *vm, HostdevDoneCb cb, void *ud, HsError *err);
+bool hostdev_vm_busy(Vm *vm);
+/* The bound functions into QEMU's launch. */
+void hostdev_vm_launch(Vm *vm, QemuLaunch *l);
+uint64_t hostdev_memlock_bytes(const VmSpec *s);
+/* QEMU (pid) may lock guest RAM + 1 GiB. */
+int hostdev_set_memlock(Vm *vm, pid_t pid, HsError *err);
+/* QEMU is gone: its devices go back to their host drivers (async). */
+void hostdev_vm_release(Vm *vm);
+void hostdev_vm_free(Vm *vm);
+int hostdev_vm_check_migratable(Vm *vm, HsError *err);
+/* GET /v1/vms/NAME's "hostdevs_bound"; NULL when the spec has none. */
+json_t *hostdev_vm_json(Vm *vm);
+/* QMP events (DEVICE_DELETED of an unplug). */
+void hostdev_vm_event(Vm *vm, const char *name, json_t *data);
+/* /v1/pci (rest: what follows "/v1/pci/", "" for the list). */
+void api_pci(Hsd *h, HttpRequest *req, const char *rest);
+/* POST /v1/vms/NAME/hostdevs (hot-plug), DELETE .../hostdevs/ADDR. */
+void api_vm_hostdevs(Hsd *h, Vm *vm, HttpRequest *req, const char *addr);
 
 /* api.c */
 void api_handle(HttpRequest *req, void *userdata);

@@ -940,7 +940,7 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 				    "VM '%s' is %s; only a running or paused VM migrates",
 				    vm->spec.name, vm_state_to_string(vm->status.state));
 	int r = storage_vm_check_idle(vm, err);
-	if (r < 0)
+	if (r < 0 || (r = hostdev_vm_check_migratable(vm, err)) < 0)
 		return r;
 	const char *uri = json_string_value(json_object_get(j, "uri"));
 	if (!uri_valid(uri))
@@ -1564,6 +1564,11 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 	VmSpecDefaults defs = {.accel = VM_ACCEL_TCG, .check_files = true};
 	if (vm_spec_from_json(js, &defs, &spec, err) < 0)
 		return -EINVAL;
+	if (spec.n_hostdevs) {
+		vm_spec_clear(&spec);
+		return hs_error_set(err, -EINVAL, "invalid-spec",
+				    "spec: a VM with host devices (hostdevs) cannot migrate");
+	}
 	for (size_t i = 0; i < spec.n_disks; i++)
 		if (spec.disks[i].managed && !copy) {
 			vm_spec_clear(&spec);

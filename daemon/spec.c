@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "spec.h"
+#include "vfio.h"
 
 #include "numa.h"
 
@@ -555,6 +556,189 @@ static int parse_nic(json_t *n, size_t i, VmNic *ret, HsError *err)
 	return 0;
 }
 
+bool vm_machine_is_q35(const char *machine)
+{
+	return machine && (hs_str_has_prefix(machine, "q35") || hs_str_has_prefix(machine, "pc-q35"));
+}
+
+void vm_hostdev_clear(VmHostdev *h)
+{
+	free(h->rom_file);
+	memset(h, 0, sizeof(*h));
+}
+
+const char *vm_hostdev_describe(const VmHostdev *h, char *buf, size_t size)
+{
+	if (h->address[0])
+		snprintf(buf, size, "%s", h->address);
+	else
+		snprintf(buf, size, "%04x:%04x#%u", h->vendor, h->device, h->index);
+	return buf;
+}
+
+/* "10de:1b80": vendor and device ids, four hex digits each. */
+static bool parse_pci_id(const char *s, unsigned *vendor, unsigned *device)
+{
+	if (strlen(s) != 9 || s[4] != ':')
+		return false;
+	for (int i = 0; i < 9; i++)
+		if (i != 4 && !isxdigit((unsigned char)s[i]))
+			return false;
+	*vendor = (unsigned)strtoul(s, NULL, 16);
+	*device = (unsigned)strtoul(s + 5, NULL, 16);
+	return true;
+}
+
+int vm_hostdev_from_json(json_t *j, const char *field, VmHostdev *ret, HsError *err)
+{
+	static const char *const keys[] = {"address", "id",	 "index",   "all_functions",
+					   "x_vga",   "rom_file", "rom_bar", "display", NULL};
+	VmHostdev h = {.all_functions = -1};
+	char f[80];
+	_cleanup_free_ char *addr = NULL, *id = NULL, *display = NULL;
+	uint64_t u = 0;
+	bool b;
+	int r;
+
+	if (!json_is_object(j))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be an object", field);
+	r = check_keys(j, field, keys, err);
+	if (r < 0)
+		return r;
+	snprintf(f, sizeof(f), "%s.address", field);
+	if ((r = get_string(j, "address", f, 32, &addr, err)) < 0)
+		return r;
+	snprintf(f, sizeof(f), "%s.id", field);
+	if ((r = get_string(j, "id", f, 16, &id, err)) < 0)
+		return r;
+	if (!addr == !id)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s: give either 'address' (\"0000:01:00.0\") or 'id' "
+				    "(vendor:device, \"10de:1b80\")",
+				    field);
+	if (addr && !vfio_addr_parse(addr, h.address))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s.address: '%s' is not a PCI address like 0000:01:00.0", field,
+				    addr);
+	if (id && !parse_pci_id(id, &h.vendor, &h.device))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s.id: '%s' is not vendor:device like 10de:1b80", field, id);
+	snprintf(f, sizeof(f), "%s.index", field);
+	if ((r = get_uint(j, "index", f, 0, 255, &u, err)) < 0)
+		return r;
+	if (r > 0 && addr)
+		return hs_error_set(err, -EINVAL, INVALID, "%s: only with 'id'", f);
+	h.index = (unsigned)u;
+	snprintf(f, sizeof(f), "%s.all_functions", field);
+	if ((r = get_bool(j, "all_functions", f, &b, err)) < 0)
+		return r;
+	if (r > 0)
+		h.all_functions = b;
+	snprintf(f, sizeof(f), "%s.x_vga", field);
+	if ((r = get_bool(j, "x_vga", f, &h.x_vga, err)) < 0)
+		return r;
+	b = true;
+	snprintf(f, sizeof(f), "%s.rom_bar", field);
+	if ((r = get_bool(j, "rom_bar", f, &b, err)) < 0)
+		return r;
+	h.rom_bar_off = !b;
+	snprintf(f, sizeof(f), "%s.rom_file", field);
+	if ((r = get_string(j, "rom_file", f, 4095, &h.rom_file, err)) < 0 ||
+	    (h.rom_file && (r = check_path(h.rom_file, f, false, false, err)) < 0)) {
+		free(h.rom_file);
+		return r;
+	}
+	snprintf(f, sizeof(f), "%s.display", field);
+	if ((r = get_string(j, "display", f, 8, &display, err)) < 0)
+		goto fail;
+	if (display && strcmp(display, "off") && strcmp(display, "on") && strcmp(display, "auto")) {
+		r = hs_error_set(err, -EINVAL, INVALID, "%s: must be 'off', 'on' or 'auto', not '%s'",
+				 f, display);
+		goto fail;
+	}
+	if (display)
+		snprintf(h.display, sizeof(h.display), "%s", display);
+	*ret = h;
+	return 0;
+fail:
+	free(h.rom_file);
+	return r;
+}
+
+json_t *vm_hostdev_to_json(const VmHostdev *h)
+{
+	json_t *o = json_object();
+	if (h->address[0]) {
+		json_object_set_new(o, "address", json_string(h->address));
+	} else {
+		char id[16];
+		snprintf(id, sizeof(id), "%04x:%04x", h->vendor, h->device);
+		json_object_set_new(o, "id", json_string(id));
+		json_object_set_new(o, "index", json_integer(h->index));
+	}
+	if (h->all_functions >= 0)
+		json_object_set_new(o, "all_functions", json_boolean(h->all_functions));
+	if (h->x_vga)
+		json_object_set_new(o, "x_vga", json_true());
+	if (h->rom_bar_off)
+		json_object_set_new(o, "rom_bar", json_false());
+	if (h->rom_file)
+		json_object_set_new(o, "rom_file", json_string(h->rom_file));
+	if (h->display[0])
+		json_object_set_new(o, "display", json_string(h->display));
+	return o;
+}
+
+static bool hostdev_same(const VmHostdev *a, const VmHostdev *b)
+{
+	return a->address[0] ? !strcmp(a->address, b->address)
+			     : a->vendor == b->vendor && a->device == b->device &&
+				       a->index == b->index && !b->address[0];
+}
+
+static int parse_hostdevs(json_t *obj, VmSpec *s, HsError *err)
+{
+	json_t *hd = json_object_get(obj, "hostdevs");
+	uint64_t u = 0;
+	int r = get_uint(obj, "hotplug_ports", "hotplug_ports", 0, VM_MAX_HOTPLUG_PORTS, &u, err);
+	if (r < 0)
+		return r;
+	if (u && !vm_machine_is_q35(s->machine))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "hotplug_ports: only for q35 machines (on '%s' host devices "
+				    "are hot-plugged onto the PCI bus itself)",
+				    s->machine);
+	s->hotplug_ports = (unsigned)u;
+	if (!hd || json_is_null(hd))
+		return 0;
+	if (!json_is_array(hd))
+		return hs_error_set(err, -EINVAL, INVALID, "hostdevs: must be an array");
+	if (json_array_size(hd) > VM_MAX_HOSTDEVS)
+		return hs_error_set(err, -EINVAL, INVALID, "hostdevs: at most %d", VM_MAX_HOSTDEVS);
+	bool vga = false;
+	for (size_t i = 0; i < json_array_size(hd); i++) {
+		char field[32];
+		snprintf(field, sizeof(field), "hostdevs[%zu]", i);
+		r = vm_hostdev_from_json(json_array_get(hd, i), field, &s->hostdevs[i], err);
+		if (r < 0)
+			return r;
+		s->n_hostdevs = i + 1;
+		for (size_t k = 0; k < i; k++)
+			if (hostdev_same(&s->hostdevs[k], &s->hostdevs[i])) {
+				char d[40];
+				return hs_error_set(
+					err, -EINVAL, INVALID, "%s: %s already given as hostdevs[%zu]",
+					field, vm_hostdev_describe(&s->hostdevs[i], d, sizeof(d)), k);
+			}
+		if (s->hostdevs[i].x_vga && vga)
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "%s.x_vga: only one host device can be the guest's VGA",
+					    field);
+		vga |= s->hostdevs[i].x_vga;
+	}
+	return 0;
+}
+
 static int parse_machine(const char *m, HsError *err)
 {
 	if (!m[0])
@@ -614,7 +798,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 					   "machine", "cpu_model", "mem_merge",  "kernel",
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
 					   "cpu_pinning", "numa_node", "resources", "hugepages",
-					   "balloon_floor_mib",
+					   "balloon_floor_mib", "hostdevs", "hotplug_ports",
 					   NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
@@ -784,6 +968,9 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	r = parse_resources(json_object_get(obj, "resources"), &s, err);
 	if (r < 0)
 		goto fail;
+	r = parse_hostdevs(obj, &s, err);
+	if (r < 0)
+		goto fail;
 
 	json_t *ci = json_object_get(obj, "cloud_init");
 	if (ci && !json_is_null(ci)) {
@@ -876,6 +1063,14 @@ json_t *vm_spec_to_json(const VmSpec *s)
 			json_object_set_new(res, "pids_max", json_integer((json_int_t)s->pids_max));
 		json_object_set_new(o, "resources", res);
 	}
+	if (s->n_hostdevs) {
+		json_t *hd = json_array();
+		for (size_t i = 0; i < s->n_hostdevs; i++)
+			json_array_append_new(hd, vm_hostdev_to_json(&s->hostdevs[i]));
+		json_object_set_new(o, "hostdevs", hd);
+	}
+	if (s->hotplug_ports)
+		json_object_set_new(o, "hotplug_ports", json_integer(s->hotplug_ports));
 	if (vm_spec_pinned(s)) {
 		json_t *p = json_object(), *vc = json_array();
 		bool any = false;
@@ -908,6 +1103,8 @@ void vm_spec_clear(VmSpec *s)
 	}
 	for (size_t i = 0; i < s->n_nics; i++)
 		free(s->nics[i].bridge);
+	for (size_t i = 0; i < s->n_hostdevs; i++)
+		vm_hostdev_clear(&s->hostdevs[i]);
 	if (s->cloud_init) {
 		cloudinit_config_clear(s->cloud_init);
 		free(s->cloud_init);

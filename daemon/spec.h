@@ -14,6 +14,8 @@
 #define VM_MAX_CPUS 255
 #define VM_MAX_DISKS 16
 #define VM_MAX_NICS 8
+#define VM_MAX_HOSTDEVS 8
+#define VM_MAX_HOTPLUG_PORTS 8
 #define VM_MIN_MEMORY_MIB 16
 #define VM_MAX_MEMORY_MIB (4u * 1024 * 1024)
 
@@ -62,6 +64,21 @@ typedef struct VmNic {
 	char mac[18];
 } VmNic;
 
+/* A host PCI device passed through (vfio-pci), by address or by
+ * vendor:device id (the index-th such device, in address order). */
+typedef struct VmHostdev {
+	char address[16];        /* "0000:01:00.0"; "" when chosen by id */
+	unsigned vendor, device; /* by id: both set (address "") */
+	unsigned index;
+	/* The slot's other functions too (a GPU and its audio function): 1
+	 * yes, 0 no, -1 auto (yes for function 0 of a display controller). */
+	int all_functions;
+	bool x_vga;         /* the guest's VGA (legacy VGA ranges) */
+	bool rom_bar_off;   /* "rom_bar": false: no option ROM BAR */
+	char *rom_file;     /* the option ROM from this file; NULL: the device's */
+	char display[8];    /* vfio-pci display= ("off", "on", "auto"); "": QEMU's default */
+} VmHostdev;
+
 typedef struct VmSpec {
 	char name[VM_NAME_MAX + 1];
 	unsigned cpus;
@@ -105,6 +122,13 @@ typedef struct VmSpec {
 	 * number of them); 0: ordinary RAM. Whether the host has the size is
 	 * checked at create and start, not here. */
 	uint64_t hugepage_size;
+	/* Host PCI devices (VFIO); claimed and bound before QEMU starts,
+	 * given back to their host drivers after it exits. */
+	VmHostdev hostdevs[VM_MAX_HOSTDEVS];
+	size_t n_hostdevs;
+	/* q35: empty PCIe root ports kept for hot-plugging host devices
+	 * (PCIe has no hot-plug on the root bus). */
+	unsigned hotplug_ports;
 } VmSpec;
 
 /* A balloon target with huge pages is refused (at create and by PATCH):
@@ -142,6 +166,16 @@ typedef struct VmSpecDefaults {
 } VmSpecDefaults;
 
 bool vm_name_is_valid(const char *name);
+
+/* One host device object ({"address": ...} or {"id": "10de:1b80"}, ...);
+ * field names the errors ("hostdevs[0]"). */
+int vm_hostdev_from_json(json_t *j, const char *field, VmHostdev *ret, HsError *err);
+json_t *vm_hostdev_to_json(const VmHostdev *h);
+void vm_hostdev_clear(VmHostdev *h);
+/* "0000:01:00.0" or "10de:1b80#0": how messages name it. */
+const char *vm_hostdev_describe(const VmHostdev *h, char *buf, size_t size);
+/* Whether a q35 machine (the PCIe layout: root ports). */
+bool vm_machine_is_q35(const char *machine);
 
 /* Parse and validate; unknown fields are errors. On success *ret is filled
  * (free with vm_spec_clear). MACs missing from NICs are generated. */

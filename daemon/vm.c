@@ -183,6 +183,7 @@ static void file_tail(int dirfd, const char *name, char *out, size_t size)
 static void vm_cleanup_process(Vm *vm)
 {
 	vm_unplace(vm);
+	hostdev_vm_release(vm);
 	/* Its cgroup goes with it (busy while the kernel still tears QEMU
 	 * down: then at the next start or delete). */
 	if (vm->hsd->has_cgroup) {
@@ -346,6 +347,8 @@ static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double se
 	events_publish(vm->hsd, json_pack("{s:s, s:s, s:s, s:O?, s:f}", "type", "qmp", "vm",
 					  vm->spec.name, "event", name, "data", data, "time",
 					  seconds));
+	if (!strcmp(name, "DEVICE_DELETED"))
+		hostdev_vm_event(vm, name, data);
 	if (!strcmp(name, "SHUTDOWN")) {
 		/* The first SHUTDOWN tells why; the one that our own 'quit'
 		 * causes ("host-qmp-quit") must not overwrite it. */
@@ -705,6 +708,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	launch.incoming |= migrate_vm_incoming(vm);
 	if (r == 0)
 		r = vm_place(vm, &launch, err);
+	hostdev_vm_launch(vm, &launch);
 	if (r < 0) {
 		fds.src[0] = fds.src[1] = -1;
 		child_fds_close(&fds);
@@ -818,6 +822,13 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 		return hs_error_set(err, r, "internal", "pidfd_open: %s", strerror(-r));
 	}
 	vm_watch_process(vm, pidfd, pid, true);
+	/* VFIO pins guest RAM: QEMU's locked-memory limit covers it, set
+	 * while the child still waits for its go (and is still root). */
+	if (launch.n_hostfns && hostdev_set_memlock(vm, pid, err) < 0) {
+		close(go[1]);
+		start_failed(vm, err->message);
+		return 0;
+	}
 	r = vm_save_status(vm);
 	if (r < 0) {
 		/* Without the pid on disk, QEMU must not run: the child sees EOF
@@ -902,6 +913,27 @@ static int vm_admit(Vm *vm, HsError *err)
 	return h->host.mem_available >= need ? 0 : 1;
 }
 
+static void on_hostdevs_bound(Vm *vm, const HsError *err, void *ud)
+{
+	HsError e;
+	if (!err && vm_launch(vm, vm->start_paused, &e) < 0)
+		err = &e;
+	if (err) {
+		vm_unplace(vm); /* not started: holds no node */
+		hostdev_vm_release(vm);
+		waiters_complete(vm, WAIT_START, err);
+	}
+}
+
+/* QEMU's start, after its host devices are bound (1: binding, the start
+ * goes on from on_hostdevs_bound). */
+static int vm_bind_and_launch(Vm *vm, bool paused, HsError *err)
+{
+	vm->start_paused = paused;
+	int r = hostdev_vm_bind(vm, on_hostdevs_bound, NULL, err);
+	return r == 0 ? vm_launch(vm, paused, err) : r;
+}
+
 static void on_pacing(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	Vm *vm = w->data;
@@ -923,7 +955,7 @@ static void on_pacing(struct ev_loop *loop, ev_timer *w, int revents)
 	} else if (r == 0) {
 		log_info("vm %s: memory available after %.1f s; starting", vm->spec.name,
 			 hs_now() - vm->pacing_since);
-		r = vm_launch(vm, vm->start_paused, &err);
+		r = vm_bind_and_launch(vm, vm->start_paused, &err);
 		if (r < 0)
 			vm_unplace(vm); /* not started: holds no node */
 	}
@@ -942,10 +974,12 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 				    "VM '%s' migrated to %s: this is the record it left here (delete "
 				    "it, or migrate the VM back)",
 				    vm->spec.name, vm->status.migrated_to);
-	if (vm_state_is_active(vm->status.state) || vm->pacing)
+	if (vm_state_is_active(vm->status.state) || vm->pacing || hostdev_vm_busy(vm))
 		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is already %s", vm->spec.name,
 				    vm->pacing ? "starting (waiting for memory)"
-					       : vm_state_to_string(vm->status.state));
+				    : hostdev_vm_busy(vm)
+					    ? "binding or releasing its host devices (try again in a moment)"
+					    : vm_state_to_string(vm->status.state));
 	if (vm->spec.accel == VM_ACCEL_KVM && !h->host.kvm_usable)
 		return hs_error_set(err, -ENODEV, "kvm-unavailable",
 				    "VM '%s' asks for accel 'kvm' but KVM is not usable: %s",
@@ -970,7 +1004,7 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		waiters_add(vm, WAIT_START, cb, ud);
 		return 0;
 	}
-	r = vm_launch(vm, paused, err);
+	r = vm_bind_and_launch(vm, paused, err);
 	if (r < 0)
 		vm_unplace(vm); /* not started: holds no node */
 	if (r < 0)
@@ -1224,6 +1258,7 @@ static void vm_free(Vm *vm)
 	waiters_complete(vm, WAIT_START, &err);
 	waiters_complete(vm, WAIT_EXIT, &err);
 	migrate_vm_free(vm);
+	hostdev_vm_free(vm);
 	/* Leave QEMU running: the next hsd adopts it. */
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
@@ -1390,6 +1425,11 @@ int vm_delete(Vm *vm, HsError *err)
 		return hs_error_set(err, -EBUSY, "conflict",
 				    "VM '%s' is %s; stop it before deleting it", vm->spec.name,
 				    vm_state_to_string(vm->status.state));
+	if (hostdev_vm_busy(vm))
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' is still giving its host devices back; try again in a "
+				    "moment",
+				    vm->spec.name);
 	HsError busy;
 	if (storage_vm_check_idle(vm, &busy) < 0 && busy.code == -EBUSY &&
 	    !strstr(busy.message, "unfinished"))
@@ -1466,6 +1506,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *mj = migrate_vm_json(vm);
 		if (mj)
 			json_object_set_new(o, "migration", mj);
+		json_t *hj = hostdev_vm_json(vm);
+		if (hj)
+			json_object_set_new(o, "hostdevs_bound", hj);
 		if (active && vm->machine_type[0])
 			json_object_set_new(o, "machine_type", json_string(vm->machine_type));
 		if (active && vm->spec.n_disks && vm->disk_bytes[0]) {

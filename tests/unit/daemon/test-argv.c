@@ -720,6 +720,80 @@ static void test_hugepages(void **state)
 	vm_spec_clear(&s);
 }
 
+/* Host PCI devices: a GPU with its audio function on one root port (q35),
+ * its options on the function the spec names, spare hot-plug ports; on pc
+ * a slot of the PCI bus. */
+static void test_hostdevs(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	s.n_hostdevs = 2;
+	snprintf(s.hostdevs[0].address, 16, "0000:01:00.0");
+	s.hostdevs[0].x_vga = true;
+	s.hostdevs[0].rom_file = xstrdup("/srv/roms/gpu,1.rom");
+	s.hostdevs[0].rom_bar_off = true;
+	snprintf(s.hostdevs[0].display, 8, "off");
+	snprintf(s.hostdevs[1].address, 16, "0000:03:10.2");
+	s.hotplug_ports = 2;
+	QemuLaunch l = launch_plain;
+	l.n_hostfns = 3;
+	l.hostfns[0] = (QemuHostFn){.addr = "0000:01:00.0", .dev = 0, .guest_fn = 0,
+				    .multifunction = true, .primary = true, .vga = true};
+	l.hostfns[1] = (QemuHostFn){.addr = "0000:01:00.1", .dev = 0, .guest_fn = 1};
+	l.hostfns[2] = (QemuHostFn){.addr = "0000:03:10.2", .dev = 1, .guest_fn = 0,
+				    .primary = true};
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-device", "pcie-root-port,id=hs-hostport0,chassis=1,bus=pcie.0") > 0);
+	assert_true(find_opt(v, "-device", "pcie-root-port,id=hs-hostport1,chassis=2,bus=pcie.0") > 0);
+	assert_true(find_opt(v, "-device", "pcie-root-port,id=hs-hotport0,chassis=9,bus=pcie.0") > 0);
+	assert_true(find_opt(v, "-device", "pcie-root-port,id=hs-hotport1,chassis=10,bus=pcie.0") > 0);
+	ssize_t i = find_opt(v, "-device", "vfio-pci,host=0000:01:00.0,");
+	assert_true(i > 0);
+	assert_non_null(strstr(v[i], ",id=hd-0000-01-00.0,"));
+	assert_non_null(strstr(v[i], ",bus=hs-hostport0,addr=0.0"));
+	assert_non_null(strstr(v[i], ",multifunction=on"));
+	assert_non_null(strstr(v[i], ",x-vga=on"));
+	assert_non_null(strstr(v[i], ",romfile=/srv/roms/gpu,,1.rom")); /* comma doubled */
+	assert_non_null(strstr(v[i], ",rombar=0"));
+	assert_non_null(strstr(v[i], ",display=off"));
+	i = find_opt(v, "-device", "vfio-pci,host=0000:01:00.1,");
+	assert_true(i > 0);
+	assert_non_null(strstr(v[i], ",bus=hs-hostport0,addr=0.1"));
+	assert_null(strstr(v[i], "multifunction"));
+	assert_null(strstr(v[i], "x-vga"));
+	assert_null(strstr(v[i], "romfile"));
+	i = find_opt(v, "-device", "vfio-pci,host=0000:03:10.2,");
+	assert_true(i > 0);
+	assert_non_null(strstr(v[i], ",bus=hs-hostport1,addr=0.0"));
+	strv_free(v);
+
+	/* pc: slot 0x10 + the device's index on the PCI bus; no ports. */
+	free(s.machine);
+	s.machine = xstrdup("pc");
+	s.hotplug_ports = 0;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_int_equal(count_arg(v, "-device") - 1 /* balloon */, 3);
+	i = find_opt(v, "-device", "vfio-pci,host=0000:01:00.1,");
+	assert_true(i > 0);
+	assert_non_null(strstr(v[i], ",bus=pci.0,addr=10.1"));
+	i = find_opt(v, "-device", "vfio-pci,host=0000:03:10.2,");
+	assert_non_null(strstr(v[i], ",bus=pci.0,addr=11.0"));
+	strv_free(v);
+
+	/* A hot-plug's device_add arguments: on the port it was given. */
+	QemuHostFnPlace place = {.bus = "hs-hotport1"};
+	free(s.machine);
+	s.machine = xstrdup("pc-q35-7.2");
+	json_t *p = qemu_hostfn_props(&s, &l.hostfns[2], &place);
+	assert_string_equal(json_string_value(json_object_get(p, "driver")), "vfio-pci");
+	assert_string_equal(json_string_value(json_object_get(p, "bus")), "hs-hotport1");
+	assert_string_equal(json_string_value(json_object_get(p, "addr")), "0.0");
+	assert_string_equal(json_string_value(json_object_get(p, "id")), "hd-0000-03-10.2");
+	json_decref(p);
+	vm_spec_clear(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -738,6 +812,7 @@ int main(void)
 	    cmocka_unit_test(test_managed_chain),
 	    cmocka_unit_test(test_numa_cells),
 	    cmocka_unit_test(test_hugepages),
+	    cmocka_unit_test(test_hostdevs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1043,6 +1043,63 @@ static void test_null_err(void **state)
 	assert_int_equal(vm_spec_from_json(j, &defs_tcg, &s, NULL), -EINVAL);
 }
 
+#define K "\"name\":\"g\",\"kernel\":\"/k\""
+static void test_hostdevs(void **state)
+{
+	VmSpec s;
+	parse_ok("{" K ",\"hostdevs\":[{\"address\":\"01:00.0\",\"x_vga\":true,"
+		 "\"rom_file\":\"/r.rom\",\"rom_bar\":false,\"display\":\"off\"},"
+		 "{\"id\":\"10DE:1b80\",\"index\":1,\"all_functions\":false}],"
+		 "\"hotplug_ports\":2}",
+		 &defs_tcg, &s);
+	assert_int_equal(s.n_hostdevs, 2);
+	assert_string_equal(s.hostdevs[0].address, "0000:01:00.0");
+	assert_true(s.hostdevs[0].x_vga);
+	assert_true(s.hostdevs[0].rom_bar_off);
+	assert_string_equal(s.hostdevs[0].rom_file, "/r.rom");
+	assert_string_equal(s.hostdevs[0].display, "off");
+	assert_int_equal(s.hostdevs[0].all_functions, -1);
+	assert_string_equal(s.hostdevs[1].address, "");
+	assert_int_equal(s.hostdevs[1].vendor, 0x10de);
+	assert_int_equal(s.hostdevs[1].device, 0x1b80);
+	assert_int_equal(s.hostdevs[1].index, 1);
+	assert_int_equal(s.hostdevs[1].all_functions, 0);
+	assert_int_equal(s.hotplug_ports, 2);
+	/* Round trip through the stored form. */
+	json_auto_t *j = vm_spec_to_json(&s);
+	VmSpec c;
+	assert_int_equal(vm_spec_from_json(j, &defs_tcg, &c, NULL), 0);
+	json_auto_t *j2 = vm_spec_to_json(&c);
+	assert_true(json_equal(j, j2));
+	assert_string_equal(json_string_value(json_object_get(
+				    json_array_get(json_object_get(j, "hostdevs"), 1), "id")),
+			    "10de:1b80");
+	vm_spec_clear(&c);
+	vm_spec_clear(&s);
+
+	expect_bad("{" K ",\"hostdevs\":{}}", "hostdevs: must be an array");
+	expect_bad("{" K ",\"hostdevs\":[{}]}", "hostdevs[0]: give either 'address'");
+	expect_bad("{" K ",\"hostdevs\":[{\"address\":\"1:2:3\"}]}", "hostdevs[0].address:");
+	expect_bad("{" K ",\"hostdevs\":[{\"address\":\"00:20.0\"}]}", "hostdevs[0].address:");
+	expect_bad("{" K ",\"hostdevs\":[{\"id\":\"10de-1b80\"}]}", "hostdevs[0].id:");
+	expect_bad("{" K ",\"hostdevs\":[{\"address\":\"01:00.0\",\"index\":1}]}",
+		   "hostdevs[0].index: only with 'id'");
+	expect_bad("{" K ",\"hostdevs\":[{\"address\":\"01:00.0\",\"display\":\"x\"}]}",
+		   "hostdevs[0].display:");
+	expect_bad("{" K ",\"hostdevs\":[{\"address\":\"01:00.0\",\"rom_file\":\"r\"}]}",
+		   "hostdevs[0].rom_file:");
+	expect_bad("{" K ",\"hostdevs\":[{\"address\":\"01:00.0\",\"bogus\":1}]}",
+		   "hostdevs[0]: unknown field 'bogus'");
+	expect_bad("{" K ",\"hostdevs\":[{\"address\":\"01:00.0\"},{\"address\":\"0000:01:00.0\"}]}",
+		   "hostdevs[1]: 0000:01:00.0 already given as hostdevs[0]");
+	expect_bad("{" K ",\"hostdevs\":[{\"address\":\"01:00.0\",\"x_vga\":true},"
+		   "{\"address\":\"02:00.0\",\"x_vga\":true}]}",
+		   "hostdevs[1].x_vga: only one");
+	expect_bad("{" K ",\"machine\":\"pc\",\"hotplug_ports\":1}", "hotplug_ports: only for q35");
+	expect_bad("{" K ",\"hotplug_ports\":9}", "hotplug_ports: must be an integer");
+}
+#undef K
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1081,6 +1138,7 @@ int main(void)
 	    cmocka_unit_test(test_to_json_shape),
 	    cmocka_unit_test(test_enum_strings),
 	    cmocka_unit_test(test_null_err),
+	    cmocka_unit_test(test_hostdevs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
