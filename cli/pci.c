@@ -143,11 +143,12 @@ static int pci_attach(Ctl *ctl, int argc, char **argv)
 	int r = ctl_call(ctl, "POST", path, body, &j);
 	if (r == 0 && ctl->json)
 		ctl_print_json(j);
-	else if (r == 0)
+	else if (r == 0) {
+		const char *st = json_string_value(json_object_get(j, "state")) ?: "";
 		printf("%s: %s attached%s\n", vm, argv[2 + optind],
-		       strcmp(json_string_value(json_object_get(j, "state")) ?: "", "stopped")
-			       ? " (hot-plugged)"
-			       : " (bound at its next start)");
+		       !strcmp(st, "running") || !strcmp(st, "paused") ? " (hot-plugged)"
+								   : " (bound at its next start)");
+	}
 	return r;
 }
 
