@@ -24,7 +24,8 @@
  * "unclaim"): a crash at that point, for crash-recovery tests.
  *
  * Only libc: it also builds statically,
- *   cc -static -O2 -D_GNU_SOURCE -I common -I vfio vfio/hs-vfio.c vfio/vfio.c common/hs-util.c -o hs-vfio */
+ *   cc -static -O2 -D_GNU_SOURCE -I common -I vfio vfio/hs-vfio.c vfio/vfio.c common/hs-util.c -o
+ * hs-vfio */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -112,7 +113,8 @@ static int parse_addrs(char **words, int n, VfioAddr *ret, HsError *err)
 	for (int i = 0; i < n; i++)
 		if (!vfio_addr_parse(words[i], ret[i]))
 			return hs_error_set(err, -EINVAL, "invalid",
-					    "'%s' is not a PCI address (like 0000:01:00.0)", words[i]);
+					    "'%s' is not a PCI address (like 0000:01:00.0)",
+					    words[i]);
 	return 0;
 }
 
@@ -128,8 +130,7 @@ static const VfioClaim *claim_of(const VfioClaim *claims, size_t n, const char *
  * each device present, in an IOMMU group, not another VM's, not the boot
  * display; each group touched viable with addrs and what vm holds already,
  * and no device of it passed to another VM. */
-static int check_set(const Tool *t, const char *vm, const VfioAddr *addrs, size_t n,
-		     HsError *err)
+static int check_set(const Tool *t, const char *vm, const VfioAddr *addrs, size_t n, HsError *err)
 {
 	_cleanup_free_ VfioClaim *claims = NULL;
 	_cleanup_free_ VfioAddr *taking = NULL;
@@ -321,8 +322,8 @@ static int remove_stale_temp(int dfd, const char *name, void *ud)
 	if (name[0] != '.' || !dot || dot - name < 5)
 		return 0;
 	long pid = strtol(dot + 1, &end, 10);
-	if (*end || pid <= 0 || (!hs_str_has_prefix(dot - 4, ".new") &&
-				 !hs_str_has_prefix(dot - 4, ".tmp")))
+	if (*end || pid <= 0 ||
+	    (!hs_str_has_prefix(dot - 4, ".new") && !hs_str_has_prefix(dot - 4, ".tmp")))
 		return 0;
 	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
 		(void)unlinkat(dfd, name, 0);

@@ -227,8 +227,8 @@ int vfio_pci_read(int rootfd, const char *addr, VfioPciDev *ret)
 		if (end != buf && !*end && g >= 0 && g <= INT32_MAX)
 			d.group = (int)g;
 	}
-	d.boot_vga = read_dev_file(rootfd, d.addr, "boot_vga", buf, sizeof(buf)) == 0 &&
-		     !strcmp(buf, "1");
+	d.boot_vga =
+	    read_dev_file(rootfd, d.addr, "boot_vga", buf, sizeof(buf)) == 0 && !strcmp(buf, "1");
 	if (read_dev_file(rootfd, d.addr, "reset_method", d.reset_methods,
 			  sizeof(d.reset_methods)) < 0)
 		d.reset_methods[0] = '\0';
@@ -319,8 +319,7 @@ int vfio_pci_list(int rootfd, VfioPciDev **ret, size_t *n)
 	return r;
 }
 
-int vfio_pci_find_id(int rootfd, unsigned vendor, unsigned device, unsigned index,
-		     VfioAddr ret)
+int vfio_pci_find_id(int rootfd, unsigned vendor, unsigned device, unsigned index, VfioAddr ret)
 {
 	_cleanup_free_ VfioPciDev *devs = NULL;
 	size_t n;
@@ -406,7 +405,8 @@ int vfio_group_check(int rootfd, int group, const VfioAddr *taking, size_t n_tak
 		return 0;
 	if (why && why_size)
 		snprintf(why, why_size, "IOMMU group %d also holds %s: %s", group, others,
-			 blocking > 1 ? "pass them all or unbind them" : "pass it too or unbind it");
+			 blocking > 1 ? "pass them all or unbind them"
+				      : "pass it too or unbind it");
 	return -EBUSY;
 }
 
@@ -449,8 +449,8 @@ static int parse_long(const char *s, long *ret)
 
 static int claim_parse(const char *addr, char *text, VfioClaim *ret)
 {
-	VfioClaim c = {.group = -1, .owner_uid = -1, .owner_gid = -1, .prev_uid = -1,
-		       .prev_gid = -1};
+	VfioClaim c = {
+	    .group = -1, .owner_uid = -1, .owner_gid = -1, .prev_uid = -1, .prev_gid = -1};
 	bool has_state = false;
 	char *save = NULL;
 	long v;
@@ -462,7 +462,8 @@ static int claim_parse(const char *addr, char *text, VfioClaim *ret)
 		*val++ = '\0';
 		int r = 0;
 		if (!strcmp(line, "vm"))
-			r = snprintf(c.vm, sizeof(c.vm), "%s", val) >= (int)sizeof(c.vm) ? -EINVAL : 0;
+			r = snprintf(c.vm, sizeof(c.vm), "%s", val) >= (int)sizeof(c.vm) ? -EINVAL
+											 : 0;
 		else if (!strcmp(line, "orig_driver"))
 			snprintf(c.orig_driver, sizeof(c.orig_driver), "%s", val);
 		else if (!strcmp(line, "orig_override"))
@@ -516,12 +517,12 @@ int vfio_claims_list(int claimsfd, VfioClaim **ret, size_t *n)
 
 static int claim_format(const VfioClaim *c, char *buf, size_t size)
 {
-	int n = snprintf(buf, size,
-			 "vm=%s\norig_driver=%s\norig_override=%s\nstate=%s\ngroup=%d\n"
-			 "owner_uid=%ld\nowner_gid=%ld\nprev_uid=%ld\nprev_gid=%ld\n",
-			 c->vm, c->orig_driver, c->orig_override,
-			 vfio_claim_state_to_string(c->state), c->group, c->owner_uid,
-			 c->owner_gid, c->prev_uid, c->prev_gid);
+	int n =
+	    snprintf(buf, size,
+		     "vm=%s\norig_driver=%s\norig_override=%s\nstate=%s\ngroup=%d\n"
+		     "owner_uid=%ld\nowner_gid=%ld\nprev_uid=%ld\nprev_gid=%ld\n",
+		     c->vm, c->orig_driver, c->orig_override, vfio_claim_state_to_string(c->state),
+		     c->group, c->owner_uid, c->owner_gid, c->prev_uid, c->prev_gid);
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : n;
 }
 
@@ -541,8 +542,8 @@ static int claim_set_state(int claimsfd, VfioClaim *c, VfioClaimState state, HsE
 	c->state = state;
 	int r = claim_write(claimsfd, c);
 	if (r < 0)
-		return hs_error_set(err, r, "internal", "cannot update the claim on %s: %s", c->addr,
-				    strerror(-r));
+		return hs_error_set(err, r, "internal", "cannot update the claim on %s: %s",
+				    c->addr, strerror(-r));
 	return 0;
 }
 
@@ -557,7 +558,7 @@ static int claim_create(int claimsfd, const VfioClaim *c)
 		return n;
 	snprintf(tmp, sizeof(tmp), ".%s.new.%d", c->addr, (int)getpid());
 	_cleanup_close_ int fd =
-		openat(claimsfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	    openat(claimsfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
 	int r = hs_write_all(fd, buf, (size_t)n);
@@ -661,10 +662,10 @@ static void vfio_node_path(char *buf, size_t size, int group)
 }
 
 /* Gives the device back after a failed bind and returns the bind's error. */
-static int bind_failed(int rootfd, int claimsfd, const char *addr, const char *vm,
-		       double timeout, HsError *err, int code, const char *fmt, ...) _printf_(8, 9);
-static int bind_failed(int rootfd, int claimsfd, const char *addr, const char *vm,
-		       double timeout, HsError *err, int code, const char *fmt, ...)
+static int bind_failed(int rootfd, int claimsfd, const char *addr, const char *vm, double timeout,
+		       HsError *err, int code, const char *fmt, ...) _printf_(8, 9);
+static int bind_failed(int rootfd, int claimsfd, const char *addr, const char *vm, double timeout,
+		       HsError *err, int code, const char *fmt, ...)
 {
 	HsError rel = {0};
 	char msg[sizeof(err->message)];
@@ -713,8 +714,8 @@ static int set_owner(int rootfd, int claimsfd, VfioClaim *c, const VfioBindOpts 
 
 static int not_an_addr(const char *addr, HsError *err)
 {
-	return hs_error_set(err, -EINVAL, "invalid", "'%s' is not a PCI address (like 0000:01:00.0)",
-			    addr ? addr : "");
+	return hs_error_set(err, -EINVAL, "invalid",
+			    "'%s' is not a PCI address (like 0000:01:00.0)", addr ? addr : "");
 }
 
 static int held_by(const VfioClaim *c, HsError *err)
@@ -723,8 +724,8 @@ static int held_by(const VfioClaim *c, HsError *err)
 			    c->vm, vfio_claim_state_to_string(c->state));
 }
 
-int vfio_device_check(int rootfd, int claimsfd, const char *addr, const char *vm,
-		      VfioPciDev *ret, HsError *err)
+int vfio_device_check(int rootfd, int claimsfd, const char *addr, const char *vm, VfioPciDev *ret,
+		      HsError *err)
 {
 	VfioPciDev d;
 	VfioClaim c;
@@ -739,7 +740,8 @@ int vfio_device_check(int rootfd, int claimsfd, const char *addr, const char *vm
 	if (d.group < 0)
 		return hs_error_set(err, -ENODEV, "no-iommu",
 				    "%s has no IOMMU group: the IOMMU is off (enable VT-d / AMD-Vi "
-				    "and boot with intel_iommu=on or amd_iommu=on)", d.addr);
+				    "and boot with intel_iommu=on or amd_iommu=on)",
+				    d.addr);
 	r = claimsfd < 0 ? -ENOENT : vfio_claim_read(claimsfd, d.addr, &c);
 	if (r < 0 && r != -ENOENT)
 		return hs_error_set(err, r, "internal", "cannot read the claim on %s: %s", d.addr,
@@ -755,8 +757,8 @@ int vfio_device_check(int rootfd, int claimsfd, const char *addr, const char *vm
 	return 0;
 }
 
-int vfio_bind(int rootfd, int claimsfd, const char *addr, const char *vm,
-	      const VfioBindOpts *opts, HsError *err)
+int vfio_bind(int rootfd, int claimsfd, const char *addr, const char *vm, const VfioBindOpts *opts,
+	      HsError *err)
 {
 	VfioBindOpts o = opts ? *opts : (VfioBindOpts){.owner_uid = -1, .owner_gid = -1};
 	VfioAddr a;
@@ -779,8 +781,12 @@ int vfio_bind(int rootfd, int claimsfd, const char *addr, const char *vm,
 				    strerror(-r));
 	if (r == -ENOENT) {
 		step("claim");
-		c = (VfioClaim){.state = VFIO_CLAIM_BINDING, .group = d.group, .owner_uid = -1,
-				.owner_gid = -1, .prev_uid = -1, .prev_gid = -1};
+		c = (VfioClaim){.state = VFIO_CLAIM_BINDING,
+				.group = d.group,
+				.owner_uid = -1,
+				.owner_gid = -1,
+				.prev_uid = -1,
+				.prev_gid = -1};
 		memcpy(c.addr, a, sizeof(a));
 		snprintf(c.vm, sizeof(c.vm), "%s", vm);
 		memcpy(c.orig_driver, d.driver, sizeof(c.orig_driver));
@@ -818,12 +824,14 @@ int vfio_bind(int rootfd, int claimsfd, const char *addr, const char *vm,
 		if (r < 0) {
 			struct stat st;
 			bool loaded = fstatat(rootfd, PCI_DRIVERS "/" VFIO_PCI, &st, 0) == 0;
-			return bind_failed(rootfd, claimsfd, a, vm, o.timeout, err, r,
-					   "%s did not bind to vfio-pci within %g s (driver: %s)%s%s",
-					   a, o.timeout, drv[0] ? drv : "none",
-					   loaded ? "" : ": the vfio-pci module is not loaded "
-							 "(modprobe vfio-pci)",
-					   probe < 0 ? ": drivers_probe failed" : "");
+			return bind_failed(
+			    rootfd, claimsfd, a, vm, o.timeout, err, r,
+			    "%s did not bind to vfio-pci within %g s (driver: %s)%s%s", a,
+			    o.timeout, drv[0] ? drv : "none",
+			    loaded ? ""
+				   : ": the vfio-pci module is not loaded "
+				     "(modprobe vfio-pci)",
+			    probe < 0 ? ": drivers_probe failed" : "");
 		}
 	}
 	step("bound");
@@ -915,10 +923,11 @@ int vfio_release(int rootfd, int claimsfd, const char *addr, const char *vm, dou
 				    strerror(errno));
 	(void)fsync(claimsfd);
 	if (timed_out)
-		return hs_error_set(err, -ETIMEDOUT, "bind-failed",
-				    "%s did not come back to %s within %g s (driver: %s); its claim "
-				    "is removed and driver_override restored, so the host may still "
-				    "probe it",
-				    a, c.orig_driver, timeout, drv[0] ? drv : "none");
+		return hs_error_set(
+		    err, -ETIMEDOUT, "bind-failed",
+		    "%s did not come back to %s within %g s (driver: %s); its claim "
+		    "is removed and driver_override restored, so the host may still "
+		    "probe it",
+		    a, c.orig_driver, timeout, drv[0] ? drv : "none");
 	return 0;
 }

@@ -146,8 +146,9 @@ int vfio_bind(int rootfd, int claimsfd, const char *addr, const char *vm,
 
 /* Gives addr back to the host: state releasing, driver_override as it was,
  * unbind from vfio-pci, drivers_probe, wait for the original driver (when
- * there was one), /dev/vfio/<group> back to root when no other claim holds
- * the group, then the claim removed. With vm non-NULL only that VM's claim
+ * there was one), /dev/vfio/<group> back to the owner it had before the
+ * bind (prev_uid) when no other claim holds the group (a node already gone
+ * is fine), then the claim removed. With vm non-NULL only that VM's claim
  * is released (-EBUSY otherwise). No claim: 0 (nothing to do). When the
  * original driver does not come back in time the claim is still removed
  * (the override is already cleared, so the host may probe it again), and
