@@ -292,7 +292,7 @@ def run(argv, timeout=900, out_dir=None, env=None, cwd=None, kernel=None, initrd
             f.close()
         if chunks and not own_out:
             try:
-                (out / "console.log").write_text("".join(chunks))
+                (out / "console.log").write_text("".join(chunks), newline="")
             except OSError:
                 pass
         shutil.rmtree(tmp, ignore_errors=True)
