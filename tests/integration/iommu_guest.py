@@ -312,6 +312,9 @@ def main():
     ap.add_argument("--quiet", action="store_true", help="do not echo the console")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
+    # SIGTERM / SIGHUP: clean up (run's finally kills QEMU and virtiofsd).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda n, f: sys.exit(128 + n))
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     if not cmd:
         ap.error("no command (usage: ... -- CMD ARGS...)")
