@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2012  # ls: sysfs names, sorted numerically
 # SPDX-License-Identifier: Apache-2.0
 # Smoke test of the IOMMU guest; runs INSIDE it (host file system, guest
 # kernel), through the runner:
@@ -30,6 +31,10 @@ now() { cut -d' ' -f1 /proc/uptime; }
 dev() { echo "/sys/bus/pci/devices/$1"; }
 driver_of() {
     if [ -e "$(dev "$1")/driver" ]; then basename "$(readlink "$(dev "$1")/driver")"; else echo none; fi
+}
+# RLIMIT_MEMLOCK (soft) in KiB ("unlimited" stays as it is).
+memlock_kib() {
+    awk '/^Max locked memory/ { print ($4 == "unlimited" ? $4 : $4 / 1024) }' /proc/self/limits
 }
 group_of() { basename "$(readlink "$(dev "$1")/iommu_group")"; }
 
@@ -128,13 +133,13 @@ EOF
     return "$rc"
 }
 
-say "kernel $(uname -r) memlock-default=$(ulimit -l)"
+say "kernel $(uname -r) memlock-default=$(memlock_kib)"
 
 # 1. groups
 for g in $(ls /sys/kernel/iommu_groups | sort -n); do
     line=
-    for d in $(ls "/sys/kernel/iommu_groups/$g/devices"); do
-        p=$(dev "$d")
+    for p in "/sys/kernel/iommu_groups/$g/devices"/*; do
+        d=${p##*/}
         id=$(sed 's/^0x//' "$p/vendor"):$(sed 's/^0x//' "$p/device")
         line="$line $d/$id/$(driver_of "$d")"
     done
@@ -151,8 +156,8 @@ say "REBIND $NIC driver=$(driver_of $NIC) group=$g dev=$(ls /dev/vfio/ | tr '\n'
 # 3. nested QEMU: default memlock (fails), then raised
 #    (root with CAP_IPC_LOCK: no limit applies; without it the default 8 MiB
 #    is less than the 64 MiB of guest RAM VFIO pins)
-nested ROOT root "$(ulimit -l)" $NIC || bad "nested QEMU as root, default memlock"
-nested LOWMEMLOCK nolock "$(ulimit -l)" $NIC && bad "nested QEMU started with memlock $(ulimit -l) KiB without CAP_IPC_LOCK"
+nested ROOT root "$(memlock_kib)" $NIC || bad "nested QEMU as root, default memlock"
+nested LOWMEMLOCK nolock "$(memlock_kib)" $NIC && bad "nested QEMU started with memlock $(memlock_kib) KiB without CAP_IPC_LOCK"
 nested PASSTHROUGH nolock 1048576 $NIC || bad "nested QEMU with vfio-pci $NIC, memlock 1 GiB"
 
 # 4. a group of two functions
