@@ -12,6 +12,9 @@
 #   HS_GUEST_EXTRA_MODULES  extra kernel module names to put in the initrd
 #   HS_GUEST_FORCE=1        rebuild even if the cache is valid
 #   HS_GUEST_OFFLINE=1      never call apt: use the .debs already in the cache
+#   HS_GUEST_INIT           the guest's /init script (default ./init); its
+#                           content is part of the stamp, so give each init
+#                           its own HS_GUEST_CACHE (build-iommu-guest.sh does)
 # See README.md in this directory.
 # shellcheck disable=SC2012  # ls on our own, well-formed file names
 set -euo pipefail
@@ -19,7 +22,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
 LIB="$HERE/lib.sh"
-INIT_SRC="$HERE/init"
+INIT_SRC=${HS_GUEST_INIT:-$HERE/init}
 CACHE=${HS_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hypervisor-scale/guest}
 
 KERNEL_META=linux-image-cloud-amd64
