@@ -2,16 +2,17 @@
 # bash completion for hsctl(1), the Hypervisor Scale CLI.      -*- shell-script -*-
 #
 # Completes the global options (before the command), the commands, each
-# command's options and their values, and the names of VMs, templates and
-# snapshots, asked from the running hsd (`hsctl --json list`, `hsctl --json
+# command's options and their values, the host's PCI addresses (sysfs), and
+# the names of VMs, templates and snapshots, asked from the running hsd (`hsctl --json list`, `hsctl --json
 # template list`, `hsctl --json snapshot list VM`, through the --socket given
 # earlier on the line, else $HSD_SOCKET or the default socket). Nothing is
 # offered for those names when hsd cannot be reached. Needs only bash; works with or without the
 # bash-completion package.
 
-_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm balloon template snapshot migrate'
+_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm balloon template snapshot migrate pci'
 _hsctl_template_commands='list show import from-vm delete'
 _hsctl_snapshot_commands='list create rollback delete'
+_hsctl_pci_commands='list attach detach release'
 _hsctl_global_opts='--socket --json --help --version'
 
 # The words of the line, with the pieces that readline splits at ':' and '='
@@ -80,6 +81,15 @@ _hsctl_vm_names()
 	_hsctl_names $# "$@" list
 }
 
+# PCI addresses of this host, for --hostdev and pci (from sysfs).
+_hsctl_pci_addrs()
+{
+	local d
+	for d in /sys/bus/pci/devices/*; do
+		[[ -e $d ]] && printf '%s\n' "${d##*/}"
+	done
+}
+
 # Bridges of this host, for --nic bridge:BR.
 _hsctl_bridges()
 {
@@ -146,7 +156,7 @@ _hsctl()
 		# template and snapshot: the word after them is a subcommand.
 		local sub=''
 		case $cmd in
-		template | snapshot) ((cword > cmdi + 1)) && sub=${words[cmdi + 1]} ;;
+		template | snapshot | pci) ((cword > cmdi + 1)) && sub=${words[cmdi + 1]} ;;
 		esac
 
 		# The command's options: those taking a value, flags, repeatable ones.
@@ -157,9 +167,9 @@ _hsctl()
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
 			argopts+=' --ssh-key --hostname --balloon --balloon-floor --vcpu-pin --emulator-pin'
 			argopts+=' --numa-node --cpu-max --cpu-weight --memory-overhead --pids-max'
-			argopts+=' --hugepages'
+			argopts+=' --hugepages --hostdev --hotplug-ports'
 			flags='--no-mem-merge'
-			repeat=' --disk --nic --vcpu-pin '
+			repeat=' --disk --nic --vcpu-pin --hostdev '
 			;;
 		set)
 			argopts='--balloon --balloon-floor --disk --io-group --bps-read --bps-write --bps-total'
@@ -189,6 +199,15 @@ _hsctl()
 			esac
 			;;
 		snapshot) [[ $sub == create ]] && flags='--memory' ;;
+		pci)
+			case $sub in
+			list) flags='--all' ;;
+			attach)
+				argopts='--rom-file --display'
+				flags='--all-functions --one-function --x-vga --no-rom-bar'
+				;;
+			esac
+			;;
 		migrate)
 			argopts='--to --storage --address --downtime --bandwidth --multifd --timeout'
 			flags='--auto-converge --xbzrle --tls --postcopy --cancel --confirm --abort'
@@ -236,6 +255,12 @@ _hsctl()
 			--storage) cand=(shared copy) ;;
 			--to) files=1 ;; # the destination hsd's socket (or ssh://[user@]host[/socket])
 			--hugepages) cand=(2M 1G) ;;
+			--display) cand=(off on auto) ;;
+			--rom-file) files=1 ;;
+			--hostdev)
+				local n
+				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_pci_addrs)
+				;;
 			--kernel | --initrd | --from | --cloud-init | --network-config | --ssh-key) files=1 ;;
 			--disk) [[ $cmd == create ]] && files=1 ;; # template from-vm, set: an index
 			--template)
@@ -254,6 +279,14 @@ _hsctl()
 			for o in $argopts $flags; do
 				[[ $used == *" $o "* && $repeat != *" $o "* ]] || opts+=("$o")
 			done
+			# pci attach: --all-functions or --one-function, not both.
+			if [[ $used == *' --all-functions '* || $used == *' --one-function '* ]]; then
+				local -a one=()
+				for o in "${opts[@]}"; do
+					[[ $o == --all-functions || $o == --one-function ]] || one+=("$o")
+				done
+				opts=("${one[@]}")
+			fi
 			# migrate: either a migration (--to and its options) or one
 			# of --cancel, --confirm, --abort alone.
 			if [[ $cmd == migrate && $used != ' ' ]]; then
@@ -293,6 +326,13 @@ _hsctl()
 				2:rollback | 2:delete) wants=snapshot ;;
 				esac
 				;;
+			pci)
+				case $np:$sub in
+				0:*) wants=subcommand ;;
+				1:attach | 1:detach) wants=vm ;;
+				1:release | 2:attach | 2:detach) wants=pci ;;
+				esac
+				;;
 			esac
 			local n
 			if [[ $cur == -* ]]; then
@@ -310,10 +350,13 @@ _hsctl()
 				subcommand)
 					if [[ $cmd == template ]]; then
 						read -ra cand <<<"$_hsctl_template_commands"
+					elif [[ $cmd == pci ]]; then
+						read -ra cand <<<"$_hsctl_pci_commands"
 					else
 						read -ra cand <<<"$_hsctl_snapshot_commands"
 					fi
 					;;
+				pci) while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_pci_addrs) ;;
 				files) files=1 ;;
 				new) ;;
 				none) [[ -z $cur && $cmd != qmp ]] && cand=("${opts[@]}") ;;

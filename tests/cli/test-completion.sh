@@ -68,10 +68,11 @@ expect() {
 
 H=$HSCTL
 commands=(version host list info create set start stop kill reboot pause resume delete qmp console events ksm
-	balloon template snapshot migrate)
+	balloon template snapshot migrate pci)
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor --vcpu-pin
-	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max)
+	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max --hostdev
+	--hotplug-ports)
 set_opts=(--balloon --balloon-floor --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
 	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max
 	--vcpu-pin --emulator-pin --no-pin --cpu-max --cpu-weight --memory-overhead --pids-max)
@@ -94,7 +95,8 @@ expect "nothing for a new VM's name" "$H create " ""
 expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 2 --" \
 	--accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from \
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor \
-	--vcpu-pin --emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max
+	--vcpu-pin --emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max \
+	--hostdev --hotplug-ports
 expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
 	--network-config --numa-node
 expect "--vcpu-pin may repeat (VCPU:LIST read as one word)" \
@@ -158,6 +160,18 @@ expect "snapshot rollback has no options" "$H snapshot rollback vm1 s1 --" ""
 expect "snapshot delete has no options" "$H snapshot delete vm1 s1 --" ""
 expect "no options before a subcommand" "$H snapshot --" ""
 expect "nothing after snapshot list VM" "$H snapshot list vm1 " ""
+expect "pci subcommands" "$H pci " list attach detach release
+expect "pci subcommands starting with 'a'" "$H pci a" attach
+expect "options of pci list" "$H pci list --" --all
+expect "options of pci attach" "$H pci attach vm1 0000:01:00.0 --" --all-functions --one-function \
+	--x-vga --rom-file --no-rom-bar --display
+expect "pci attach: --one-function after --all-functions is not offered" \
+	"$H pci attach vm1 0000:01:00.0 --all-functions --" --x-vga --rom-file --no-rom-bar --display
+expect "pci attach --display values" "$H pci attach vm1 0000:01:00.0 --display " off on auto
+expect "pci detach has no options" "$H pci detach vm1 0000:01:00.0 --" ""
+expect "pci release has no options" "$H pci release 0000:01:00.0 --" ""
+expect "create --hostdev may repeat" "$H create web1 --hostdev 01:00.0 --ho" --hostdev \
+	--hostname --hotplug-ports
 
 # Values.
 expect "--accel values" "$H create web1 --accel " kvm tcg

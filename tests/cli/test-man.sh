@@ -186,8 +186,8 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 	# command: with a socket where no hsd listens, a command line hsctl
 	# accepts ends with exit status 3 (cannot reach hsd), a usage error
 	# with 2. The command line is the entry's heading up to its first
-	# option ("template import NAME FILE"), FILE a readable file and other
-	# arguments a name.
+	# option ("template import NAME FILE"), FILE a readable file, DEVICE
+	# and ADDR a PCI address, and other arguments a name.
 	echo '{"name": "x", "kernel": "/etc/hostname"}' >"$tmp/spec.json"
 	pairs=$(awk '
 		/^COMMANDS$/ { in_c = 1; next }
@@ -195,7 +195,8 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		in_c && /^       [a-z]/ {
 			cmd = $1
 			for (i = 2; i <= NF && $i !~ /^\[/; i++)
-				cmd = cmd " " ($i ~ /^[a-z]/ ? $i : $i == "FILE" ? "/etc/hostname" : "x1")
+				cmd = cmd " " ($i ~ /^[a-z]/ ? $i : $i == "FILE" ? "/etc/hostname" : \
+					$i == "DEVICE" || $i == "ADDR" ? "0000:01:00.0" : "x1")
 			gsub(/ /, ",", cmd)
 		}
 		# An option entry: its heading, then its description indented more.
@@ -228,6 +229,8 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		--iops-*-max) value=(400 "${opt%-max}" 200) ;;
 		--io-group) value=(g1) ;;
 		--storage) value=(copy) ;;
+		--hostdev) value=(0000:01:00.0) ;;
+		--display) value=(off) ;;
 		--address) value=(127.0.0.1) ;;
 		*) value=(1) ;;
 		esac

@@ -7,7 +7,9 @@ no fewer.
    handle_vm, the methods compared with `m` and listed by
    method_not_allowed), with the storage routes api.c hands to
    daemon/api-storage.c (api_templates, and api_snapshots through
-   handle_snapshots), against the paths and methods of openapi.yaml.
+   handle_snapshots) and the PCI passthrough routes it hands to
+   daemon/hostdev.c (api_pci, api_vm_hostdevs), against the paths and
+   methods of openapi.yaml.
 2. Live: a real hsd (temp state and run dirs, a fake /proc and /sys so the
    host's KSM is not touched, --overcommit so low that no QEMU is ever
    started) gets a request for every described path and method, with a VM
@@ -22,6 +24,9 @@ no fewer.
    and the VM answered shows it). Where qemu-img is installed,
    templates, managed disks and snapshots are exercised for real (made,
    listed, rolled back, deleted) and every answer checked the same way.
+   The fake /sys has no PCI devices and no IOMMU: /v1/pci lists none, and
+   a host device is attached to and detached from the stopped VM's spec
+   only.
 
 Python standard library only: openapi.yaml is read by the small YAML parser
 below (the subset the file uses); where PyYAML is installed, the parser's
@@ -49,10 +54,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs" / "openapi.yaml"
 API_C = ROOT / "daemon" / "api.c"
 API_STORAGE_C = ROOT / "daemon" / "api-storage.c"
+HOSTDEV_C = ROOT / "daemon" / "hostdev.c"
 METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
 PROBE_METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 VM = "openapi-check"
 SNAPSHOT = "openapi-check-s"
+PCI_ADDR = "0000:00:03.0"  # no such device in the fake /sys
 
 passed = failed = 0
 
@@ -456,10 +463,10 @@ def matching(src, i, open_ch, close_ch):
     raise ValueError(f"unbalanced {open_ch}{close_ch}")
 
 
-def function_body(src, name):
+def function_body(src, name, where=API_C):
     m = re.search(r"^[\w \t\*]*\b" + re.escape(name) + r"\s*\([^;{]*\)\s*\{", src, re.M)
     if not m:
-        raise ValueError(f"function {name} not found in {API_C}")
+        raise ValueError(f"function {name} not found in {where}")
     start = m.end() - 1
     return src[start + 1:matching(src, start, "{", "}") - 1]
 
@@ -515,13 +522,13 @@ def methods_in(code):
     return compared, listed
 
 
-def split_on(body, cond_re):
+def split_on(body, cond_re, where="api-storage.c"):
     """(block of the first top-level `if` whose condition matches cond_re,
     the code after it)."""
     for cond, block, end in top_level_ifs_at(body):
         if re.fullmatch(cond_re, cond):
             return block, body[end:]
-    raise ValueError(f"api-storage.c: no top-level if ({cond_re})")
+    raise ValueError(f"{where}: no top-level if ({cond_re})")
 
 
 def storage_routes():
@@ -545,12 +552,32 @@ def storage_routes():
     return out
 
 
+def hostdev_routes():
+    """The code that serves each PCI passthrough route in daemon/hostdev.c:
+    {"pci": ..., "pci_action": (suffix, code), "hostdevs": ..., "hostdev": ...}.
+    api_pci: `if (!rest[0])` is /v1/pci, the rest /v1/pci/{address} and the
+    suffix compared with `slash`; api_vm_hostdevs: `if (!addr)` is the
+    collection, the rest (its else) one device."""
+    src = strip_comments(HOSTDEV_C.read_text())
+    out = {}
+    pci = function_body(src, "api_pci", HOSTDEV_C)
+    out["pci"], rest = split_on(pci, r"\s*!\s*rest\[0\]\s*", "hostdev.c")
+    suffix = re.findall(r"strcmp\(\s*slash\s*,\s*\"(/[^\"]*)\"\s*\)", rest)
+    if len(suffix) != 1:
+        raise ValueError(f"hostdev.c: api_pci's action suffix not found ({suffix})")
+    out["pci_action"] = (suffix[0], rest)
+    hd = function_body(src, "api_vm_hostdevs", HOSTDEV_C)
+    out["hostdevs"], out["hostdev"] = split_on(hd, r"\s*!\s*addr\s*", "hostdev.c")
+    return out
+
+
 def api_routes():
     """({(path, METHOD)}, [notes]); path parameters as {name} (and
     {snapshot})."""
     src = strip_comments(API_C.read_text())
     routes, notes, seen_literals = {}, [], set()
     storage = None
+    hostdev = None
 
     def add(path, code, where):
         compared, listed = methods_in(code)
@@ -577,6 +604,12 @@ def api_routes():
             if re.search(r"\bapi_templates\(\s*h\s*,\s*req\s*,\s*NULL\s*\)", block):
                 storage = storage or storage_routes()
                 add(main, storage["templates"], "api_templates")
+            elif re.search(r"\bapi_pci\(", block):
+                # /v1/pci and what is under it ("/v1/pci/" prefix): hostdev.c
+                hostdev = hostdev or hostdev_routes()
+                add(main, hostdev["pci"], "api_pci")
+                suffix, code = hostdev["pci_action"]
+                add(main + "/{address}" + suffix, code, "api_pci")
             else:
                 add(main, block, "api_handle")
         elif prefix:
@@ -603,6 +636,13 @@ def api_routes():
             add(coll + "/{snapshot}", storage["snapshot"], "api_snapshots")
             for a, code in storage["actions"].items():
                 add(f"{coll}/{{snapshot}}/{a}", code, "api_snapshots")
+        hd = re.search(r"strcmp\(\s*slash\s*,\s*\"(/[^\"]*)\"\s*\)[^{]*\{[^}]*"
+                       r"\bapi_vm_hostdevs\(", block)
+        if hd:
+            hostdev = hostdev or hostdev_routes()
+            coll = base + hd.group(1)
+            add(coll, hostdev["hostdevs"], "api_vm_hostdevs")
+            add(coll + "/{address}", hostdev["hostdev"], "api_vm_hostdevs")
         table = re.search(r"actions\[\]\s*=\s*\{([^}]*)\}", vm)
         if not table:
             raise ValueError("api.c: handle_vm's action table not found")
@@ -764,6 +804,14 @@ PLAN = {
                                                            code="no-managed-disk"),
     ("/v1/vms/{name}/snapshots/{snapshot}/rollback", "POST"): dict(expect={400},
                                                                   code="no-managed-disk"),
+    # No IOMMU and no PCI devices in the fake /sys; nothing is claimed. The
+    # VM is stopped: a device is attached to (and detached from) its spec
+    # only, and the DELETE (sent after the POST) finds it there.
+    ("/v1/pci", "GET"): dict(expect={200}),
+    ("/v1/pci/{address}/release", "POST"): dict(expect={404}, code="not-found"),
+    ("/v1/vms/{name}/hostdevs", "POST"): dict(body={"address": PCI_ADDR, "x_vga": True},
+                                              expect={200}),
+    ("/v1/vms/{name}/hostdevs/{address}", "DELETE"): dict(expect={200, 404}),
 }
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "hs-console"}
 # A disk's I/O limits with every kind of member (as the spec shows them).
@@ -788,7 +836,8 @@ def media_ok(declared, content_type):
 
 def fill(path):
     """A described path with its parameters filled in."""
-    return path.replace("{name}", VM).replace("{snapshot}", SNAPSHOT)
+    return path.replace("{name}", VM).replace("{snapshot}", SNAPSHOT).replace(
+        "{address}", PCI_ADDR)
 
 
 def probe(sock, ops, path, method, plan, label=None, headers=None):
@@ -798,7 +847,7 @@ def probe(sock, ops, path, method, plan, label=None, headers=None):
                                     stream=plan.get("stream", False))
     responses = ops[(path, method)]["responses"]
     code = error_code(payload)
-    served = not (status == 405 or (status == 404 and "{name}" not in path) or
+    served = not (status == 405 or (status == 404 and "{" not in path) or
                   (status == 404 and isinstance(payload, dict) and
                    "no such" in str(payload.get("error", {}).get("message", ""))))
     check(served, f"{label}: served", f"{status} {payload}")
@@ -928,6 +977,37 @@ def spec_cases(sock, ops, disk):
         ("cloud_init with an unknown member", dict(base, name="cu", cloud_init={"vendor_data": ""})),
         ("cloud_init hostname with _", dict(base, name="ch", cloud_init={"hostname": "web_1"})),
         ("cloud_init user_data not a string", dict(base, name="cs", cloud_init={"user_data": 1})),
+    ]
+    # host devices (none exists here: the spec is only stored)
+    hd = {"address": "0000:01:00.0"}
+    cases += [
+        ("hostdevs by address and by id", dict(base, name="h1", hostdevs=[
+            hd, {"id": "10DE:1b80", "index": 1, "all_functions": False}])),
+        ("hostdevs, every member", dict(base, name="h2", hotplug_ports=2, hostdevs=[
+            dict(hd, all_functions=True, x_vga=True, rom_file="/srv/gpu.rom", rom_bar=False,
+                 display="off")])),
+        ("hostdevs, a short address", dict(base, name="h3", hostdevs=[{"address": "01:1f.7"}])),
+        ("8 hostdevs", dict(base, name="h8", hostdevs=[{"address": f"0000:0{i}:00.0"}
+                                                       for i in range(8)])),
+        ("hostdevs null", dict(base, name="hn", hostdevs=None)),
+        ("hotplug_ports 8", dict(base, name="hp8", hotplug_ports=8)),
+        ("9 hostdevs", dict(base, name="h9", hostdevs=[{"address": f"0000:0{i}:00.0"}
+                                                       for i in range(9)])),
+        ("hotplug_ports 9", dict(base, name="hp9", hotplug_ports=9)),
+        ("hotplug_ports -1", dict(base, name="hpm", hotplug_ports=-1)),
+        ("hostdev device 0x20", dict(base, name="hx1", hostdevs=[{"address": "0000:01:20.0"}])),
+        ("hostdev function 8", dict(base, name="hx2", hostdevs=[{"address": "01:00.8"}])),
+        ("hostdev with address and id", dict(base, name="hx3", hostdevs=[
+            dict(hd, id="10de:1b80")])),
+        ("hostdev with neither", dict(base, name="hx4", hostdevs=[{"x_vga": True}])),
+        ("hostdev id of 3 digits", dict(base, name="hx5", hostdevs=[{"id": "10de:1b8"}])),
+        ("hostdev index 256", dict(base, name="hx6", hostdevs=[{"id": "10de:1b80",
+                                                                 "index": 256}])),
+        ("hostdev display maybe", dict(base, name="hx7", hostdevs=[dict(hd, display="maybe")])),
+        ("hostdev relative rom_file", dict(base, name="hx8", hostdevs=[dict(hd,
+                                                                          rom_file="gpu.rom")])),
+        ("hostdev with an unknown member", dict(base, name="hx9", hostdevs=[dict(hd, bar=1)])),
+        ("hostdevs not an array", dict(base, name="hxa", hostdevs=hd)),
     ]
     if shutil.which("qemu-img"):  # hsd makes managed disks with it
         cases += [("managed blank disk", dict(base, name="mb", disks=[{"size": "1.5M"}])),
@@ -1114,6 +1194,50 @@ def storage_cases(sock, ops, disk):
     step("/v1/templates/{name}", "GET", f"/v1/templates/{t}", 404, "not-found")
 
 
+def hostdev_cases(sock, ops, disk):
+    """PCI passthrough on a host without an IOMMU or PCI devices (the fake
+    /sys): the list, a release of what nobody holds, and a device attached
+    to and detached from a stopped VM's spec, each answer described."""
+    vm = "openapi-check-h"
+    url = f"/v1/vms/{vm}/hostdevs"
+
+    def step(path, method, u, expect, code=None, body=None):
+        return probe(sock, ops, path, method, dict(url=u, body=body, expect={expect}, code=code),
+                     label=f"pci: {method} {u}" + (f" {json.dumps(body)}" if body else ""))
+
+    st, j = step("/v1/pci", "GET", "/v1/pci", 200)
+    check(isinstance(j, dict) and j.get("iommu") is False and j.get("devices") == [] and
+          bool(j.get("advice")), "pci: no IOMMU, no devices, and advice", repr(j))
+    step("/v1/pci/{address}/release", "POST", f"/v1/pci/{PCI_ADDR}/release", 404, "not-found")
+    step("/v1/pci/{address}/release", "POST", "/v1/pci/01:00/release", 400, "invalid")
+    st, _ = step("/v1/vms", "POST", "/v1/vms", 201,
+                 body={"name": vm, "accel": "tcg", "machine": "pc",
+                       "disks": [{"path": disk, "format": "raw"}]})
+    if st != 201:
+        return
+    st, j = step("/v1/vms/{name}/hostdevs", "POST", url, 200,
+                 body={"id": "10de:1b80", "index": 1, "display": "on"})
+    got = (j or {}).get("spec", {}).get("hostdevs") if isinstance(j, dict) else None
+    check(got == [{"id": "10de:1b80", "index": 1, "display": "on"}] and
+          j.get("hostdevs_bound") == [],
+          "pci: a stopped VM's spec has the device; no claim holds anything", repr(j))
+    step("/v1/vms/{name}/hostdevs", "POST", url, 200, body={"address": "01:00.0"})
+    step("/v1/vms/{name}/hostdevs", "POST", url, 400, "invalid-spec",
+         body={"address": "0000:01:00.0"})
+    step("/v1/vms/{name}/hostdevs", "POST", url, 400, "invalid-spec",
+         body={"address": "0000:02:00.0", "index": 0})
+    step("/v1/vms/{name}/hostdevs", "POST", url, 400, "invalid-json")
+    step("/v1/vms/{name}/hostdevs", "POST", "/v1/vms/openapi-check-none/hostdevs", 404,
+         "not-found", body={"address": "01:00.0"})
+    st, j = step("/v1/vms/{name}/hostdevs/{address}", "DELETE", f"{url}/01:00.0", 200)
+    got = (j or {}).get("spec", {}).get("hostdevs") if isinstance(j, dict) else None
+    check(got == [{"id": "10de:1b80", "index": 1, "display": "on"}],
+          "pci: the detached device left the spec, the other stayed", repr(j))
+    step("/v1/vms/{name}/hostdevs/{address}", "DELETE", f"{url}/01:00.0", 404, "not-found")
+    step("/v1/vms/{name}/hostdevs/{address}", "DELETE", f"{url}/zz", 400, "invalid")
+    step("/v1/vms/{name}", "DELETE", f"/v1/vms/{vm}", 200)
+
+
 def live(ops, hsd_bin):
     base = Path(tempfile.mkdtemp(prefix="hs-openapi-", dir="/tmp"))
     proc = None
@@ -1162,11 +1286,13 @@ def live(ops, hsd_bin):
         spec_cases(sock, ops, str(disk))
         patch_cases(sock, ops, str(disk))
         storage_cases(sock, ops, str(disk))
+        hostdev_cases(sock, ops, str(disk))
         # paths hsd must not serve
         for m, url in [("GET", "/"), ("GET", "/v2"), ("GET", "/v1/nope"), ("GET", "/v1/hosts"),
                        ("GET", "/metrics/"), ("GET", "/v1/metrics"), ("GET", "/v1/vms/"),
                        ("POST", f"/v1/vms/{VM}/bogus"), ("POST", f"/v1/vms/{VM}/start/now"),
-                       ("GET", f"/v1/vms/{VM}/console/x")]:
+                       ("GET", f"/v1/vms/{VM}/console/x"), ("GET", f"/v1/pci/{PCI_ADDR}"),
+                       ("POST", f"/v1/pci/{PCI_ADDR}/bind")]:
             st, _, body = request(sock, m, url)
             check(st == 404 and error_code(body) == "not-found", f"{m} {url}: 404 not-found",
                   f"got {st} {body}")
