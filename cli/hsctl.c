@@ -29,7 +29,7 @@ static void usage(FILE *f)
 	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
 	      "              [--numa-node N] [--hugepages 2M|1G] [--cpu-max PCT]\n"
 	      "              [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n"
-	      "              [--balloon-floor SIZE] [--hostdev DEVICE]... [--hotplug-ports N]\n"
+	      "              [--hostdev DEVICE]... [--hotplug-ports N]\n"
 	      "  set NAME [--balloon SIZE] [--balloon-floor SIZE] [--disk N]\n"
 	      "           [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"

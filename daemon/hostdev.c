@@ -257,6 +257,8 @@ static void tool_error(const ToolResult *res, HsError *err)
 		int code = -EIO;
 		if (!strcmp(kind, "not-found"))
 			code = -ENODEV, snprintf(kind, sizeof(kind), "device-missing");
+		else if (!strcmp(kind, "invalid"))
+			code = -EINVAL;
 		else if (!strcmp(kind, "no-iommu"))
 			code = -ENODEV;
 		else if (!strcmp(kind, "device-busy") || !strcmp(kind, "host-device") ||
@@ -444,12 +446,15 @@ static void on_vm_released(Hsd *h, const char *name, const HsError *err, void *u
 	if (vm && vm->hostdevs)
 		vm->hostdevs->busy = false;
 	if (err)
-		log_warning("vm %s: host devices not all given back: %s", name, err->message);
+		log_warning("%s%s: host devices not all given back: %s", name[0] ? "vm " : "pci",
+			    name, err->message);
 	else
-		log_info("vm %s: host devices given back to their drivers", name);
-	events_publish(h, json_pack("{s:s, s:s, s:b, s:s?, s:f}", "type", "hostdevs", "vm", name,
-				    "released", !err, "error", err ? err->message : NULL, "time",
-				    hs_wall()));
+		log_info("%s%s: host devices given back to their drivers", name[0] ? "vm " : "pci",
+			 name);
+	/* Recovery after a restart releases for several VMs at once: no "vm". */
+	events_publish(h, json_pack("{s:s, s:s*, s:b, s:s*, s:f}", "type", "hostdevs", "vm",
+				    name[0] ? name : NULL, "released", !err, "error",
+				    err ? err->message : NULL, "time", hs_wall()));
 }
 
 static void unplugs_vm_gone(const char *vm);
@@ -505,7 +510,7 @@ void hostdev_recover(Hsd *h)
 	if (!any)
 		return;
 	HsError err;
-	if (run_tool_args(h, argv, a, on_vm_released, NULL, "(recovery)", &err) < 0)
+	if (run_tool_args(h, argv, a, on_vm_released, NULL, "", &err) < 0)
 		log_warning("pci: recovery not run: %s", err.message);
 }
 
@@ -744,7 +749,7 @@ static void on_plug_added(QmpClient *c, json_t *reply, const HsError *err, void 
 	if (err || !vm) {
 		HsError e;
 		if (!err)
-			hs_error_set(&e, -ECANCELED, "conflict", "VM '%s' went away", p->vm);
+			hs_error_set(&e, -EBUSY, "conflict", "VM '%s' went away", p->vm);
 		plug_fail(p, vm, err ? err : &e, true);
 		return;
 	}
@@ -821,7 +826,7 @@ static void on_plug_pci(QmpClient *c, json_t *reply, const HsError *err, void *u
 	Vm *vm = vm_find(p->h, p->vm);
 	HsError e;
 	if (err || !vm) {
-		hs_error_set(&e, -ECANCELED, "conflict", "VM '%s' went away", p->vm);
+		hs_error_set(&e, -EBUSY, "conflict", "VM '%s' went away", p->vm);
 		plug_fail(p, vm, err ? err : &e, false);
 		return;
 	}
@@ -904,6 +909,13 @@ static int hostdev_attach(Hsd *h, Vm *vm, HttpRequest *req, HsError *err)
 		return r;
 	}
 	bool active = vm_state_is_active(vm->status.state);
+	if (!active && hostdev_vm_busy(vm)) {
+		plug_free(p);
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' is still giving its host devices back; try again in a "
+				    "moment",
+				    vm->spec.name);
+	}
 	if (!active) {
 		/* A stopped VM: the spec only; devices are bound at its start. */
 		r = store_save_spec(&h->store, &p->spec);
@@ -1113,12 +1125,13 @@ static int hostdev_detach(Hsd *h, Vm *vm, HttpRequest *req, const char *addr_s, 
 	int r = spec_with(&vm->spec, NULL, k, &next, err);
 	if (r < 0)
 		return r;
-	bool live = vm_state_is_active(vm->status.state) && vm->qmp_ready;
-	if (live && hostdev_vm_busy(vm)) {
+	bool live = vm_state_is_active(vm->status.state);
+	if ((live && !vm->qmp_ready) || hostdev_vm_busy(vm)) {
 		vm_spec_clear(&next);
 		return hs_error_set(err, -EBUSY, "conflict",
-				    "VM '%s' is binding or releasing host devices; try again",
-				    vm->spec.name);
+				    "VM '%s' is %s; try again in a moment", vm->spec.name,
+				    hostdev_vm_busy(vm) ? "binding or releasing host devices"
+							: "starting");
 	}
 	r = store_save_spec(&h->store, &next);
 	if (r < 0) {

@@ -8,10 +8,11 @@ its IOMMU groups, its vfio-pci driver and /dev/vfio. They are started by
 tests/integration/test_vfio.py (through tests/integration/iommu_guest.py);
 run directly on a machine without an IOMMU they skip.
 
-The devices are found, not assumed: a virtio NIC alone in its IOMMU group
-(driver virtio-pci), a slot of two virtio functions sharing one group (a
-GPU and its audio function, as far as the host side is concerned), an
-unbound device, and a group shared by several bound devices (ICH9)."""
+The devices (placed by iommu_guest.py, checked by the layout fixture): a
+virtio NIC alone in its IOMMU group (driver virtio-pci), a slot of two
+virtio functions sharing one group (a GPU and its audio function, as far
+as the host side is concerned), and an unbound device (an e1000e, which
+the guest kernel has no driver for)."""
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+import iommu_guest  # noqa: E402
 from conftest import (BUILD, HSCTL, Hsd, guest, hsd, hsd_factory, kill_pid,  # noqa: E402,F401
                       pid_alive, wait_for, _binaries)
 
@@ -59,26 +61,15 @@ def devices():
 
 @pytest.fixture(scope="module")
 def layout():
-    """The test devices this guest has (see the module docstring)."""
-    lone = slot = unbound = shared = None
-    for a in devices():
-        members = group_members(group(a))
-        fn0 = a.endswith(".0")
-        if (lone is None and driver(a) == "virtio-pci" and members == [a]):
-            lone = a
-        if (slot is None and fn0 and driver(a) == "virtio-pci" and len(members) == 2
-                and all(m[:-1] == a[:-1] for m in members)):
-            slot = a
-        if unbound is None and driver(a) is None and members == [a]:
-            unbound = a
-        if (shared is None and len(members) >= 2 and driver(a) not in (None, "vfio-pci")
-                and not all(m[:-1] == a[:-1] and driver(m) == "virtio-pci" for m in members)
-                and pci_class(a) >> 16 != 0x06):
-            shared = a
-    assert lone and slot and unbound and shared, \
-        f"test devices not found: lone={lone} slot={slot} unbound={unbound} shared={shared}"
-    return {"lone": lone, "slot": slot, "slot1": slot[:-1] + "1", "unbound": unbound,
-            "shared": shared}
+    """The guest's test devices (iommu_guest.py places them), checked."""
+    lay = {"lone": iommu_guest.LONE_NIC, "slot": iommu_guest.MF_FN0, "slot1": iommu_guest.MF_FN1,
+           "unbound": iommu_guest.E1000E}
+    assert driver(lay["lone"]) == "virtio-pci"
+    assert group_members(group(lay["lone"])) == [lay["lone"]]
+    assert driver(lay["slot"]) == driver(lay["slot1"]) == "virtio-pci"
+    assert group_members(group(lay["slot"])) == [lay["slot"], lay["slot1"]]
+    assert driver(lay["unbound"]) is None
+    return lay
 
 
 def qemu_pid(h, name):
@@ -104,7 +95,7 @@ def vfio_fds(pid):
     return sorted(out)
 
 
-def make_vm(h, guest, name, *hostdevs, machine="q35", extra=()):
+def make_vm(h, guest, name, *hostdevs, machine="q35", extra=(), whole_slot=None):
     args = []
     for d in hostdevs:
         args += ["--hostdev", d]
@@ -112,6 +103,10 @@ def make_vm(h, guest, name, *hostdevs, machine="q35", extra=()):
                 "--kernel", guest["kernel"], "--initrd", guest["initrd"],
                 "--append", "console=ttyS0", "--nic", "none", *args, *extra)
     assert r.returncode == 0, r.stderr
+    if whole_slot:
+        # A NIC's function 0 is not a GPU: its slot is asked for explicitly.
+        r = h.hsctl("pci", "attach", name, whole_slot, "--all-functions")
+        assert r.returncode == 0 and "next start" in r.stdout, r.stderr
 
 
 def start(h, name, timeout=240):
@@ -137,7 +132,8 @@ def test_passthrough_whole_slot(hsd, guest, layout):
     starts, QEMU holds the group and may lock guest RAM + 1 GiB, the guest
     sees the devices; at stop both go back to virtio-pci."""
     a0, a1 = layout["slot"], layout["slot1"]
-    make_vm(hsd, guest, "gpu", a0)
+    make_vm(hsd, guest, "gpu", whole_slot=a0)
+    assert hsd.vm("gpu")["spec"]["hostdevs"] == [{"address": a0, "all_functions": True}]
     r = start(hsd, "gpu")
     assert r.returncode == 0, r.stderr + hsd.log_text()[-3000:]
     assert driver(a0) == "vfio-pci" and driver(a1) == "vfio-pci"
@@ -173,13 +169,17 @@ def test_passthrough_whole_slot(hsd, guest, layout):
 
 
 def test_refusals(hsd, guest, layout):
-    make_vm(hsd, guest, "shared", layout["shared"])
-    r = start(hsd, "shared")
+    # Half a group: function 1 alone (not function 0 of a display
+    # controller, so not the whole slot) while function 0 keeps virtio-pci.
+    make_vm(hsd, guest, "half", layout["slot1"])
+    r = start(hsd, "half")
     assert r.returncode == 1
-    assert "group-not-viable" in r.stderr or "IOMMU group" in r.stderr, r.stderr
-    others = [m for m in group_members(group(layout["shared"])) if m != layout["shared"]]
-    assert any(o in r.stderr for o in others), r.stderr
-    assert driver(layout["shared"]) not in (None, "vfio-pci")  # nothing was touched
+    assert "IOMMU group" in r.stderr, r.stderr
+    assert f"{layout['slot']} (virtio-pci)" in r.stderr, r.stderr
+    assert driver(layout["slot1"]) == "virtio-pci"  # nothing was touched
+    assert not list((hsd.state_dir / "pci").iterdir())
+    st, js, _ = hsd.request("POST", "/v1/vms/half/start")
+    assert st == 409 and js["error"]["code"] == "group-not-viable", js
 
     make_vm(hsd, guest, "ghost", "0000:00:1e.7")
     r = start(hsd, "ghost")
