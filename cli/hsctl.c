@@ -43,6 +43,8 @@ static void usage(FILE *f)
 	      "  set NAME [--cpu-max PCT|none] [--cpu-weight N|none]\n"
 	      "           [--memory-overhead SIZE|none] [--pids-max N|none]\n"
 	      "                              cgroup limits (others kept); live if running\n"
+	      "  set NAME --hotplug-ports N  spare PCIe ports for hot-plugs (q35; from the\n"
+	      "                              next start)\n"
 	      "  start NAME [--paused]\n"
 	      "  stop NAME [--timeout S] [--force]\n"
 	      "  kill|reboot|pause|resume|delete NAME\n"

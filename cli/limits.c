@@ -175,7 +175,7 @@ static void set_usage(void)
 	      "[--iops-total|--iops-read|--iops-write N] [--iops-total-max|--iops-read-max|"
 	      "--iops-write-max N] [--io-group NAME] [--no-limits] [--vcpu-pin LIST|VCPU:LIST]... "
 	      "[--emulator-pin LIST] [--no-pin] [--cpu-max PCT|none] [--cpu-weight N|none] "
-	      "[--memory-overhead SIZE|none] [--pids-max N|none]\n",
+	      "[--memory-overhead SIZE|none] [--pids-max N|none] [--hotplug-ports N]\n",
 	      stderr);
 }
 
@@ -217,7 +217,7 @@ static int check_limits(const uint64_t v[LIM_N])
 /* The line saying what changed: "web1: disk 0 limited to read 10.0 MiB/s;
  * balloon target 512 MiB; vCPU pins 0→2, 1→3 (live)". */
 static void print_result(const char *name, json_t *vm, long disk, bool balloon, bool floor_set,
-			 bool pins, bool res)
+			 bool pins, bool res, bool ports)
 {
 	json_t *spec = json_object_get(vm, "spec");
 	const char *state = json_string_value(json_object_get(vm, "state"));
@@ -268,14 +268,26 @@ static void print_result(const char *name, json_t *vm, long disk, bool balloon, 
 		json_object_foreach (r, k, v)
 			printf(" %s=%lld", k, json_integer_value(v));
 	}
+	if (ports) {
+		/* QEMU's devices are made at its start: never live. */
+		const char *sep = disk >= 0 || balloon || floor_set || pins || res ? ";" : "";
+		printf("%s %lld spare PCIe ports for hot-plugs%s", sep,
+		       json_integer_value(json_object_get(spec, "hotplug_ports")),
+		       live ? " (from the next start)" : "");
+		if (disk < 0 && !balloon && !floor_set && !pins && !res) {
+			printf(" (stored)\n");
+			return;
+		}
+	}
 	printf(" (%s)\n", live ? "live" : "stored; applied at the next start");
 }
 
 int cmd_set(Ctl *ctl, int argc, char **argv)
 {
 	enum { OPT_BALLOON = 'b', OPT_FLOOR = 'f', OPT_DISK = 'd', OPT_GROUP = 'g', OPT_NO_LIMITS = 'N',
-	       OPT_VCPU_PIN = 'P', OPT_EMULATOR_PIN = 'E', OPT_NO_PIN = 'U', OPT_LIMIT = 0x100 };
-	struct option opts[LIM_N + 9 + CTL_N_RESOURCE_OPTS];
+	       OPT_VCPU_PIN = 'P', OPT_EMULATOR_PIN = 'E', OPT_NO_PIN = 'U', OPT_PORTS = 'H',
+	       OPT_LIMIT = 0x100 };
+	struct option opts[LIM_N + 10 + CTL_N_RESOURCE_OPTS];
 	size_t n = 0;
 	for (size_t i = 0; i < CTL_N_RESOURCE_OPTS; i++)
 		opts[n++] = ctl_resource_opts[i];
@@ -287,6 +299,7 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 	opts[n++] = (struct option){"vcpu-pin", required_argument, NULL, OPT_VCPU_PIN};
 	opts[n++] = (struct option){"emulator-pin", required_argument, NULL, OPT_EMULATOR_PIN};
 	opts[n++] = (struct option){"no-pin", no_argument, NULL, OPT_NO_PIN};
+	opts[n++] = (struct option){"hotplug-ports", required_argument, NULL, OPT_PORTS};
 	for (size_t i = 0; i < LIM_N; i++)
 		opts[n++] = (struct option){limit_names[i], required_argument, NULL,
 					    OPT_LIMIT + (int)i};
@@ -298,7 +311,8 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 	bool has_floor = false;
 	static CtlPins pins = {.max_vcpu = -1};
 	const char *group = NULL, *disk_arg = NULL;
-	unsigned long long disk = 0, u;
+	unsigned long long disk = 0, u, ports = 0;
+	bool has_ports = false;
 	int c;
 
 	optind = 0;
@@ -348,6 +362,11 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 		case OPT_NO_PIN:
 			no_pin = true;
 			break;
+		case OPT_PORTS:
+			if (ctl_parse_uint("--hotplug-ports", optarg, 8, &ports) < 0)
+				return EXIT_USAGE;
+			has_ports = true;
+			break;
 		default:
 			if (c >= CTL_OPT_RESOURCE && c < CTL_OPT_RESOURCE + CTL_N_RESOURCE_OPTS) {
 				if (ctl_resource_opt(c, optarg, res) < 0)
@@ -395,10 +414,10 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	bool patch_res = json_object_size(res) > 0;
-	if (!patch_disk && !has_balloon && !has_floor && !patch_pins && !patch_res) {
+	if (!patch_disk && !has_balloon && !has_floor && !patch_pins && !patch_res && !has_ports) {
 		fputs("hsctl: set: nothing to change: give --balloon, --balloon-floor, limit "
-		      "options, --no-limits, pinning options, --no-pin or cgroup limits "
-		      "(--cpu-max ...)\n",
+		      "options, --no-limits, pinning options, --no-pin, cgroup limits "
+		      "(--cpu-max ...) or --hotplug-ports\n",
 		      stderr);
 		set_usage();
 		return EXIT_USAGE;
@@ -413,6 +432,8 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 		json_object_set_new(body, "balloon_mib", json_integer((json_int_t)balloon));
 	if (has_floor)
 		json_object_set_new(body, "balloon_floor_mib", json_integer((json_int_t)bfloor));
+	if (has_ports)
+		json_object_set_new(body, "hotplug_ports", json_integer((json_int_t)ports));
 	/* Name a disk the VM has, rather than leave hsd to refuse an array
 	 * longer than the VM's disks; one list per vCPU needs their number. */
 	json_auto_t *vm = NULL;
@@ -484,6 +505,6 @@ int cmd_set(Ctl *ctl, int argc, char **argv)
 		ctl_print_json(j);
 	else
 		print_result(name, j, patch_disk ? (long)disk : -1, has_balloon, has_floor,
-			     patch_pins, patch_res);
+			     patch_pins, patch_res, has_ports);
 	return 0;
 }

@@ -64,7 +64,7 @@ static void print_list(json_t *j, bool all)
 			snprintf(held, sizeof(held), "%s (%s%s%s)",
 				 json_string_value(json_object_get(claim, "vm")),
 				 json_string_value(json_object_get(claim, "state")),
-				 json_object_get(claim, "host_driver") ? ", host driver " : "",
+				 json_string_value(json_object_get(claim, "host_driver")) ? ", host driver " : "",
 				 json_string_value(json_object_get(claim, "host_driver")) ?: "");
 		else if (json_is_true(json_object_get(d, "boot_vga")))
 			snprintf(held, sizeof(held), "host console (boot VGA)");

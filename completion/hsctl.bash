@@ -176,7 +176,7 @@ _hsctl()
 			argopts+=' --bps-read-max'
 			argopts+=' --bps-write-max --bps-total-max --iops-read --iops-write --iops-total'
 			argopts+=' --iops-read-max --iops-write-max --iops-total-max --vcpu-pin --emulator-pin'
-			argopts+=' --cpu-max --cpu-weight --memory-overhead --pids-max'
+			argopts+=' --cpu-max --cpu-weight --memory-overhead --pids-max --hotplug-ports'
 			flags='--no-limits --no-pin'
 			repeat=' --vcpu-pin '
 			;;

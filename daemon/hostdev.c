@@ -842,9 +842,9 @@ static void on_plug_pci(QmpClient *c, json_t *reply, const HsError *err, void *u
 		}
 		if (!p->bus[0]) {
 			hs_error_set(&e, -ENOSPC, "no-free-slot",
-				     "VM '%s' has no free PCIe port for a hot-plug (it has %u; give "
-				     "the spec more \"hotplug_ports\", which take effect at its next "
-				     "start)",
+				     "VM '%s' has no free PCIe port for a hot-plug (it has %u: more "
+				     "with hsctl set --hotplug-ports, from its next start; or attach "
+				     "the device while the VM is stopped)",
 				     p->vm, vm->spec.hotplug_ports);
 			plug_fail(p, vm, &e, false);
 			return;

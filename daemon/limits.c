@@ -149,7 +149,7 @@ static void on_patch_applied(Vm *vm, const HsError *err, void *ud)
 void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 {
 	static const char *const keys[] = {"balloon_mib", "balloon_floor_mib", "disks",
-					   "cpu_pinning", "resources",	 NULL};
+					   "cpu_pinning", "resources",	 "hotplug_ports", NULL};
 	json_auto_t *j = body_json(req, false);
 	if (!j)
 		return;
@@ -228,13 +228,17 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		}
 	}
 	json_t *pin = json_object_get(j, "cpu_pinning"), *res = json_object_get(j, "resources");
-	if (pin || res) {
+	/* Spare PCIe ports for hot-plugs: QEMU has them from its next start. */
+	json_t *ports = json_object_get(j, "hotplug_ports");
+	if (pin || res || ports) {
 		/* Checked as part of a whole spec, like at create. */
 		json_auto_t *full = vm_spec_to_json(&vm->spec);
 		if (pin)
 			json_object_set(full, "cpu_pinning", pin);
 		if (res)
 			json_object_set(full, "resources", res);
+		if (ports)
+			json_object_set(full, "hotplug_ports", ports);
 		VmSpecDefaults defs = {.accel = vm->spec.accel, .check_files = false};
 		VmSpec t;
 		if (vm_spec_from_json(full, &defs, &t, &err) < 0) {
@@ -251,6 +255,7 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 		c->spec.cpu_weight = t.cpu_weight;
 		c->spec.memory_overhead_mib = t.memory_overhead_mib;
 		c->spec.pids_max = t.pids_max;
+		c->spec.hotplug_ports = t.hotplug_ports;
 		vm_spec_clear(&t);
 	}
 	bool live = (vm->status.state == VM_STATE_RUNNING || vm->status.state == VM_STATE_PAUSED) &&
