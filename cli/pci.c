@@ -4,6 +4,7 @@
  * detaching one to a VM (POST /v1/vms/NAME/hostdevs, DELETE
  * /v1/vms/NAME/hostdevs/ADDR: hot-plug when the VM runs). */
 #include <getopt.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "hsctl.h"
@@ -23,8 +24,15 @@ int ctl_hostdev_parse(const char *s, json_t *o)
 {
 	unsigned v, d, idx = 0;
 	int n = 0;
-	if (strlen(s) >= 9 && s[4] == ':' && !strchr(s + 5, ':') && !strchr(s, '.') &&
-	    sscanf(s, "%4x:%4x%n", &v, &d, &n) == 2 &&
+	/* VENDOR:DEVICE has one colon and no dot (an address has a dot). */
+	size_t colons = 0, dots = 0, first_colon = 0;
+	for (size_t i = 0; s[i]; i++) {
+		if (s[i] == ':' && !colons++)
+			first_colon = i;
+		dots += s[i] == '.';
+	}
+	bool id_form = colons == 1 && first_colon == 4 && !dots;
+	if (id_form && sscanf(s, "%4x:%4x%n", &v, &d, &n) == 2 && n == 9 &&
 	    (!s[n] || (s[n] == '#' && sscanf(s + n + 1, "%u", &idx) == 1))) {
 		char id[16];
 		snprintf(id, sizeof(id), "%04x:%04x", v, d);
