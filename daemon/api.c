@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "hsd.h"
+#include "warm.h"
 
 
 static bool peer_is_admin(Hsd *h, const HttpPeer *p)
@@ -162,6 +163,17 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		return;
 	VmSpec spec;
 	HsError err = {0};
+	bool clone = json_object_get(j, "warm_template") != NULL;
+	if (clone) {
+		/* A clone of a warm template: its spec is the template's. */
+		json_t *cj = warm_clone_spec(h, j, &err);
+		if (!cj) {
+			http_reply_hserror(req, &err);
+			return;
+		}
+		json_decref(j);
+		j = cj;
+	}
 	VmSpecDefaults defs = {
 		.accel = h->host.kvm_usable ? VM_ACCEL_KVM : VM_ACCEL_TCG,
 		.check_files = true,
@@ -183,6 +195,12 @@ static void handle_create(Hsd *h, HttpRequest *req)
 	log_info("api: create vm=%s uid=%u", spec.name, (unsigned)http_request_peer(req)->uid);
 	if (vm_define(h, &spec, &vm, &err) < 0) {
 		vm_spec_clear(&spec);
+		http_reply_hserror(req, &err);
+		return;
+	}
+	if (clone && warm_vm_created(vm, &err) < 0) {
+		HsError derr;
+		vm_delete(vm, &derr);
 		http_reply_hserror(req, &err);
 		return;
 	}

@@ -204,6 +204,11 @@ struct Hsd {
 	/* PCI passthrough: the hs-vfio tool, the root it works on, and the
 	 * claims directory (<state>/pci: which VM holds which device). */
 	char *vfio_tool, *vfio_root, *pci_claims_dir;
+	/* memory_file VMs' RAM files (<vm>.ram), and warm templates' sealed
+	 * copies of theirs (warm.c). */
+	char *memory_dir;
+	int memory_dirfd;
+	struct WarmCache *warm;
 	int pci_claims_fd;
 };
 

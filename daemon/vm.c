@@ -15,6 +15,7 @@
 #include "argv.h"
 #include "hsd.h"
 #include "storage.h"
+#include "warm.h"
 #include "tool.h"
 #include "launch.h"
 
@@ -183,6 +184,7 @@ static void file_tail(int dirfd, const char *name, char *out, size_t size)
 static void vm_cleanup_process(Vm *vm)
 {
 	vm_unplace(vm);
+	warm_vm_exited(vm);
 	hostdev_vm_release(vm);
 	/* Its cgroup goes with it (busy while the kernel still tears QEMU
 	 * down: then at the next start or delete). */
@@ -439,6 +441,12 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 		vm->guest_shutdown = true;
 		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "while hsd was away");
 		vm_quit(vm);
+	} else if (!strcmp(st, "inmigrate") && vm->status.state == VM_STATE_STARTING) {
+		/* A start from saved state (a memory snapshot, a warm clone)
+		 * that hsd left half-loaded: start again from the beginning. */
+		log_warning("vm %s: killing QEMU left loading its saved state", vm->spec.name);
+		vm->stop_kind = STOP_KILL;
+		pidfd_send_signal_(vm->pidfd, SIGKILL);
 	} else if (!strcmp(st, "running")) {
 		vm_set_state(vm, VM_STATE_RUNNING);
 	} else if (!strcmp(st, "prelaunch") && vm->status.state == VM_STATE_STARTING) {
@@ -567,6 +575,9 @@ static void on_incoming_loaded(Vm *vm, const HsError *err)
 		start_failed(vm, err->message);
 		return;
 	}
+	/* A clone's guest runs from here on: its later starts boot. */
+	if (warm_vm_fresh(vm))
+		warm_vm_resumed(vm);
 	if (vm->status.state == VM_STATE_STARTING)
 		vm_start_finish(vm);
 }
@@ -704,7 +715,10 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	if (r < 0)
 		return r;
 	static QemuDiskChain chains[VM_MAX_DISKS];
+	static char clone_info[WARM_CLONE_INFO_SIZE];
 	r = storage_vm_launch(vm, &fds, &launch, chains, err);
+	if (r == 0)
+		r = warm_vm_launch(vm, &fds, &launch, clone_info, err);
 	launch.incoming |= migrate_vm_incoming(vm);
 	if (r == 0)
 		r = vm_place(vm, &launch, err);
@@ -1478,6 +1492,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		_cleanup_free_ char *tail = console_tail(vm, 10);
 		json_object_set_new(o, "console_tail", json_string(tail ? tail : ""));
 		json_object_set_new(o, "console_clients", json_integer(console_client_count(vm)));
+		json_t *warm = warm_vm_json(vm);
+		if (warm)
+			json_object_set_new(o, "warm", warm);
 		json_t *disks = storage_vm_disks_json(vm);
 		if (disks)
 			json_object_set_new(o, "storage", disks);
