@@ -189,13 +189,11 @@ static int template_from_vm(Ctl *ctl, const SubArgs *a)
 	unsigned long long disk = 0;
 	if (a->disk && ctl_parse_uint("--disk", a->disk, 255, &disk) < 0)
 		return EXIT_USAGE;
-	if (a->stop && !a->warm) {
-		fputs("hsctl: template from-vm: --stop goes with --warm\n", stderr);
-		return EXIT_USAGE;
-	}
 	json_auto_t *body = json_pack("{s:s, s:s}", "name", a->pos[0], "vm", a->pos[1]);
 	if (a->disk)
 		json_object_set_new(body, "disk", json_integer((json_int_t)disk));
+	if (a->stop && !a->warm) /* hsd says why not */
+		json_object_set_new(body, "then", json_string("stop"));
 	if (a->warm) {
 		/* The running guest's RAM and devices, not only its disk. */
 		json_object_set_new(body, "warm", json_true());
