@@ -152,7 +152,10 @@ def start_and_kill(h, name, kill):
     res = {}
 
     def go():
-        res["r"] = h.request("POST", f"/v1/vms/{name}/start", timeout=120)
+        try:
+            res["r"] = h.request("POST", f"/v1/vms/{name}/start", timeout=120)
+        except OSError as e:  # hsd killed under the request
+            res["r"] = e
     t = threading.Thread(target=go)
     t.start()
     pidfile = h.run_dir / "vms" / name / "qemu.pid"
@@ -184,6 +187,7 @@ def test_warm_clone_start_faults(hsd_factory, guest, memdir):
     # Re-adopted: running (it got through), or killed and stopped.
     wait_for(lambda: h.state("k2") in ("running", "paused", "stopped", "crashed"), 30,
              "k2 to settle")
+    print("k2 after hsd's restart:", h.state("k2"), h.vm("k2")["exit_reason"])
     if h.state("k2") == "paused":
         h.json("POST", "/v1/vms/k2/resume")
     elif h.state("k2") != "running":
