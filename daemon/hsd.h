@@ -140,6 +140,7 @@ struct Vm {
 	bool pacing;           /* start held until the host can back its memory */
 	double pacing_since;
 	ev_timer pacing_timer;
+	bool warm_loading;     /* start held until its warm template's RAM is loaded */
 	bool adopting;
 	bool start_paused;
 	double start_mono;
@@ -234,6 +235,9 @@ typedef void (*VmDoneCb)(Vm *vm, const HsError *err, void *ud);
 int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err);
 /* Starts held back for memory. */
 unsigned vm_count_pacing(Hsd *h);
+/* The warm template's RAM a held start waited for is loaded (err NULL) or
+ * could not be: the start goes on, or fails. */
+void vm_warm_ready(Vm *vm, const HsError *err);
 int vm_stop(Vm *vm, StopKind kind, double timeout, VmDoneCb cb, void *ud, HsError *err);
 int vm_reboot(Vm *vm, VmDoneCb cb, void *ud, HsError *err);
 int vm_pause(Vm *vm, bool pause, VmDoneCb cb, void *ud, HsError *err);

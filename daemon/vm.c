@@ -873,7 +873,7 @@ static uint64_t committed_bytes(Hsd *h)
 {
 	uint64_t sum = 0;
 	for (Vm *o = h->vms; o; o = o->next)
-		if (vm_state_is_active(o->status.state) || o->pacing)
+		if (vm_state_is_active(o->status.state) || o->pacing || o->warm_loading)
 			sum += o->spec.memory_mib << 20;
 	return sum;
 }
@@ -927,25 +927,48 @@ static int vm_admit(Vm *vm, HsError *err)
 	return h->host.mem_available >= need ? 0 : 1;
 }
 
+/* QEMU's start once what it maps is there: 1 while a warm template's RAM
+ * loads (the start goes on from vm_warm_ready). */
+static int vm_launch_when_ready(Vm *vm, bool paused, HsError *err)
+{
+	int r = warm_vm_prepare(vm, err);
+	return r == 0 ? vm_launch(vm, paused, err) : r;
+}
+
+static void vm_start_failed_early(Vm *vm, const HsError *err)
+{
+	vm_unplace(vm); /* not started: holds no node */
+	hostdev_vm_release(vm);
+	waiters_complete(vm, WAIT_START, err);
+}
+
 static void on_hostdevs_bound(Vm *vm, const HsError *err, void *ud)
 {
 	HsError e;
-	if (!err && vm_launch(vm, vm->start_paused, &e) < 0)
+	if (!err && vm_launch_when_ready(vm, vm->start_paused, &e) < 0)
 		err = &e;
-	if (err) {
-		vm_unplace(vm); /* not started: holds no node */
-		hostdev_vm_release(vm);
-		waiters_complete(vm, WAIT_START, err);
-	}
+	if (err)
+		vm_start_failed_early(vm, err);
 }
 
-/* QEMU's start, after its host devices are bound (1: binding, the start
- * goes on from on_hostdevs_bound). */
+void vm_warm_ready(Vm *vm, const HsError *err)
+{
+	HsError e;
+	vm->warm_loading = false;
+	if (!err && vm_launch(vm, vm->start_paused, &e) < 0)
+		err = &e;
+	if (err)
+		vm_start_failed_early(vm, err);
+}
+
+/* QEMU's start, after its host devices are bound and its warm template's
+ * RAM is loaded (1: the start goes on from on_hostdevs_bound or
+ * vm_warm_ready). */
 static int vm_bind_and_launch(Vm *vm, bool paused, HsError *err)
 {
 	vm->start_paused = paused;
 	int r = hostdev_vm_bind(vm, on_hostdevs_bound, NULL, err);
-	return r == 0 ? vm_launch(vm, paused, err) : r;
+	return r == 0 ? vm_launch_when_ready(vm, paused, err) : r;
 }
 
 static void on_pacing(struct ev_loop *loop, ev_timer *w, int revents)
@@ -988,9 +1011,11 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 				    "VM '%s' migrated to %s: this is the record it left here (delete "
 				    "it, or migrate the VM back)",
 				    vm->spec.name, vm->status.migrated_to);
-	if (vm_state_is_active(vm->status.state) || vm->pacing || hostdev_vm_busy(vm))
+	if (vm_state_is_active(vm->status.state) || vm->pacing || vm->warm_loading ||
+	    hostdev_vm_busy(vm))
 		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is already %s", vm->spec.name,
 				    vm->pacing ? "starting (waiting for memory)"
+				    : vm->warm_loading ? "starting (loading its warm template's RAM)"
 				    : hostdev_vm_busy(vm)
 					    ? "binding or releasing its host devices (try again in a moment)"
 					    : vm_state_to_string(vm->status.state));
@@ -1439,6 +1464,11 @@ int vm_delete(Vm *vm, HsError *err)
 		return hs_error_set(err, -EBUSY, "conflict",
 				    "VM '%s' is %s; stop it before deleting it", vm->spec.name,
 				    vm_state_to_string(vm->status.state));
+	if (vm->warm_loading)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' is starting (loading its warm template's RAM); try "
+				    "again in a moment",
+				    vm->spec.name);
 	if (hostdev_vm_busy(vm))
 		return hs_error_set(err, -EBUSY, "conflict",
 				    "VM '%s' is still giving its host devices back; try again in a "

@@ -18,20 +18,24 @@
 #include <inttypes.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 
 #include "hsd.h"
+#include "tool.h"
 
 #define WARM_MARKER "warm-start"
 #define WARM_POLL 0.002
 #define WARM_TIMEOUT 600.0
+#define WARM_COPY_TIMEOUT 600.0
 
-/* Sealed copies of templates' RAM, one per template, made on first use. */
+/* Sealed copies of templates' RAM, one per template, made on first use.
+ * fd is -1 while the copy is being made (by a tool: the loop never copies
+ * guest RAM itself). */
 typedef struct WarmCache {
 	struct WarmCache *next;
 	char name[VM_NAME_MAX + 1];
 	int fd;
+	bool deleted; /* the template went while its RAM was loading */
 } WarmCache;
 
 static int templates_fd = -1;
@@ -69,41 +73,40 @@ void warm_free(Hsd *h)
 	templates_fd = -1;
 }
 
-/* Copies all of src (from offset 0) to dst; 0 or -errno. */
-static int copy_all(int dst, int src, uint64_t size)
-{
-	off_t off = 0;
-	while ((uint64_t)off < size) {
-		ssize_t n = sendfile(dst, src, &off, size - (uint64_t)off > (1u << 30)
-							     ? 1u << 30
-							     : (size_t)(size - (uint64_t)off));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-	}
-	return 0;
-}
-
-/* A sealed memfd holding size bytes of src: writes and shared writable
- * mappings are refused to everyone; private mappings are fine. */
-static int sealed_copy(const char *name, int src, uint64_t size)
+/* An empty memfd that will hold a template's RAM (filled by ram_copy(),
+ * then sealed by ram_seal()). */
+static int ram_memfd(const char *name)
 {
 	char mname[VM_NAME_MAX + 16];
 	snprintf(mname, sizeof(mname), "hs-warm-%s", name);
-	_cleanup_close_ int fd = memfd_create(mname, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
+	int fd = memfd_create(mname, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Copies src to dst (from offset 0, dst truncated first) in a tool, not
+ * in the loop: cp --sparse=always skips the source's holes (SEEK_DATA)
+ * and leaves a hole for every all-zero page, so pages the guest never
+ * touched cost nothing in the copy. */
+static int ram_copy(Hsd *h, int src, int dst, ToolDoneCb cb, void *ud, HsError *err)
+{
+	char *argv[] = {(char *)"cp", (char *)"--sparse=always", (char *)"/proc/self/fd/3",
+			(char *)"/proc/self/fd/4", NULL};
+	const int fds[] = {src, dst};
+	return tool_run(h, argv, fds, 2, WARM_COPY_TIMEOUT, cb, ud, err);
+}
+
+/* After ram_copy() into a memfd: writes and shared writable mappings are
+ * refused to everyone from now on; private mappings are fine. */
+static int ram_seal(int fd, uint64_t size)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (ftruncate(fd, (off_t)size) < 0)
-		return -errno;
-	int r = copy_all(fd, src, size);
-	if (r < 0)
-		return r;
+	if ((uint64_t)st.st_size != size)
+		return -EIO;
 	if (fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		return -errno;
-	return TAKE_FD(fd);
+	return 0;
 }
 
 static WarmCache *cache_find(Hsd *h, const char *name)
@@ -114,39 +117,102 @@ static WarmCache *cache_find(Hsd *h, const char *name)
 	return NULL;
 }
 
-static int cache_add(Hsd *h, const char *name, int fd)
+static WarmCache *cache_add(Hsd *h, const char *name, int fd)
 {
 	WarmCache *c = calloc(1, sizeof(*c));
 	if (!c) {
-		close(fd);
-		return -ENOMEM;
+		if (fd >= 0)
+			close(fd);
+		return NULL;
 	}
 	snprintf(c->name, sizeof(c->name), "%s", name);
 	c->fd = fd;
 	c->next = h->warm;
 	h->warm = c;
-	return 0;
+	return c;
 }
 
-void warm_template_deleted(Hsd *h, const char *name)
+static void cache_remove(Hsd *h, WarmCache *c)
 {
 	for (WarmCache **p = &h->warm; *p; p = &(*p)->next)
-		if (!strcmp((*p)->name, name)) {
-			WarmCache *c = *p;
+		if (*p == c) {
 			*p = c->next;
-			close(c->fd);
+			if (c->fd >= 0)
+				close(c->fd);
 			free(c);
 			return;
 		}
 }
 
-/* The template's sealed RAM copy (made from its ram file on first use:
- * the first clone start after hsd started pays for the copy). */
-static int template_ram_fd(Hsd *h, const char *name, HsError *err)
+void warm_template_deleted(Hsd *h, const char *name)
 {
 	WarmCache *c = cache_find(h, name);
+	if (!c)
+		return;
+	if (c->fd < 0) {
+		/* Loading: the load's end drops it. */
+		snprintf(c->name, sizeof(c->name), "%s", "");
+		c->deleted = true;
+		return;
+	}
+	cache_remove(h, c);
+}
+
+/* A load of a template's RAM after hsd's start (the first clone start of
+ * it pays for the copy; the copy runs in a tool, the start waits). */
+typedef struct WarmLoad {
+	Hsd *h;
+	WarmCache *c;
+	char name[VM_NAME_MAX + 1];
+	int mfd;
+	uint64_t size;
+} WarmLoad;
+
+static void on_ram_loaded(Hsd *h, const ToolResult *res, void *ud)
+{
+	WarmLoad *l = ud;
+	WarmCache *c = l->c;
+	HsError e = {0};
+	int r = 0;
+	if (!res->ok) {
+		char why[160];
+		tool_describe_failure(res, why, sizeof(why));
+		hs_error_set(&e, -EIO, "storage-failed", "warm template '%s': cannot load its RAM: %s",
+			     l->name, why);
+	} else if ((r = ram_seal(l->mfd, l->size)) < 0) {
+		hs_error_set(&e, r, "storage-failed", "warm template '%s': cannot seal its RAM: %s",
+			     l->name, strerror(-r));
+	} else {
+		log_info("template %s: RAM loaded (%" PRIu64 " MiB in %.0f ms, by cp)", l->name,
+			 l->size >> 20, res->seconds * 1e3);
+	}
+	if (e.code || c->deleted) {
+		close(l->mfd);
+		cache_remove(h, c);
+	} else {
+		c->fd = l->mfd;
+	}
+	/* The starts that waited go on (or fail). */
+	for (Vm *vm = h->vms; vm;) {
+		Vm *next = vm->next;
+		if (vm->warm_loading && !strcmp(vm->spec.warm_template, l->name))
+			vm_warm_ready(vm, e.code ? &e : NULL);
+		vm = next;
+	}
+	free(l);
+}
+
+/* The template's sealed RAM copy: 0 with *ret_fd, 1 while it loads (the
+ * VMs waiting get vm_warm_ready()), or -errno. */
+static int template_ram_fd(Hsd *h, const char *name, int *ret_fd, HsError *err)
+{
+	WarmCache *c = cache_find(h, name);
+	if (c && c->fd >= 0) {
+		*ret_fd = c->fd;
+		return 0;
+	}
 	if (c)
-		return c->fd;
+		return 1;
 	char path[VM_NAME_MAX + 8];
 	snprintf(path, sizeof(path), "%s/ram", name);
 	_cleanup_close_ int src = openat(templates_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -154,18 +220,29 @@ static int template_ram_fd(Hsd *h, const char *name, HsError *err)
 	if (src < 0 || fstat(src, &st) < 0)
 		return hs_error_set(err, -errno, "storage-failed",
 				    "warm template '%s': cannot open its RAM: %m", name);
-	double t0 = hs_now();
-	int fd = sealed_copy(name, src, (uint64_t)st.st_size);
-	if (fd < 0)
-		return hs_error_set(err, fd, "storage-failed",
-				    "warm template '%s': cannot load its RAM: %s", name,
-				    strerror(-fd));
-	log_info("template %s: RAM loaded (%" PRIu64 " MiB in %.0f ms)", name,
-		 (uint64_t)st.st_size >> 20, (hs_now() - t0) * 1e3);
-	int r = cache_add(h, name, fd);
-	if (r < 0)
-		return hs_error_set(err, r, "internal", "out of memory");
-	return fd;
+	WarmLoad *l = calloc(1, sizeof(*l));
+	c = l ? cache_add(h, name, -1) : NULL;
+	if (!c) {
+		free(l);
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	}
+	l->h = h;
+	l->c = c;
+	l->size = (uint64_t)st.st_size;
+	snprintf(l->name, sizeof(l->name), "%s", name);
+	l->mfd = ram_memfd(name);
+	int r = l->mfd < 0 ? hs_error_set(err, l->mfd, "internal", "memfd_create: %s",
+					  strerror(-l->mfd))
+			   : ram_copy(h, src, l->mfd, on_ram_loaded, l, err);
+	if (r < 0) {
+		if (l->mfd >= 0)
+			close(l->mfd);
+		cache_remove(h, c);
+		free(l);
+		return r;
+	}
+	log_info("template %s: loading its RAM (%" PRIu64 " MiB)", name, l->size >> 20);
+	return 1;
 }
 
 static json_t *template_json(const char *name)
@@ -235,6 +312,20 @@ static int new_ram_file(Vm *vm, HsError *err)
 	return TAKE_FD(fd);
 }
 
+int warm_vm_prepare(Vm *vm, HsError *err)
+{
+	if (!vm->spec.memory_file || !warm_vm_fresh(vm))
+		return 0;
+	int fd;
+	int r = template_ram_fd(vm->hsd, vm->spec.warm_template, &fd, err);
+	if (r > 0) {
+		vm->warm_loading = true;
+		log_info("vm %s: waiting for template %s's RAM", vm->spec.name,
+			 vm->spec.warm_template);
+	}
+	return r;
+}
+
 int warm_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, char *info, HsError *err)
 {
 	if (!vm->spec.memory_file)
@@ -243,9 +334,13 @@ int warm_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, char *info, HsError *er
 	int fd;
 	if (fresh) {
 		const char *t = vm->spec.warm_template;
-		int tfd = template_ram_fd(vm->hsd, t, err);
-		if (tfd < 0)
-			return tfd;
+		int tfd = -1;
+		int r = template_ram_fd(vm->hsd, t, &tfd, err);
+		if (r < 0)
+			return r;
+		if (r > 0) /* warm_vm_prepare() said it was ready: it went since */
+			return hs_error_set(err, -EAGAIN, "conflict",
+					    "warm template '%s': its RAM is loading; try again", t);
 		char path[VM_NAME_MAX + 8];
 		snprintf(path, sizeof(path), "%s/state", t);
 		int sfd = openat(templates_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -339,8 +434,11 @@ enum {
 	J_CAPS,
 	J_MIGRATE,
 	J_POLL,
+	J_COPY,     /* cp: the VM's RAM file into the memfd; guest paused */
 	J_CAPS_OFF,
-	J_END,
+	J_CONT,     /* cont, or QEMU killed (then=stop) */
+	J_WRITE,    /* cp: the memfd into the template's ram file; guest runs */
+	J_SYNC,     /* sync: the state and ram files */
 	J_DONE,
 };
 
@@ -349,15 +447,17 @@ typedef struct WarmJob {
 	char name[VM_NAME_MAX + 1];
 	char vm[VM_NAME_MAX + 1];
 	char tmp[VM_NAME_MAX + 32];
-	bool stop, was_running, migrating;
+	bool stop, was_running, migrating, caps_on, paused;
 	int step;
 	int state_fd;
+	int mfd;    /* the sealed copy for clones */
+	int ram_fd; /* the template's ram file */
+	uint64_t size, state_size;
 	ev_timer poll;
-	double t0, t_paused, deadline;
+	double t0, t_paused, deadline, paused_ms, copy_ms, write_ms;
 	StorageDoneCb cb;
 	void *ud;
 	json_t *result;
-	json_t *spec;
 } WarmJob;
 
 static void job_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud);
@@ -367,8 +467,11 @@ static void job_free(WarmJob *j)
 	ev_timer_stop(j->h->loop, &j->poll);
 	if (j->state_fd >= 0)
 		close(j->state_fd);
+	if (j->mfd >= 0)
+		close(j->mfd);
+	if (j->ram_fd >= 0)
+		close(j->ram_fd);
 	json_decref(j->result);
-	json_decref(j->spec);
 	free(j);
 }
 
@@ -378,10 +481,9 @@ static void job_finish(WarmJob *j, const HsError *err)
 		hs_rm_rf_at(templates_fd, j->tmp);
 		log_warning("template %s: %s", j->name, err->message);
 	} else {
-		log_info("template %s: warm, made in %.0f ms (guest paused %.0f ms)", j->name,
-			 (hs_now() - j->t0) * 1e3, j->result ? json_real_value(json_object_get(
-								j->result, "paused_ms"))
-							     : 0.0);
+		log_info("template %s: warm, made in %.0f ms (guest paused %.0f ms, RAM copied "
+			 "in %.0f ms, written in %.0f ms)",
+			 j->name, (hs_now() - j->t0) * 1e3, j->paused_ms, j->copy_ms, j->write_ms);
 	}
 	if (j->cb)
 		j->cb(j->h, err, err ? NULL : j->result, j->ud);
@@ -396,12 +498,12 @@ static void job_fail(WarmJob *j, const HsError *err)
 		if (j->migrating)
 			qmp_client_execute(vm->qmp, "migrate_cancel", NULL, j->h->qmp_timeout, NULL,
 					   NULL);
-		if (j->step > J_CAPS)
+		if (j->caps_on)
 			qmp_client_execute(vm->qmp, "migrate-set-capabilities",
 					   json_pack("{s:[{s:s, s:b}]}", "capabilities",
 						     "capability", "x-ignore-shared", "state", 0),
 					   j->h->qmp_timeout, NULL, NULL);
-		if (j->step > J_STOP && j->was_running)
+		if (j->paused && j->was_running && !j->stop)
 			qmp_client_execute(vm->qmp, "cont", NULL, j->h->qmp_timeout, NULL, NULL);
 	}
 	job_finish(j, err);
@@ -417,77 +519,162 @@ static int job_send(WarmJob *j, const char *cmd, json_t *args)
 	return qmp_client_execute(vm->qmp, cmd, args, j->h->qmp_timeout, job_reply, j);
 }
 
-/* The template's files, made while the guest is paused. */
-static int job_save(WarmJob *j, HsError *err)
+static void job_tool_failed(WarmJob *j, const ToolResult *res, const char *what)
 {
-	Hsd *h = j->h;
-	Vm *vm = vm_find(h, j->vm);
-	if (!vm)
-		return hs_error_set(err, -ENOENT, "not-found", "VM '%s' is gone", j->vm);
-	if (fsync(j->state_fd) < 0)
-		return hs_error_set(err, -errno, "internal", "cannot save the state: %m");
-	struct stat st;
-	if (fstat(j->state_fd, &st) < 0)
-		return hs_error_set(err, -errno, "internal", "fstat: %m");
-	uint64_t state_size = (uint64_t)st.st_size;
-	close(j->state_fd);
-	j->state_fd = -1;
-	char name[VM_NAME_MAX + 8];
-	ram_file_name(vm, name, sizeof(name));
-	_cleanup_close_ int src = openat(h->memory_dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (src < 0)
-		return hs_error_set(err, -errno, "internal", "cannot open the VM's RAM file: %m");
-	uint64_t size = vm->spec.memory_mib << 20;
-	double t0 = hs_now();
-	/* The clones' copy first (from the VM's file), then the template's
-	 * file on disk from it. */
-	int mfd = sealed_copy(j->name, src, size);
-	if (mfd < 0)
-		return hs_error_set(err, mfd, "internal", "cannot copy the RAM: %s",
-				    strerror(-mfd));
+	char why[160];
+	HsError e;
+	tool_describe_failure(res, why, sizeof(why));
+	hs_error_set(&e, -EIO, "storage-failed", "%s: %s", what, why);
+	job_fail(j, &e);
+}
+
+/* The device state is saved: the RAM goes into the memfd, by a tool,
+ * while the guest stays paused. */
+static int job_copy(WarmJob *j, HsError *err);
+
+/* The template appears: template.json, then the directory renamed into
+ * place (whole or not at all), then its sealed copy is the clones'. */
+static int job_store(WarmJob *j, HsError *err)
+{
 	char path[VM_NAME_MAX + 48];
-	snprintf(path, sizeof(path), "%s/ram", j->tmp);
-	_cleanup_close_ int dst = openat(templates_fd, path,
-					 O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
-	int r = dst < 0 ? -errno : copy_all(dst, mfd, size);
-	if (r == 0 && fsync(dst) < 0)
-		r = -errno;
-	if (r < 0) {
-		close(mfd);
-		return hs_error_set(err, r, "internal", "cannot write the template's RAM: %s",
-				    strerror(-r));
-	}
-	double copy_ms = (hs_now() - t0) * 1e3;
 	snprintf(path, sizeof(path), "%s/state", j->tmp);
 	fchmodat(templates_fd, path, 0444, 0);
-	json_t *spec = vm_spec_to_json(&vm->spec);
+	Vm *vm = vm_find(j->h, j->vm);
+	json_t *spec = vm ? vm_spec_to_json(&vm->spec) : NULL;
+	if (!spec)
+		return hs_error_set(err, -ENOENT, "not-found", "VM '%s' is gone", j->vm);
 	json_auto_t *t = json_pack("{s:s, s:s, s:f, s:s, s:I, s:I, s:I, s:o}", "name", j->name,
-				   "kind", "warm", "created", hs_wall(), "source",
-				   vm->spec.name, "memory_mib", (json_int_t)vm->spec.memory_mib,
-				   "ram_size", (json_int_t)size, "state_size",
-				   (json_int_t)state_size, "spec", spec);
+				   "kind", "warm", "created", hs_wall(), "source", j->vm,
+				   "memory_mib", (json_int_t)(j->size >> 20), "ram_size",
+				   (json_int_t)j->size, "state_size", (json_int_t)j->state_size,
+				   "spec", spec);
 	_cleanup_free_ char *s = t ? json_dumps(t, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
 	_cleanup_close_ int dfd = openat(templates_fd, j->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	r = !s ? -ENOMEM
-	       : dfd < 0 ? -errno : hs_write_file_atomic(dfd, "template.json", s, strlen(s), 0444);
+	int r = !s ? -ENOMEM
+		   : dfd < 0 ? -errno
+			     : hs_write_file_atomic(dfd, "template.json", s, strlen(s), 0444);
 	if (r == 0 && renameat2(templates_fd, j->tmp, templates_fd, j->name, RENAME_NOREPLACE) < 0)
 		r = -errno;
 	if (r == 0)
 		fsync(templates_fd);
-	if (r < 0) {
-		close(mfd);
+	if (r < 0)
 		return hs_error_set(err, r, r == -EEXIST ? "conflict" : "internal",
 				    r == -EEXIST ? "a template named '%s' already exists"
 						 : "cannot store template '%s'",
 				    j->name);
-	}
-	warm_template_deleted(h, j->name); /* a stale copy of an older one */
-	cache_add(h, j->name, mfd);
-	j->result = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:s}", "name", j->name, "kind",
-			      "warm", "source", vm->spec.name, "ram_size", (json_int_t)size,
-			      "state_size", (json_int_t)state_size, "copy_ms", copy_ms, "then",
-			      j->stop ? "stop" : "resume");
+	warm_template_deleted(j->h, j->name); /* a stale copy of an older one */
+	/* Out of memory, cache_add closes it: the first clone start loads it. */
+	cache_add(j->h, j->name, TAKE_FD(j->mfd));
+	j->result = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:s, s:f}", "name",
+			      j->name, "kind", "warm", "source", j->vm, "ram_size",
+			      (json_int_t)j->size, "state_size", (json_int_t)j->state_size,
+			      "copy_ms", j->copy_ms, "write_ms", j->write_ms, "paused_ms",
+			      j->paused_ms, "then", j->stop ? "stop" : "resume", "seconds",
+			      hs_now() - j->t0);
 	return 0;
+}
+
+static void on_synced(Hsd *h, const ToolResult *res, void *ud)
+{
+	WarmJob *j = ud;
+	HsError e;
+	if (!res->ok) {
+		job_tool_failed(j, res, "cannot sync the template's files");
+		return;
+	}
+	if (job_store(j, &e) < 0) {
+		job_fail(j, &e);
+		return;
+	}
+	job_finish(j, NULL);
+}
+
+static void on_written(Hsd *h, const ToolResult *res, void *ud)
+{
+	WarmJob *j = ud;
+	HsError e;
+	if (!res->ok) {
+		job_tool_failed(j, res, "cannot write the template's RAM");
+		return;
+	}
+	j->write_ms = res->seconds * 1e3;
+	j->step = J_SYNC;
+	char *argv[] = {(char *)"sync", (char *)"/proc/self/fd/3", (char *)"/proc/self/fd/4",
+			NULL};
+	const int fds[] = {j->state_fd, j->ram_fd};
+	if (tool_run(h, argv, fds, 2, WARM_COPY_TIMEOUT, on_synced, j, &e) < 0)
+		job_fail(j, &e);
+}
+
+/* The guest runs again (or is gone): the template's ram file is written
+ * from the sealed copy, which nobody can change any more. */
+static void job_write(WarmJob *j)
+{
+	HsError e;
+	j->step = J_WRITE;
+	char path[VM_NAME_MAX + 48];
+	snprintf(path, sizeof(path), "%s/ram", j->tmp);
+	j->ram_fd = openat(templates_fd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+	if (j->ram_fd < 0) {
+		hs_error_set(&e, -errno, "internal", "cannot make the template's RAM file: %m");
+		job_fail(j, &e);
+		return;
+	}
+	if (ram_copy(j->h, j->mfd, j->ram_fd, on_written, j, &e) < 0)
+		job_fail(j, &e);
+}
+
+static void on_source_stopped(Vm *vm, const HsError *err, void *ud)
+{
+	job_write(ud);
+}
+
+static void on_copied(Hsd *h, const ToolResult *res, void *ud)
+{
+	WarmJob *j = ud;
+	HsError e;
+	if (!res->ok) {
+		job_tool_failed(j, res, "cannot copy the RAM");
+		return;
+	}
+	int r = ram_seal(j->mfd, j->size);
+	if (r < 0) {
+		hs_error_set(&e, r, "internal", "cannot seal the RAM copy: %s", strerror(-r));
+		job_fail(j, &e);
+		return;
+	}
+	j->copy_ms = res->seconds * 1e3;
+	j->step = J_CAPS_OFF;
+	r = job_send(j, "migrate-set-capabilities",
+		     json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability", "x-ignore-shared",
+			       "state", 0));
+	if (r < 0) {
+		hs_error_set(&e, r, "vm-exited", "VM '%s' is not answering QMP", j->vm);
+		job_fail(j, &e);
+	}
+}
+
+static int job_copy(WarmJob *j, HsError *err)
+{
+	Vm *vm = vm_find(j->h, j->vm);
+	if (!vm)
+		return hs_error_set(err, -ENOENT, "not-found", "VM '%s' is gone", j->vm);
+	struct stat st;
+	if (fstat(j->state_fd, &st) < 0)
+		return hs_error_set(err, -errno, "internal", "fstat: %m");
+	j->state_size = (uint64_t)st.st_size;
+	char name[VM_NAME_MAX + 8];
+	ram_file_name(vm, name, sizeof(name));
+	_cleanup_close_ int src = openat(j->h->memory_dirfd, name,
+					 O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (src < 0)
+		return hs_error_set(err, -errno, "internal", "cannot open the VM's RAM file: %m");
+	j->size = vm->spec.memory_mib << 20;
+	j->mfd = ram_memfd(j->name);
+	if (j->mfd < 0)
+		return hs_error_set(err, j->mfd, "internal", "memfd_create: %s", strerror(-j->mfd));
+	j->step = J_COPY;
+	return ram_copy(j->h, src, j->mfd, on_copied, j, err);
 }
 
 static void on_job_poll(struct ev_loop *loop, ev_timer *w, int revents)
@@ -500,11 +687,24 @@ static void on_job_poll(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 }
 
-static void on_stopped(Vm *vm, const HsError *err, void *ud)
+/* The source goes on as asked; from here, the RAM copy is whole. */
+static void job_release_source(WarmJob *j)
 {
-	WarmJob *j = ud;
-	json_object_set_new(j->result, "seconds", json_real(hs_now() - j->t0));
-	job_finish(j, NULL);
+	HsError e;
+	Vm *vm = vm_find(j->h, j->vm);
+	j->step = J_CONT;
+	j->paused_ms = (hs_now() - j->t_paused) * 1e3;
+	if (j->stop) {
+		/* The guest lives on in the template; no need to be gentle. */
+		if (vm && vm_stop(vm, STOP_KILL, 0, on_source_stopped, j, &e) == 0)
+			return;
+		job_write(j);
+		return;
+	}
+	if (j->was_running && job_send(j, "cont", NULL) == 0)
+		return;
+	j->paused = false;
+	job_write(j);
 }
 
 static void job_step(WarmJob *j, json_t *reply)
@@ -515,7 +715,9 @@ static void job_step(WarmJob *j, json_t *reply)
 	switch (j->step) {
 	case J_STOP:
 		j->t_paused = hs_now();
+		j->paused = true;
 		j->step = J_CAPS;
+		j->caps_on = true;
 		r = job_send(j, "migrate-set-capabilities",
 			     json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
 				       "x-ignore-shared", "state", 1));
@@ -523,7 +725,7 @@ static void job_step(WarmJob *j, json_t *reply)
 	case J_CAPS: {
 		char path[VM_NAME_MAX + 48];
 		snprintf(path, sizeof(path), "%s/state", j->tmp);
-		j->state_fd = openat(templates_fd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		j->state_fd = openat(templates_fd, path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
 				     0600);
 		if (j->state_fd < 0 || !vm || !vm->qmp) {
 			hs_error_set(&e, -errno, "internal", "cannot make the state file: %m");
@@ -565,40 +767,17 @@ static void job_step(WarmJob *j, json_t *reply)
 			return;
 		}
 		j->migrating = false;
-		if (job_save(j, &e) < 0) {
+		if (job_copy(j, &e) < 0)
 			job_fail(j, &e);
-			return;
-		}
-		j->step = J_CAPS_OFF;
-		r = job_send(j, "migrate-set-capabilities",
-			     json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-				       "x-ignore-shared", "state", 0));
-		break;
+		return;
 	}
 	case J_CAPS_OFF:
-		j->step = J_END;
-		if (j->stop) {
-			json_object_set_new(j->result, "paused_ms",
-					    json_real((hs_now() - j->t_paused) * 1e3));
-			/* The guest lives on in the template; no need to be
-			 * gentle. */
-			if (!vm || vm_stop(vm, STOP_KILL, 0, on_stopped, j, &e) < 0) {
-				json_object_set_new(j->result, "seconds",
-						    json_real(hs_now() - j->t0));
-				job_finish(j, NULL);
-			}
-			return;
-		}
-		if (j->was_running) {
-			r = job_send(j, "cont", NULL);
-			break;
-		}
-		_fallthrough_;
-	case J_END:
-		json_object_set_new(j->result, "paused_ms",
-				    json_real((hs_now() - j->t_paused) * 1e3));
-		json_object_set_new(j->result, "seconds", json_real(hs_now() - j->t0));
-		job_finish(j, NULL);
+		j->caps_on = false;
+		job_release_source(j);
+		return;
+	case J_CONT:
+		j->paused = false;
+		job_write(j);
 		return;
 	default:
 		return;
@@ -619,11 +798,16 @@ static void job_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 			job_free(j);
 			return;
 		}
-		if (j->step >= J_CAPS_OFF) {
-			/* The template is made; only putting the source back failed. */
-			log_warning("template %s: after the capture: %s", j->name, err->message);
-			json_object_set_new(j->result, "seconds", json_real(hs_now() - j->t0));
-			job_finish(j, NULL);
+		if (j->step == J_CAPS_OFF || j->step == J_CONT) {
+			/* The RAM copy is whole and sealed; only putting the
+			 * source back failed: the template is still made. */
+			log_warning("template %s: after the RAM copy: %s", j->name, err->message);
+			if (j->step == J_CAPS_OFF) {
+				j->caps_on = false;
+				job_release_source(j);
+			} else {
+				job_write(j);
+			}
 			return;
 		}
 		HsError e = *err;
@@ -667,7 +851,7 @@ int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDo
 	if (!j)
 		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
 	j->h = h;
-	j->state_fd = -1;
+	j->state_fd = j->mfd = j->ram_fd = -1;
 	j->stop = stop;
 	j->cb = cb;
 	j->ud = ud;

@@ -31,6 +31,10 @@ typedef struct Vm Vm;
 int warm_init(Hsd *h, HsError *err);
 void warm_free(Hsd *h);
 
+/* Before a start: 0 (go on), 1 (the template's RAM is being loaded into
+ * its sealed copy, by a tool; vm->warm_loading is set and
+ * vm_warm_ready() follows), or -errno. */
+int warm_vm_prepare(Vm *vm, HsError *err);
 /* At a start of a memory_file VM: its RAM descriptor (a fresh file, or for
  * a clone's first start the template's sealed copy, with the saved state
  * queued as the incoming migration), and the fw_cfg record (info,
