@@ -1241,6 +1241,31 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 									  : "off",
 		       mb);
 	}
+	/* Apart from KSM: clones share their warm template's pages. */
+	json_t *warm = json_object_get(j, "warm_templates");
+	if (json_array_size(warm)) {
+		char ws[32];
+		ctl_fmt_bytes(json_number_value(json_object_get(j, "warm_saved_bytes")), ws,
+			      sizeof(ws));
+		printf("Warm:         %s saved by clones sharing their template's RAM (not KSM)\n",
+		       ws);
+		printf("%-24s %10s %10s %8s %12s %12s\n", "TEMPLATE", "RAM", "HELD", "CLONES",
+		       "SHARED", "SAVED");
+	}
+	json_array_foreach (warm, i, vm) {
+		char ram[32], held[32], shared[32], sv[32], clones[32];
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "ram_size")), ram, sizeof(ram));
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "held_bytes")), held,
+			      sizeof(held));
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "clones_shared_bytes")), shared,
+			      sizeof(shared));
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "saved_bytes")), sv, sizeof(sv));
+		snprintf(clones, sizeof(clones), "%lld/%lld",
+			 json_integer_value(json_object_get(vm, "clones_running")),
+			 json_integer_value(json_object_get(vm, "clones")));
+		printf("%-24s %10s %10s %8s %12s %12s\n",
+		       json_string_value(json_object_get(vm, "name")), ram, held, clones, shared, sv);
+	}
 	return 0;
 }
 

@@ -599,6 +599,17 @@ static void host_setting(Hsd *h, HttpRequest *req, json_t *(*show)(Hsd *h),
 		http_reply_json(req, 200, show(h));
 }
 
+/* GET /v1/ksm: KSM's state, and apart from it what warm templates save
+ * (their clones share the template's pages without KSM). */
+static json_t *ksm_show(Hsd *h)
+{
+	json_t *j = ksm_tuner_to_json(h);
+	uint64_t saved = 0;
+	json_object_set_new(j, "warm_templates", warm_host_json(h, &saved));
+	json_object_set_new(j, "warm_saved_bytes", json_integer((json_int_t)saved));
+	return j;
+}
+
 void api_handle(HttpRequest *req, void *userdata)
 {
 	Hsd *h = userdata;
@@ -641,7 +652,7 @@ void api_handle(HttpRequest *req, void *userdata)
 		}
 		if (!strcmp(m, "GET"))
 			ksm_tuner_tick(h);
-		host_setting(h, req, ksm_tuner_to_json, ksm_tuner_configure);
+		host_setting(h, req, ksm_show, ksm_tuner_configure);
 		return;
 	}
 	if (!strcmp(path, "/v1/balloon")) {

@@ -920,6 +920,10 @@ static int vm_admit(Vm *vm, HsError *err)
 		/* Huge pages are not in VmRSS, and were taken at start. */
 		uint64_t nominal = ordinary_ram_bytes(&o->spec);
 		uint64_t rss = host_process_rss(h->host.rootfd, o->status.pid);
+		/* A warm clone's pages still its template's are not its own:
+		 * it may yet write each of them (copy-on-write). */
+		uint64_t shared = warm_vm_shared_bytes(o);
+		rss = rss > shared ? rss - shared : 0;
 		if (rss < nominal)
 			pending += nominal - rss;
 	}

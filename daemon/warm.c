@@ -918,6 +918,15 @@ static int read_template_mapping(Vm *vm, uint64_t *ret_rss, uint64_t *ret_anon)
 	return 0;
 }
 
+uint64_t warm_vm_shared_bytes(Vm *vm)
+{
+	uint64_t rss, anon;
+	if (!vm->spec.warm_template[0] || vm->status.pid <= 0 ||
+	    read_template_mapping(vm, &rss, &anon) < 0)
+		return 0;
+	return (rss - (anon < rss ? anon : rss)) << 10;
+}
+
 json_t *warm_vm_json(Vm *vm)
 {
 	if (!vm->spec.memory_file)
@@ -936,4 +945,60 @@ json_t *warm_vm_json(Vm *vm)
 		json_object_set_new(o, "private_kib", json_integer((json_int_t)anon));
 	}
 	return o;
+}
+
+typedef struct WarmList {
+	Hsd *h;
+	json_t *list;
+	uint64_t saved;
+} WarmList;
+
+static int warm_list_add(int dfd, const char *name, void *ud)
+{
+	WarmList *l = ud;
+	if (name[0] == '.' || !vm_name_is_valid(name))
+		return 0;
+	json_auto_t *t = template_json(name);
+	if (!t || !is_warm(t))
+		return 0;
+	/* The one copy hsd holds: the sealed memfd's resident pages (holes,
+	 * the pages the guest never touched, cost nothing). */
+	WarmCache *c = cache_find(l->h, name);
+	struct stat st;
+	uint64_t held = c && c->fd >= 0 && fstat(c->fd, &st) == 0 ? (uint64_t)st.st_blocks * 512
+								   : 0;
+	unsigned clones = 0, running = 0;
+	uint64_t shared = 0;
+	for (Vm *vm = l->h->vms; vm; vm = vm->next) {
+		if (strcmp(vm->spec.warm_template, name))
+			continue;
+		clones++;
+		uint64_t rss, anon;
+		if (vm->status.pid <= 0 || !vm_state_is_active(vm->status.state))
+			continue;
+		running++;
+		if (read_template_mapping(vm, &rss, &anon) == 0)
+			shared += (rss - (anon < rss ? anon : rss)) << 10;
+	}
+	/* Without the template, each clone would hold its shared pages
+	 * itself; with it, they are held once. */
+	uint64_t saved = shared > held ? shared - held : 0;
+	l->saved += saved;
+	json_array_append_new(
+		l->list, json_pack("{s:s, s:I, s:I, s:b, s:i, s:i, s:I, s:I}", "name", name,
+				   "ram_size", json_integer_value(json_object_get(t, "ram_size")),
+				   "held_bytes", (json_int_t)held, "loaded", c && c->fd >= 0,
+				   "clones", (int)clones, "clones_running", (int)running,
+				   "clones_shared_bytes", (json_int_t)shared, "saved_bytes",
+				   (json_int_t)saved));
+	return 0;
+}
+
+json_t *warm_host_json(Hsd *h, uint64_t *ret_saved)
+{
+	WarmList l = {h, json_array(), 0};
+	hs_dir_foreach(templates_fd, ".", warm_list_add, &l);
+	if (ret_saved)
+		*ret_saved = l.saved;
+	return l.list;
 }

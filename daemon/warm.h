@@ -59,3 +59,12 @@ void warm_template_deleted(Hsd *h, const char *name);
 /* GET /v1/vms/NAME's "warm" object (RAM shared with the template); NULL
  * for VMs without memory_file. */
 json_t *warm_vm_json(Vm *vm);
+/* Bytes of a running clone's RSS that are its template's pages (shared
+ * with the other clones, not its own); 0 for other VMs. */
+uint64_t warm_vm_shared_bytes(Vm *vm);
+/* GET /v1/ksm's "warm_templates": per warm template, its RAM size, the
+ * bytes hsd holds of it (one copy), its clones (defined, running), the
+ * template pages they map (sum of each clone's) and what that saves (that
+ * sum minus the one copy held), apart from KSM's figures. *ret_saved: the
+ * sum of the savings. */
+json_t *warm_host_json(Hsd *h, uint64_t *ret_saved);

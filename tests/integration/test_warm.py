@@ -115,6 +115,17 @@ def test_warm_clones(hsd_factory, guest, memdir):
     w = h.vm(names[0])["warm"]
     print("clone 0 memory:", w)
     assert w["template_shared_kib"] > 0
+    # Host-wide, apart from KSM's figures (GET /v1/ksm, hsctl ksm).
+    k = h.json("GET", "/v1/ksm")
+    wt = {t["name"]: t for t in k["warm_templates"]}["tpl"]
+    print("GET /v1/ksm warm_templates:", wt)
+    assert wt["clones"] == N_CLONES and wt["clones_running"] == N_CLONES, wt
+    assert wt["ram_size"] == MEMORY << 20 and 0 < wt["held_bytes"] <= MEMORY << 20
+    assert wt["clones_shared_bytes"] >= w["template_shared_kib"] << 10
+    assert wt["saved_bytes"] == max(0, wt["clones_shared_bytes"] - wt["held_bytes"])
+    assert k["warm_saved_bytes"] == wt["saved_bytes"]
+    out = h.hsctl("ksm", check=True).stdout
+    assert "Warm:" in out and re.search(rf"tpl\s.*{N_CLONES}/{N_CLONES}", out), out
 
     # A write in one clone is seen by no other, nor by a new clone.
     guest_run(h, "c0", "echo c0-only > /tmp/marker2", "w0")
