@@ -75,7 +75,7 @@ create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --memo
 	--hotplug-ports)
 set_opts=(--balloon --balloon-floor --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
 	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max
-	--vcpu-pin --emulator-pin --no-pin --cpu-max --cpu-weight --memory-overhead --pids-max)
+	--vcpu-pin --emulator-pin --no-pin --cpu-max --cpu-weight --memory-overhead --pids-max --hotplug-ports)
 migrate_opts=(--to --storage --address --downtime --bandwidth --multifd --timeout --auto-converge --xbzrle --tls
 	--postcopy)
 
