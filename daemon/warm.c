@@ -62,7 +62,8 @@ void warm_free(Hsd *h)
 	while (h->warm) {
 		WarmCache *c = h->warm;
 		h->warm = c->next;
-		close(c->fd);
+		if (c->fd >= 0)
+			close(c->fd);
 		free(c);
 	}
 	if (h->memory_dirfd >= 0)
