@@ -19,6 +19,7 @@ static void usage(FILE *f)
 	      "  list                        all VMs\n"
 	      "  info NAME                   state, pid, uptime, last exit, spec\n"
 	      "  create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] [--machine M]\n"
+	      "              [--memory-file]\n"
 	      "              [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE]\n"
 	      "              [--balloon-floor SIZE]\n"
 	      "              [--kernel F [--initrd F] [--append S]]\n"
@@ -61,8 +62,10 @@ static void usage(FILE *f)
 	      "  template show NAME          one template\n"
 	      "  template import NAME FILE [--format qcow2|raw]\n"
 	      "                              copy an image file into a new template\n"
-	      "  template from-vm NAME VM [--disk N]\n"
-	      "                              a template from a stopped VM's managed disk\n"
+	      "  template from-vm NAME VM [--disk N | --warm [--stop]]\n"
+	      "                              a template from a stopped VM's managed disk;\n"
+	      "                              --warm: a running memory_file VM's RAM and\n"
+	      "                              devices (resumed after, or --stop)\n"
 	      "  template delete NAME        refused while VMs use it\n"
 	      "  snapshot list VM            a VM's snapshots, '*' marks the current one\n"
 	      "  snapshot create VM SNAP [--memory]\n"
@@ -667,6 +670,22 @@ static int add_pins(json_t *spec, const CtlPins *pins)
 	return 0;
 }
 
+/* Is template `name` a warm one (a booted guest: hsctl create clones it)? */
+static bool is_warm_template(Ctl *ctl, const char *name)
+{
+	json_auto_t *t = NULL;
+	_cleanup_free_ char *path = hs_strdup_printf("/v1/templates/%s", name);
+	unsigned status = 0;
+	HsError err = {0};
+	/* Quiet: any failure is for the create itself to report. */
+	if (!path || ctl_connect(ctl) < 0 ||
+	    hs_client_request(&ctl->client, "GET", path, NULL, &status, &t, &err) < 0 ||
+	    status != 200)
+		return false;
+	const char *k = json_string_value(json_object_get(t, "kind"));
+	return k && !strcmp(k, "warm");
+}
+
 static int cmd_create(Ctl *ctl, int argc, char **argv)
 {
 	static const struct option base_opts[] = {
@@ -691,6 +710,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"hugepages", required_argument, NULL, 'G'},
 		{"hostdev", required_argument, NULL, 'D'},
 		{"hotplug-ports", required_argument, NULL, 'Q'},
+		{"memory-file", no_argument, NULL, 'R'},
 	};
 	struct option opts[ARRAY_SIZE(base_opts) + CTL_N_RESOURCE_OPTS + 1] = {0};
 	memcpy(opts, base_opts, sizeof(base_opts));
@@ -729,9 +749,14 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 	if (!spec)
 		spec = json_object();
 	optind = 0;
+	int others = 0; /* options besides --template */
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
 		char *p;
+		others += c != 'T';
 		switch (c) {
+		case 'R':
+			json_object_set_new(spec, "memory_file", json_true());
+			break;
 		case 'm':
 			if (ctl_parse_uint("--memory", optarg, UINT32_MAX, &v) < 0)
 				goto usage;
@@ -875,6 +900,19 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		fputs("hsctl: create: a NAME is needed\n", stderr);
 		goto usage;
 	}
+	if (template && is_warm_template(ctl, template)) {
+		/* A clone: everything comes from the template. */
+		if (others || json_object_size(spec) > 1) {
+			fputs("hsctl: create: a clone of a warm template takes its settings from "
+			      "the template (give only NAME and --template)\n",
+			      stderr);
+			goto usage;
+		}
+		json_decref(disks);
+		json_decref(nics);
+		json_object_set_new(spec, "warm_template", json_string(template));
+		return create_post(ctl, spec);
+	}
 	/* A disk hsd makes (over a template, or blank) comes first: it boots. */
 	if (template || disk_size) {
 		json_t *d = json_object();
@@ -917,7 +955,7 @@ usage:
 	json_decref(disks);
 	json_decref(nics);
 	fputs("hsctl: usage: hsctl create NAME [--memory MiB] [--cpus N] [--accel kvm|tcg] "
-	      "[--machine M] [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE] "
+	      "[--machine M] [--memory-file] [--cpu-model MODEL] [--no-mem-merge] [--balloon SIZE] "
 	      "[--balloon-floor SIZE] "
 	      "[--kernel F --initrd F "
 	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
@@ -1202,6 +1240,31 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		       : json_is_true(json_object_get(vm, "mem_merge")) ? "on"
 									  : "off",
 		       mb);
+	}
+	/* Apart from KSM: clones share their warm template's pages. */
+	json_t *warm = json_object_get(j, "warm_templates");
+	if (json_array_size(warm)) {
+		char ws[32];
+		ctl_fmt_bytes(json_number_value(json_object_get(j, "warm_saved_bytes")), ws,
+			      sizeof(ws));
+		printf("Warm:         %s saved by clones sharing their template's RAM (not KSM)\n",
+		       ws);
+		printf("%-24s %10s %10s %8s %12s %12s\n", "TEMPLATE", "RAM", "HELD", "CLONES",
+		       "SHARED", "SAVED");
+	}
+	json_array_foreach (warm, i, vm) {
+		char ram[32], held[32], shared[32], sv[32], clones[32];
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "ram_size")), ram, sizeof(ram));
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "held_bytes")), held,
+			      sizeof(held));
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "clones_shared_bytes")), shared,
+			      sizeof(shared));
+		ctl_fmt_bytes(json_number_value(json_object_get(vm, "saved_bytes")), sv, sizeof(sv));
+		snprintf(clones, sizeof(clones), "%lld/%lld",
+			 json_integer_value(json_object_get(vm, "clones_running")),
+			 json_integer_value(json_object_get(vm, "clones")));
+		printf("%-24s %10s %10s %8s %12s %12s\n",
+		       json_string_value(json_object_get(vm, "name")), ram, held, clones, shared, sv);
 	}
 	return 0;
 }

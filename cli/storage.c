@@ -16,6 +16,7 @@ typedef struct SubArgs {
 	const char *format; /* template import --format */
 	const char *disk;   /* template from-vm --disk */
 	bool memory;	    /* snapshot create --memory */
+	bool warm, stop;    /* template from-vm --warm [--stop] */
 } SubArgs;
 
 typedef struct SubCommand {
@@ -191,6 +192,25 @@ static int template_from_vm(Ctl *ctl, const SubArgs *a)
 	json_auto_t *body = json_pack("{s:s, s:s}", "name", a->pos[0], "vm", a->pos[1]);
 	if (a->disk)
 		json_object_set_new(body, "disk", json_integer((json_int_t)disk));
+	if (a->stop && !a->warm) /* hsd says why not */
+		json_object_set_new(body, "then", json_string("stop"));
+	if (a->warm) {
+		/* The running guest's RAM and devices, not only its disk. */
+		json_object_set_new(body, "warm", json_true());
+		json_object_set_new(body, "then", json_string(a->stop ? "stop" : "resume"));
+		json_auto_t *j = NULL;
+		int r = sub_call(ctl, "POST", body, CTL_TIMEOUT_MEMORY, &j, "/v1/templates");
+		if (r || ctl->json)
+			return r;
+		char took[32];
+		fmt_seconds(json_number_value(json_object_get(j, "seconds")), took, sizeof(took));
+		printf("warm template %s made from VM %s (state %.0f KiB, guest paused %.0f ms, "
+		       "%s; VM %s)\n",
+		       a->pos[0], a->pos[1], json_number_value(json_object_get(j, "state_size")) / 1024,
+		       json_number_value(json_object_get(j, "paused_ms")), took,
+		       a->stop ? "stopped" : "resumed");
+		return 0;
+	}
 	_cleanup_free_ char *what = hs_strdup_printf("made from VM %s, disk %llu", a->pos[1], disk);
 	return template_post(ctl, body, what ? what : "made");
 }
@@ -284,7 +304,10 @@ static int snapshot_delete(Ctl *ctl, const SubArgs *a)
 /* ---- the command groups ---- */
 
 static const struct option format_opts[] = {{"format", required_argument, NULL, 'f'}, {0}};
-static const struct option disk_opts[] = {{"disk", required_argument, NULL, 'd'}, {0}};
+static const struct option disk_opts[] = {{"disk", required_argument, NULL, 'd'},
+					  {"warm", no_argument, NULL, 'w'},
+					  {"stop", no_argument, NULL, 's'},
+					  {0}};
 static const struct option memory_opts[] = {{"memory", no_argument, NULL, 'm'}, {0}};
 static const struct option no_opts[] = {{0}};
 
@@ -292,7 +315,7 @@ static const SubCommand template_cmds[] = {
 	{"list", "", 0, 0, no_opts, template_list},
 	{"show", "NAME", 1, 1, no_opts, template_show},
 	{"import", "NAME FILE [--format qcow2|raw]", 2, 0, format_opts, template_import},
-	{"from-vm", "NAME VM [--disk N]", 2, 0, disk_opts, template_from_vm},
+	{"from-vm", "NAME VM [--disk N | --warm [--stop]]", 2, 0, disk_opts, template_from_vm},
 	{"delete", "NAME", 1, 1, no_opts, template_delete},
 };
 
@@ -344,6 +367,12 @@ static int run_group(Ctl *ctl, const char *group, const SubCommand *subs, size_t
 			break;
 		case 'm':
 			a.memory = true;
+			break;
+		case 'w':
+			a.warm = true;
+			break;
+		case 's':
+			a.stop = true;
 			break;
 		default:
 			sub_usage(group, s);

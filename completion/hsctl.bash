@@ -168,7 +168,7 @@ _hsctl()
 			argopts+=' --ssh-key --hostname --balloon --balloon-floor --vcpu-pin --emulator-pin'
 			argopts+=' --numa-node --cpu-max --cpu-weight --memory-overhead --pids-max'
 			argopts+=' --hugepages --hostdev --hotplug-ports'
-			flags='--no-mem-merge'
+			flags='--no-mem-merge --memory-file'
 			repeat=' --disk --nic --vcpu-pin --hostdev '
 			;;
 		set)
@@ -195,7 +195,10 @@ _hsctl()
 		template)
 			case $sub in
 			import) argopts='--format' ;;
-			from-vm) argopts='--disk' ;;
+			from-vm)
+				argopts='--disk'
+				flags='--warm --stop'
+				;;
 			esac
 			;;
 		snapshot) [[ $sub == create ]] && flags='--memory' ;;

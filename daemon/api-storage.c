@@ -6,6 +6,7 @@
 
 #include "hsd.h"
 #include "storage.h"
+#include "warm.h"
 
 /* Answers a deferred request once the storage work is done: the error, or
  * the result ({} when none) with `status`. */
@@ -46,7 +47,8 @@ static const char *string_field(HttpRequest *req, json_t *j, const char *key, bo
 
 static void template_create(Hsd *h, HttpRequest *req)
 {
-	static const char *const keys[] = {"name", "file", "format", "vm", "disk", NULL};
+	static const char *const keys[] = {"name", "file", "format", "vm", "disk", "warm", "then",
+					   NULL};
 	json_auto_t *j = body_json(req, false);
 	if (!j || !body_keys_ok(req, j, keys))
 		return;
@@ -60,6 +62,17 @@ static void template_create(Hsd *h, HttpRequest *req)
 		http_reply_error(req, 400, "invalid-request",
 				 "give either 'file' (import an image) or 'vm' (from a stopped "
 				 "VM's disk)");
+		return;
+	}
+	json_t *warm = json_object_get(j, "warm");
+	const char *then = vmname == BAD ? BAD : string_field(req, j, "then", false);
+	if (then == BAD)
+		return;
+	if ((warm && !json_is_boolean(warm)) || (json_is_true(warm) && !vmname) ||
+	    (then && (!json_is_true(warm) || (strcmp(then, "resume") && strcmp(then, "stop"))))) {
+		http_reply_error(req, 400, "invalid-request",
+				 "warm: true with 'vm' (a running VM with memory_file); then: "
+				 "\"resume\" (default) or \"stop\", with warm only");
 		return;
 	}
 	json_t *disk = json_object_get(j, "disk");
@@ -77,6 +90,12 @@ static void template_create(Hsd *h, HttpRequest *req)
 	} else if (file) {
 		log_info("api: template import %s from %s", name, file);
 		r = template_import(h, name, file, format, on_storage_done, p, &err);
+	} else if (json_is_true(warm)) {
+		Vm *vm = vm_find(h, vmname);
+		log_info("api: warm template %s from vm %s", name, vmname);
+		r = vm ? warm_template_capture(h, name, vm, then && !strcmp(then, "stop"),
+					       on_storage_done, p, &err)
+		       : hs_error_set(&err, -ENOENT, "not-found", "no VM named '%s'", vmname);
 	} else {
 		Vm *vm = vm_find(h, vmname);
 		log_info("api: template %s from vm %s", name, vmname);

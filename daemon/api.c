@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "hsd.h"
+#include "warm.h"
 
 
 static bool peer_is_admin(Hsd *h, const HttpPeer *p)
@@ -162,6 +163,17 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		return;
 	VmSpec spec;
 	HsError err = {0};
+	bool clone = json_object_get(j, "warm_template") != NULL;
+	if (clone) {
+		/* A clone of a warm template: its spec is the template's. */
+		json_t *cj = warm_clone_spec(h, j, &err);
+		if (!cj) {
+			http_reply_hserror(req, &err);
+			return;
+		}
+		json_decref(j);
+		j = cj;
+	}
 	VmSpecDefaults defs = {
 		.accel = h->host.kvm_usable ? VM_ACCEL_KVM : VM_ACCEL_TCG,
 		.check_files = true,
@@ -183,6 +195,12 @@ static void handle_create(Hsd *h, HttpRequest *req)
 	log_info("api: create vm=%s uid=%u", spec.name, (unsigned)http_request_peer(req)->uid);
 	if (vm_define(h, &spec, &vm, &err) < 0) {
 		vm_spec_clear(&spec);
+		http_reply_hserror(req, &err);
+		return;
+	}
+	if (clone && warm_vm_created(vm, &err) < 0) {
+		HsError derr;
+		vm_delete(vm, &derr);
 		http_reply_hserror(req, &err);
 		return;
 	}
@@ -581,6 +599,17 @@ static void host_setting(Hsd *h, HttpRequest *req, json_t *(*show)(Hsd *h),
 		http_reply_json(req, 200, show(h));
 }
 
+/* GET /v1/ksm: KSM's state, and apart from it what warm templates save
+ * (their clones share the template's pages without KSM). */
+static json_t *ksm_show(Hsd *h)
+{
+	json_t *j = ksm_tuner_to_json(h);
+	uint64_t saved = 0;
+	json_object_set_new(j, "warm_templates", warm_host_json(h, &saved));
+	json_object_set_new(j, "warm_saved_bytes", json_integer((json_int_t)saved));
+	return j;
+}
+
 void api_handle(HttpRequest *req, void *userdata)
 {
 	Hsd *h = userdata;
@@ -623,7 +652,7 @@ void api_handle(HttpRequest *req, void *userdata)
 		}
 		if (!strcmp(m, "GET"))
 			ksm_tuner_tick(h);
-		host_setting(h, req, ksm_tuner_to_json, ksm_tuner_configure);
+		host_setting(h, req, ksm_show, ksm_tuner_configure);
 		return;
 	}
 	if (!strcmp(path, "/v1/balloon")) {

@@ -275,7 +275,8 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	/* mem-merge=off: this guest's RAM is not offered to KSM (tenants that
 	 * want it for side-channel reasons). */
 	/* Huge pages without NUMA cells: the machine's RAM is one backend. */
-	bool ram_backend = s->hugepage_size && !l->n_numa_cells;
+	bool file_ram = s->memory_file && l->ram_fd > 0;
+	bool ram_backend = (s->hugepage_size && !l->n_numa_cells) || file_ram;
 	add2(&a, "-machine",
 	     hs_strdup_printf("%s%s%s", machine, s->no_mem_merge ? ",mem-merge=off" : "",
 			      ram_backend ? ",memory-backend=hs-ram" : ""));
@@ -293,11 +294,20 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	if (s->cpu_model)
 		add2(&a, "-cpu", strdup(s->cpu_model));
 	add2(&a, "-m", hs_strdup_printf("%" PRIu64 "M", s->memory_mib));
-	if (ram_backend)
+	if (file_ram)
+		/* A file hsd made (or a warm template's sealed copy, mapped
+		 * privately): x-ignore-shared leaves it out of saved states.
+		 * One backend, never split into NUMA cells: a template's and
+		 * its clones' RAM blocks must be the same. */
+		add2(&a, "-object",
+		     hs_strdup_printf("memory-backend-file,id=hs-ram,size=%" PRIu64
+				      "M,share=%s,mem-path=/proc/self/fd/%d",
+				      s->memory_mib, l->ram_private ? "off" : "on", l->ram_fd));
+	else if (ram_backend)
 		add2(&a, "-object", ram_backend_object(s, "hs-ram", s->memory_mib, -1));
 	/* NUMA placement: guest RAM in one backend per cell, bound to its
 	 * host node; a VM on one node is one cell. */
-	for (size_t i = 0; i < l->n_numa_cells; i++) {
+	for (size_t i = 0; !file_ram && i < l->n_numa_cells; i++) {
 		const QemuNumaCell *c = &l->numa_cells[i];
 		char id[32];
 		snprintf(id, sizeof(id), "hs-ram%zu", i);
@@ -439,6 +449,17 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 		add2(&a, "-device",
 		     hs_strdup_printf("virtio-net-pci,netdev=hs-net%zu,id=net%zu,mac=%s", i, i,
 				      n->mac));
+	}
+
+	if (s->memory_file) {
+		/* A clone gets a new GUID: QEMU writes it into guest memory
+		 * after loading the state and tells the guest (ACPI). */
+		add2(&a, "-device", hs_strdup_printf("vmgenid,id=vmgenid0,guid=%s", s->vmgenid));
+		/* fw_cfg is not migrated: every start says who the VM is now. */
+		_cleanup_free_ char *info = qemu_escape(l->clone_info ? l->clone_info : "");
+		add2(&a, "-fw_cfg",
+		     info ? hs_strdup_printf("name=opt/org.hypervisor-scale/clone,string=%s", info)
+			  : NULL);
 	}
 
 	/* Host PCI devices: on q35 a PCIe root port each (and the spare

@@ -89,6 +89,14 @@ typedef struct QemuLaunch {
 	char tap_names[VM_MAX_NICS][16]; /* ... and its name (for statistics) */
 	QemuHostFn hostfns[QEMU_MAX_HOSTFNS]; /* host PCI functions (VFIO) */
 	size_t n_hostfns;
+	/* memory_file: guest RAM is memory-backend-file on this descriptor
+	 * (-object ...,mem-path=/proc/self/fd/N); 0: none. ram_private: a
+	 * warm clone's first start maps the template's RAM copy-on-write
+	 * (share=off). clone_info: what the guest reads from fw_cfg
+	 * opt/org.hypervisor-scale/clone (a fixed-size record). */
+	int ram_fd;
+	bool ram_private;
+	const char *clone_info;
 } QemuLaunch;
 
 /* fdset ids used with pass_fds. */

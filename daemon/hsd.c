@@ -15,6 +15,7 @@
 #include "hsd.h"
 #include "cgroup.h"
 #include "storage.h"
+#include "warm.h"
 #include "tool.h"
 #include "options.h"
 #include "sandbox.h"
@@ -144,6 +145,7 @@ static void hsd_release(Hsd *h)
 {
 	free(h->state_dir);
 	free(h->run_dir);
+	free(h->memory_dir);
 	free(h->socket_path);
 	allowed_dirs_clear(&h->allowed);
 }
@@ -190,6 +192,8 @@ static void usage(FILE *f)
 		   "  --migration-ports LO-HI  their TCP ports (default 49152-49215)\n"
 		   "  --migration-tls-dir DIR  certificates for TLS migrations (QEMU's\n"
 		   "                      tls-creds-x509: ca-cert.pem, server-*.pem, client-*.pem)\n"
+		   "  --memory-dir DIR    guest RAM files of memory_file VMs (default\n"
+		   "                      RUN_DIR/memory; best on tmpfs)\n"
 		   "  --cgroup-base PATH  VMs' cgroups go under PATH on the cgroup2 mount\n"
 		   "                      (default: hsd's delegated group, else \"hsd\")\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
@@ -222,6 +226,7 @@ static const struct option long_opts[] = {
 	{"migration-address", required_argument, NULL, 'L'},
 	{"migration-ports", required_argument, NULL, 'L'},
 	{"migration-tls-dir", required_argument, NULL, 'L'},
+	{"memory-dir", required_argument, NULL, 'L'},
 	{"no-seccomp", no_argument, NULL, 'L'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"version", no_argument, NULL, 'V'},
@@ -346,7 +351,7 @@ int main(int argc, char **argv)
 {
 	/* Static: hsd's one context, reachable for the whole process. */
 	static Hsd h = {.run_vms_dirfd = -1, .audit_fd = -1, .spawner = {.fd = -1},
-			.pci_claims_fd = -1};
+			.pci_claims_fd = -1, .memory_dirfd = -1};
 	static HsdOptions o;
 	_cleanup_free_ char *config_file = NULL;
 	static char *qemu;
@@ -372,6 +377,7 @@ int main(int argc, char **argv)
 		hsd_log_level = 7;
 	h.state_dir = o.state_dir ? strdup(o.state_dir) : NULL;
 	h.run_dir = o.run_dir ? strdup(o.run_dir) : NULL;
+	h.memory_dir = o.memory_dir ? strdup(o.memory_dir) : NULL;
 	h.socket_path = o.socket ? strdup(o.socket) : NULL;
 	qemu = o.qemu ? strdup(o.qemu) : NULL;
 	for (size_t i = 0; i < o.n_allowed; i++)
@@ -403,6 +409,8 @@ int main(int argc, char **argv)
 	}
 	if (!h.socket_path)
 		h.socket_path = hs_strdup_printf("%s/hsd.sock", h.run_dir);
+	if (!h.memory_dir)
+		h.memory_dir = hs_strdup_printf("%s/memory", h.run_dir);
 	if (!qemu)
 		qemu = getenv("HSD_QEMU") ? strdup(getenv("HSD_QEMU"))
 					  : find_in_path("qemu-system-x86_64");
@@ -511,7 +519,7 @@ int main(int argc, char **argv)
 	}
 	{
 		HsError serr = {0};
-		if (storage_init(&h, &serr) < 0) {
+		if (storage_init(&h, &serr) < 0 || warm_init(&h, &serr) < 0) {
 			log_error("%s", serr.message);
 			return 1;
 		}
@@ -606,6 +614,7 @@ int main(int argc, char **argv)
 	metrics_free(&h);
 	vm_free_all(&h);
 	tool_free_all(&h);
+	warm_free(&h);
 	storage_free(&h);
 	hostdev_free(&h);
 	h.http = http_server_free(h.http);

@@ -140,6 +140,7 @@ struct Vm {
 	bool pacing;           /* start held until the host can back its memory */
 	double pacing_since;
 	ev_timer pacing_timer;
+	bool warm_loading;     /* start held until its warm template's RAM is loaded */
 	bool adopting;
 	bool start_paused;
 	double start_mono;
@@ -204,6 +205,11 @@ struct Hsd {
 	/* PCI passthrough: the hs-vfio tool, the root it works on, and the
 	 * claims directory (<state>/pci: which VM holds which device). */
 	char *vfio_tool, *vfio_root, *pci_claims_dir;
+	/* memory_file VMs' RAM files (<vm>.ram), and warm templates' sealed
+	 * copies of theirs (warm.c). */
+	char *memory_dir;
+	int memory_dirfd;
+	struct WarmCache *warm;
 	int pci_claims_fd;
 };
 
@@ -229,6 +235,9 @@ typedef void (*VmDoneCb)(Vm *vm, const HsError *err, void *ud);
 int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err);
 /* Starts held back for memory. */
 unsigned vm_count_pacing(Hsd *h);
+/* The warm template's RAM a held start waited for is loaded (err NULL) or
+ * could not be: the start goes on, or fails. */
+void vm_warm_ready(Vm *vm, const HsError *err);
 int vm_stop(Vm *vm, StopKind kind, double timeout, VmDoneCb cb, void *ud, HsError *err);
 int vm_reboot(Vm *vm, VmDoneCb cb, void *ud, HsError *err);
 int vm_pause(Vm *vm, bool pause, VmDoneCb cb, void *ud, HsError *err);

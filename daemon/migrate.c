@@ -43,6 +43,7 @@
 
 #include "hsd.h"
 #include "storage.h"
+#include "warm.h"
 
 #define MIGRATION_FILE "migration.json"
 #define INCOMING_MARKER "incoming.json"
@@ -930,6 +931,13 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 					   NULL};
 	if (object_keys_check(j, keys, err) < 0)
 		return -EINVAL;
+	if (vm->spec.memory_file)
+		/* Its RAM is a file (a warm clone's: the template's, mapped
+		 * privately): the destination would need the same file. */
+		return hs_error_set(err, -EINVAL, "not-migratable",
+				    "VM '%s' has file-backed RAM (memory_file); live migration of "
+				    "such VMs is not supported yet",
+				    vm->spec.name);
 	if (vm->migration && !phase_over(vm->migration->phase))
 		return hs_error_set(err, -EBUSY, "conflict",
 				    "VM '%s' is already migrating to %s (%s)", vm->spec.name,

@@ -26,7 +26,8 @@ void hsd_options_clear(HsdOptions *o)
 {
 	char **strs[] = {&o->state_dir, &o->run_dir,	&o->socket,	 &o->qemu,
 			 &o->qemu_user, &o->api_group, &o->admin_group, &o->sysroot,
-			 &o->cgroup_base, &o->migration_address, &o->migration_tls_dir};
+			 &o->cgroup_base, &o->migration_address, &o->migration_tls_dir,
+			 &o->memory_dir};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		free(*strs[i]);
 		*strs[i] = NULL;
@@ -120,6 +121,8 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 					    value ? value : "");
 		return set_str(&o->migration_address, key, value, false, err);
 	}
+	if (!strcmp(key, "memory-dir"))
+		return set_str(&o->memory_dir, key, value, true, err);
 	if (!strcmp(key, "migration-tls-dir"))
 		return set_str(&o->migration_tls_dir, key, value, true, err);
 	if (!strcmp(key, "migration-ports")) {

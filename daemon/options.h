@@ -29,6 +29,7 @@ typedef struct HsdOptions {
 	char *migration_address;
 	unsigned migration_port_lo, migration_port_hi;
 	char *migration_tls_dir; /* QEMU's tls-creds-x509 dir for TLS migrations */
+	char *memory_dir; /* file-backed guest RAM (memory_file VMs); NULL: RUN_DIR/memory */
 	/* The automatic balloon policy: on (auto) or off, its watermarks of
 	 * host MemAvailable (MiB; 0: 10 % and 15 % of MemTotal), and how often
 	 * guests report their memory statistics (seconds). */

@@ -20,6 +20,9 @@ static const char *const allowed[] = {
 	"unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "fsync", "fdatasync",
 	"ftruncate", "fcntl", "dup", "dup2", "dup3", "pipe2", "flock", "close_range", "umask",
 	"fstatfs", "statfs", "memfd_create", "fchmod", "fchmodat", "linkat",
+	/* warm templates: a memory_file VM's RAM file goes to the QEMU user
+	 * (RAM is copied by a tool, cp, not by hsd) */
+	"fchown",
 	/* memory */
 	"mmap", "munmap", "mremap", "mprotect", "brk", "madvise",
 	/* signals, the loop, time */

@@ -171,6 +171,32 @@ static void mac_generate(char out[18])
 	snprintf(out, 18, "52:54:00:%02x:%02x:%02x", b[0], b[1], b[2]);
 }
 
+void vm_guid_generate(char out[37])
+{
+	unsigned char b[16] = {0};
+	if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
+		uint64_t t = hs_now_ns();
+		memcpy(b, &t, sizeof(t));
+	}
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	snprintf(out, 37,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+		 b[14], b[15]);
+}
+
+static bool guid_is_valid(const char *g)
+{
+	if (strlen(g) != 36)
+		return false;
+	for (size_t i = 0; i < 36; i++)
+		if (i == 8 || i == 13 || i == 18 || i == 23 ? g[i] != '-'
+							      : !isxdigit((unsigned char)g[i]))
+			return false;
+	return true;
+}
+
 /* A size: bytes as a JSON integer, or a string with a binary suffix
  * ("20G", "512M"). */
 static int get_size(json_t *obj, const char *key, const char *field, uint64_t *ret, HsError *err)
@@ -792,6 +818,41 @@ int vm_spec_check_balloon(const VmSpec *s, HsError *err)
 	return 0;
 }
 
+/* "memory_file", "vmgenid" (made when absent), "warm_template". */
+static int parse_memory_file(json_t *obj, VmSpec *s, HsError *err)
+{
+	int r = get_bool(obj, "memory_file", "memory_file", &s->memory_file, err);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *guid = NULL, *tpl = NULL;
+	r = get_string(obj, "vmgenid", "vmgenid", 36, &guid, err);
+	if (r < 0)
+		return r;
+	r = get_string(obj, "warm_template", "warm_template", VM_NAME_MAX, &tpl, err);
+	if (r < 0)
+		return r;
+	if (s->memory_file && s->hugepage_size)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "memory_file: not with hugepages (not supported yet)");
+	if ((guid || tpl) && !s->memory_file)
+		return hs_error_set(err, -EINVAL, INVALID, "%s: only with memory_file: true",
+				    guid ? "vmgenid" : "warm_template");
+	if (guid && !guid_is_valid(guid))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "vmgenid: '%s' is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-"
+				    "xxxxxxxxxxxx)",
+				    guid);
+	if (tpl && !vm_name_is_valid(tpl))
+		return hs_error_set(err, -EINVAL, INVALID, "warm_template: not a template name");
+	if (guid)
+		snprintf(s->vmgenid, sizeof(s->vmgenid), "%s", guid);
+	else if (s->memory_file)
+		vm_guid_generate(s->vmgenid);
+	if (tpl)
+		snprintf(s->warm_template, sizeof(s->warm_template), "%s", tpl);
+	return 0;
+}
+
 int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsError *err)
 {
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
@@ -799,7 +860,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
 					   "cpu_pinning", "numa_node", "resources", "hugepages",
 					   "balloon_floor_mib", "hostdevs", "hotplug_ports",
-					   NULL};
+					   "memory_file", "vmgenid", "warm_template", NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
 	uint64_t u;
@@ -972,6 +1033,10 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	if (r < 0)
 		goto fail;
 
+	r = parse_memory_file(obj, &s, err);
+	if (r < 0)
+		goto fail;
+
 	json_t *ci = json_object_get(obj, "cloud_init");
 	if (ci && !json_is_null(ci)) {
 		CloudInitConfig c;
@@ -1071,6 +1136,12 @@ json_t *vm_spec_to_json(const VmSpec *s)
 	}
 	if (s->hotplug_ports)
 		json_object_set_new(o, "hotplug_ports", json_integer(s->hotplug_ports));
+	if (s->memory_file) {
+		json_object_set_new(o, "memory_file", json_true());
+		json_object_set_new(o, "vmgenid", json_string(s->vmgenid));
+	}
+	if (s->warm_template[0])
+		json_object_set_new(o, "warm_template", json_string(s->warm_template));
 	if (vm_spec_pinned(s)) {
 		json_t *p = json_object(), *vc = json_array();
 		bool any = false;

@@ -129,6 +129,15 @@ typedef struct VmSpec {
 	/* q35: empty PCIe root ports kept for hot-plugging host devices
 	 * (PCIe has no hot-plug on the root bus). */
 	unsigned hotplug_ports;
+	/* "memory_file": guest RAM is a file hsd makes (memory-backend-file,
+	 * share=on, in --memory-dir), so a warm template can be taken from
+	 * the running VM (storage.h). Such a VM always has a vmgenid device
+	 * (vmgenid: its GUID, made at create; a clone gets a new one). */
+	bool memory_file;
+	char vmgenid[37];
+	/* A clone's warm template ("" for other VMs): its first start resumes
+	 * the template's saved guest instead of booting. */
+	char warm_template[VM_NAME_MAX + 1];
 } VmSpec;
 
 /* A balloon target with huge pages is refused (at create and by PATCH):
@@ -166,6 +175,8 @@ typedef struct VmSpecDefaults {
 } VmSpecDefaults;
 
 bool vm_name_is_valid(const char *name);
+/* A new random (version 4) GUID, "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx". */
+void vm_guid_generate(char out[37]);
 
 /* One host device object ({"address": ...} or {"id": "10de:1b80"}, ...);
  * field names the errors ("hostdevs[0]"). */

@@ -11,6 +11,7 @@
 #include "hsd.h"
 #include "layers.h"
 #include "tool.h"
+#include "warm.h"
 
 #define DISKS_JSON "disks.json"
 #define LAYERS_DIR "layers"
@@ -67,6 +68,7 @@ struct VmStorage {
 	StorageOp *op;
 	struct TemplateJob *tjob; /* template from-vm copying this VM's disk */
 	int incoming_fd;
+	bool incoming_ignore_shared; /* a warm clone's start */
 	StorageIncomingCb incoming_done;
 	bool verify_chain; /* ask the re-adopted QEMU which layers it writes to */
 	ev_timer incoming_poll;
@@ -315,6 +317,9 @@ bool template_lookup(Hsd *h, const char *name, VmDiskFormat *format, uint64_t *s
 	json_auto_t *t = template_read(h, name);
 	if (!t)
 		return false;
+	const char *kind = json_string_value(json_object_get(t, "kind"));
+	if (kind && !strcmp(kind, "warm"))
+		return false; /* no disk image: not a disk's base */
 	const char *f = json_string_value(json_object_get(t, "format"));
 	if (format)
 		*format = f && !strcmp(f, "raw") ? VM_DISK_RAW : VM_DISK_QCOW2;
@@ -327,12 +332,17 @@ bool template_lookup(Hsd *h, const char *name, VmDiskFormat *format, uint64_t *s
 static json_t *template_users(Hsd *h, const char *name)
 {
 	json_t *users = json_array();
-	for (Vm *vm = h->vms; vm; vm = vm->next)
+	for (Vm *vm = h->vms; vm; vm = vm->next) {
+		if (!strcmp(vm->spec.warm_template, name)) {
+			json_array_append_new(users, json_string(vm->spec.name));
+			continue;
+		}
 		for (size_t i = 0; i < vm->spec.n_disks; i++)
 			if (vm->spec.disks[i].template && !strcmp(vm->spec.disks[i].template, name)) {
 				json_array_append_new(users, json_string(vm->spec.name));
 				break;
 			}
+	}
 	return users;
 }
 
@@ -664,7 +674,8 @@ int template_from_vm(Hsd *h, const char *name, Vm *vm, unsigned disk, StorageDon
 
 int template_delete(Hsd *h, const char *name, HsError *err)
 {
-	if (!template_lookup(h, name, NULL, NULL))
+	json_auto_t *t = vm_name_is_valid(name) ? template_read(h, name) : NULL;
+	if (!t)
 		return hs_error_set(err, -ENOENT, "not-found", "no template named '%s'", name);
 	json_auto_t *users = template_users(h, name);
 	if (json_array_size(users)) {
@@ -688,6 +699,7 @@ int template_delete(Hsd *h, const char *name, HsError *err)
 	/* Make the files writable again so the removal works whatever the
 	 * mode. */
 	hs_rm_rf_at(templates_dirfd, tmp);
+	warm_template_deleted(h, name);
 	log_info("template %s: deleted", name);
 	return 0;
 }
@@ -2169,6 +2181,7 @@ void storage_vm_adopted(Vm *vm)
 static void incoming_done(Vm *vm, VmStorage *vs, const HsError *err)
 {
 	ev_timer_stop(vm->hsd->loop, &vs->incoming_poll);
+	vs->incoming_ignore_shared = false;
 	if (vs->incoming_fd >= 0)
 		close(vs->incoming_fd);
 	vs->incoming_fd = -1;
@@ -2201,7 +2214,9 @@ static void on_incoming_status(QmpClient *c, json_t *reply, const HsError *err, 
 		incoming_done(vm, vs, &e);
 	} else {
 		ev_timer_stop(vm->hsd->loop, &vs->incoming_poll);
-		ev_timer_init(&vs->incoming_poll, on_incoming_poll, 0.05, 0.);
+		/* A warm clone's state loads in milliseconds. */
+		ev_timer_init(&vs->incoming_poll, on_incoming_poll,
+			      vs->incoming_ignore_shared ? 0.002 : 0.05, 0.);
 		vs->incoming_poll.data = vm;
 		ev_timer_start(vm->hsd->loop, &vs->incoming_poll);
 	}
@@ -2243,6 +2258,11 @@ int storage_vm_incoming(Vm *vm, StorageIncomingCb done)
 	vs->incoming_deadline = hs_now() + MIGRATE_TIMEOUT;
 	int fd = vs->incoming_fd;
 	vs->incoming_fd = -1; /* handed to QEMU */
+	if (vs->incoming_ignore_shared)
+		qmp_client_execute(vm->qmp, "migrate-set-capabilities",
+				   json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+					     "x-ignore-shared", "state", 1),
+				   vm->hsd->qmp_timeout, NULL, NULL);
 	qmp_client_execute_fd(vm->qmp, "getfd", json_pack("{s:s}", "fdname", "hs-incoming"), fd,
 			      vm->hsd->qmp_timeout, NULL, NULL);
 	qmp_client_execute(vm->qmp, "migrate-incoming", json_pack("{s:s}", "uri", "fd:hs-incoming"),
@@ -2258,6 +2278,20 @@ int storage_vm_disk_layers(Vm *vm, size_t disk)
 	const ManagedDisk *m = &vs->disks.disks[disk];
 	unsigned chain[64];
 	return disk_chain(m, m->top, chain, ARRAY_SIZE(chain));
+}
+
+int storage_vm_set_incoming(Vm *vm, int fd, bool ignore_shared)
+{
+	VmStorage *vs = vs_get(vm);
+	if (!vs) {
+		close(fd);
+		return -ENOMEM;
+	}
+	if (vs->incoming_fd >= 0)
+		close(vs->incoming_fd);
+	vs->incoming_fd = fd;
+	vs->incoming_ignore_shared = ignore_shared;
+	return 0;
 }
 
 bool storage_vm_has_incoming(Vm *vm)

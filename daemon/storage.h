@@ -77,6 +77,9 @@ json_t *storage_snapshots_json(Vm *vm);
 typedef void (*StorageIncomingCb)(Vm *vm, const HsError *err);
 int storage_vm_incoming(Vm *vm, StorageIncomingCb done);
 bool storage_vm_has_incoming(Vm *vm);
+/* The state to load at the next start (fd taken); ignore_shared: saved
+ * with x-ignore-shared (a warm template: RAM comes from its file). */
+int storage_vm_set_incoming(Vm *vm, int fd, bool ignore_shared);
 /* The layers of managed disk `disk`'s chain (template not counted); 0:
  * not a managed disk. */
 int storage_vm_disk_layers(Vm *vm, size_t disk);

@@ -15,6 +15,7 @@
 #include "argv.h"
 #include "hsd.h"
 #include "storage.h"
+#include "warm.h"
 #include "tool.h"
 #include "launch.h"
 
@@ -183,6 +184,7 @@ static void file_tail(int dirfd, const char *name, char *out, size_t size)
 static void vm_cleanup_process(Vm *vm)
 {
 	vm_unplace(vm);
+	warm_vm_exited(vm);
 	hostdev_vm_release(vm);
 	/* Its cgroup goes with it (busy while the kernel still tears QEMU
 	 * down: then at the next start or delete). */
@@ -439,6 +441,12 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 		vm->guest_shutdown = true;
 		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "while hsd was away");
 		vm_quit(vm);
+	} else if (!strcmp(st, "inmigrate") && vm->status.state == VM_STATE_STARTING) {
+		/* A start from saved state (a memory snapshot, a warm clone)
+		 * that hsd left half-loaded: start again from the beginning. */
+		log_warning("vm %s: killing QEMU left loading its saved state", vm->spec.name);
+		vm->stop_kind = STOP_KILL;
+		pidfd_send_signal_(vm->pidfd, SIGKILL);
 	} else if (!strcmp(st, "running")) {
 		vm_set_state(vm, VM_STATE_RUNNING);
 	} else if (!strcmp(st, "prelaunch") && vm->status.state == VM_STATE_STARTING) {
@@ -567,6 +575,9 @@ static void on_incoming_loaded(Vm *vm, const HsError *err)
 		start_failed(vm, err->message);
 		return;
 	}
+	/* A clone's guest runs from here on: its later starts boot. */
+	if (warm_vm_fresh(vm))
+		warm_vm_resumed(vm);
 	if (vm->status.state == VM_STATE_STARTING)
 		vm_start_finish(vm);
 }
@@ -704,7 +715,10 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	if (r < 0)
 		return r;
 	static QemuDiskChain chains[VM_MAX_DISKS];
+	static char clone_info[WARM_CLONE_INFO_SIZE];
 	r = storage_vm_launch(vm, &fds, &launch, chains, err);
+	if (r == 0)
+		r = warm_vm_launch(vm, &fds, &launch, clone_info, err);
 	launch.incoming |= migrate_vm_incoming(vm);
 	if (r == 0)
 		r = vm_place(vm, &launch, err);
@@ -859,7 +873,7 @@ static uint64_t committed_bytes(Hsd *h)
 {
 	uint64_t sum = 0;
 	for (Vm *o = h->vms; o; o = o->next)
-		if (vm_state_is_active(o->status.state) || o->pacing)
+		if (vm_state_is_active(o->status.state) || o->pacing || o->warm_loading)
 			sum += o->spec.memory_mib << 20;
 	return sum;
 }
@@ -906,6 +920,10 @@ static int vm_admit(Vm *vm, HsError *err)
 		/* Huge pages are not in VmRSS, and were taken at start. */
 		uint64_t nominal = ordinary_ram_bytes(&o->spec);
 		uint64_t rss = host_process_rss(h->host.rootfd, o->status.pid);
+		/* A warm clone's pages still its template's are not its own:
+		 * it may yet write each of them (copy-on-write). */
+		uint64_t shared = warm_vm_shared_bytes(o);
+		rss = rss > shared ? rss - shared : 0;
 		if (rss < nominal)
 			pending += nominal - rss;
 	}
@@ -913,25 +931,48 @@ static int vm_admit(Vm *vm, HsError *err)
 	return h->host.mem_available >= need ? 0 : 1;
 }
 
+/* QEMU's start once what it maps is there: 1 while a warm template's RAM
+ * loads (the start goes on from vm_warm_ready). */
+static int vm_launch_when_ready(Vm *vm, bool paused, HsError *err)
+{
+	int r = warm_vm_prepare(vm, err);
+	return r == 0 ? vm_launch(vm, paused, err) : r;
+}
+
+static void vm_start_failed_early(Vm *vm, const HsError *err)
+{
+	vm_unplace(vm); /* not started: holds no node */
+	hostdev_vm_release(vm);
+	waiters_complete(vm, WAIT_START, err);
+}
+
 static void on_hostdevs_bound(Vm *vm, const HsError *err, void *ud)
 {
 	HsError e;
-	if (!err && vm_launch(vm, vm->start_paused, &e) < 0)
+	if (!err && vm_launch_when_ready(vm, vm->start_paused, &e) < 0)
 		err = &e;
-	if (err) {
-		vm_unplace(vm); /* not started: holds no node */
-		hostdev_vm_release(vm);
-		waiters_complete(vm, WAIT_START, err);
-	}
+	if (err)
+		vm_start_failed_early(vm, err);
 }
 
-/* QEMU's start, after its host devices are bound (1: binding, the start
- * goes on from on_hostdevs_bound). */
+void vm_warm_ready(Vm *vm, const HsError *err)
+{
+	HsError e;
+	vm->warm_loading = false;
+	if (!err && vm_launch(vm, vm->start_paused, &e) < 0)
+		err = &e;
+	if (err)
+		vm_start_failed_early(vm, err);
+}
+
+/* QEMU's start, after its host devices are bound and its warm template's
+ * RAM is loaded (1: the start goes on from on_hostdevs_bound or
+ * vm_warm_ready). */
 static int vm_bind_and_launch(Vm *vm, bool paused, HsError *err)
 {
 	vm->start_paused = paused;
 	int r = hostdev_vm_bind(vm, on_hostdevs_bound, NULL, err);
-	return r == 0 ? vm_launch(vm, paused, err) : r;
+	return r == 0 ? vm_launch_when_ready(vm, paused, err) : r;
 }
 
 static void on_pacing(struct ev_loop *loop, ev_timer *w, int revents)
@@ -974,9 +1015,11 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 				    "VM '%s' migrated to %s: this is the record it left here (delete "
 				    "it, or migrate the VM back)",
 				    vm->spec.name, vm->status.migrated_to);
-	if (vm_state_is_active(vm->status.state) || vm->pacing || hostdev_vm_busy(vm))
+	if (vm_state_is_active(vm->status.state) || vm->pacing || vm->warm_loading ||
+	    hostdev_vm_busy(vm))
 		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is already %s", vm->spec.name,
 				    vm->pacing ? "starting (waiting for memory)"
+				    : vm->warm_loading ? "starting (loading its warm template's RAM)"
 				    : hostdev_vm_busy(vm)
 					    ? "binding or releasing its host devices (try again in a moment)"
 					    : vm_state_to_string(vm->status.state));
@@ -1425,6 +1468,11 @@ int vm_delete(Vm *vm, HsError *err)
 		return hs_error_set(err, -EBUSY, "conflict",
 				    "VM '%s' is %s; stop it before deleting it", vm->spec.name,
 				    vm_state_to_string(vm->status.state));
+	if (vm->warm_loading)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' is starting (loading its warm template's RAM); try "
+				    "again in a moment",
+				    vm->spec.name);
 	if (hostdev_vm_busy(vm))
 		return hs_error_set(err, -EBUSY, "conflict",
 				    "VM '%s' is still giving its host devices back; try again in a "
@@ -1478,6 +1526,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		_cleanup_free_ char *tail = console_tail(vm, 10);
 		json_object_set_new(o, "console_tail", json_string(tail ? tail : ""));
 		json_object_set_new(o, "console_clients", json_integer(console_client_count(vm)));
+		json_t *warm = warm_vm_json(vm);
+		if (warm)
+			json_object_set_new(o, "warm", warm);
 		json_t *disks = storage_vm_disks_json(vm);
 		if (disks)
 			json_object_set_new(o, "storage", disks);

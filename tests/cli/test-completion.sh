@@ -69,7 +69,7 @@ expect() {
 H=$HSCTL
 commands=(version host list info create set start stop kill reboot pause resume delete qmp console events ksm
 	balloon template snapshot migrate pci)
-create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from
+create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --memory-file --kernel --initrd --append --disk --nic --from
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor --vcpu-pin
 	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max --hostdev
 	--hotplug-ports)
@@ -93,8 +93,8 @@ expect "options of create" "$H create web1 --" "${create_opts[@]}"
 expect "options of create after the name" "$H create web1 " "${create_opts[@]}"
 expect "nothing for a new VM's name" "$H create " ""
 expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 2 --" \
-	--accel --machine --cpu-model --no-mem-merge --kernel --initrd --append --disk --nic --from \
-	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor \
+	--accel --machine --cpu-model --no-mem-merge --memory-file --kernel --initrd --append --disk \
+	--nic --from --template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor \
 	--vcpu-pin --emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max \
 	--hostdev --hotplug-ports
 expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
@@ -152,7 +152,7 @@ expect "template list takes nothing" "$H template list " ""
 expect "nothing for a new template's name" "$H template import " ""
 expect "nothing for a new template's name (from-vm)" "$H template from-vm " ""
 expect "options of template import" "$H template import t1 /x --" --format
-expect "options of template from-vm" "$H template from-vm t1 vm1 --" --disk
+expect "options of template from-vm" "$H template from-vm t1 vm1 --" --disk --warm --stop
 expect "template show has no options" "$H template show t1 --" ""
 expect "options of snapshot create" "$H snapshot create vm1 s1 --" --memory
 expect "options of snapshot create, before the names" "$H snapshot create --m" --memory

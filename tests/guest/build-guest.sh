@@ -30,10 +30,11 @@ BUSYBOX_PKG=busybox-static
 # Modules wanted in the guest; their dependencies are added from modules.dep,
 # builtin ones (modules.builtin) are skipped. Beyond the virtio set: virtio_scsi,
 # sd_mod and ata_piix make a CD-ROM (sr_mod) reachable; button + evdev carry
-# the ACPI power button to acpid.
+# the ACPI power button to acpid; qemu_fw_cfg shows the clone record of
+# hsd's warm templates (/sys/firmware/qemu_fw_cfg).
 MODULES="virtio virtio_ring virtio_pci virtio_pci_modern_dev virtio_pci_legacy_dev
 virtio_blk virtio_net virtio_balloon virtio_console sr_mod cdrom isofs
-virtio_scsi sd_mod ata_piix button evdev ${HS_GUEST_EXTRA_MODULES:-}"
+virtio_scsi sd_mod ata_piix button evdev qemu_fw_cfg ${HS_GUEST_EXTRA_MODULES:-}"
 
 log() { printf 'build-guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

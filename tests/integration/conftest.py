@@ -287,6 +287,17 @@ class Hsd:
         return name
 
 
+def guest_run(h, name, cmd, tag, timeout=60):
+    """Runs cmd in the test guest's serial shell; returns the console output
+    up to the end marker (the marker as printed differs from the command
+    line echoed back)."""
+    r = h.hsctl("console", name, "--no-replay", "--wait-for", f"HSQ-{tag}-done", "--timeout",
+                str(timeout), input=f"{cmd}; echo HSQ-{tag}-don$(echo e)\n",
+                timeout=timeout + 10)
+    assert r.returncode == 0, f"{cmd}: {r.stderr}{r.stdout[-1500:]}"
+    return r.stdout
+
+
 def guest_script(name, what, timeout):
     """Runs tests/guest/NAME, which builds `what` (a test guest) or finds it
     in its cache, and returns the KEY=VALUE lines it prints as a dict, each

@@ -720,6 +720,47 @@ static void test_hugepages(void **state)
 	vm_spec_clear(&s);
 }
 
+/* memory_file: RAM on the passed descriptor, shared (a fresh file) or
+ * private (a warm clone's first start), one backend whatever the NUMA
+ * cells, the vmgenid device and the fw_cfg clone record. */
+static void test_memory_file(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	s.memory_file = true;
+	snprintf(s.vmgenid, sizeof(s.vmgenid), "6b167dea-0b91-47d4-923d-b6b658db710b");
+	QemuLaunch l = launch_plain;
+	l.ram_fd = 7;
+	l.clone_info = "name=a,b clone=0";
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-object", "memory-backend-file,id=hs-ram,size=1024M,share=on,"
+				   "mem-path=/proc/self/fd/7") > 0);
+	assert_true(find_opt(v, "-machine", "q35,memory-backend=hs-ram") > 0);
+	assert_true(find_opt(v, "-device", "vmgenid,id=vmgenid0,guid=6b167dea-0b91-47d4-923d-"
+				   "b6b658db710b") > 0);
+	/* The record's commas are doubled: no option injection. */
+	assert_true(find_opt(v, "-fw_cfg", "name=opt/org.hypervisor-scale/clone,string=name=a,,b "
+				   "clone=0") > 0);
+	assert_true(find_opt(v, "-incoming", "defer") < 0);
+	strv_free(v);
+
+	l.ram_private = true;
+	l.incoming = true;
+	l.n_numa_cells = 2;
+	l.numa_cells[0] = (QemuNumaCell){.host_node = 0, .mem_mib = 512, .n_vcpus = 1};
+	l.numa_cells[1] = (QemuNumaCell){.host_node = 1, .mem_mib = 512, .first_vcpu = 1,
+					 .n_vcpus = 0};
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-object", "memory-backend-file,id=hs-ram,size=1024M,share=off,") >
+		    0);
+	assert_int_equal(count_arg(v, "-object"), 1);
+	assert_int_equal(count_arg(v, "-numa"), 0);
+	assert_true(find_opt(v, "-incoming", "defer") > 0);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
 /* Host PCI devices: a GPU with its audio function on one root port (q35),
  * its options on the function the spec names, spare hot-plug ports; on pc
  * a slot of the PCI bus. */
@@ -812,6 +853,7 @@ int main(void)
 	    cmocka_unit_test(test_managed_chain),
 	    cmocka_unit_test(test_numa_cells),
 	    cmocka_unit_test(test_hugepages),
+	    cmocka_unit_test(test_memory_file),
 	    cmocka_unit_test(test_hostdevs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

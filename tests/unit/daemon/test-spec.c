@@ -1100,6 +1100,42 @@ static void test_hostdevs(void **state)
 }
 #undef K
 
+/* memory_file: a vmgenid made when absent, kept when given; vmgenid and
+ * warm_template only with memory_file; not with hugepages. */
+static void test_memory_file(void **state)
+{
+	VmSpec s;
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_file\": true}", &defs_tcg, &s);
+	assert_true(s.memory_file);
+	assert_int_equal(strlen(s.vmgenid), 36);
+	assert_int_equal(s.vmgenid[14], '4');
+	json_auto_t *j = vm_spec_to_json(&s);
+	assert_string_equal(json_string_value(json_object_get(j, "vmgenid")), s.vmgenid);
+	assert_true(json_is_true(json_object_get(j, "memory_file")));
+	vm_spec_clear(&s);
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_file\": true, \"vmgenid\": "
+		 "\"6b167dea-0b91-47d4-923d-b6b658db710b\", \"warm_template\": \"t1\"}",
+		 &defs_tcg, &s);
+	assert_string_equal(s.vmgenid, "6b167dea-0b91-47d4-923d-b6b658db710b");
+	assert_string_equal(s.warm_template, "t1");
+	vm_spec_clear(&s);
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\"}", &defs_tcg, &s);
+	assert_false(s.memory_file);
+	assert_string_equal(s.vmgenid, "");
+	vm_spec_clear(&s);
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"vmgenid\": "
+		   "\"6b167dea-0b91-47d4-923d-b6b658db710b\"}",
+		   "vmgenid: only with memory_file");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_file\": true, "
+		   "\"vmgenid\": \"xyz\"}",
+		   "vmgenid: 'xyz' is not a GUID");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"warm_template\": \"t\"}",
+		   "warm_template: only with memory_file");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_file\": true, "
+		   "\"memory_mib\": 1024, \"hugepages\": \"2M\"}",
+		   "memory_file: not with hugepages");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1139,6 +1175,7 @@ int main(void)
 	    cmocka_unit_test(test_enum_strings),
 	    cmocka_unit_test(test_null_err),
 	    cmocka_unit_test(test_hostdevs),
+	    cmocka_unit_test(test_memory_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

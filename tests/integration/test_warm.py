@@ -1,0 +1,292 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Warm templates with the real test guest under TCG: a template taken from
+a booted guest that wrote a marker into its RAM (a tmpfs file), clones that
+resume it (no reboot: same boot_id, uptime goes on) with their own MACs and
+vmgenid, isolation between clones, deletion refused while clones exist,
+and kill -9 of a clone's QEMU or of hsd during a clone's start."""
+import os
+import re
+import shutil
+import signal
+import stat
+import threading
+import time
+
+import pytest
+
+from conftest import guest_run, wait_for
+
+N_CLONES = int(os.environ.get("HS_WARM_CLONES", "10"))
+MEMORY = 128
+
+
+@pytest.fixture
+def memdir():
+    d = f"/dev/shm/hs-warm-{os.getpid()}-{time.monotonic_ns() % 100000}"
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def src_spec(guest, name):
+    return {"name": name, "memory_mib": MEMORY, "accel": "tcg", "kernel": guest["kernel"],
+            "initrd": guest["initrd"], "cmdline": "console=ttyS0", "memory_file": True,
+            "nics": [{"type": "user"}]}
+
+
+def facts(h, name, tag):
+    """marker, boot_id, uptime, eth0's MAC as the guest sees them."""
+    out = guest_run(h, name,
+                    f"echo F-{tag} $(cat /tmp/marker 2>/dev/null || echo none) "
+                    f"$(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f1 /proc/uptime) "
+                    f"$(cat /sys/class/net/eth0/address)", tag)
+    m = re.findall(rf"F-{tag} (\S+) ([0-9a-f-]{{36}}) ([\d.]+) ([0-9a-f:]{{17}})", out)
+    assert m, out[-1500:]
+    marker, boot_id, uptime, mac = m[-1]
+    return marker, boot_id, float(uptime), mac
+
+
+def qom_guid(h, name):
+    r = h.json("POST", f"/v1/vms/{name}/qmp",
+               {"execute": "qom-get",
+                "arguments": {"path": "/machine/peripheral/vmgenid0", "property": "guid"}})
+    return r["return"]
+
+
+def make_template(h, guest, tpl="tpl", then="resume"):
+    h.json("POST", "/v1/vms", src_spec(guest, "src"))
+    h.json("POST", "/v1/vms/src/start", timeout=120)
+    h.console_wait("src", "HS-IDENTITY", timeout=120)
+    time.sleep(1)
+    guest_run(h, "src", "echo warm-marker-42 > /tmp/marker", "mk")
+    marker, boot_id, uptime, mac = facts(h, "src", "src")
+    assert marker == "warm-marker-42"
+    t0 = time.monotonic()
+    r = h.json("POST", "/v1/templates", {"name": tpl, "vm": "src", "warm": True, "then": then},
+               timeout=300)
+    assert r["kind"] == "warm" and r["then"] == then, r
+    return boot_id, uptime, t0, r
+
+
+def test_warm_clones(hsd_factory, guest, memdir):
+    h = hsd_factory(extra_args=["--memory-dir", memdir])
+    boot_id, up0, t_capture, cap = make_template(h, guest)
+    print(f"capture: state {cap['state_size'] / 1024:.0f} KiB, guest paused "
+          f"{cap['paused_ms']:.0f} ms, RAM copy {cap['copy_ms']:.0f} ms")
+    tdir = h.state_dir / "templates" / "tpl"
+    for f in ("ram", "state", "template.json"):
+        assert stat.S_IMODE(os.stat(tdir / f).st_mode) == 0o444, f
+    assert os.path.getsize(tdir / "ram") == MEMORY << 20
+    # The source goes on.
+    assert h.state("src") == "running"
+    assert facts(h, "src", "src2")[0] == "warm-marker-42"
+    h.json("POST", "/v1/vms/src/stop", {"force": True}, timeout=60)
+
+    names = [f"c{i}" for i in range(N_CLONES)]
+    starts = []
+    for n in names:
+        r = h.hsctl("create", n, "--template", "tpl")
+        assert r.returncode == 0, r.stderr
+        t = time.monotonic()
+        h.json("POST", f"/v1/vms/{n}/start", timeout=120)
+        starts.append(time.monotonic() - t)
+    print("clone starts (s):", " ".join(f"{s:.3f}" for s in starts))
+
+    macs, guids = set(), set()
+    for i, n in enumerate(names):
+        vm = h.vm(n)
+        spec = vm["spec"]
+        mac, guid = spec["nics"][0]["mac"], spec["vmgenid"]
+        # The guest's own view of its new identity (tests/guest/init).
+        h.console_wait(n, f"HS-CLONE {n} {mac} {guid}", timeout=120)
+        marker, bid, up, gmac = facts(h, n, f"c{i}")
+        assert marker == "warm-marker-42"
+        assert bid == boot_id, "the clone rebooted"
+        # The uptime goes on from the capture (a reboot would start at 0).
+        assert up > up0, (up, up0)
+        assert up < up0 + (time.monotonic() - t_capture) + 30
+        assert gmac == mac
+        assert qom_guid(h, n) == guid
+        macs.add(mac)
+        guids.add(guid)
+        assert vm["warm"]["template"] == "tpl" and not vm["warm"]["fresh_clone"]
+    assert len(macs) == N_CLONES and len(guids) == N_CLONES
+
+    # RAM shared with the template, apart from KSM.
+    w = h.vm(names[0])["warm"]
+    print("clone 0 memory:", w)
+    assert w["template_shared_kib"] > 0
+    # Host-wide, apart from KSM's figures (GET /v1/ksm, hsctl ksm).
+    k = h.json("GET", "/v1/ksm")
+    wt = {t["name"]: t for t in k["warm_templates"]}["tpl"]
+    print("GET /v1/ksm warm_templates:", wt)
+    assert wt["clones"] == N_CLONES and wt["clones_running"] == N_CLONES, wt
+    assert wt["ram_size"] == MEMORY << 20 and 0 < wt["held_bytes"] <= MEMORY << 20
+    assert wt["clones_shared_bytes"] >= w["template_shared_kib"] << 10
+    assert wt["saved_bytes"] == max(0, wt["clones_shared_bytes"] - wt["held_bytes"])
+    assert k["warm_saved_bytes"] == wt["saved_bytes"]
+    out = h.hsctl("ksm", check=True).stdout
+    assert "Warm:" in out and re.search(rf"tpl\s.*{N_CLONES}/{N_CLONES}", out), out
+
+    # A write in one clone is seen by no other, nor by a new clone.
+    guest_run(h, "c0", "echo c0-only > /tmp/marker2", "w0")
+    out = guest_run(h, names[-1], "echo M2 $(cat /tmp/marker2 2>/dev/null || echo none)", "w1")
+    assert "M2 none" in out
+    h.hsctl("create", "late", "--template", "tpl", check=True)
+    h.json("POST", "/v1/vms/late/start", timeout=120)
+    h.console_wait("late", "HS-CLONE late ", timeout=120)
+    out = guest_run(h, "late", "echo M2 $(cat /tmp/marker2 2>/dev/null || echo none)", "w2")
+    assert "M2 none" in out
+    assert open(tdir / "ram", "rb").read(4096) is not None
+
+    # Deletion is refused while clones use it, and names them.
+    st, js, _ = h.request("DELETE", "/v1/templates/tpl")
+    assert st == 409 and "c0" in js["error"]["message"], js
+
+    # A clone that ran boots on its later starts.
+    h.json("POST", "/v1/vms/c0/stop", {"force": True}, timeout=60)
+    h.json("POST", "/v1/vms/c0/start", timeout=120)
+    h.console_wait("c0", "HS-GUEST-READY", timeout=120, replay=False)
+    marker, bid, _, _ = facts(h, "c0", "cold")
+    assert marker == "none" and bid != boot_id
+
+    for n in names + ["late", "src"]:
+        h.json("POST", f"/v1/vms/{n}/stop", {"force": True}, timeout=60, expect=(200, 409))
+        wait_for(lambda: h.state(n) in ("stopped", "crashed"), 30, f"{n} to stop")
+        h.json("DELETE", f"/v1/vms/{n}")
+    h.json("DELETE", "/v1/templates/tpl")
+    assert not os.listdir(memdir), os.listdir(memdir)
+
+
+def start_and_kill(h, name, kill):
+    """Starts `name` in the background and calls kill(pid) as soon as its
+    QEMU exists."""
+    res = {}
+
+    def go():
+        try:
+            res["r"] = h.request("POST", f"/v1/vms/{name}/start", timeout=120)
+        except OSError as e:  # hsd killed under the request
+            res["r"] = e
+    t = threading.Thread(target=go)
+    t.start()
+    pidfile = h.run_dir / "vms" / name / "qemu.pid"
+    pid = wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "QEMU's pid")
+    kill(int(pid))
+    t.join(130)
+    return int(pid), res.get("r")
+
+
+def test_warm_clone_start_faults(hsd_factory, guest, memdir):
+    h = hsd_factory(extra_args=["--memory-dir", memdir])
+    make_template(h, guest, then="stop")
+    wait_for(lambda: h.state("src") == "stopped", 30, "src to stop")
+    h.hsctl("create", "k1", "--template", "tpl", check=True)
+
+    # kill -9 of the clone's QEMU during its start.
+    pid, r = start_and_kill(h, "k1", lambda p: os.kill(p, signal.SIGKILL))
+    wait_for(lambda: h.state("k1") in ("stopped", "crashed"), 30, "k1 to be down")
+    assert h.vm("k1")["warm"]["fresh_clone"], "the clone must still start from the template"
+    assert not os.listdir(memdir)
+    h.json("POST", "/v1/vms/k1/start", timeout=120)
+    h.console_wait("k1", "HS-CLONE k1 ", timeout=120)
+    assert facts(h, "k1", "k1")[0] == "warm-marker-42"
+
+    # kill -9 of hsd during a clone's start.
+    h.hsctl("create", "k2", "--template", "tpl", check=True)
+    pid, r = start_and_kill(h, "k2", lambda p: h.kill9())
+    h.start()
+    # Re-adopted: running (it got through), or killed and stopped.
+    wait_for(lambda: h.state("k2") in ("running", "paused", "stopped", "crashed"), 30,
+             "k2 to settle")
+    print("k2 after hsd's restart:", h.state("k2"), h.vm("k2")["exit_reason"])
+    if h.state("k2") == "paused":
+        h.json("POST", "/v1/vms/k2/resume")
+    elif h.state("k2") != "running":
+        assert h.vm("k2")["warm"]["fresh_clone"]
+        h.json("POST", "/v1/vms/k2/start", timeout=120)
+    h.console_wait("k2", "HS-CLONE k2 ", timeout=120)
+    assert facts(h, "k2", "k2")[0] == "warm-marker-42"
+    leftovers = [n for n in os.listdir(h.state_dir / "templates") if n.startswith(".")]
+    assert not leftovers
+    for n in ("k1", "k2"):
+        h.json("POST", f"/v1/vms/{n}/stop", {"force": True}, timeout=60)
+    wait_for(lambda: not os.listdir(memdir), 30, "RAM files to go")
+
+
+class LoopProbe:
+    """Asks hsd for GET /v1 every 5 ms in a thread and keeps the slowest
+    answer: hsd's loop must never block (the RAM copies run in tools)."""
+
+    def __init__(self, h):
+        self.h, self.worst, self.n = h, 0.0, 0
+        self.done = threading.Event()
+        self.t = threading.Thread(target=self.run)
+
+    def run(self):
+        while not self.done.is_set():
+            t = time.monotonic()
+            try:
+                self.h.request("GET", "/v1", timeout=10)
+            except OSError:
+                pass
+            self.worst = max(self.worst, time.monotonic() - t)
+            self.n += 1
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.t.join(15)
+
+
+def test_warm_copies_off_the_loop(hsd_factory, guest, memdir):
+    """The capture's RAM copies and a reload after hsd's restart run in a
+    tool (cp --sparse=always): hsd keeps answering, pages the guest never
+    touched stay holes, and clones started after the restart resume."""
+    h = hsd_factory(extra_args=["--memory-dir", memdir])
+    with LoopProbe(h) as p:
+        _, _, _, cap = make_template(h, guest)
+    print(f"capture: guest paused {cap['paused_ms']:.0f} ms (RAM into the memfd "
+          f"{cap['copy_ms']:.0f} ms), RAM file written {cap['write_ms']:.0f} ms after the "
+          f"resume; slowest GET /v1 meanwhile {p.worst * 1e3:.0f} ms of {p.n}")
+    assert p.worst < 0.15, p.worst
+    assert cap["paused_ms"] >= cap["copy_ms"]
+    ram = h.state_dir / "templates" / "tpl" / "ram"
+    st = os.stat(ram)
+    assert st.st_size == MEMORY << 20
+    # Every all-zero page is a hole: it costs nothing on disk nor in the
+    # clones' memfd.
+    with open(ram, "rb") as f:
+        nonzero = sum(1 for _ in iter(lambda: f.read(4096), b"") if _.count(0) != 4096)
+    print(f"template RAM file: {st.st_blocks * 512 >> 20} MiB allocated, "
+          f"{nonzero * 4096 >> 20} MiB of non-zero pages, of {MEMORY} MiB")
+    assert st.st_blocks * 512 <= nonzero * 4096 + (1 << 20)
+    h.json("POST", "/v1/vms/src/stop", {"force": True}, timeout=60)
+    wait_for(lambda: h.state("src") in ("stopped", "crashed"), 30, "src to stop")
+
+    h.stop()
+    h.start()
+    h.hsctl("create", "r1", "--template", "tpl", check=True)
+    h.hsctl("create", "r2", "--template", "tpl", check=True)
+    res = {}
+
+    def start(n):
+        res[n] = h.request("POST", f"/v1/vms/{n}/start", timeout=120)[0]
+    with LoopProbe(h) as p:
+        ts = [threading.Thread(target=start, args=(n,)) for n in ("r1", "r2")]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(130)
+    # Both starts waited for the one load; neither got a half-made copy.
+    assert res == {"r1": 200, "r2": 200}, res
+    assert h.log_text().count("template tpl: RAM loaded") == 1, h.log_text()[-3000:]
+    print(f"reload: slowest GET /v1 {p.worst * 1e3:.0f} ms of {p.n}")
+    assert p.worst < 0.15, p.worst
+    for n in ("r1", "r2"):
+        h.console_wait(n, f"HS-CLONE {n} ", timeout=120)
+        assert facts(h, n, n)[0] == "warm-marker-42"
+        h.json("POST", f"/v1/vms/{n}/stop", {"force": True}, timeout=60)
