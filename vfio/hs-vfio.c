@@ -224,10 +224,11 @@ static int cmd_check_or_bind(const Tool *t, bool bind, int argc, char **argv)
 	if (bind && !vm)
 		return usage("bind needs --vm NAME");
 	size_t n = (size_t)(argc - i);
-	_cleanup_free_ VfioAddr *addrs = calloc(n, sizeof(*addrs));
-	_cleanup_free_ bool *held = calloc(n, sizeof(*held));
-	if (!addrs || !held)
+	/* One block: the addresses, then whether each was held before. */
+	_cleanup_free_ VfioAddr *addrs = calloc(n, sizeof(*addrs) + sizeof(bool));
+	if (!addrs)
 		return usage("out of memory");
+	bool *held = (bool *)(addrs + n);
 	if (parse_addrs(argv + i, argc - i, addrs, &err) < 0 ||
 	    check_set(t, vm, addrs, n, &err) < 0)
 		return fail(&err);

@@ -38,11 +38,12 @@ def pid_alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie is dead for our purposes.
+    # A zombie is dead for our purposes. (A process reaped between the
+    # kill and the read: ENOENT at the open, or ESRCH at the read.)
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
+    except OSError:
         return False
 
 
