@@ -71,6 +71,7 @@ struct VmStorage {
 	bool incoming_ignore_shared; /* a warm clone's start */
 	StorageIncomingCb incoming_done;
 	bool verify_chain; /* ask the re-adopted QEMU which layers it writes to */
+	unsigned flattening; /* warm captures reading a frozen layer (storage_flatten_snapshot) */
 	ev_timer incoming_poll;
 	double incoming_deadline;
 };
@@ -318,8 +319,8 @@ bool template_lookup(Hsd *h, const char *name, VmDiskFormat *format, uint64_t *s
 	if (!t)
 		return false;
 	const char *kind = json_string_value(json_object_get(t, "kind"));
-	if (kind && !strcmp(kind, "warm"))
-		return false; /* no disk image: not a disk's base */
+	if (kind && !strcmp(kind, "warm") && !json_object_get(t, "format"))
+		return false; /* no disk image (a disk-less source): not a disk's base */
 	const char *f = json_string_value(json_object_get(t, "format"));
 	if (format)
 		*format = f && !strcmp(f, "raw") ? VM_DISK_RAW : VM_DISK_QCOW2;
@@ -1890,6 +1891,13 @@ static int op_precheck(Vm *vm, VmStorage *vs, HsError *err)
 		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is %s; try again", vm->spec.name,
 				    vm->pacing ? "waiting for memory"
 					       : vm_state_to_string(vm->status.state));
+	/* Not while a warm capture reads a frozen layer: a deleted snapshot
+	 * merges layers. Starts and stops are fine (they write above it). */
+	if (vs->flattening)
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s': a warm template is being made from its disk; try "
+				    "again when it is ready",
+				    vm->spec.name);
 	return storage_vm_check_idle(vm, err);
 }
 
@@ -2291,6 +2299,75 @@ int storage_vm_set_incoming(Vm *vm, int fd, bool ignore_shared)
 		close(vs->incoming_fd);
 	vs->incoming_fd = fd;
 	vs->incoming_ignore_shared = ignore_shared;
+	return 0;
+}
+
+bool storage_snapshot_exists(Vm *vm, const char *snap)
+{
+	VmStorage *vs = vs_find(vm);
+	return vs && vm_disks_find_snapshot(&vs->disks, snap);
+}
+
+typedef struct Flatten {
+	char vm[VM_NAME_MAX + 1];
+	ToolDoneCb cb;
+	void *ud;
+} Flatten;
+
+static void on_flattened(Hsd *h, const ToolResult *res, void *ud)
+{
+	Flatten *f = ud;
+	Vm *vm = vm_find(h, f->vm);
+	VmStorage *vs = vs_find(vm);
+	if (vs && vs->flattening)
+		vs->flattening--;
+	ToolDoneCb cb = f->cb;
+	void *cud = f->ud;
+	free(f);
+	cb(h, res, cud);
+}
+
+int storage_flatten_snapshot(Vm *vm, const char *snap, const char *dst, size_t *ret_disk,
+			     uint64_t *ret_size, ToolDoneCb cb, void *ud, HsError *err)
+{
+	VmStorage *vs = vs_find(vm);
+	VmSnapshot *sn = vs ? vm_disks_find_snapshot(&vs->disks, snap) : NULL;
+	if (!sn)
+		return hs_error_set(err, -ENOENT, "not-found", "VM '%s' has no snapshot '%s'",
+				    vm->spec.name, snap);
+	size_t disk = VM_MAX_DISKS;
+	for (size_t i = 0; i < vs->disks.n_disks; i++)
+		if (vs->disks.disks[i].managed && sn->layers[i]) {
+			if (disk != VM_MAX_DISKS)
+				return hs_error_set(err, -EINVAL, "invalid-argument",
+						    "VM '%s' has more than one managed disk",
+						    vm->spec.name);
+			disk = i;
+		}
+	if (disk == VM_MAX_DISKS)
+		return hs_error_set(err, -EINVAL, "no-managed-disk",
+				    "snapshot '%s' of VM '%s' froze no disk", snap, vm->spec.name);
+	Flatten *f = calloc(1, sizeof(*f));
+	_cleanup_free_ char *src = layer_path(vm, sn->layers[disk]);
+	if (!f || !src) {
+		free(f);
+		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	}
+	snprintf(f->vm, sizeof(f->vm), "%s", vm->spec.name);
+	f->cb = cb;
+	f->ud = ud;
+	/* The frozen layer and what it stands on, flattened: a standalone
+	 * image (as template_from_vm makes). */
+	char *argv[] = {(char *)QEMU_IMG, (char *)"convert", (char *)"-q", (char *)"-f",
+			(char *)"qcow2", (char *)"-O", (char *)"qcow2", src, (char *)dst, NULL};
+	int r = tool_run(vm->hsd, argv, NULL, 0, TOOL_TIMEOUT_COPY, on_flattened, f, err);
+	if (r < 0) {
+		free(f);
+		return r;
+	}
+	vs->flattening++;
+	*ret_disk = disk;
+	*ret_size = vs->disks.disks[disk].size;
 	return 0;
 }
 

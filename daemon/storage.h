@@ -20,6 +20,7 @@
 #include "argv.h"
 #include "hs-util.h"
 #include "launch.h"
+#include "tool.h"
 
 typedef struct Hsd Hsd;
 typedef struct Vm Vm;
@@ -80,6 +81,13 @@ bool storage_vm_has_incoming(Vm *vm);
 /* The state to load at the next start (fd taken); ignore_shared: saved
  * with x-ignore-shared (a warm template: RAM comes from its file). */
 int storage_vm_set_incoming(Vm *vm, int fd, bool ignore_shared);
+bool storage_snapshot_exists(Vm *vm, const char *snap);
+/* A warm capture: the one managed disk's layer frozen by snapshot `snap`
+ * (and what it stands on) flattened into a standalone qcow2 at dst by
+ * qemu-img (a tool); snapshot operations on the VM are refused until cb.
+ * *ret_disk, *ret_size: which disk, its virtual size. */
+int storage_flatten_snapshot(Vm *vm, const char *snap, const char *dst, size_t *ret_disk,
+			     uint64_t *ret_size, ToolDoneCb cb, void *ud, HsError *err);
 /* The layers of managed disk `disk`'s chain (template not counted); 0:
  * not a managed disk. */
 int storage_vm_disk_layers(Vm *vm, size_t disk);

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "hsd.h"
+#include "layers.h"
 #include "tool.h"
 
 #define WARM_MARKER "warm-start"
@@ -389,49 +390,11 @@ void warm_vm_exited(Vm *vm)
 		log_warning("vm %s: cannot remove RAM file %s: %m", vm->spec.name, name);
 }
 
-/* ---- clones ---- */
-
-json_t *warm_clone_spec(Hsd *h, json_t *body, HsError *err)
-{
-	static const char *const keys[] = {"name", "warm_template", NULL};
-	if (object_keys_check(body, keys, err) < 0) {
-		snprintf(err->message + strlen(err->message),
-			 sizeof(err->message) - strlen(err->message),
-			 " (a clone of a warm template takes its settings from the template)");
-		return NULL;
-	}
-	const char *t = json_string_value(json_object_get(body, "warm_template"));
-	json_auto_t *tj = t && vm_name_is_valid(t) ? template_json(t) : NULL;
-	if (!tj) {
-		hs_error_set(err, -ENOENT, "not-found", "no template named '%s'", t ? t : "");
-		return NULL;
-	}
-	if (!is_warm(tj)) {
-		hs_error_set(err, -EINVAL, "invalid-argument",
-			     "template '%s' is not warm (give it as a disk's template)", t);
-		return NULL;
-	}
-	json_t *spec = json_deep_copy(json_object_get(tj, "spec"));
-	if (!spec) {
-		hs_error_set(err, -EIO, "storage-failed", "template '%s' has no spec", t);
-		return NULL;
-	}
-	/* What must match the saved devices stays; identity is new. */
-	json_object_set(spec, "name", json_object_get(body, "name"));
-	json_object_set_new(spec, "warm_template", json_string(t));
-	json_object_set_new(spec, "memory_file", json_true());
-	json_object_del(spec, "vmgenid");
-	size_t i;
-	json_t *n;
-	json_array_foreach (json_object_get(spec, "nics"), i, n)
-		json_object_del(n, "mac");
-	return spec;
-}
-
 /* ---- capture ---- */
 
 enum {
 	J_STOP,
+	J_FREEZE,   /* a disk-only live snapshot freezes the managed disk's top */
 	J_CAPS,
 	J_MIGRATE,
 	J_POLL,
@@ -439,23 +402,28 @@ enum {
 	J_CAPS_OFF,
 	J_CONT,     /* cont, or QEMU killed (then=stop) */
 	J_WRITE,    /* cp: the memfd into the template's ram file; guest runs */
-	J_SYNC,     /* sync: the state and ram files */
+	J_FLATTEN,  /* qemu-img convert: the frozen disk chain into the image */
+	J_SYNC,     /* sync: the state, ram (and image) files */
 	J_DONE,
 };
 
 typedef struct WarmJob {
+	struct WarmJob *next; /* captures under way (jobs) */
 	Hsd *h;
 	char name[VM_NAME_MAX + 1];
 	char vm[VM_NAME_MAX + 1];
 	char tmp[VM_NAME_MAX + 32];
+	char snap[SNAPSHOT_NAME_MAX + 1]; /* freezes the managed disk; "": none */
 	bool stop, was_running, migrating, caps_on, paused;
 	int step;
 	int state_fd;
 	int mfd;    /* the sealed copy for clones */
 	int ram_fd; /* the template's ram file */
-	uint64_t size, state_size;
+	int image_fd; /* the template's disk image (flattened) */
+	size_t disk;  /* the managed disk's index */
+	uint64_t size, state_size, disk_size;
 	ev_timer poll;
-	double t0, t_paused, deadline, paused_ms, copy_ms, write_ms;
+	double t0, t_paused, deadline, paused_ms, copy_ms, write_ms, freeze_ms, flatten_ms;
 	StorageDoneCb cb;
 	void *ud;
 	json_t *result;
@@ -463,9 +431,28 @@ typedef struct WarmJob {
 
 static void job_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud);
 
+/* Captures under way: a clone of one, or another capture of its name, is
+ * refused (409) until it is whole. */
+static WarmJob *jobs;
+
+static WarmJob *job_find(const char *name)
+{
+	for (WarmJob *j = jobs; j; j = j->next)
+		if (!strcmp(j->name, name))
+			return j;
+	return NULL;
+}
+
 static void job_free(WarmJob *j)
 {
+	for (WarmJob **p = &jobs; *p; p = &(*p)->next)
+		if (*p == j) {
+			*p = j->next;
+			break;
+		}
 	ev_timer_stop(j->h->loop, &j->poll);
+	if (j->image_fd >= 0)
+		close(j->image_fd);
 	if (j->state_fd >= 0)
 		close(j->state_fd);
 	if (j->mfd >= 0)
@@ -482,9 +469,11 @@ static void job_finish(WarmJob *j, const HsError *err)
 		hs_rm_rf_at(templates_fd, j->tmp);
 		log_warning("template %s: %s", j->name, err->message);
 	} else {
-		log_info("template %s: warm, made in %.0f ms (guest paused %.0f ms, RAM copied "
-			 "in %.0f ms, written in %.0f ms)",
-			 j->name, (hs_now() - j->t0) * 1e3, j->paused_ms, j->copy_ms, j->write_ms);
+		log_info("template %s: warm, made in %.0f ms (guest paused %.0f ms, disk frozen in "
+			 "%.0f ms, RAM copied in %.0f ms, written in %.0f ms, disk flattened in "
+			 "%.0f ms)",
+			 j->name, (hs_now() - j->t0) * 1e3, j->paused_ms, j->freeze_ms, j->copy_ms,
+			 j->write_ms, j->flatten_ms);
 	}
 	if (j->cb)
 		j->cb(j->h, err, err ? NULL : j->result, j->ud);
@@ -540,6 +529,9 @@ static int job_store(WarmJob *j, HsError *err)
 	char path[VM_NAME_MAX + 48];
 	snprintf(path, sizeof(path), "%s/state", j->tmp);
 	fchmodat(templates_fd, path, 0444, 0);
+	snprintf(path, sizeof(path), "%s/image", j->tmp);
+	if (j->snap[0] && fchmodat(templates_fd, path, 0444, 0) < 0)
+		return hs_error_set(err, -errno, "internal", "cannot seal the template's disk: %m");
 	Vm *vm = vm_find(j->h, j->vm);
 	json_t *spec = vm ? vm_spec_to_json(&vm->spec) : NULL;
 	if (!spec)
@@ -549,6 +541,14 @@ static int job_store(WarmJob *j, HsError *err)
 				   "memory_mib", (json_int_t)(j->size >> 20), "ram_size",
 				   (json_int_t)j->size, "state_size", (json_int_t)j->state_size,
 				   "spec", spec);
+	if (t && j->snap[0]) {
+		/* Its disk: "image", a disk template's like any other (clones
+		 * get an overlay on it; template_lookup). */
+		json_object_set_new(t, "format", json_string("qcow2"));
+		json_object_set_new(t, "virtual_size", json_integer((json_int_t)j->disk_size));
+		json_object_set_new(t, "disk", json_integer((json_int_t)j->disk));
+		json_object_set_new(t, "source_snapshot", json_string(j->snap));
+	}
 	_cleanup_free_ char *s = t ? json_dumps(t, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
 	_cleanup_close_ int dfd = openat(templates_fd, j->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int r = !s ? -ENOMEM
@@ -572,6 +572,12 @@ static int job_store(WarmJob *j, HsError *err)
 			      "copy_ms", j->copy_ms, "write_ms", j->write_ms, "paused_ms",
 			      j->paused_ms, "then", j->stop ? "stop" : "resume", "seconds",
 			      hs_now() - j->t0);
+	if (j->result && j->snap[0]) {
+		json_object_set_new(j->result, "disk_snapshot", json_string(j->snap));
+		json_object_set_new(j->result, "freeze_ms", json_real(j->freeze_ms));
+		json_object_set_new(j->result, "flatten_ms", json_real(j->flatten_ms));
+		json_object_set_new(j->result, "virtual_size", json_integer((json_int_t)j->disk_size));
+	}
 	return 0;
 }
 
@@ -590,21 +596,72 @@ static void on_synced(Hsd *h, const ToolResult *res, void *ud)
 	job_finish(j, NULL);
 }
 
-static void on_written(Hsd *h, const ToolResult *res, void *ud)
+static void job_sync(WarmJob *j)
+{
+	HsError e;
+	j->step = J_SYNC;
+	char *argv[] = {(char *)"sync", (char *)"/proc/self/fd/3", (char *)"/proc/self/fd/4",
+			(char *)"/proc/self/fd/5", NULL};
+	const int fds[] = {j->state_fd, j->ram_fd, j->image_fd};
+	if (j->image_fd < 0)
+		argv[3] = NULL;
+	if (tool_run(j->h, argv, fds, j->image_fd < 0 ? 2 : 3, WARM_COPY_TIMEOUT, on_synced, j,
+		     &e) < 0)
+		job_fail(j, &e);
+}
+
+static void on_flattened(Hsd *h, const ToolResult *res, void *ud)
 {
 	WarmJob *j = ud;
 	HsError e;
+	if (!res->ok) {
+		job_tool_failed(j, res, "cannot flatten the frozen disk: qemu-img");
+		return;
+	}
+	j->flatten_ms = res->seconds * 1e3;
+	char path[VM_NAME_MAX + 48];
+	snprintf(path, sizeof(path), "%s/image", j->tmp);
+	j->image_fd = openat(templates_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (j->image_fd < 0) {
+		hs_error_set(&e, -errno, "internal", "cannot open the template's disk: %m");
+		job_fail(j, &e);
+		return;
+	}
+	job_sync(j);
+}
+
+/* The source runs on (its disk writes go above the frozen layer): its
+ * frozen chain becomes the template's own disk, in the background. */
+static void job_flatten(WarmJob *j)
+{
+	HsError e;
+	Vm *vm = vm_find(j->h, j->vm);
+	_cleanup_free_ char *dst = hs_strdup_printf("%s/templates/%s/image", j->h->state_dir,
+						    j->tmp);
+	j->step = J_FLATTEN;
+	int r = !vm    ? hs_error_set(&e, -ENOENT, "not-found", "VM '%s' is gone", j->vm)
+		: !dst ? hs_error_set(&e, -ENOMEM, "internal", "out of memory")
+		       : storage_flatten_snapshot(vm, j->snap, dst, &j->disk, &j->disk_size,
+						  on_flattened, j, &e);
+	if (r < 0)
+		job_fail(j, &e);
+	else
+		log_info("template %s: flattening vm %s's disk frozen by snapshot %s", j->name,
+			 j->vm, j->snap);
+}
+
+static void on_written(Hsd *h, const ToolResult *res, void *ud)
+{
+	WarmJob *j = ud;
 	if (!res->ok) {
 		job_tool_failed(j, res, "cannot write the template's RAM");
 		return;
 	}
 	j->write_ms = res->seconds * 1e3;
-	j->step = J_SYNC;
-	char *argv[] = {(char *)"sync", (char *)"/proc/self/fd/3", (char *)"/proc/self/fd/4",
-			NULL};
-	const int fds[] = {j->state_fd, j->ram_fd};
-	if (tool_run(h, argv, fds, 2, WARM_COPY_TIMEOUT, on_synced, j, &e) < 0)
-		job_fail(j, &e);
+	if (j->snap[0])
+		job_flatten(j);
+	else
+		job_sync(j);
 }
 
 /* The guest runs again (or is gone): the template's ram file is written
@@ -708,6 +765,22 @@ static void job_release_source(WarmJob *j)
 	job_write(j);
 }
 
+static void job_step(WarmJob *j, json_t *reply);
+
+static void on_frozen(Hsd *h, const HsError *err, json_t *result, void *ud)
+{
+	WarmJob *j = ud;
+	if (err) {
+		HsError e = *err;
+		snprintf(e.message, sizeof(e.message), "cannot freeze the disk: %.480s",
+			 err->message);
+		job_fail(j, &e);
+		return;
+	}
+	j->freeze_ms = (hs_now() - j->t_paused) * 1e3;
+	job_step(j, NULL);
+}
+
 static void job_step(WarmJob *j, json_t *reply)
 {
 	HsError e;
@@ -717,6 +790,20 @@ static void job_step(WarmJob *j, json_t *reply)
 	case J_STOP:
 		j->t_paused = hs_now();
 		j->paused = true;
+		if (j->snap[0]) {
+			/* Paused: the disk is frozen at the instant the RAM
+			 * is saved, by a disk-only live snapshot (one QMP
+			 * transaction puts a new overlay on top). */
+			j->step = J_FREEZE;
+			if (!vm || storage_snapshot_create(vm, j->snap, false, on_frozen, j, &e) < 0) {
+				if (!vm)
+					hs_error_set(&e, -ENOENT, "not-found", "VM '%s' is gone", j->vm);
+				job_fail(j, &e);
+			}
+			return;
+		}
+		_fallthrough_;
+	case J_FREEZE:
 		j->step = J_CAPS;
 		j->caps_on = true;
 		r = job_send(j, "migrate-set-capabilities",
@@ -838,21 +925,47 @@ int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDo
 				    vm->spec.name, vm_state_to_string(vm->status.state));
 	if (vm->migration)
 		return hs_error_set(err, -EBUSY, "conflict", "VM '%s' is migrating", vm->spec.name);
-	for (size_t i = 0; i < vm->spec.n_disks; i++)
-		if (!vm->spec.disks[i].readonly)
+	size_t n_managed = 0;
+	for (size_t i = 0; i < vm->spec.n_disks; i++) {
+		if (vm->spec.disks[i].managed)
+			n_managed++;
+		else if (!vm->spec.disks[i].readonly)
 			return hs_error_set(err, -EINVAL, "invalid-argument",
-					    "VM '%s' has a writable disk (disks[%zu]); warm "
-					    "templates of VMs with disks are not supported yet",
-					    vm->spec.name, i);
+					    "VM '%s': disks[%zu] is a writable file of yours (%s); "
+					    "hsd cannot freeze it for the template (make it readonly "
+					    "or use a managed disk)",
+					    vm->spec.name, i, vm->spec.disks[i].path);
+	}
+	if (n_managed > 1)
+		return hs_error_set(err, -EINVAL, "invalid-argument",
+				    "VM '%s' has %zu managed disks; a warm template takes one at "
+				    "most (for now)",
+				    vm->spec.name, n_managed);
+	if (n_managed && storage_vm_check_idle(vm, err) < 0)
+		return err->code;
 	struct stat st;
 	if (fstatat(templates_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return hs_error_set(err, -EEXIST, "conflict", "a template named '%s' already exists",
 				    name);
+	if (job_find(name))
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "template '%s' is being made; try again when it is ready", name);
 	WarmJob *j = calloc(1, sizeof(*j));
 	if (!j)
 		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
 	j->h = h;
-	j->state_fd = j->mfd = j->ram_fd = -1;
+	j->state_fd = j->mfd = j->ram_fd = j->image_fd = -1;
+	if (n_managed) {
+		/* The source keeps the snapshot (its disk at the capture). */
+		snprintf(j->snap, sizeof(j->snap), "warm-%.*s", SNAPSHOT_NAME_MAX - 5, name);
+		if (vm->storage && storage_snapshot_exists(vm, j->snap)) {
+			free(j);
+			return hs_error_set(err, -EEXIST, "conflict",
+					    "VM '%s' already has a snapshot '%s' (of an earlier "
+					    "warm template); delete it first",
+					    vm->spec.name, j->snap);
+		}
+	}
 	j->stop = stop;
 	j->cb = cb;
 	j->ud = ud;
@@ -877,7 +990,64 @@ int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDo
 		return hs_error_set(err, r, "conflict", "VM '%s' is not answering QMP",
 				    vm->spec.name);
 	}
+	j->next = jobs;
+	jobs = j;
 	return 0;
+}
+/* ---- clones ---- */
+
+json_t *warm_clone_spec(Hsd *h, json_t *body, HsError *err)
+{
+	static const char *const keys[] = {"name", "warm_template", NULL};
+	if (object_keys_check(body, keys, err) < 0) {
+		snprintf(err->message + strlen(err->message),
+			 sizeof(err->message) - strlen(err->message),
+			 " (a clone of a warm template takes its settings from the template)");
+		return NULL;
+	}
+	const char *t = json_string_value(json_object_get(body, "warm_template"));
+	json_auto_t *tj = t && vm_name_is_valid(t) ? template_json(t) : NULL;
+	WarmJob *job = !tj && t ? job_find(t) : NULL;
+	if (job) {
+		hs_error_set(err, -EBUSY, "conflict",
+			     "warm template '%s' is not ready yet (%s); try again when it is",
+			     t, job->step >= J_FLATTEN ? "its disk is being flattened"
+						       : "it is being captured");
+		return NULL;
+	}
+	if (!tj) {
+		hs_error_set(err, -ENOENT, "not-found", "no template named '%s'", t ? t : "");
+		return NULL;
+	}
+	if (!is_warm(tj)) {
+		hs_error_set(err, -EINVAL, "invalid-argument",
+			     "template '%s' is not warm (give it as a disk's template)", t);
+		return NULL;
+	}
+	json_t *spec = json_deep_copy(json_object_get(tj, "spec"));
+	if (!spec) {
+		hs_error_set(err, -EIO, "storage-failed", "template '%s' has no spec", t);
+		return NULL;
+	}
+	/* What must match the saved devices stays; identity is new. */
+	json_object_set(spec, "name", json_object_get(body, "name"));
+	json_object_set_new(spec, "warm_template", json_string(t));
+	json_object_set_new(spec, "memory_file", json_true());
+	json_object_del(spec, "vmgenid");
+	size_t i;
+	json_t *n;
+	json_array_foreach (json_object_get(spec, "nics"), i, n)
+		json_object_del(n, "mac");
+	/* The managed disk: a thin overlay on the template's frozen disk. */
+	json_t *di = json_object_get(tj, "disk");
+	json_t *d = json_is_integer(di) ? json_array_get(json_object_get(spec, "disks"),
+							  (size_t)json_integer_value(di))
+				       : NULL;
+	if (d) {
+		json_object_del(d, "size");
+		json_object_set_new(d, "template", json_string(t));
+	}
+	return spec;
 }
 
 /* ---- accounting ---- */

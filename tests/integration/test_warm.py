@@ -4,11 +4,14 @@ a booted guest that wrote a marker into its RAM (a tmpfs file), clones that
 resume it (no reboot: same boot_id, uptime goes on) with their own MACs and
 vmgenid, isolation between clones, deletion refused while clones exist,
 and kill -9 of a clone's QEMU or of hsd during a clone's start."""
+import hashlib
+import json
 import os
 import re
 import shutil
 import signal
 import stat
+import subprocess
 import threading
 import time
 
@@ -290,3 +293,135 @@ def test_warm_copies_off_the_loop(hsd_factory, guest, memdir):
         h.console_wait(n, f"HS-CLONE {n} ", timeout=120)
         assert facts(h, n, n)[0] == "warm-marker-42"
         h.json("POST", f"/v1/vms/{n}/stop", {"force": True}, timeout=60)
+
+
+def disk_src_spec(guest, name):
+    s = src_spec(guest, name)
+    s["cmdline"] = "console=ttyS0 hs.disk"
+    s["disks"] = [{"size": "64M"}]
+    return s
+
+
+def disk_lines(h, name, tag):
+    """The data file on the VM's disk as read from the disk (the guest's
+    page cache dropped first)."""
+    out = guest_run(h, name, f"sync; echo 3 > /proc/sys/vm/drop_caches; "
+                    f"sed 's/^/L-{tag} /' /mnt/disk/data", tag)
+    return re.findall(rf"^L-{tag} (\S+)", out.replace("\r", ""), re.M)
+
+
+def disk_write(h, name, word):
+    guest_run(h, name, f"echo {word} >> /mnt/disk/data; sync", f"w{word}")
+
+
+def test_warm_managed_disk(hsd_factory, guest, memdir):
+    """A source with a managed disk: the capture freezes its top layer by a
+    live snapshot while paused, the frozen chain is flattened into the
+    template's image after the source resumed (clones of the template are
+    refused with 409 meanwhile), clones get a thin overlay on it."""
+    h = hsd_factory(extra_args=["--memory-dir", memdir])
+    h.json("POST", "/v1/vms", disk_src_spec(guest, "src"))
+    h.json("POST", "/v1/vms/src/start", timeout=120)
+    h.console_wait("src", "HS-DISK-READY", timeout=180)
+    h.console_wait("src", "HS-IDENTITY", timeout=120)
+    disk_write(h, "src", "before-capture")
+
+    result, codes = {}, []
+
+    def capture():
+        result["r"] = h.request("POST", "/v1/templates",
+                                {"name": "dtpl", "vm": "src", "warm": True}, timeout=300)
+
+    t = threading.Thread(target=capture)
+    t.start()
+    while t.is_alive():
+        st, js, _ = h.request("POST", "/v1/vms", {"name": "c0", "warm_template": "dtpl"},
+                              timeout=60)
+        codes.append((st, (js or {}).get("error", {}).get("message", "")
+                      if isinstance((js or {}).get("error"), dict) else str(js)))
+        if st == 201:
+            break
+        time.sleep(0.02)
+    t.join()
+    st, cap, text = result["r"]
+    assert st == 201, text
+    print("capture:", {k: cap[k] for k in ("paused_ms", "freeze_ms", "copy_ms", "write_ms",
+                                            "flatten_ms", "seconds")})
+    print("clone creations during the capture:", sorted(set(c for c, _ in codes)))
+    assert any(c == 409 for c, _ in codes), codes
+    # Never a clone of a half-made template.
+    assert all(c in (404, 409) for c, _ in codes), codes
+    assert cap["disk_snapshot"] == "warm-dtpl"
+    # The source keeps the snapshot that froze its disk.
+    snaps = [s["name"] for s in h.json("GET", "/v1/vms/src/snapshots")["snapshots"]]
+    assert "warm-dtpl" in snaps, snaps
+    img = h.state_dir / "templates" / "dtpl" / "image"
+    assert stat.S_IMODE(os.stat(img).st_mode) == 0o444
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(img)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert "backing-filename" not in info and info["virtual-size"] == 64 << 20
+    tj = h.json("GET", "/v1/templates/dtpl")
+    assert tj["kind"] == "warm" and tj["format"] == "qcow2", tj
+
+    # The source goes on writing above the frozen layer.
+    disk_write(h, "src", "after-capture")
+    digest = hashlib.sha256(img.read_bytes()).hexdigest()
+
+    for n in ("c0", "c1"):
+        h.json("POST", "/v1/vms", {"name": n, "warm_template": "dtpl"}, expect=(201, 409))
+    assert h.vm("c0")["spec"]["disks"][0]["template"] == "dtpl"
+    for n in ("c0", "c1"):
+        h.json("POST", f"/v1/vms/{n}/start", timeout=120)
+        h.console_wait(n, f"HS-CLONE {n}", timeout=120)
+    assert disk_lines(h, "c0", "a") == ["before-capture"]
+    disk_write(h, "c0", "c0-only")
+    assert disk_lines(h, "c0", "b") == ["before-capture", "c0-only"]
+    assert disk_lines(h, "c1", "c") == ["before-capture"]
+    assert disk_lines(h, "src", "d") == ["before-capture", "after-capture"]
+    # The clone's disk is a thin overlay on the template's image.
+    backings = []
+    for f in (h.state_dir / "vms" / "c1" / "layers").iterdir():
+        i = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(f)],
+                                      capture_output=True, text=True, check=True).stdout)
+        backings.append(i.get("backing-filename"))
+    assert "../../../templates/dtpl/image" in backings, backings
+    assert hashlib.sha256(img.read_bytes()).hexdigest() == digest
+    # In use: the template stays.
+    st, _, _ = h.request("DELETE", "/v1/templates/dtpl")
+    assert st == 409
+
+
+def test_warm_disk_crash_while_flattening(hsd_factory, guest, memdir, tmp_path):
+    """hsd killed while the frozen disk is being flattened: at restart the
+    half-made template is gone, and clones of it are refused (404)."""
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    (slow / "qemu-img").write_text(
+        "#!/bin/sh\ncase \"$1\" in convert) sleep 30;; esac\nexec /usr/bin/qemu-img \"$@\"\n")
+    (slow / "qemu-img").chmod(0o755)
+    prefix = ["env", f"PATH={slow}:{os.environ.get('PATH', '/usr/bin:/bin')}"]
+    h = hsd_factory(extra_args=["--memory-dir", memdir], prefix=prefix)
+    h.json("POST", "/v1/vms", disk_src_spec(guest, "src"))
+    h.json("POST", "/v1/vms/src/start", timeout=120)
+    h.console_wait("src", "HS-DISK-READY", timeout=180)
+    def capture():
+        try:  # cut by the kill
+            h.request("POST", "/v1/templates", {"name": "dtpl", "vm": "src", "warm": True},
+                      timeout=300)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=capture)
+    t.start()
+    wait_for(lambda: "flattening vm src" in h.log_text(), 120, "the flatten")
+    st, js, _ = h.request("POST", "/v1/vms", {"name": "c0", "warm_template": "dtpl"})
+    assert st == 409 and "flattened" in js["error"]["message"], js
+    assert h.state("src") == "running"
+    h.kill9()
+    t.join()
+    h.start()
+    tdir = h.state_dir / "templates"
+    assert not [p for p in os.listdir(tdir) if "dtpl" in p], os.listdir(tdir)
+    st, _, _ = h.request("POST", "/v1/vms", {"name": "c0", "warm_template": "dtpl"})
+    assert st == 404
+    h.wait_state("src", "running", 60)
