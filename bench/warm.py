@@ -4,12 +4,20 @@
 costs in host memory, against raw QEMU doing the same in the same run.
 
 1. start latency: POST /v1/vms/NAME/start of a fresh clone until hsd answers
-   (the guest runs), against a raw QEMU given the same RAM (a sealed memfd
-   copy of the template's RAM, share=off), -incoming defer, x-ignore-shared
-   and migrate-incoming from the template's state file, until `cont`
-   answers. Then until the guest's serial shell answers a command.
-2. memory: the Pss (proportional set size: shared pages split among their
-   users) of N warm clones against N cold-booted guests, per VM.
+   (the guest runs), against the fastest raw QEMU can do the same: the
+   same RAM (a sealed memfd copy of the template's RAM, share=off),
+   `-incoming defer` without -S, and a minimal QMP client that sends
+   qmp_capabilities, x-ignore-shared on and `migrate-incoming exec:cat
+   STATE` in one write as soon as the socket accepts (QEMU 7.2 cannot set
+   x-ignore-shared on its command line, and the saved stream needs it),
+   timed from exec until the RESUME event (QEMU runs the guest by itself
+   once the state is loaded). Then until the
+   guest's serial shell answers a command.
+2. memory: host MemAvailable before and after N warm clones, against N
+   cold boots of the same guest with KSM running (both after settling): the
+   marginal MiB per VM. Also the Pss of each, and a breakdown of one
+   clone's QEMU from its smaps (the template mapping's shared and private
+   pages, the TCG translation buffer, the rest).
 
 Targets (docs/architecture.md, "Warm templates"): start <= 50 ms and within
 1.2x of raw; <= 16 MiB per warm clone. Under TCG on a busy 2-core host the
@@ -50,34 +58,6 @@ def sealed_copy(path):
     return fd
 
 
-def qmp(sock_path, deadline):
-    while True:
-        try:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(sock_path)
-            break
-        except OSError:
-            s.close()
-            if time.monotonic() > deadline:
-                raise BenchError("raw QEMU: no QMP socket")
-            time.sleep(0.001)
-    r = LineReader(s)
-    r.line(deadline)  # greeting
-
-    def cmd(name, fds=(), **args):
-        msg = json.dumps({"execute": name, "arguments": args} if args else {"execute": name})
-        if fds:
-            socket.send_fds(s, [msg.encode() + b"\n"], list(fds))
-        else:
-            s.sendall(msg.encode() + b"\n")
-        rep = r.reply(deadline)
-        if "error" in rep:
-            raise BenchError(f"raw QEMU: {name}: {rep['error']}")
-        return rep["return"]
-    cmd("qmp_capabilities")
-    return s, cmd
-
-
 def shell_answers(sock_path, deadline, tag):
     s = socket.socket(socket.AF_UNIX)
     s.connect(sock_path)
@@ -94,10 +74,43 @@ def shell_answers(sock_path, deadline, tag):
     s.close()
 
 
+def wait_running(sock_path, state_path, deadline):
+    """A minimal QMP client: once connected, one write of the three
+    commands QEMU 7.2 needs (it has no command-line switch for
+    x-ignore-shared, which the saved stream needs), no reply waited for in
+    between; QEMU started without -S runs the guest as soon as the state is
+    loaded: the RESUME event."""
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock_path)
+            break
+        except OSError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise BenchError("raw QEMU: no QMP socket")
+            time.sleep(0.0005)
+    r = LineReader(s)
+    r.line(deadline)
+    caps = [{"capability": "x-ignore-shared", "state": True}]
+    s.sendall(b'{"execute":"qmp_capabilities"}\n' +
+              json.dumps({"execute": "migrate-set-capabilities",
+                          "arguments": {"capabilities": caps}}).encode() + b"\n" +
+              json.dumps({"execute": "migrate-incoming",
+                          "arguments": {"uri": f"exec:cat {state_path}"}}).encode() + b"\n")
+    while True:
+        m = r.line(deadline)
+        if "error" in m:
+            raise BenchError(f"raw QEMU: {m['error']}")
+        if m.get("event") == "RESUME":
+            break
+    s.close()
+
+
 def raw_clone(reg, base, guest, ram_fd, state_path, i):
     """One raw warm start: (exec -> running, exec -> shell answers) in s."""
     q, ser = str(base / f"raw{i}.qmp"), str(base / f"raw{i}.ser")
-    argv = [QEMU, "-nodefaults", "-no-user-config", "-S", "-incoming", "defer",
+    argv = [QEMU, "-nodefaults", "-no-user-config", "-incoming", "defer",
             "-no-shutdown", "-machine", "q35,memory-backend=hs-ram", "-accel", "tcg,tb-size=16",
             "-m", f"{MEMORY}M", "-object",
             f"memory-backend-file,id=hs-ram,size={MEMORY}M,share=off,mem-path=/proc/self/fd/{ram_fd}",
@@ -113,27 +126,66 @@ def raw_clone(reg, base, guest, ram_fd, state_path, i):
             "-device", "vmgenid,id=vmgenid0,guid=11111111-2222-4333-8444-5555555555%02x" % i,
             "-fw_cfg", "name=opt/org.hypervisor-scale/clone,string=" +
             f"name=raw{i} clone=1".ljust(510) + "\n"]
-    state = os.open(state_path, os.O_RDONLY)
     t0 = time.monotonic()
     p = subprocess.Popen(argv, pass_fds=[ram_fd], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reg.add_qemu(p.pid)
     deadline = t0 + 60
-    try:
-        s, cmd = qmp(q, deadline)
-        cmd("migrate-set-capabilities",
-            capabilities=[{"capability": "x-ignore-shared", "state": True}])
-        cmd("getfd", fds=[state], fdname="in")
-        cmd("migrate-incoming", uri="fd:in")
-        while cmd("query-migrate").get("status") != "completed":
-            time.sleep(0.001)
-        cmd("cont")
-        t_run = time.monotonic() - t0
-        shell_answers(ser, deadline, f"raw{i}")
-        t_shell = time.monotonic() - t0
-    finally:
-        os.close(state)
+    wait_running(q, state_path, deadline)
+    t_run = time.monotonic() - t0
+    shell_answers(ser, deadline, f"raw{i}")
+    t_shell = time.monotonic() - t0
     return t_run, t_shell, p
+
+
+def mem_available_kib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+def settle(seconds):
+    """Waits, then the MemAvailable of the host (page cache dropped first:
+    the template files' cache is not what the VMs cost)."""
+    time.sleep(seconds)
+    subprocess.run(["sync"], timeout=60)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1")
+    return mem_available_kib()
+
+
+def smaps_breakdown(pid):
+    """kB of one QEMU's RSS by kind: its template mapping (shared, and
+    private: the pages the guest wrote), the TCG translation buffer (the
+    largest anonymous mapping that is no RAM), and the rest."""
+    out = {"template_shared": 0, "template_private": 0, "tcg_buffer": 0, "other": 0,
+           "rss": 0}
+    maps, cur = [], None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 5 and not parts[0].endswith(":"):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                cur = {"name": parts[5] if len(parts) > 5 else "", "size": (hi - lo) >> 10,
+                       "perms": parts[1]}
+                maps.append(cur)
+            elif parts[0] in ("Rss:", "Anonymous:"):
+                cur[parts[0][:-1]] = int(parts[1])
+    tcg = max((m for m in maps if not m["name"] and "x" in m["perms"]),
+              key=lambda m: m.get("Rss", 0), default=None)
+    for m in maps:
+        rss = m.get("Rss", 0)
+        out["rss"] += rss
+        if "hs-warm-" in m["name"]:
+            out["template_private"] += m.get("Anonymous", 0)
+            out["template_shared"] += rss - m.get("Anonymous", 0)
+        elif m is tcg:
+            out["tcg_buffer"] += rss
+        else:
+            out["other"] += rss
+    return out
 
 
 def pss_kib(pid):
@@ -148,11 +200,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5, help="clones (and raw starts) measured")
-    ap.add_argument("--mem-vms", type=int, default=4, help="VMs of each kind for memory")
+    ap.add_argument("--mem-vms", type=int, default=10,
+                    help="VMs of each kind for memory (the issue's figure is 100; a busy "
+                    "host may not allow it)")
+    ap.add_argument("--memory", type=int, default=512, help="the guest's RAM, MiB")
+    ap.add_argument("--fill", type=int, default=256,
+                    help="MiB the guest fills (identical pages in every guest) before capture")
+    ap.add_argument("--settle", type=float, default=20, help="seconds before each reading")
     ap.add_argument("--base", help="work dir (default /tmp/hsw-PID)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--output")
     args = ap.parse_args()
+    global MEMORY
+    MEMORY = args.memory
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     outp = Path(args.output) if args.output else RESULTS / f"warm-{stamp}.json"
     base = new_workdir("warm.py", args.base, "hsw")
@@ -167,12 +227,13 @@ def main():
         h.start()
         sock = h.socket
         spec = {"name": "src", "memory_mib": MEMORY, "accel": "tcg", "kernel": guest["kernel"],
-                "initrd": guest["initrd"], "cmdline": "console=ttyS0", "memory_file": True,
+                "initrd": guest["initrd"], "memory_file": True,
+                "cmdline": f"console=ttyS0 hs.fill={args.fill}" if args.fill else "console=ttyS0",
                 "nics": [{"type": "user"}]}
         api(sock, "POST", "/v1/vms", spec)
         api(sock, "POST", "/v1/vms/src/start", timeout=120)
         clog = h.state_dir / "vms" / "src" / "console.log"
-        wait_for(lambda: console_has(clog, "HS-IDENTITY"), 180, "the source guest to boot")
+        wait_for(lambda: console_has(clog, "HS-IDENTITY"), 300, "the source guest to boot")
         time.sleep(2)
         _, cap = api(sock, "POST", "/v1/templates",
                      {"name": "tpl", "vm": "src", "warm": True, "then": "stop"}, timeout=300)
@@ -208,28 +269,44 @@ def main():
         res["start"] = {"hsd_running": summarize(hsd_run), "raw_running": summarize(raw_run),
                         "hsd_shell": summarize(hsd_shell), "raw_shell": summarize(raw_shell)}
 
-        # Memory: N warm clones, then N cold boots, each after settling.
+        # Memory: N warm clones, then N cold boots (KSM as hsd tunes it),
+        # each against the host's MemAvailable before them.
+        n = args.mem_vms
+        before = settle(5)
         pids = []
-        for i in range(args.mem_vms):
+        for i in range(n):
+            h.check_alive()
             api(sock, "POST", "/v1/vms", {"name": f"m{i}", "warm_template": "tpl"})
             _, vm = api(sock, "POST", f"/v1/vms/m{i}/start", timeout=120)
             pids.append(vm["pid"])
-        time.sleep(5)
+        after = settle(args.settle)
         warm_pss = [pss_kib(p) for p in pids]
-        for i in range(args.mem_vms):
+        breakdown = smaps_breakdown(pids[0])
+        _, ksm_warm = api(sock, "GET", "/v1/ksm")
+        log(f"{n} warm clones: MemAvailable -{(before - after) / 1024:.0f} MiB, "
+            f"{(before - after) / 1024 / n:.1f} MiB per clone; clone 0: {breakdown}")
+        for i in range(n):
             api(sock, "POST", f"/v1/vms/m{i}/kill")
+        before_cold = settle(5)
         pids = []
-        for i in range(args.mem_vms):
-            s2 = dict(spec, name=f"b{i}")
-            api(sock, "POST", "/v1/vms", s2)
+        for i in range(n):
+            h.check_alive()
+            api(sock, "POST", "/v1/vms", dict(spec, name=f"b{i}", memory_file=False))
             _, vm = api(sock, "POST", f"/v1/vms/b{i}/start", timeout=120)
             pids.append(vm["pid"])
-        for i in range(args.mem_vms):
+        for i in range(n):
             cl = h.state_dir / "vms" / f"b{i}" / "console.log"
-            wait_for(lambda: console_has(cl, "HS-IDENTITY"), 300, f"b{i} to boot")
-        time.sleep(5)
+            wait_for(lambda: console_has(cl, "HS-IDENTITY"), 900, f"b{i} to boot")
+        after_cold = settle(args.settle)
         cold_pss = [pss_kib(p) for p in pids]
-        res["memory"] = {"warm_pss_kib": warm_pss, "cold_pss_kib": cold_pss}
+        _, ksm_cold = api(sock, "GET", "/v1/ksm")
+        log(f"{n} cold boots: MemAvailable -{(before_cold - after_cold) / 1024:.0f} MiB, "
+            f"{(before_cold - after_cold) / 1024 / n:.1f} MiB per VM")
+        res["memory"] = {"vms": n, "memory_mib": MEMORY, "fill_mib": args.fill,
+                         "warm_used_kib": before - after, "cold_used_kib": before_cold - after_cold,
+                         "warm_pss_kib": warm_pss, "cold_pss_kib": cold_pss,
+                         "clone_smaps_kib": breakdown, "tcg_tb_size_mib": 16,
+                         "ksm_after_warm": ksm_warm, "ksm_after_cold": ksm_cold}
     except RUN_ERRORS as e:
         error = run_error(e)
     finally:
@@ -252,6 +329,16 @@ def main():
         c = sum(m["cold_pss_kib"]) / len(m["cold_pss_kib"]) / 1024
         rows.append(["Pss per VM (warm clone vs cold boot)", f"{w:.1f} MiB", f"cold {c:.1f} MiB",
                      f"{w / c:.2f}x"])
+        wu, cu = m["warm_used_kib"] / 1024, m["cold_used_kib"] / 1024
+        rows.append([f"host memory used by {m['vms']} VMs of {m['memory_mib']} MiB "
+                     f"({m['fill_mib']} MiB filled)", f"warm {wu:.0f} MiB",
+                     f"cold+KSM {cu:.0f} MiB", f"per VM {wu / m['vms']:.1f} vs "
+                     f"{cu / m['vms']:.1f} MiB"])
+        b = m["clone_smaps_kib"]
+        rows.append(["one clone's RSS (smaps)", f"{b['rss'] / 1024:.1f} MiB",
+                     f"template shared {b['template_shared'] / 1024:.1f}, private "
+                     f"{b['template_private'] / 1024:.1f}, TCG buffer {b['tcg_buffer'] / 1024:.1f}, "
+                     f"other (QEMU heap, libs) {b['other'] / 1024:.1f} MiB", ""])
     for r in rows:
         log("  " + " | ".join(r))
     write_results(outp, {"when": stamp, "targets": TARGETS, "error": error, "summary": rows,
