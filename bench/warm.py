@@ -7,12 +7,13 @@ costs in host memory, against raw QEMU doing the same in the same run.
    (the guest runs), against the fastest raw QEMU can do the same: the
    same RAM (a sealed memfd copy of the template's RAM, share=off),
    `-incoming defer` without -S, and a minimal QMP client that sends
-   qmp_capabilities, x-ignore-shared on and `migrate-incoming exec:cat
-   STATE` in one write as soon as the socket accepts (QEMU 7.2 cannot set
-   x-ignore-shared on its command line, and the saved stream needs it),
-   timed from exec until the RESUME event (QEMU runs the guest by itself
-   once the state is loaded). Then until the
-   guest's serial shell answers a command.
+   qmp_capabilities, x-ignore-shared and events on, and `migrate-incoming
+   exec:cat STATE` in one write as soon as the socket accepts (QEMU 7.2
+   cannot set x-ignore-shared on its command line, and the saved stream
+   needs it), then `cont` at the MIGRATION completed event, timed from exec
+   until the RESUME event. (The cont is needed: the state was saved with the
+   vCPUs stopped, so QEMU loads it into "paused" and never runs the guest
+   by itself.) Then until the guest's serial shell answers a command.
 2. memory: host MemAvailable before and after N warm clones, against N
    cold boots of the same guest with KSM running (both after settling): the
    marginal MiB per VM. Also the Pss of each, and a breakdown of one
@@ -33,10 +34,11 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from benchlib import (HSD, QEMU, RUN_ERRORS, BenchError, Hsd, LineReader, Registry, api,
-                      build_guest, console_has, hsd_extra_args, log, new_workdir,
+                      build_guest, catch_signals, console_has, hsd_extra_args, log, new_workdir,
                       remove_workdir, run_error, summarize, uninterrupted, wait_for,
                       write_results)
 
@@ -60,13 +62,14 @@ def sealed_copy(path):
 
 def shell_answers(sock_path, deadline, tag):
     s = socket.socket(socket.AF_UNIX)
+    s.settimeout(max(0.1, deadline - time.monotonic()))
     s.connect(sock_path)
     s.sendall(f"echo HSQ-{tag}-don$(echo e)\n".encode())
     buf = b""
     s.settimeout(0.05)
     while f"HSQ-{tag}-done".encode() not in buf:
         if time.monotonic() > deadline:
-            raise BenchError("raw QEMU: the shell did not answer")
+            raise BenchError(f"raw QEMU: the shell did not answer; serial said: {buf[-300:]!r}")
         try:
             buf += s.recv(4096)
         except socket.timeout:
@@ -74,37 +77,66 @@ def shell_answers(sock_path, deadline, tag):
     s.close()
 
 
-def wait_running(sock_path, state_path, deadline):
+def wait_running(sock_path, state_path, deadline, errlog):
     """A minimal QMP client: once connected, one write of the three
     commands QEMU 7.2 needs (it has no command-line switch for
-    x-ignore-shared, which the saved stream needs), no reply waited for in
-    between; QEMU started without -S runs the guest as soon as the state is
-    loaded: the RESUME event."""
-    while True:
+    x-ignore-shared, which the saved stream needs; "events" for the end of
+    the load), no reply waited for in between. The saved state records the
+    source's run state, and a warm capture stops the vCPUs first: QEMU loads
+    it into "paused" and does not run the guest by itself (no RESUME ever
+    comes; autostart applies only to a state saved running). So, like hsd
+    (-S, then cont), `cont` once the MIGRATION event says completed; done
+    at its RESUME event."""
+    step = "connect to QMP"
+    seen = []
+    s = None
+    try:
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(sock_path)
+                break
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise BenchError("no QMP socket")
+                time.sleep(0.0005)
+        r = LineReader(s)
+        step = "QMP greeting"
+        r.line(deadline)
+        caps = [{"capability": "x-ignore-shared", "state": True},
+                {"capability": "events", "state": True}]
+        s.sendall(b'{"execute":"qmp_capabilities"}\n' +
+                  json.dumps({"execute": "migrate-set-capabilities",
+                              "arguments": {"capabilities": caps}}).encode() + b"\n" +
+                  json.dumps({"execute": "migrate-incoming",
+                              "arguments": {"uri": f"exec:cat {state_path}"}}).encode() + b"\n")
+        def until(event, status=None):
+            while True:
+                m = r.line(deadline)
+                seen.append(m)
+                if "error" in m:
+                    raise BenchError(f"QMP error: {m['error']}")
+                if m.get("event") == "MIGRATION" and m["data"]["status"] == "failed":
+                    raise BenchError("the load failed")
+                if m.get("event") == event and (status is None or m["data"]["status"] == status):
+                    return
+        step = "the state to load (MIGRATION completed)"
+        until("MIGRATION", "completed")
+        step = "RESUME after cont"
+        s.sendall(b'{"execute":"cont"}\n')
+        until("RESUME")
+    except (BenchError, OSError, ValueError) as e:
+        tail = ""
         try:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(sock_path)
-            break
+            tail = Path(errlog).read_text(errors="replace")[-600:].strip()
         except OSError:
+            pass
+        raise BenchError(f"raw QEMU, waiting for {step}: {type(e).__name__}: {e}; "
+                         f"QMP said: {seen}" + (f"; QEMU stderr: {tail}" if tail else ""))
+    finally:
+        if s is not None:
             s.close()
-            if time.monotonic() > deadline:
-                raise BenchError("raw QEMU: no QMP socket")
-            time.sleep(0.0005)
-    r = LineReader(s)
-    r.line(deadline)
-    caps = [{"capability": "x-ignore-shared", "state": True}]
-    s.sendall(b'{"execute":"qmp_capabilities"}\n' +
-              json.dumps({"execute": "migrate-set-capabilities",
-                          "arguments": {"capabilities": caps}}).encode() + b"\n" +
-              json.dumps({"execute": "migrate-incoming",
-                          "arguments": {"uri": f"exec:cat {state_path}"}}).encode() + b"\n")
-    while True:
-        m = r.line(deadline)
-        if "error" in m:
-            raise BenchError(f"raw QEMU: {m['error']}")
-        if m.get("event") == "RESUME":
-            break
-    s.close()
 
 
 def raw_clone(reg, base, guest, ram_fd, state_path, i):
@@ -127,11 +159,12 @@ def raw_clone(reg, base, guest, ram_fd, state_path, i):
             "-fw_cfg", "name=opt/org.hypervisor-scale/clone,string=" +
             f"name=raw{i} clone=1".ljust(510) + "\n"]
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, pass_fds=[ram_fd], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    reg.add_qemu(p.pid)
+    with open(base / f"raw{i}.log", "wb") as errf:
+        p = subprocess.Popen(argv, pass_fds=[ram_fd], stdin=subprocess.DEVNULL,
+                             stdout=errf, stderr=errf)
+    reg.raw_children.add(p.pid)
     deadline = t0 + 60
-    wait_running(q, state_path, deadline)
+    wait_running(q, state_path, deadline, base / f"raw{i}.log")
     t_run = time.monotonic() - t0
     shell_answers(ser, deadline, f"raw{i}")
     t_shell = time.monotonic() - t0
@@ -207,6 +240,8 @@ def main():
     ap.add_argument("--fill", type=int, default=256,
                     help="MiB the guest fills (identical pages in every guest) before capture")
     ap.add_argument("--settle", type=float, default=20, help="seconds before each reading")
+    ap.add_argument("--budget", type=float, default=1800,
+                    help="s for the whole run (SIGALRM; the clean-up and results still follow)")
     ap.add_argument("--base", help="work dir (default /tmp/hsw-PID)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--output")
@@ -220,21 +255,34 @@ def main():
     reg = Registry()
     res = {}
     error = None
+    at = ["setup"]  # the step under way, named in the error if it fails
+
+    def step(what):
+        at[0] = what
+    catch_signals(args.budget)
     try:
         base.mkdir(parents=True)
+        step("building the test guest")
         guest = build_guest()
         h = Hsd(base / "d", reg, hsd_extra_args(guest) + ["--memory-dir", str(memdir)])
+        step("starting hsd")
         h.start()
         sock = h.socket
         spec = {"name": "src", "memory_mib": MEMORY, "accel": "tcg", "kernel": guest["kernel"],
                 "initrd": guest["initrd"], "memory_file": True,
                 "cmdline": f"console=ttyS0 hs.fill={args.fill}" if args.fill else "console=ttyS0",
                 "nics": [{"type": "user"}]}
+        step("defining and starting the source VM")
         api(sock, "POST", "/v1/vms", spec)
         api(sock, "POST", "/v1/vms/src/start", timeout=120)
+        step("the source guest to boot (HS-IDENTITY on its console)")
         clog = h.state_dir / "vms" / "src" / "console.log"
         wait_for(lambda: console_has(clog, "HS-IDENTITY"), 300, "the source guest to boot")
+        if args.fill and not console_has(clog, f"HS-GUEST-FILLED {args.fill}"):
+            raise BenchError(f"the source guest did not fill {args.fill} MiB (--fill too big "
+                             f"for --memory {MEMORY}?)")
         time.sleep(2)
+        step("capturing the warm template")
         _, cap = api(sock, "POST", "/v1/templates",
                      {"name": "tpl", "vm": "src", "warm": True, "then": "stop"}, timeout=300)
         res["capture"] = cap
@@ -246,11 +294,13 @@ def main():
         for i in range(args.reps):
             h.check_alive()
             name = f"c{i}"
+            step(f"rep {i}: hsd clone {name}: define and start")
             api(sock, "POST", "/v1/vms", {"name": name, "warm_template": "tpl"})
             t0 = time.monotonic()
             api(sock, "POST", f"/v1/vms/{name}/start", timeout=120)
             hsd_run.append(time.monotonic() - t0)
             # The shell: through hsd's console socket, as a user would.
+            step(f"rep {i}: hsd clone {name}: its shell to answer (hsctl console)")
             p = subprocess.run([str(HSD.parent.parent / "cli" / "hsctl"), "--socket", sock,
                                 "console", name, "--no-replay", "--wait-for", f"HSQ-{i}-done",
                                 "--timeout", "60"], input=f"echo HSQ-{i}-don$(echo e)\n",
@@ -258,6 +308,7 @@ def main():
             if p.returncode:
                 raise BenchError(f"{name}: the shell did not answer: {p.stderr}")
             hsd_shell.append(time.monotonic() - t0)
+            step(f"rep {i}: raw QEMU clone")
             tr, ts, proc = raw_clone(reg, base, guest, ram_fd, tdir / "state", i)
             raw_run.append(tr)
             raw_shell.append(ts)
@@ -272,35 +323,51 @@ def main():
         # Memory: N warm clones, then N cold boots (KSM as hsd tunes it),
         # each against the host's MemAvailable before them.
         n = args.mem_vms
+        step("memory: settling before the warm clones")
         before = settle(5)
         pids = []
         for i in range(n):
             h.check_alive()
+            step(f"memory: warm clone m{i}: define and start")
             api(sock, "POST", "/v1/vms", {"name": f"m{i}", "warm_template": "tpl"})
             _, vm = api(sock, "POST", f"/v1/vms/m{i}/start", timeout=120)
             pids.append(vm["pid"])
+        step("memory: settling after the warm clones")
         after = settle(args.settle)
         warm_pss = [pss_kib(p) for p in pids]
         breakdown = smaps_breakdown(pids[0])
         _, ksm_warm = api(sock, "GET", "/v1/ksm")
-        log(f"{n} warm clones: MemAvailable -{(before - after) / 1024:.0f} MiB, "
-            f"{(before - after) / 1024 / n:.1f} MiB per clone; clone 0: {breakdown}")
+        log(f"{n} warm clones: MemAvailable {before // 1024} -> {after // 1024} MiB: used "
+            f"{(before - after) / 1024:.0f} MiB, {(before - after) / 1024 / n:.1f} MiB per clone; "
+            f"clone 0: {breakdown}")
         for i in range(n):
             api(sock, "POST", f"/v1/vms/m{i}/kill")
+        step("memory: settling before the cold boots")
         before_cold = settle(5)
         pids = []
         for i in range(n):
             h.check_alive()
+            step(f"memory: cold VM b{i}: define and start")
             api(sock, "POST", "/v1/vms", dict(spec, name=f"b{i}", memory_file=False))
             _, vm = api(sock, "POST", f"/v1/vms/b{i}/start", timeout=120)
             pids.append(vm["pid"])
+        # A cold VM has no clone record in fw_cfg, so its guest never
+        # prints HS-IDENTITY: booted is its fill done (or HS-GUEST-READY).
+        booted = f"HS-GUEST-FILLED {args.fill}" if args.fill else "HS-GUEST-READY"
+        boot_deadline = time.monotonic() + 900
         for i in range(n):
             cl = h.state_dir / "vms" / f"b{i}" / "console.log"
-            wait_for(lambda: console_has(cl, "HS-IDENTITY"), 900, f"b{i} to boot")
+            step(f"memory: cold VM b{i} to boot ({booted} on its console)")
+            wait_for(lambda: console_has(cl, booted) or console_has(cl, "HS-GUEST-FILL-FAILED"),
+                     max(1, boot_deadline - time.monotonic()), f"b{i} to boot")
+            if console_has(cl, "HS-GUEST-FILL-FAILED"):
+                raise BenchError(f"b{i}: the guest could not fill {args.fill} MiB")
+        step("memory: settling after the cold boots")
         after_cold = settle(args.settle)
         cold_pss = [pss_kib(p) for p in pids]
         _, ksm_cold = api(sock, "GET", "/v1/ksm")
-        log(f"{n} cold boots: MemAvailable -{(before_cold - after_cold) / 1024:.0f} MiB, "
+        log(f"{n} cold boots: MemAvailable {before_cold // 1024} -> {after_cold // 1024} MiB: "
+            f"used {(before_cold - after_cold) / 1024:.0f} MiB, "
             f"{(before_cold - after_cold) / 1024 / n:.1f} MiB per VM")
         res["memory"] = {"vms": n, "memory_mib": MEMORY, "fill_mib": args.fill,
                          "warm_used_kib": before - after, "cold_used_kib": before_cold - after_cold,
@@ -308,7 +375,8 @@ def main():
                          "clone_smaps_kib": breakdown, "tcg_tb_size_mib": 16,
                          "ksm_after_warm": ksm_warm, "ksm_after_cold": ksm_cold}
     except RUN_ERRORS as e:
-        error = run_error(e)
+        traceback.print_exc()
+        error = f"{run_error(e)} (step: {at[0]})"
     finally:
         with uninterrupted():
             reg.cleanup(log)
