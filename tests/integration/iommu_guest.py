@@ -103,6 +103,18 @@ def build_guest(timeout=1200):
     return vals["KERNEL"], vals["INITRD"]
 
 
+def image_or_skip():
+    """(kernel, initrd) for pytest, or a skip saying what the machine lacks."""
+    import pytest
+    miss = missing_tools()
+    if miss:
+        pytest.skip("IOMMU guest: missing " + ", ".join(miss))
+    try:
+        return build_guest()
+    except GuestError as e:
+        pytest.skip(f"the IOMMU guest cannot be built (kernel package not reachable?): {e}")
+
+
 def missing_tools():
     """What the runner needs and does not find ([] when all is there)."""
     return [t for t in (QEMU, VIRTIOFSD, shutil.which("unshare") or "unshare")

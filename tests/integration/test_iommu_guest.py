@@ -29,13 +29,7 @@ def _binaries():
 
 @pytest.fixture(scope="module")
 def iommu_guest_image():
-    miss = ig.missing_tools()
-    if miss:
-        pytest.skip("IOMMU guest: missing " + ", ".join(miss))
-    try:
-        return ig.build_guest()
-    except ig.GuestError as e:
-        pytest.skip(f"the IOMMU guest cannot be built (kernel package not reachable?): {e}")
+    return ig.image_or_skip()
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def iommu_image():
-    miss = ig.missing_tools()
-    if miss:
-        pytest.skip("IOMMU guest: missing " + ", ".join(miss))
-    try:
-        return ig.build_guest()
-    except ig.GuestError as e:
-        pytest.skip(f"the IOMMU guest cannot be built (kernel package not reachable?): {e}")
+    return ig.image_or_skip()
 
 
 def test_vfio_in_iommu_guest(iommu_image, tmp_path, guest):

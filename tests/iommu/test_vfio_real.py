@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import iommu_guest  # noqa: E402
-from conftest import (BUILD, HSCTL, Hsd, guest, hsd, hsd_factory, kill_pid,  # noqa: E402,F401
+from conftest import (BUILD, HSCTL, Hsd, guest, guest_run, hsd, hsd_factory, kill_pid,  # noqa: E402,F401
                       pid_alive, wait_for, _binaries)
 
 SYS = Path("/sys/bus/pci/devices")
@@ -311,15 +311,6 @@ def test_hotplug(hsd, guest, layout):
     assert pid_alive(pid) is False
 
 
-def guest_run(h, name, cmd, tag, timeout=300):
-    """cmd in the VM's serial shell; its output (after the echoed line)."""
-    r = h.hsctl("console", name, "--no-replay", "--wait-for", f"HSQ-{tag}-done", "--timeout",
-                str(timeout), input=f"{cmd}; echo HSQ-{tag}-don$(echo e)\n",
-                timeout=timeout + 10)
-    assert r.returncode == 0, f"{cmd}: {r.stderr}{r.stdout[-1500:]}"
-    return r.stdout
-
-
 def test_hotplug_guest_drives_it_and_lets_go(hsd, guest, layout):
     """Into a booted Linux guest (nested TCG: minutes): the guest's own
     virtio-net driver takes the hot-plugged host NIC (it reads the
@@ -334,7 +325,7 @@ def test_hotplug_guest_drives_it_and_lets_go(hsd, guest, layout):
     mac = iommu_guest.MACS[a]
     deadline = time.monotonic() + 300
     while True:
-        out = guest_run(hsd, "live", "cat /sys/class/net/*/address", "mac")
+        out = guest_run(hsd, "live", "cat /sys/class/net/*/address", "mac", timeout=300)
         if mac in out:
             break
         assert time.monotonic() < deadline, f"the guest never showed {mac}: {out[-1000:]}"
@@ -345,6 +336,6 @@ def test_hotplug_guest_drives_it_and_lets_go(hsd, guest, layout):
     assert driver(a) == "virtio-pci"
     assert not (hsd.state_dir / "pci" / a).exists()
     assert hsd.state("live") == "running"
-    out = guest_run(hsd, "live", "cat /sys/class/net/*/address", "gone")
+    out = guest_run(hsd, "live", "cat /sys/class/net/*/address", "gone", timeout=300)
     assert mac not in out, out
     assert hsd.hsctl("kill", "live", timeout=60).returncode == 0
