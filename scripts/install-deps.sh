@@ -8,7 +8,7 @@ PKGS=(
 	gcc meson ninja-build pkg-config
 	libjansson-dev libev-dev libmicrohttpd-dev libhttp-parser-dev
 	libseccomp-dev libcap-ng-dev libcmocka-dev
-	libisofs-dev libyaml-dev nettle-dev
+	libisofs-dev libyaml-dev nettle-dev libmnl-dev
 	# run
 	qemu-system-x86 qemu-utils
 	# test guest (built from Debian packages by tests/guest/build-guest.sh)
