@@ -2,7 +2,7 @@
 # Static analysis: cppcheck over all C sources; any finding fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dirs=(common qmp daemon cli ksm numa vfio)
+dirs=(common qmp daemon cli ksm numa vfio net)
 [ -d fuzz ] && dirs+=(fuzz)
 incs=()
 for d in "${dirs[@]}"; do incs+=(-I "$d"); done
