@@ -186,6 +186,19 @@ int hs_read_small(int dirfd, const char *path, char *buf, size_t size)
 	return 0;
 }
 
+int hs_read_link_base(int dirfd, const char *path, char *buf, size_t size)
+{
+	char target[4096];
+	ssize_t n = readlinkat(dirfd, path, target, sizeof(target) - 1);
+	if (n < 0)
+		return -errno;
+	target[n] = '\0';
+	const char *base = strrchr(target, '/');
+	if (snprintf(buf, size, "%s", base ? base + 1 : target) >= (int)size)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
 int hs_mkdir_p(const char *path, int mode)
 {
 	char buf[4096];

@@ -93,6 +93,9 @@ int hs_read_file(int dirfd, const char *name, size_t max, char **ret_data, size_
 /* Reads a small text file (sysfs, procfs) into buf, NUL-terminated;
  * truncated to size-1 bytes. */
 int hs_read_small(int dirfd, const char *path, char *buf, size_t size);
+/* The last component of the target of the symlink dirfd/path (a sysfs
+ * driver, physfn or virtfnN link). -ENAMETOOLONG when it does not fit. */
+int hs_read_link_base(int dirfd, const char *path, char *buf, size_t size);
 
 /* mkdir -p relative to dirfd (AT_FDCWD for absolute paths). */
 int hs_mkdir_p(const char *path, int mode);

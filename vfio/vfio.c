@@ -133,21 +133,6 @@ static void strip_newline(char *s)
 	s[strcspn(s, "\n")] = '\0';
 }
 
-/* The last component of the symlink rootfd/path's target. */
-static int read_link_base(int rootfd, const char *path, char *buf, size_t size)
-{
-	char target[PATH_MAX];
-	ssize_t n = readlinkat(rootfd, path, target, sizeof(target) - 1);
-	if (n < 0)
-		return -errno;
-	target[n] = '\0';
-	const char *base = strrchr(target, '/');
-	base = base ? base + 1 : target;
-	if (snprintf(buf, size, "%s", base) >= (int)size)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 static void dev_path(char *buf, size_t size, const char *addr, const char *file)
 {
 	snprintf(buf, size, PCI_DEVICES "/%s%s%s", addr, *file ? "/" : "", file);
@@ -182,7 +167,7 @@ static void current_driver(int rootfd, const char *addr, char ret[VFIO_DRIVER_SI
 {
 	char path[PATH_MAX];
 	dev_path(path, sizeof(path), addr, "driver");
-	if (read_link_base(rootfd, path, ret, VFIO_DRIVER_SIZE) < 0)
+	if (hs_read_link_base(rootfd, path, ret, VFIO_DRIVER_SIZE) < 0)
 		ret[0] = '\0';
 }
 
@@ -222,7 +207,7 @@ int vfio_pci_read(int rootfd, const char *addr, VfioPciDev *ret)
 
 	char path[PATH_MAX], *end;
 	dev_path(path, sizeof(path), d.addr, "iommu_group");
-	if (read_link_base(rootfd, path, buf, sizeof(buf)) == 0) {
+	if (hs_read_link_base(rootfd, path, buf, sizeof(buf)) == 0) {
 		long g = strtol(buf, &end, 10);
 		if (end != buf && !*end && g >= 0 && g <= INT32_MAX)
 			d.group = (int)g;

@@ -105,3 +105,14 @@ static inline bool fake_exists(const char *root, const char *rel)
 	snprintf(path, sizeof(path), "%s/%s", root, rel);
 	return lstat(path, &st) == 0;
 }
+
+/* The path the open fd refers to ("" when unknown), for --wrap'ed calls
+ * that act on some files only. */
+static inline char *fake_fd_path(int fd, char *buf, size_t size)
+{
+	char link[64];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, buf, size - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}

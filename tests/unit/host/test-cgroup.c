@@ -209,16 +209,11 @@ static ssize_t fake_subtree_write(int fd, const char *file, const char *req, siz
 
 ssize_t __wrap_write(int fd, const void *buf, size_t len)
 {
-	char link[64], file[4096];
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	ssize_t n = readlink(link, file, sizeof(file) - 1);
-	if (n > 0) {
-		file[n] = '\0';
-		const char *base = strrchr(file, '/');
-		if (base && !strcmp(base, "/cgroup.subtree_control") && strstr(file, "/hs-fake-") &&
-		    !on_cgroupfs(fd))
-			return fake_subtree_write(fd, file, buf, len);
-	}
+	char file[4096];
+	const char *base = strrchr(fake_fd_path(fd, file, sizeof(file)), '/');
+	if (base && !strcmp(base, "/cgroup.subtree_control") && strstr(file, "/hs-fake-") &&
+	    !on_cgroupfs(fd))
+		return fake_subtree_write(fd, file, buf, len);
 	return __real_write(fd, buf, len);
 }
 

@@ -22,6 +22,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include "assert-error.h"
 #include "fake-tree.h"
 #include "nl.h"
 
@@ -280,15 +281,6 @@ static char *master_of(const char *ifname, char *buf, size_t size)
 	char rel[128];
 	snprintf(rel, sizeof(rel), "sys/class/net/%s/master", ifname);
 	return fake_link_base("/", rel, buf, size);
-}
-
-static void assert_error(int r, const HsError *err, int code, const char *kind,
-			 const char *ifname)
-{
-	assert_int_equal(r, code);
-	assert_int_equal(err->code, code);
-	assert_string_equal(err->kind, kind);
-	assert_non_null(strstr(err->message, ifname));
 }
 
 static void test_bridge(void **state)
