@@ -183,7 +183,8 @@ static void handle_create(Hsd *h, HttpRequest *req)
 		return;
 	}
 	if (vm_check_host_hugepages(h, &spec, &err) < 0 ||
-	    api_check_spec_files(h, &spec, &err) < 0) {
+	    api_check_spec_files(h, &spec, &err) < 0 ||
+	    network_spec_check(h, &spec, NULL, &err) < 0) {
 		vm_spec_clear(&spec);
 		http_reply_hserror(req, &err);
 		return;
@@ -697,6 +698,14 @@ void api_handle(HttpRequest *req, void *userdata)
 		api_templates(h, req, NULL);
 		return;
 	}
+	if (!strcmp(path, "/v1/networks") || hs_str_has_prefix(path, "/v1/networks/")) {
+		api_networks(h, req, path[12] ? path + 13 : "");
+		return;
+	}
+	if (!strcmp(path, "/v1/sriov") || hs_str_has_prefix(path, "/v1/sriov/")) {
+		api_sriov(h, req, path[9] ? path + 10 : "");
+		return;
+	}
 	if (!strcmp(path, "/v1/pci") || hs_str_has_prefix(path, "/v1/pci/")) {
 		api_pci(h, req, path[7] ? path + 8 : "");
 		return;
@@ -722,6 +731,14 @@ void api_handle(HttpRequest *req, void *userdata)
 		name[n] = '\0';
 		if (slash && hs_str_has_prefix(slash, "/snapshots")) {
 			handle_snapshots(h, req, name, slash + strlen("/snapshots"));
+			return;
+		}
+		if (slash && (!strcmp(slash, "/nics") || hs_str_has_prefix(slash, "/nics/"))) {
+			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
+			if (!vm)
+				http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
+			else
+				api_vm_nics(h, vm, req, slash[5] ? slash + strlen("/nics/") : NULL);
 			return;
 		}
 		if (slash && (!strcmp(slash, "/hostdevs") || hs_str_has_prefix(slash, "/hostdevs/"))) {

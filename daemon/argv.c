@@ -252,6 +252,87 @@ static char *device_option(json_t *props)
 	return out;
 }
 
+static const char *nic_driver(VmNicModel m)
+{
+	switch (m) {
+	case VM_NIC_E1000:
+		return "e1000";
+	case VM_NIC_E1000E:
+		return "e1000e";
+	case VM_NIC_RTL8139:
+		return "rtl8139";
+	case VM_NIC_VIRTIO:
+	default:
+		return "virtio-net-pci";
+	}
+}
+
+/* Multi-queue virtio-net: a vector per queue each way, one for config
+ * changes, one for the control queue. */
+static unsigned nic_vectors(unsigned queues)
+{
+	return 2 * queues + 2;
+}
+
+static char *nic_device_arg(const VmNic *n, unsigned queues)
+{
+	if (queues > 1)
+		return hs_strdup_printf("%s,netdev=hs-%s,id=%s,mac=%s,mq=on,vectors=%u",
+					nic_driver(n->model), n->id, n->id, n->mac,
+					nic_vectors(queues));
+	return hs_strdup_printf("%s,netdev=hs-%s,id=%s,mac=%s", nic_driver(n->model), n->id, n->id,
+				n->mac);
+}
+
+json_t *qemu_nic_netdev_props(const VmNic *n, const QemuNicFds *f, const char *prefix)
+{
+	char id[32];
+	snprintf(id, sizeof(id), "hs-%s", n->id);
+	json_t *o = json_pack("{s:s, s:s}", "type", "tap", "id", id);
+	_cleanup_free_ char *fds = NULL, *vfds = NULL;
+	for (unsigned q = 0; o && q < f->queues; q++) {
+		char *x = hs_strdup_printf("%s%s%st%u", fds ? fds : "", q ? ":" : "", prefix, q);
+		free(fds);
+		fds = x;
+		if (f->vhost) {
+			x = hs_strdup_printf("%s%s%sv%u", vfds ? vfds : "", q ? ":" : "", prefix, q);
+			free(vfds);
+			vfds = x;
+		}
+	}
+	if (!o || !fds || (f->vhost && !vfds)) {
+		json_decref(o);
+		return NULL;
+	}
+	json_object_set_new(o, f->queues > 1 ? "fds" : "fd", json_string(fds));
+	json_object_set_new(o, "vhost", json_boolean(f->vhost));
+	if (f->vhost)
+		json_object_set_new(o, f->queues > 1 ? "vhostfds" : "vhostfd", json_string(vfds));
+	return o;
+}
+
+json_t *qemu_nic_device_props(const VmNic *n, unsigned queues, const char *bus, int slot)
+{
+	char netdev[32];
+	snprintf(netdev, sizeof(netdev), "hs-%s", n->id);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "driver", nic_driver(n->model), "id", n->id,
+			      "netdev", netdev, "mac", n->mac);
+	if (!o)
+		return NULL;
+	if (queues > 1) {
+		json_object_set_new(o, "mq", json_true());
+		json_object_set_new(o, "vectors", json_integer(nic_vectors(queues)));
+	}
+	if (bus)
+		json_object_set_new(o, "bus", json_string(bus));
+	if (bus && slot >= 0) {
+		char addr[16];
+		snprintf(addr, sizeof(addr), "0x%x", (unsigned)slot);
+		json_object_set_new(o, "addr", json_string(addr));
+	}
+	return o;
+}
+
 int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 {
 	Argv a = {0};
@@ -326,7 +407,7 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 		 * needs spawn; with fds passed, nothing is ever spawned. */
 		bool spawn = false;
 		for (size_t i = 0; i < s->n_nics; i++)
-			spawn |= s->nics[i].type == VM_NIC_BRIDGE && !l->pass_fds;
+			spawn |= s->nics[i].type == VM_NIC_BRIDGE && !l->nic_fds[i].queues;
 		add2(&a, "-sandbox",
 		     hs_strdup_printf("on,obsolete=deny,elevateprivileges=deny,spawn=%s,"
 				      "resourcecontrol=deny",
@@ -437,18 +518,41 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 
 	for (size_t i = 0; i < s->n_nics; i++) {
 		const VmNic *n = &s->nics[i];
-		if (n->type == VM_NIC_BRIDGE && l->pass_fds) {
-			add2(&a, "-netdev", hs_strdup_printf("tap,id=hs-net%zu,fd=%d", i, l->tap_fds[i]));
-		} else if (n->type == VM_NIC_BRIDGE) {
+		const QemuNicFds *f = &l->nic_fds[i];
+		if (n->type == VM_NIC_VF)
+			continue; /* a host function (hostfns) */
+		if (f->queues) {
+			_cleanup_free_ char *fds = NULL, *vfds = NULL;
+			for (unsigned q = 0; q < f->queues; q++) {
+				char *x = hs_strdup_printf("%s%s%d", fds ? fds : "", q ? ":" : "",
+							   f->fds[q]);
+				free(fds);
+				fds = x;
+				if (f->vhost) {
+					x = hs_strdup_printf("%s%s%d", vfds ? vfds : "", q ? ":" : "",
+							     f->vhostfds[q]);
+					free(vfds);
+					vfds = x;
+				}
+			}
+			bool one = f->queues == 1;
+			add2(&a, "-netdev",
+			     !fds || (f->vhost && !vfds)
+				     ? NULL
+				     : f->vhost ? hs_strdup_printf("tap,id=hs-%s,%s=%s,vhost=on,%s=%s", n->id,
+								  one ? "fd" : "fds", fds,
+								  one ? "vhostfd" : "vhostfds", vfds)
+						: hs_strdup_printf("tap,id=hs-%s,%s=%s,vhost=off", n->id,
+								  one ? "fd" : "fds", fds));
+		} else if (n->type == VM_NIC_BRIDGE && n->bridge) {
 			_cleanup_free_ char *br = qemu_escape(n->bridge);
 			add2(&a, "-netdev",
-			     br ? hs_strdup_printf("bridge,id=hs-net%zu,br=%s", i, br) : NULL);
+			     br ? hs_strdup_printf("bridge,id=hs-%s,br=%s", n->id, br) : NULL);
 		} else {
-			add2(&a, "-netdev", hs_strdup_printf("user,id=hs-net%zu", i));
+			add2(&a, "-netdev", hs_strdup_printf("user,id=hs-%s", n->id));
 		}
-		add2(&a, "-device",
-		     hs_strdup_printf("virtio-net-pci,netdev=hs-net%zu,id=net%zu,mac=%s", i, i,
-				      n->mac));
+		unsigned queues = f->queues ? f->queues : 1;
+		add2(&a, "-device", nic_device_arg(n, queues));
 	}
 
 	if (s->memory_file) {

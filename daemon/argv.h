@@ -65,6 +65,23 @@ void qemu_hostfn_id(const char *addr, char *buf, size_t size);
  * NULL: where a start puts it. New reference; NULL on OOM. */
 json_t *qemu_hostfn_props(const VmSpec *s, const QemuHostFn *f, const QemuHostFnPlace *place);
 
+/* A tap or macvtap NIC's descriptors (fd numbers in the child, or names
+ * given with getfd for a hot-plug): one per queue, and as many vhost-net
+ * ones when vhost is used. queues 0: none (user networking, or a bridge
+ * through qemu-bridge-helper without pass_fds). */
+typedef struct QemuNicFds {
+	unsigned queues;
+	bool vhost;
+	int fds[VM_NIC_MAX_QUEUES];
+	int vhostfds[VM_NIC_MAX_QUEUES];
+} QemuNicFds;
+
+/* netdev_add / device_add arguments of a NIC (hot-plug): fds by the names
+ * "<prefix>t<q>" and "<prefix>v<q>" given with getfd; bus/addr: where it
+ * goes (bus NULL: QEMU picks). New references; NULL on OOM. */
+json_t *qemu_nic_netdev_props(const VmNic *n, const QemuNicFds *f, const char *prefix);
+json_t *qemu_nic_device_props(const VmNic *n, unsigned queues, const char *bus, int slot);
+
 typedef struct QemuLaunch {
 	const char *binary;     /* qemu-system-x86_64 path */
 	int qmp_fd;             /* listening socket fd number in the child */
@@ -85,8 +102,7 @@ typedef struct QemuLaunch {
 	QemuNumaCell numa_cells[QEMU_MAX_NUMA_CELLS]; /* n_numa_cells 0: no binding */
 	size_t n_numa_cells;
 	int cidata_fd;                 /* cloud-init volume (read-only CD-ROM); 0: none */
-	int tap_fds[VM_MAX_NICS];      /* bridge NICs: an open tap created by hsd */
-	char tap_names[VM_MAX_NICS][16]; /* ... and its name (for statistics) */
+	QemuNicFds nic_fds[VM_MAX_NICS]; /* tap/macvtap NICs: descriptors made by hsd */
 	QemuHostFn hostfns[QEMU_MAX_HOSTFNS]; /* host PCI functions (VFIO) */
 	size_t n_hostfns;
 	/* memory_file: guest RAM is memory-backend-file on this descriptor

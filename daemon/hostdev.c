@@ -818,6 +818,44 @@ static bool port_empty(json_t *devices, const char *port)
 	return false;
 }
 
+int hostdev_hotplug_place(Vm *vm, json_t *reply, char *bus, size_t size, int *slot,
+			  HsError *err)
+{
+	json_t *devices = json_object_get(json_array_get(json_object_get(reply, "return"), 0),
+					  "devices");
+	bus[0] = '\0';
+	*slot = -1;
+	if (vm_machine_is_q35(vm->spec.machine)) {
+		for (unsigned k = 0; k < vm->spec.hotplug_ports && !bus[0]; k++) {
+			char port[32];
+			snprintf(port, sizeof(port), "hs-hotport%u", k);
+			if (port_empty(devices, port))
+				snprintf(bus, size, "%s", port);
+		}
+		if (!bus[0])
+			return hs_error_set(err, -ENOSPC, "no-free-slot",
+					    "VM '%s' has no free PCIe port for a hot-plug (it has %u: "
+					    "more with hsctl set --hotplug-ports, from its next start; "
+					    "or add the device while the VM is stopped)",
+					    vm->spec.name, vm->spec.hotplug_ports);
+		return 0;
+	}
+	bool used[32] = {0};
+	size_t i;
+	json_t *d;
+	json_array_foreach (devices, i, d)
+		used[json_integer_value(json_object_get(d, "slot")) & 31] = true;
+	for (int s = 0x18; s < 0x20 && *slot < 0; s++)
+		if (!used[s])
+			*slot = s;
+	if (*slot < 0)
+		return hs_error_set(err, -ENOSPC, "no-free-slot",
+				    "VM '%s' has no free PCI slot (0x18-0x1f) for a hot-plug",
+				    vm->spec.name);
+	snprintf(bus, size, "pci.0");
+	return 0;
+}
+
 /* Where the device goes: an empty spare root port (q35), a free slot
  * from 0x18 up on the PCI bus (pc). */
 static void on_plug_pci(QmpClient *c, json_t *reply, const HsError *err, void *ud)
@@ -830,42 +868,9 @@ static void on_plug_pci(QmpClient *c, json_t *reply, const HsError *err, void *u
 		plug_fail(p, vm, err ? err : &e, false);
 		return;
 	}
-	json_t *devices = json_object_get(json_array_get(json_object_get(reply, "return"), 0),
-					  "devices");
-	p->bus[0] = '\0';
-	if (vm_machine_is_q35(vm->spec.machine)) {
-		for (unsigned k = 0; k < vm->spec.hotplug_ports && !p->bus[0]; k++) {
-			char port[32];
-			snprintf(port, sizeof(port), "hs-hotport%u", k);
-			if (port_empty(devices, port))
-				snprintf(p->bus, sizeof(p->bus), "%s", port);
-		}
-		if (!p->bus[0]) {
-			hs_error_set(&e, -ENOSPC, "no-free-slot",
-				     "VM '%s' has no free PCIe port for a hot-plug (it has %u: more "
-				     "with hsctl set --hotplug-ports, from its next start; or attach "
-				     "the device while the VM is stopped)",
-				     p->vm, vm->spec.hotplug_ports);
-			plug_fail(p, vm, &e, false);
-			return;
-		}
-	} else {
-		bool used[32] = {0};
-		size_t i;
-		json_t *d;
-		json_array_foreach (devices, i, d)
-			used[json_integer_value(json_object_get(d, "slot")) & 31] = true;
-		p->slot = -1;
-		for (int s = 0x18; s < 0x20 && p->slot < 0; s++)
-			if (!used[s])
-				p->slot = s;
-		if (p->slot < 0) {
-			hs_error_set(&e, -ENOSPC, "no-free-slot",
-				     "VM '%s' has no free PCI slot (0x18-0x1f) for a hot-plug", p->vm);
-			plug_fail(p, vm, &e, false);
-			return;
-		}
-		snprintf(p->bus, sizeof(p->bus), "pci.0");
+	if (hostdev_hotplug_place(vm, reply, p->bus, sizeof(p->bus), &p->slot, &e) < 0) {
+		plug_fail(p, vm, &e, false);
+		return;
 	}
 	/* The functions are placed; bind them now. */
 	for (size_t i = 0; i < p->n; i++)

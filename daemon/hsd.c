@@ -538,6 +538,11 @@ int main(int argc, char **argv)
 	}
 	/* Devices a crash left bound for VMs whose QEMU is gone go back. */
 	hostdev_recover(&h);
+	{
+		HsError nerr;
+		if (network_init(&h, &nerr) < 0)
+			log_warning("networks not loaded: %s", nerr.message);
+	}
 
 	if (resolve_group(api_group, "hsd", &h.has_api_group, &h.api_gid) < 0 ||
 	    resolve_group(admin_group, "hsd-admin", &h.has_admin_group, &h.admin_gid) < 0)
@@ -617,6 +622,7 @@ int main(int argc, char **argv)
 	warm_free(&h);
 	storage_free(&h);
 	hostdev_free(&h);
+	network_free(&h);
 	h.http = http_server_free(h.http);
 	ev_io_stop(h.loop, &h.spawner_watch);
 	spawner_stop(&h.spawner);

@@ -120,6 +120,7 @@ struct Vm {
 	struct VmStorage *storage; /* managed disks, snapshots (storage.c); NULL: none yet */
 	Migration *migration;      /* either side of a live migration (migrate.c); NULL: none */
 	struct VmHostdevs *hostdevs; /* host PCI functions (hostdev.c); NULL: none yet */
+	struct VmNet *net;           /* its NICs' host side while active (network.c); NULL: none */
 	char machine_type[64];     /* the versioned machine QEMU runs ("pc-q35-7.2"); "" unknown */
 	uint64_t disk_bytes[VM_MAX_DISKS]; /* each disk's virtual size, from QEMU; 0 unknown */
 	ev_timer start_timer;
@@ -211,6 +212,7 @@ struct Hsd {
 	int memory_dirfd;
 	struct WarmCache *warm;
 	int pci_claims_fd;
+	struct Network *networks; /* /v1/networks (network.c), sorted by name */
 };
 
 /* Logging to stderr with journald priority prefixes. */
@@ -329,6 +331,32 @@ json_t *balloon_to_json(Hsd *h);
 /* GET /v1/vms/NAME's "balloon" object. */
 json_t *balloon_vm_json(Vm *vm);
 
+/* network.c: networks (/v1/networks), SR-IOV (/v1/sriov), and the host
+ * side of VMs' NICs: taps and macvtaps made for a start and handed to
+ * QEMU, VLANs on bridge ports, live NIC changes (/v1/vms/NAME/nics). */
+int network_init(Hsd *h, HsError *err);
+void network_free(Hsd *h);
+/* The NICs of a spec about to be created: their networks exist and agree
+ * on the type; MACs unique on the host (generated ones are drawn again,
+ * given ones clash: 409 mac-in-use). vm: the VM the spec is of (its own
+ * MACs do not clash); NULL: a new VM. */
+int network_spec_check(Hsd *h, VmSpec *s, const char *vm, HsError *err);
+/* A start: each NIC's tap or macvtap made (VLAN set, vhost-net opened),
+ * its descriptors added to fds and put in l->nic_fds. */
+int network_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, HsError *err);
+/* QMP is up on a start: links asked to be down are set down before cont. */
+void network_vm_qmp_ready(Vm *vm);
+/* QEMU is gone (or never started): macvtaps deleted, state dropped. */
+void network_vm_release(Vm *vm);
+void network_vm_adopted(Vm *vm);
+void network_vm_free(Vm *vm);
+void network_vm_event(Vm *vm, const char *name, json_t *data);
+/* GET /v1/vms/NAME's "nics_state"; NULL when not active. */
+json_t *network_vm_json(Vm *vm);
+void api_networks(Hsd *h, HttpRequest *req, const char *rest);
+void api_sriov(Hsd *h, HttpRequest *req, const char *rest);
+void api_vm_nics(Hsd *h, Vm *vm, HttpRequest *req, const char *id);
+
 /* hostdev.c: PCI passthrough (the host side is vfio/, binding runs in
  * the hs-vfio tool). */
 int hostdev_init(Hsd *h, const char *sysroot, HsError *err);
@@ -356,6 +384,11 @@ json_t *hostdev_vm_json(Vm *vm);
 void hostdev_vm_event(Vm *vm, const char *name, json_t *data);
 /* /v1/pci (rest: what follows "/v1/pci/", "" for the list). */
 void api_pci(Hsd *h, HttpRequest *req, const char *rest);
+/* Where a hot-plugged device goes, from query-pci's reply: an empty spare
+ * root port (q35: bus "hs-hotport<k>", slot -1) or a free slot from 0x18 on
+ * pci.0 (pc). -ENOSPC (kind no-free-slot) when there is none. */
+int hostdev_hotplug_place(Vm *vm, json_t *reply, char *bus, size_t size, int *slot,
+			  HsError *err);
 /* POST /v1/vms/NAME/hostdevs (hot-plug), DELETE .../hostdevs/ADDR. */
 void api_vm_hostdevs(Hsd *h, Vm *vm, HttpRequest *req, const char *addr);
 

@@ -99,22 +99,6 @@ int launch_prepare(const VmSpec *s, const AllowedDirs *allowed, int state_dirfd,
 			     open_spec_file(f, allowed, s->disks[i].path, O_RDWR, field, err)) < 0)
 			goto fail;
 	}
-	for (size_t i = 0; i < s->n_nics; i++) {
-		l->tap_fds[i] = -1;
-		l->tap_names[i][0] = '\0';
-		if (s->nics[i].type != VM_NIC_BRIDGE)
-			continue;
-		char name[IFNAMSIZ];
-		int fd = net_tap_create(rootfd, s->nics[i].bridge, name, err);
-		if (fd < 0) {
-			r = fd;
-			goto fail;
-		}
-		snprintf(l->tap_names[i], sizeof(l->tap_names[i]), "%s", name);
-		r = l->tap_fds[i] = child_fds_add(f, fd);
-		if (r < 0)
-			goto fail;
-	}
 	return 0;
 fail:
 	/* The listening sockets stay the caller's. */

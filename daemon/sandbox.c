@@ -20,6 +20,8 @@ static const char *const allowed[] = {
 	"unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "fsync", "fdatasync",
 	"ftruncate", "fcntl", "dup", "dup2", "dup3", "pipe2", "flock", "close_range", "umask",
 	"fstatfs", "statfs", "memfd_create", "fchmod", "fchmodat", "linkat",
+	/* macvtap NICs: the /dev/tapN node, where /dev has none */
+	"mknodat", "mknod",
 	/* warm templates: a memory_file VM's RAM file goes to the QEMU user
 	 * (RAM is copied by a tool, cp, not by hsd) */
 	"fchown",
@@ -45,9 +47,9 @@ static const char *const allowed[] = {
 	NULL,
 };
 
-/* ioctls: taps for bridge NICs, and what stdio may ask. */
+/* ioctls: taps and macvtaps for NICs, and what stdio may ask. */
 static const unsigned long allowed_ioctls[] = {
-	TUNSETIFF, SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCBRADDIF, SIOCGIFINDEX, FIONBIO, FIONREAD,
+	TUNSETIFF, TUNGETIFF, SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCBRADDIF, SIOCGIFINDEX, FIONBIO, FIONREAD,
 	TCGETS, FIOCLEX,
 };
 

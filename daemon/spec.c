@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <net/if.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/random.h>
@@ -23,10 +24,6 @@ const char *vm_disk_format_to_string(VmDiskFormat f)
 	return f == VM_DISK_RAW ? "raw" : "qcow2";
 }
 
-const char *vm_nic_type_to_string(VmNicType t)
-{
-	return t == VM_NIC_BRIDGE ? "bridge" : "user";
-}
 
 bool vm_name_is_valid(const char *name)
 {
@@ -524,62 +521,262 @@ static int parse_pinning(json_t *p, VmSpec *s, HsError *err)
 	return 0;
 }
 
-static int parse_nic(json_t *n, size_t i, VmNic *ret, HsError *err)
+static const char *const nic_types[] = {
+	[VM_NIC_USER] = "user",	      [VM_NIC_BRIDGE] = "bridge", [VM_NIC_MACVTAP] = "macvtap",
+	[VM_NIC_VF] = "vf",	      [VM_NIC_NETWORK] = "network",
+};
+static const char *const nic_models[] = {
+	[VM_NIC_VIRTIO] = "virtio",
+	[VM_NIC_E1000] = "e1000",
+	[VM_NIC_E1000E] = "e1000e",
+	[VM_NIC_RTL8139] = "rtl8139",
+};
+
+const char *vm_nic_type_to_string(VmNicType t)
 {
-	static const char *const keys[] = {"type", "bridge", "mac", NULL};
+	return nic_types[t];
+}
+
+const char *vm_nic_model_to_string(VmNicModel m)
+{
+	return nic_models[m];
+}
+
+static bool ifname_is_valid(const char *n)
+{
+	if (!n[0] || strlen(n) >= IFNAMSIZ)
+		return false;
+	for (const char *p = n; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("_.-", *p))
+			return false;
+	return true;
+}
+
+static bool nic_id_is_valid(const char *id)
+{
+	if (!id[0] || strlen(id) > VM_NIC_ID_MAX)
+		return false;
+	for (const char *p = id; *p; p++)
+		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && !strchr("_-", *p))
+			return false;
+	return true;
+}
+
+void vm_nic_clear(VmNic *n)
+{
+	free(n->bridge);
+	free(n->network);
+	memset(n, 0, sizeof(*n));
+}
+
+unsigned vm_nic_queues(const VmNic *n, unsigned cpus)
+{
+	if (n->model != VM_NIC_VIRTIO || n->type == VM_NIC_USER || n->type == VM_NIC_VF)
+		return 1;
+	unsigned q = n->queues ? n->queues : cpus;
+	return q < 1 ? 1 : q > VM_NIC_MAX_QUEUES ? VM_NIC_MAX_QUEUES : q;
+}
+
+int vm_nic_from_json(json_t *n, const char *where, char (*used)[VM_NIC_ID_MAX + 1],
+		     size_t n_used, VmNic *ret, HsError *err)
+{
+	static const char *const keys[] = {"id",     "type",  "bridge", "network", "mac",
+					   "model",  "queues", "vhost", "vlan",	   "link", NULL};
 	char field[64];
 	int r;
+	VmNic nic = {.vhost = -1};
 
-	snprintf(field, sizeof(field), "nics[%zu]", i);
 	if (!json_is_object(n))
-		return hs_error_set(err, -EINVAL, INVALID, "%s: must be an object", field);
-	r = check_keys(n, field, keys, err);
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be an object", where);
+	r = check_keys(n, where, keys, err);
 	if (r < 0)
 		return r;
-	_cleanup_free_ char *type = NULL, *mac = NULL;
-	snprintf(field, sizeof(field), "nics[%zu].type", i);
-	r = get_string(n, "type", field, 16, &type, err);
-	if (r < 0)
-		return r;
-	if (!type || !strcmp(type, "user"))
-		ret->type = VM_NIC_USER;
-	else if (!strcmp(type, "bridge"))
-		ret->type = VM_NIC_BRIDGE;
-	else
-		return hs_error_set(err, -EINVAL, INVALID, "%s: must be 'user' or 'bridge', not '%s'",
-				    field, type);
-	snprintf(field, sizeof(field), "nics[%zu].bridge", i);
-	r = get_string(n, "bridge", field, 15, &ret->bridge, err);
-	if (r < 0)
-		return r;
-	if (ret->type == VM_NIC_BRIDGE) {
-		if (!ret->bridge || !ret->bridge[0])
-			return hs_error_set(err, -EINVAL, INVALID, "%s: required for a bridge NIC",
-					    field);
-		for (const char *p = ret->bridge; *p; p++)
-			if (!isalnum((unsigned char)*p) && !strchr("_.-", *p))
-				return hs_error_set(err, -EINVAL, INVALID,
-						    "%s: '%s' is not a valid interface name", field,
-						    ret->bridge);
-	} else if (ret->bridge) {
-		return hs_error_set(err, -EINVAL, INVALID, "%s: only for a bridge NIC", field);
+	_cleanup_free_ char *type = NULL, *mac = NULL, *id = NULL, *model = NULL, *link = NULL;
+	snprintf(field, sizeof(field), "%s.id", where);
+	if ((r = get_string(n, "id", field, VM_NIC_ID_MAX, &id, err)) < 0)
+		goto fail;
+	if (id && !nic_id_is_valid(id)) {
+		r = hs_error_set(err, -EINVAL, INVALID,
+				 "%s: '%s' is not a NIC id (a-z, 0-9, '_', '-'; at most %d)", field,
+				 id, VM_NIC_ID_MAX);
+		goto fail;
 	}
-	snprintf(field, sizeof(field), "nics[%zu].mac", i);
-	r = get_string(n, "mac", field, 17, &mac, err);
-	if (r < 0)
-		return r;
+	for (size_t i = 0; id && i < n_used; i++)
+		if (!strcmp(used[i], id)) {
+			r = hs_error_set(err, -EINVAL, INVALID, "%s: '%s' is already a NIC of the VM",
+					 field, id);
+			goto fail;
+		}
+	if (id) {
+		snprintf(nic.id, sizeof(nic.id), "%s", id);
+	} else {
+		for (unsigned k = 0; !nic.id[0]; k++) {
+			char cand[VM_NIC_ID_MAX + 1];
+			snprintf(cand, sizeof(cand), "net%u", k);
+			bool taken = false;
+			for (size_t i = 0; i < n_used; i++)
+				taken |= !strcmp(used[i], cand);
+			if (!taken)
+				snprintf(nic.id, sizeof(nic.id), "%s", cand);
+		}
+	}
+
+	snprintf(field, sizeof(field), "%s.network", where);
+	if ((r = get_string(n, "network", field, VM_NAME_MAX, &nic.network, err)) < 0)
+		goto fail;
+	if (nic.network && !vm_name_is_valid(nic.network)) {
+		r = hs_error_set(err, -EINVAL, INVALID, "%s: '%s' is not a network name", field,
+				 nic.network);
+		goto fail;
+	}
+	snprintf(field, sizeof(field), "%s.type", where);
+	if ((r = get_string(n, "type", field, 16, &type, err)) < 0)
+		goto fail;
+	if (!type) {
+		nic.type = nic.network ? VM_NIC_NETWORK
+				       : json_object_get(n, "bridge") ? VM_NIC_BRIDGE : VM_NIC_USER;
+	} else {
+		size_t t = 0;
+		while (t < ARRAY_SIZE(nic_types) && strcmp(type, nic_types[t]))
+			t++;
+		if (t == ARRAY_SIZE(nic_types) || t == VM_NIC_NETWORK) {
+			r = hs_error_set(err, -EINVAL, INVALID,
+					 "%s: must be 'user', 'bridge', 'macvtap' or 'vf', not '%s'",
+					 field, type);
+			goto fail;
+		}
+		nic.type = (VmNicType)t;
+	}
+	if (nic.network && nic.type == VM_NIC_USER) {
+		r = hs_error_set(err, -EINVAL, INVALID, "%s: a 'user' NIC has no network", field);
+		goto fail;
+	}
+	if (!nic.network && (nic.type == VM_NIC_MACVTAP || nic.type == VM_NIC_VF)) {
+		r = hs_error_set(err, -EINVAL, INVALID, "%s.network: required for a %s NIC", where,
+				 nic_types[nic.type]);
+		goto fail;
+	}
+
+	snprintf(field, sizeof(field), "%s.bridge", where);
+	if ((r = get_string(n, "bridge", field, IFNAMSIZ - 1, &nic.bridge, err)) < 0)
+		goto fail;
+	if (nic.bridge && (nic.network || nic.type != VM_NIC_BRIDGE)) {
+		r = hs_error_set(err, -EINVAL, INVALID, "%s: only for a bridge NIC without a network",
+				 field);
+		goto fail;
+	}
+	if (nic.type == VM_NIC_BRIDGE && !nic.network) {
+		if (!nic.bridge || !nic.bridge[0]) {
+			r = hs_error_set(err, -EINVAL, INVALID,
+					 "%s: required for a bridge NIC (or a network)", field);
+			goto fail;
+		}
+		if (!ifname_is_valid(nic.bridge)) {
+			r = hs_error_set(err, -EINVAL, INVALID, "%s: '%s' is not a valid interface name",
+					 field, nic.bridge);
+			goto fail;
+		}
+	}
+
+	snprintf(field, sizeof(field), "%s.mac", where);
+	if ((r = get_string(n, "mac", field, 17, &mac, err)) < 0)
+		goto fail;
 	if (mac) {
-		if (!mac_is_valid(mac))
-			return hs_error_set(err, -EINVAL, INVALID,
-					    "%s: '%s' is not a unicast MAC like 52:54:00:12:34:56",
-					    field, mac);
+		if (!mac_is_valid(mac)) {
+			r = hs_error_set(err, -EINVAL, INVALID,
+					 "%s: '%s' is not a unicast MAC like 52:54:00:12:34:56",
+					 field, mac);
+			goto fail;
+		}
 		for (char *p = mac; *p; p++)
 			*p = (char)tolower((unsigned char)*p);
-		memcpy(ret->mac, mac, 18);
+		memcpy(nic.mac, mac, 18);
+		nic.mac_given = true;
 	} else {
-		mac_generate(ret->mac);
+		mac_generate(nic.mac);
 	}
+
+	snprintf(field, sizeof(field), "%s.model", where);
+	if ((r = get_string(n, "model", field, 16, &model, err)) < 0)
+		goto fail;
+	if (model) {
+		size_t m = 0;
+		while (m < ARRAY_SIZE(nic_models) && strcmp(model, nic_models[m]))
+			m++;
+		if (m == ARRAY_SIZE(nic_models)) {
+			r = hs_error_set(err, -EINVAL, INVALID,
+					 "%s: must be 'virtio', 'e1000', 'e1000e' or 'rtl8139', "
+					 "not '%s'",
+					 field, model);
+			goto fail;
+		}
+		nic.model = (VmNicModel)m;
+	}
+	uint64_t v = 0;
+	snprintf(field, sizeof(field), "%s.queues", where);
+	if ((r = get_uint(n, "queues", field, 0, VM_NIC_MAX_QUEUES, &v, err)) < 0)
+		goto fail;
+	nic.queues = (unsigned)v;
+	if (nic.queues > 1 && (nic.model != VM_NIC_VIRTIO || nic.type == VM_NIC_USER ||
+			       nic.type == VM_NIC_VF)) {
+		r = hs_error_set(err, -EINVAL, INVALID,
+				 "%s: more than one queue needs a virtio NIC on a bridge or macvtap",
+				 field);
+		goto fail;
+	}
+	v = 0;
+	snprintf(field, sizeof(field), "%s.vlan", where);
+	if ((r = get_uint(n, "vlan", field, 0, 4094, &v, err)) < 0)
+		goto fail;
+	nic.vlan = (unsigned)v;
+	if (nic.vlan && (nic.type == VM_NIC_USER || nic.type == VM_NIC_MACVTAP)) {
+		r = hs_error_set(err, -EINVAL, INVALID, "%s: a VLAN is for bridge and vf NICs",
+				 field);
+		goto fail;
+	}
+	snprintf(field, sizeof(field), "%s.vhost", where);
+	bool vh = false;
+	if ((r = get_bool(n, "vhost", field, &vh, err)) < 0)
+		goto fail;
+	if (r > 0)
+		nic.vhost = vh;
+	snprintf(field, sizeof(field), "%s.link", where);
+	if ((r = get_string(n, "link", field, 8, &link, err)) < 0)
+		goto fail;
+	if (link && strcmp(link, "up") && strcmp(link, "down")) {
+		r = hs_error_set(err, -EINVAL, INVALID, "%s: must be 'up' or 'down', not '%s'", field,
+				 link);
+		goto fail;
+	}
+	nic.link_down = link && !strcmp(link, "down");
+	*ret = nic;
 	return 0;
+fail:
+	vm_nic_clear(&nic);
+	return r < 0 ? r : -EINVAL;
+}
+
+json_t *vm_nic_to_json(const VmNic *n)
+{
+	json_t *o = json_pack("{s:s, s:s}", "id", n->id, "mac", n->mac);
+	if (!o)
+		return NULL;
+	if (n->type != VM_NIC_NETWORK)
+		json_object_set_new(o, "type", json_string(vm_nic_type_to_string(n->type)));
+	if (n->network)
+		json_object_set_new(o, "network", json_string(n->network));
+	if (n->bridge)
+		json_object_set_new(o, "bridge", json_string(n->bridge));
+	if (n->type != VM_NIC_VF)
+		json_object_set_new(o, "model", json_string(nic_models[n->model]));
+	if (n->queues)
+		json_object_set_new(o, "queues", json_integer(n->queues));
+	if (n->vhost >= 0)
+		json_object_set_new(o, "vhost", json_boolean(n->vhost));
+	if (n->vlan)
+		json_object_set_new(o, "vlan", json_integer(n->vlan));
+	json_object_set_new(o, "link", json_string(n->link_down ? "down" : "up"));
+	return o;
 }
 
 bool vm_machine_is_q35(const char *machine)
@@ -984,9 +1181,37 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 			r = hs_error_set(err, -EINVAL, INVALID, "nics: at most %d", VM_MAX_NICS);
 			goto fail;
 		}
+		/* Given ids first, so that generated ones go around them. */
+		char ids[VM_MAX_NICS][VM_NIC_ID_MAX + 1] = {{0}};
+		size_t n_ids = 0;
 		for (size_t i = 0; i < json_array_size(nics); i++) {
+			const char *id = json_string_value(
+				json_object_get(json_array_get(nics, i), "id"));
+			if (id && strlen(id) <= VM_NIC_ID_MAX)
+				snprintf(ids[n_ids++], sizeof(ids[0]), "%s", id);
+		}
+		for (size_t i = 0; i < json_array_size(nics); i++) {
+			char where[32];
+			snprintf(where, sizeof(where), "nics[%zu]", i);
+			json_t *nj = json_array_get(nics, i);
+			bool has_id = json_is_string(json_object_get(nj, "id"));
+			/* Its own given id is not "used" for itself. */
+			char others[VM_MAX_NICS][VM_NIC_ID_MAX + 1];
+			size_t n_others = 0;
+			bool self_seen = false;
+			const char *own = has_id ? json_string_value(json_object_get(nj, "id")) : NULL;
+			for (size_t k = 0; k < n_ids; k++) {
+				if (own && !self_seen && !strcmp(ids[k], own)) {
+					self_seen = true;
+					continue;
+				}
+				memcpy(others[n_others++], ids[k], sizeof(ids[0]));
+			}
+			for (size_t k = 0; k < i; k++)
+				if (!json_is_string(json_object_get(json_array_get(nics, k), "id")))
+					memcpy(others[n_others++], s.nics[k].id, sizeof(ids[0]));
 			s.n_nics = i + 1;
-			r = parse_nic(json_array_get(nics, i), i, &s.nics[i], err);
+			r = vm_nic_from_json(nj, where, others, n_others, &s.nics[i], err);
 			if (r < 0)
 				goto fail;
 		}
@@ -1092,13 +1317,8 @@ json_t *vm_spec_to_json(const VmSpec *s)
 	}
 	json_object_set_new(o, "disks", disks);
 	json_t *nics = json_array();
-	for (size_t i = 0; i < s->n_nics; i++) {
-		json_t *n = json_pack("{s:s, s:s}", "type", vm_nic_type_to_string(s->nics[i].type),
-				      "mac", s->nics[i].mac);
-		if (s->nics[i].bridge)
-			json_object_set_new(n, "bridge", json_string(s->nics[i].bridge));
-		json_array_append_new(nics, n);
-	}
+	for (size_t i = 0; i < s->n_nics; i++)
+		json_array_append_new(nics, vm_nic_to_json(&s->nics[i]));
 	json_object_set_new(o, "nics", nics);
 	if (s->cloud_init)
 		json_object_set_new(o, "cloud_init", cloudinit_config_to_json(s->cloud_init));
@@ -1173,7 +1393,7 @@ void vm_spec_clear(VmSpec *s)
 		free(s->disks[i].template);
 	}
 	for (size_t i = 0; i < s->n_nics; i++)
-		free(s->nics[i].bridge);
+		vm_nic_clear(&s->nics[i]);
 	for (size_t i = 0; i < s->n_hostdevs; i++)
 		vm_hostdev_clear(&s->hostdevs[i]);
 	if (s->cloud_init) {

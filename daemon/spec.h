@@ -31,8 +31,21 @@ typedef enum VmDiskFormat {
 
 typedef enum VmNicType {
 	VM_NIC_USER,
-	VM_NIC_BRIDGE,
+	VM_NIC_BRIDGE,  /* a tap on a Linux bridge (an hsd network or "bridge" by name) */
+	VM_NIC_MACVTAP, /* a macvtap on a host interface (an hsd network) */
+	VM_NIC_VF,      /* an SR-IOV virtual function, passed through (an hsd network) */
+	VM_NIC_NETWORK, /* "network" without "type": the network's type */
 } VmNicType;
+
+typedef enum VmNicModel {
+	VM_NIC_VIRTIO,
+	VM_NIC_E1000,
+	VM_NIC_E1000E,
+	VM_NIC_RTL8139,
+} VmNicModel;
+
+#define VM_NIC_ID_MAX 15
+#define VM_NIC_MAX_QUEUES 8
 
 #define VM_MAX_DISK_SIZE (64ull << 40)
 
@@ -59,9 +72,17 @@ typedef struct VmDisk {
 } VmDisk;
 
 typedef struct VmNic {
+	char id[VM_NIC_ID_MAX + 1]; /* "net0": QEMU's device id; netdev "hs-<id>" */
 	VmNicType type;
-	char *bridge; /* VM_NIC_BRIDGE only */
+	char *bridge;  /* a Linux bridge by name (no network) */
+	char *network; /* an hsd network (/v1/networks) */
 	char mac[18];
+	bool mac_given; /* parsing only: the MAC came with the spec (not generated) */
+	VmNicModel model;
+	unsigned queues; /* 0: one per vCPU (up to VM_NIC_MAX_QUEUES) */
+	int vhost;       /* -1: when /dev/vhost-net exists; 0: never; 1: required */
+	unsigned vlan;   /* 0: none */
+	bool link_down;
 } VmNic;
 
 /* A host PCI device passed through (vfio-pci), by address or by
@@ -199,3 +220,13 @@ int vm_spec_copy(const VmSpec *src, VmSpec *dst);
 const char *vm_accel_to_string(VmAccel a);
 const char *vm_disk_format_to_string(VmDiskFormat f);
 const char *vm_nic_type_to_string(VmNicType t);
+const char *vm_nic_model_to_string(VmNicModel m);
+/* One NIC of a spec (nics[] entry or a hot-plug body); field: where in the
+ * input ("nics[1]", "body"); no id: the lowest "net<k>" not in used[]. */
+int vm_nic_from_json(json_t *j, const char *field, char (*used)[VM_NIC_ID_MAX + 1],
+		     size_t n_used, VmNic *ret, HsError *err);
+json_t *vm_nic_to_json(const VmNic *n);
+void vm_nic_clear(VmNic *n);
+/* The number of queues the NIC gets with `cpus` vCPUs (1 when it cannot
+ * have more: not virtio, user networking). */
+unsigned vm_nic_queues(const VmNic *n, unsigned cpus);

@@ -186,6 +186,7 @@ static void vm_cleanup_process(Vm *vm)
 	vm_unplace(vm);
 	warm_vm_exited(vm);
 	hostdev_vm_release(vm);
+	network_vm_release(vm);
 	/* Its cgroup goes with it (busy while the kernel still tears QEMU
 	 * down: then at the next start or delete). */
 	if (vm->hsd->has_cgroup) {
@@ -349,8 +350,10 @@ static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double se
 	events_publish(vm->hsd, json_pack("{s:s, s:s, s:s, s:O?, s:f}", "type", "qmp", "vm",
 					  vm->spec.name, "event", name, "data", data, "time",
 					  seconds));
-	if (!strcmp(name, "DEVICE_DELETED"))
+	if (!strcmp(name, "DEVICE_DELETED")) {
 		hostdev_vm_event(vm, name, data);
+		network_vm_event(vm, name, data);
+	}
 	if (!strcmp(name, "SHUTDOWN")) {
 		/* The first SHUTDOWN tells why; the one that our own 'quit'
 		 * causes ("host-qmp-quit") must not overwrite it. */
@@ -464,6 +467,10 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 	Vm *vm = ud;
 	vm->qmp_ready = true;
 	balloon_vm_ready(vm);
+	if (vm->adopting)
+		network_vm_adopted(vm);
+	else if (vm->status.state == VM_STATE_STARTING)
+		network_vm_qmp_ready(vm); /* before cont */
 	if (vm->adopting) {
 		qmp_client_execute(c, "query-status", NULL, vm->hsd->qmp_timeout, on_adopt_status,
 				   vm);
@@ -722,13 +729,14 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	launch.incoming |= migrate_vm_incoming(vm);
 	if (r == 0)
 		r = vm_place(vm, &launch, err);
+	if (r == 0)
+		r = network_vm_launch(vm, &fds, &launch, err);
 	hostdev_vm_launch(vm, &launch);
 	if (r < 0) {
 		fds.src[0] = fds.src[1] = -1;
 		child_fds_close(&fds);
 		return r;
 	}
-	memcpy(vm->tap_names, launch.tap_names, sizeof(vm->tap_names));
 	char **argv = NULL;
 	r = qemu_argv_build(&vm->spec, &launch, &argv);
 	if (r < 0) {
@@ -943,6 +951,7 @@ static void vm_start_failed_early(Vm *vm, const HsError *err)
 {
 	vm_unplace(vm); /* not started: holds no node */
 	hostdev_vm_release(vm);
+	network_vm_release(vm);
 	waiters_complete(vm, WAIT_START, err);
 }
 
@@ -997,8 +1006,10 @@ static void on_pacing(struct ev_loop *loop, ev_timer *w, int revents)
 		log_info("vm %s: memory available after %.1f s; starting", vm->spec.name,
 			 hs_now() - vm->pacing_since);
 		r = vm_bind_and_launch(vm, vm->start_paused, &err);
-		if (r < 0)
+		if (r < 0) {
 			vm_unplace(vm); /* not started: holds no node */
+			network_vm_release(vm);
+		}
 	}
 	if (r < 0)
 		waiters_complete(vm, WAIT_START, &err);
@@ -1048,10 +1059,11 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 		return 0;
 	}
 	r = vm_bind_and_launch(vm, paused, err);
-	if (r < 0)
+	if (r < 0) {
 		vm_unplace(vm); /* not started: holds no node */
-	if (r < 0)
+		network_vm_release(vm);
 		return r;
+	}
 	waiters_add(vm, WAIT_START, cb, ud);
 	return 0;
 }
@@ -1302,6 +1314,7 @@ static void vm_free(Vm *vm)
 	waiters_complete(vm, WAIT_EXIT, &err);
 	migrate_vm_free(vm);
 	hostdev_vm_free(vm);
+	network_vm_free(vm);
 	/* Leave QEMU running: the next hsd adopts it. */
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
@@ -1560,6 +1573,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *hj = hostdev_vm_json(vm);
 		if (hj)
 			json_object_set_new(o, "hostdevs_bound", hj);
+		json_t *nj = active ? network_vm_json(vm) : NULL;
+		if (nj)
+			json_object_set_new(o, "nics_state", nj);
 		if (active && vm->machine_type[0])
 			json_object_set_new(o, "machine_type", json_string(vm->machine_type));
 		if (active && vm->spec.n_disks && vm->disk_bytes[0]) {

@@ -41,9 +41,10 @@ static void spec_disks_nics(VmSpec *s)
 	s->disks[1] = (VmDisk){
 	    .path = xstrdup("/var/lib/hs/seed.img"), .format = VM_DISK_RAW, .readonly = true};
 	s->n_disks = 2;
-	s->nics[0] = (VmNic){.type = VM_NIC_USER, .mac = "52:54:00:00:00:01"};
+	s->nics[0] = (VmNic){.id = "net0", .type = VM_NIC_USER, .mac = "52:54:00:00:00:01"};
 	s->nics[1] =
-	    (VmNic){.type = VM_NIC_BRIDGE, .bridge = xstrdup("br0"), .mac = "52:54:00:00:00:02"};
+	    (VmNic){.id = "net1", .type = VM_NIC_BRIDGE, .bridge = xstrdup("br0"),
+		    .mac = "52:54:00:00:00:02"};
 	s->n_nics = 2;
 }
 
@@ -452,6 +453,7 @@ static void test_many_disks_and_nics(void **state)
 	s.n_disks = VM_MAX_DISKS;
 	for (size_t i = 0; i < VM_MAX_NICS; i++) {
 		s.nics[i].type = VM_NIC_USER;
+		snprintf(s.nics[i].id, sizeof(s.nics[i].id), "net%zu", i);
 		snprintf(s.nics[i].mac, sizeof(s.nics[i].mac), "52:54:00:00:01:%02zx", i);
 	}
 	s.n_nics = VM_MAX_NICS;
@@ -542,7 +544,7 @@ static void test_pass_fds(void **state)
 	    .kernel_fd = 6,
 	    .initrd_fd = 7,
 	    .disk_fds = {{8, 9}, {10, -1}},
-	    .tap_fds = {-1, 11},
+	    .nic_fds = {{0}, {.queues = 1, .fds = {11}}},
 	};
 	char **v = NULL;
 	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
@@ -598,7 +600,7 @@ static void test_managed_chain(void **state)
 	QemuLaunch l = {
 	    .binary = "qemu-system-x86_64", .qmp_fd = 3, .serial_fd = 4, .pass_fds = true,
 	    .serial_log_fd = -1, .kernel_fd = -1, .initrd_fd = -1,
-	    .disk_fds = {{-1, -1}, {12, -1}}, .tap_fds = {-1, 13},
+	    .disk_fds = {{-1, -1}, {12, -1}}, .nic_fds = {{0}, {.queues = 1, .fds = {13}}},
 	    .chains = {&c}, .cidata_fd = 14, .incoming = true,
 	};
 	char **v = NULL;

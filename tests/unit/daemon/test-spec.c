@@ -322,8 +322,8 @@ static void test_unknown_fields(void **state)
 	expect_bad_with("{\"name\": \"a\", \"disks\": [{\"path\": \"/d\"}, {\"path\": \"/e\","
 			" \"cache\": \"none\"}]}",
 			&defs_tcg, "disks[1]: unknown field 'cache'", NULL);
-	expect_bad_with("{\"name\": \"a\", \"kernel\": \"/k\", \"nics\": [{\"model\": \"e1000\"}]}",
-			&defs_tcg, "nics[0]: unknown field 'model'", NULL);
+	expect_bad_with("{\"name\": \"a\", \"kernel\": \"/k\", \"nics\": [{\"colour\": \"red\"}]}",
+			&defs_tcg, "nics[0]: unknown field 'colour'", NULL);
 }
 
 static void test_bad_cpus(void **state)
@@ -625,7 +625,8 @@ static void test_bad_nics(void **state)
 	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\","
 		   " \"nics\": [{\"type\": \"bridge\", \"bridge\": \"bridge0123456789\"}]}",
 		   "nics[0].bridge");
-	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"nics\": [{\"bridge\": \"br0\"}]}",
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"nics\": [{\"type\": \"user\", "
+		   "\"bridge\": \"br0\"}]}",
 		   "nics[0].bridge");
 	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\","
 		   " \"nics\": [{\"type\": \"user\", \"bridge\": \"br0\"}]}",
@@ -1017,7 +1018,8 @@ static void test_to_json_shape(void **state)
 				 " \"disks\": [{\"path\": \"/d\", \"format\": \"raw\","
 				 " \"readonly\": false}],"
 				 " \"nics\": [{\"type\": \"bridge\", \"bridge\": \"br0\","
-				 " \"mac\": \"52:54:00:00:00:09\"}]}");
+				 " \"mac\": \"52:54:00:00:00:09\", \"id\": \"net0\","
+				 " \"model\": \"virtio\", \"link\": \"up\"}]}");
 	if (!json_equal(j, want)) {
 		_cleanup_free_ char *got = json_dumps(j, JSON_SORT_KEYS);
 		fail_msg("to_json gave %s", got);
