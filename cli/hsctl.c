@@ -24,7 +24,9 @@ static void usage(FILE *f)
 	      "              [--balloon-floor SIZE]\n"
 	      "              [--kernel F [--initrd F] [--append S]]\n"
 	      "              [--template NAME] [--disk-size SIZE] [--disk FILE]...\n"
-	      "              [--nic user|none|bridge:BR]... [--from SPEC.json]\n"
+	      "              [--nic user|none|bridge:BR|network:NET[,vlan=V][,mac=M]\n"
+	      "                    [,queues=N][,model=M][,vhost=on|off]]...\n"
+	      "              [--from SPEC.json]\n"
 	      "              [--cloud-init FILE] [--network-config FILE]\n"
 	      "              [--ssh-key FILE] [--hostname H]\n"
 	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
@@ -86,6 +88,27 @@ static void usage(FILE *f)
 	      "                              DEVICE: 0000:01:00.0 or VENDOR:DEVICE[#N])\n"
 	      "  pci detach VM ADDR          unplug it; it goes back to its host driver\n"
 	      "  pci release ADDR            give a stopped VM's device back to the host\n"
+	      "  network list                networks: type, bridge, parent or PF\n"
+	      "  network show NAME           one network, its ports and VFs\n"
+	      "  network create NAME --bridge BR [--create] [--vlan-filtering]\n"
+	      "  network create NAME --create [--vlan-filtering]\n"
+	      "                              a network on a bridge (--create: hsd makes it;\n"
+	      "                              alone: bridge hsbr-NAME)\n"
+	      "  network create NAME --macvtap PARENT [--mode MODE]\n"
+	      "                              macvtap on PARENT (MODE: bridge, vepa,\n"
+	      "                              private, passthru)\n"
+	      "  network create NAME --sriov PF\n"
+	      "                              SR-IOV VFs of PF, passed through with VFIO\n"
+	      "  network delete NAME         refused while VMs use it\n"
+	      "  sriov list                  SR-IOV PFs, their VFs and who has them\n"
+	      "  sriov set PF --numvfs N     how many VFs PF has\n"
+	      "  nic list VM                 a VM's NICs (interface, vhost-net when running)\n"
+	      "  nic add VM --network NET [--mac MAC] [--model M] [--queues N] [--vlan V]\n"
+	      "          [--no-vhost] [--link-down]\n"
+	      "                              add a NIC (hot-plug if running)\n"
+	      "  nic set VM ID [--link up|down] [--vlan V|none]\n"
+	      "                              link state, VLAN (live if running)\n"
+	      "  nic del VM ID               remove a NIC (unplug if running)\n"
 	      "\n"
 	      "Exit codes: 0 ok, 1 error from hsd, 2 usage error, 3 cannot reach hsd.\n",
 	      f);
@@ -128,8 +151,14 @@ int ctl_report(Ctl *ctl, unsigned status, json_t *body, const HsError *err)
 	return EXIT_HSD_ERROR;
 }
 
-/* One request; on success *ret is the body. Returns an exit code. */
 int ctl_call(Ctl *ctl, const char *method, const char *path, json_t *body, json_t **ret)
+{
+	unsigned status;
+	return ctl_call_status(ctl, method, path, body, &status, ret);
+}
+
+int ctl_call_status(Ctl *ctl, const char *method, const char *path, json_t *body,
+		    unsigned *ret_status, json_t **ret)
 {
 	if (ctl_connect(ctl) < 0)
 		return EXIT_UNREACHABLE;
@@ -143,6 +172,7 @@ int ctl_call(Ctl *ctl, const char *method, const char *path, json_t *body, json_
 		json_decref(resp);
 		return r;
 	}
+	*ret_status = status;
 	*ret = resp;
 	return EXIT_OK;
 }
@@ -490,12 +520,8 @@ static void print_vm(json_t *vm)
 			if (ctl_fmt_disk_limits(json_object_get(d, "limits"), lim, sizeof(lim)))
 				printf("             I/O limits: %s\n", lim);
 		}
-		json_array_foreach (json_object_get(spec, "nics"), idx, d) {
-			const char *br = json_string_value(json_object_get(d, "bridge"));
-			printf("NIC %zu:       %s%s%s, %s\n", idx,
-			       json_string_value(json_object_get(d, "type")), br ? " " : "",
-			       br ? br : "", json_string_value(json_object_get(d, "mac")));
-		}
+		json_array_foreach (json_object_get(spec, "nics"), idx, d)
+			ctl_print_nic(d, json_object_get(vm, "nics_state"), idx);
 		json_array_foreach (json_object_get(spec, "hostdevs"), idx, d) {
 			const char *a = json_string_value(json_object_get(d, "address"));
 			json_t *af = json_object_get(d, "all_functions");
@@ -796,20 +822,16 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 							       detect_format(p)));
 			free(p);
 			break;
-		case 'n':
+		case 'n': {
+			json_t *nic;
+			if (ctl_nic_parse(optarg, &nic) < 0)
+				goto usage;
 			if (!nics)
 				nics = json_array();
-			if (!strcmp(optarg, "user"))
-				json_array_append_new(nics, json_pack("{s:s}", "type", "user"));
-			else if (hs_str_has_prefix(optarg, "bridge:") && optarg[7])
-				json_array_append_new(nics, json_pack("{s:s, s:s}", "type", "bridge",
-								      "bridge", optarg + 7));
-			else if (strcmp(optarg, "none")) {
-				fprintf(stderr, "hsctl: --nic: '%s' is not user, none or bridge:BR\n",
-					optarg);
-				goto usage;
-			}
+			if (nic)
+				json_array_append_new(nics, nic);
 			break;
+		}
 		case 'T':
 			template = optarg;
 			break;
@@ -959,7 +981,8 @@ usage:
 	      "[--balloon-floor SIZE] "
 	      "[--kernel F --initrd F "
 	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
-	      "[--nic user|none|bridge:BR]... [--from FILE] [--cloud-init FILE] "
+	      "[--nic user|none|bridge:BR|network:NET[,KEY=VALUE]...]... [--from FILE] "
+	      "[--cloud-init FILE] "
 	      "[--network-config FILE] [--ssh-key FILE] [--hostname H] "
 	      "[--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--numa-node N] "
 	      "[--hugepages 2M|1G] [--cpu-max PCT] [--cpu-weight N] [--memory-overhead SIZE] "
@@ -1289,7 +1312,8 @@ static const struct {
 	{"qmp", cmd_qmp},         {"console", cmd_console}, {"events", cmd_events},
 	{"ksm", cmd_ksm},         {"template", cmd_template}, {"snapshot", cmd_snapshot},
 	{"set", cmd_set},         {"migrate", cmd_migrate}, {"balloon", cmd_balloon},
-	{"pci", cmd_pci},
+	{"pci", cmd_pci},         {"network", cmd_network}, {"sriov", cmd_sriov},
+	{"nic", cmd_nic},
 };
 
 

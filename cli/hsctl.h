@@ -35,11 +35,16 @@ int ctl_report(Ctl *ctl, unsigned status, json_t *body, const HsError *err);
 /* One request; on success *ret is the body (new reference). Returns an exit
  * code; on failure the error is printed. */
 int ctl_call(Ctl *ctl, const char *method, const char *path, json_t *body, json_t **ret);
+/* ctl_call, and the HTTP status of a success (202 from 200/204). */
+int ctl_call_status(Ctl *ctl, const char *method, const char *path, json_t *body,
+		    unsigned *ret_status, json_t **ret);
 void ctl_print_json(json_t *j);
 /* A host setting (/v1/ksm, /v1/balloon): PUT body when it has fields, else
  * GET; the answer in *ret, printed as JSON with --json. Returns an exit
  * code. */
 int ctl_show_or_set(Ctl *ctl, const char *path, json_t *body, json_t **ret);
+/* Appends ", " (unless s is empty) and the formatted text to s. */
+void ctl_append(char *s, size_t size, const char *fmt, ...) _printf_(3, 4);
 /* "20.0 GiB" */
 void ctl_fmt_bytes(double b, char *buf, size_t size);
 /* Something that may be a name (not empty, not an option). */
@@ -122,3 +127,15 @@ int cmd_pci(Ctl *ctl, int argc, char **argv);
 /* A host device argument (an address, or VENDOR:DEVICE[#N]) into a
  * hostdev object; -1 (message printed) when it is neither. */
 int ctl_hostdev_parse(const char *s, json_t *o);
+int cmd_network(Ctl *ctl, int argc, char **argv);
+int cmd_sriov(Ctl *ctl, int argc, char **argv);
+int cmd_nic(Ctl *ctl, int argc, char **argv);
+/* One --nic argument of create: user, none, bridge:BR or
+ * network:NET[,vlan=V][,mac=M][,queues=N][,model=M][,vhost=on|off]. *ret
+ * is the NIC object (NULL for none); -1 (message printed) when it is
+ * none of these. */
+int ctl_nic_parse(const char *s, json_t **ret);
+/* info's line for NIC idx of the spec, with what the running QEMU has from
+ * states (the VM's nics_state: the entry of the same id, else of the same
+ * place; NULL when the VM does not run). */
+void ctl_print_nic(json_t *nic, json_t *states, size_t idx);

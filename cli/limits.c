@@ -102,9 +102,7 @@ static int parse_rate(const char *opt, const char *s, uint64_t *ret)
 	return 0;
 }
 
-/* Appends ", " (unless first) and the formatted text to s. */
-static void append(char *s, size_t size, const char *fmt, ...) _printf_(3, 4);
-static void append(char *s, size_t size, const char *fmt, ...)
+void ctl_append(char *s, size_t size, const char *fmt, ...)
 {
 	size_t len = strlen(s);
 	if (len && len + 2 < size) {
@@ -148,22 +146,22 @@ bool ctl_fmt_disk_limits(json_t *limits, char *buf, size_t size)
 				ctl_fmt_bytes((double)rate, r, sizeof(r));
 				ctl_fmt_bytes((double)burst, b, sizeof(b));
 				if (burst)
-					append(buf, size, "%s %s/s (bursts to %s/s)", kind_names[k],
+					ctl_append(buf, size, "%s %s/s (bursts to %s/s)", kind_names[k],
 					       r, b);
 				else
-					append(buf, size, "%s %s/s", kind_names[k], r);
+					ctl_append(buf, size, "%s %s/s", kind_names[k], r);
 			} else if (burst) {
-				append(buf, size, "%llu IOPS %s (bursts to %llu)",
+				ctl_append(buf, size, "%llu IOPS %s (bursts to %llu)",
 				       (unsigned long long)rate, kind_names[k],
 				       (unsigned long long)burst);
 			} else {
-				append(buf, size, "%llu IOPS %s", (unsigned long long)rate,
+				ctl_append(buf, size, "%llu IOPS %s", (unsigned long long)rate,
 				       kind_names[k]);
 			}
 		}
 	const char *group = json_string_value(json_object_get(limits, "group"));
 	if (group)
-		append(buf, size, "group %s", group);
+		ctl_append(buf, size, "group %s", group);
 	return buf[0] != '\0';
 }
 

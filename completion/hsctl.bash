@@ -2,17 +2,22 @@
 # bash completion for hsctl(1), the Hypervisor Scale CLI.      -*- shell-script -*-
 #
 # Completes the global options (before the command), the commands, each
-# command's options and their values, the host's PCI addresses (sysfs), and
-# the names of VMs, templates and snapshots, asked from the running hsd (`hsctl --json list`, `hsctl --json
-# template list`, `hsctl --json snapshot list VM`, through the --socket given
+# command's options and their values, the host's PCI addresses, network
+# interfaces, bridges and SR-IOV physical functions (sysfs), and the names
+# of VMs, templates, snapshots, networks and a VM's NIC ids, asked from the
+# running hsd (`hsctl --json list`, `hsctl --json template list`, `hsctl
+# --json snapshot list VM`, `network list`, `nic list VM`, through the --socket given
 # earlier on the line, else $HSD_SOCKET or the default socket). Nothing is
 # offered for those names when hsd cannot be reached. Needs only bash; works with or without the
 # bash-completion package.
 
-_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm balloon template snapshot migrate pci'
+_hsctl_commands='version host list info create set start stop kill reboot pause resume delete qmp console events ksm balloon template snapshot migrate pci network sriov nic'
 _hsctl_template_commands='list show import from-vm delete'
 _hsctl_snapshot_commands='list create rollback delete'
 _hsctl_pci_commands='list attach detach release'
+_hsctl_network_commands='list show create delete'
+_hsctl_sriov_commands='list set'
+_hsctl_nic_commands='list add set del'
 _hsctl_global_opts='--socket --json --help --version'
 
 # The words of the line, with the pieces that readline splits at ':' and '='
@@ -59,7 +64,8 @@ _hsctl_dequote()
 
 # Names from the live API: _hsctl_names N GLOBAL_OPTION... COMMAND...: the
 # N global options to pass (--socket), then the command whose JSON answer
-# lists objects with a "name" (list, template list, snapshot list VM).
+# lists objects with a "name" (list, template list, snapshot list VM,
+# network list), or with the member $_hsctl_key when the caller sets it.
 _hsctl_names()
 {
 	local hsctl n=$1
@@ -69,10 +75,18 @@ _hsctl_names()
 	type -P -- "$hsctl" >/dev/null 2>&1 || return 0
 	local -a run=("$hsctl" "${@:1:n}" --json "${@:n+1}")
 	type -P timeout >/dev/null 2>&1 && run=(timeout 3 "${run[@]}")
-	local line re='^[[:space:]]*"name": "([^"]*)"'
+	local line re='^[[:space:]]*"'"${_hsctl_key:-name}"'": "([^"]*)"'
 	while IFS= read -r line; do
 		[[ $line =~ $re ]] && printf '%s\n' "${BASH_REMATCH[1]}"
 	done < <("${run[@]}" </dev/null 2>/dev/null)
+}
+
+# A VM's NIC ids: _hsctl_nic_ids N GLOBAL_OPTION... nic list VM (the "id"
+# members of the answer).
+_hsctl_nic_ids()
+{
+	local _hsctl_key=id
+	_hsctl_names "$1" "${@:2}"
 }
 
 # VM names; "$@" are the global options to pass.
@@ -87,6 +101,18 @@ _hsctl_pci_addrs()
 	local d
 	for d in /sys/bus/pci/devices/*; do
 		[[ -e $d ]] && printf '%s\n' "${d##*/}"
+	done
+}
+
+# Network interfaces of this host (for --macvtap and --sriov), and of them
+# the SR-IOV physical functions (_hsctl_ifaces sriov).
+_hsctl_ifaces()
+{
+	local d
+	for d in /sys/class/net/*; do
+		[[ -e $d ]] || continue
+		[[ ${1-} == sriov && ! -e $d/device/sriov_totalvfs ]] && continue
+		printf '%s\n' "${d##*/}"
 	done
 }
 
@@ -156,7 +182,7 @@ _hsctl()
 		# template and snapshot: the word after them is a subcommand.
 		local sub=''
 		case $cmd in
-		template | snapshot | pci) ((cword > cmdi + 1)) && sub=${words[cmdi + 1]} ;;
+		template | snapshot | pci | network | sriov | nic) ((cword > cmdi + 1)) && sub=${words[cmdi + 1]} ;;
 		esac
 
 		# The command's options: those taking a value, flags, repeatable ones.
@@ -215,6 +241,22 @@ _hsctl()
 			argopts='--to --storage --address --downtime --bandwidth --multifd --timeout'
 			flags='--auto-converge --xbzrle --tls --postcopy --cancel --confirm --abort'
 			;;
+		network)
+			if [[ $sub == create ]]; then
+				argopts='--bridge --macvtap --mode --sriov'
+				flags='--create --vlan-filtering'
+			fi
+			;;
+		sriov) [[ $sub == set ]] && argopts='--numvfs' ;;
+		nic)
+			case $sub in
+			add)
+				argopts='--network --mac --model --queues --vlan'
+				flags='--no-vhost --link-down'
+				;;
+			set) argopts='--link --vlan' ;;
+			esac
+			;;
 		esac
 
 		# A value is wanted only after an option of this command that takes one.
@@ -244,16 +286,52 @@ _hsctl()
 			--mode)
 				cand=(auto off fixed)
 				[[ $cmd == balloon ]] && cand=(auto off)
+				[[ $cmd == network ]] && cand=(bridge vepa private passthru)
 				;;
 			--nic)
 				if [[ $val == bridge:* ]]; then
 					local br
 					while IFS= read -r br; do cand+=("bridge:$br"); done < <(_hsctl_bridges)
+				elif [[ $val == network:*,* ]]; then
+					# KEY=VALUE after a network: the keys not given yet
+					local k
+					for k in vlan mac queues model vhost; do
+						[[ $val == *",$k="* ]] || cand+=("${val%,*},$k=")
+					done
+					case ${val##*,} in
+					model=*) cand=("${val%,*},model="{virtio,e1000,e1000e,rtl8139}) ;;
+					vhost=*) cand=("${val%,*},vhost="{on,off}) ;;
+					*=*) cand=() ;;
+					esac
+					nospace=1
+				elif [[ $val == network:* ]]; then
+					local n
+					while IFS= read -r n; do cand+=("network:$n"); done < <(_hsctl_names "${#glob[@]}" "${glob[@]}" network list)
+					nospace=1
 				else
-					cand=(user none bridge:)
+					cand=(user none bridge: network:)
 					nospace=1
 				fi
 				;;
+			--network)
+				local n
+				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_names "${#glob[@]}" "${glob[@]}" network list)
+				;;
+			--bridge)
+				local n
+				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_bridges)
+				;;
+			--macvtap)
+				local n
+				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_ifaces)
+				;;
+			--sriov)
+				local n
+				while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_ifaces sriov)
+				;;
+			--model) cand=(virtio e1000 e1000e rtl8139) ;;
+			--link) cand=(up down) ;;
+			--vlan) [[ $sub == set ]] && cand=(none) ;;
 			--format) cand=(qcow2 raw) ;;
 			--storage) cand=(shared copy) ;;
 			--to) files=1 ;; # the destination hsd's socket (or ssh://[user@]host[/socket])
@@ -336,6 +414,26 @@ _hsctl()
 				1:release | 2:attach | 2:detach) wants=pci ;;
 				esac
 				;;
+			network)
+				case $np:$sub in
+				0:*) wants=subcommand ;;
+				1:show | 1:delete) wants=network ;;
+				1:create) wants=new ;;
+				esac
+				;;
+			sriov)
+				case $np:$sub in
+				0:*) wants=subcommand ;;
+				1:set) wants=pf ;;
+				esac
+				;;
+			nic)
+				case $np:$sub in
+				0:*) wants=subcommand ;;
+				1:*) wants=vm ;;
+				2:set | 2:del) wants=nic ;;
+				esac
+				;;
 			esac
 			local n
 			if [[ $cur == -* ]]; then
@@ -351,14 +449,17 @@ _hsctl()
 						snapshot list "$(_hsctl_dequote "${pos[1]}")")
 					;;
 				subcommand)
-					if [[ $cmd == template ]]; then
-						read -ra cand <<<"$_hsctl_template_commands"
-					elif [[ $cmd == pci ]]; then
-						read -ra cand <<<"$_hsctl_pci_commands"
-					else
-						read -ra cand <<<"$_hsctl_snapshot_commands"
-					fi
+					local var=_hsctl_${cmd}_commands
+					read -ra cand <<<"${!var}"
 					;;
+				network)
+					while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_names "${#glob[@]}" "${glob[@]}" network list)
+					;;
+				nic)
+					while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_nic_ids "${#glob[@]}" "${glob[@]}" \
+						nic list "$(_hsctl_dequote "${pos[1]}")")
+					;;
+				pf) while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_ifaces sriov) ;;
 				pci) while IFS= read -r n; do cand+=("$n"); done < <(_hsctl_pci_addrs) ;;
 				files) files=1 ;;
 				new) ;;
@@ -388,7 +489,7 @@ _hsctl()
 			COMPREPLY[i]=${COMPREPLY[i]#"$keep"}
 		done
 	fi
-	((nospace)) && [[ ${COMPREPLY[*]} == *: ]] && compopt -o nospace 2>/dev/null
+	((nospace)) && [[ ${COMPREPLY[*]} == *[:=] ]] && compopt -o nospace 2>/dev/null
 	return 0
 }
 

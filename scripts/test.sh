@@ -78,6 +78,7 @@ export HS_BUILD_DIR="$ROOT/$BUILD_DIR"
 run_script "man pages" bash tests/cli/test-man.sh
 run_script "bash completion" bash tests/cli/test-completion.sh
 run_script "hsctl set against a real hsd" bash tests/cli/test-set.sh
+run_script "hsctl network, sriov, nic command lines" bash tests/cli/test-network.sh
 run_script "OpenAPI description (lint, route coverage)" bash tests/openapi/run.sh
 
 run_unit "$BUILD_DIR"

@@ -68,7 +68,7 @@ expect() {
 
 H=$HSCTL
 commands=(version host list info create set start stop kill reboot pause resume delete qmp console events ksm
-	balloon template snapshot migrate pci)
+	balloon template snapshot migrate pci network sriov nic)
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --memory-file --kernel --initrd --append --disk --nic --from
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor --vcpu-pin
 	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max --hostdev
@@ -82,7 +82,8 @@ migrate_opts=(--to --storage --address --downtime --bandwidth --multifd --timeou
 # Commands and global options.
 expect "commands" "$H " "${commands[@]}"
 expect "commands starting with 'st'" "$H st" start stop
-expect "commands starting with 's'" "$H s" set start stop snapshot
+expect "commands starting with 's'" "$H s" set start stop snapshot sriov
+expect "commands starting with 'n'" "$H n" network nic
 expect "commands starting with 'm'" "$H m" migrate
 expect "global options" "$H --" --socket --json --help --version
 expect "commands after --json" "$H --json re" reboot resume
@@ -170,6 +171,36 @@ expect "pci attach: --one-function after --all-functions is not offered" \
 expect "pci attach --display values" "$H pci attach vm1 0000:01:00.0 --display " off on auto
 expect "pci detach has no options" "$H pci detach vm1 0000:01:00.0 --" ""
 expect "pci release has no options" "$H pci release 0000:01:00.0 --" ""
+expect "network subcommands" "$H network " list show create delete
+expect "sriov subcommands" "$H sriov " list set
+expect "nic subcommands" "$H nic " list add set del
+expect "nic subcommands starting with 's'" "$H nic s" set
+expect "network list takes nothing" "$H network list " ""
+expect "nothing for a new network's name" "$H network create " ""
+expect "options of network create" "$H network create lan --" --bridge --create --vlan-filtering \
+	--macvtap --mode --sriov
+expect "network create: a used option is not offered again" "$H network create lan --create --" \
+	--bridge --vlan-filtering --macvtap --mode --sriov
+expect "network create --mode values" "$H network create lan --macvtap eth0 --mode " bridge vepa \
+	private passthru
+expect "network create --mode=p" "$H network create lan --macvtap eth0 --mode=p" private passthru
+expect "network show has no options" "$H network show lan --" ""
+expect "options of sriov set" "$H sriov set eth1 --" --numvfs
+expect "sriov set: no values for --numvfs" "$H sriov set eth1 --numvfs " ""
+expect "options of nic add" "$H nic add vm1 --" --network --mac --model --queues --vlan --no-vhost \
+	--link-down
+expect "nic add --model values" "$H nic add vm1 --network lan --model " virtio e1000 e1000e rtl8139
+expect "nic add: no values for --vlan" "$H nic add vm1 --vlan " ""
+expect "nic add: no values for --mac" "$H nic add vm1 --mac " ""
+expect "options of nic set" "$H nic set vm1 net0 --" --link --vlan
+expect "nic set --link values" "$H nic set vm1 net0 --link " up down
+expect "nic set --vlan: none (or a number)" "$H nic set vm1 net0 --vlan " none
+expect "nic del has no options" "$H nic del vm1 net0 --" ""
+expect "nic list has no options" "$H nic list vm1 --" ""
+expect "nic ids: nothing when hsd is unreachable" "$H --socket $tmp/none.sock nic del vm1 " ""
+expect "network names: nothing when hsd is unreachable" "$H --socket $tmp/none.sock network show " ""
+expect "nic add --network: nothing when hsd is unreachable" \
+	"$H --socket $tmp/none.sock nic add vm1 --network " ""
 expect "create --hostdev may repeat" "$H create web1 --hostdev 01:00.0 --ho" --hostdev \
 	--hostname --hotplug-ports
 
@@ -178,7 +209,18 @@ expect "--accel values" "$H create web1 --accel " kvm tcg
 expect "--accel values, prefix" "$H create web1 --accel t" tcg
 expect "--accel=value (readline replaces after '=')" "$H create web1 --accel=" kvm tcg
 expect "--accel=k" "$H create web1 --accel=k" kvm
-expect "--nic values" "$H create web1 --nic " user none bridge:
+expect "--nic values" "$H create web1 --nic " user none bridge: network:
+expect "--nic n" "$H create web1 --nic n" network: none
+expect "--nic network:NET, (readline replaces after ':'): the keys" "$H create web1 --nic network:lan," \
+	lan,vlan= lan,mac= lan,queues= lan,model= lan,vhost=
+expect "--nic network:NET,KEY=V,v: the keys not given yet" \
+	"$H create web1 --nic network:lan,vlan=10,v" 10,vhost=
+expect "--nic network:NET,model=: the models" "$H create web1 --nic network:lan,model=" \
+	virtio e1000 e1000e rtl8139
+expect "--nic network:NET,vhost=o" "$H create web1 --nic network:lan,vhost=o" on off
+expect "--nic network:NET,vlan=: no values" "$H create web1 --nic network:lan,vlan=" ""
+expect "--nic network: with hsd unreachable: no names" \
+	"$H --socket $tmp/none.sock create web1 --nic network:" ""
 expect "--nic b" "$H create web1 --nic b" bridge:
 expect "--mode values" "$H ksm --mode " auto off fixed
 expect "--mode=f" "$H ksm --mode=f" fixed
@@ -201,6 +243,19 @@ expect "no values for --hostname" "$H create web1 --hostname " ""
 bridges=()
 for d in /sys/class/net/*/bridge; do [[ -d $d ]] && { d=${d%/bridge}; bridges+=("${d##*/}"); }; done
 expect "--nic bridge: lists this host's bridges" "$H create web1 --nic bridge:" "${bridges[@]}"
+expect "network create --bridge lists this host's bridges" "$H network create lan --bridge " "${bridges[@]}"
+
+# Interfaces and SR-IOV physical functions of this host (sysfs).
+ifaces=() pfs=()
+for d in /sys/class/net/*; do
+	[[ -e $d ]] || continue
+	ifaces+=("${d##*/}")
+	[[ -e $d/device/sriov_totalvfs ]] && pfs+=("${d##*/}")
+done
+expect "network create --macvtap lists this host's interfaces" "$H network create d --macvtap " \
+	"${ifaces[@]}"
+expect "network create --sriov lists this host's SR-IOV PFs" "$H network create f --sriov " "${pfs[@]}"
+expect "sriov set <TAB>: this host's SR-IOV PFs" "$H sriov set " "${pfs[@]}"
 
 # Files.
 mkdir -p "$tmp/files/sub"
@@ -273,6 +328,10 @@ else
 		expect "snapshot create <TAB>: VM names" "$H --socket $sock snapshot create a" alpha
 		expect "template from-vm NAME <TAB>: VM names" "$H --socket $sock template from-vm t1 " \
 			alpha beta-2
+		expect "nic list <TAB>: VM names" "$H --socket $sock nic list " alpha beta-2
+		expect "nic add <TAB>: VM names" "$H --socket $sock nic add " alpha beta-2
+		expect "nic set with options first <TAB>: VM names" "$H --socket $sock nic set --link up b" \
+			beta-2
 
 		# Templates and snapshots: a template, a VM on it, two snapshots.
 		if ! command -v qemu-img >/dev/null; then

@@ -186,8 +186,9 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 	# command: with a socket where no hsd listens, a command line hsctl
 	# accepts ends with exit status 3 (cannot reach hsd), a usage error
 	# with 2. The command line is the entry's heading up to its first
-	# option ("template import NAME FILE"), FILE a readable file, DEVICE
-	# and ADDR a PCI address, and other arguments a name.
+	# option ("template import NAME FILE", an option outside brackets kept
+	# as "nic add VM --network NET"), FILE a readable file, DEVICE and ADDR
+	# a PCI address, N a number, and other arguments a name.
 	echo '{"name": "x", "kernel": "/etc/hostname"}' >"$tmp/spec.json"
 	pairs=$(awk '
 		/^COMMANDS$/ { in_c = 1; next }
@@ -195,8 +196,8 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		in_c && /^       [a-z]/ {
 			cmd = $1
 			for (i = 2; i <= NF && $i !~ /^\[/; i++)
-				cmd = cmd " " ($i ~ /^[a-z]/ ? $i : $i == "FILE" ? "/etc/hostname" : \
-					$i == "DEVICE" || $i == "ADDR" ? "0000:01:00.0" : "x1")
+				cmd = cmd " " ($i ~ /^[a-z]/ || $i ~ /^--/ ? $i : $i == "FILE" ? "/etc/hostname" : \
+					$i == "DEVICE" || $i == "ADDR" ? "0000:01:00.0" : $i == "N" ? "1" : "x1")
 			gsub(/ /, ",", cmd)
 		}
 		# An option entry: its heading, then its description indented more.
@@ -209,7 +210,15 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		case $opt in
 		--accel) value=(tcg) ;;
 		--nic) value=(user) ;;
-		--mode) value=(auto) ;;
+		--mode)
+			case $cmd in
+			network*) value=(vepa) ;;
+			*) value=(auto) ;;
+			esac
+			;;
+		--link) value=(down) ;;
+		--mac) value=(52:54:00:12:34:56) ;;
+		--model) value=(e1000) ;;
 		--format) value=(qcow2) ;;
 		--max-cpu) value=(0.5) ;;
 		--kernel | --initrd | --cloud-init | --network-config | --ssh-key) value=(/etc/hostname) ;;
@@ -240,6 +249,10 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		case $cmd:$opt in
 		migrate*:--to | migrate*:--cancel | migrate*:--confirm | migrate*:--abort) ;;
 		migrate*) args+=(--to "$tmp/no-hsd.sock") ;;
+		# network create: one kind, and what --vlan-filtering and --mode need
+		network*:--vlan-filtering) args+=(--create) ;;
+		network*:--mode) args+=(--macvtap eth0) ;;
+		network*:--create | network*:--bridge | network*:--macvtap | network*:--sriov) ;;
 		esac
 		args+=("$opt" "${value[@]}")
 		n=$((n + 1))

@@ -8,8 +8,12 @@ no fewer.
    method_not_allowed), with the storage routes api.c hands to
    daemon/api-storage.c (api_templates, and api_snapshots through
    handle_snapshots) and the PCI passthrough routes it hands to
-   daemon/hostdev.c (api_pci, api_vm_hostdevs), against the paths and
-   methods of openapi.yaml.
+   daemon/hostdev.c (api_pci, api_vm_hostdevs), and the networking routes
+   it hands to daemon/network.c (a function of its own for /v1/networks,
+   /v1/sriov and /v1/vms/{name}/nics, read the way hostdev.c is: its first
+   `if (!x)` or `if (!x[0])` serves the collection, the rest one item),
+   against the paths and methods of openapi.yaml. Without daemon/network.c
+   its routes are not served: a described one fails as not served.
 2. Live: a real hsd (temp state and run dirs, a fake /proc and /sys so the
    host's KSM is not touched, --overcommit so low that no QEMU is ever
    started) gets a request for every described path and method, with a VM
@@ -55,11 +59,14 @@ SPEC = ROOT / "docs" / "openapi.yaml"
 API_C = ROOT / "daemon" / "api.c"
 API_STORAGE_C = ROOT / "daemon" / "api-storage.c"
 HOSTDEV_C = ROOT / "daemon" / "hostdev.c"
+NETWORK_C = ROOT / "daemon" / "network.c"
 METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
 PROBE_METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 VM = "openapi-check"
 SNAPSHOT = "openapi-check-s"
 PCI_ADDR = "0000:00:03.0"  # no such device in the fake /sys
+PF = "hs-no-pf0"  # no such interface in the fake /sys
+NIC_ID = "net0"
 
 passed = failed = 0
 
@@ -571,6 +578,30 @@ def hostdev_routes():
     return out
 
 
+def network_routes(func):
+    """The code of a route function of daemon/network.c, as (collection,
+    item): its first top-level `if (!x)` or `if (!x[0])` serves the
+    collection, the code after it one item. None when network.c does not
+    exist or has no such function."""
+    if not NETWORK_C.exists():
+        return None
+    src = strip_comments(NETWORK_C.read_text())
+    try:
+        body = function_body(src, func, NETWORK_C)
+    except ValueError:
+        return None
+    return split_on(body, r"\s*!\s*\w+(\[0\])?\s*", "network.c")
+
+
+def network_function(block):
+    """The daemon/network.c route function a block of api.c calls
+    (api_networks(...)), or None."""
+    for name in re.findall(r"\b(api_\w+)\(", block):
+        if name not in ("api_pci", "api_templates", "api_vm_hostdevs") and network_routes(name):
+            return name
+    return None
+
+
 def api_routes():
     """({(path, METHOD)}, [notes]); path parameters as {name} (and
     {snapshot})."""
@@ -610,6 +641,12 @@ def api_routes():
                 add(main, hostdev["pci"], "api_pci")
                 suffix, code = hostdev["pci_action"]
                 add(main + "/{address}" + suffix, code, "api_pci")
+            elif network_function(block):
+                # /v1/networks, /v1/sriov and what is under each: network.c
+                fn = network_function(block)
+                coll_code, item_code = network_routes(fn)
+                add(main, coll_code, fn)
+                add(main + "/{item}", item_code, fn)
             else:
                 add(main, block, "api_handle")
         elif prefix:
@@ -643,6 +680,14 @@ def api_routes():
             coll = base + hd.group(1)
             add(coll, hostdev["hostdevs"], "api_vm_hostdevs")
             add(coll + "/{address}", hostdev["hostdev"], "api_vm_hostdevs")
+        # a VM's sub-resources served by network.c (/nics)
+        for sub, fn in re.findall(r"strcmp\(\s*slash\s*,\s*\"(/[^\"]*)\"\s*\)[^{]*\{[^}]*"
+                                  r"\b(api_vm_\w+)\(", block):
+            if fn == "api_vm_hostdevs" or not network_routes(fn):
+                continue
+            coll_code, item_code = network_routes(fn)
+            add(base + sub, coll_code, fn)
+            add(base + sub + "/{item}", item_code, fn)
         table = re.search(r"actions\[\]\s*=\s*\{([^}]*)\}", vm)
         if not table:
             raise ValueError("api.c: handle_vm's action table not found")
@@ -812,6 +857,22 @@ PLAN = {
     ("/v1/vms/{name}/hostdevs", "POST"): dict(body={"address": PCI_ADDR, "x_vga": True},
                                               expect={200}),
     ("/v1/vms/{name}/hostdevs/{address}", "DELETE"): dict(expect={200, 404}),
+    # Networks: none exists, the fake /sys has no bridge, interface or PF.
+    # The VM is stopped: a NIC is added to its spec only; the DELETE (sent
+    # before the PATCH) removes it.
+    ("/v1/networks", "GET"): dict(expect={200}),
+    ("/v1/networks", "POST"): dict(body={"name": "openapi-check", "type": "bridge",
+                                         "bridge": "hs-no-br0"}, expect={404},
+                                   code="unknown-bridge"),
+    ("/v1/networks/{name}", "GET"): dict(expect={404}, code="not-found"),
+    ("/v1/networks/{name}", "DELETE"): dict(expect={404}, code="not-found"),
+    ("/v1/sriov", "GET"): dict(expect={200}),
+    ("/v1/sriov/{pf}", "PUT"): dict(body={"numvfs": 1}, expect={404}, code="not-found"),
+    ("/v1/vms/{name}/nics", "GET"): dict(expect={200}),
+    ("/v1/vms/{name}/nics", "POST"): dict(body={"id": NIC_ID, "type": "user"}, expect={201}),
+    ("/v1/vms/{name}/nics/{id}", "DELETE"): dict(expect={204}),
+    ("/v1/vms/{name}/nics/{id}", "PATCH"): dict(body={"link": "down"}, expect={404},
+                                                code="not-found"),
 }
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "hs-console"}
 # A disk's I/O limits with every kind of member (as the spec shows them).
@@ -837,7 +898,7 @@ def media_ok(declared, content_type):
 def fill(path):
     """A described path with its parameters filled in."""
     return path.replace("{name}", VM).replace("{snapshot}", SNAPSHOT).replace(
-        "{address}", PCI_ADDR)
+        "{address}", PCI_ADDR).replace("{pf}", PF).replace("{id}", NIC_ID)
 
 
 def probe(sock, ops, path, method, plan, label=None, headers=None):
