@@ -824,17 +824,17 @@ void api_networks(Hsd *h, HttpRequest *req, const char *rest)
 		}
 		return;
 	}
-	Network *n = vm_name_is_valid(rest) ? network_find(h, rest) : NULL;
-	if (!n) {
-		http_reply_error(req, 404, "not-found", "no network named '%s'", rest);
+	if (strcmp(m, "GET") && strcmp(m, "DELETE")) {
+		method_not_allowed(req, "GET, DELETE");
 		return;
 	}
-	if (!strcmp(m, "GET"))
+	Network *n = vm_name_is_valid(rest) ? network_find(h, rest) : NULL;
+	if (!n)
+		http_reply_error(req, 404, "not-found", "no network named '%s'", rest);
+	else if (!strcmp(m, "GET"))
 		http_reply_json(req, 200, network_state_json(h, n));
-	else if (!strcmp(m, "DELETE"))
-		networks_delete(h, req, n);
 	else
-		method_not_allowed(req, "GET, DELETE");
+		networks_delete(h, req, n);
 }
 
 /* ---- /v1/sriov ---- */
@@ -895,12 +895,12 @@ void api_sriov(Hsd *h, HttpRequest *req, const char *rest)
 		http_reply_json(req, 200, json_pack("{s:o}", "pfs", a));
 		return;
 	}
-	if (!ifname_ok(rest)) {
-		http_reply_error(req, 404, "not-found", "no interface '%s'", rest);
-		return;
-	}
 	if (strcmp(m, "GET") && strcmp(m, "PUT")) {
 		method_not_allowed(req, "GET, PUT");
+		return;
+	}
+	if (!ifname_ok(rest)) {
+		http_reply_error(req, 404, "not-found", "no interface '%s'", rest);
 		return;
 	}
 	SriovPf pf = {0};
