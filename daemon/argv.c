@@ -195,9 +195,12 @@ void qemu_hostfn_id(const char *addr, char *buf, size_t size)
 
 json_t *qemu_hostfn_props(const VmSpec *s, const QemuHostFn *f, const QemuHostFnPlace *place)
 {
-	const VmHostdev *hd = &s->hostdevs[f->dev];
+	const VmHostdev *hd = f->nic ? NULL : &s->hostdevs[f->dev];
 	char id[32], bus[32], addr[16];
-	qemu_hostfn_id(f->addr, id, sizeof(id));
+	if (f->nic)
+		snprintf(id, sizeof(id), "%s", s->nics[f->nic_index].id);
+	else
+		qemu_hostfn_id(f->addr, id, sizeof(id));
 	bool q35 = vm_machine_is_q35(s->machine);
 	if (place) {
 		snprintf(bus, sizeof(bus), "%s", place->bus);
@@ -215,6 +218,8 @@ json_t *qemu_hostfn_props(const VmSpec *s, const QemuHostFn *f, const QemuHostFn
 		return NULL;
 	if (f->multifunction)
 		json_object_set_new(o, "multifunction", json_true());
+	if (!hd)
+		return o; /* a VF NIC: the spec's MAC is set on the VF */
 	if (hd->x_vga && f->vga)
 		json_object_set_new(o, "x-vga", json_true());
 	if (f->primary && hd->rom_file)
@@ -519,7 +524,7 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	for (size_t i = 0; i < s->n_nics; i++) {
 		const VmNic *n = &s->nics[i];
 		const QemuNicFds *f = &l->nic_fds[i];
-		if (n->type == VM_NIC_VF)
+		if (n->type == VM_NIC_VF || f->vf)
 			continue; /* a host function (hostfns) */
 		if (f->queues) {
 			_cleanup_free_ char *fds = NULL, *vfds = NULL;
@@ -573,6 +578,14 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 		add2(&a, "-device",
 		     hs_strdup_printf("pcie-root-port,id=hs-hostport%zu,chassis=%zu,bus=pcie.0", i,
 				      1 + i));
+	/* VF NICs: a root port each, after the host devices' (chassis after
+	 * the spare ports'). */
+	for (size_t i = 0; q35 && i < l->n_hostfns; i++)
+		if (l->hostfns[i].nic)
+			add2(&a, "-device",
+			     hs_strdup_printf("pcie-root-port,id=hs-hostport%u,chassis=%u,bus=pcie.0",
+					      l->hostfns[i].dev,
+					      1 + 2 * VM_MAX_HOSTDEVS + l->hostfns[i].dev));
 	for (unsigned i = 0; q35 && i < s->hotplug_ports; i++)
 		add2(&a, "-device",
 		     hs_strdup_printf("pcie-root-port,id=hs-hotport%u,chassis=%u,bus=pcie.0", i,

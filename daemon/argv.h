@@ -50,6 +50,8 @@ typedef struct QemuHostFn {
 	bool multifunction; /* guest function 0 of several */
 	bool primary;       /* the function the spec names: its options apply */
 	bool vga;           /* a display controller (x_vga goes to this one) */
+	bool nic;           /* an SR-IOV VF for nics[nic_index] (dev: n_hostdevs + k) */
+	unsigned nic_index;
 } QemuHostFn;
 
 /* Where a host function goes when hot-plugged rather than at start. */
@@ -70,6 +72,7 @@ json_t *qemu_hostfn_props(const VmSpec *s, const QemuHostFn *f, const QemuHostFn
  * ones when vhost is used. queues 0: none (user networking, or a bridge
  * through qemu-bridge-helper without pass_fds). */
 typedef struct QemuNicFds {
+	bool vf; /* an SR-IOV VF (one of hostfns), no netdev */
 	unsigned queues;
 	bool vhost;
 	int fds[VM_NIC_MAX_QUEUES];

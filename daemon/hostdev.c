@@ -362,14 +362,21 @@ static void on_vm_bound(Hsd *h, const char *name, const HsError *err, void *ud)
 int hostdev_vm_bind(Vm *vm, HostdevDoneCb cb, void *ud, HsError *err)
 {
 	Hsd *h = vm->hsd;
-	if (!vm->spec.n_hostdevs)
+	if (!vm->spec.n_hostdevs && !network_vm_has_vfs(vm))
 		return 0;
 	struct VmHostdevs *hd = vm_hostdevs(vm);
 	if (!hd)
 		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
+	size_t n_vfs = 0;
 	int r = resolve(h, &vm->spec, 0, vm->spec.n_hostdevs, hd->fns, &hd->n, err);
+	/* SR-IOV VFs of the VM's VF NICs go along, after its host devices. */
+	if (r == 0)
+		r = network_vm_vfs(vm, hd->fns + hd->n, QEMU_MAX_HOSTFNS - hd->n, &n_vfs, err);
+	hd->n += n_vfs;
 	if (r == 0)
 		r = check_functions(h, vm->spec.name, hd->fns, hd->n, err);
+	if (r == 0)
+		r = network_vm_vfs_configure(vm, err);
 	if (r < 0) {
 		hd->n = 0;
 		return r;
@@ -396,7 +403,7 @@ bool hostdev_vm_busy(Vm *vm)
 void hostdev_vm_launch(Vm *vm, QemuLaunch *l)
 {
 	l->n_hostfns = 0;
-	if (!vm->hostdevs || !vm->spec.n_hostdevs)
+	if (!vm->hostdevs)
 		return;
 	memcpy(l->hostfns, vm->hostdevs->fns, vm->hostdevs->n * sizeof(QemuHostFn));
 	l->n_hostfns = vm->hostdevs->n;
@@ -516,6 +523,11 @@ void hostdev_recover(Hsd *h)
 
 int hostdev_vm_check_migratable(Vm *vm, HsError *err)
 {
+	if (!vm->spec.n_hostdevs && network_vm_has_vfs(vm))
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s' has SR-IOV VF NICs: a VF's state lives in the NIC "
+				    "and cannot migrate; remove them first (or use bridge NICs)",
+				    vm->spec.name);
 	if (!vm->spec.n_hostdevs)
 		return 0;
 	char d[40];
@@ -528,7 +540,7 @@ int hostdev_vm_check_migratable(Vm *vm, HsError *err)
 
 json_t *hostdev_vm_json(Vm *vm)
 {
-	if (!vm->spec.n_hostdevs)
+	if (!vm->spec.n_hostdevs && !network_vm_has_vfs(vm))
 		return NULL;
 	json_t *a = json_array();
 	VfioClaim *claims = NULL;

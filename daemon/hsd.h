@@ -344,6 +344,13 @@ int network_spec_check(Hsd *h, VmSpec *s, const char *vm, HsError *err);
 /* A start: each NIC's tap or macvtap made (VLAN set, vhost-net opened),
  * its descriptors added to fds and put in l->nic_fds. */
 int network_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, HsError *err);
+/* VF NICs (on SR-IOV networks): whether the spec has any; a free VF of
+ * each NIC's PF picked, as host functions for hostdev.c to bind (after the
+ * VM's host devices', out[0..*ret_n)); then, once the binding is cleared,
+ * each VF's MAC and VLAN set through its PF. */
+bool network_vm_has_vfs(Vm *vm);
+int network_vm_vfs(Vm *vm, QemuHostFn *out, size_t max, size_t *ret_n, HsError *err);
+int network_vm_vfs_configure(Vm *vm, HsError *err);
 /* QMP is up on a start: links asked to be down are set down before cont. */
 void network_vm_qmp_ready(Vm *vm);
 /* QEMU is gone (or never started): macvtaps deleted, state dropped. */

@@ -25,6 +25,7 @@
 #include "nl.h"
 #include "sriov.h"
 #include "store.h"
+#include "vfio.h"
 
 #define NETWORKS_FILE "networks.json"
 #define NICS_FILE "nics.json"
@@ -322,14 +323,9 @@ static int nic_check(Hsd *h, VmNic *nic, const char *where, const char *vm, HsEr
 					    vm_nic_type_to_string(nic->type), n->name,
 					    net_types[n->type]);
 		VmNicType t = net_nic_type(n);
-		/* Not built yet: a VF picked, its MAC and VLAN set through the
-		 * PF and passed through like a host device. */
-		if (t == VM_NIC_VF)
-			return hs_error_set(err, -EOPNOTSUPP, "unsupported",
-					    "%s: giving an SR-IOV VF of network '%s' to a VM is not "
-					    "supported yet (its VF can be a host device: hsctl pci "
-					    "attach)",
-					    where, n->name);
+		if (t == VM_NIC_VF && nic->queues > 1)
+			return hs_error_set(err, -EINVAL, "invalid",
+					    "%s.queues: a VF NIC's queues are the VF's own", where);
 		if (t == VM_NIC_MACVTAP && nic->vlan)
 			return hs_error_set(err, -EINVAL, "invalid",
 					    "%s.vlan: a macvtap NIC has no VLAN (put the VLAN on "
@@ -526,11 +522,16 @@ int network_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, HsError *err)
 	struct VmNet *net = vm_net(vm);
 	if (!net)
 		return hs_error_set(err, -ENOMEM, "internal", "out of memory");
-	net->n = 0;
 	for (size_t i = 0; i < vm->spec.n_nics; i++) {
 		const VmNic *nic = &vm->spec.nics[i];
 		QemuNicFds f;
 		NicRun run;
+		if (nic_type(vm->hsd, nic, NULL) == VM_NIC_VF) {
+			/* Picked and bound with the host devices (network_vm_vfs). */
+			memset(&l->nic_fds[i], 0, sizeof(l->nic_fds[i]));
+			l->nic_fds[i].vf = true;
+			continue;
+		}
 		int r = nic_prepare(vm, nic, &f, &run, err);
 		if (r < 0) {
 			network_vm_release(vm);
@@ -657,6 +658,117 @@ json_t *network_vm_json(Vm *vm)
 	return a;
 }
 
+static const VmNic *spec_nic_const(const VmSpec *s, const char *id, size_t *ret_i)
+{
+	for (size_t i = 0; i < s->n_nics; i++)
+		if (!strcmp(s->nics[i].id, id)) {
+			*ret_i = i;
+			return &s->nics[i];
+		}
+	return NULL;
+}
+
+/* ---- SR-IOV VFs given to VMs ---- */
+
+bool network_vm_has_vfs(Vm *vm)
+{
+	for (size_t i = 0; i < vm->spec.n_nics; i++)
+		if (nic_type(vm->hsd, &vm->spec.nics[i], NULL) == VM_NIC_VF)
+			return true;
+	return false;
+}
+
+static int sriov_root(Hsd *h)
+{
+	return open(h->vfio_root ? h->vfio_root : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+int network_vm_vfs(Vm *vm, QemuHostFn *out, size_t max, size_t *ret_n, HsError *err)
+{
+	Hsd *h = vm->hsd;
+	*ret_n = 0;
+	if (!network_vm_has_vfs(vm))
+		return 0;
+	struct VmNet *net = vm_net(vm);
+	_cleanup_close_ int root = sriov_root(h);
+	if (!net || root < 0)
+		return hs_error_set(err, -ENOMEM, "internal", "cannot look at SR-IOV devices");
+	/* Taken: every claimed device (other VMs', host devices) and the VFs
+	 * other VMs picked but have not bound yet. */
+	char taken[64][16];
+	size_t n_taken = 0;
+	VfioClaim *claims = NULL;
+	size_t nc = 0;
+	if (vfio_claims_list(h->pci_claims_fd, &claims, &nc) == 0)
+		for (size_t i = 0; i < nc && n_taken < ARRAY_SIZE(taken); i++)
+			snprintf(taken[n_taken++], sizeof(taken[0]), "%s", claims[i].addr);
+	free(claims);
+	for (Vm *o = h->vms; o; o = o->next)
+		for (size_t i = 0; o->net && i < o->net->n && n_taken < ARRAY_SIZE(taken); i++)
+			if (o->net->nics[i].vf[0])
+				snprintf(taken[n_taken++], sizeof(taken[0]), "%s", o->net->nics[i].vf);
+	unsigned k = 0;
+	for (size_t i = 0; i < vm->spec.n_nics; i++) {
+		Network *n = NULL;
+		const VmNic *nic = &vm->spec.nics[i];
+		if (nic_type(h, nic, &n) != VM_NIC_VF)
+			continue;
+		SriovVf vf;
+		int r = n ? sriov_vf_pick(root, n->ifname, (const char(*)[16])taken, n_taken, &vf, err)
+			  : hs_error_set(err, -ENOENT, "unknown-network",
+					 "NIC %s: network '%s' does not exist (any more)", nic->id,
+					 nic->network);
+		if (r < 0 || *ret_n >= max || net->n >= VM_MAX_NICS) {
+			net->n = 0;
+			return r < 0 ? r
+				     : hs_error_set(err, -E2BIG, "invalid",
+						    "too many host functions for one VM");
+		}
+		NicRun *run = &net->nics[net->n++];
+		memset(run, 0, sizeof(*run));
+		snprintf(run->id, sizeof(run->id), "%s", nic->id);
+		snprintf(run->vf, sizeof(run->vf), "%s", vf.address);
+		run->queues = 1;
+		if (n_taken < ARRAY_SIZE(taken))
+			snprintf(taken[n_taken++], sizeof(taken[0]), "%s", vf.address);
+		QemuHostFn *f = &out[(*ret_n)++];
+		memset(f, 0, sizeof(*f));
+		snprintf(f->addr, sizeof(f->addr), "%s", vf.address);
+		f->dev = (unsigned)vm->spec.n_hostdevs + k++;
+		f->primary = true;
+		f->nic = true;
+		f->nic_index = (unsigned)i;
+		log_info("vm %s: NIC %s gets VF %u of %s (%s)", vm->spec.name, nic->id, vf.index,
+			 n->ifname, vf.address);
+	}
+	return 0;
+}
+
+int network_vm_vfs_configure(Vm *vm, HsError *err)
+{
+	Hsd *h = vm->hsd;
+	_cleanup_close_ int root = sriov_root(h);
+	for (size_t i = 0; vm->net && i < vm->net->n; i++) {
+		NicRun *run = &vm->net->nics[i];
+		size_t idx;
+		const VmNic *nic = run->vf[0] ? spec_nic_const(&vm->spec, run->id, &idx) : NULL;
+		char pf[IFNAMSIZ];
+		unsigned index;
+		if (!nic)
+			continue;
+		if (root < 0 || sriov_vf_of(root, run->vf, pf, &index) < 0)
+			return hs_error_set(err, -ENODEV, "device-missing",
+					    "NIC %s: VF %s is no longer a virtual function", nic->id,
+					    run->vf);
+		/* The guest's MAC and VLAN are the PF's to enforce: the
+		 * guest cannot change them from inside. */
+		int r = nl_vf_set(pf, index, nic->mac, (int)nic->vlan, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* ---- /v1/networks ---- */
 
 static json_t *network_state_json(Hsd *h, const Network *n)
@@ -731,8 +843,7 @@ static void networks_create(Hsd *h, HttpRequest *req)
 				 "interface '%s' does not exist on this host", tmp.ifname);
 	} else if (tmp.type == NET_SRIOV) {
 		SriovPf pf = {0};
-		_cleanup_close_ int root = open(h->vfio_root ? h->vfio_root : "/",
-						 O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		_cleanup_close_ int root = sriov_root(h);
 		r = sriov_pf_read(root, tmp.ifname, &pf, &err);
 		if (r == -EOPNOTSUPP)
 			err.code = -EBUSY; /* 409 */
@@ -861,11 +972,6 @@ static json_t *pf_json(Hsd *h, const SriovPf *pf)
 	}
 	return json_pack("{s:s, s:s, s:i, s:i, s:o}", "name", pf->name, "address", pf->address,
 			 "totalvfs", (int)pf->totalvfs, "numvfs", (int)pf->numvfs, "vfs", vfs);
-}
-
-static int sriov_root(Hsd *h)
-{
-	return open(h->vfio_root ? h->vfio_root : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
 void api_sriov(Hsd *h, HttpRequest *req, const char *rest)

@@ -1181,35 +1181,23 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 			r = hs_error_set(err, -EINVAL, INVALID, "nics: at most %d", VM_MAX_NICS);
 			goto fail;
 		}
-		/* Given ids first, so that generated ones go around them. */
-		char ids[VM_MAX_NICS][VM_NIC_ID_MAX + 1] = {{0}};
-		size_t n_ids = 0;
-		for (size_t i = 0; i < json_array_size(nics); i++) {
-			const char *id = json_string_value(
-				json_object_get(json_array_get(nics, i), "id"));
-			if (id && strlen(id) <= VM_NIC_ID_MAX)
-				snprintf(ids[n_ids++], sizeof(ids[0]), "%s", id);
-		}
+		/* Generated ids go around the given ones; a given id clashes
+		 * with those given before it. */
 		for (size_t i = 0; i < json_array_size(nics); i++) {
 			char where[32];
 			snprintf(where, sizeof(where), "nics[%zu]", i);
 			json_t *nj = json_array_get(nics, i);
 			bool has_id = json_is_string(json_object_get(nj, "id"));
-			/* Its own given id is not "used" for itself. */
 			char others[VM_MAX_NICS][VM_NIC_ID_MAX + 1];
 			size_t n_others = 0;
-			bool self_seen = false;
-			const char *own = has_id ? json_string_value(json_object_get(nj, "id")) : NULL;
-			for (size_t k = 0; k < n_ids; k++) {
-				if (own && !self_seen && !strcmp(ids[k], own)) {
-					self_seen = true;
-					continue;
-				}
-				memcpy(others[n_others++], ids[k], sizeof(ids[0]));
-			}
 			for (size_t k = 0; k < i; k++)
-				if (!json_is_string(json_object_get(json_array_get(nics, k), "id")))
-					memcpy(others[n_others++], s.nics[k].id, sizeof(ids[0]));
+				memcpy(others[n_others++], s.nics[k].id, sizeof(others[0]));
+			for (size_t k = i + 1; !has_id && k < json_array_size(nics); k++) {
+				const char *id = json_string_value(
+					json_object_get(json_array_get(nics, k), "id"));
+				if (id && strlen(id) <= VM_NIC_ID_MAX)
+					snprintf(others[n_others++], sizeof(others[0]), "%s", id);
+			}
 			s.n_nics = i + 1;
 			r = vm_nic_from_json(nj, where, others, n_others, &s.nics[i], err);
 			if (r < 0)

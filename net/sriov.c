@@ -272,3 +272,39 @@ int sriov_vf_of(int rootfd, const char *address, char pf[IFNAMSIZ], unsigned *re
 		*ret_index = s.index;
 	return 0;
 }
+
+/* 0: free for a VM, no host user (no driver, or vfio-pci); 1: a host
+ * driver holds it; 2: taken. */
+static int vf_rank(const SriovVf *vf, const char (*taken)[16], size_t n_taken)
+{
+	for (size_t i = 0; i < n_taken; i++)
+		if (!strcmp(taken[i], vf->address))
+			return 2;
+	return vf->driver[0] && strcmp(vf->driver, "vfio-pci") ? 1 : 0;
+}
+
+int sriov_vf_pick(int rootfd, const char *pf, const char (*taken)[16], size_t n_taken,
+		  SriovVf *ret, HsError *err)
+{
+	SriovPf p = {0};
+	int r = sriov_pf_read(rootfd, pf, &p, err);
+	if (r < 0)
+		return r;
+	int best = -1, best_rank = 2;
+	for (size_t i = 0; i < p.n_vfs; i++) {
+		int rank = vf_rank(&p.vfs[i], taken, n_taken);
+		if (rank < best_rank) {
+			best = (int)i;
+			best_rank = rank;
+		}
+	}
+	if (best >= 0)
+		*ret = p.vfs[best];
+	else
+		r = hs_error_set(err, -EBUSY, "no-free-vf",
+				 "%s has no free virtual function (%u of %u enabled, all given to "
+				 "VMs): more with hsctl sriov set %s --numvfs N",
+				 pf, p.numvfs, p.totalvfs, pf);
+	sriov_pf_clear(&p);
+	return r < 0 ? r : 0;
+}

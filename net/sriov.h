@@ -38,6 +38,13 @@ void sriov_list_free(SriovPf *pfs, size_t n);
  * sriov_totalvfs. */
 int sriov_set_numvfs(int rootfd, const char *ifname, unsigned n, HsError *err);
 
+/* A VF of `pf` for a VM: one not in taken[] (addresses of VFs other VMs
+ * have), preferring one no host driver holds (none, or vfio-pci) over one
+ * bound to the VF's host driver. -EBUSY (kind "no-free-vf") when every VF
+ * is taken (or none is enabled). */
+int sriov_vf_pick(int rootfd, const char *pf, const char (*taken)[16], size_t n_taken,
+		  SriovVf *ret, HsError *err);
+
 /* The PF interface and VF index of a PCI address, if it is a VF of a PF
  * under sys/class/net (its physfn link). -ENOENT when it is not. */
 int sriov_vf_of(int rootfd, const char *address, char pf[IFNAMSIZ], unsigned *ret_index);

@@ -526,6 +526,73 @@ static void test_strv_join(void **state)
 	vm_spec_clear(&s);
 }
 
+/* Multi-queue taps with vhost-net, the models, link and a VF NIC. */
+static void test_nics(void **state)
+{
+	VmSpec s;
+	spec_disks_nics(&s);
+	s.cpus = 4;
+	s.nics[0] = (VmNic){.id = "lan", .type = VM_NIC_NETWORK, .network = xstrdup("lan"),
+			    .mac = "52:54:00:00:00:01", .queues = 4};
+	s.nics[1] = (VmNic){.id = "old", .type = VM_NIC_BRIDGE, .bridge = xstrdup("br0"),
+			    .mac = "52:54:00:00:00:02", .model = VM_NIC_E1000};
+	s.nics[2] = (VmNic){.id = "fast", .type = VM_NIC_NETWORK, .network = xstrdup("sr"),
+			    .mac = "52:54:00:00:00:03"};
+	s.n_nics = 3;
+	QemuLaunch l = launch_plain;
+	l.pass_fds = true;
+	l.serial_log_fd = l.kernel_fd = l.initrd_fd = -1;
+	for (size_t i = 0; i < VM_MAX_DISKS; i++)
+		l.disk_fds[i][0] = l.disk_fds[i][1] = -1;
+	l.disk_fds[0][0] = 5;
+	l.disk_fds[1][0] = 6;
+	l.nic_fds[0] = (QemuNicFds){.queues = 4, .vhost = true, .fds = {10, 11, 12, 13},
+				    .vhostfds = {14, 15, 16, 17}};
+	l.nic_fds[1] = (QemuNicFds){.queues = 1, .fds = {18}};
+	l.nic_fds[2] = (QemuNicFds){.vf = true};
+	l.hostfns[0] = (QemuHostFn){.addr = "0000:01:10.1", .dev = 0, .primary = true, .nic = true,
+				    .nic_index = 2};
+	l.n_hostfns = 1;
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-netdev",
+			     "tap,id=hs-lan,fds=10:11:12:13,vhost=on,vhostfds=14:15:16:17") > 0);
+	assert_true(find_opt(v, "-device",
+			     "virtio-net-pci,netdev=hs-lan,id=lan,mac=52:54:00:00:00:01,mq=on,"
+			     "vectors=10") > 0);
+	assert_true(find_opt(v, "-netdev", "tap,id=hs-old,fd=18,vhost=off") > 0);
+	assert_true(find_opt(v, "-device", "e1000,netdev=hs-old,id=old,mac=52:54:00:00:00:02") > 0);
+	/* The VF: no netdev, a root port of its own, vfio-pci named after the NIC. */
+	assert_int_equal(count_arg(v, "-netdev"), 2);
+	assert_true(find_opt(v, "-device",
+			     "pcie-root-port,id=hs-hostport0,chassis=17,bus=pcie.0") > 0);
+	assert_true(find_opt(v, "-device",
+			     "vfio-pci,host=0000:01:10.1,id=fast,bus=hs-hostport0,addr=0.0") > 0);
+	strv_free(v);
+
+	/* Hot-plug arguments: fds by getfd name, the device where it goes. */
+	json_auto_t *nd = qemu_nic_netdev_props(&s.nics[0], &l.nic_fds[0], "p-");
+	json_auto_t *want = json_pack("{s:s, s:s, s:s, s:b, s:s}", "type", "tap", "id", "hs-lan",
+				      "fds", "p-t0:p-t1:p-t2:p-t3", "vhost", 1, "vhostfds",
+				      "p-v0:p-v1:p-v2:p-v3");
+	assert_true(json_equal(nd, want));
+	json_auto_t *one = qemu_nic_netdev_props(&s.nics[1], &l.nic_fds[1], "q-");
+	json_auto_t *want1 = json_pack("{s:s, s:s, s:s, s:b}", "type", "tap", "id", "hs-old", "fd",
+				       "q-t0", "vhost", 0);
+	assert_true(json_equal(one, want1));
+	json_auto_t *dev = qemu_nic_device_props(&s.nics[0], 4, "pci.0", 0x18);
+	json_auto_t *wantd = json_pack("{s:s, s:s, s:s, s:s, s:b, s:i, s:s, s:s}", "driver",
+				       "virtio-net-pci", "id", "lan", "netdev", "hs-lan", "mac",
+				       "52:54:00:00:00:01", "mq", 1, "vectors", 10, "bus", "pci.0",
+				       "addr", "0x18");
+	assert_true(json_equal(dev, wantd));
+	json_auto_t *devq = qemu_nic_device_props(&s.nics[1], 1, "hs-hotport0", -1);
+	assert_null(json_object_get(devq, "addr"));
+	assert_null(json_object_get(devq, "mq"));
+	assert_string_equal(json_string_value(json_object_get(devq, "bus")), "hs-hotport0");
+	vm_spec_clear(&s);
+}
+
 /* With pass_fds QEMU opens no path: every file is a descriptor. */
 static void test_pass_fds(void **state)
 {
@@ -857,6 +924,7 @@ int main(void)
 	    cmocka_unit_test(test_hugepages),
 	    cmocka_unit_test(test_memory_file),
 	    cmocka_unit_test(test_hostdevs),
+	    cmocka_unit_test(test_nics),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -668,6 +668,76 @@ static void test_bad_macs(void **state)
 		   "nics[0].mac");
 }
 
+#define NICS(x) "{\"name\": \"a\", \"kernel\": \"/k\", \"cpus\": 2, \"nics\": [" x "]}"
+
+/* NIC ids, networks, models, queues, vhost, VLAN, link. */
+static void test_nic_fields(void **state)
+{
+	VmSpec s;
+	parse_ok(NICS("{\"network\": \"lan\", \"queues\": 4, \"vlan\": 10, \"vhost\": false,"
+		      " \"link\": \"down\"},"
+		      " {\"id\": \"net0\", \"type\": \"macvtap\", \"network\": \"mv\", \"model\": \"e1000\"},"
+		      " {\"type\": \"vf\", \"network\": \"sr\", \"vlan\": 7}, {}"),
+		 &defs_kvm, &s);
+	assert_int_equal(s.n_nics, 4);
+	/* Generated ids go around the given one. */
+	assert_string_equal(s.nics[0].id, "net1");
+	assert_string_equal(s.nics[1].id, "net0");
+	assert_string_equal(s.nics[2].id, "net2");
+	assert_string_equal(s.nics[3].id, "net3");
+	assert_int_equal(s.nics[0].type, VM_NIC_NETWORK);
+	assert_string_equal(s.nics[0].network, "lan");
+	assert_int_equal(s.nics[0].queues, 4);
+	assert_int_equal(vm_nic_queues(&s.nics[0], s.cpus), 4);
+	assert_int_equal(s.nics[0].vlan, 10);
+	assert_int_equal(s.nics[0].vhost, 0);
+	assert_true(s.nics[0].link_down);
+	assert_int_equal(s.nics[1].type, VM_NIC_MACVTAP);
+	assert_int_equal(s.nics[1].model, VM_NIC_E1000);
+	assert_int_equal(vm_nic_queues(&s.nics[1], s.cpus), 1); /* not virtio */
+	assert_int_equal(s.nics[1].vhost, -1);
+	assert_int_equal(s.nics[2].type, VM_NIC_VF);
+	assert_int_equal(s.nics[3].type, VM_NIC_USER);
+	assert_int_equal(vm_nic_queues(&s.nics[3], s.cpus), 1);
+	/* Round trip: the same spec again, ids and all. */
+	json_auto_t *j = vm_spec_to_json(&s);
+	json_t *n0 = json_array_get(json_object_get(j, "nics"), 0);
+	assert_null(json_object_get(n0, "type")); /* the network's */
+	assert_string_equal(json_string_value(json_object_get(n0, "link")), "down");
+	assert_true(json_is_false(json_object_get(n0, "vhost")));
+	VmSpec again;
+	HsError err = {0};
+	assert_int_equal(vm_spec_from_json(j, &defs_kvm, &again, &err), 0);
+	json_auto_t *j2 = vm_spec_to_json(&again);
+	assert_true(json_equal(j, j2));
+	vm_spec_clear(&again);
+	vm_spec_clear(&s);
+
+	/* Default queues: one per vCPU, at most VM_NIC_MAX_QUEUES. */
+	VmNic n = {.type = VM_NIC_BRIDGE};
+	assert_int_equal(vm_nic_queues(&n, 3), 3);
+	assert_int_equal(vm_nic_queues(&n, 64), VM_NIC_MAX_QUEUES);
+
+	expect_bad(NICS("{\"id\": \"x\"}, {\"id\": \"x\"}"), "nics[1].id");
+	expect_bad(NICS("{\"id\": \"Net0\"}"), "nics[0].id");
+	expect_bad(NICS("{\"id\": \"abcdefghijklmnop\"}"), "nics[0].id");
+	expect_bad(NICS("{\"model\": \"ne2k\"}"), "nics[0].model");
+	expect_bad(NICS("{\"network\": \"lan\", \"queues\": 9}"), "nics[0].queues");
+	expect_bad(NICS("{\"queues\": 2}"), "nics[0].queues"); /* user networking */
+	expect_bad(NICS("{\"network\": \"lan\", \"model\": \"e1000\", \"queues\": 2}"),
+		   "nics[0].queues");
+	expect_bad(NICS("{\"network\": \"lan\", \"vlan\": 4095}"), "nics[0].vlan");
+	expect_bad(NICS("{\"vlan\": 5}"), "nics[0].vlan");
+	expect_bad(NICS("{\"type\": \"macvtap\", \"network\": \"mv\", \"vlan\": 5}"), "nics[0].vlan");
+	expect_bad(NICS("{\"type\": \"vf\"}"), "nics[0].network");
+	expect_bad(NICS("{\"type\": \"user\", \"network\": \"lan\"}"), "nics[0].type");
+	expect_bad(NICS("{\"type\": \"network\", \"network\": \"lan\"}"), "nics[0].type");
+	expect_bad(NICS("{\"network\": \"Lan!\"}"), "nics[0].network");
+	expect_bad(NICS("{\"network\": \"lan\", \"bridge\": \"br0\"}"), "nics[0].bridge");
+	expect_bad(NICS("{\"network\": \"lan\", \"vhost\": 1}"), "nics[0].vhost");
+	expect_bad(NICS("{\"network\": \"lan\", \"link\": \"off\"}"), "nics[0].link");
+}
+
 static void test_duplicate_macs(void **state)
 {
 	expect_bad_with("{\"name\": \"a\", \"kernel\": \"/k\", \"nics\": ["
@@ -1167,6 +1237,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_nics),
 	    cmocka_unit_test(test_bad_macs),
 	    cmocka_unit_test(test_duplicate_macs),
+	    cmocka_unit_test(test_nic_fields),
 	    cmocka_unit_test_setup_teardown(test_check_files, files_setup, files_teardown),
 	    cmocka_unit_test_setup_teardown(test_check_files_unreadable, files_setup,
 					    files_teardown),

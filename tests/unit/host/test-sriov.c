@@ -233,6 +233,33 @@ static void test_set_numvfs_through_zero(void **state)
 	assert_string_equal(numvfs_writes, "0;1;");
 }
 
+static void test_vf_pick(void **state)
+{
+	_cleanup_close_ int rootfd = fake_open(*state);
+	SriovVf vf;
+	HsError err = {0};
+	/* Free ones no host driver holds first (vfio-pci or none), in order. */
+	assert_int_equal(sriov_vf_pick(rootfd, "eth1", NULL, 0, &vf, &err), 0);
+	assert_string_equal(vf.address, "0000:01:10.1");
+	const char taken1[][16] = {"0000:01:10.1"};
+	assert_int_equal(sriov_vf_pick(rootfd, "eth1", taken1, 1, &vf, &err), 0);
+	assert_string_equal(vf.address, "0000:01:10.2");
+	assert_int_equal(vf.index, 2);
+	/* Then one the host's VF driver has (iavf here). */
+	const char taken2[][16] = {"0000:01:10.2", "0000:01:10.1"};
+	assert_int_equal(sriov_vf_pick(rootfd, "eth1", taken2, 2, &vf, &err), 0);
+	assert_string_equal(vf.address, "0000:01:10.0");
+	assert_string_equal(vf.driver, "iavf");
+	/* All taken; none enabled; no such PF. */
+	const char taken3[][16] = {"0000:01:10.2", "0000:01:10.0", "0000:01:10.1"};
+	assert_error(sriov_vf_pick(rootfd, "eth1", taken3, 3, &vf, &err), &err, -EBUSY,
+		     "no-free-vf", "eth1 has no free virtual function");
+	assert_error(sriov_vf_pick(rootfd, "eth2", NULL, 0, &vf, &err), &err, -EBUSY,
+		     "no-free-vf", "0 of 8 enabled");
+	assert_error(sriov_vf_pick(rootfd, "eth9", NULL, 0, &vf, &err), &err, -ENODEV,
+		     "not-found", "eth9");
+}
+
 static void test_vf_of(void **state)
 {
 	_cleanup_close_ int rootfd = fake_open(*state);
@@ -263,6 +290,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_numvfs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_numvfs_through_zero, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vf_pick, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vf_of, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
