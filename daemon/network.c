@@ -1013,7 +1013,9 @@ void api_sriov(Hsd *h, HttpRequest *req, const char *rest)
 	int r = sriov_pf_read(root, rest, &pf, &err);
 	if (r < 0) {
 		if (r == -ENODEV)
-			err.code = -ENOENT;
+			err.code = -ENOENT; /* 404 */
+		else if (r == -EOPNOTSUPP)
+			err.code = -EBUSY; /* 409: not this interface's */
 		http_reply_hserror(req, &err);
 		return;
 	}
