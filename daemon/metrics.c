@@ -53,13 +53,16 @@ static void on_cpus(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 	}
 }
 
-/* After an hsd restart the taps' names are not known: QEMU's descriptors
- * tell them (fdinfo of a tun fd has "iff: NAME"), in NIC order. */
+/* A QEMU an older hsd started has no nics.json (network.c) telling its
+ * taps' names: QEMU's descriptors tell them (fdinfo of a tun fd has "iff:
+ * NAME"), in NIC order, a multi-queue tap's several times in a row. */
 static void find_taps(Hsd *h, Vm *vm)
 {
 	bool want = false;
 	for (size_t i = 0; i < vm->spec.n_nics; i++)
-		want |= vm->spec.nics[i].type == VM_NIC_BRIDGE && !vm->tap_names[i][0];
+		want |= (vm->spec.nics[i].type == VM_NIC_BRIDGE ||
+			 vm->spec.nics[i].type == VM_NIC_NETWORK) &&
+			!vm->tap_names[i][0];
 	if (!want)
 		return;
 	char path[64];
@@ -98,9 +101,13 @@ static void find_taps(Hsd *h, Vm *vm)
 				memcpy(names[b], tn, 16);
 			}
 	size_t k = 0;
-	for (size_t i = 0; i < vm->spec.n_nics && k < n; i++)
-		if (vm->spec.nics[i].type == VM_NIC_BRIDGE)
-			snprintf(vm->tap_names[i], sizeof(vm->tap_names[i]), "%s", names[k++]);
+	for (size_t i = 0; i < vm->spec.n_nics && k < n; i++) {
+		if (vm->spec.nics[i].type != VM_NIC_BRIDGE && vm->spec.nics[i].type != VM_NIC_NETWORK)
+			continue;
+		snprintf(vm->tap_names[i], sizeof(vm->tap_names[i]), "%s", names[k]);
+		while (k < n && !strcmp(names[k], vm->tap_names[i]))
+			k++; /* its other queues */
+	}
 }
 
 static void collect(Hsd *h)
@@ -288,8 +295,8 @@ static void net_series(Hsd *h, FILE *f, const char *metric, const char *stat)
 			snprintf(path, sizeof(path), "sys/class/net/%s/statistics/%s",
 				 vm->tap_names[i], stat);
 			if (read_u64_at(h->host.rootfd, path, &v) == 0)
-				fprintf(f, "%s{vm=\"%s\",nic=\"net%zu\"} %" PRIu64 "\n", metric,
-					vm->spec.name, i, v);
+				fprintf(f, "%s{vm=\"%s\",nic=\"%s\"} %" PRIu64 "\n", metric,
+					vm->spec.name, vm->spec.nics[i].id, v);
 		}
 	}
 }
