@@ -84,9 +84,8 @@ static json_t *parse_vlan(const char *opt, const char *s, bool allow_none)
 	return json_integer((json_int_t)v);
 }
 
-/* The most queues hsctl takes; hsd has its own limit (the contract fixes
- * only the default: the vCPUs, at most 8). */
-#define NIC_MAX_QUEUES 1024
+/* The most queues a NIC may have (hsd's VM_NIC_MAX_QUEUES). */
+#define NIC_MAX_QUEUES 8
 
 /* One NIC field from text into nic: key as in --nic (vlan, mac, queues,
  * model, vhost); opt names it in errors. */
@@ -247,6 +246,9 @@ void ctl_print_nic(json_t *nic, json_t *states, size_t idx)
 	printf("%-13s%s\n", label, line);
 }
 
+/* A NIC of GET /v1/vms/NAME/nics: while the VM is active, QUEUES and
+ * VHOST are what the NIC has (queues_active, vhost_active), else what its
+ * spec asks for ("-": the default). */
 static void print_nics(json_t *j)
 {
 	size_t i;
@@ -255,9 +257,15 @@ static void print_nics(json_t *j)
 	       "MODEL", "QUEUES", "VLAN", "LINK", "INTERFACE", "VHOST", "STATE");
 	json_array_foreach (json_object_get(j, "nics"), i, n) {
 		char where[64], q[16] = "-", vlan[16] = "-";
+		json_t *queues = json_object_get(n, "queues_active");
+		json_t *vhost = json_object_get(n, "vhost_active");
 		fmt_nic_where(n, where, sizeof(where));
-		if (json_integer_value(json_object_get(n, "queues")) > 0)
-			snprintf(q, sizeof(q), "%lld", json_integer_value(json_object_get(n, "queues")));
+		if (!queues)
+			queues = json_object_get(n, "queues");
+		if (!vhost)
+			vhost = json_object_get(n, "vhost");
+		if (json_integer_value(queues) > 0)
+			snprintf(q, sizeof(q), "%lld", json_integer_value(queues));
 		if (json_integer_value(json_object_get(n, "vlan")) > 0)
 			snprintf(vlan, sizeof(vlan), "%lld",
 				 json_integer_value(json_object_get(n, "vlan")));
@@ -266,8 +274,7 @@ static void print_nics(json_t *j)
 		       json_string_value(json_object_get(n, "mac")) ?: "-",
 		       json_string_value(json_object_get(n, "model")) ?: "-", q, vlan,
 		       json_string_value(json_object_get(n, "link")) ?: "up",
-		       json_string_value(json_object_get(n, "interface")) ?: "-",
-		       fmt_bool(json_object_get(n, "vhost")),
+		       json_string_value(json_object_get(n, "interface")) ?: "-", fmt_bool(vhost),
 		       json_string_value(json_object_get(n, "state")) ?: "-");
 	}
 }
@@ -345,10 +352,6 @@ static void print_network(json_t *n)
 		}
 	} else {
 		printf("Ports:       none\n");
-	}
-	if (json_object_get(n, "vfs")) {
-		printf("VFs:%s\n", json_array_size(json_object_get(n, "vfs")) ? "" : "         none");
-		print_vfs(json_object_get(n, "vfs"), "  ");
 	}
 }
 
@@ -468,8 +471,8 @@ static int network_create(Ctl *ctl, int argc, char **argv)
 	return r;
 }
 
-/* DELETE path (204, or 202 when hsd waits for a guest); prints done or
- * pending. */
+/* DELETE path (200 done, or 202 when hsd waits for a guest); prints done
+ * or pending, or with --json hsd's answer. */
 static int delete(Ctl *ctl, const char *path, const char *done, const char *pending)
 {
 	json_auto_t *j = NULL;
@@ -565,8 +568,9 @@ int cmd_sriov(Ctl *ctl, int argc, char **argv)
 	return r;
 }
 
-/* "web1: net1 added (network:lan, 52:54:00:ab:cd:ef, interface hstap3)" and
- * the like: what hsd answered for a NIC. */
+/* "web1: net1 added (network:lan, 52:54:00:ab:cd:ef, interface hstap3)
+ * (live)" and the like: what hsd answered for a NIC. It has a "state" when
+ * the VM is active (the change is live), none when it is stopped. */
 static void print_nic_result(const char *vm, json_t *nic, const char *what)
 {
 	char line[512];
@@ -585,7 +589,8 @@ static void print_nic_result(const char *vm, json_t *nic, const char *what)
 	if (ifname)
 		ctl_append(line, sizeof(line), "interface %s", ifname);
 	printf("%s: %s %s (%s) (%s)\n", vm, json_string_value(json_object_get(nic, "id")) ?: "?",
-	       what, line, ifname ? "live" : "stored; used at the next start");
+	       what, line,
+	       json_object_get(nic, "state") ? "live" : "stored; used at the next start");
 }
 
 static int nic_add(Ctl *ctl, int argc, char **argv)

@@ -5,7 +5,8 @@
 # pid.
 #
 # Sets top, build, HSD, HSCTL, passed and failed; make_tmp sets tmp,
-# start_hsd sets sock and hsd_pid.
+# start_hsd sets sock and hsd_pid, run (hsctl on that socket) out, err and
+# rc.
 # shellcheck shell=bash
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -46,12 +47,14 @@ cleanup_tmp() {
 	rm -rf "$tmp"
 }
 
-# start_hsd ALLOWED_DIR: hsd with its state and run dirs in $tmp (its log
-# $tmp/hsd.log, its socket $sock), files allowed under ALLOWED_DIR. Waits
-# (15 s at most) until it answers; fails if it does not.
+# start_hsd ALLOWED_DIR [HSD-ARGS...]: hsd with its state and run dirs in
+# $tmp (its log $tmp/hsd.log, its socket $sock), files allowed under
+# ALLOWED_DIR, and any further arguments. Waits (15 s at most) until it
+# answers; fails if it does not.
 start_hsd() {
 	sock=$tmp/run/hsd.sock
-	"$HSD" --state-dir "$tmp/state" --run-dir "$tmp/run" --allowed-dir "$1" >"$tmp/hsd.log" 2>&1 &
+	"$HSD" --state-dir "$tmp/state" --run-dir "$tmp/run" --allowed-dir "$1" "${@:2}" \
+		>"$tmp/hsd.log" 2>&1 &
 	hsd_pid=$!
 	for _ in $(seq 150); do
 		"$HSCTL" --socket "$sock" list >/dev/null 2>&1 && break
@@ -59,4 +62,11 @@ start_hsd() {
 		sleep 0.1
 	done
 	"$HSCTL" --socket "$sock" list >/dev/null 2>&1
+}
+
+# run ARGS...: hsctl with the socket of start_hsd; sets $out, $err and $rc.
+run() {
+	out=$("$HSCTL" --socket "$sock" "$@" 2>"$tmp/err")
+	rc=$?
+	err=$(cat "$tmp/err")
 }

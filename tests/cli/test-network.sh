@@ -4,8 +4,11 @@
 # `hsctl create --nic network:...` without hsd: hsctl is pointed at a socket
 # where nothing listens, so a command line it accepts ends with exit status 3
 # (cannot reach hsd) and a usage error with 2 and a message naming the
-# mistake, before anything is sent. What hsd answers is for the daemon's
-# tests (the contract: docs/networking-spec.md).
+# mistake, before anything is sent. Then against a real hsd (killed by its
+# pid at the end) whose --sysfs-root is a fake tree with one bridge, on a
+# VM that is never started (no QEMU runs, no interface is made): a network
+# on that bridge, NICs added, changed and removed (200), what hsctl prints
+# for each, and the errors hsd answers (exit 1).
 #
 # Usage: tests/cli/test-network.sh   (HS_BUILD_DIR: build dir, default build/)
 # Exit: 0 all passed, 1 a check failed, 77 skipped (hsctl not built).
@@ -139,6 +142,85 @@ expect_rc "create --nic network: without a name" 2 \
 	--nic network:
 expect_rc "create --nic frob" 2 "'frob' is not user, none, bridge:BR or network:NET" create v1 \
 	--kernel /etc/hostname --nic frob
+
+# Against a real hsd. Its --sysfs-root has a bridge (sys/class/net/BR/bridge,
+# VLAN filtering off), the CPU list and meminfo it reads.
+root=$tmp/sysroot
+mkdir -p "$root/sys/class/net/hs-test-br0/bridge" "$root/sys/devices/system/cpu" "$root/proc"
+echo 0 >"$root/sys/class/net/hs-test-br0/bridge/vlan_filtering"
+echo 0-1 >"$root/sys/devices/system/cpu/online"
+printf 'MemTotal:       8388608 kB\nMemFree:        4194304 kB\nMemAvailable:   4194304 kB\n' \
+	>"$root/proc/meminfo"
+hsd_args=(--sysfs-root "$root")
+((EUID == 0)) && hsd_args+=(--qemu-user root) # no hsd-qemu user made for a VM never started
+if [[ ! -x $HSD ]]; then
+	echo "SKIP: the part against a real hsd ($HSD is not built)"
+elif ! start_hsd "$tmp" "${hsd_args[@]}"; then
+	not_ok "hsd starts" "$(tail -5 "$tmp/hsd.log")"
+else
+	ok "hsd starts"
+	# live DESCRIPTION RC STDOUT-PATTERN STDERR-PATTERN ARGS...: exit RC,
+	# standard output and error matching the extended regular expressions
+	# (each if not empty).
+	live() {
+		local desc=$1 want=$2 opat=$3 epat=$4
+		shift 4
+		run "$@"
+		if [[ $rc -eq $want ]] && { [[ -z $opat ]] || grep -qE -- "$opat" <<<"$out"; } &&
+			{ [[ -z $epat ]] || grep -qE -- "$epat" <<<"$err"; }; then
+			ok "$desc"
+		else
+			not_ok "$desc" "hsctl $*" "exit $rc (want $want)" "stdout: $out" "stderr: $err"
+		fi
+	}
+	echo kernel >"$tmp/vmlinuz"
+	live "hsd: create --nic network:NET of no network: unknown-network" 1 '' \
+		"no network named 'lan'.*unknown-network \(HTTP 404\)" \
+		create v1 --kernel "$tmp/vmlinuz" --accel tcg --nic network:lan
+	live "hsd: network create --bridge BR" 0 \
+		'^created network lan \(bridge hs-test-br0, VLAN filtering off\)$' '' \
+		network create lan --bridge hs-test-br0
+	live "hsd: network create on a bridge the host lacks: unknown-bridge" 1 '' \
+		'unknown-bridge \(HTTP 404\)' network create lan2 --bridge hs-no-br0
+	live "hsd: network create NAME taken: exists" 1 '' 'exists \(HTTP 409\)' \
+		network create lan --bridge hs-test-br0
+	live "hsd: network create --macvtap on an interface the host lacks: unknown-interface" 1 '' \
+		'unknown-interface \(HTTP 404\)' network create direct --macvtap hs-no-eth0
+	live "hsd: network show: present, no ports, no VFs" 0 \
+		'^Present: +yes$' '' network show lan
+	[[ $out != *VFs* && $out == *"Ports:       none"* ]] && ok "hsd: network show has no VFs line" ||
+		not_ok "hsd: network show has no VFs line" "$out"
+	live "hsd: network list" 0 '^lan +bridge +bridge hs-test-br0, VLAN filtering off$' '' \
+		network list
+	live "hsd: create --nic network:NET,vlan=V" 0 '' '' \
+		create v1 --kernel "$tmp/vmlinuz" --accel tcg --nic network:lan,vlan=10
+	live "hsd: nic add to a stopped VM: stored, net1" 0 \
+		'^v1: net1 added \(network:lan, 52:54:00(:[0-9a-f]{2}){3}, no vlan, link up\) \(stored; used at the next start\)$' \
+		'' nic add v1 --network lan --queues 2
+	live "hsd: nic add --queues 9: usage" 2 '' "--queues: '9'" nic add v1 --network lan --queues 9
+	live "hsd: nic add on no network: unknown-network" 1 '' 'unknown-network \(HTTP 404\)' \
+		nic add v1 --network nope
+	live "hsd: nic set --vlan on a stopped VM: stored" 0 \
+		'^v1: net1 changed \(network:lan, .*, vlan 20, link up\) \(stored; used at the next start\)$' \
+		'' nic set v1 net1 --vlan 20
+	live "hsd: nic list" 0 '^net1 +network:lan +52:54:00(:[0-9a-f]{2}){3} +virtio +2 +20 up +- +- +-$' \
+		'' nic list v1
+	live "hsd: info has the NIC lines" 0 '^NIC net0: +network:lan, 52:54:00(:[0-9a-f]{2}){3}, virtio, vlan 10, link up$' \
+		'' info v1
+	live "hsd: network delete while a VM uses it: in-use" 1 '' 'v1.*in-use \(HTTP 409\)' \
+		network delete lan
+	live "hsd: nic del on a stopped VM: done (200)" 0 '^v1: net1 removed$' '' nic del v1 net1
+	live "hsd: nic del --json: hsd's answer" 0 '"state": "detached"' '' --json nic del v1 net0
+	live "hsd: nic del of a NIC that is gone: not-found" 1 '' 'not-found \(HTTP 404\)' \
+		nic del v1 net1
+	live "hsd: network delete: done (200)" 0 '^deleted network lan$' '' network delete lan
+	live "hsd: network show of a deleted network: not-found" 1 '' 'not-found \(HTTP 404\)' \
+		network show lan
+	live "hsd: sriov list on a host without SR-IOV" 0 '^no SR-IOV physical functions on this host$' \
+		'' sriov list
+	live "hsd: sriov set of an interface the host lacks: not-found" 1 '' 'not-found \(HTTP 404\)' \
+		sriov set hs-no-pf0 --numvfs 1
+fi
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -31,13 +31,6 @@ if ! start_hsd "$tmp"; then
 fi
 ok "hsd starts"
 
-# run ARGS...: hsctl with the test socket; sets $out, $err and $rc.
-run() {
-	out=$("$HSCTL" --socket "$sock" "$@" 2>"$tmp/err")
-	rc=$?
-	err=$(cat "$tmp/err")
-}
-
 # expect_rc DESCRIPTION RC STDERR-PATTERN ARGS...: exit status RC, and
 # standard error matching the extended regular expression (if not empty).
 expect_rc() {
