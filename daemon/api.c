@@ -741,6 +741,14 @@ void api_handle(HttpRequest *req, void *userdata)
 				api_vm_nics(h, vm, req, slash[5] ? slash + strlen("/nics/") : NULL);
 			return;
 		}
+		if (slash && !strcmp(slash, "/console-tickets")) {
+			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
+			if (!vm)
+				http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
+			else
+				api_vm_console_tickets(h, vm, req);
+			return;
+		}
 		if (slash && (!strcmp(slash, "/hostdevs") || hs_str_has_prefix(slash, "/hostdevs/"))) {
 			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
 			if (!vm)
