@@ -416,6 +416,13 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 			handle_console(h, vm, req);
 		return;
 	}
+	if (!strcmp(action, "console-tickets")) {
+		if (strcmp(m, "POST"))
+			method_not_allowed(req, "POST");
+		else
+			api_vm_console_tickets(h, vm, req);
+		return;
+	}
 	if (!strcmp(action, "migrate")) {
 		if (strcmp(m, "POST"))
 			method_not_allowed(req, "POST");
@@ -739,14 +746,6 @@ void api_handle(HttpRequest *req, void *userdata)
 				http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
 			else
 				api_vm_nics(h, vm, req, slash[5] ? slash + strlen("/nics/") : NULL);
-			return;
-		}
-		if (slash && !strcmp(slash, "/console-tickets")) {
-			Vm *vm = vm_name_is_valid(name) ? vm_find(h, name) : NULL;
-			if (!vm)
-				http_reply_error(req, 404, "not-found", "no VM named '%s'", name);
-			else
-				api_vm_console_tickets(h, vm, req);
 			return;
 		}
 		if (slash && (!strcmp(slash, "/hostdevs") || hs_str_has_prefix(slash, "/hostdevs/"))) {

@@ -424,7 +424,7 @@ void spice_vm_qmp_ready(Vm *vm);
 void spice_vm_release(Vm *vm);
 /* GET /v1/vms/NAME's "spice"; NULL when none. */
 json_t *spice_vm_json(Vm *vm);
-/* POST /v1/vms/NAME/console-tickets. */
+/* POST /v1/vms/NAME/console-tickets (the method checked by the caller). */
 void api_vm_console_tickets(Hsd *h, Vm *vm, HttpRequest *req);
 
 /* api.c */

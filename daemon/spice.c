@@ -294,10 +294,6 @@ static int spice_password(char *buf, size_t size)
 void api_vm_console_tickets(Hsd *h, Vm *vm, HttpRequest *req)
 {
 	static const char *const keys[] = {"kind", "ttl", NULL};
-	if (strcmp(http_request_method(req), "POST")) {
-		method_not_allowed(req, "POST");
-		return;
-	}
 	json_auto_t *j = body_json(req, true);
 	if (!j || !body_keys_ok(req, j, keys))
 		return;
