@@ -55,17 +55,87 @@ static void matcher_feed(Matcher *m, const char *buf, size_t len)
 }
 
 
+/* --spice: what a native SPICE client needs. The VM's UNIX socket when it
+ * has no TCP listener; on TCP a console ticket's one-time password, valid
+ * ttl seconds. --viewer: remote-viewer is run with it (the URI, password
+ * included, is on its command line for that short while). */
+static int console_spice(Ctl *ctl, const char *name, bool viewer, double ttl)
+{
+	_cleanup_free_ char *path = hs_strdup_printf("/v1/vms/%s", name);
+	json_auto_t *vm = NULL;
+	int rc = ctl_call(ctl, "GET", path, NULL, &vm);
+	if (rc != EXIT_OK)
+		return rc;
+	json_t *sp = json_object_get(vm, "spice");
+	json_auto_t *ticket = NULL;
+	_cleanup_free_ char *uri = NULL;
+	if (sp && json_object_get(sp, "port")) {
+		_cleanup_free_ char *tpath = hs_strdup_printf("/v1/vms/%s/console-tickets", name);
+		json_t *body = json_pack("{s:s, s:f}", "kind", "spice", "ttl", ttl);
+		rc = ctl_call(ctl, "POST", tpath, body, &ticket);
+		json_decref(body);
+		if (rc != EXIT_OK)
+			return rc;
+		json_t *ts = json_object_get(ticket, "spice");
+		const char *host = json_string_value(json_object_get(ts, "host"));
+		const char *pw = json_string_value(json_object_get(ts, "password"));
+		json_int_t port = json_integer_value(json_object_get(ts, "port"));
+		if (!host || !pw || !port) {
+			fputs("hsctl: hsd's console ticket has no SPICE address\n", stderr);
+			return EXIT_FAILURE;
+		}
+		bool v6 = strchr(host, ':') != NULL;
+		uri = hs_strdup_printf("spice://%s%s%s:%" JSON_INTEGER_FORMAT "/?password=%s",
+				       v6 ? "[" : "", host, v6 ? "]" : "", port, pw);
+	} else if (sp) {
+		uri = hs_strdup_printf("spice+unix://%s",
+				       json_string_value(json_object_get(sp, "socket")));
+	} else {
+		/* Why there is none, in hsd's words (not-running, no-display). */
+		_cleanup_free_ char *tpath = hs_strdup_printf("/v1/vms/%s/console-tickets", name);
+		json_t *body = json_pack("{s:s}", "kind", "spice");
+		rc = ctl_call(ctl, "POST", tpath, body, &ticket);
+		json_decref(body);
+		if (rc != EXIT_OK)
+			return rc;
+		fprintf(stderr, "hsctl: VM '%s' has no SPICE server\n", name);
+		return EXIT_FAILURE;
+	}
+	if (!uri)
+		return EXIT_FAILURE;
+	if (viewer) {
+		fflush(stdout);
+		char prog[] = "remote-viewer";
+		char *args[] = {prog, uri, NULL};
+		execvp(args[0], args);
+		fprintf(stderr, "hsctl: cannot run remote-viewer (Debian: virt-viewer): %m\n");
+		return EXIT_FAILURE;
+	}
+	if (ctl->json) {
+		json_auto_t *o = json_pack("{s:s}", "uri", uri);
+		if (ticket)
+			json_object_set(o, "expires_at", json_object_get(ticket, "expires_at"));
+		ctl_print_json(o);
+	} else {
+		printf("%s\n", uri);
+	}
+	return EXIT_OK;
+}
+
 int cmd_console(Ctl *ctl, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"wait-for", required_argument, NULL, 'w'},
 		{"timeout", required_argument, NULL, 't'},
 		{"no-replay", no_argument, NULL, 'n'},
+		{"spice", no_argument, NULL, 's'},
+		{"viewer", no_argument, NULL, 'V'},
+		{"ttl", required_argument, NULL, 'T'},
 		{0},
 	};
 	Matcher m = {0};
-	double timeout = 0;
-	bool replay = true;
+	double timeout = 0, ttl = 60;
+	bool replay = true, spice = false, viewer = false, ttl_set = false;
 	int c;
 
 	optind = 0;
@@ -87,19 +157,41 @@ int cmd_console(Ctl *ctl, int argc, char **argv)
 		case 'n':
 			replay = false;
 			break;
+		case 's':
+			spice = true;
+			break;
+		case 'V':
+			viewer = true;
+			break;
+		case 'T': {
+			char *end;
+			ttl = strtod(optarg, &end);
+			if (end == optarg || *end || !(ttl >= 5 && ttl <= 600)) {
+				fputs("hsctl: --ttl: seconds from 5 to 600\n", stderr);
+				return EXIT_USAGE;
+			}
+			ttl_set = true;
+			break;
+		}
 		default:
 			return EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1 || argv[optind][0] == '-' || (m.needle && !m.nlen)) {
+	/* --viewer and --ttl go with --spice; --spice with none of the serial
+	 * console's options. */
+	if (optind != argc - 1 || argv[optind][0] == '-' || (m.needle && !m.nlen) ||
+	    (!spice && (viewer || ttl_set)) || (spice && (m.needle || timeout > 0 || !replay))) {
 		fputs("hsctl: usage: hsctl console NAME [--wait-for TEXT] [--timeout S] "
-		      "[--no-replay]\n",
+		      "[--no-replay]\n"
+		      "       hsctl console NAME --spice [--viewer] [--ttl S]\n",
 		      stderr);
 		return EXIT_USAGE;
 	}
 	const char *name = argv[optind];
 	if (ctl_connect(ctl) < 0)
 		return EXIT_UNREACHABLE;
+	if (spice)
+		return console_spice(ctl, name, viewer, ttl);
 
 	_cleanup_free_ char *path =
 		hs_strdup_printf("/v1/vms/%s/console%s", name, replay ? "" : "?replay=0");

@@ -33,6 +33,7 @@ static void usage(FILE *f)
 	      "              [--numa-node N] [--hugepages 2M|1G] [--cpu-max PCT]\n"
 	      "              [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n"
 	      "              [--hostdev DEVICE]... [--hotplug-ports N]\n"
+	      "              [--display virtio|qxl|none] [--spice-listen ADDR]\n"
 	      "  set NAME [--balloon SIZE] [--balloon-floor SIZE] [--disk N]\n"
 	      "           [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
@@ -54,6 +55,9 @@ static void usage(FILE *f)
 	      "  qmp NAME JSON               QMP passthrough; prints QEMU's reply\n"
 	      "  console NAME [--wait-for TEXT] [--timeout S] [--no-replay]\n"
 	      "                              serial console; Ctrl-] detaches\n"
+	      "  console NAME --spice [--viewer] [--ttl S]\n"
+	      "                              what a SPICE client needs (a URI; on TCP a\n"
+	      "                              one-time password); --viewer runs remote-viewer\n"
 	      "  events [--vm NAME]          stream of state changes and QMP events\n"
 	      "  ksm [--mode auto|off|fixed] [--pages N] [--sleep MS] [--max-cpu F]\n"
 	      "                              KSM state, savings per VM; set the policy\n"
@@ -737,6 +741,8 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"hostdev", required_argument, NULL, 'D'},
 		{"hotplug-ports", required_argument, NULL, 'Q'},
 		{"memory-file", no_argument, NULL, 'R'},
+		{"display", required_argument, NULL, 'Y'},
+		{"spice-listen", required_argument, NULL, 'Z'},
 	};
 	struct option opts[ARRAY_SIZE(base_opts) + CTL_N_RESOURCE_OPTS + 1] = {0};
 	memcpy(opts, base_opts, sizeof(base_opts));
@@ -747,6 +753,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 	json_auto_t *hostdevs = NULL;
 	json_auto_t *cloud_init = json_object();
 	const char *template = NULL, *disk_size = NULL;
+	const char *display = NULL, *spice_listen = NULL;
 	static CtlPins pins = {.max_vcpu = -1};
 	unsigned long long v;
 	int c;
@@ -782,6 +789,16 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		switch (c) {
 		case 'R':
 			json_object_set_new(spec, "memory_file", json_true());
+			break;
+		case 'Y':
+			if (strcmp(optarg, "virtio") && strcmp(optarg, "qxl") && strcmp(optarg, "none")) {
+				fputs("hsctl: --display: virtio, qxl or none\n", stderr);
+				goto usage;
+			}
+			display = optarg;
+			break;
+		case 'Z':
+			spice_listen = optarg;
 			break;
 		case 'm':
 			if (ctl_parse_uint("--memory", optarg, UINT32_MAX, &v) < 0)
@@ -966,6 +983,18 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 	}
 	if (hostdevs)
 		json_object_set(spec, "hostdevs", hostdevs);
+	if (display || spice_listen) {
+		/* --spice-listen alone: a virtio display (or the file's). */
+		json_t *d = json_object_get(spec, "display");
+		if (!json_is_object(d)) {
+			d = json_pack("{s:s}", "type", "virtio");
+			json_object_set_new(spec, "display", d);
+		}
+		if (display)
+			json_object_set_new(d, "type", json_string(display));
+		if (spice_listen)
+			json_object_set_new(d, "listen", json_string(spice_listen));
+	}
 	if (nics)
 		json_object_set(spec, "nics", nics);
 	else if (!json_object_get(spec, "nics"))
@@ -986,7 +1015,7 @@ usage:
 	      "[--network-config FILE] [--ssh-key FILE] [--hostname H] "
 	      "[--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--numa-node N] "
 	      "[--hugepages 2M|1G] [--cpu-max PCT] [--cpu-weight N] [--memory-overhead SIZE] "
-	      "[--pids-max N]\n",
+	      "[--pids-max N] [--display virtio|qxl|none] [--spice-listen ADDR]\n",
 	      stderr);
 	return EXIT_USAGE;
 }

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "hs-util.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -336,4 +339,38 @@ int hs_parse_size(const char *s, uint64_t *ret)
 			return 0;
 		}
 	return -EINVAL;
+}
+
+unsigned hs_tcp_port_free(const char *address, unsigned lo, unsigned hi,
+			  bool (*taken)(unsigned port, void *ud), void *ud)
+{
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} a = {0};
+	socklen_t len;
+	if (inet_pton(AF_INET, address, &a.in.sin_addr) == 1) {
+		a.in.sin_family = AF_INET;
+		len = sizeof(a.in);
+	} else if (inet_pton(AF_INET6, address, &a.in6.sin6_addr) == 1) {
+		a.in6.sin6_family = AF_INET6;
+		len = sizeof(a.in6);
+	} else {
+		return 0;
+	}
+	for (unsigned p = lo; p && p <= hi && p <= 65535; p++) {
+		if (taken && taken(p, ud))
+			continue;
+		_cleanup_close_ int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return 0;
+		if (a.sa.sa_family == AF_INET)
+			a.in.sin_port = htons((uint16_t)p);
+		else
+			a.in6.sin6_port = htons((uint16_t)p);
+		if (bind(fd, &a.sa, len) == 0)
+			return p;
+	}
+	return 0;
 }

@@ -78,6 +78,13 @@ double hs_now(void);
 /* Wall clock, seconds since the epoch. */
 double hs_wall(void);
 
+/* A TCP port from lo..hi that address (a numeric IPv4 or IPv6 address) can
+ * be bound on now, found by binding it (the caller's listener, QEMU's,
+ * binds it a moment later); ports for which taken(port, ud) is true are
+ * passed over (taken may be NULL). 0: none free, or not an address. */
+unsigned hs_tcp_port_free(const char *address, unsigned lo, unsigned hi,
+			  bool (*taken)(unsigned port, void *ud), void *ud);
+
 /* Write `len` bytes to dirfd/name atomically: a temp file in the same
  * directory, fsync, rename over the target, fsync the directory. A crash at
  * any moment leaves either the old or the new content, never a mix. */

@@ -193,7 +193,7 @@ _hsctl()
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
 			argopts+=' --ssh-key --hostname --balloon --balloon-floor --vcpu-pin --emulator-pin'
 			argopts+=' --numa-node --cpu-max --cpu-weight --memory-overhead --pids-max'
-			argopts+=' --hugepages --hostdev --hotplug-ports'
+			argopts+=' --hugepages --hostdev --hotplug-ports --display --spice-listen'
 			flags='--no-mem-merge --memory-file'
 			repeat=' --disk --nic --vcpu-pin --hostdev '
 			;;
@@ -212,8 +212,8 @@ _hsctl()
 			flags='--force'
 			;;
 		console)
-			argopts='--wait-for --timeout'
-			flags='--no-replay'
+			argopts='--wait-for --timeout --ttl'
+			flags='--no-replay --spice --viewer'
 			;;
 		events) argopts='--vm' ;;
 		ksm) argopts='--mode --pages --sleep --max-cpu' ;;
@@ -336,7 +336,10 @@ _hsctl()
 			--storage) cand=(shared copy) ;;
 			--to) files=1 ;; # the destination hsd's socket (or ssh://[user@]host[/socket])
 			--hugepages) cand=(2M 1G) ;;
-			--display) cand=(off on auto) ;;
+			--display)
+				# create: the VM's screen; pci attach: vfio-pci's display
+				if [[ $cmd == create ]]; then cand=(virtio qxl none); else cand=(off on auto); fi
+				;;
 			--rom-file) files=1 ;;
 			--hostdev)
 				local n

@@ -416,6 +416,13 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 			handle_console(h, vm, req);
 		return;
 	}
+	if (!strcmp(action, "console-tickets")) {
+		if (strcmp(m, "POST"))
+			method_not_allowed(req, "POST");
+		else
+			api_vm_console_tickets(h, vm, req);
+		return;
+	}
 	if (!strcmp(action, "migrate")) {
 		if (strcmp(m, "POST"))
 			method_not_allowed(req, "POST");

@@ -338,6 +338,36 @@ json_t *qemu_nic_device_props(const VmNic *n, unsigned queues, const char *bus, 
 	return o;
 }
 
+/* A display: the device, QEMU's SPICE server, a tablet (absolute
+ * pointer: it follows the client's) and the agent's channel. SPICE has no
+ * listener of its own unless on TCP: the UNIX socket is hsd's, which
+ * hands each connection over with add_client (skipauth), so QEMU opens
+ * nothing by path. On TCP, ticketing is on and no password is set: nobody
+ * gets in until hsd sets one (set_password) for a console ticket. */
+static void add_display(Argv *a, const VmSpec *s, const QemuLaunch *l)
+{
+	const VmDisplay *d = &s->display;
+	if (d->type == VM_DISPLAY_NONE)
+		return;
+	if (d->listen[0] && l->spice_port) {
+		_cleanup_free_ char *addr = qemu_escape(d->listen);
+		add2(a, "-spice",
+		     addr ? hs_strdup_printf("port=%u,addr=%s",
+					     l->spice_port, addr)
+			  : NULL);
+	} else {
+		add2(a, "-spice", strdup("disable-ticketing=on"));
+	}
+	add2(a, "-device", strdup(d->type == VM_DISPLAY_QXL ? "qxl-vga,id=hs-video0"
+							    : "virtio-vga,id=hs-video0"));
+	add2(a, "-device", strdup("qemu-xhci,id=hs-usb"));
+	add2(a, "-device", strdup("usb-tablet,id=hs-tablet,bus=hs-usb.0"));
+	add2(a, "-device", strdup("virtio-serial-pci,id=hs-vser"));
+	add2(a, "-chardev", strdup("spicevmc,id=hs-vdagent,name=vdagent"));
+	add2(a, "-device", strdup("virtserialport,bus=hs-vser.0,chardev=hs-vdagent,"
+				  "name=" QEMU_SPICE_AGENT_PORT));
+}
+
 int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 {
 	Argv a = {0};
@@ -570,6 +600,8 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 		     info ? hs_strdup_printf("name=opt/org.hypervisor-scale/clone,string=%s", info)
 			  : NULL);
 	}
+
+	add_display(&a, s, l);
 
 	/* Host PCI devices: on q35 a PCIe root port each (and the spare
 	 * ones hot-plugs take), on pc a slot of the PCI bus each. */

@@ -116,7 +116,14 @@ typedef struct QemuLaunch {
 	int ram_fd;
 	bool ram_private;
 	const char *clone_info;
+	/* A display's SPICE server on TCP (display.listen): the port hsd
+	 * picked; 0: none. Clients of the UNIX socket come through hsd
+	 * (QMP add_client), so QEMU listens on nothing else. */
+	unsigned spice_port;
 } QemuLaunch;
+
+/* The SPICE agent's channel (clipboard, resize). */
+#define QEMU_SPICE_AGENT_PORT "com.redhat.spice.0"
 
 /* fdset ids used with pass_fds. */
 #define QEMU_FDSET_SERIAL_LOG 1

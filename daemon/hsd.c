@@ -19,6 +19,7 @@
 #include "tool.h"
 #include "options.h"
 #include "sandbox.h"
+#include "ticket.h"
 
 int hsd_log_level = 6;
 
@@ -190,6 +191,8 @@ static void usage(FILE *f)
 		   "  --migration-address IP  incoming migrations listen on IP (default: the\n"
 		   "                      address each request names)\n"
 		   "  --migration-ports LO-HI  their TCP ports (default 49152-49215)\n"
+		   "  --spice-ports LO-HI  TCP ports of SPICE servers of VMs whose display has\n"
+		   "                      a listen address (default 5900-5999)\n"
 		   "  --migration-tls-dir DIR  certificates for TLS migrations (QEMU's\n"
 		   "                      tls-creds-x509: ca-cert.pem, server-*.pem, client-*.pem)\n"
 		   "  --memory-dir DIR    guest RAM files of memory_file VMs (default\n"
@@ -226,6 +229,7 @@ static const struct option long_opts[] = {
 	{"migration-address", required_argument, NULL, 'L'},
 	{"migration-ports", required_argument, NULL, 'L'},
 	{"migration-tls-dir", required_argument, NULL, 'L'},
+	{"spice-ports", required_argument, NULL, 'L'},
 	{"memory-dir", required_argument, NULL, 'L'},
 	{"no-seccomp", no_argument, NULL, 'L'},
 	{"verbose", no_argument, NULL, 'v'},
@@ -321,6 +325,8 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 	h->migration_address = o.migration_address ? strdup(o.migration_address) : NULL;
 	h->migration_port_lo = o.migration_port_lo;
 	h->migration_port_hi = o.migration_port_hi;
+	h->spice_port_lo = o.spice_port_lo;
+	h->spice_port_hi = o.spice_port_hi;
 	free(h->migration_tls_dir);
 	h->migration_tls_dir = o.migration_tls_dir ? strdup(o.migration_tls_dir) : NULL;
 	hsd_log_level = o.verbose ? 7 : 6;
@@ -342,7 +348,7 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 	balloon_reload(h, &o);
 	sd_notify_msg("READY=1");
 	log_info("SIGHUP: reloaded %s: timeouts, overcommit, pacing, allowed dirs, KSM mode, "
-		 "migration address and ports, balloon policy, verbosity (paths, socket, users, groups and seccomp need a restart)",
+		 "migration address and ports, SPICE ports, balloon policy, verbosity (paths, socket, users, groups and seccomp need a restart)",
 		 cfg ? cfg : "(no config file)");
 	hsd_options_clear(&o);
 }
@@ -372,6 +378,8 @@ int main(int argc, char **argv)
 	h.migration_address = o.migration_address ? strdup(o.migration_address) : NULL;
 	h.migration_port_lo = o.migration_port_lo;
 	h.migration_port_hi = o.migration_port_hi;
+	h.spice_port_lo = o.spice_port_lo;
+	h.spice_port_hi = o.spice_port_hi;
 	h.migration_tls_dir = o.migration_tls_dir ? strdup(o.migration_tls_dir) : NULL;
 	if (o.verbose)
 		hsd_log_level = 7;
@@ -531,6 +539,11 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	h.tickets = ticket_store_new(NULL, NULL);
+	if (!h.tickets) {
+		log_error("out of memory");
+		return 1;
+	}
 	r = store_load_all(&h.store, load_cb, load_bad, &h);
 	if (r < 0) {
 		log_error("cannot load VMs: %s", strerror(-r));
@@ -618,6 +631,7 @@ int main(int argc, char **argv)
 	balloon_free(&h);
 	metrics_free(&h);
 	vm_free_all(&h);
+	h.tickets = ticket_store_free(h.tickets);
 	tool_free_all(&h);
 	warm_free(&h);
 	storage_free(&h);

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include "hs-util.h"
 #include "http.h"
@@ -121,6 +122,7 @@ struct Vm {
 	Migration *migration;      /* either side of a live migration (migrate.c); NULL: none */
 	struct VmHostdevs *hostdevs; /* host PCI functions (hostdev.c); NULL: none yet */
 	struct VmNet *net;           /* its NICs' host side while active (network.c); NULL: none */
+	struct VmSpice *spice;       /* its SPICE server's way in while active (spice.c); NULL: none */
 	char machine_type[64];     /* the versioned machine QEMU runs ("pc-q35-7.2"); "" unknown */
 	uint64_t disk_bytes[VM_MAX_DISKS]; /* each disk's virtual size, from QEMU; 0 unknown */
 	ev_timer start_timer;
@@ -203,6 +205,10 @@ struct Hsd {
 	char *migration_address;
 	unsigned migration_port_lo, migration_port_hi;
 	char *migration_tls_dir; /* certificates for TLS migrations; NULL: none */
+	/* SPICE on TCP (display.listen): the ports QEMU may take. */
+	unsigned spice_port_lo, spice_port_hi;
+	/* Console tickets (ticket.h), in memory only. */
+	struct TicketStore *tickets;
 	/* PCI passthrough: the hs-vfio tool, the root it works on, and the
 	 * claims directory (<state>/pci: which VM holds which device). */
 	char *vfio_tool, *vfio_root, *pci_claims_dir;
@@ -231,6 +237,11 @@ int vm_define(Hsd *h, VmSpec *spec /* taken */, Vm **ret, HsError *err);
 int vm_load(Hsd *h, VmSpec *spec /* taken */, const VmStatus *status);
 int vm_delete(Vm *vm, HsError *err);
 void vm_free_all(Hsd *h);
+
+/* <run_dir>/vms/<name>/<file>, a UNIX socket's address (-ENAMETOOLONG). */
+int vm_unix_path(Vm *vm, const char *file, struct sockaddr_un *sa, HsError *err);
+/* A listening socket there (any old one replaced); new fd or < 0 (err). */
+int vm_unix_listen(Vm *vm, const char *file, int backlog, HsError *err);
 
 /* Lifecycle calls answer through a callback once done (or failed). */
 typedef void (*VmDoneCb)(Vm *vm, const HsError *err, void *ud);
@@ -398,6 +409,23 @@ int hostdev_hotplug_place(Vm *vm, json_t *reply, char *bus, size_t size, int *sl
 			  HsError *err);
 /* POST /v1/vms/NAME/hostdevs (hot-plug), DELETE .../hostdevs/ADDR. */
 void api_vm_hostdevs(Hsd *h, Vm *vm, HttpRequest *req, const char *addr);
+
+/* spice.c: a display's SPICE server. hsd listens on the VM's spice.sock
+ * and hands each connection to QEMU (getfd + add_client), so QEMU opens
+ * nothing by path; with display.listen QEMU also listens on TCP at a port
+ * of --spice-ports, ticketing on. */
+#define SPICE_SOCK "spice.sock"
+/* A start: the port picked (into l->spice_port) and the socket made. */
+int spice_vm_launch(Vm *vm, QemuLaunch *l, HsError *err);
+/* QMP is up (a start, or a QEMU re-adopted: the socket made again and the
+ * port asked from QEMU): connections are handed over from now on. */
+void spice_vm_qmp_ready(Vm *vm);
+/* QEMU is gone (or never started): the socket removed. */
+void spice_vm_release(Vm *vm);
+/* GET /v1/vms/NAME's "spice"; NULL when none. */
+json_t *spice_vm_json(Vm *vm);
+/* POST /v1/vms/NAME/console-tickets (the method checked by the caller). */
+void api_vm_console_tickets(Hsd *h, Vm *vm, HttpRequest *req);
 
 /* api.c */
 void api_handle(HttpRequest *req, void *userdata);

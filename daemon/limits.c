@@ -149,7 +149,8 @@ static void on_patch_applied(Vm *vm, const HsError *err, void *ud)
 void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 {
 	static const char *const keys[] = {"balloon_mib", "balloon_floor_mib", "disks",
-					   "cpu_pinning", "resources",	 "hotplug_ports", NULL};
+					   "cpu_pinning", "resources",	 "hotplug_ports", "display",
+					   NULL};
 	json_auto_t *j = body_json(req, false);
 	if (!j)
 		return;
@@ -226,6 +227,12 @@ void api_patch_vm(Hsd *h, Vm *vm, HttpRequest *req)
 				goto fail;
 			}
 		}
+	}
+	/* The display: QEMU has the new one from its next start. */
+	json_t *disp = json_object_get(j, "display");
+	if (disp && vm_display_from_json(disp, "display", &c->spec.display, &err) < 0) {
+		http_reply_hserror(req, &err);
+		goto fail;
 	}
 	json_t *pin = json_object_get(j, "cpu_pinning"), *res = json_object_get(j, "resources");
 	/* Spare PCIe ports for hot-plugs: QEMU has them from its next start. */

@@ -1226,40 +1226,18 @@ static void dest_settle(Vm *vm, const char *st)
 	}
 }
 
+static bool port_is_skip(unsigned port, void *ud)
+{
+	return port == *(const unsigned *)ud;
+}
+
 /* A free TCP port of --migration-ports on address (a numeric IP), found
  * by binding it; QEMU binds it a moment later. skip: a port taken already
  * by this search. 0: none free. */
 static unsigned free_port(Hsd *h, const char *address, unsigned skip)
 {
-	union {
-		struct sockaddr sa;
-		struct sockaddr_in in;
-		struct sockaddr_in6 in6;
-	} a = {0};
-	socklen_t len;
-	if (inet_pton(AF_INET, address, &a.in.sin_addr) == 1) {
-		a.in.sin_family = AF_INET;
-		len = sizeof(a.in);
-	} else if (inet_pton(AF_INET6, address, &a.in6.sin6_addr) == 1) {
-		a.in6.sin6_family = AF_INET6;
-		len = sizeof(a.in6);
-	} else {
-		return 0;
-	}
-	for (unsigned p = h->migration_port_lo; p && p <= h->migration_port_hi; p++) {
-		if (p == skip)
-			continue;
-		_cleanup_close_ int fd = socket(a.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return 0;
-		if (a.sa.sa_family == AF_INET)
-			a.in.sin_port = htons((uint16_t)p);
-		else
-			a.in6.sin6_port = htons((uint16_t)p);
-		if (bind(fd, &a.sa, len) == 0)
-			return p;
-	}
-	return 0;
+	return hs_tcp_port_free(address, h->migration_port_lo, h->migration_port_hi, port_is_skip,
+				&skip);
 }
 
 static void on_listening(Vm *vm, const HsError *err);

@@ -18,6 +18,8 @@ void hsd_options_init(HsdOptions *o)
 		/* libvirt's range: firewalls made for it fit */
 		.migration_port_lo = 49152,
 		.migration_port_hi = 49215,
+		.spice_port_lo = 5900,
+		.spice_port_hi = 5999,
 		.balloon_stats_interval = 5,
 	};
 }
@@ -92,6 +94,22 @@ static int set_mib(uint64_t *dst, const char *key, const char *value, HsError *e
 	return 0;
 }
 
+/* "LO-HI" within 1024-65535. */
+static int set_port_range(const char *key, const char *value, unsigned *lo, unsigned *hi,
+			  HsError *err)
+{
+	unsigned l, h;
+	int n = 0;
+	if (!value || sscanf(value, "%u-%u%n", &l, &h, &n) != 2 || value[n] || l < 1024 ||
+	    h > 65535 || l > h)
+		return hs_error_set(err, -EINVAL, "invalid-option",
+				    "%s: '%s' is not a port range LO-HI within 1024-65535", key,
+				    value ? value : "");
+	*lo = l;
+	*hi = h;
+	return 0;
+}
+
 int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *err)
 {
 	if (!strcmp(key, "state-dir"))
@@ -125,19 +143,10 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 		return set_str(&o->memory_dir, key, value, true, err);
 	if (!strcmp(key, "migration-tls-dir"))
 		return set_str(&o->migration_tls_dir, key, value, true, err);
-	if (!strcmp(key, "migration-ports")) {
-		unsigned lo, hi;
-		int n = 0;
-		if (!value || sscanf(value, "%u-%u%n", &lo, &hi, &n) != 2 || value[n] || lo < 1024 ||
-		    hi > 65535 || lo > hi)
-			return hs_error_set(err, -EINVAL, "invalid-option",
-					    "migration-ports: '%s' is not a port range LO-HI "
-					    "within 1024-65535",
-					    value ? value : "");
-		o->migration_port_lo = lo;
-		o->migration_port_hi = hi;
-		return 0;
-	}
+	if (!strcmp(key, "migration-ports"))
+		return set_port_range(key, value, &o->migration_port_lo, &o->migration_port_hi, err);
+	if (!strcmp(key, "spice-ports"))
+		return set_port_range(key, value, &o->spice_port_lo, &o->spice_port_hi, err);
 	if (!strcmp(key, "allowed-dir")) {
 		if (!value || value[0] != '/')
 			return hs_error_set(err, -EINVAL, "invalid-option",
@@ -249,6 +258,7 @@ bool hsd_option_reloadable(const char *key)
 					   "pacing-timeout", "allowed-dir", "ksm-mode",
 					   "verbose",	    "tcg-tb-size", "migration-address",
 					   "migration-ports", "migration-tls-dir", "balloon-policy",
+					   "spice-ports",
 					   "balloon-low",   "balloon-high", NULL};
 	for (size_t i = 0; keys[i]; i++)
 		if (!strcmp(key, keys[i]))

@@ -28,6 +28,9 @@ typedef struct HsdOptions {
 	 * when the request names none, and the TCP ports it may take. */
 	char *migration_address;
 	unsigned migration_port_lo, migration_port_hi;
+	/* TCP ports of SPICE servers of VMs whose display has a listen
+	 * address (one per VM, picked at each start). */
+	unsigned spice_port_lo, spice_port_hi;
 	char *migration_tls_dir; /* QEMU's tls-creds-x509 dir for TLS migrations */
 	char *memory_dir; /* file-backed guest RAM (memory_file VMs); NULL: RUN_DIR/memory */
 	/* The automatic balloon policy: on (auto) or off, its watermarks of

@@ -25,6 +25,8 @@ static const char *const allowed[] = {
 	/* warm templates: a memory_file VM's RAM file goes to the QEMU user
 	 * (RAM is copied by a tool, cp, not by hsd) */
 	"fchown",
+	/* SPICE sockets (spice.c) go to the admin group */
+	"fchownat",
 	/* memory */
 	"mmap", "munmap", "mremap", "mprotect", "brk", "madvise",
 	/* signals, the loop, time */

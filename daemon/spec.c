@@ -4,6 +4,7 @@
 
 #include "numa.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <net/if.h>
@@ -1050,6 +1051,75 @@ static int parse_memory_file(json_t *obj, VmSpec *s, HsError *err)
 	return 0;
 }
 
+static const char *const display_types[] = {
+	[VM_DISPLAY_NONE] = "none",
+	[VM_DISPLAY_VIRTIO] = "virtio",
+	[VM_DISPLAY_QXL] = "qxl",
+};
+
+const char *vm_display_type_to_string(VmDisplayType t)
+{
+	return (size_t)t < ARRAY_SIZE(display_types) ? display_types[t] : "none";
+}
+
+int vm_display_from_json(json_t *j, const char *field, VmDisplay *ret, HsError *err)
+{
+	static const char *const keys[] = {"type", "listen", NULL};
+	VmDisplay d = {.type = VM_DISPLAY_NONE};
+	char where[64];
+
+	if (!j || json_is_null(j)) {
+		*ret = d;
+		return 0;
+	}
+	if (!json_is_object(j))
+		return hs_error_set(err, -EINVAL, INVALID, "%s: must be an object", field);
+	int r = check_keys(j, field, keys, err);
+	if (r < 0)
+		return r;
+	json_t *t = json_object_get(j, "type");
+	if (!t)
+		return hs_error_set(err, -EINVAL, INVALID, "%s.type: required", field);
+	bool found = false;
+	for (size_t i = 0; json_is_string(t) && i < ARRAY_SIZE(display_types); i++)
+		if (!strcmp(json_string_value(t), display_types[i])) {
+			d.type = (VmDisplayType)i;
+			found = true;
+		}
+	if (!found)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "%s.type: must be 'virtio', 'qxl' or 'none'", field);
+	snprintf(where, sizeof(where), "%s.listen", field);
+	_cleanup_free_ char *listen = NULL;
+	r = get_string(j, "listen", where, sizeof(d.listen) - 1, &listen, err);
+	if (r < 0)
+		return r;
+	if (listen) {
+		/* An address, not a host name: nothing to resolve, and it goes
+		 * into QEMU's option list as it is. */
+		unsigned char buf[sizeof(struct in6_addr)];
+		if (inet_pton(AF_INET, listen, buf) != 1 && inet_pton(AF_INET6, listen, buf) != 1)
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "%s: '%s' is not an IPv4 or IPv6 address", where,
+					    listen);
+		if (d.type == VM_DISPLAY_NONE)
+			return hs_error_set(err, -EINVAL, INVALID,
+					    "%s: only with a display (type 'virtio' or 'qxl')",
+					    where);
+		snprintf(d.listen, sizeof(d.listen), "%s", listen);
+	}
+	*ret = d;
+	return 0;
+}
+
+json_t *vm_display_to_json(const VmDisplay *d)
+{
+	json_t *o = json_pack("{s:s}", "type", vm_display_type_to_string(d->type));
+	if (o && d->listen[0])
+		json_object_set_new(o, "listen", json_string(d->listen));
+	return o;
+}
+
 int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsError *err)
 {
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
@@ -1057,7 +1127,7 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
 					   "cpu_pinning", "numa_node", "resources", "hugepages",
 					   "balloon_floor_mib", "hostdevs", "hotplug_ports",
-					   "memory_file", "vmgenid", "warm_template", NULL};
+					   "memory_file", "vmgenid", "warm_template", "display", NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
 	uint64_t u;
@@ -1249,6 +1319,9 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	r = parse_memory_file(obj, &s, err);
 	if (r < 0)
 		goto fail;
+	r = vm_display_from_json(json_object_get(obj, "display"), "display", &s.display, err);
+	if (r < 0)
+		goto fail;
 
 	json_t *ci = json_object_get(obj, "cloud_init");
 	if (ci && !json_is_null(ci)) {
@@ -1350,6 +1423,9 @@ json_t *vm_spec_to_json(const VmSpec *s)
 	}
 	if (s->warm_template[0])
 		json_object_set_new(o, "warm_template", json_string(s->warm_template));
+	/* Headless VMs keep the form they always had. */
+	if (s->display.type != VM_DISPLAY_NONE)
+		json_object_set_new(o, "display", vm_display_to_json(&s->display));
 	if (vm_spec_pinned(s)) {
 		json_t *p = json_object(), *vc = json_array();
 		bool any = false;

@@ -100,6 +100,21 @@ typedef struct VmHostdev {
 	char display[8];    /* vfio-pci display= ("off", "on", "auto"); "": QEMU's default */
 } VmHostdev;
 
+/* The guest's screen (issue 10): a display device, QEMU's SPICE server
+ * reached through hsd's UNIX socket, optionally on TCP too. */
+typedef enum VmDisplayType {
+	VM_DISPLAY_NONE, /* headless: no display device, no SPICE (the default) */
+	VM_DISPLAY_VIRTIO, /* virtio-vga */
+	VM_DISPLAY_QXL,    /* qxl-vga */
+} VmDisplayType;
+
+typedef struct VmDisplay {
+	VmDisplayType type;
+	/* An IPv4 or IPv6 address SPICE also listens on (TCP, ticketing on,
+	 * port chosen by hsd at each start); "": the UNIX socket only. */
+	char listen[46];
+} VmDisplay;
+
 typedef struct VmSpec {
 	char name[VM_NAME_MAX + 1];
 	unsigned cpus;
@@ -159,6 +174,7 @@ typedef struct VmSpec {
 	/* A clone's warm template ("" for other VMs): its first start resumes
 	 * the template's saved guest instead of booting. */
 	char warm_template[VM_NAME_MAX + 1];
+	VmDisplay display;
 } VmSpec;
 
 /* A balloon target with huge pages is refused (at create and by PATCH):
@@ -221,6 +237,11 @@ const char *vm_accel_to_string(VmAccel a);
 const char *vm_disk_format_to_string(VmDiskFormat f);
 const char *vm_nic_type_to_string(VmNicType t);
 const char *vm_nic_model_to_string(VmNicModel m);
+const char *vm_display_type_to_string(VmDisplayType t);
+/* {"type": "virtio"|"qxl"|"none", "listen": ADDR}; null: none. field names
+ * the errors ("display"). */
+int vm_display_from_json(json_t *j, const char *field, VmDisplay *ret, HsError *err);
+json_t *vm_display_to_json(const VmDisplay *d);
 /* One NIC of a spec (nics[] entry or a hot-plug body); field: where in the
  * input ("nics[1]", "body"); no id: the lowest "net<k>" not in used[]. */
 int vm_nic_from_json(json_t *j, const char *field, char (*used)[VM_NIC_ID_MAX + 1],

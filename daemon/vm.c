@@ -197,6 +197,8 @@ static void vm_cleanup_process(Vm *vm)
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
 	vm->qmp_ready = false;
+	/* Its tickets and SPICE socket (viewers' connections went with QEMU). */
+	spice_vm_release(vm);
 	metrics_vm_reset(vm);
 	balloon_vm_reset(vm);
 	console_detach_serial(vm);
@@ -471,6 +473,7 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 		network_vm_adopted(vm);
 	else if (vm->status.state == VM_STATE_STARTING)
 		network_vm_qmp_ready(vm); /* before cont */
+	spice_vm_qmp_ready(vm);
 	if (vm->adopting) {
 		qmp_client_execute(c, "query-status", NULL, vm->hsd->qmp_timeout, on_adopt_status,
 				   vm);
@@ -595,7 +598,7 @@ static const QmpCallbacks qmp_callbacks = {
 	.closed = on_qmp_closed,
 };
 
-static int unix_path(Vm *vm, const char *file, struct sockaddr_un *sa, HsError *err)
+int vm_unix_path(Vm *vm, const char *file, struct sockaddr_un *sa, HsError *err)
 {
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
@@ -606,17 +609,17 @@ static int unix_path(Vm *vm, const char *file, struct sockaddr_un *sa, HsError *
 	return 0;
 }
 
-static int unix_listen(Vm *vm, const char *file, HsError *err)
+int vm_unix_listen(Vm *vm, const char *file, int backlog, HsError *err)
 {
 	struct sockaddr_un sa;
-	int r = unix_path(vm, file, &sa, err);
+	int r = vm_unix_path(vm, file, &sa, err);
 	if (r < 0)
 		return r;
 	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return hs_error_set(err, -errno, "internal", "socket: %m");
 	unlink(sa.sun_path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0)
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, backlog) < 0)
 		return hs_error_set(err, -errno, "internal", "cannot listen on %s: %m", sa.sun_path);
 	return TAKE_FD(fd);
 }
@@ -624,7 +627,7 @@ static int unix_listen(Vm *vm, const char *file, HsError *err)
 static int unix_connect(Vm *vm, const char *file)
 {
 	struct sockaddr_un sa;
-	if (unix_path(vm, file, &sa, NULL) < 0)
+	if (vm_unix_path(vm, file, &sa, NULL) < 0)
 		return -ENAMETOOLONG;
 	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
@@ -697,10 +700,10 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	if (r < 0)
 		return hs_error_set(err, r, "internal", "cannot make run dir: %s", strerror(-r));
 
-	_cleanup_close_ int qmp_listen = unix_listen(vm, QMP_SOCK, err);
+	_cleanup_close_ int qmp_listen = vm_unix_listen(vm, QMP_SOCK, 4, err);
 	if (qmp_listen < 0)
 		return qmp_listen;
-	_cleanup_close_ int serial_listen = unix_listen(vm, SERIAL_SOCK, err);
+	_cleanup_close_ int serial_listen = vm_unix_listen(vm, SERIAL_SOCK, 4, err);
 	if (serial_listen < 0)
 		return serial_listen;
 
@@ -732,6 +735,8 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	if (r == 0)
 		r = network_vm_launch(vm, &fds, &launch, err);
 	hostdev_vm_launch(vm, &launch);
+	if (r == 0)
+		r = spice_vm_launch(vm, &launch, err);
 	if (r < 0) {
 		fds.src[0] = fds.src[1] = -1;
 		child_fds_close(&fds);
@@ -1318,6 +1323,7 @@ static void vm_free(Vm *vm)
 	/* Leave QEMU running: the next hsd adopts it. */
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
+	spice_vm_release(vm);
 	console_detach_serial(vm);
 	console_close_clients(vm);
 	if (vm->pidfd >= 0) {
@@ -1576,6 +1582,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *nj = active ? network_vm_json(vm) : NULL;
 		if (nj)
 			json_object_set_new(o, "nics_state", nj);
+		json_t *sj = active ? spice_vm_json(vm) : NULL;
+		if (sj)
+			json_object_set_new(o, "spice", sj);
 		if (active && vm->machine_type[0])
 			json_object_set_new(o, "machine_type", json_string(vm->machine_type));
 		if (active && vm->spec.n_disks && vm->disk_bytes[0]) {

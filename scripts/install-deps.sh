@@ -18,6 +18,9 @@ PKGS=(
 	genisoimage xorriso
 	# migration tests: TLS certificates, ssh:// destinations
 	openssl openssh-client openssh-server
+	# SPICE tests: the link handshake's RSA-OAEP ticket, a native client
+	# (remote-viewer) under Xvfb and a screenshot of it
+	python3-cryptography virt-viewer xvfb xauth x11-utils imagemagick
 	# static analysis and fuzzing
 	cppcheck clang
 	# metrics check (promtool)

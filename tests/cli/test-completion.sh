@@ -72,7 +72,7 @@ commands=(version host list info create set start stop kill reboot pause resume 
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --memory-file --kernel --initrd --append --disk --nic --from
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor --vcpu-pin
 	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max --hostdev
-	--hotplug-ports)
+	--hotplug-ports --display --spice-listen)
 set_opts=(--balloon --balloon-floor --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
 	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max
 	--vcpu-pin --emulator-pin --no-pin --cpu-max --cpu-weight --memory-overhead --pids-max --hotplug-ports)
@@ -97,7 +97,7 @@ expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 
 	--accel --machine --cpu-model --no-mem-merge --memory-file --kernel --initrd --append --disk \
 	--nic --from --template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor \
 	--vcpu-pin --emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max \
-	--hostdev --hotplug-ports
+	--hostdev --hotplug-ports --display --spice-listen
 expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
 	--network-config --numa-node
 expect "--vcpu-pin may repeat (VCPU:LIST read as one word)" \
@@ -126,7 +126,9 @@ expect "set: options after --no-pin" "$H set vm1 --no-pin --e" --emulator-pin
 expect "options of start" "$H start vm1 --" --paused
 expect "options of stop" "$H stop vm1 --" --timeout --force
 expect "options of stop, before the name" "$H stop --f" --force
-expect "options of console" "$H console vm1 --" --wait-for --timeout --no-replay
+expect "options of console" "$H console vm1 --" --wait-for --timeout --no-replay --spice --viewer --ttl
+expect "create: --display types" "$H create web1 --display " virtio qxl none
+expect "create: no values for --spice-listen" "$H create web1 --spice-listen " ""
 expect "options of events" "$H events --" --vm
 expect "options of ksm" "$H ksm --" --mode --pages --sleep --max-cpu
 expect "options of balloon" "$H balloon --" --mode --low --high

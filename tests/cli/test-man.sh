@@ -239,7 +239,14 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		--io-group) value=(g1) ;;
 		--storage) value=(copy) ;;
 		--hostdev) value=(0000:01:00.0) ;;
-		--display) value=(off) ;;
+		--display)
+			case $cmd in
+			create*) value=(virtio) ;;
+			*) value=(off) ;;
+			esac
+			;;
+		--spice-listen) value=(127.0.0.1) ;;
+		--ttl) value=(60) ;;
 		--address) value=(127.0.0.1) ;;
 		*) value=(1) ;;
 		esac

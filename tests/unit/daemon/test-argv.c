@@ -904,6 +904,65 @@ static void test_hostdevs(void **state)
 	vm_spec_clear(&s);
 }
 
+/* A display: the device, SPICE (UNIX through hsd: no listener and no
+ * ticketing; TCP: the port hsd picked, ticketing on), a tablet on xhci and
+ * the agent's channel, after the other devices. */
+static void test_display(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	s.display.type = VM_DISPLAY_VIRTIO;
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	/* clang-format off */
+	static const char *const tail[] = {
+		"-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
+		"-spice", "disable-ticketing=on",
+		"-device", "virtio-vga,id=hs-video0",
+		"-device", "qemu-xhci,id=hs-usb",
+		"-device", "usb-tablet,id=hs-tablet,bus=hs-usb.0",
+		"-device", "virtio-serial-pci,id=hs-vser",
+		"-chardev", "spicevmc,id=hs-vdagent,name=vdagent",
+		"-device", "virtserialport,bus=hs-vser.0,chardev=hs-vdagent,name=com.redhat.spice.0",
+	};
+	/* clang-format on */
+	size_t n = strv_len(v);
+	assert_true(n > ARRAY_SIZE(tail));
+	assert_argv(v + n - ARRAY_SIZE(tail), tail, ARRAY_SIZE(tail));
+	/* SPICE is no -display backend: that stays none. */
+	assert_true(find_opt(v, "-display", "none") > 0);
+	assert_int_equal(count_arg(v, "-display"), 1);
+	assert_int_equal(count_arg(v, "-vga"), 0);
+	strv_free(v);
+
+	/* TCP: the address (escaped) and the port; ticketing stays on. */
+	s.display.type = VM_DISPLAY_QXL;
+	snprintf(s.display.listen, sizeof(s.display.listen), "127.0.0.1");
+	QemuLaunch l = launch_plain;
+	l.spice_port = 5907;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-spice", "port=5907,addr=127.0.0.1") > 0);
+	assert_int_equal(count_arg(v, "-spice"), 1);
+	assert_true(find_opt(v, "-device", "qxl-vga,id=hs-video0") > 0);
+	for (size_t i = 0; v[i]; i++)
+		assert_null(strstr(v[i], "disable-ticketing"));
+	strv_free(v);
+
+	/* listen without a port picked (never at a start): the UNIX socket only. */
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	assert_true(find_opt(v, "-spice", "disable-ticketing=on") > 0);
+	strv_free(v);
+
+	/* Headless: none of it. */
+	s.display = (VmDisplay){.type = VM_DISPLAY_NONE};
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_int_equal(count_arg(v, "-spice"), 0);
+	assert_int_equal(find_opt(v, "-device", "usb-tablet"), -1);
+	assert_int_equal(find_opt(v, "-chardev", "spicevmc"), -1);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -925,6 +984,7 @@ int main(void)
 	    cmocka_unit_test(test_memory_file),
 	    cmocka_unit_test(test_hostdevs),
 	    cmocka_unit_test(test_nics),
+	    cmocka_unit_test(test_display),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

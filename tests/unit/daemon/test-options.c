@@ -70,6 +70,14 @@ static void test_set(void **state)
 	assert_int_equal(hsd_option_set(&o, "migration-ports", "50000-", &err), -EINVAL);
 	assert_int_equal(hsd_option_set(&o, "migration-ports", "50000-70000", &err), -EINVAL);
 	assert_true(hsd_option_reloadable("migration-ports"));
+	assert_int_equal(o.spice_port_lo, 5900);
+	assert_int_equal(o.spice_port_hi, 5999);
+	assert_int_equal(hsd_option_set(&o, "spice-ports", "6000-6001", &err), 0);
+	assert_int_equal(o.spice_port_lo, 6000);
+	assert_int_equal(o.spice_port_hi, 6001);
+	assert_int_equal(hsd_option_set(&o, "spice-ports", "6001-6000", &err), -EINVAL);
+	assert_int_equal(hsd_option_set(&o, "spice-ports", "5900", &err), -EINVAL);
+	assert_true(hsd_option_reloadable("spice-ports"));
 	hsd_options_clear(&o);
 }
 

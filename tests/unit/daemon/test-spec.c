@@ -1208,6 +1208,87 @@ static void test_memory_file(void **state)
 		   "memory_file: not with hugepages");
 }
 
+/* "display": absent is headless (and stays absent in the stored form);
+ * a type, and a TCP address only with a display. */
+static void test_display(void **state)
+{
+	VmSpec s;
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\"}", &defs_tcg, &s);
+	assert_int_equal(s.display.type, VM_DISPLAY_NONE);
+	assert_string_equal(s.display.listen, "");
+	json_auto_t *j0 = vm_spec_to_json(&s);
+	assert_null(json_object_get(j0, "display"));
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"display\": {\"type\": \"none\"}}",
+		 &defs_tcg, &s);
+	assert_int_equal(s.display.type, VM_DISPLAY_NONE);
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"display\": null}", &defs_tcg, &s);
+	assert_int_equal(s.display.type, VM_DISPLAY_NONE);
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"display\": {\"type\": \"virtio\"}}",
+		 &defs_tcg, &s);
+	assert_int_equal(s.display.type, VM_DISPLAY_VIRTIO);
+	json_auto_t *j1 = vm_spec_to_json(&s);
+	json_t *d = json_object_get(j1, "display");
+	assert_string_equal(json_string_value(json_object_get(d, "type")), "virtio");
+	assert_null(json_object_get(d, "listen"));
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", "
+		 "\"display\": {\"type\": \"qxl\", \"listen\": \"::1\"}}",
+		 &defs_tcg, &s);
+	assert_int_equal(s.display.type, VM_DISPLAY_QXL);
+	assert_string_equal(s.display.listen, "::1");
+	json_auto_t *j2 = vm_spec_to_json(&s);
+	d = json_object_get(j2, "display");
+	assert_string_equal(json_string_value(json_object_get(d, "listen")), "::1");
+	/* The stored form parses back to the same. */
+	VmSpec c;
+	assert_int_equal(vm_spec_copy(&s, &c), 0);
+	assert_int_equal(c.display.type, VM_DISPLAY_QXL);
+	assert_string_equal(c.display.listen, "::1");
+	vm_spec_clear(&c);
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", "
+		 "\"display\": {\"type\": \"virtio\", \"listen\": \"127.0.0.1\"}}",
+		 &defs_tcg, &s);
+	assert_string_equal(s.display.listen, "127.0.0.1");
+	vm_spec_clear(&s);
+
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"display\": \"virtio\"}",
+		   "display: must be an object");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"display\": {}}",
+		   "display.type: required");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"display\": {\"type\": \"vnc\"}}",
+		   "display.type: must be");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"display\": {\"type\": 1}}",
+		   "display.type: must be");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", "
+		   "\"display\": {\"type\": \"virtio\", \"port\": 5900}}",
+		   "display: unknown field 'port'");
+	static const char *const bad_listen[] = {"localhost", "127.0.0.1,port=1", "1.2.3",
+						 "", "0.0.0.0:5900", "fe80::1%eth0"};
+	char text[256];
+	for (size_t i = 0; i < ARRAY_SIZE(bad_listen); i++) {
+		snprintf(text, sizeof(text),
+			 "{\"name\": \"a\", \"kernel\": \"/k\", "
+			 "\"display\": {\"type\": \"virtio\", \"listen\": \"%s\"}}",
+			 bad_listen[i]);
+		expect_bad(text, "display.listen: ");
+	}
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", "
+		   "\"display\": {\"type\": \"virtio\", \"listen\": 1}}",
+		   "display.listen: must be a string");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", "
+		   "\"display\": {\"type\": \"none\", \"listen\": \"127.0.0.1\"}}",
+		   "display.listen: only with a display");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1249,6 +1330,7 @@ int main(void)
 	    cmocka_unit_test(test_null_err),
 	    cmocka_unit_test(test_hostdevs),
 	    cmocka_unit_test(test_memory_file),
+	    cmocka_unit_test(test_display),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
