@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "hsd.h"
+#include "ticket.h"
 #include "warm.h"
 
 
@@ -407,6 +408,13 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 		} else {
 			method_not_allowed(req, "GET, PATCH, DELETE");
 		}
+		return;
+	}
+	if (!strcmp(action, "console-tickets")) {
+		if (strcmp(m, "POST"))
+			method_not_allowed(req, "POST");
+		else
+			api_console_tickets(h, vm, req);
 		return;
 	}
 	if (!strcmp(action, "console")) {
