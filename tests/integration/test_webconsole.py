@@ -397,9 +397,12 @@ def test_browser_serial_console_and_refused_tickets(web, guest, tmp_path):
 
 def test_browser_spice_console(web, guest, tmp_path):
     h = web.h
-    h.create_guest(guest, "gfx", append="console=tty0",
-                   extra=("--display", "virtio") if "--display" in h.hsctl("create", "--help").stdout
-                   else ())
+    # The kernel prints on the VGA console too; ttyS0 last stays
+    # /dev/console, where the test guest's shell runs.
+    display = ["--display", "virtio"] if "--display" in h.hsctl("create", "--help").stdout else []
+    h.hsctl("create", "gfx", "--memory", "256", "--accel", "tcg", "--kernel", guest["kernel"],
+            "--initrd", guest["initrd"], "--append", "console=tty0 console=ttyS0", *display,
+            check=True)
     h.hsctl("start", "gfx", check=True)
     h.console_wait("gfx", "HS-GUEST-READY", timeout=90)
     vm = h.vm("gfx")
