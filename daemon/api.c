@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "hsd.h"
+#include "ticket.h"
 #include "warm.h"
 
 

@@ -172,6 +172,7 @@ static void on_serial_read(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	ring_append(vm, buf, (size_t)n);
+	web_serial_output(vm, buf, (size_t)n);
 	ConsoleClient *next;
 	for (ConsoleClient *c = vm->consoles; c; c = next) {
 		next = c->next;
@@ -288,6 +289,20 @@ void console_attach_client(Vm *vm, HttpUpgrade *u, int fd, const char *extra, si
 			client_send(c, copy, vm->ring_len);
 		}
 	}
+}
+
+void console_input(Vm *vm, const char *data, size_t len)
+{
+	serial_input(vm, data, len);
+}
+
+char *console_ring_copy(Vm *vm, size_t *ret_len)
+{
+	char *copy = vm->ring_len ? malloc(vm->ring_len) : NULL;
+	if (copy)
+		ring_copy(vm, copy);
+	*ret_len = copy ? vm->ring_len : 0;
+	return copy;
 }
 
 char *console_tail(Vm *vm, unsigned lines)

@@ -197,6 +197,12 @@ static void usage(FILE *f)
 		   "                      tls-creds-x509: ca-cert.pem, server-*.pem, client-*.pem)\n"
 		   "  --memory-dir DIR    guest RAM files of memory_file VMs (default\n"
 		   "                      RUN_DIR/memory; best on tmpfs)\n"
+		   "  --web-listen ADDR:PORT  the web console (SPICE and serial in a browser) on\n"
+		   "                      TCP, e.g. 127.0.0.1:8006 (default: off); see\n"
+		   "                      docs/operations.md before exposing it\n"
+		   "  --spice-html5-dir DIR  spice-html5's files (default " WEB_SPICE_HTML5_DIR ")\n"
+		   "  --web-assets DIR    xterm.js's files (xterm.mjs, xterm.css), for the serial\n"
+		   "                      console page\n"
 		   "  --cgroup-base PATH  VMs' cgroups go under PATH on the cgroup2 mount\n"
 		   "                      (default: hsd's delegated group, else \"hsd\")\n"
 		   "  --sysfs-root DIR    where sys/ and proc/ are read (default /; for tests)\n"
@@ -231,6 +237,9 @@ static const struct option long_opts[] = {
 	{"migration-tls-dir", required_argument, NULL, 'L'},
 	{"spice-ports", required_argument, NULL, 'L'},
 	{"memory-dir", required_argument, NULL, 'L'},
+	{"web-listen", required_argument, NULL, 'L'},
+	{"spice-html5-dir", required_argument, NULL, 'L'},
+	{"web-assets", required_argument, NULL, 'L'},
 	{"no-seccomp", no_argument, NULL, 'L'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"version", no_argument, NULL, 'V'},
@@ -583,6 +592,10 @@ int main(int argc, char **argv)
 		log_error("%s", err.message);
 		return 1;
 	}
+	if (web_init(&h, &o, &err) < 0) {
+		log_error("%s", err.message);
+		return 1;
+	}
 	ev_signal_init(&h.sigterm, on_stop_signal, SIGTERM);
 	ev_signal_start(h.loop, &h.sigterm);
 	ev_signal_init(&h.sigint, on_stop_signal, SIGINT);
@@ -637,6 +650,7 @@ int main(int argc, char **argv)
 	storage_free(&h);
 	hostdev_free(&h);
 	network_free(&h);
+	h.web = web_free(h.web);
 	h.http = http_server_free(h.http);
 	ev_io_stop(h.loop, &h.spawner_watch);
 	spawner_stop(&h.spawner);

@@ -67,6 +67,7 @@ typedef struct Waiter Waiter;
 typedef struct ConsoleClient ConsoleClient;
 typedef struct EventSub EventSub;
 typedef struct Migration Migration;
+typedef struct Web Web;
 
 #define CONSOLE_RING_SIZE (64 * 1024)
 
@@ -219,6 +220,7 @@ struct Hsd {
 	struct WarmCache *warm;
 	int pci_claims_fd;
 	struct Network *networks; /* /v1/networks (network.c), sorted by name */
+	Web *web;                 /* the web console (web.c); NULL: off */
 };
 
 /* Logging to stderr with journald priority prefixes. */
@@ -307,6 +309,25 @@ void console_close_clients(Vm *vm);
 /* Last `lines` lines of console output (new string). */
 char *console_tail(Vm *vm, unsigned lines);
 unsigned console_client_count(Vm *vm);
+/* Input for the guest's serial port, as a console client's. */
+void console_input(Vm *vm, const char *data, size_t len);
+/* The recent output a client sees at attach (new buffer, *ret_len bytes;
+ * NULL when there is none). */
+char *console_ring_copy(Vm *vm, size_t *ret_len);
+
+/* web.c: the web console (--web-listen), docs/console-spec.md section 3. */
+#define WEB_TOKEN_LEN 43 /* session ids: 256 random bits, base64url */
+#define WEB_SPICE_HTML5_DIR "/usr/share/spice-html5"
+/* Listens when o->web_listen is set (0 and nothing done otherwise). */
+int web_init(Hsd *h, const HsdOptions *o, HsError *err);
+Web *web_free(Web *w);
+/* "http://ADDR:PORT" for ticket URLs; NULL when off. */
+const char *web_base_url(Hsd *h);
+int web_random_token(char out[WEB_TOKEN_LEN + 1]);
+/* The guest printed on its serial port: to the web viewers too. */
+void web_serial_output(Vm *vm, const char *data, size_t len);
+/* QEMU is gone: the VM's viewers are closed. */
+void web_vm_stopped(Vm *vm);
 
 /* events.c */
 void events_publish(Hsd *h, json_t *event /* stolen */);

@@ -290,6 +290,12 @@ void http_reply_hserror(HttpRequest *r, const HsError *err)
 			 err->message);
 }
 
+void http_reply_header(HttpRequest *r, const char *name, const char *value)
+{
+	if (r->state == REQ_READY && r->response)
+		MHD_add_response_header(r->response, name, value);
+}
+
 void http_defer(HttpRequest *r)
 {
 	if (r->state != REQ_READING)

@@ -67,6 +67,9 @@ void http_reply_hserror(HttpRequest *r, const HsError *err);
 /* A text body (taken: malloc'd, freed by the server). */
 void http_reply_text(HttpRequest *r, unsigned status, const char *content_type, char *body,
 		     size_t len);
+/* One more header on the reply just given (before it is sent: right after
+ * an http_reply_* call, in the same turn of the loop). */
+void http_reply_header(HttpRequest *r, const char *name, const char *value);
 /* The reply comes later; until then the connection is suspended. */
 void http_defer(HttpRequest *r);
 /* Called when a deferred request can no longer be answered (server going

@@ -29,7 +29,7 @@ void hsd_options_clear(HsdOptions *o)
 	char **strs[] = {&o->state_dir, &o->run_dir,	&o->socket,	 &o->qemu,
 			 &o->qemu_user, &o->api_group, &o->admin_group, &o->sysroot,
 			 &o->cgroup_base, &o->migration_address, &o->migration_tls_dir,
-			 &o->memory_dir};
+			 &o->memory_dir, &o->web_listen, &o->spice_html5_dir, &o->web_assets};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		free(*strs[i]);
 		*strs[i] = NULL;
@@ -139,6 +139,20 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 					    value ? value : "");
 		return set_str(&o->migration_address, key, value, false, err);
 	}
+	if (!strcmp(key, "web-listen")) {
+		struct sockaddr_storage sa;
+		socklen_t len;
+		if (!value || hsd_parse_listen(value, &sa, &len) < 0)
+			return hs_error_set(err, -EINVAL, "invalid-option",
+					    "web-listen: '%s' is not ADDR:PORT (an IP address, "
+					    "[IPv6]:PORT)",
+					    value ? value : "");
+		return set_str(&o->web_listen, key, value, false, err);
+	}
+	if (!strcmp(key, "spice-html5-dir"))
+		return set_str(&o->spice_html5_dir, key, value, true, err);
+	if (!strcmp(key, "web-assets"))
+		return set_str(&o->web_assets, key, value, true, err);
 	if (!strcmp(key, "memory-dir"))
 		return set_str(&o->memory_dir, key, value, true, err);
 	if (!strcmp(key, "migration-tls-dir"))
@@ -202,6 +216,50 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 	if (!strcmp(key, "verbose"))
 		return value ? set_bool(&o->verbose, key, value, err) : (o->verbose = true, 0);
 	return hs_error_set(err, -EINVAL, "invalid-option", "unknown option '%s'", key);
+}
+
+int hsd_parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len)
+{
+	char host[INET6_ADDRSTRLEN];
+	const char *colon, *start = s;
+	size_t hlen;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		start = s + 1;
+		hlen = (size_t)(close - start);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -EINVAL;
+		hlen = (size_t)(colon - s);
+	}
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, start, hlen);
+	host[hlen] = '\0';
+	char *end;
+	errno = 0;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (!colon[1] || *end || errno || port < 1 || port > 65535 || !isdigit((unsigned char)colon[1]))
+		return -EINVAL;
+	memset(ret, 0, sizeof(*ret));
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ret;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ret;
+	if (s[0] != '[' && inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		in4->sin_port = htons((uint16_t)port);
+		*ret_len = sizeof(*in4);
+	} else if (s[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		*ret_len = sizeof(*in6);
+	} else {
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static char *trim(char *s)

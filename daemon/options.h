@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <sys/socket.h>
 
 #include "hs-util.h"
 #include "ksm.h"
@@ -40,6 +41,10 @@ typedef struct HsdOptions {
 	bool balloon_policy_set; /* given in the file or on the command line */
 	uint64_t balloon_low_mib, balloon_high_mib;
 	double balloon_stats_interval;
+	/* The web console: where it listens ("ADDR:PORT"; NULL: off), where
+	 * spice-html5 is (NULL: /usr/share/spice-html5), and xterm.js's files
+	 * (NULL: none). */
+	char *web_listen, *spice_html5_dir, *web_assets;
 } HsdOptions;
 
 void hsd_options_init(HsdOptions *o);
@@ -53,6 +58,9 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 
 /* Parses a config file's text; errors name the line ("hsd.conf:3: ..."). */
 int hsd_config_parse(const char *text, const char *filename, HsdOptions *o, HsError *err);
+
+/* "127.0.0.1:8006" or "[::1]:8006" (an IP literal and a port 1-65535). */
+int hsd_parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len);
 
 /* Which keys can change while hsd runs (SIGHUP); the others need a
  * restart. */

@@ -346,6 +346,10 @@ void api_vm_console_tickets(Hsd *h, Vm *vm, HttpRequest *req)
 		http_reply_error(req, 500, "internal", "out of memory");
 		return;
 	}
+	/* The browser's way in, when hsd's web console listens. */
+	if (web_base_url(h))
+		json_object_set_new(answer, "url", json_sprintf("%s/console/?token=%s",
+								 web_base_url(h), token));
 	if (kind != TICKET_SPICE || !vm->spice->port) {
 		explicit_bzero(token, sizeof(token));
 		http_reply_json(req, 201, answer);

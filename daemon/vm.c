@@ -18,6 +18,7 @@
 #include "warm.h"
 #include "tool.h"
 #include "launch.h"
+#include "ticket.h"
 
 #define QMP_SOCK "qmp.sock"
 #define SERIAL_SOCK "console.sock"
@@ -203,6 +204,7 @@ static void vm_cleanup_process(Vm *vm)
 	balloon_vm_reset(vm);
 	console_detach_serial(vm);
 	console_close_clients(vm);
+	web_vm_stopped(vm);
 	if (vm->pidfd >= 0) {
 		ev_io_stop(vm->hsd->loop, &vm->pidfd_watch);
 		close(vm->pidfd);
@@ -1326,6 +1328,7 @@ static void vm_free(Vm *vm)
 	spice_vm_release(vm);
 	console_detach_serial(vm);
 	console_close_clients(vm);
+	web_vm_stopped(vm);
 	if (vm->pidfd >= 0) {
 		ev_io_stop(vm->hsd->loop, &vm->pidfd_watch);
 		close(vm->pidfd);

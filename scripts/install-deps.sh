@@ -27,6 +27,9 @@ PKGS=(
 	prometheus
 	# man pages, completion
 	scdoc man-db bash-completion
+	# the web console: spice-html5 (served by hsd), a browser for its tests,
+	# node for xterm.js and playwright-core (scripts/install-web.sh)
+	spice-html5 chromium nodejs
 )
 
 # /dev/kvm as Debian's udev rule sets it (0660 root:kvm), so that QEMU can
@@ -46,14 +49,15 @@ missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-	exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
+		exit 1
+	fi
+	echo "install-deps: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [ "$(id -u)" -ne 0 ]; then
-	echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
-	exit 1
-fi
-echo "install-deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# npm's parts of the web console, into a cache dir (not the tree).
+bash "$(dirname "$0")/install-web.sh" >/dev/null

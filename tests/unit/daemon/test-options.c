@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "options.h"
@@ -53,6 +54,34 @@ static void test_set(void **state)
 	assert_int_equal(hsd_option_set(&o, "colour", "blue", &err), -EINVAL);
 	assert_non_null(strstr(err.message, "unknown option 'colour'"));
 	assert_int_equal(hsd_option_set(&o, "qemu-user", "", &err), -EINVAL);
+
+	/* The web console: off by default; ADDR:PORT. */
+	assert_null(o.web_listen);
+	assert_int_equal(hsd_option_set(&o, "web-listen", "127.0.0.1:8006", &err), 0);
+	assert_string_equal(o.web_listen, "127.0.0.1:8006");
+	assert_int_equal(hsd_option_set(&o, "web-listen", "[::1]:8006", &err), 0);
+	const char *bad_listen[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+				    "localhost:8006", "::1:8006", "[::1]8006", "1.2.3.4:80x",
+				    ":8006", "[127.0.0.1]:80", "127.0.0.1:-1"};
+	for (size_t i = 0; i < sizeof(bad_listen) / sizeof(bad_listen[0]); i++) {
+		assert_int_equal(hsd_option_set(&o, "web-listen", bad_listen[i], &err), -EINVAL);
+		assert_non_null(strstr(err.message, "web-listen"));
+	}
+	assert_string_equal(o.web_listen, "[::1]:8006");
+	struct sockaddr_storage sa;
+	socklen_t sa_len;
+	assert_int_equal(hsd_parse_listen("10.1.2.3:443", &sa, &sa_len), 0);
+	assert_int_equal(sa.ss_family, AF_INET);
+	assert_int_equal(sa_len, sizeof(struct sockaddr_in));
+	assert_int_equal(ntohs(((struct sockaddr_in *)&sa)->sin_port), 443);
+	assert_int_equal(hsd_parse_listen("[::]:8006", &sa, &sa_len), 0);
+	assert_int_equal(sa.ss_family, AF_INET6);
+	assert_int_equal(hsd_option_set(&o, "spice-html5-dir", "/opt/spice-html5", &err), 0);
+	assert_string_equal(o.spice_html5_dir, "/opt/spice-html5");
+	assert_int_equal(hsd_option_set(&o, "spice-html5-dir", "rel", &err), -EINVAL);
+	assert_int_equal(hsd_option_set(&o, "web-assets", "/var/cache/hs/web", &err), 0);
+	assert_string_equal(o.web_assets, "/var/cache/hs/web");
+	assert_false(hsd_option_reloadable("web-listen"));
 
 	/* Incoming migrations: an IP literal, a port range. */
 	assert_int_equal(o.migration_port_lo, 49152);
