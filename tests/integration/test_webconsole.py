@@ -399,19 +399,15 @@ def test_browser_spice_console(web, guest, tmp_path):
     h = web.h
     # The kernel prints on the VGA console too; ttyS0 last stays
     # /dev/console, where the test guest's shell runs.
-    display = ["--display", "virtio"] if "--display" in h.hsctl("create", "--help").stdout else []
     h.hsctl("create", "gfx", "--memory", "256", "--accel", "tcg", "--kernel", guest["kernel"],
-            "--initrd", guest["initrd"], "--append", "console=tty0 console=ttyS0", *display,
-            check=True)
+            "--initrd", guest["initrd"], "--append", "console=tty0 console=ttyS0",
+            "--display", "virtio", check=True)
     h.hsctl("start", "gfx", check=True)
     h.console_wait("gfx", "HS-GUEST-READY", timeout=90)
-    vm = h.vm("gfx")
-    if "spice" not in vm:
-        pytest.skip("VMs have no SPICE display yet (issue 10 part 1: spec 'display', "
-                    "<run_dir>/vms/NAME/spice.sock); the SPICE relay is tested once it lands")
+    assert "socket" in h.vm("gfx")["spice"]
     # The guest keeps printing on its VGA console (tty0) so the screen changes.
     guest_run(h, "gfx", "(i=0; while [ $i -lt 600 ]; do echo HS-TICK-$i > /dev/tty0; "
-              "i=$((i+1)); sleep 0.2; done) &", "tick")
+              "i=$((i+1)); sleep 0.2; done) & :", "tick")
     before = guest_run(h, "gfx", "grep i8042 /proc/interrupts", "irq1")
     t = web.ticket("gfx", kind="spice")
     res = browser("spice", t["url"], tmp_path / "spice.png", arg="echo typed", timeout=120)
