@@ -9,6 +9,7 @@ Every hsd of these tests runs inside a network namespace of its own
 only there, and go when the namespace is deleted. A module, not a
 conftest: test modules import it without their tests being collected
 twice."""
+import json
 import os
 import re
 import secrets
@@ -188,6 +189,23 @@ def qemu_argv(h, name):
     pid = h.vm(name)["pid"]
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return [a.decode(errors="replace") for a in f.read().split(b"\0")]
+
+
+def qemu_device(h, name, dev_id):
+    """The properties of QEMU's -device whose id is dev_id, from its argv
+    (key=value,... or JSON): a dict, None when there is none."""
+    for a in qemu_argv(h, name):
+        if a.startswith("{"):
+            try:
+                d = json.loads(a)
+            except ValueError:
+                continue
+        else:
+            d = dict(kv.partition("=")[::2] for kv in a.split(",")[1:])
+            d["driver"] = a.split(",")[0]
+        if d.get("id") == dev_id:
+            return d
+    return None
 
 
 # ---- inside a guest (its serial shell)
