@@ -108,6 +108,43 @@ sys.exit(1)
 """
 
 
+# One Ethernet broadcast frame (ethertype 0x88b5, local experimental) sent
+# from argv[1]; prints as JSON which of argv[2:] saw it leave towards their
+# far end (packet sockets see a tap's outgoing frames whether or not the
+# QEMU behind it reads them: no booted guest is needed).
+FRAME_PY = r"""
+import json, os, select, socket, sys, time
+ETH_P_ALL, ETYPE = 3, 0x88b5
+marker = b"hs-nettest-" + os.urandom(8).hex().encode()
+socks = {}
+for name in sys.argv[2:]:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.bind((name, 0))
+    socks[s] = name
+tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+tx.bind((sys.argv[1], 0))
+src = open(f"/sys/class/net/{sys.argv[1]}/address").read().strip()
+frame = b"\xff" * 6 + bytes.fromhex(src.replace(":", "")) + ETYPE.to_bytes(2, "big") + marker
+seen = {n: False for n in socks.values()}
+for _ in range(3):
+    tx.send(frame.ljust(60, b"\0"))
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        r, _, _ = select.select(list(socks), [], [], max(0, end - time.monotonic()))
+        for s in r:
+            if marker in s.recv(4096):
+                seen[socks[s]] = True
+print(json.dumps(seen))
+"""
+
+
+def frame_reaches(ns, src, ports):
+    """{port: bool}: which of the bridge's ports a broadcast frame sent
+    from src (the far end of a veth on the bridge) goes out of."""
+    r = nsexec(ns, "python3", "-c", FRAME_PY, src, *ports, check=True)
+    return json.loads(r.stdout)
+
+
 def ns_ping_once(ns, addr, wait=1.0):
     return nsexec(ns, "python3", "-c", PING_PY, addr, str(wait)).returncode == 0
 
