@@ -8,6 +8,9 @@
 # powers off; tests/integration/iommu_guest.py starts it. See README.md.
 #
 # Cache: ${HS_IOMMU_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hypervisor-scale/iommu-guest}
+# HS_IOMMU_GUEST_EXTRA_MODULES: more modules for /init to load (e.g. the
+# networking tests' tun, bridge, vhost_net); give such a guest its own
+# HS_IOMMU_GUEST_CACHE (the module list is part of the cache's stamp).
 # Output (stdout, last two lines): KERNEL=<cache>/vmlinuz  INITRD=<cache>/initrd.img
 # HS_GUEST_FORCE / HS_GUEST_OFFLINE work as for build-guest.sh.
 set -euo pipefail
@@ -31,5 +34,5 @@ export HS_GUEST_INIT=$HERE/iommu-init
 # vfio_pci pulls in vfio_pci_core, vfio, irqbypass and vfio_virqfd through
 # modules.dep; vfio_iommu_type1 (the IOMMU backend /dev/vfio/N needs) is not
 # a dependency of anything, so it is named.
-export HS_GUEST_EXTRA_MODULES="fuse virtiofs overlay irqbypass vfio vfio_iommu_type1 vfio_virqfd vfio_pci_core vfio_pci"
+export HS_GUEST_EXTRA_MODULES="fuse virtiofs overlay irqbypass vfio vfio_iommu_type1 vfio_virqfd vfio_pci_core vfio_pci${HS_IOMMU_GUEST_EXTRA_MODULES:+ $HS_IOMMU_GUEST_EXTRA_MODULES}"
 exec bash "$HERE/build-guest.sh"

@@ -85,12 +85,14 @@ class Result:
         self.groups = {}        # from HS-IOMMU-GROUPS: {group: [addr, ...]}
 
 
-def build_guest(timeout=1200):
-    """(kernel, initrd), building or reusing the cached guest. Raises
-    GuestError (with the builder's stderr) when it cannot be built."""
+def build_guest(timeout=1200, env=None):
+    """(kernel, initrd), building or reusing the cached guest. env: more
+    variables for the builder (HS_IOMMU_GUEST_CACHE and
+    HS_IOMMU_GUEST_EXTRA_MODULES make a variant). Raises GuestError (with
+    the builder's stderr) when it cannot be built."""
     try:
         r = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True,
-                           timeout=timeout)
+                           timeout=timeout, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired as e:
         raise GuestError(f"building the IOMMU guest timed out after {timeout}s") from e
     if r.returncode != 0:
@@ -103,14 +105,15 @@ def build_guest(timeout=1200):
     return vals["KERNEL"], vals["INITRD"]
 
 
-def image_or_skip():
-    """(kernel, initrd) for pytest, or a skip saying what the machine lacks."""
+def image_or_skip(env=None):
+    """(kernel, initrd) for pytest, or a skip saying what the machine lacks.
+    env: as for build_guest."""
     import pytest
     miss = missing_tools()
     if miss:
         pytest.skip("IOMMU guest: missing " + ", ".join(miss))
     try:
-        return build_guest()
+        return build_guest(env=env)
     except GuestError as e:
         pytest.skip(f"the IOMMU guest cannot be built (kernel package not reachable?): {e}")
 
@@ -308,6 +311,34 @@ def run(argv, timeout=900, out_dir=None, env=None, cwd=None, kernel=None, initrd
             except OSError:
                 pass
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_pytest(tests, out_dir, timeout, kernel, initrd, env, smp=2):
+    """pytest on `tests` (paths) inside the guest, from the project's root.
+    Returns (Result, the test cases' names, [what did not pass: failures,
+    errors and skips, one line each]); the names are None when pytest
+    wrote no report. Prints the console's end and the timings."""
+    import xml.etree.ElementTree as ET
+    junit = Path(out_dir) / "junit.xml"
+    argv = ["/usr/bin/python3", "-m", "pytest", "-v", "-p", "no:cacheprovider", "-rs",
+            f"--junitxml={junit}", *map(str, tests)]
+    r = run(argv, timeout=timeout, out_dir=out_dir, kernel=kernel, initrd=initrd, smp=smp,
+            env=env, cwd=str(ROOT))
+    print(r.console[-20000:])
+    print("timings:", r.timings)
+    if not junit.exists():
+        return r, None, []
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    names, bad = [], []
+    for c in suite.findall("testcase"):
+        names.append(c.get("name"))
+        for kind in ("failure", "error", "skipped"):
+            e = c.find(kind)
+            if e is not None:
+                bad.append(f"{c.get('name')}: {kind}: {(e.get('message') or '')[:300]}")
+    print(f"in the IOMMU guest: {len(names)} tests, {len(bad)} not passed")
+    return r, names, bad
 
 
 def run_in_iommu_guest(argv, timeout=900, out_dir=None, env=None, **kw):
