@@ -532,6 +532,8 @@ static void test_nics(void **state)
 	VmSpec s;
 	spec_disks_nics(&s);
 	s.cpus = 4;
+	for (size_t i = 0; i < s.n_nics; i++)
+		vm_nic_clear(&s.nics[i]);
 	s.nics[0] = (VmNic){.id = "lan", .type = VM_NIC_NETWORK, .network = xstrdup("lan"),
 			    .mac = "52:54:00:00:00:01", .queues = 4};
 	s.nics[1] = (VmNic){.id = "old", .type = VM_NIC_BRIDGE, .bridge = xstrdup("br0"),
