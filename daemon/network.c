@@ -335,7 +335,7 @@ static int nic_check(Hsd *h, VmNic *nic, const char *where, const char *vm, HsEr
 	if (mac_used_elsewhere(h, nic->mac, vm)) {
 		if (nic->mac_given)
 			return hs_error_set(err, -EEXIST, "mac-in-use",
-					    "%s.mac: %s is already a NIC of VM '%s'", where, nic->mac,
+					    "%s.mac: %s is already used by VM '%s'", where, nic->mac,
 					    mac_owner(h, nic->mac, vm));
 		/* Generated: drawn again until unique (3 random bytes: the
 		 * loop ends long before the host has 16 million NICs). */

@@ -1371,7 +1371,7 @@ int vm_define(Hsd *h, VmSpec *spec, Vm **ret, HsError *err)
 		for (Vm *o = h->vms; o; o = o->next)
 			for (size_t j = 0; j < o->spec.n_nics; j++)
 				if (!strcmp(spec->nics[i].mac, o->spec.nics[j].mac))
-					return hs_error_set(err, -EEXIST, "conflict",
+					return hs_error_set(err, -EEXIST, "mac-in-use",
 							    "nics[%zu].mac: %s is already used by VM "
 							    "'%s'",
 							    i, spec->nics[i].mac, o->spec.name);

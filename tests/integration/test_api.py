@@ -92,7 +92,8 @@ def test_bad_input_http(hsd, guest):
     mac = hsd.vm("a1")["spec"]["nics"][0]["mac"]
     st, js, _ = hsd.request("POST", "/v1/vms", {"name": "a2", "kernel": guest["kernel"],
                                                 "nics": [{"type": "user", "mac": mac}]})
-    assert st == 409 and "already used by VM 'a1'" in js["error"]["message"], js
+    assert st == 409 and js["error"]["code"] == "mac-in-use", js
+    assert "already used by VM 'a1'" in js["error"]["message"], js
     # malformed HTTP: a clear 400 for that client, others unaffected
     out = raw(hsd, b"GARBAGE\x00\x01 / HTTP/9\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400"), out[:100]
