@@ -100,6 +100,7 @@ if [[ -s $tmp/hsd.8.txt ]]; then
 		FILE) value=("$tmp/empty.conf") ;;
 		IP) value=(127.0.0.1) ;;
 		LO-HI) value=(49152-49215) ;;
+		ADDR:PORT) value=(127.0.0.1:8006) ;;
 		*) value=(1) ;;
 		esac
 		n=$((n + 1))
