@@ -455,6 +455,24 @@ static void print_balloon(json_t *vm, json_t *spec)
 	printf(" (%.0f s ago)\n", json_number_value(json_object_get(st, "age_s")));
 }
 
+/* A running VM's SPICE server: hsd's socket, and its TCP address with
+ * display.listen ("[v6]:port" for an IPv6 one). */
+static void print_spice(json_t *sp)
+{
+	const char *sock = json_string_value(json_object_get(sp, "socket"));
+	if (!sock)
+		return;
+	printf("SPICE:       %s", sock);
+	const char *host = json_string_value(json_object_get(sp, "host"));
+	json_int_t port = json_integer_value(json_object_get(sp, "port"));
+	if (host && port > 0) {
+		bool v6 = strchr(host, ':') != NULL;
+		printf(", TCP %s%s%s:%lld (password: hsctl console --spice)", v6 ? "[" : "", host,
+		       v6 ? "]" : "", (long long)port);
+	}
+	printf("\n");
+}
+
 static void print_vm(json_t *vm)
 {
 	json_t *spec = json_object_get(vm, "spec");
@@ -526,6 +544,7 @@ static void print_vm(json_t *vm)
 		}
 		json_array_foreach (json_object_get(spec, "nics"), idx, d)
 			ctl_print_nic(d, json_object_get(vm, "nics_state"), idx);
+		print_spice(json_object_get(vm, "spice"));
 		json_array_foreach (json_object_get(spec, "hostdevs"), idx, d) {
 			const char *a = json_string_value(json_object_get(d, "address"));
 			json_t *af = json_object_get(d, "all_functions");
