@@ -315,7 +315,7 @@ void console_input(Vm *vm, const char *data, size_t len);
  * NULL when there is none). */
 char *console_ring_copy(Vm *vm, size_t *ret_len);
 
-/* web.c: the web console (--web-listen), docs/console-spec.md section 3. */
+/* web.c: the web console (--web-listen), docs/architecture.md "Web console". */
 #define WEB_TOKEN_LEN 43 /* session ids: 256 random bits, base64url */
 #define WEB_SPICE_HTML5_DIR "/usr/share/spice-html5"
 /* Listens when o->web_listen is set (0 and nothing done otherwise). */

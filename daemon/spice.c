@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* A display's SPICE server (docs/console-spec.md, section 1) and console
- * tickets (section 2).
+/* A display's SPICE server and console tickets (docs/architecture.md,
+ * "Graphical console (SPICE)"; the API in docs/api.md, "display" and
+ * "POST /v1/vms/{name}/console-tickets").
  *
  * QEMU runs as an unprivileged user with no access to hsd's directories,
  * and its -spice has no fd= option: so QEMU's SPICE server listens on

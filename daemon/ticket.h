@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Console tickets (docs/console-spec.md, section 2): one-time tokens that
- * open one VM's console of one kind, for a short while. In hsd's memory
- * only (a restart voids them all); pure, no I/O but the random bytes of a
- * token, with an injectable clock for tests.
+/* Console tickets (docs/architecture.md, "Graphical console (SPICE)"):
+ * one-time tokens that open one VM's console of one kind, for a short
+ * while. In hsd's memory only (a restart voids them all); pure, no I/O but
+ * the random bytes of a token, with an injectable clock for tests.
  *
  * Use:
  *   TicketStore *ts = ticket_store_new(NULL, NULL);        (hs_wall clock)

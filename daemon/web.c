@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The web console (docs/console-spec.md, section 3): a second HTTP/1.1
+/* The web console (docs/architecture.md, "Web console"): a second HTTP/1.1
  * listener on TCP, through the same HTTP layer as the API (http.c), serving
  * only the console page (for a one-time ticket, which becomes a session
  * cookie), spice-html5's and xterm.js's files, and two WebSockets relayed

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""SPICE per VM (docs/console-spec.md, sections 1 and 2): a display's SPICE
-server reached through hsd's UNIX socket, optionally on TCP with console
-tickets' passwords; hsctl console --spice; a native client (remote-viewer
+"""SPICE per VM (docs/architecture.md "Graphical console (SPICE)", docs/api.md
+"display" and the console-tickets route): a display's SPICE server reached
+through hsd's UNIX socket, optionally on TCP with console tickets'
+passwords; hsctl console --spice; a native client (remote-viewer
 under Xvfb)."""
 import json
 import os

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""hsd's web console (--web-listen; docs/console-spec.md section 3): tickets
-become sessions, the page and static files, the serial console over a
+"""hsd's web console (--web-listen; docs/architecture.md "Web console"):
+tickets become sessions, the page and static files, the serial console over a
 WebSocket (a tiny client here: no pip), slow and vanishing viewers, a VM
 stop closing its viewers, and headless Chromium (playwright-core from npm,
 scripts/install-web.sh) on the page: serial through xterm.js, SPICE through
