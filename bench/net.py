@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """Networking: what guests get from a bridge network, and what a NIC
-costs a VM's start (docs/networking-spec.md).
+costs a VM's start (docs/architecture.md, "Networking").
 
 1. guest-to-guest throughput on one bridge: `dd if=/dev/zero bs=64k
    count=N | nc PEER PORT` in one guest, `nc -l -p PORT >/dev/null` in the
@@ -127,24 +127,36 @@ class Bench:
         """MB/s of reps transfers of mib MiB, sender names[0]."""
         rates, dd_rates = [], []
         count = mib * 16  # 64 KiB blocks
-        for _ in range(reps):
-            shell(self.h, names[1], f"(nc -l -p {PORT} >/dev/null 2>&1 &)")
+        for rep in range(reps):
+            # The receiver counts what arrives: a transfer that did not
+            # happen (nc could not connect) must not pass for a fast one.
+            # busybox nc ends at EOF on its stdin, and a background job's
+            # stdin is /dev/null: the receiver gets one that stays open.
+            shell(self.h, names[1], f"rm -f /tmp/rx; (sleep 100000 | nc -l -p {PORT} | "
+                  f"wc -c >/tmp/rx 2>&1 &)")
             time.sleep(0.5)
             out = shell(self.h, names[0],
                         f"a=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/zero bs=64k count={count} "
-                        f"2>/tmp/dd.err | nc {NET}.12 {PORT}; b=$(cut -d' ' -f1 /proc/uptime); "
-                        "echo T=$a/$b; tail -n1 /tmp/dd.err",
+                        f"2>/tmp/dd.err | nc {NET}.12 {PORT} 2>/tmp/nc.err; "
+                        "b=$(cut -d' ' -f1 /proc/uptime); "
+                        "echo T=$a/$b; tail -n1 /tmp/dd.err; cat /tmp/nc.err",
                         timeout=600)
             m = re.search(r"T=([\d.]+)/([\d.]+)", out)
             if not m:
                 raise BenchError(f"no timing from {names[0]}: {out[-400:]}")
+            rx = shell(self.h, names[1], "sleep 1; echo RX=$(cat /tmp/rx)", timeout=60)
+            got = re.search(r"RX=(\d+)", rx)
+            if not got or int(got.group(1)) != count * 65536:
+                raise BenchError(f"transfer {rep}: {names[1]} received "
+                                 f"{got.group(1) if got else '?'} of {count * 65536} bytes: "
+                                 f"{out[-300:]}")
             secs = float(m.group(2)) - float(m.group(1))
             rates.append(mib * 1.048576 / max(secs, 0.01))
             d = re.search(r"([\d.]+) seconds", out)
             if d and float(d.group(1)) > 0:
                 dd_rates.append(mib * 1.048576 / float(d.group(1)))
             # The receiver exits when the sender closes; make sure.
-            shell(self.h, names[1], f"kill $(pidof nc) 2>/dev/null; true")
+            shell(self.h, names[1], "kill $(pidof nc) $(pidof sleep) 2>/dev/null; true")
         return {"mib": mib, "mb_s": rates, "dd_mb_s": dd_rates,
                 "median_mb_s": sorted(rates)[len(rates) // 2]}
 
