@@ -40,6 +40,8 @@ int warm_vm_prepare(Vm *vm, HsError *err);
  * queued as the incoming migration), and the fw_cfg record (info,
  * WARM_CLONE_INFO_SIZE bytes). 0 for VMs without memory_file. */
 int warm_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, char *info, HsError *err);
+/* A QMP event of the VM (MIGRATION: a capture's save has ended). */
+void warm_vm_event(Vm *vm, const char *name, json_t *data);
 /* QEMU is gone: its RAM file goes. */
 void warm_vm_exited(Vm *vm);
 /* The saved state is loaded: the clone has diverged from the template. */

@@ -160,6 +160,76 @@ def test_warm_clones(hsd_factory, guest, memdir):
     assert not os.listdir(memdir), os.listdir(memdir)
 
 
+class EventTap:
+    """GET /v1/events in a thread: the lines hsd publishes, kept."""
+
+    def __init__(self, h):
+        import socket
+        self.lines = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(2)
+        self.sock.connect(h.socket)
+        self.sock.sendall(b"GET /v1/events HTTP/1.1\r\nHost: hsd\r\n\r\n")
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        buf = b""
+        while not self.stop.is_set():
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            for line in done:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue  # headers, chunk sizes, heartbeats
+                if isinstance(e, dict):
+                    self.lines.append(e)
+
+    def migration(self, vm):
+        return [e["data"]["status"] for e in self.lines
+                if e.get("type") == "qmp" and e.get("vm") == vm and e.get("event") == "MIGRATION"]
+
+    def close(self):
+        self.stop.set()
+        self.t.join(timeout=5)
+        self.sock.close()
+
+
+def test_warm_follows_migration_events(hsd_factory, guest, memdir):
+    """The capture's save and a clone's load end at QEMU's MIGRATION event,
+    not at a poll: both VMs publish it, and the guest is paused for less
+    than the safety-net poll (500 ms) on top of its RAM copy."""
+    h = hsd_factory(extra_args=["--memory-dir", memdir])
+    tap = EventTap(h)
+    try:
+        _, _, _, cap = make_template(h, guest, then="stop")
+        h.hsctl("create", "c0", "--template", "tpl", check=True)
+        t = time.monotonic()
+        h.json("POST", "/v1/vms/c0/start", timeout=120)
+        start = time.monotonic() - t
+        h.console_wait("c0", "HS-CLONE c0 ", timeout=120)
+        wait_for(lambda: "completed" in tap.migration("c0"), 10, "c0's MIGRATION event")
+        print(f"capture: paused {cap['paused_ms']:.0f} ms, RAM copy {cap['copy_ms']:.0f} ms; "
+              f"clone start {start * 1e3:.0f} ms; events src {tap.migration('src')}, "
+              f"c0 {tap.migration('c0')}")
+        assert "completed" in tap.migration("src")
+        assert cap["paused_ms"] - cap["copy_ms"] < 450, cap
+    finally:
+        tap.close()
+    h.json("POST", "/v1/vms/c0/stop", {"force": True}, timeout=60)
+    wait_for(lambda: h.state("c0") in ("stopped", "crashed"), 30, "c0 to stop")
+    h.json("DELETE", "/v1/vms/c0")
+    h.json("DELETE", "/v1/vms/src", expect=(200, 409))
+
+
 def start_and_kill(h, name, kill):
     """Starts `name` in the background and calls kill(pid) as soon as its
     QEMU exists."""
