@@ -379,6 +379,7 @@ json_t *template_list_json(Hsd *h)
 {
 	json_t *list = json_array();
 	hs_dir_foreach(templates_dirfd, ".", template_list_add, &(TemplateList){h, list});
+	warm_templates_making(list);
 	/* Stable order: by name. */
 	size_t n = json_array_size(list);
 	for (size_t i = 1; i < n; i++)
@@ -397,6 +398,8 @@ json_t *template_list_json(Hsd *h)
 json_t *template_get_json(Hsd *h, const char *name, HsError *err)
 {
 	json_t *t = vm_name_is_valid(name) ? template_json_with_users(h, name) : NULL;
+	if (!t && vm_name_is_valid(name))
+		t = warm_template_making_json(name);
 	if (!t)
 		hs_error_set(err, -ENOENT, "not-found", "no template named '%s'", name);
 	return t;

@@ -427,6 +427,7 @@ typedef struct WarmJob {
 	size_t disk;  /* the managed disk's index */
 	uint64_t size, state_size, disk_size;
 	ev_timer poll;
+	double created; /* hs_wall() at the start: "created" while making */
 	double t0, t_paused, deadline, paused_ms, copy_ms, write_ms, freeze_ms, flatten_ms;
 	StorageDoneCb cb;
 	void *ud;
@@ -1007,6 +1008,7 @@ int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDo
 	j->cb = cb;
 	j->ud = ud;
 	j->t0 = hs_now();
+	j->created = hs_wall();
 	j->was_running = vm->status.state == VM_STATE_RUNNING;
 	snprintf(j->name, sizeof(j->name), "%s", name);
 	snprintf(j->vm, sizeof(j->vm), "%s", vm->spec.name);
@@ -1031,6 +1033,31 @@ int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDo
 	jobs = j;
 	return 0;
 }
+/* A template being made: what GET /v1/templates/NAME says until it is
+ * whole (clones of it are refused until then). */
+static json_t *job_json(const WarmJob *j)
+{
+	json_t *t = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f, s:f, s:[]}", "name", j->name,
+			      "kind", "warm", "source", j->vm, "state", "making", "then",
+			      j->stop ? "stop" : "resume", "created", j->created, "seconds",
+			      hs_now() - j->t0, "users");
+	if (t && j->size)
+		json_object_set_new(t, "ram_size", json_integer((json_int_t)j->size));
+	return t;
+}
+
+json_t *warm_template_making_json(const char *name)
+{
+	WarmJob *j = job_find(name);
+	return j ? job_json(j) : NULL;
+}
+
+void warm_templates_making(json_t *list)
+{
+	for (WarmJob *j = jobs; j; j = j->next)
+		json_array_append_new(list, job_json(j));
+}
+
 /* ---- clones ---- */
 
 json_t *warm_clone_spec(Hsd *h, json_t *body, HsError *err)

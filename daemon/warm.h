@@ -56,6 +56,11 @@ json_t *warm_clone_spec(Hsd *h, json_t *body, HsError *err);
 /* POST /v1/templates {"warm": true}: see the top of warm.c. */
 int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDoneCb cb,
 			  void *ud, HsError *err);
+/* A warm template being made (capture under way): its object with
+ * "state": "making" (new reference), or NULL. */
+json_t *warm_template_making_json(const char *name);
+/* Appends one such object per capture under way to `list`. */
+void warm_templates_making(json_t *list);
 /* Template `name` deleted: drop its sealed copy. */
 void warm_template_deleted(Hsd *h, const char *name);
 /* GET /v1/vms/NAME's "warm" object (RAM shared with the template); NULL

@@ -230,6 +230,52 @@ def test_warm_follows_migration_events(hsd_factory, guest, memdir):
     h.json("DELETE", "/v1/vms/src", expect=(200, 409))
 
 
+def test_warm_template_making_is_listed(hsd_factory, guest, memdir):
+    """While a warm template is captured, GET /v1/templates/NAME answers 200
+    with "state": "making" (so does the list), clones of it are refused
+    with 409; once whole, the normal object (no "state")."""
+    h = hsd_factory(extra_args=["--memory-dir", memdir])
+    h.json("POST", "/v1/vms", src_spec(guest, "src"))
+    h.json("POST", "/v1/vms/src/start", timeout=120)
+    h.console_wait("src", "HS-IDENTITY", timeout=120)
+    result, seen, listed, clones = {}, [], [], []
+
+    def capture():
+        result["r"] = h.request("POST", "/v1/templates",
+                                {"name": "tpl", "vm": "src", "warm": True}, timeout=300)
+
+    t = threading.Thread(target=capture)
+    t.start()
+    deadline = time.monotonic() + 300
+    while t.is_alive() and time.monotonic() < deadline:
+        st, js, _ = h.request("GET", "/v1/templates/tpl")
+        seen.append((st, (js or {}).get("state")))
+        if st == 200 and js.get("state") == "making":
+            assert js["kind"] == "warm" and js["source"] == "src", js
+            lst = h.json("GET", "/v1/templates")["templates"]
+            listed += [x.get("state") for x in lst if x["name"] == "tpl"]
+            st, _, _ = h.request("POST", "/v1/vms", {"name": "c0", "warm_template": "tpl"})
+            clones.append(st)
+        time.sleep(0.005)
+    t.join(timeout=300)
+    st, cap, text = result["r"]
+    assert st == 201, text
+    print("GET during the capture:", sorted(set(seen)), "list:", set(listed), "clones:",
+          set(clones))
+    assert (200, "making") in seen, seen
+    assert 404 not in [c for c, _ in seen], seen
+    # A clone got in only if the template was whole by then.
+    assert all(c in (409, 201) for c in clones), clones
+    if 201 in clones:
+        h.json("DELETE", "/v1/vms/c0")
+    assert "making" in listed or not clones
+    js = h.json("GET", "/v1/templates/tpl")
+    assert "state" not in js and js["ram_size"] == MEMORY << 20, js
+    lst = h.json("GET", "/v1/templates")["templates"]
+    assert [x.get("state") for x in lst if x["name"] == "tpl"] == [None], lst
+    h.json("POST", "/v1/vms/src/stop", {"force": True}, timeout=60)
+
+
 def start_and_kill(h, name, kill):
     """Starts `name` in the background and calls kill(pid) as soon as its
     QEMU exists."""
