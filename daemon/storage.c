@@ -337,7 +337,9 @@ static json_t *template_users(Hsd *h, const char *name)
 {
 	json_t *users = json_array();
 	for (Vm *vm = h->vms; vm; vm = vm->next) {
-		if (!strcmp(vm->spec.warm_template, name)) {
+		/* A clone that migrated away left a record here, no user. */
+		if (vm->status.state != VM_STATE_MIGRATED &&
+		    !strcmp(vm->spec.warm_template, name)) {
 			json_array_append_new(users, json_string(vm->spec.name));
 			continue;
 		}

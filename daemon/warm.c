@@ -1046,6 +1046,14 @@ static json_t *job_json(const WarmJob *j)
 	return t;
 }
 
+bool warm_vm_capturing(Vm *vm)
+{
+	for (WarmJob *j = jobs; j; j = j->next)
+		if (!strcmp(j->vm, vm->spec.name))
+			return true;
+	return false;
+}
+
 json_t *warm_template_making_json(const char *name)
 {
 	WarmJob *j = job_find(name);

@@ -56,6 +56,8 @@ json_t *warm_clone_spec(Hsd *h, json_t *body, HsError *err);
 /* POST /v1/templates {"warm": true}: see the top of warm.c. */
 int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDoneCb cb,
 			  void *ud, HsError *err);
+/* Is a warm template being taken from the VM? */
+bool warm_vm_capturing(Vm *vm);
 /* A warm template being made (capture under way): its object with
  * "state": "making" (new reference), or NULL. */
 json_t *warm_template_making_json(const char *name);

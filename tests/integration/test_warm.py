@@ -546,3 +546,46 @@ def test_warm_disk_crash_while_flattening(hsd_factory, guest, memdir, tmp_path):
     st, _, _ = h.request("POST", "/v1/vms", {"name": "c0", "warm_template": "dtpl"})
     assert st == 404
     h.wait_state("src", "running", 60)
+
+
+def test_warm_clone_migrates(hsd_factory, guest):
+    """A running warm clone live-migrates to another hsd with its RAM sent
+    in full (x-ignore-shared off: the destination has no template): the
+    template's marker and the clone's own are in its RAM there, the uptime
+    goes on, and there it is an ordinary memory_file VM (no warm_template)
+    with a RAM file of its own. The source keeps a "migrated" record that
+    uses the template no more."""
+    from test_migration import drop_hosts, make_hosts, migrate
+    hosts = make_hosts(hsd_factory)
+    try:
+        a, b = hosts["A"], hosts["B"]
+        make_template(a, guest, then="stop")
+        a.hsctl("create", "c0", "--template", "tpl", check=True)
+        a.json("POST", "/v1/vms/c0/start", timeout=120)
+        a.console_wait("c0", "HS-CLONE c0 ", timeout=120)
+        guest_run(a, "c0", "echo c0-own > /tmp/marker2", "w")
+        marker, boot_id, up0, mac = facts(a, "c0", "before")
+        assert marker == "warm-marker-42"
+        r = migrate(a, b, "c0")
+        assert r.returncode == 0, r.stderr + r.stdout
+        print(r.stdout.strip())
+        assert a.vm("c0")["state"] == "migrated"
+        vm = b.vm("c0")
+        assert vm["state"] == "running", vm
+        assert vm["spec"]["memory_file"] and "warm_template" not in vm["spec"], vm["spec"]
+        assert vm["spec"]["nics"][0]["mac"] == mac
+        m2, bid, up, gmac = facts(b, "c0", "after")
+        assert (m2, bid, gmac) == (marker, boot_id, mac), "the guest's RAM or identity changed"
+        assert up > up0, (up, up0)
+        out = guest_run(b, "c0", "echo M2 $(cat /tmp/marker2)", "m2")
+        assert "M2 c0-own" in out
+        ram = b.run_dir / "memory" / "c0.ram"
+        assert ram.stat().st_size == MEMORY << 20
+        # The template on A has no user left: the record is no clone.
+        assert a.json("GET", "/v1/templates/tpl")["users"] == []
+        a.json("DELETE", "/v1/templates/tpl")
+        b.json("POST", "/v1/vms/c0/kill", timeout=60)
+        wait_for(lambda: b.state("c0") in ("stopped", "crashed"), 30, "c0 to stop on B")
+        assert not list((b.run_dir / "memory").iterdir()), "the RAM file stayed"
+    finally:
+        drop_hosts(hosts)
