@@ -355,6 +355,11 @@ static json_t *caps_json(const Migration *m, bool on)
 		if (list[i].want && (on || strcmp(list[i].name, "events")))
 			json_array_append_new(caps, json_pack("{s:s, s:b}", "capability",
 							      list[i].name, "state", on));
+	if (on)
+		/* Every page crosses, a memory_file VM's too: a warm clone's
+		 * QEMU has it on since it loaded its template's state. */
+		json_array_append_new(caps, json_pack("{s:s, s:b}", "capability",
+						      "x-ignore-shared", "state", 0));
 	return json_pack("{s:o}", "capabilities", caps);
 }
 
@@ -931,13 +936,11 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 					   NULL};
 	if (object_keys_check(j, keys, err) < 0)
 		return -EINVAL;
-	if (vm->spec.memory_file)
-		/* Its RAM is a file (a warm clone's: the template's, mapped
-		 * privately): the destination would need the same file. */
-		return hs_error_set(err, -EINVAL, "not-migratable",
-				    "VM '%s' has file-backed RAM (memory_file); live migration of "
-				    "such VMs is not supported yet",
-				    vm->spec.name);
+	/* memory_file VMs (warm clones too) migrate with their RAM sent in
+	 * full: x-ignore-shared stays off (caps_json). */
+	if (warm_vm_capturing(vm))
+		return hs_error_set(err, -EBUSY, "conflict",
+				    "VM '%s': a warm template is being taken from it", vm->spec.name);
 	if (vm->migration && !phase_over(vm->migration->phase))
 		return hs_error_set(err, -EBUSY, "conflict",
 				    "VM '%s' is already migrating to %s (%s)", vm->spec.name,
@@ -1554,6 +1557,14 @@ int migrate_incoming(Hsd *h, json_t *j, HttpRequest *req, HsError *err)
 		vm_spec_clear(&spec);
 		return hs_error_set(err, -EINVAL, "invalid-spec",
 				    "spec: a VM with host devices (hostdevs) cannot migrate");
+	}
+	if (spec.warm_template[0]) {
+		/* A warm clone's RAM comes in full, into a file of its own:
+		 * here it is an ordinary memory_file VM (its MACs and
+		 * vmgenid kept), no template's clone. */
+		log_info("vm %s: a clone of warm template %s elsewhere; here a memory_file VM",
+			 spec.name, spec.warm_template);
+		spec.warm_template[0] = '\0';
 	}
 	for (size_t i = 0; i < spec.n_disks; i++)
 		if (spec.disks[i].managed && !copy) {

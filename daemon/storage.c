@@ -23,6 +23,7 @@
 #define TOOL_TIMEOUT_COPY 3600.0
 #define JOB_TIMEOUT 3600.0
 #define MIGRATE_TIMEOUT 600.0
+#define INCOMING_POLL 0.5 /* a safety net: the MIGRATION event says when */
 
 typedef enum OpKind {
 	OP_CREATE,
@@ -74,6 +75,8 @@ struct VmStorage {
 	unsigned flattening; /* warm captures reading a frozen layer (storage_flatten_snapshot) */
 	ev_timer incoming_poll;
 	double incoming_deadline;
+	bool incoming_querying; /* a query-migrate is out */
+	bool incoming_evented;  /* a MIGRATION event came while it was */
 };
 
 static int templates_dirfd = -1;
@@ -334,7 +337,9 @@ static json_t *template_users(Hsd *h, const char *name)
 {
 	json_t *users = json_array();
 	for (Vm *vm = h->vms; vm; vm = vm->next) {
-		if (!strcmp(vm->spec.warm_template, name)) {
+		/* A clone that migrated away left a record here, no user. */
+		if (vm->status.state != VM_STATE_MIGRATED &&
+		    !strcmp(vm->spec.warm_template, name)) {
 			json_array_append_new(users, json_string(vm->spec.name));
 			continue;
 		}
@@ -376,6 +381,7 @@ json_t *template_list_json(Hsd *h)
 {
 	json_t *list = json_array();
 	hs_dir_foreach(templates_dirfd, ".", template_list_add, &(TemplateList){h, list});
+	warm_templates_making(list);
 	/* Stable order: by name. */
 	size_t n = json_array_size(list);
 	for (size_t i = 1; i < n; i++)
@@ -394,6 +400,8 @@ json_t *template_list_json(Hsd *h)
 json_t *template_get_json(Hsd *h, const char *name, HsError *err)
 {
 	json_t *t = vm_name_is_valid(name) ? template_json_with_users(h, name) : NULL;
+	if (!t && vm_name_is_valid(name))
+		t = warm_template_making_json(name);
 	if (!t)
 		hs_error_set(err, -ENOENT, "not-found", "no template named '%s'", name);
 	return t;
@@ -2201,12 +2209,15 @@ static void incoming_done(Vm *vm, VmStorage *vs, const HsError *err)
 
 static void on_incoming_poll(struct ev_loop *loop, ev_timer *w, int revents);
 
+static void incoming_query(Vm *vm);
+
 static void on_incoming_status(QmpClient *c, json_t *reply, const HsError *err, void *ud)
 {
 	Vm *vm = ud;
 	VmStorage *vs = vs_find(vm);
 	if (!vs || going_away(vm->hsd, err))
 		return;
+	vs->incoming_querying = false;
 	HsError e;
 	if (err) {
 		incoming_done(vm, vs, err);
@@ -2220,27 +2231,52 @@ static void on_incoming_status(QmpClient *c, json_t *reply, const HsError *err, 
 	} else if (hs_now() > vs->incoming_deadline) {
 		hs_error_set(&e, -ETIMEDOUT, "timeout", "loading the saved memory timed out");
 		incoming_done(vm, vs, &e);
+	} else if (vs->incoming_evented) {
+		incoming_query(vm); /* the event overtook this answer */
 	} else {
+		/* The MIGRATION event says when it is loaded; the poll is
+		 * only a safety net. */
 		ev_timer_stop(vm->hsd->loop, &vs->incoming_poll);
-		/* A warm clone's state loads in milliseconds. */
-		ev_timer_init(&vs->incoming_poll, on_incoming_poll,
-			      vs->incoming_ignore_shared ? 0.002 : 0.05, 0.);
+		ev_timer_init(&vs->incoming_poll, on_incoming_poll, INCOMING_POLL, 0.);
 		vs->incoming_poll.data = vm;
 		ev_timer_start(vm->hsd->loop, &vs->incoming_poll);
 	}
 }
 
-static void on_incoming_poll(struct ev_loop *loop, ev_timer *w, int revents)
+static void incoming_query(Vm *vm)
 {
-	Vm *vm = w->data;
+	VmStorage *vs = vs_find(vm);
+	if (!vs)
+		return;
+	ev_timer_stop(vm->hsd->loop, &vs->incoming_poll);
+	vs->incoming_querying = true;
+	vs->incoming_evented = false;
 	if (qmp_client_execute(vm->qmp, "query-migrate", NULL, vm->hsd->qmp_timeout,
 			       on_incoming_status, vm) < 0) {
 		HsError e;
-		VmStorage *vs = vs_find(vm);
+		vs->incoming_querying = false;
 		hs_error_set(&e, -ECONNRESET, "vm-exited", "the VM exited");
-		if (vs)
-			incoming_done(vm, vs, &e);
+		incoming_done(vm, vs, &e);
 	}
+}
+
+static void on_incoming_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	incoming_query(w->data);
+}
+
+void storage_vm_event(Vm *vm, const char *name, json_t *data)
+{
+	VmStorage *vs = vs_find(vm);
+	if (!vs || !vs->incoming_done || strcmp(name, "MIGRATION"))
+		return;
+	const char *st = json_string_value(json_object_get(data, "status")) ?: "";
+	if (strcmp(st, "completed") && strcmp(st, "failed") && strcmp(st, "cancelled"))
+		return;
+	if (vs->incoming_querying)
+		vs->incoming_evented = true;
+	else if (ev_is_active(&vs->incoming_poll))
+		incoming_query(vm); /* not before migrate-incoming's answer */
 }
 
 static void on_migrate_incoming(QmpClient *c, json_t *reply, const HsError *err, void *ud)
@@ -2253,8 +2289,7 @@ static void on_migrate_incoming(QmpClient *c, json_t *reply, const HsError *err,
 		incoming_done(vm, vs, err);
 		return;
 	}
-	vs->incoming_poll.data = vm;
-	on_incoming_poll(vm->hsd->loop, &vs->incoming_poll, 0);
+	incoming_query(vm);
 }
 
 int storage_vm_incoming(Vm *vm, StorageIncomingCb done)
@@ -2266,11 +2301,12 @@ int storage_vm_incoming(Vm *vm, StorageIncomingCb done)
 	vs->incoming_deadline = hs_now() + MIGRATE_TIMEOUT;
 	int fd = vs->incoming_fd;
 	vs->incoming_fd = -1; /* handed to QEMU */
-	if (vs->incoming_ignore_shared)
-		qmp_client_execute(vm->qmp, "migrate-set-capabilities",
-				   json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-					     "x-ignore-shared", "state", 1),
-				   vm->hsd->qmp_timeout, NULL, NULL);
+	vs->incoming_querying = vs->incoming_evented = false;
+	qmp_client_execute(vm->qmp, "migrate-set-capabilities",
+			   json_pack("{s:[{s:s, s:b}, {s:s, s:b}]}", "capabilities", "capability",
+				     "x-ignore-shared", "state", vs->incoming_ignore_shared,
+				     "capability", "events", "state", 1),
+			   vm->hsd->qmp_timeout, NULL, NULL);
 	qmp_client_execute_fd(vm->qmp, "getfd", json_pack("{s:s}", "fdname", "hs-incoming"), fd,
 			      vm->hsd->qmp_timeout, NULL, NULL);
 	qmp_client_execute(vm->qmp, "migrate-incoming", json_pack("{s:s}", "uri", "fd:hs-incoming"),

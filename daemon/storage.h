@@ -77,6 +77,8 @@ json_t *storage_snapshots_json(Vm *vm);
  * state. done(vm, err) once it is loaded. */
 typedef void (*StorageIncomingCb)(Vm *vm, const HsError *err);
 int storage_vm_incoming(Vm *vm, StorageIncomingCb done);
+/* A QMP event of the VM (MIGRATION: the incoming state is loaded). */
+void storage_vm_event(Vm *vm, const char *name, json_t *data);
 bool storage_vm_has_incoming(Vm *vm);
 /* The state to load at the next start (fd taken); ignore_shared: saved
  * with x-ignore-shared (a warm template: RAM comes from its file). */

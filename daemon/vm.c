@@ -379,6 +379,8 @@ static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double se
 		if (vm->status.state == VM_STATE_PAUSED)
 			vm_set_state(vm, VM_STATE_RUNNING);
 	} else if (!strcmp(name, "MIGRATION") || hs_str_has_prefix(name, "BLOCK_JOB_")) {
+		storage_vm_event(vm, name, data);
+		warm_vm_event(vm, name, data);
 		migrate_vm_event(vm, name, data);
 	}
 }

@@ -25,7 +25,9 @@
 #include "tool.h"
 
 #define WARM_MARKER "warm-start"
-#define WARM_POLL 0.002
+/* The MIGRATION events say when the device state is saved; the poll is
+ * only a safety net (an event lost with a QMP reconnect). */
+#define WARM_POLL 0.5
 #define WARM_TIMEOUT 600.0
 #define WARM_COPY_TIMEOUT 600.0
 
@@ -415,6 +417,8 @@ typedef struct WarmJob {
 	char tmp[VM_NAME_MAX + 32];
 	char snap[SNAPSHOT_NAME_MAX + 1]; /* freezes the managed disk; "": none */
 	bool stop, was_running, migrating, caps_on, paused;
+	bool querying; /* a query-migrate is out (J_POLL) */
+	bool evented;  /* a MIGRATION event came while it was */
 	int step;
 	int state_fd;
 	int mfd;    /* the sealed copy for clones */
@@ -423,6 +427,7 @@ typedef struct WarmJob {
 	size_t disk;  /* the managed disk's index */
 	uint64_t size, state_size, disk_size;
 	ev_timer poll;
+	double created; /* hs_wall() at the start: "created" while making */
 	double t0, t_paused, deadline, paused_ms, copy_ms, write_ms, freeze_ms, flatten_ms;
 	StorageDoneCb cb;
 	void *ud;
@@ -735,13 +740,39 @@ static int job_copy(WarmJob *j, HsError *err)
 	return ram_copy(j->h, src, j->mfd, on_copied, j, err);
 }
 
-static void on_job_poll(struct ev_loop *loop, ev_timer *w, int revents)
+static void job_query(WarmJob *j)
 {
-	WarmJob *j = w->data;
 	HsError e;
+	ev_timer_stop(j->h->loop, &j->poll);
+	j->querying = true;
+	j->evented = false;
 	if (job_send(j, "query-migrate", NULL) < 0) {
 		hs_error_set(&e, -ENOTCONN, "vm-exited", "VM '%s' exited", j->vm);
 		job_fail(j, &e);
+	}
+}
+
+static void on_job_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	job_query(w->data);
+}
+
+void warm_vm_event(Vm *vm, const char *name, json_t *data)
+{
+	if (strcmp(name, "MIGRATION"))
+		return;
+	const char *st = json_string_value(json_object_get(data, "status")) ?: "";
+	if (strcmp(st, "completed") && strcmp(st, "failed") && strcmp(st, "cancelled"))
+		return;
+	for (WarmJob *j = jobs, *next; j; j = next) {
+		next = j->next; /* job_query may fail the job (and free it) */
+		if (strcmp(j->vm, vm->spec.name) || j->step != J_POLL)
+			continue;
+		/* The answer (with QEMU's error-desc) at once. */
+		if (j->querying)
+			j->evented = true;
+		else
+			job_query(j);
 	}
 }
 
@@ -807,8 +838,9 @@ static void job_step(WarmJob *j, json_t *reply)
 		j->step = J_CAPS;
 		j->caps_on = true;
 		r = job_send(j, "migrate-set-capabilities",
-			     json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-				       "x-ignore-shared", "state", 1));
+			     json_pack("{s:[{s:s, s:b}, {s:s, s:b}]}", "capabilities", "capability",
+				       "x-ignore-shared", "state", 1, "capability", "events",
+				       "state", 1));
 		break;
 	case J_CAPS: {
 		char path[VM_NAME_MAX + 48];
@@ -831,9 +863,10 @@ static void job_step(WarmJob *j, json_t *reply)
 	}
 	case J_MIGRATE:
 		j->step = J_POLL;
-		r = job_send(j, "query-migrate", NULL);
-		break;
+		job_query(j);
+		return;
 	case J_POLL: {
+		j->querying = false;
 		json_t *ret = json_object_get(reply, "return");
 		const char *st = json_string_value(json_object_get(ret, "status")) ?: "";
 		if (!strcmp(st, "failed") || !strcmp(st, "cancelled")) {
@@ -847,6 +880,11 @@ static void job_step(WarmJob *j, json_t *reply)
 			if (hs_now() > j->deadline) {
 				hs_error_set(&e, -ETIMEDOUT, "timeout", "saving the state timed out");
 				job_fail(j, &e);
+				return;
+			}
+			if (j->evented) {
+				/* The event overtook this answer. */
+				job_query(j);
 				return;
 			}
 			ev_timer_init(&j->poll, on_job_poll, WARM_POLL, 0.);
@@ -970,6 +1008,7 @@ int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDo
 	j->cb = cb;
 	j->ud = ud;
 	j->t0 = hs_now();
+	j->created = hs_wall();
 	j->was_running = vm->status.state == VM_STATE_RUNNING;
 	snprintf(j->name, sizeof(j->name), "%s", name);
 	snprintf(j->vm, sizeof(j->vm), "%s", vm->spec.name);
@@ -994,6 +1033,39 @@ int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDo
 	jobs = j;
 	return 0;
 }
+/* A template being made: what GET /v1/templates/NAME says until it is
+ * whole (clones of it are refused until then). */
+static json_t *job_json(const WarmJob *j)
+{
+	json_t *t = json_pack("{s:s, s:s, s:s, s:s, s:s, s:f, s:f, s:[]}", "name", j->name,
+			      "kind", "warm", "source", j->vm, "state", "making", "then",
+			      j->stop ? "stop" : "resume", "created", j->created, "seconds",
+			      hs_now() - j->t0, "users");
+	if (t && j->size)
+		json_object_set_new(t, "ram_size", json_integer((json_int_t)j->size));
+	return t;
+}
+
+bool warm_vm_capturing(Vm *vm)
+{
+	for (WarmJob *j = jobs; j; j = j->next)
+		if (!strcmp(j->vm, vm->spec.name))
+			return true;
+	return false;
+}
+
+json_t *warm_template_making_json(const char *name)
+{
+	WarmJob *j = job_find(name);
+	return j ? job_json(j) : NULL;
+}
+
+void warm_templates_making(json_t *list)
+{
+	for (WarmJob *j = jobs; j; j = j->next)
+		json_array_append_new(list, job_json(j));
+}
+
 /* ---- clones ---- */
 
 json_t *warm_clone_spec(Hsd *h, json_t *body, HsError *err)

@@ -40,6 +40,8 @@ int warm_vm_prepare(Vm *vm, HsError *err);
  * queued as the incoming migration), and the fw_cfg record (info,
  * WARM_CLONE_INFO_SIZE bytes). 0 for VMs without memory_file. */
 int warm_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, char *info, HsError *err);
+/* A QMP event of the VM (MIGRATION: a capture's save has ended). */
+void warm_vm_event(Vm *vm, const char *name, json_t *data);
 /* QEMU is gone: its RAM file goes. */
 void warm_vm_exited(Vm *vm);
 /* The saved state is loaded: the clone has diverged from the template. */
@@ -54,6 +56,13 @@ json_t *warm_clone_spec(Hsd *h, json_t *body, HsError *err);
 /* POST /v1/templates {"warm": true}: see the top of warm.c. */
 int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDoneCb cb,
 			  void *ud, HsError *err);
+/* Is a warm template being taken from the VM? */
+bool warm_vm_capturing(Vm *vm);
+/* A warm template being made (capture under way): its object with
+ * "state": "making" (new reference), or NULL. */
+json_t *warm_template_making_json(const char *name);
+/* Appends one such object per capture under way to `list`. */
+void warm_templates_making(json_t *list);
 /* Template `name` deleted: drop its sealed copy. */
 void warm_template_deleted(Hsd *h, const char *name);
 /* GET /v1/vms/NAME's "warm" object (RAM shared with the template); NULL

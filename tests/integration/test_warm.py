@@ -160,6 +160,122 @@ def test_warm_clones(hsd_factory, guest, memdir):
     assert not os.listdir(memdir), os.listdir(memdir)
 
 
+class EventTap:
+    """GET /v1/events in a thread: the lines hsd publishes, kept."""
+
+    def __init__(self, h):
+        import socket
+        self.lines = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(2)
+        self.sock.connect(h.socket)
+        self.sock.sendall(b"GET /v1/events HTTP/1.1\r\nHost: hsd\r\n\r\n")
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        buf = b""
+        while not self.stop.is_set():
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            for line in done:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue  # headers, chunk sizes, heartbeats
+                if isinstance(e, dict):
+                    self.lines.append(e)
+
+    def migration(self, vm):
+        return [e["data"]["status"] for e in self.lines
+                if e.get("type") == "qmp" and e.get("vm") == vm and e.get("event") == "MIGRATION"]
+
+    def close(self):
+        self.stop.set()
+        self.t.join(timeout=5)
+        self.sock.close()
+
+
+def test_warm_follows_migration_events(hsd_factory, guest, memdir):
+    """The capture's save and a clone's load end at QEMU's MIGRATION event,
+    not at a poll: both VMs publish it, and the guest is paused for less
+    than the safety-net poll (500 ms) on top of its RAM copy."""
+    h = hsd_factory(extra_args=["--memory-dir", memdir])
+    tap = EventTap(h)
+    try:
+        _, _, _, cap = make_template(h, guest, then="stop")
+        h.hsctl("create", "c0", "--template", "tpl", check=True)
+        t = time.monotonic()
+        h.json("POST", "/v1/vms/c0/start", timeout=120)
+        start = time.monotonic() - t
+        h.console_wait("c0", "HS-CLONE c0 ", timeout=120)
+        wait_for(lambda: "completed" in tap.migration("c0"), 10, "c0's MIGRATION event")
+        print(f"capture: paused {cap['paused_ms']:.0f} ms, RAM copy {cap['copy_ms']:.0f} ms; "
+              f"clone start {start * 1e3:.0f} ms; events src {tap.migration('src')}, "
+              f"c0 {tap.migration('c0')}")
+        assert "completed" in tap.migration("src")
+        assert cap["paused_ms"] - cap["copy_ms"] < 450, cap
+    finally:
+        tap.close()
+    h.json("POST", "/v1/vms/c0/stop", {"force": True}, timeout=60)
+    wait_for(lambda: h.state("c0") in ("stopped", "crashed"), 30, "c0 to stop")
+    h.json("DELETE", "/v1/vms/c0")
+    h.json("DELETE", "/v1/vms/src", expect=(200, 409))
+
+
+def test_warm_template_making_is_listed(hsd_factory, guest, memdir):
+    """While a warm template is captured, GET /v1/templates/NAME answers 200
+    with "state": "making" (so does the list), clones of it are refused
+    with 409; once whole, the normal object (no "state")."""
+    h = hsd_factory(extra_args=["--memory-dir", memdir])
+    h.json("POST", "/v1/vms", src_spec(guest, "src"))
+    h.json("POST", "/v1/vms/src/start", timeout=120)
+    h.console_wait("src", "HS-IDENTITY", timeout=120)
+    result, seen, listed, clones = {}, [], [], []
+
+    def capture():
+        result["r"] = h.request("POST", "/v1/templates",
+                                {"name": "tpl", "vm": "src", "warm": True}, timeout=300)
+
+    t = threading.Thread(target=capture)
+    t.start()
+    deadline = time.monotonic() + 300
+    while t.is_alive() and time.monotonic() < deadline:
+        st, js, _ = h.request("GET", "/v1/templates/tpl")
+        seen.append((st, (js or {}).get("state")))
+        if st == 200 and js.get("state") == "making":
+            assert js["kind"] == "warm" and js["source"] == "src", js
+            lst = h.json("GET", "/v1/templates")["templates"]
+            listed += [x.get("state") for x in lst if x["name"] == "tpl"]
+            st, _, _ = h.request("POST", "/v1/vms", {"name": "c0", "warm_template": "tpl"})
+            clones.append(st)
+        time.sleep(0.005)
+    t.join(timeout=300)
+    st, cap, text = result["r"]
+    assert st == 201, text
+    print("GET during the capture:", sorted(set(seen)), "list:", set(listed), "clones:",
+          set(clones))
+    assert (200, "making") in seen, seen
+    assert 404 not in [c for c, _ in seen], seen
+    # A clone got in only if the template was whole by then.
+    assert all(c in (409, 201) for c in clones), clones
+    if 201 in clones:
+        h.json("DELETE", "/v1/vms/c0")
+    assert "making" in listed or not clones
+    js = h.json("GET", "/v1/templates/tpl")
+    assert "state" not in js and js["ram_size"] == MEMORY << 20, js
+    lst = h.json("GET", "/v1/templates")["templates"]
+    assert [x.get("state") for x in lst if x["name"] == "tpl"] == [None], lst
+    h.json("POST", "/v1/vms/src/stop", {"force": True}, timeout=60)
+
+
 def start_and_kill(h, name, kill):
     """Starts `name` in the background and calls kill(pid) as soon as its
     QEMU exists."""
@@ -430,3 +546,46 @@ def test_warm_disk_crash_while_flattening(hsd_factory, guest, memdir, tmp_path):
     st, _, _ = h.request("POST", "/v1/vms", {"name": "c0", "warm_template": "dtpl"})
     assert st == 404
     h.wait_state("src", "running", 60)
+
+
+def test_warm_clone_migrates(hsd_factory, guest):
+    """A running warm clone live-migrates to another hsd with its RAM sent
+    in full (x-ignore-shared off: the destination has no template): the
+    template's marker and the clone's own are in its RAM there, the uptime
+    goes on, and there it is an ordinary memory_file VM (no warm_template)
+    with a RAM file of its own. The source keeps a "migrated" record that
+    uses the template no more."""
+    from test_migration import drop_hosts, make_hosts, migrate
+    hosts = make_hosts(hsd_factory)
+    try:
+        a, b = hosts["A"], hosts["B"]
+        make_template(a, guest, then="stop")
+        a.hsctl("create", "c0", "--template", "tpl", check=True)
+        a.json("POST", "/v1/vms/c0/start", timeout=120)
+        a.console_wait("c0", "HS-CLONE c0 ", timeout=120)
+        guest_run(a, "c0", "echo c0-own > /tmp/marker2", "w")
+        marker, boot_id, up0, mac = facts(a, "c0", "before")
+        assert marker == "warm-marker-42"
+        r = migrate(a, b, "c0")
+        assert r.returncode == 0, r.stderr + r.stdout
+        print(r.stdout.strip())
+        assert a.vm("c0")["state"] == "migrated"
+        vm = b.vm("c0")
+        assert vm["state"] == "running", vm
+        assert vm["spec"]["memory_file"] and "warm_template" not in vm["spec"], vm["spec"]
+        assert vm["spec"]["nics"][0]["mac"] == mac
+        m2, bid, up, gmac = facts(b, "c0", "after")
+        assert (m2, bid, gmac) == (marker, boot_id, mac), "the guest's RAM or identity changed"
+        assert up > up0, (up, up0)
+        out = guest_run(b, "c0", "echo M2 $(cat /tmp/marker2)", "m2")
+        assert "M2 c0-own" in out
+        ram = b.run_dir / "memory" / "c0.ram"
+        assert ram.stat().st_size == MEMORY << 20
+        # The template on A has no user left: the record is no clone.
+        assert a.json("GET", "/v1/templates/tpl")["users"] == []
+        a.json("DELETE", "/v1/templates/tpl")
+        b.json("POST", "/v1/vms/c0/kill", timeout=60)
+        wait_for(lambda: b.state("c0") in ("stopped", "crashed"), 30, "c0 to stop on B")
+        assert not list((b.run_dir / "memory").iterdir()), "the RAM file stayed"
+    finally:
+        drop_hosts(hosts)
