@@ -59,12 +59,14 @@ echo "--- hsctl list ---"
 url=$(curl -s --unix-socket "$SOCK" -X POST -d '{"ttl": 600}' \
 	http://hsd/v1/vms/demo/console-tickets |
 	python3 -c 'import json,sys; print(json.load(sys.stdin).get("url", ""))' 2>/dev/null || true)
+browser=""
+[ -z "$url" ] || browser="  $url   # the demo VM's screen in a browser (once, within 10 minutes)"
 cat <<EOT
 
 hsd is running (API on $SOCK). Try:
   $HSCTL console demo        # Ctrl-] detaches
   $HSCTL console demo --spice   # what remote-viewer needs
-  ${url:+$url   # demo's screen in a browser (once, within 10 minutes)}
+$browser
   $HSCTL info demo
   $HSCTL stop demo
 Stop hsd with: kill \$(cat $(dirname "$SOCK")/hsd.pid)   (VMs keep running; a new hsd re-adopts them)
