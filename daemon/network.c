@@ -16,7 +16,6 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,16 +90,6 @@ static json_t *network_to_json(const Network *n)
 	return o;
 }
 
-static bool ifname_ok(const char *s)
-{
-	if (!s[0] || strlen(s) >= IFNAMSIZ)
-		return false;
-	for (const char *p = s; *p; p++)
-		if (!isalnum((unsigned char)*p) && !strchr("_.-", *p))
-			return false;
-	return true;
-}
-
 /* A network from JSON (a request body, or networks.json): checks only the
  * form, not the host. */
 static int network_from_json(json_t *j, Network *ret, HsError *err)
@@ -145,7 +134,7 @@ static int network_from_json(json_t *j, Network *ret, HsError *err)
 				    "bridge's is its own: ip link set BR type bridge "
 				    "vlan_filtering 1)");
 	const char *ifn = json_string_value(json_object_get(j, net_ifkey[t]));
-	if (ifn && !ifname_ok(ifn))
+	if (ifn && !vm_ifname_is_valid(ifn))
 		return hs_error_set(err, -EINVAL, "invalid",
 				    "%s: '%s' is not an interface name (at most 15 of a-z, A-Z, "
 				    "0-9, '_', '.', '-')",
@@ -287,25 +276,14 @@ static VmNicType nic_type(Hsd *h, const VmNic *nic, Network **ret)
 
 /* ---- NIC specs ---- */
 
-static bool mac_used_elsewhere(Hsd *h, const char *mac, const char *vm)
-{
-	for (Vm *v = h->vms; v; v = v->next) {
-		if (vm && !strcmp(v->spec.name, vm))
-			continue;
-		for (size_t i = 0; i < v->spec.n_nics; i++)
-			if (!strcmp(v->spec.nics[i].mac, mac))
-				return true;
-	}
-	return false;
-}
-
+/* The VM (other than vm) whose spec has a NIC with this MAC; NULL: none. */
 static const char *mac_owner(Hsd *h, const char *mac, const char *vm)
 {
 	for (Vm *v = h->vms; v; v = v->next)
 		for (size_t i = 0; i < v->spec.n_nics && (!vm || strcmp(v->spec.name, vm)); i++)
 			if (!strcmp(v->spec.nics[i].mac, mac))
 				return v->spec.name;
-	return "?";
+	return NULL;
 }
 
 static int nic_check(Hsd *h, VmNic *nic, const char *where, const char *vm, HsError *err)
@@ -332,21 +310,15 @@ static int nic_check(Hsd *h, VmNic *nic, const char *where, const char *vm, HsEr
 					    "its parent)",
 					    where);
 	}
-	if (mac_used_elsewhere(h, nic->mac, vm)) {
-		if (nic->mac_given)
-			return hs_error_set(err, -EEXIST, "mac-in-use",
-					    "%s.mac: %s is already used by VM '%s'", where, nic->mac,
-					    mac_owner(h, nic->mac, vm));
-		/* Generated: drawn again until unique (3 random bytes: the
-		 * loop ends long before the host has 16 million NICs). */
-		for (unsigned tries = 0; tries < 1000 && mac_used_elsewhere(h, nic->mac, vm);
-		     tries++) {
-			unsigned char b[3];
-			if (getrandom(b, sizeof(b), 0) != sizeof(b))
-				break;
-			snprintf(nic->mac, sizeof(nic->mac), "52:54:00:%02x:%02x:%02x", b[0], b[1],
-				 b[2]);
-		}
+	const char *owner = mac_owner(h, nic->mac, vm);
+	if (owner && nic->mac_given)
+		return hs_error_set(err, -EEXIST, "mac-in-use", "%s.mac: %s is already used by VM '%s'",
+				    where, nic->mac, owner);
+	/* Generated: drawn again until unique (3 random bytes: the loop ends
+	 * long before the host has 16 million NICs). */
+	for (unsigned tries = 0; owner && tries < 1000; tries++) {
+		vm_mac_generate(nic->mac);
+		owner = mac_owner(h, nic->mac, vm);
 	}
 	return 0;
 }
@@ -658,12 +630,13 @@ json_t *network_vm_json(Vm *vm)
 	return a;
 }
 
-static const VmNic *spec_nic_const(const VmSpec *s, const char *id, size_t *ret_i)
+static VmNic *spec_nic(const VmSpec *s, const char *id, size_t *ret_i)
 {
 	for (size_t i = 0; i < s->n_nics; i++)
 		if (!strcmp(s->nics[i].id, id)) {
-			*ret_i = i;
-			return &s->nics[i];
+			if (ret_i)
+				*ret_i = i;
+			return (VmNic *)&s->nics[i];
 		}
 	return NULL;
 }
@@ -751,7 +724,7 @@ int network_vm_vfs_configure(Vm *vm, HsError *err)
 	for (size_t i = 0; vm->net && i < vm->net->n; i++) {
 		NicRun *run = &vm->net->nics[i];
 		size_t idx;
-		const VmNic *nic = run->vf[0] ? spec_nic_const(&vm->spec, run->id, &idx) : NULL;
+		const VmNic *nic = run->vf[0] ? spec_nic(&vm->spec, run->id, &idx) : NULL;
 		char pf[IFNAMSIZ];
 		unsigned index;
 		if (!nic)
@@ -1005,7 +978,7 @@ void api_sriov(Hsd *h, HttpRequest *req, const char *rest)
 		method_not_allowed(req, "GET, PUT");
 		return;
 	}
-	if (!ifname_ok(rest)) {
+	if (!vm_ifname_is_valid(rest)) {
 		http_reply_error(req, 404, "not-found", "no interface '%s'", rest);
 		return;
 	}
@@ -1062,17 +1035,6 @@ static void nic_event(Vm *vm, const char *id, const char *action)
 	events_publish(vm->hsd, json_pack("{s:s, s:s, s:s, s:s, s:f}", "type", "nic", "vm",
 					  vm->spec.name, "nic", id, "action", action, "time",
 					  hs_wall()));
-}
-
-static VmNic *spec_nic(VmSpec *s, const char *id, size_t *ret_i)
-{
-	for (size_t i = 0; i < s->n_nics; i++)
-		if (!strcmp(s->nics[i].id, id)) {
-			if (ret_i)
-				*ret_i = i;
-			return &s->nics[i];
-		}
-	return NULL;
 }
 
 /* The VM's spec with a NIC added (add, at the end) or the NIC `drop`

@@ -159,7 +159,7 @@ static bool mac_is_valid(const char *mac)
 	return (first & 1) == 0; /* unicast */
 }
 
-static void mac_generate(char out[18])
+void vm_mac_generate(char out[18])
 {
 	unsigned char b[3] = {0};
 	if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
@@ -543,7 +543,7 @@ const char *vm_nic_model_to_string(VmNicModel m)
 	return nic_models[m];
 }
 
-static bool ifname_is_valid(const char *n)
+bool vm_ifname_is_valid(const char *n)
 {
 	if (!n[0] || strlen(n) >= IFNAMSIZ)
 		return false;
@@ -672,7 +672,7 @@ int vm_nic_from_json(json_t *n, const char *where, char (*used)[VM_NIC_ID_MAX + 
 					 "%s: required for a bridge NIC (or a network)", field);
 			goto fail;
 		}
-		if (!ifname_is_valid(nic.bridge)) {
+		if (!vm_ifname_is_valid(nic.bridge)) {
 			r = hs_error_set(err, -EINVAL, INVALID, "%s: '%s' is not a valid interface name",
 					 field, nic.bridge);
 			goto fail;
@@ -694,7 +694,7 @@ int vm_nic_from_json(json_t *n, const char *where, char (*used)[VM_NIC_ID_MAX + 
 		memcpy(nic.mac, mac, 18);
 		nic.mac_given = true;
 	} else {
-		mac_generate(nic.mac);
+		vm_mac_generate(nic.mac);
 	}
 
 	snprintf(field, sizeof(field), "%s.model", where);

@@ -212,6 +212,10 @@ typedef struct VmSpecDefaults {
 } VmSpecDefaults;
 
 bool vm_name_is_valid(const char *name);
+/* A new random MAC, 52:54:00:xx:xx:xx. */
+void vm_mac_generate(char out[18]);
+/* A Linux interface name (at most 15 of a-z, A-Z, 0-9, '_', '.', '-'). */
+bool vm_ifname_is_valid(const char *name);
 /* A new random (version 4) GUID, "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx". */
 void vm_guid_generate(char out[37]);
 
