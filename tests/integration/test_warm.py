@@ -260,7 +260,7 @@ def test_warm_template_making_is_listed(hsd_factory, guest, memdir):
     t.join(timeout=300)
     st, cap, text = result["r"]
     assert st == 201, text
-    print("GET during the capture:", sorted(set(seen)), "list:", set(listed), "clones:",
+    print("GET during the capture:", sorted(set(seen), key=repr), "list:", set(listed), "clones:",
           set(clones))
     assert (200, "making") in seen, seen
     # 404 only before the capture's request reached hsd (the thread's POST
