@@ -393,9 +393,36 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	/* Huge pages without NUMA cells: the machine's RAM is one backend. */
 	bool file_ram = s->memory_file && l->ram_fd > 0;
 	bool ram_backend = (s->hugepage_size && !l->n_numa_cells) || file_ram;
+	/* UEFI: OVMF's two flash chips are block nodes (below); Secure Boot
+	 * needs SMM, and its variables writable only from SMM. */
+	bool uefi = l->fw_code_fd > 0 && l->fw_vars_fd > 0;
 	add2(&a, "-machine",
-	     hs_strdup_printf("%s%s%s", machine, s->no_mem_merge ? ",mem-merge=off" : "",
-			      ram_backend ? ",memory-backend=hs-ram" : ""));
+	     hs_strdup_printf("%s%s%s%s%s", machine, s->no_mem_merge ? ",mem-merge=off" : "",
+			      ram_backend ? ",memory-backend=hs-ram" : "",
+			      uefi ? ",pflash0=hs-fw-code,pflash1=hs-fw-vars" : "",
+			      uefi && s->secure_boot ? ",smm=on" : ""));
+	if (uefi) {
+		if (s->secure_boot)
+			add2(&a, "-global", strdup("driver=cfi.pflash01,property=secure,value=on"));
+		add2(&a, "-add-fd",
+		     hs_strdup_printf("fd=%d,set=%d,opaque=hs-fw-code", l->fw_code_fd,
+				      QEMU_FDSET_FW_CODE));
+		add2(&a, "-blockdev",
+		     hs_strdup_printf("driver=file,node-name=hs-fw-code-file,filename=/dev/fdset/%d,"
+				      "read-only=on",
+				      QEMU_FDSET_FW_CODE));
+		add2(&a, "-blockdev",
+		     strdup("driver=raw,node-name=hs-fw-code,file=hs-fw-code-file,read-only=on"));
+		add2(&a, "-add-fd",
+		     hs_strdup_printf("fd=%d,set=%d,opaque=hs-fw-vars", l->fw_vars_fd,
+				      QEMU_FDSET_FW_VARS));
+		add2(&a, "-blockdev",
+		     hs_strdup_printf("driver=file,node-name=hs-fw-vars-file,filename=/dev/fdset/%d,"
+				      "read-only=off",
+				      QEMU_FDSET_FW_VARS));
+		add2(&a, "-blockdev",
+		     strdup("driver=raw,node-name=hs-fw-vars,file=hs-fw-vars-file,read-only=off"));
+	}
 	/* TCG's translation buffer is guest-independent memory that KSM can
 	 * never merge (QEMU's default reserves up to 1 GiB, ~50 MiB used by a
 	 * small guest): a bounded one is the biggest per-VM saving for dense
@@ -602,6 +629,14 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	}
 
 	add_display(&a, s, l);
+
+	if (l->tpm_fd > 0) {
+		/* A connected socket: QEMU is the client of swtpm's control
+		 * channel (and hands it the data channel over it). */
+		add2(&a, "-chardev", hs_strdup_printf("socket,id=hs-tpm-ctrl,fd=%d", l->tpm_fd));
+		add2(&a, "-tpmdev", strdup("emulator,id=hs-tpm,chardev=hs-tpm-ctrl"));
+		add2(&a, "-device", strdup("tpm-crb,tpmdev=hs-tpm,id=tpm0"));
+	}
 
 	/* Host PCI devices: on q35 a PCIe root port each (and the spare
 	 * ones hot-plugs take), on pc a slot of the PCI bus each. */

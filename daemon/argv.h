@@ -120,6 +120,12 @@ typedef struct QemuLaunch {
 	 * picked; 0: none. Clients of the UNIX socket come through hsd
 	 * (QMP add_client), so QEMU listens on nothing else. */
 	unsigned spice_port;
+	/* UEFI (firmware "uefi"): OVMF's code, read-only, and the VM's own
+	 * variable store, read-write, as fd numbers; 0: none (SeaBIOS). */
+	int fw_code_fd, fw_vars_fd;
+	/* TPM: QEMU's end of a connected socket pair whose other end is
+	 * the control channel of the VM's swtpm; 0: none. */
+	int tpm_fd;
 } QemuLaunch;
 
 /* The SPICE agent's channel (clipboard, resize). */
@@ -127,6 +133,8 @@ typedef struct QemuLaunch {
 
 /* fdset ids used with pass_fds. */
 #define QEMU_FDSET_SERIAL_LOG 1
+#define QEMU_FDSET_FW_CODE 3
+#define QEMU_FDSET_FW_VARS 4
 #define QEMU_FDSET_DISK(i) (10 + (i))
 
 /* A NULL-terminated argv. Every value that goes into a QEMU option list has

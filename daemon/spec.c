@@ -1016,6 +1016,39 @@ int vm_spec_check_balloon(const VmSpec *s, HsError *err)
 	return 0;
 }
 
+const char *vm_firmware_to_string(VmFirmware f)
+{
+	return f == VM_FIRMWARE_UEFI ? "uefi" : "bios";
+}
+
+/* "firmware", "secure_boot", "tpm" (after "machine"). */
+static int parse_firmware(json_t *obj, VmSpec *s, HsError *err)
+{
+	_cleanup_free_ char *fw = NULL;
+	int r = get_string(obj, "firmware", "firmware", 8, &fw, err);
+	if (r < 0)
+		return r;
+	if (!fw || !strcmp(fw, "bios"))
+		s->firmware = VM_FIRMWARE_BIOS;
+	else if (!strcmp(fw, "uefi"))
+		s->firmware = VM_FIRMWARE_UEFI;
+	else
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "firmware: must be \"bios\" or \"uefi\", not '%s'", fw);
+	if ((r = get_bool(obj, "secure_boot", "secure_boot", &s->secure_boot, err)) < 0)
+		return r;
+	if (s->secure_boot && s->firmware != VM_FIRMWARE_UEFI)
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "secure_boot: only with \"firmware\": \"uefi\"");
+	/* OVMF's Secure Boot build keeps its variables in SMM, which only
+	 * q35 has. */
+	if (s->secure_boot && !vm_machine_is_q35(s->machine))
+		return hs_error_set(err, -EINVAL, INVALID,
+				    "secure_boot: needs a q35 machine (SMM), not '%s'", s->machine);
+	r = get_bool(obj, "tpm", "tpm", &s->tpm, err);
+	return r < 0 ? r : 0;
+}
+
 /* "memory_file", "vmgenid" (made when absent), "warm_template". */
 static int parse_memory_file(json_t *obj, VmSpec *s, HsError *err)
 {
@@ -1127,7 +1160,8 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
 					   "cpu_pinning", "numa_node", "resources", "hugepages",
 					   "balloon_floor_mib", "hostdevs", "hotplug_ports",
-					   "memory_file", "vmgenid", "warm_template", "display", NULL};
+					   "memory_file", "vmgenid", "warm_template", "display",
+					   "firmware", "secure_boot", "tpm", NULL};
 	VmSpec s = {0};
 	_cleanup_free_ char *accel = NULL;
 	uint64_t u;
@@ -1322,6 +1356,9 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	r = vm_display_from_json(json_object_get(obj, "display"), "display", &s.display, err);
 	if (r < 0)
 		goto fail;
+	r = parse_firmware(obj, &s, err);
+	if (r < 0)
+		goto fail;
 
 	json_t *ci = json_object_get(obj, "cloud_init");
 	if (ci && !json_is_null(ci)) {
@@ -1426,6 +1463,13 @@ json_t *vm_spec_to_json(const VmSpec *s)
 	/* Headless VMs keep the form they always had. */
 	if (s->display.type != VM_DISPLAY_NONE)
 		json_object_set_new(o, "display", vm_display_to_json(&s->display));
+	/* BIOS VMs without a TPM keep the form they always had. */
+	if (s->firmware != VM_FIRMWARE_BIOS)
+		json_object_set_new(o, "firmware", json_string(vm_firmware_to_string(s->firmware)));
+	if (s->secure_boot)
+		json_object_set_new(o, "secure_boot", json_true());
+	if (s->tpm)
+		json_object_set_new(o, "tpm", json_true());
 	if (vm_spec_pinned(s)) {
 		json_t *p = json_object(), *vc = json_array();
 		bool any = false;

@@ -115,6 +115,13 @@ typedef struct VmDisplay {
 	char listen[46];
 } VmDisplay;
 
+/* Firmware (issue 13): SeaBIOS, or OVMF with the VM's own UEFI variable
+ * store (<state>/vms/NAME/efivars.fd). */
+typedef enum VmFirmware {
+	VM_FIRMWARE_BIOS, /* the default */
+	VM_FIRMWARE_UEFI,
+} VmFirmware;
+
 typedef struct VmSpec {
 	char name[VM_NAME_MAX + 1];
 	unsigned cpus;
@@ -175,6 +182,12 @@ typedef struct VmSpec {
 	 * the template's saved guest instead of booting. */
 	char warm_template[VM_NAME_MAX + 1];
 	VmDisplay display;
+	/* Firmware, Secure Boot (UEFI on q35, SMM; the variable store made
+	 * with Microsoft's keys enrolled) and a TPM 2.0 (swtpm, state in
+	 * <state>/vms/NAME/tpm). */
+	VmFirmware firmware;
+	bool secure_boot;
+	bool tpm;
 } VmSpec;
 
 /* A balloon target with huge pages is refused (at create and by PATCH):
@@ -242,6 +255,7 @@ const char *vm_disk_format_to_string(VmDiskFormat f);
 const char *vm_nic_type_to_string(VmNicType t);
 const char *vm_nic_model_to_string(VmNicModel m);
 const char *vm_display_type_to_string(VmDisplayType t);
+const char *vm_firmware_to_string(VmFirmware f);
 /* {"type": "virtio"|"qxl"|"none", "listen": ADDR}; null: none. field names
  * the errors ("display"). */
 int vm_display_from_json(json_t *j, const char *field, VmDisplay *ret, HsError *err);

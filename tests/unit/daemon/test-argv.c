@@ -965,6 +965,55 @@ static void test_display(void **state)
 	vm_spec_clear(&s);
 }
 
+/* UEFI: OVMF's code and the VM's variables as flash nodes on descriptors;
+ * Secure Boot adds SMM and secure flash; a TPM is swtpm's socket. */
+static void test_firmware_tpm(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	s.firmware = VM_FIRMWARE_UEFI;
+	QemuLaunch l = launch_plain;
+	l.pass_fds = true;
+	l.fw_code_fd = 7;
+	l.fw_vars_fd = 8;
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-machine", "q35,pflash0=hs-fw-code,pflash1=hs-fw-vars") > 0);
+	assert_int_equal(find_opt(v, "-machine", "q35,pflash0=hs-fw-code,pflash1=hs-fw-vars,smm"),
+			 -1);
+	assert_true(find_opt(v, "-add-fd", "fd=7,set=3,opaque=hs-fw-code") > 0);
+	assert_true(find_opt(v, "-add-fd", "fd=8,set=4,opaque=hs-fw-vars") > 0);
+	ssize_t i = find_opt(v, "-blockdev", "driver=file,node-name=hs-fw-code-file,");
+	assert_true(i > 0);
+	assert_string_equal(v[i], "driver=file,node-name=hs-fw-code-file,filename=/dev/fdset/3,"
+				  "read-only=on");
+	assert_true(find_opt(v, "-blockdev",
+			     "driver=raw,node-name=hs-fw-vars,file=hs-fw-vars-file,read-only=off") > 0);
+	assert_int_equal(count_arg(v, "-global"), 0);
+	assert_int_equal(find_opt(v, "-tpmdev", ""), -1);
+	strv_free(v);
+
+	s.secure_boot = true;
+	s.tpm = true;
+	l.tpm_fd = 9;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-machine", "q35,pflash0=hs-fw-code,pflash1=hs-fw-vars,smm=on") > 0);
+	assert_true(find_opt(v, "-global", "driver=cfi.pflash01,property=secure,value=on") > 0);
+	assert_true(find_opt(v, "-chardev", "socket,id=hs-tpm-ctrl,fd=9") > 0);
+	assert_true(find_opt(v, "-tpmdev", "emulator,id=hs-tpm,chardev=hs-tpm-ctrl") > 0);
+	assert_true(find_opt(v, "-device", "tpm-crb,tpmdev=hs-tpm,id=tpm0") > 0);
+	strv_free(v);
+
+	/* No descriptors (a BIOS VM): no flash, no SMM setting. */
+	s.firmware = VM_FIRMWARE_BIOS;
+	s.secure_boot = s.tpm = false;
+	assert_int_equal(qemu_argv_build(&s, &launch_plain, &v), 0);
+	for (size_t k = 0; v[k]; k++)
+		assert_null(strstr(v[k], "pflash"));
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -987,6 +1036,7 @@ int main(void)
 	    cmocka_unit_test(test_hostdevs),
 	    cmocka_unit_test(test_nics),
 	    cmocka_unit_test(test_display),
+	    cmocka_unit_test(test_firmware_tpm),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

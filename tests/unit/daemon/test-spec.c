@@ -1208,6 +1208,55 @@ static void test_memory_file(void **state)
 		   "memory_file: not with hugepages");
 }
 
+/* "firmware", "secure_boot", "tpm": absent is BIOS without a TPM (and
+ * stays absent in the stored form); Secure Boot only with UEFI on q35. */
+static void test_firmware(void **state)
+{
+	VmSpec s;
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\"}", &defs_tcg, &s);
+	assert_int_equal(s.firmware, VM_FIRMWARE_BIOS);
+	assert_false(s.secure_boot);
+	assert_false(s.tpm);
+	json_auto_t *j0 = vm_spec_to_json(&s);
+	assert_null(json_object_get(j0, "firmware"));
+	assert_null(json_object_get(j0, "secure_boot"));
+	assert_null(json_object_get(j0, "tpm"));
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"firmware\": \"uefi\", "
+		 "\"secure_boot\": true, \"tpm\": true}",
+		 &defs_tcg, &s);
+	assert_int_equal(s.firmware, VM_FIRMWARE_UEFI);
+	assert_true(s.secure_boot);
+	assert_true(s.tpm);
+	VmSpec c;
+	assert_int_equal(vm_spec_copy(&s, &c), 0);
+	assert_int_equal(c.firmware, VM_FIRMWARE_UEFI);
+	assert_true(c.secure_boot);
+	assert_true(c.tpm);
+	json_auto_t *j1 = vm_spec_to_json(&c);
+	assert_string_equal(json_string_value(json_object_get(j1, "firmware")), "uefi");
+	vm_spec_clear(&c);
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"firmware\": \"bios\", \"tpm\": true}",
+		 &defs_tcg, &s);
+	assert_int_equal(s.firmware, VM_FIRMWARE_BIOS);
+	assert_true(s.tpm);
+	vm_spec_clear(&s);
+
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"firmware\": \"efi\"}",
+		   "firmware: must be \"bios\" or \"uefi\"");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"firmware\": 1}", "firmware:");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"secure_boot\": true}",
+		   "secure_boot: only with \"firmware\": \"uefi\"");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"firmware\": \"uefi\", "
+		   "\"machine\": \"pc\", \"secure_boot\": true}",
+		   "secure_boot: needs a q35 machine");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"tpm\": \"yes\"}",
+		   "tpm: must be true or false");
+}
+
 /* "display": absent is headless (and stays absent in the stored form);
  * a type, and a TCP address only with a display. */
 static void test_display(void **state)
@@ -1331,6 +1380,7 @@ int main(void)
 	    cmocka_unit_test(test_hostdevs),
 	    cmocka_unit_test(test_memory_file),
 	    cmocka_unit_test(test_display),
+	    cmocka_unit_test(test_firmware),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
