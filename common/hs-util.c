@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 int hs_error_setv(HsError *err, int code, const char *kind, const char *fmt, va_list ap)
@@ -373,4 +374,14 @@ unsigned hs_tcp_port_free(const char *address, unsigned lo, unsigned hi,
 			return p;
 	}
 	return 0;
+}
+
+int hs_pidfd_open(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int hs_pidfd_send_signal(int pidfd, int sig)
+{
+	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }

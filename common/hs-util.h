@@ -115,6 +115,10 @@ int hs_dir_foreach(int dirfd, const char *path, int (*cb)(int dfd, const char *n
 /* rm -rf of dirfd/name (does not follow symlinks). */
 int hs_rm_rf_at(int dirfd, const char *name);
 
+/* pidfd_open(2) and pidfd_send_signal(2) (glibc 2.36 has no wrappers). */
+int hs_pidfd_open(pid_t pid);
+int hs_pidfd_send_signal(int pidfd, int sig);
+
 int hs_fd_nonblock(int fd, bool on);
 int hs_fd_cloexec(int fd, bool on);
 

@@ -147,6 +147,8 @@ static void hsd_release(Hsd *h)
 	free(h->state_dir);
 	free(h->run_dir);
 	free(h->memory_dir);
+	free(h->ovmf_dir);
+	free(h->swtpm);
 	free(h->socket_path);
 	allowed_dirs_clear(&h->allowed);
 }
@@ -201,6 +203,8 @@ static void usage(FILE *f)
 		   "                      TCP, e.g. 127.0.0.1:8006 (default: off); see\n"
 		   "                      docs/operations.md before exposing it\n"
 		   "  --spice-html5-dir DIR  spice-html5's files (default " WEB_SPICE_HTML5_DIR ")\n"
+		   "  --ovmf-dir DIR      OVMF's 4M images for UEFI VMs (default " FW_OVMF_DIR ")\n"
+		   "  --swtpm PATH        swtpm, for VMs with a TPM (default " FW_SWTPM ")\n"
 		   "  --web-assets DIR    xterm.js's files (xterm.mjs, xterm.css), for the serial\n"
 		   "                      console page\n"
 		   "  --cgroup-base PATH  VMs' cgroups go under PATH on the cgroup2 mount\n"
@@ -240,6 +244,8 @@ static const struct option long_opts[] = {
 	{"web-listen", required_argument, NULL, 'L'},
 	{"spice-html5-dir", required_argument, NULL, 'L'},
 	{"web-assets", required_argument, NULL, 'L'},
+	{"ovmf-dir", required_argument, NULL, 'L'},
+	{"swtpm", required_argument, NULL, 'L'},
 	{"no-seccomp", no_argument, NULL, 'L'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"version", no_argument, NULL, 'V'},
@@ -395,6 +401,8 @@ int main(int argc, char **argv)
 	h.state_dir = o.state_dir ? strdup(o.state_dir) : NULL;
 	h.run_dir = o.run_dir ? strdup(o.run_dir) : NULL;
 	h.memory_dir = o.memory_dir ? strdup(o.memory_dir) : NULL;
+	h.ovmf_dir = strdup(o.ovmf_dir ? o.ovmf_dir : FW_OVMF_DIR);
+	h.swtpm = strdup(o.swtpm ? o.swtpm : FW_SWTPM);
 	h.socket_path = o.socket ? strdup(o.socket) : NULL;
 	qemu = o.qemu ? strdup(o.qemu) : NULL;
 	for (size_t i = 0; i < o.n_allowed; i++)

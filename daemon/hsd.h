@@ -124,6 +124,7 @@ struct Vm {
 	struct VmHostdevs *hostdevs; /* host PCI functions (hostdev.c); NULL: none yet */
 	struct VmNet *net;           /* its NICs' host side while active (network.c); NULL: none */
 	struct VmSpice *spice;       /* its SPICE server's way in while active (spice.c); NULL: none */
+	struct VmFirmwareRun *firmware; /* its swtpm (firmware.c); NULL: none yet */
 	char machine_type[64];     /* the versioned machine QEMU runs ("pc-q35-7.2"); "" unknown */
 	uint64_t disk_bytes[VM_MAX_DISKS]; /* each disk's virtual size, from QEMU; 0 unknown */
 	ev_timer start_timer;
@@ -221,6 +222,7 @@ struct Hsd {
 	int pci_claims_fd;
 	struct Network *networks; /* /v1/networks (network.c), sorted by name */
 	Web *web;                 /* the web console (web.c); NULL: off */
+	char *ovmf_dir, *swtpm;   /* UEFI firmware images, the TPM emulator (firmware.c) */
 };
 
 /* Logging to stderr with journald priority prefixes. */
@@ -362,6 +364,39 @@ int balloon_configure(Hsd *h, json_t *body, HsError *err);
 json_t *balloon_to_json(Hsd *h);
 /* GET /v1/vms/NAME's "balloon" object. */
 json_t *balloon_vm_json(Vm *vm);
+
+/* firmware.c: UEFI (OVMF and the VM's variable store) and the TPM
+ * (swtpm, started with QEMU, stopped after it). */
+#define FW_OVMF_DIR "/usr/share/OVMF"
+#define FW_SWTPM "/usr/bin/swtpm"
+/* At create: the firmware files and swtpm the spec needs are there. */
+int firmware_spec_check(Hsd *h, const VmSpec *s, HsError *err);
+/* The variable store (from OVMF's template, or the VM's template's
+ * store) and the TPM state dir, made when missing: at create and start. */
+int firmware_vm_prepare(Vm *vm, HsError *err);
+/* A start: OVMF's and the store's descriptors, swtpm started on a socket
+ * pair whose other end goes to QEMU. */
+int firmware_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, HsError *err);
+/* QEMU is gone (or never started): swtpm stopped. */
+void firmware_vm_release(Vm *vm);
+/* hsd restarted: the VM's swtpm found again from its pidfile. */
+void firmware_vm_adopt(Vm *vm);
+void firmware_vm_free(Vm *vm);
+/* GET /v1/vms/NAME's "firmware" object. */
+json_t *firmware_vm_json(Vm *vm);
+/* Snapshots (storage.c): the store and TPM state copied with snapshot
+ * `snap`, dropped with it; a rollback's copies prepared before disks.json
+ * records it, then put in place (commit) or dropped. */
+int firmware_snapshot_save(Vm *vm, const char *snap, HsError *err);
+void firmware_snapshot_drop(Vm *vm, const char *snap);
+/* A file of the snapshots dir that is a snapshot's firmware copy: its
+ * snapshot's name. */
+bool firmware_snapshot_file(const char *file, char *snap, size_t size);
+int firmware_rollback_prepare(Vm *vm, const char *snap, HsError *err);
+void firmware_rollback_finish(Vm *vm, bool commit);
+/* A template made from the VM: its variable store goes along (1), or it
+ * has none (0). */
+int firmware_template_save(Vm *vm, int tmpl_dirfd, HsError *err);
 
 /* network.c: networks (/v1/networks), SR-IOV (/v1/sriov), and the host
  * side of VMs' NICs: taps and macvtaps made for a start and handed to

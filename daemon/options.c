@@ -29,7 +29,8 @@ void hsd_options_clear(HsdOptions *o)
 	char **strs[] = {&o->state_dir, &o->run_dir,	&o->socket,	 &o->qemu,
 			 &o->qemu_user, &o->api_group, &o->admin_group, &o->sysroot,
 			 &o->cgroup_base, &o->migration_address, &o->migration_tls_dir,
-			 &o->memory_dir, &o->web_listen, &o->spice_html5_dir, &o->web_assets};
+			 &o->memory_dir, &o->web_listen, &o->spice_html5_dir, &o->web_assets,
+			 &o->ovmf_dir, &o->swtpm};
 	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 		free(*strs[i]);
 		*strs[i] = NULL;
@@ -151,6 +152,10 @@ int hsd_option_set(HsdOptions *o, const char *key, const char *value, HsError *e
 	}
 	if (!strcmp(key, "spice-html5-dir"))
 		return set_str(&o->spice_html5_dir, key, value, true, err);
+	if (!strcmp(key, "ovmf-dir"))
+		return set_str(&o->ovmf_dir, key, value, true, err);
+	if (!strcmp(key, "swtpm"))
+		return set_str(&o->swtpm, key, value, true, err);
 	if (!strcmp(key, "web-assets"))
 		return set_str(&o->web_assets, key, value, true, err);
 	if (!strcmp(key, "memory-dir"))

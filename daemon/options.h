@@ -45,6 +45,7 @@ typedef struct HsdOptions {
 	 * spice-html5 is (NULL: /usr/share/spice-html5), and xterm.js's files
 	 * (NULL: none). */
 	char *web_listen, *spice_html5_dir, *web_assets;
+	char *ovmf_dir, *swtpm; /* firmware.c's defaults when NULL */
 } HsdOptions;
 
 void hsd_options_init(HsdOptions *o);

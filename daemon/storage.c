@@ -45,6 +45,7 @@ typedef struct StorageOp {
 	char snap[SNAPSHOT_NAME_MAX + 1];
 	bool memory, live, was_running, restart;
 	bool stopped, switched; /* live snapshot: CPUs stopped; disks switched */
+	bool fw_saved; /* snapshot: UEFI variables and TPM state copied */
 	unsigned new_ids[VM_MAX_DISKS];
 	size_t disk;        /* iteration over disks */
 	unsigned children[64];
@@ -182,9 +183,11 @@ static int sweep_state(int dfd, const char *file, void *ud)
 	VmStorage *vs = vm->storage;
 	if (file[0] == '.')
 		return 0;
-	char name[300];
+	char name[300], snap[300];
 	snprintf(name, sizeof(name), SNAPSHOTS_DIR "/%s", file);
 	bool used = false;
+	if (firmware_snapshot_file(file, snap, sizeof(snap)))
+		used = vm_disks_find_snapshot(&vs->disks, snap) != NULL;
 	for (size_t s = 0; s < vs->disks.n_snaps; s++)
 		used |= vs->disks.snaps[s].memory && !strcmp(vs->disks.snaps[s].memory, name);
 	if (!used) {
@@ -481,6 +484,21 @@ static void on_template_info(Hsd *h, const ToolResult *res, void *ud)
 	json_auto_t *t = json_pack("{s:s, s:s, s:I, s:I, s:f, s:s}", "name", j->name, "format",
 				   j->format, "virtual_size", vsize, "actual_size", asize,
 				   "created", hs_wall(), "source", j->source);
+	if (j->vm) {
+		/* A UEFI VM's variables (boot entries, keys) go with it;
+		 * clones start from a copy. */
+		int tfd = openat(templates_dirfd, j->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int fr = tfd < 0 ? hs_error_set(&err, -errno, "internal", "cannot open %s: %m", j->tmp)
+				 : firmware_template_save(j->vm, tfd, &err);
+		if (tfd >= 0)
+			close(tfd);
+		if (fr < 0) {
+			tjob_finish(j, &err, NULL);
+			return;
+		}
+		if (fr > 0)
+			json_object_set_new(t, "efivars", json_true());
+	}
 	_cleanup_free_ char *s = json_dumps(t, JSON_INDENT(1) | JSON_SORT_KEYS);
 	char path[VM_NAME_MAX + 64];
 	snprintf(path, sizeof(path), "%s/image", j->tmp);
@@ -1380,6 +1398,7 @@ static void snapshot_undo(StorageOp *op, VmStorage *vs, const HsError *err)
 					   NULL);
 		unlinkat(vm->state_dirfd, name, 0);
 	}
+	firmware_snapshot_drop(vm, op->snap);
 	fail(op, err);
 }
 
@@ -1472,6 +1491,13 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 			snapshot_undo(op, vs, &e);
 			return;
 		}
+		/* The CPUs are still stopped: firmware state of the same
+		 * instant as the disks and the RAM. */
+		if (firmware_snapshot_save(vm, op->snap, &e) < 0) {
+			snapshot_undo(op, vs, &e);
+			return;
+		}
+		op->fw_saved = true;
 		if (op->was_running) {
 			/* Answer once the guest runs again. */
 			op->step = SNAP_RESUMED;
@@ -1486,6 +1512,11 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 	default:
 		break;
 	}
+	if (!op->fw_saved && firmware_snapshot_save(vm, op->snap, &e) < 0) {
+		snapshot_undo(op, vs, &e);
+		return;
+	}
+	op->fw_saved = true;
 	/* Commit: the snapshot exists from this write on. */
 	snapshot_commit(op, vs);
 	if (commit_or_fail(op, vs, "snapshot") < 0)
@@ -1557,9 +1588,20 @@ static void step_rollback(StorageOp *op, VmStorage *vs, const HsError *err)
 		}
 		_fallthrough_;
 	case RB_COMMIT:
-		push_new_layers(vs, op->new_ids, sn);
-		if (commit_or_fail(op, vs, "rollback") < 0)
+		/* The snapshot's UEFI variables and TPM state, ready to be
+		 * put in place once the rollback is recorded (the next start
+		 * finishes that if hsd dies in between). */
+		if (firmware_rollback_prepare(vm, op->snap, &e) < 0) {
+			drop_new_layers(op, vs);
+			fail(op, &e);
 			return;
+		}
+		push_new_layers(vs, op->new_ids, sn);
+		if (commit_or_fail(op, vs, "rollback") < 0) {
+			firmware_rollback_finish(vm, false);
+			return;
+		}
+		firmware_rollback_finish(vm, true);
 		collect_garbage(vm, vs);
 		op->result = json_pack("{s:s, s:b, s:b}", "name", op->snap, "memory",
 				       sn->memory != NULL, "restarted", op->restart);
@@ -1737,6 +1779,7 @@ static void step_delete(StorageOp *op, VmStorage *vs, const HsError *err)
 		return;
 	if (mem[0])
 		unlinkat(vm->state_dirfd, mem, 0);
+	firmware_snapshot_drop(vm, op->snap);
 	collect_garbage(vm, vs);
 	op->result = json_pack("{s:s, s:f}", "deleted", op->snap, "seconds", hs_now() - op->t0);
 	op_done(op, NULL);
@@ -2048,6 +2091,10 @@ int storage_vm_load(Vm *vm)
 		return -EINVAL;
 	}
 	json_t *in = vs->disks.intent;
+	/* A rollback's firmware copies: put in place once it is recorded,
+	 * dropped while it is not. */
+	const char *op_name = in ? json_string_value(json_object_get(in, "op")) : NULL;
+	firmware_rollback_finish(vm, !op_name || strcmp(op_name, "rollback"));
 	if (!in) {
 		sweep_unreferenced(vm);
 		return 0;

@@ -90,7 +90,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	log_warning("tool %s (pid %d) timed out; killing it", t->name, (int)t->pid);
 	t->timed_out = true;
 	if (t->pidfd >= 0)
-		syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+		hs_pidfd_send_signal(t->pidfd, SIGKILL);
 	ev_timer_set(&t->timer, 30., 0.);
 	ev_timer_start(loop, &t->timer);
 }
@@ -127,7 +127,7 @@ int tool_run(Hsd *h, char *const *argv, const int *fds, unsigned n_fds, double t
 		return pid;
 	}
 	t->pid = pid;
-	t->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	t->pidfd = hs_pidfd_open(pid);
 	t->next = tools;
 	tools = t;
 	ev_timer_start(h->loop, &t->timer);
@@ -156,7 +156,7 @@ void tool_free_all(Hsd *h)
 		Tool *t = tools;
 		tools = t->next;
 		if (!t->exited && t->pidfd >= 0)
-			syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0);
+			hs_pidfd_send_signal(t->pidfd, SIGKILL);
 		tool_free(t);
 	}
 }

@@ -38,16 +38,6 @@ struct Waiter {
 	void *ud;
 };
 
-static int pidfd_open_(pid_t pid)
-{
-	return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-static int pidfd_send_signal_(int pidfd, int sig)
-{
-	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
-}
-
 Vm *vm_find(Hsd *h, const char *name)
 {
 	for (Vm *vm = h->vms; vm; vm = vm->next)
@@ -188,6 +178,7 @@ static void vm_cleanup_process(Vm *vm)
 	warm_vm_exited(vm);
 	hostdev_vm_release(vm);
 	network_vm_release(vm);
+	firmware_vm_release(vm);
 	/* Its cgroup goes with it (busy while the kernel still tears QEMU
 	 * down: then at the next start or delete). */
 	if (vm->hsd->has_cgroup) {
@@ -344,7 +335,7 @@ static void vm_quit(Vm *vm)
 					  NULL) == 0)
 		return;
 	if (vm->pidfd >= 0)
-		pidfd_send_signal_(vm->pidfd, SIGTERM);
+		hs_pidfd_send_signal(vm->pidfd, SIGTERM);
 }
 
 static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double seconds, void *ud)
@@ -396,9 +387,9 @@ static void on_qmp_closed(QmpClient *c, const HsError *err, void *ud)
 static void start_failed(Vm *vm, const char *msg)
 {
 	log_error("vm %s: start failed: %s", vm->spec.name, msg);
-	snprintf(vm->start_error, sizeof(vm->start_error), "%s", msg);
+	snprintf(vm->start_error, sizeof(vm->start_error), "%.199s", msg);
 	if (vm->pidfd >= 0)
-		pidfd_send_signal_(vm->pidfd, SIGKILL);
+		hs_pidfd_send_signal(vm->pidfd, SIGKILL);
 }
 
 static void on_cont_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
@@ -455,7 +446,7 @@ static void on_adopt_status(QmpClient *c, json_t *reply, const HsError *err, voi
 		 * that hsd left half-loaded: start again from the beginning. */
 		log_warning("vm %s: killing QEMU left loading its saved state", vm->spec.name);
 		vm->stop_kind = STOP_KILL;
-		pidfd_send_signal_(vm->pidfd, SIGKILL);
+		hs_pidfd_send_signal(vm->pidfd, SIGKILL);
 	} else if (!strcmp(st, "running")) {
 		vm_set_state(vm, VM_STATE_RUNNING);
 	} else if (!strcmp(st, "prelaunch") && vm->status.state == VM_STATE_STARTING) {
@@ -741,7 +732,12 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	hostdev_vm_launch(vm, &launch);
 	if (r == 0)
 		r = spice_vm_launch(vm, &launch, err);
+	/* Last: swtpm is started here, and stopped again on every failure
+	 * below until QEMU's exit does it. */
+	if (r == 0)
+		r = firmware_vm_launch(vm, &fds, &launch, err);
 	if (r < 0) {
+		firmware_vm_release(vm);
 		fds.src[0] = fds.src[1] = -1;
 		child_fds_close(&fds);
 		return r;
@@ -749,6 +745,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	char **argv = NULL;
 	r = qemu_argv_build(&vm->spec, &launch, &argv);
 	if (r < 0) {
+		firmware_vm_release(vm);
 		fds.src[0] = fds.src[1] = -1;
 		child_fds_close(&fds);
 		return hs_error_set(err, r, "internal", "cannot build QEMU's command line");
@@ -782,6 +779,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	vm->status.state = VM_STATE_STARTING;
 	r = vm_save_status(vm);
 	if (r < 0) {
+		firmware_vm_release(vm);
 		vm->status = before;
 		fds.src[0] = fds.src[1] = -1;
 		child_fds_close(&fds);
@@ -796,6 +794,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	int go[2];
 	if (pipe2(go, O_CLOEXEC) < 0) {
 		r = -errno;
+		firmware_vm_release(vm);
 		fds.src[0] = fds.src[1] = -1;
 		child_fds_close(&fds);
 		strv_free(argv);
@@ -837,6 +836,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	child_fds_close(&fds);
 	if (pid < 0) {
 		close(go[1]);
+		firmware_vm_release(vm);
 		vm->status.state = VM_STATE_STOPPED;
 		snprintf(vm->status.exit_reason, sizeof(vm->status.exit_reason), "%.200s",
 			 err ? err->message : "cannot start QEMU");
@@ -844,10 +844,11 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 		return pid;
 	}
 
-	int pidfd = pidfd_open_(pid);
+	int pidfd = hs_pidfd_open(pid);
 	if (pidfd < 0) {
 		r = -errno;
 		close(go[1]); /* the child sees EOF and exits without exec */
+		firmware_vm_release(vm);
 		vm->status.state = VM_STATE_STOPPED;
 		vm_save_status(vm);
 		return hs_error_set(err, r, "internal", "pidfd_open: %s", strerror(-r));
@@ -1095,12 +1096,12 @@ static void on_stop_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	if (vm->stop_kind == STOP_ACPI) {
 		log_info("vm %s: no ACPI shutdown in time; forcing", vm->spec.name);
 		vm->stop_kind = STOP_FORCE;
-		pidfd_send_signal_(vm->pidfd, SIGTERM);
+		hs_pidfd_send_signal(vm->pidfd, SIGTERM);
 		ev_timer_set(&vm->stop_timer, FORCE_KILL_TIMEOUT, 0.);
 		ev_timer_start(loop, &vm->stop_timer);
 	} else {
 		log_info("vm %s: QEMU ignores SIGTERM; killing", vm->spec.name);
-		pidfd_send_signal_(vm->pidfd, SIGKILL);
+		hs_pidfd_send_signal(vm->pidfd, SIGKILL);
 	}
 }
 
@@ -1111,7 +1112,7 @@ static void on_powerdown_reply(QmpClient *c, json_t *reply, const HsError *err, 
 		log_info("vm %s: system_powerdown failed (%s); forcing", vm->spec.name,
 			 err->message);
 		vm->stop_kind = STOP_FORCE;
-		pidfd_send_signal_(vm->pidfd, SIGTERM);
+		hs_pidfd_send_signal(vm->pidfd, SIGTERM);
 		/* SIGKILL if QEMU does not go within the force timeout. */
 		ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
 		ev_timer_set(&vm->stop_timer, FORCE_KILL_TIMEOUT, 0.);
@@ -1142,11 +1143,11 @@ int vm_stop(Vm *vm, StopKind kind, double timeout, VmDoneCb cb, void *ud, HsErro
 			ev_timer_start(vm->hsd->loop, &vm->stop_timer);
 			break;
 		case STOP_FORCE:
-			pidfd_send_signal_(vm->pidfd, SIGTERM);
+			hs_pidfd_send_signal(vm->pidfd, SIGTERM);
 			ev_timer_start(vm->hsd->loop, &vm->stop_timer);
 			break;
 		case STOP_KILL:
-			pidfd_send_signal_(vm->pidfd, SIGKILL);
+			hs_pidfd_send_signal(vm->pidfd, SIGKILL);
 			break;
 		case STOP_NONE:
 		default:
@@ -1324,6 +1325,7 @@ static void vm_free(Vm *vm)
 	migrate_vm_free(vm);
 	hostdev_vm_free(vm);
 	network_vm_free(vm);
+	firmware_vm_free(vm);
 	/* Leave QEMU running: the next hsd adopts it. */
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
@@ -1377,8 +1379,11 @@ int vm_define(Hsd *h, VmSpec *spec, Vm **ret, HsError *err)
 							    "nics[%zu].mac: %s is already used by VM "
 							    "'%s'",
 							    i, spec->nics[i].mac, o->spec.name);
+	int r = firmware_spec_check(h, spec, err);
+	if (r < 0)
+		return r;
 	VmStatus st = {.state = VM_STATE_DEFINED};
-	int r = store_create(&h->store, spec, &st);
+	r = store_create(&h->store, spec, &st);
 	if (r == -EEXIST)
 		return hs_error_set(err, r, "conflict", "a VM named '%s' already exists",
 				    spec->name);
@@ -1392,6 +1397,10 @@ int vm_define(Hsd *h, VmSpec *spec, Vm **ret, HsError *err)
 	vm->state_dirfd = store_vm_dirfd(&h->store, vm->spec.name);
 	vm_insert(h, vm);
 	log_info("vm %s: defined", vm->spec.name);
+	/* Made at start if this fails (or hsd dies first). */
+	HsError ferr;
+	if (firmware_vm_prepare(vm, &ferr) < 0)
+		log_warning("vm %s: %s", vm->spec.name, ferr.message);
 	events_publish_state(vm, VM_STATE_DEFINED);
 	*ret = vm;
 	return 0;
@@ -1430,7 +1439,7 @@ static void vm_adopt(Vm *vm)
 		pid = (pid_t)strtol(data, NULL, 10);
 	if (pid <= 0 && vm->status.pid > 0)
 		pid = vm->status.pid;
-	if (pid > 0 && (pidfd = pidfd_open_(pid)) >= 0 && !pid_is_our_qemu(vm, pid)) {
+	if (pid > 0 && (pidfd = hs_pidfd_open(pid)) >= 0 && !pid_is_our_qemu(vm, pid)) {
 		close(pidfd);
 		pidfd = -1;
 	}
@@ -1454,9 +1463,11 @@ static void vm_adopt(Vm *vm)
 			vm_set_state(vm, VM_STATE_CRASHED);
 		}
 		vm_save_status(vm);
+		firmware_vm_adopt(vm); /* a swtpm left behind is stopped */
 		return;
 	}
 	vm_watch_process(vm, pidfd, pid, false);
+	firmware_vm_adopt(vm);
 	vm_placement_load(vm); /* counted again by the next placement */
 	vm->adopting = true;
 	if (vm->status.state == VM_STATE_STOPPING)
@@ -1553,6 +1564,8 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *warm = warm_vm_json(vm);
 		if (warm)
 			json_object_set_new(o, "warm", warm);
+		if (vm->spec.firmware != VM_FIRMWARE_BIOS || vm->spec.tpm)
+			json_object_set_new(o, "firmware", firmware_vm_json(vm));
 		json_t *disks = storage_vm_disks_json(vm);
 		if (disks)
 			json_object_set_new(o, "storage", disks);

@@ -956,6 +956,14 @@ int warm_template_capture(Hsd *h, const char *name, Vm *vm, bool stop, StorageDo
 				    "VM '%s' has no file-backed RAM (create it with "
 				    "\"memory_file\": true)",
 				    vm->spec.name);
+	/* A clone resuming the template's guest would resume its TPM too
+	 * (one identity for all), and its firmware's variables are not
+	 * carried yet. */
+	if (vm->spec.tpm || vm->spec.firmware != VM_FIRMWARE_BIOS)
+		return hs_error_set(err, -EINVAL, "invalid-argument",
+				    "VM '%s' has %s; warm templates are of BIOS VMs without a TPM "
+				    "(make a template of its disk instead)",
+				    vm->spec.name, vm->spec.tpm ? "a TPM" : "UEFI firmware");
 	if ((vm->status.state != VM_STATE_RUNNING && vm->status.state != VM_STATE_PAUSED) ||
 	    !vm->qmp_ready)
 		return hs_error_set(err, -EBUSY, "conflict",
