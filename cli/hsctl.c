@@ -34,6 +34,7 @@ static void usage(FILE *f)
 	      "              [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n"
 	      "              [--hostdev DEVICE]... [--hotplug-ports N]\n"
 	      "              [--display virtio|qxl|none] [--spice-listen ADDR]\n"
+	      "              [--firmware bios|uefi] [--secure-boot] [--tpm]\n"
 	      "  set NAME [--balloon SIZE] [--balloon-floor SIZE] [--disk N]\n"
 	      "           [--no-limits] [--io-group NAME]\n"
 	      "           [--bps-read RATE] [--bps-write RATE] [--bps-total RATE]\n"
@@ -473,6 +474,25 @@ static void print_spice(json_t *sp)
 	printf("\n");
 }
 
+/* "Firmware: UEFI, Secure Boot (OVMF_CODE_4M.secboot.fd)" and "TPM: 2.0 (swtpm pid N)". */
+static void print_firmware(json_t *fw)
+{
+	if (!fw)
+		return;
+	const char *type = json_string_value(json_object_get(fw, "type"));
+	if (type && !strcmp(type, "uefi"))
+		printf("Firmware:    UEFI%s (%s)\n",
+		       json_is_true(json_object_get(fw, "secure_boot")) ? ", Secure Boot" : "",
+		       json_string_value(json_object_get(fw, "code")));
+	json_t *tpm = json_object_get(fw, "tpm");
+	if (!tpm)
+		return;
+	printf("TPM:         %s", json_string_value(json_object_get(tpm, "version")));
+	if (json_is_true(json_object_get(tpm, "running")))
+		printf(" (swtpm pid %lld)", json_integer_value(json_object_get(tpm, "swtpm_pid")));
+	printf("\n");
+}
+
 static void print_vm(json_t *vm)
 {
 	json_t *spec = json_object_get(vm, "spec");
@@ -514,6 +534,7 @@ static void print_vm(json_t *vm)
 		print_balloon(vm, spec);
 		printf("Accel:       %s\n", json_string_value(json_object_get(spec, "accel")));
 		printf("Machine:     %s\n", json_string_value(json_object_get(spec, "machine")));
+		print_firmware(json_object_get(vm, "firmware"));
 		const char *cm = json_string_value(json_object_get(spec, "cpu_model"));
 		printf("CPU model:   %s\n", cm ? cm : "(QEMU's default)");
 		const char *k = json_string_value(json_object_get(spec, "kernel"));
@@ -762,6 +783,9 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"memory-file", no_argument, NULL, 'R'},
 		{"display", required_argument, NULL, 'Y'},
 		{"spice-listen", required_argument, NULL, 'Z'},
+		{"firmware", required_argument, NULL, 0x100},
+		{"secure-boot", no_argument, NULL, 0x101},
+		{"tpm", no_argument, NULL, 0x102},
 	};
 	struct option opts[ARRAY_SIZE(base_opts) + CTL_N_RESOURCE_OPTS + 1] = {0};
 	memcpy(opts, base_opts, sizeof(base_opts));
@@ -818,6 +842,20 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 			break;
 		case 'Z':
 			spice_listen = optarg;
+			break;
+		case 0x100:
+			if (strcmp(optarg, "bios") && strcmp(optarg, "uefi")) {
+				fputs("hsctl: --firmware: bios or uefi\n", stderr);
+				goto usage;
+			}
+			json_object_set_new(spec, "firmware", json_string(optarg));
+			break;
+		case 0x101: /* Secure Boot is UEFI's */
+			json_object_set_new(spec, "firmware", json_string("uefi"));
+			json_object_set_new(spec, "secure_boot", json_true());
+			break;
+		case 0x102:
+			json_object_set_new(spec, "tpm", json_true());
 			break;
 		case 'm':
 			if (ctl_parse_uint("--memory", optarg, UINT32_MAX, &v) < 0)
@@ -1034,7 +1072,8 @@ usage:
 	      "[--network-config FILE] [--ssh-key FILE] [--hostname H] "
 	      "[--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--numa-node N] "
 	      "[--hugepages 2M|1G] [--cpu-max PCT] [--cpu-weight N] [--memory-overhead SIZE] "
-	      "[--pids-max N] [--display virtio|qxl|none] [--spice-listen ADDR]\n",
+	      "[--pids-max N] [--display virtio|qxl|none] [--spice-listen ADDR] "
+	      "[--firmware bios|uefi] [--secure-boot] [--tpm]\n",
 	      stderr);
 	return EXIT_USAGE;
 }

@@ -193,8 +193,8 @@ _hsctl()
 			argopts+=' --template --disk-size --disk --nic --from --cloud-init --network-config'
 			argopts+=' --ssh-key --hostname --balloon --balloon-floor --vcpu-pin --emulator-pin'
 			argopts+=' --numa-node --cpu-max --cpu-weight --memory-overhead --pids-max'
-			argopts+=' --hugepages --hostdev --hotplug-ports --display --spice-listen'
-			flags='--no-mem-merge --memory-file'
+			argopts+=' --hugepages --hostdev --hotplug-ports --display --spice-listen --firmware'
+			flags='--no-mem-merge --memory-file --secure-boot --tpm'
 			repeat=' --disk --nic --vcpu-pin --hostdev '
 			;;
 		set)
@@ -340,6 +340,7 @@ _hsctl()
 				# create: the VM's screen; pci attach: vfio-pci's display
 				if [[ $cmd == create ]]; then cand=(virtio qxl none); else cand=(off on auto); fi
 				;;
+			--firmware) cand=(bios uefi) ;;
 			--rom-file) files=1 ;;
 			--hostdev)
 				local n

@@ -69,7 +69,7 @@ expect() {
 H=$HSCTL
 commands=(version host list info create set start stop kill reboot pause resume delete qmp console events ksm
 	balloon template snapshot migrate pci network sriov nic)
-create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --memory-file --kernel --initrd --append --disk --nic --from
+create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --memory-file --firmware --secure-boot --tpm --kernel --initrd --append --disk --nic --from
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor --vcpu-pin
 	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max --hostdev
 	--hotplug-ports --display --spice-listen)
@@ -94,7 +94,7 @@ expect "options of create" "$H create web1 --" "${create_opts[@]}"
 expect "options of create after the name" "$H create web1 " "${create_opts[@]}"
 expect "nothing for a new VM's name" "$H create " ""
 expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 2 --" \
-	--accel --machine --cpu-model --no-mem-merge --memory-file --kernel --initrd --append --disk \
+	--accel --machine --cpu-model --no-mem-merge --memory-file --firmware --secure-boot --tpm --kernel --initrd --append --disk \
 	--nic --from --template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor \
 	--vcpu-pin --emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max \
 	--hostdev --hotplug-ports --display --spice-listen
@@ -108,7 +108,7 @@ expect "create: no values for --vcpu-pin VCPU:" "$H create web1 --vcpu-pin 1:" "
 expect "create: no values for --numa-node" "$H create web1 --numa-node " ""
 expect "create: --hugepages sizes" "$H create web1 --hugepages " 2M 1G
 expect "create: --hugepages=1 (after '=')" "$H create web1 --hugepages=1" 1G
-expect "--template is not offered twice" "$H create web1 --template t --t" ""
+expect "--template is not offered twice" "$H create web1 --template t --t" --tpm
 expect "options of set" "$H set vm1 --" "${set_opts[@]}"
 expect "options of set, before the name" "$H set --no" --no-limits --no-pin
 expect "options of set starting with --bps-r" "$H set vm1 --bps-r" --bps-read --bps-read-max

@@ -247,6 +247,7 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 			esac
 			;;
 		--spice-listen) value=(127.0.0.1) ;;
+		--firmware) value=(uefi) ;;
 		--ttl) value=(60) ;;
 		--address) value=(127.0.0.1) ;;
 		*) value=(1) ;;
