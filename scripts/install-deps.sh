@@ -11,6 +11,8 @@ PKGS=(
 	libisofs-dev libyaml-dev nettle-dev libmnl-dev
 	# run
 	qemu-system-x86 qemu-utils
+	# UEFI firmware and the vTPM (VMs with "firmware": "uefi", "tpm": true)
+	ovmf swtpm swtpm-tools
 	# test guest (built from Debian packages by tests/guest/build-guest.sh)
 	cpio gzip xz-utils zstd
 	# tests and benchmarks
