@@ -270,3 +270,39 @@ def test_migration_carries_firmware_and_tpm(hsd_factory, guest):
         assert (db / "tpm" / "tpm2-00.permall").exists() and moved
     finally:
         drop_hosts(hosts)
+
+
+def test_rollback_leftovers_after_a_crash(hsd, guest):
+    """hsd killed between recording a rollback and putting the snapshot's
+    firmware state in place: the next start finishes it; copies of a
+    snapshot that does not exist are swept."""
+    h = hsd
+    h.json("POST", "/v1/vms", uefi_spec(guest, "cr", disk={"size": "16M"}))
+    d = vm_dir(h, "cr")
+    boot(h, "cr")
+    stop(h, "cr")
+    h.json("POST", "/v1/vms/cr/snapshots", {"name": "s1"}, timeout=120)
+    snap_vars = (d / "snapshots" / "s1.efivars").read_bytes()
+    snap_tpm = (d / "snapshots" / "s1.tpm").read_bytes()
+    boot(h, "cr")
+    stop(h, "cr")
+    assert (d / "efivars.fd").read_bytes() != snap_vars
+    h.kill9()
+    # What a rollback leaves when hsd dies right after recording it.
+    (d / ".rb-efivars.fd").write_bytes(snap_vars)
+    rb = d / "tpm" / ".rb-tpm2-00.permall"
+    rb.write_bytes(snap_tpm)
+    st = (d / "tpm").stat()
+    os.chown(rb, st.st_uid, st.st_gid)  # as hsd makes it: the QEMU user's
+    (d / "snapshots" / "ghost.efivars").write_bytes(b"x")
+    (d / "snapshots" / "ghost.tpm").write_bytes(b"x")
+    h.start()
+    assert (d / "efivars.fd").read_bytes() == snap_vars
+    assert (d / "tpm" / "tpm2-00.permall").read_bytes() == snap_tpm
+    assert not (d / ".rb-efivars.fd").exists()
+    assert not (d / "tpm" / ".rb-tpm2-00.permall").exists()
+    assert not (d / "snapshots" / "ghost.efivars").exists()
+    assert not (d / "snapshots" / "ghost.tpm").exists()
+    assert (d / "snapshots" / "s1.efivars").exists() and (d / "snapshots" / "s1.tpm").exists()
+    boot(h, "cr")
+    stop(h, "cr")
