@@ -161,9 +161,11 @@ lock_cache() {
     flock 9 || die "cannot lock $CACHE/.lock"
     if [ -z "${http_proxy:-}" ]; then
         local p
-        p=$(apt-config shell p Acquire::http::Proxy 2>/dev/null) && eval "$p" && [ -n "${p:-}" ] &&
+        if p=$(apt-config shell p Acquire::http::Proxy 2>/dev/null) && eval "$p" && [ -n "${p:-}" ]; then
             export http_proxy=$p
+        fi
     fi
+    return 0
 }
 
 # ------------------------------------------------------------- build ----
