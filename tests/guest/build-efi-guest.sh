@@ -56,13 +56,14 @@ INITRD_MODULES="virtio_pci virtio_blk virtio_scsi sd_mod ahci ext4"
 PRUNE_MODULES="drivers/gpu drivers/media drivers/net/wireless drivers/infiniband
 drivers/iio drivers/staging drivers/comedi drivers/mtd drivers/bluetooth drivers/isdn
 sound net/bluetooth net/wireless net/mac80211"
-# Units masked for a fast, quiet boot under TCG.
+# Units masked for a fast, quiet boot under TCG (getty-static: gettys on
+# tty2-6 when there is no dbus).
 MASK_UNITS="apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service
 dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer man-db.timer
 systemd-pstore.service systemd-firstboot.service systemd-networkd-wait-online.service
 systemd-tmpfiles-clean.timer systemd-binfmt.service
 proc-sys-fs-binfmt_misc.automount sys-kernel-debug.mount sys-kernel-tracing.mount
-dev-hugepages.mount sys-fs-fuse-connections.mount"
+dev-hugepages.mount sys-fs-fuse-connections.mount getty-static.service"
 # For debian-lib.sh (file names and comments in the image, messages).
 GUEST_TAG=hs-efi-guest
 GUEST_DESC="Hypervisor Scale EFI test guest"
@@ -163,6 +164,8 @@ EOF
 PS1='hs-efi# '
 export PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0
 EOF
+    # No bracketed-paste escapes (ESC [?2004h/l) around every prompt.
+    printf 'set enable-bracketed-paste off\n' >"$R/root/.inputrc"
     in_root passwd -d root
     # Kernel messages on the console: warnings and worse only, once up.
     printf 'kernel.printk = 4 4 1 7\n' >"$R/etc/sysctl.d/90-$GUEST_TAG.conf"

@@ -223,7 +223,7 @@ class Agent:
 rc = 1
 try:
     # --- boot -------------------------------------------------------------
-    m = wait_for(rb"HS-EFI-GRUB linux (\S+)", BOOT_TIMEOUT)
+    m = wait_for(rb"HS-EFI-GRUB linux (\S+)\r?\n", BOOT_TIMEOUT)
     report(bool(m), "grub (signed, from shim) loaded grub.cfg%s after %.1f s"
            % (": kernel " + m.group(1).decode() if m else "", time.monotonic() - t0))
     if not m:
