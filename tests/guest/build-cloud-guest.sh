@@ -27,6 +27,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
 LIB="$HERE/lib.sh"
+DLIB="$HERE/debian-lib.sh"
 CACHE=${HS_CLOUD_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hypervisor-scale/cloud-guest}
 SUITE=bookworm
 FLAVOUR=${HS_CLOUD_GUEST_KERNEL:-amd64}
@@ -55,6 +56,14 @@ systemd-pstore.service systemd-firstboot.service systemd-networkd-wait-online.se
 ifupdown-wait-online.service systemd-tmpfiles-clean.timer systemd-binfmt.service
 proc-sys-fs-binfmt_misc.automount sys-kernel-debug.mount sys-kernel-tracing.mount
 dev-hugepages.mount sys-fs-fuse-connections.mount"
+# For debian-lib.sh (file names and comments in the image, messages).
+GUEST_TAG=hs-cloud-guest
+GUEST_DESC="Hypervisor Scale cloud test guest"
+GUEST_WHAT="cloud guest"
+INITRD_DESC="virtio root disk and CD-ROM drivers"
+NS_VAR=_HS_CLOUD_GUEST_NS
+OFFLINE=   # no offline mode (apt failures still fall back to the cache)
+OUTPUTS="disk.qcow2 vmlinuz initrd.img cmdline"
 
 log() { printf 'build-cloud-guest: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -71,82 +80,13 @@ exec 3>&1 1>&2
 # apt_update, apt_lists_empty, need, candidates; APT_OPTS, APT_CACHE_OPTS.
 # shellcheck source=tests/guest/lib.sh
 source "$LIB"
+# Mirrors, stamp, debootstrap + chroot, packages, publishing (see its header).
+# shellcheck source=tests/guest/debian-lib.sh
+source "$DLIB"
 
-# ------------------------------------------------------------ mirrors ----
-# host_sources: "URI SUITE" for every enabled deb source of this host
-# (one-line .list format and deb822 .sources format).
-host_sources() {
-    local f
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -r "$f" ] || continue
-        awk '$1 == "deb" {
-                 i = 2
-                 if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
-                 print $i, $(i + 1)
-             }' "$f"
-    done
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -r "$f" ] || continue
-        awk 'function flush() {
-                 if (types ~ /(^| )deb( |$)/ && enabled !~ /^[Nn]o/) {
-                     n = split(uris, u, " "); m = split(suites, s, " ")
-                     for (a = 1; a <= n; a++) for (b = 1; b <= m; b++) print u[a], s[b]
-                 }
-                 types = uris = suites = ""; enabled = "yes"; key = ""
-             }
-             BEGIN { enabled = "yes" }
-             /^[ \t]*#/ { next }
-             /^[ \t]*$/ { flush(); next }
-             /^[ \t]/ { if (key == "uris") uris = uris " " $0
-                        else if (key == "suites") suites = suites " " $0
-                        next }
-             { key = tolower($0); sub(/:.*/, "", key)
-               val = $0; sub(/^[^:]*:[ \t]*/, "", val)
-               if (key == "types") types = val
-               else if (key == "uris") uris = val
-               else if (key == "suites") suites = val
-               else if (key == "enabled") enabled = val }
-             END { flush() }' "$f"
-    done
-}
-
-# mirror_for SUITE DEFAULT: the host's mirror URI for SUITE, else DEFAULT.
-mirror_for() {
-    local m
-    m=$(host_sources 2>/dev/null | awk -v s="$1" '$2 == s { print $1; exit }') || true
-    echo "${m:-$2}"
-}
-
-# ------------------------------------------------------------ versions ----
 # inputs_hash: hash of everything besides package versions that shapes the image.
 inputs_hash() {
-    { cat "$SELF" "$LIB"; echo "flavour: $FLAVOUR"; } | sha256sum | cut -d' ' -f1
-}
-
-# stamp_text: the expected stamp (minus output sizes) for the current inputs.
-stamp_text() {
-    printf 'inputs %s\n' "$HASH"
-    printf 'debootstrap %s\n' "$(dpkg-query -W -f '${Version}' debootstrap 2>/dev/null || echo none)"
-    printf '%s\n' "$VERSIONS"
-}
-
-OUTPUTS="disk.qcow2 vmlinuz initrd.img cmdline"
-
-# stamp_valid TEXT: the cache holds a complete build for TEXT.
-stamp_valid() {
-    local f want
-    [ -f "$CACHE/stamp" ] || return 1
-    for f in $OUTPUTS; do [ -s "$CACHE/$f" ] || return 1; done
-    want=$(printf '%s\n' "$1"
-        for f in $OUTPUTS; do printf 'size %s %s\n' "$f" "$(stat -c %s "$CACHE/$f")"; done)
-    [ "$want" = "$(cat "$CACHE/stamp")" ]
-}
-
-# stamp_inputs_match: the cached build comes from this very script (any versions).
-stamp_inputs_match() {
-    [ -f "$CACHE/stamp" ] && [ "$(head -n1 "$CACHE/stamp")" = "inputs $HASH" ] || return 1
-    local f
-    for f in $OUTPUTS; do [ -s "$CACHE/$f" ] || return 1; done
+    { cat "$SELF" "$LIB" "$DLIB"; echo "flavour: $FLAVOUR"; } | sha256sum | cut -d' ' -f1
 }
 
 emit() {
@@ -157,107 +97,8 @@ emit() {
 }
 
 # ------------------------------------------------------------- build ----
-WORK=
-R=
-
-# umount_under DIR: unmount everything mounted below DIR, deepest first.
-umount_under() {
-    local m
-    awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
-        while IFS= read -r m; do umount -l "$m" 2>/dev/null || true; done
-}
-
-# cleanup: on any exit, undo mounts and remove the temp dir (never crossing
-# into a mount that is still there).
-cleanup() {
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        umount_under "$WORK"
-        rm -rf --one-file-system "$WORK" || log "warning: could not remove $WORK"
-    fi
-}
-
-# in_root CMD...: run CMD in the chroot.
-in_root() {
-    chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-        DEBIAN_FRONTEND=noninteractive LC_ALL=C HOME=/root \
-        ${http_proxy:+http_proxy="$http_proxy"} "$@"
-}
-
-# mount_root: /proc, /sys, /dev, /dev/pts in the chroot and the shared .deb
-# cache as its apt archive (all in our private mount namespace).
-mount_root() {
-    mount -t proc proc "$R/proc"
-    mount -t sysfs sysfs "$R/sys"
-    mount --bind /dev "$R/dev"
-    mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts"
-    rm -f "$R"/var/cache/apt/archives/*.deb
-    mkdir -p "$CACHE/debs/partial"
-    mount --bind "$CACHE/debs" "$R/var/cache/apt/archives"
-}
-
-# preconfigure: what must be in place before the packages are installed.
-preconfigure() {
-    local d p
-    # Apt sources: the same mirrors as the host (+ updates and security).
-    {
-        echo "deb $MIRROR $SUITE main"
-        echo "deb $MIRROR $SUITE-updates main"
-        [ -n "$SECURITY_MIRROR" ] && echo "deb $SECURITY_MIRROR $SUITE-security main"
-    } >"$R/etc/apt/sources.list"
-    # No daemons started by maintainer scripts.
-    printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
-    chmod 0755 "$R/usr/sbin/policy-rc.d"
-    # No docs, man pages, translations; no unused kernel module trees.
-    {
-        echo "# Hypervisor Scale cloud test guest: keep the image small."
-        for d in /usr/share/doc /usr/share/man /usr/share/info /usr/share/locale /usr/share/lintian; do
-            echo "path-exclude=$d/*"
-        done
-        echo "path-include=/usr/share/doc/*/copyright"
-        echo "path-include=/usr/share/locale/locale.alias"
-        for p in $PRUNE_MODULES; do
-            echo "path-exclude=/lib/modules/*/kernel/$p/*"
-            echo "path-exclude=/usr/lib/modules/*/kernel/$p/*"
-        done
-    } >"$R/etc/dpkg/dpkg.cfg.d/90-hs-cloud-guest"
-    find "$R/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete
-    find "$R/usr/share/doc" -mindepth 1 -type d -empty -delete
-    rm -rf "$R"/usr/share/man/* "$R"/usr/share/info/* "$R"/usr/share/locale/* "$R"/usr/share/lintian/*
-    # Initramfs (generated by the kernel's postinst): only the drivers we
-    # need, gzip (zstd is not installed).
-    mkdir -p "$R/etc/initramfs-tools/conf.d" "$R/etc/initramfs-tools/hooks"
-    printf 'MODULES=list\nCOMPRESS=gzip\n' >"$R/etc/initramfs-tools/conf.d/90-hs-cloud-guest.conf"
-    cat >"$R/etc/initramfs-tools/hooks/hs-cloud-guest" <<EOF
-#!/bin/sh
-# Hypervisor Scale cloud test guest: virtio root disk and CD-ROM drivers.
-PREREQ=""
-prereqs() { echo "\$PREREQ"; }
-case "\$1" in prereqs) prereqs; exit 0 ;; esac
-. /usr/share/initramfs-tools/hook-functions
-for m in $INITRD_MODULES; do
-    manual_add_modules "\$m"
-done
-EOF
-    chmod 0755 "$R/etc/initramfs-tools/hooks/hs-cloud-guest"
-    # Identity.
-    echo "$HOSTNAME_BASE" >"$R/etc/hostname"
-    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
-        "$HOSTNAME_BASE" >"$R/etc/hosts"
-    # Root: rw from the kernel command line, no fsck (a fresh overlay).
-    printf 'UUID=%s\t/\text4\tdefaults,errors=remount-ro\t0\t0\n' "$ROOT_UUID" >"$R/etc/fstab"
-}
-
-# install_packages: the guest's packages, from the shared .deb cache.
-install_packages() {
-    in_root apt-get "${APT_OPTS[@]}" update
-    # shellcheck disable=SC2086  # word splitting intended
-    in_root apt-get "${APT_OPTS[@]}" install -y --no-install-recommends $PACKAGES
-    in_root apt-get "${APT_OPTS[@]}" -y --no-install-recommends dist-upgrade
-}
-
 # configure_guest: cloud-init config, the report service, boot speed-ups.
 configure_guest() {
-    local u
     # cloud-init: only NoCloud (a `cidata` volume); one host key type (no
     # sshd here; RSA keygen is slow under TCG; [] fails the schema check);
     # no grub here (grub-dpkg costs ~2 s under TCG for nothing).
@@ -338,53 +179,23 @@ RemainAfterExit=yes
 WantedBy=multi-user.target
 EOF
     in_root systemctl enable hs-cloud-report.service
-    # shellcheck disable=SC2086  # word splitting intended
-    for u in $MASK_UNITS; do ln -sfn /dev/null "$R/etc/systemd/system/$u"; done
-    in_root systemctl disable getty@tty1.service 2>/dev/null || true
+    mask_units
     # No root password (locked); the serial getty stays for manual debugging.
     in_root passwd -l root
 }
 
-# finish_root: undo build-only settings and drop caches before packing.
-finish_root() {
-    rm -f "$R/usr/sbin/policy-rc.d"
-    rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin "$R"/var/cache/debconf/*-old
-    mkdir -p "$R/var/lib/apt/lists/partial"
-    rm -f "$R"/var/log/*.log "$R"/var/log/apt/* "$R/etc/resolv.conf"
-    rm -rf "$R"/tmp/* "$R"/var/tmp/* "$R"/root/.cache
-    find "$R/var/cache/apt/archives" -mindepth 1 -delete
-    mkdir -p "$R/var/cache/apt/archives/partial"
-}
-
 # build: everything, into $WORK; publish into $CACHE at the end.
 build() {
-    [ "$(id -u)" = 0 ] || die "building the cloud guest needs root (debootstrap, chroot)"
     need debootstrap debootstrap
     need mkfs.ext4 e2fsprogs
     need qemu-img qemu-utils
     need chroot coreutils
 
-    rm -rf --one-file-system "$CACHE"/tmp.* 2>/dev/null || true
-    WORK=$(mktemp -d "$CACHE/tmp.XXXXXX")
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM HUP
-    R=$WORK/root
-    ROOT_UUID=$(cat /proc/sys/kernel/random/uuid)
-    mkdir -p "$CACHE/debs"
-
-    log "debootstrap $SUITE (minbase) from $MIRROR"
-    debootstrap --variant=minbase --cache-dir="$CACHE/debs" "$SUITE" "$R" "$MIRROR" ||
-        die "debootstrap failed (see $R/debootstrap/debootstrap.log)"
-    preconfigure
-    mount_root
-    log "installing: $PACKAGES"
-    install_packages || die "package installation failed"
+    start_build
+    bootstrap_root
     log "configuring"
     configure_guest
-    # shellcheck disable=SC2016  # dpkg-query formats, not shell expansions
-    in_root dpkg-query -W -f '${Package} ${Version}\n' >"$WORK/packages"
-    # shellcheck disable=SC2016
-    INSTALLED=$(in_root dpkg-query -W -f '${Package}_${Version}_${Architecture}.deb\n' | sed 's/:/%3a/g')
+    record_packages
     umount_under "$WORK"
     finish_root
 
@@ -405,24 +216,8 @@ build() {
     rm -f "$WORK/disk.raw"
     chmod 0644 "$WORK/disk.qcow2" "$WORK/vmlinuz" "$WORK/initrd.img" "$WORK/cmdline"
 
-    # Publish: the stamp goes first out and last in, so a half-published
-    # guest is never valid.
-    local f
-    { printf '%s\n' "$(stamp_text)"
-        for f in $OUTPUTS; do printf 'size %s %s\n' "$f" "$(stat -c %s "$WORK/$f")"; done
-    } >"$WORK/stamp"
-    sync -f "$WORK/disk.qcow2" 2>/dev/null || true
-    rm -f "$CACHE/stamp"
-    for f in $OUTPUTS packages; do mv -f "$WORK/$f" "$CACHE/$f"; done
-    mv -f "$WORK/stamp" "$CACHE/stamp"
-
-    # Keep only the .debs of this build in the shared cache.
-    local keep=$WORK/keep
-    printf '%s\n' "$INSTALLED" >"$keep"
-    for f in "$CACHE"/debs/*.deb; do
-        [ -e "$f" ] || continue
-        grep -qxF "${f##*/}" "$keep" || rm -f "$f"
-    done
+    publish
+    prune_debs
     log "done: disk.qcow2 $(du -m --apparent-size "$CACHE/disk.qcow2" | cut -f1) MiB," \
         "vmlinuz $(stat -c %s "$CACHE/vmlinuz") bytes, initrd.img $(stat -c %s "$CACHE/initrd.img") bytes"
 }
@@ -432,51 +227,17 @@ need flock util-linux
 need sha256sum coreutils
 need apt-cache apt
 
-# Builds mount things: do everything in a private mount namespace, so that
-# no mount outlives this script whatever happens.
-if [ "$(id -u)" = 0 ] && [ -z "${_HS_CLOUD_GUEST_NS:-}" ] && command -v unshare >/dev/null &&
-    unshare --mount --propagation private true 2>/dev/null; then
-    export _HS_CLOUD_GUEST_NS=1
-    exec 1>&3 3>&-
-    exec unshare --mount --propagation private -- bash "$SELF" "$@"
+# Builds mount things: do everything in a private mount namespace.
+enter_namespace "$@"
+lock_cache
+resolve_versions
+
+if [ "${HS_CLOUD_GUEST_FORCE:-}" != 1 ] && cache_usable; then
+    emit
+    exit 0
 fi
 
-mkdir -p "$CACHE/apt"
-exec 9>"$CACHE/.lock"
-flock 9 || die "cannot lock $CACHE/.lock"
-
-# Apt behind a proxy: debootstrap (wget) only follows the environment.
-if [ -z "${http_proxy:-}" ]; then
-    p=$(apt-config shell p Acquire::http::Proxy 2>/dev/null) && eval "$p" && [ -n "${p:-}" ] &&
-        export http_proxy=$p
-fi
-
-# shellcheck disable=SC2086  # word splitting intended
-VERSIONS=$(candidates $STAMP_PACKAGES | sort)
-if [ "$(wc -l <<<"$VERSIONS")" -lt "$(wc -w <<<"$STAMP_PACKAGES")" ] && apt_lists_empty &&
-    apt_update; then
-    # shellcheck disable=SC2086
-    VERSIONS=$(candidates $STAMP_PACKAGES | sort)
-fi
-HASH=$(inputs_hash)
-
-if [ "${HS_CLOUD_GUEST_FORCE:-}" != 1 ]; then
-    if stamp_valid "$(stamp_text)"; then
-        emit
-        exit 0
-    fi
-    if [ "$(wc -l <<<"$VERSIONS")" -lt "$(wc -w <<<"$STAMP_PACKAGES")" ] && stamp_inputs_match; then
-        log "warning: apt cannot resolve the package versions; reusing the cached guest"
-        emit
-        exit 0
-    fi
-fi
-
-MIRROR=${HS_CLOUD_GUEST_MIRROR:-$(mirror_for "$SUITE" http://deb.debian.org/debian)}
-SECURITY_MIRROR=$(mirror_for "$SUITE-security" "")
-if [ -z "$SECURITY_MIRROR" ] && [ -n "${HS_CLOUD_GUEST_MIRROR:-}" ]; then
-    SECURITY_MIRROR=http://deb.debian.org/debian-security
-fi
+set_mirrors "${HS_CLOUD_GUEST_MIRROR:-}"
 START=$SECONDS
 build
 log "built in $((SECONDS - START)) s"
