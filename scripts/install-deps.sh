@@ -13,8 +13,9 @@ PKGS=(
 	qemu-system-x86 qemu-utils
 	# UEFI firmware and the vTPM (VMs with "firmware": "uefi", "tpm": true)
 	ovmf swtpm swtpm-tools
-	# test guest (built from Debian packages by tests/guest/build-guest.sh)
-	cpio gzip xz-utils zstd
+	# test guests (built from Debian packages by tests/guest/build-*.sh; the
+	# EFI guest's disk: a FAT ESP and an ext4 root put together by sfdisk)
+	cpio gzip xz-utils zstd debootstrap e2fsprogs dosfstools mtools fdisk
 	# tests and benchmarks
 	python3 python3-pytest python3-pytest-xdist curl util-linux iproute2 valgrind
 	genisoimage xorriso
