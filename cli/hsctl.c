@@ -29,6 +29,7 @@ static void usage(FILE *f)
 	      "              [--from SPEC.json]\n"
 	      "              [--cloud-init FILE] [--network-config FILE]\n"
 	      "              [--ssh-key FILE] [--hostname H]\n"
+	      "              [--agent]       a port for qemu-guest-agent in the guest\n"
 	      "              [--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST]\n"
 	      "              [--numa-node N] [--hugepages 2M|1G] [--cpu-max PCT]\n"
 	      "              [--cpu-weight N] [--memory-overhead SIZE] [--pids-max N]\n"
@@ -51,7 +52,8 @@ static void usage(FILE *f)
 	      "  set NAME --hotplug-ports N  spare PCIe ports for hot-plugs (q35; from the\n"
 	      "                              next start)\n"
 	      "  start NAME [--paused]\n"
-	      "  stop NAME [--timeout S] [--force]\n"
+	      "  stop NAME [--timeout S] [--force | --agent]\n"
+	      "                              --agent: the guest agent's shutdown, not ACPI\n"
 	      "  kill|reboot|pause|resume|delete NAME\n"
 	      "  qmp NAME JSON               QMP passthrough; prints QEMU's reply\n"
 	      "  console NAME [--wait-for TEXT] [--timeout S] [--no-replay]\n"
@@ -493,6 +495,47 @@ static void print_firmware(json_t *fw)
 	printf("\n");
 }
 
+/* What the guest agent said (the VM's "agent"), when it answered. */
+static void print_agent(json_t *ag)
+{
+	if (!ag)
+		return;
+	bool on = json_is_true(json_object_get(ag, "connected"));
+	json_int_t updated = json_integer_value(json_object_get(ag, "updated"));
+	printf("Guest agent: %s", on ? "connected" : "not connected");
+	if (updated > 0) {
+		char when[32];
+		time_t t = (time_t)updated;
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+		printf(" (%s %s)", on ? "answers of" : "last answers", when);
+	}
+	printf("\n");
+	json_t *os = json_object_get(ag, "os");
+	const char *pretty = json_string_value(json_object_get(os, "pretty_name"));
+	const char *osname = json_string_value(json_object_get(os, "name"));
+	const char *kernel = json_string_value(json_object_get(os, "kernel"));
+	if (pretty || osname || kernel)
+		printf("Guest OS:    %s%s%s%s\n", pretty ? pretty : osname ? osname : "",
+		       kernel && (pretty || osname) ? ", " : "", kernel ? "kernel " : "",
+		       kernel ? kernel : "");
+	const char *host = json_string_value(json_object_get(ag, "hostname"));
+	if (host)
+		printf("Hostname:    %s\n", host);
+	size_t i, k;
+	json_t *ifc, *addr;
+	bool any = false;
+	json_array_foreach (json_object_get(ag, "interfaces"), i, ifc) {
+		const char *n = json_string_value(json_object_get(ifc, "name"));
+		if (!n || !strcmp(n, "lo"))
+			continue;
+		json_array_foreach (json_object_get(ifc, "addresses"), k, addr) {
+			printf("%s%s %s\n", any ? "             " : "Addresses:   ",
+			       json_string_value(addr), n);
+			any = true;
+		}
+	}
+}
+
 static void print_vm(json_t *vm)
 {
 	json_t *spec = json_object_get(vm, "spec");
@@ -566,6 +609,7 @@ static void print_vm(json_t *vm)
 		json_array_foreach (json_object_get(spec, "nics"), idx, d)
 			ctl_print_nic(d, json_object_get(vm, "nics_state"), idx);
 		print_spice(json_object_get(vm, "spice"));
+		print_agent(json_object_get(vm, "agent"));
 		json_array_foreach (json_object_get(spec, "hostdevs"), idx, d) {
 			const char *a = json_string_value(json_object_get(d, "address"));
 			json_t *af = json_object_get(d, "all_functions");
@@ -781,6 +825,7 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		{"hostdev", required_argument, NULL, 'D'},
 		{"hotplug-ports", required_argument, NULL, 'Q'},
 		{"memory-file", no_argument, NULL, 'R'},
+		{"agent", no_argument, NULL, 'g'}, /* the guest agent's port */
 		{"display", required_argument, NULL, 'Y'},
 		{"spice-listen", required_argument, NULL, 'Z'},
 		{"firmware", required_argument, NULL, 0x100},
@@ -832,6 +877,9 @@ static int cmd_create(Ctl *ctl, int argc, char **argv)
 		switch (c) {
 		case 'R':
 			json_object_set_new(spec, "memory_file", json_true());
+			break;
+		case 'g':
+			json_object_set_new(spec, "agent", json_true());
 			break;
 		case 'Y':
 			if (strcmp(optarg, "virtio") && strcmp(optarg, "qxl") && strcmp(optarg, "none")) {
@@ -1069,7 +1117,7 @@ usage:
 	      "--append S] [--template NAME] [--disk-size SIZE] [--disk FILE]... "
 	      "[--nic user|none|bridge:BR|network:NET[,KEY=VALUE]...]... [--from FILE] "
 	      "[--cloud-init FILE] "
-	      "[--network-config FILE] [--ssh-key FILE] [--hostname H] "
+	      "[--network-config FILE] [--ssh-key FILE] [--hostname H] [--agent] "
 	      "[--vcpu-pin LIST|VCPU:LIST]... [--emulator-pin LIST] [--numa-node N] "
 	      "[--hugepages 2M|1G] [--cpu-max PCT] [--cpu-weight N] [--memory-overhead SIZE] "
 	      "[--pids-max N] [--display virtio|qxl|none] [--spice-listen ADDR] "
@@ -1084,6 +1132,7 @@ static int cmd_action(Ctl *ctl, int argc, char **argv)
 		{"timeout", required_argument, NULL, 't'},
 		{"force", no_argument, NULL, 'f'},
 		{"paused", no_argument, NULL, 'p'},
+		{"agent", no_argument, NULL, 'a'},
 		{0},
 	};
 	const char *action = argv[0];
@@ -1110,6 +1159,13 @@ static int cmd_action(Ctl *ctl, int argc, char **argv)
 			}
 			json_object_set_new(body, "force", json_true());
 			break;
+		case 'a':
+			if (strcmp(action, "stop")) {
+				fputs("hsctl: --agent: only for stop\n", stderr);
+				return EXIT_USAGE;
+			}
+			json_object_set_new(body, "agent", json_true());
+			break;
 		case 'p':
 			if (strcmp(action, "start")) {
 				fputs("hsctl: --paused: only for start\n", stderr);
@@ -1123,7 +1179,7 @@ static int cmd_action(Ctl *ctl, int argc, char **argv)
 	}
 	if (optind != argc - 1 || !ctl_is_name(argv[optind])) {
 		fprintf(stderr, "hsctl: usage: hsctl %s NAME%s\n", action,
-			!strcmp(action, "stop")    ? " [--timeout S] [--force]"
+			!strcmp(action, "stop")    ? " [--timeout S] [--force | --agent]"
 			: !strcmp(action, "start") ? " [--paused]"
 						   : "");
 		return EXIT_USAGE;

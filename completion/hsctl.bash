@@ -194,7 +194,7 @@ _hsctl()
 			argopts+=' --ssh-key --hostname --balloon --balloon-floor --vcpu-pin --emulator-pin'
 			argopts+=' --numa-node --cpu-max --cpu-weight --memory-overhead --pids-max'
 			argopts+=' --hugepages --hostdev --hotplug-ports --display --spice-listen --firmware'
-			flags='--no-mem-merge --memory-file --secure-boot --tpm'
+			flags='--no-mem-merge --memory-file --secure-boot --tpm --agent'
 			repeat=' --disk --nic --vcpu-pin --hostdev '
 			;;
 		set)
@@ -209,7 +209,7 @@ _hsctl()
 		start) flags='--paused' ;;
 		stop)
 			argopts='--timeout'
-			flags='--force'
+			flags='--force --agent'
 			;;
 		console)
 			argopts='--wait-for --timeout --ttl'

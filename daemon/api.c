@@ -240,7 +240,7 @@ static void handle_start(Hsd *h, Vm *vm, HttpRequest *req)
 
 static void handle_stop(Hsd *h, Vm *vm, HttpRequest *req, StopKind kind)
 {
-	static const char *const keys[] = {"timeout", "force", NULL};
+	static const char *const keys[] = {"timeout", "force", "agent", NULL};
 	static const char *const no_keys[] = {NULL};
 	json_auto_t *j = body_json(req, true);
 	if (!j || !body_keys_ok(req, j, kind == STOP_KILL ? no_keys : keys))
@@ -256,8 +256,17 @@ static void handle_stop(Hsd *h, Vm *vm, HttpRequest *req, StopKind kind)
 		http_reply_error(req, 400, "invalid-request", "force: must be true or false");
 		return;
 	}
+	/* "agent": the guest agent's guest-shutdown instead of ACPI. */
+	json_t *ag = json_object_get(j, "agent");
+	if (ag && (!json_is_boolean(ag) || (json_is_true(ag) && json_is_true(f)))) {
+		http_reply_error(req, 400, "invalid-request",
+				 "agent: must be true or false, and not true with force");
+		return;
+	}
 	if (json_is_true(f) && kind == STOP_ACPI)
 		kind = STOP_FORCE;
+	if (json_is_true(ag) && kind == STOP_ACPI)
+		kind = STOP_AGENT;
 	HsError err = {0};
 	Pending *p = pending_new(h, req);
 	int r = p ? vm_stop(vm, kind, t ? json_number_value(t) : 0, on_vm_done, p, &err)
@@ -415,6 +424,13 @@ static void handle_vm(Hsd *h, HttpRequest *req, const char *name, const char *ac
 			method_not_allowed(req, "GET, POST");
 		else
 			handle_console(h, vm, req);
+		return;
+	}
+	if (!strcmp(action, "agent")) {
+		if (strcmp(m, "GET"))
+			method_not_allowed(req, "GET");
+		else
+			api_vm_agent(h, vm, req);
 		return;
 	}
 	if (!strcmp(action, "console-tickets")) {

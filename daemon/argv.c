@@ -362,10 +362,30 @@ static void add_display(Argv *a, const VmSpec *s, const QemuLaunch *l)
 							    : "virtio-vga,id=hs-video0"));
 	add2(a, "-device", strdup("qemu-xhci,id=hs-usb"));
 	add2(a, "-device", strdup("usb-tablet,id=hs-tablet,bus=hs-usb.0"));
+}
+
+/* One virtio-serial controller for the SPICE agent's port (a display)
+ * and the guest agent's (agent). Like the balloon's, its PCI slot is
+ * QEMU's pick (pcie.0 on q35, pci.0 on pc), before the host devices'
+ * fixed places. The guest agent's chardev is a socket hsd listens on
+ * (qga.sock, as QMP's): hsd connects to it when it talks to the agent. */
+static void add_serial_ports(Argv *a, const VmSpec *s, const QemuLaunch *l)
+{
+	bool spice = s->display.type != VM_DISPLAY_NONE, agent = s->agent && l->agent_fd > 0;
+	if (!spice && !agent)
+		return;
 	add2(a, "-device", strdup("virtio-serial-pci,id=hs-vser"));
-	add2(a, "-chardev", strdup("spicevmc,id=hs-vdagent,name=vdagent"));
-	add2(a, "-device", strdup("virtserialport,bus=hs-vser.0,chardev=hs-vdagent,"
-				  "name=" QEMU_SPICE_AGENT_PORT));
+	if (spice) {
+		add2(a, "-chardev", strdup("spicevmc,id=hs-vdagent,name=vdagent"));
+		add2(a, "-device", strdup("virtserialport,bus=hs-vser.0,chardev=hs-vdagent,"
+					  "name=" QEMU_SPICE_AGENT_PORT));
+	}
+	if (agent) {
+		add2(a, "-chardev",
+		     hs_strdup_printf("socket,id=hs-qga,fd=%d,server=on,wait=off", l->agent_fd));
+		add2(a, "-device", strdup("virtserialport,bus=hs-vser.0,chardev=hs-qga,"
+					  "name=" QEMU_GUEST_AGENT_PORT ",id=" QEMU_GUEST_AGENT_PORT_ID));
+	}
 }
 
 int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
@@ -629,6 +649,7 @@ int qemu_argv_build(const VmSpec *s, const QemuLaunch *l, char ***ret_argv)
 	}
 
 	add_display(&a, s, l);
+	add_serial_ports(&a, s, l);
 
 	if (l->tpm_fd > 0) {
 		/* A connected socket: QEMU is the client of swtpm's control

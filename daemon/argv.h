@@ -126,10 +126,17 @@ typedef struct QemuLaunch {
 	/* TPM: QEMU's end of a connected socket pair whose other end is
 	 * the control channel of the VM's swtpm; 0: none. */
 	int tpm_fd;
+	/* The guest agent's chardev (spec "agent"): hsd's listening socket
+	 * (qga.sock), fd number in the child, as for QMP; 0: none. */
+	int agent_fd;
 } QemuLaunch;
 
 /* The SPICE agent's channel (clipboard, resize). */
 #define QEMU_SPICE_AGENT_PORT "com.redhat.spice.0"
+/* The QEMU guest agent's port: its name in the guest (qemu-ga opens
+ * /dev/virtio-ports/<name>) and its QEMU id (VSERPORT_CHANGE's "id"). */
+#define QEMU_GUEST_AGENT_PORT "org.qemu.guest_agent.0"
+#define QEMU_GUEST_AGENT_PORT_ID "hs-qga-port"
 
 /* fdset ids used with pass_fds. */
 #define QEMU_FDSET_SERIAL_LOG 1

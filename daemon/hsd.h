@@ -89,6 +89,7 @@ typedef struct HostInfo {
 
 typedef enum StopKind {
 	STOP_NONE,
+	STOP_AGENT, /* the guest agent's guest-shutdown, then forced after a timeout */
 	STOP_ACPI,  /* system_powerdown, then forced after a timeout */
 	STOP_FORCE, /* SIGTERM (QEMU exits cleanly), SIGKILL if it hangs */
 	STOP_KILL,  /* SIGKILL */
@@ -125,6 +126,7 @@ struct Vm {
 	struct VmNet *net;           /* its NICs' host side while active (network.c); NULL: none */
 	struct VmSpice *spice;       /* its SPICE server's way in while active (spice.c); NULL: none */
 	struct VmFirmwareRun *firmware; /* its swtpm (firmware.c); NULL: none yet */
+	struct VmAgent *agent;       /* its guest agent connection and cache (agent.c); NULL: none */
 	char machine_type[64];     /* the versioned machine QEMU runs ("pc-q35-7.2"); "" unknown */
 	uint64_t disk_bytes[VM_MAX_DISKS]; /* each disk's virtual size, from QEMU; 0 unknown */
 	ev_timer start_timer;
@@ -246,6 +248,8 @@ void vm_free_all(Hsd *h);
 int vm_unix_path(Vm *vm, const char *file, struct sockaddr_un *sa, HsError *err);
 /* A listening socket there (any old one replaced); new fd or < 0 (err). */
 int vm_unix_listen(Vm *vm, const char *file, int backlog, HsError *err);
+/* A non-blocking connection to it; new fd or a negative errno. */
+int vm_unix_connect(Vm *vm, const char *file);
 
 /* Lifecycle calls answer through a callback once done (or failed). */
 typedef void (*VmDoneCb)(Vm *vm, const HsError *err, void *ud);
@@ -482,6 +486,48 @@ void spice_vm_release(Vm *vm);
 json_t *spice_vm_json(Vm *vm);
 /* POST /v1/vms/NAME/console-tickets (the method checked by the caller). */
 void api_vm_console_tickets(Hsd *h, Vm *vm, HttpRequest *req);
+
+/* agent.c: the QEMU guest agent (spec "agent"), docs/architecture.md
+ * "Guest agent". No call blocks or waits long: an absent or hung agent
+ * makes only agent calls fail (409 agent-unavailable, 504 timeout). */
+typedef struct VmAgent VmAgent;
+/* An agent call's outcome: err NULL on success, ret (borrowed; may be
+ * NULL) the agent's "return" (fsfreeze: the number of file systems) or,
+ * for agent_vm_refresh, the VM's agent object. err->kind: "agent-unavailable"
+ * (-ENOTCONN), "timeout" (-ETIMEDOUT), "agent-error" (-EREMOTEIO: the
+ * agent's own error). */
+typedef void (*AgentDoneCb)(Vm *vm, const HsError *err, json_t *ret, void *ud);
+/* The guest has the port open and its agent answered a sync. */
+bool agent_vm_available(Vm *vm);
+/* guest-fsfreeze-freeze (freeze) or -thaw. timeout <= 0: 30 s for a
+ * freeze, 10 s for a thaw. A freeze needs agent_vm_available; once one
+ * is tried, a thaw is owed: after a successful freeze the caller thaws
+ * (whatever became of its snapshot); after a failed or timed-out one hsd
+ * thaws by itself, and keeps trying (guest-fsfreeze-status checks a thaw
+ * that timed out) until one is confirmed; a freeze nobody thaws is thawed
+ * after 5 minutes. < 0 (err) when the call cannot be sent; else cb once. */
+int agent_vm_fsfreeze(Vm *vm, bool freeze, double timeout, AgentDoneCb cb, void *ud,
+		      HsError *err);
+/* guest-shutdown (mode powerdown). It answers nothing when it works: cb
+ * gets err NULL once it is sent and unanswered, an error if the agent
+ * refuses. */
+int agent_vm_shutdown(Vm *vm, AgentDoneCb cb, void *ud, HsError *err);
+/* Asks the agent afresh (at most ~5 s); cb gets agent_vm_json's object. */
+int agent_vm_refresh(Vm *vm, AgentDoneCb cb, void *ud, HsError *err);
+/* Hooks of vm.c: a start's socket (qga.sock, into l->agent_fd); QMP up (a
+ * start or an adoption: whether the port is open is asked); QMP events
+ * (VSERPORT_CHANGE); QEMU gone (connection and cache dropped); the Vm
+ * freed (QEMU left running). */
+int agent_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, HsError *err);
+void agent_vm_qmp_ready(Vm *vm);
+void agent_vm_qmp_event(Vm *vm, const char *name, json_t *data);
+void agent_vm_release(Vm *vm);
+void agent_vm_free(Vm *vm);
+/* GET /v1/vms/NAME's "agent": {"connected", "version", "os", "hostname",
+ * "interfaces", "updated", "fs_frozen"}; NULL when the spec has no agent. */
+json_t *agent_vm_json(Vm *vm);
+/* GET /v1/vms/NAME/agent: fresh answers (the method checked by the caller). */
+void api_vm_agent(Hsd *h, Vm *vm, HttpRequest *req);
 
 /* api.c */
 void api_handle(HttpRequest *req, void *userdata);

@@ -1156,6 +1156,7 @@ json_t *vm_display_to_json(const VmDisplay *d)
 int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsError *err)
 {
 	static const char *const keys[] = {"name",    "cpus",      "memory_mib", "accel",
+					   "agent", /* the guest agent's port */
 					   "machine", "cpu_model", "mem_merge",  "kernel",
 					   "initrd",  "cmdline",   "disks",      "nics", "cloud_init", "balloon_mib",
 					   "cpu_pinning", "numa_node", "resources", "hugepages",
@@ -1226,6 +1227,9 @@ int vm_spec_from_json(json_t *obj, const VmSpecDefaults *defs, VmSpec *ret, HsEr
 	if (r < 0)
 		goto fail;
 	s.no_mem_merge = !merge;
+	/* The guest agent's port (default: none). */
+	if ((r = get_bool(obj, "agent", "agent", &s.agent, err)) < 0)
+		goto fail;
 
 	r = get_string(obj, "cpu_model", "cpu_model", 256, &s.cpu_model, err);
 	if (r < 0)
@@ -1392,6 +1396,8 @@ json_t *vm_spec_to_json(const VmSpec *s)
 	if (s->cpu_model)
 		json_object_set_new(o, "cpu_model", json_string(s->cpu_model));
 	json_object_set_new(o, "mem_merge", json_boolean(!s->no_mem_merge));
+	if (s->agent) /* absent: false, as specs without it always were */
+		json_object_set_new(o, "agent", json_true());
 	if (s->kernel)
 		json_object_set_new(o, "kernel", json_string(s->kernel));
 	if (s->initrd)

@@ -129,6 +129,7 @@ typedef struct VmSpec {
 	VmAccel accel;
 	char *machine;
 	bool no_mem_merge; /* "mem_merge": false: KSM may not merge this guest's RAM */
+	bool agent; /* "agent": a virtio-serial port for qemu-guest-agent (agent.c) */
 	char *cpu_model; /* QEMU -cpu value ("host", "EPYC-v4,+pdpe1gb"); NULL: QEMU's default */
 	char *kernel;
 	char *initrd;

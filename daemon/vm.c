@@ -191,6 +191,7 @@ static void vm_cleanup_process(Vm *vm)
 	vm->qmp_ready = false;
 	/* Its tickets and SPICE socket (viewers' connections went with QEMU). */
 	spice_vm_release(vm);
+	agent_vm_release(vm);
 	metrics_vm_reset(vm);
 	balloon_vm_reset(vm);
 	console_detach_serial(vm);
@@ -241,6 +242,9 @@ static void vm_exited(Vm *vm, const char *how)
 	} else if (vm->guest_shutdown && vm->stop_kind == STOP_ACPI) {
 		next = VM_STATE_STOPPED;
 		snprintf(reason, sizeof(reason), "shut down (ACPI power button)");
+	} else if (vm->guest_shutdown && vm->stop_kind == STOP_AGENT) {
+		next = VM_STATE_STOPPED;
+		snprintf(reason, sizeof(reason), "shut down (guest agent)");
 	} else if (vm->guest_shutdown) {
 		next = VM_STATE_STOPPED;
 		snprintf(reason, sizeof(reason), "guest powered off (%s)",
@@ -358,7 +362,7 @@ static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double se
 		snprintf(vm->shutdown_reason, sizeof(vm->shutdown_reason), "%s",
 			 r && *r ? r : "unknown");
 		vm->guest_shutdown = json_is_true(json_object_get(data, "guest")) ||
-				     vm->stop_kind == STOP_ACPI;
+				     vm->stop_kind == STOP_ACPI || vm->stop_kind == STOP_AGENT;
 		/* -no-shutdown kept QEMU alive to tell us; now let it go. */
 		vm_quit(vm);
 	} else if (!strcmp(name, "STOP")) {
@@ -369,6 +373,8 @@ static void on_qmp_event(QmpClient *c, const char *name, json_t *data, double se
 	} else if (!strcmp(name, "RESUME")) {
 		if (vm->status.state == VM_STATE_PAUSED)
 			vm_set_state(vm, VM_STATE_RUNNING);
+	} else if (!strcmp(name, "VSERPORT_CHANGE")) {
+		agent_vm_qmp_event(vm, name, data);
 	} else if (!strcmp(name, "MIGRATION") || hs_str_has_prefix(name, "BLOCK_JOB_")) {
 		storage_vm_event(vm, name, data);
 		warm_vm_event(vm, name, data);
@@ -469,6 +475,7 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 	else if (vm->status.state == VM_STATE_STARTING)
 		network_vm_qmp_ready(vm); /* before cont */
 	spice_vm_qmp_ready(vm);
+	agent_vm_qmp_ready(vm);
 	if (vm->adopting) {
 		qmp_client_execute(c, "query-status", NULL, vm->hsd->qmp_timeout, on_adopt_status,
 				   vm);
@@ -619,7 +626,7 @@ int vm_unix_listen(Vm *vm, const char *file, int backlog, HsError *err)
 	return TAKE_FD(fd);
 }
 
-static int unix_connect(Vm *vm, const char *file)
+int vm_unix_connect(Vm *vm, const char *file)
 {
 	struct sockaddr_un sa;
 	if (vm_unix_path(vm, file, &sa, NULL) < 0)
@@ -655,7 +662,7 @@ static void vm_watch_process(Vm *vm, int pidfd, pid_t pid, bool spawned)
 
 static int vm_connect(Vm *vm)
 {
-	int fd = unix_connect(vm, QMP_SOCK);
+	int fd = vm_unix_connect(vm, QMP_SOCK);
 	if (fd < 0)
 		return fd;
 	vm->qmp = qmp_client_new(vm->hsd->loop, fd, &qmp_callbacks, NULL, vm);
@@ -663,7 +670,7 @@ static int vm_connect(Vm *vm)
 		close(fd);
 		return -ENOMEM;
 	}
-	fd = unix_connect(vm, SERIAL_SOCK);
+	fd = vm_unix_connect(vm, SERIAL_SOCK);
 	if (fd >= 0)
 		console_attach_serial(vm, fd);
 	return 0;
@@ -732,6 +739,8 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 	hostdev_vm_launch(vm, &launch);
 	if (r == 0)
 		r = spice_vm_launch(vm, &launch, err);
+	if (r == 0)
+		r = agent_vm_launch(vm, &fds, &launch, err);
 	/* Last: swtpm is started here, and stopped again on every failure
 	 * below until QEMU's exit does it. */
 	if (r == 0)
@@ -1093,8 +1102,9 @@ static void on_stop_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	Vm *vm = w->data;
 	if (vm->pidfd < 0)
 		return;
-	if (vm->stop_kind == STOP_ACPI) {
-		log_info("vm %s: no ACPI shutdown in time; forcing", vm->spec.name);
+	if (vm->stop_kind == STOP_ACPI || vm->stop_kind == STOP_AGENT) {
+		log_info("vm %s: no %s shutdown in time; forcing", vm->spec.name,
+			 vm->stop_kind == STOP_ACPI ? "ACPI" : "guest agent");
 		vm->stop_kind = STOP_FORCE;
 		hs_pidfd_send_signal(vm->pidfd, SIGTERM);
 		ev_timer_set(&vm->stop_timer, FORCE_KILL_TIMEOUT, 0.);
@@ -1105,12 +1115,12 @@ static void on_stop_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 }
 
-static void on_powerdown_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+/* The shutdown request failed: no use waiting for the guest. */
+static void stop_request_failed(Vm *vm, StopKind kind, const HsError *err)
 {
-	Vm *vm = ud;
-	if (err && err->code != -ECANCELED && vm->pidfd >= 0 && vm->stop_kind == STOP_ACPI) {
-		log_info("vm %s: system_powerdown failed (%s); forcing", vm->spec.name,
-			 err->message);
+	if (err && err->code != -ECANCELED && vm->pidfd >= 0 && vm->stop_kind == kind) {
+		log_info("vm %s: %s failed (%s); forcing", vm->spec.name,
+			 kind == STOP_ACPI ? "system_powerdown" : "guest-shutdown", err->message);
 		vm->stop_kind = STOP_FORCE;
 		hs_pidfd_send_signal(vm->pidfd, SIGTERM);
 		/* SIGKILL if QEMU does not go within the force timeout. */
@@ -1118,6 +1128,16 @@ static void on_powerdown_reply(QmpClient *c, json_t *reply, const HsError *err, 
 		ev_timer_set(&vm->stop_timer, FORCE_KILL_TIMEOUT, 0.);
 		ev_timer_start(vm->hsd->loop, &vm->stop_timer);
 	}
+}
+
+static void on_powerdown_reply(QmpClient *c, json_t *reply, const HsError *err, void *ud)
+{
+	stop_request_failed(ud, STOP_ACPI, err);
+}
+
+static void on_agent_shutdown(Vm *vm, const HsError *err, json_t *ret, void *ud)
+{
+	stop_request_failed(vm, STOP_AGENT, err);
 }
 
 int vm_stop(Vm *vm, StopKind kind, double timeout, VmDoneCb cb, void *ud, HsError *err)
@@ -1130,16 +1150,29 @@ int vm_stop(Vm *vm, StopKind kind, double timeout, VmDoneCb cb, void *ud, HsErro
 	/* A paused or starting guest cannot act on the power button. */
 	if (kind == STOP_ACPI && (vm->status.state != VM_STATE_RUNNING || !vm->qmp))
 		kind = STOP_FORCE;
+	/* Nor run its agent; and an agent that is not there is said, not
+	 * replaced by another way. */
+	if (kind == STOP_AGENT && kind > vm->stop_kind) {
+		if (vm->status.state != VM_STATE_RUNNING)
+			return hs_error_set(err, -ENOTCONN, "agent-unavailable",
+					    "VM '%s' is %s: its guest agent cannot shut it down",
+					    vm->spec.name, vm_state_to_string(vm->status.state));
+		if (agent_vm_shutdown(vm, on_agent_shutdown, NULL, err) < 0)
+			return -ENOTCONN;
+	}
 	if (kind > vm->stop_kind) {
 		vm->stop_kind = kind;
 		ev_timer_stop(vm->hsd->loop, &vm->stop_timer);
 		ev_timer_init(&vm->stop_timer, on_stop_timeout,
-			      kind == STOP_ACPI ? timeout : FORCE_KILL_TIMEOUT, 0.);
+			      kind <= STOP_ACPI ? timeout : FORCE_KILL_TIMEOUT, 0.);
 		vm->stop_timer.data = vm;
 		switch (kind) {
 		case STOP_ACPI:
 			qmp_client_execute(vm->qmp, "system_powerdown", NULL, vm->hsd->qmp_timeout,
 					   on_powerdown_reply, vm);
+			ev_timer_start(vm->hsd->loop, &vm->stop_timer);
+			break;
+		case STOP_AGENT: /* guest-shutdown sent above */
 			ev_timer_start(vm->hsd->loop, &vm->stop_timer);
 			break;
 		case STOP_FORCE:
@@ -1329,6 +1362,7 @@ static void vm_free(Vm *vm)
 	/* Leave QEMU running: the next hsd adopts it. */
 	if (vm->qmp)
 		vm->qmp = qmp_client_free(vm->qmp);
+	agent_vm_free(vm);
 	spice_vm_release(vm);
 	console_detach_serial(vm);
 	console_close_clients(vm);
@@ -1603,6 +1637,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *sj = active ? spice_vm_json(vm) : NULL;
 		if (sj)
 			json_object_set_new(o, "spice", sj);
+		json_t *aj = agent_vm_json(vm);
+		if (aj)
+			json_object_set_new(o, "agent", aj);
 		if (active && vm->machine_type[0])
 			json_object_set_new(o, "machine_type", json_string(vm->machine_type));
 		if (active && vm->spec.n_disks && vm->disk_bytes[0]) {

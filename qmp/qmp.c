@@ -14,6 +14,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 
 #define QMP_DEFAULT_MAX_MESSAGE ((size_t)16 * 1024 * 1024)
@@ -25,6 +26,7 @@
 typedef enum QmpState {
 	QMP_STATE_GREETING,    /* waiting for {"QMP": ...} */
 	QMP_STATE_NEGOTIATING, /* qmp_capabilities sent, waiting for its return */
+	QMP_STATE_SYNCING,     /* guest agent: 0xFF + guest-sync-delimited sent */
 	QMP_STATE_READY,
 	QMP_STATE_CLOSED, /* connection gone, or the client is being freed */
 } QmpState;
@@ -79,7 +81,18 @@ struct QmpClient {
 
 	unsigned holds; /* client functions on the stack that may run callbacks */
 	bool freed;	/* qmp_client_free() was called */
+
+	/* Guest agent mode (QmpOptions.guest_agent). */
+	bool agent;
+	bool synced_once;
+	json_int_t sync_id; /* the id of the sync under way */
 };
+
+/* Who is at the other end, for messages. */
+static const char *peer_name(const QmpClient *c)
+{
+	return c->agent ? "guest agent" : "QMP";
+}
 
 static void client_hold(QmpClient *c)
 {
@@ -241,16 +254,32 @@ static char *serialize_line(const json_t *msg, size_t *ret_len)
 	return line;
 }
 
+static int client_sync(QmpClient *c);
+static void client_pump(QmpClient *c);
+
 static void on_command_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	QmpCommand *cmd = w->data;
 	QmpClient *c = cmd->client;
 	HsError err;
 
-	hs_error_set(&err, -ETIMEDOUT, "timeout", "QMP command %s timed out after %g s", cmd->name,
-		     cmd->timeout);
+	/* A guest agent may still answer it: sync again, which drops
+	 * whatever comes before the sync's answer. Commands the callback
+	 * issues wait for the sync. */
+	bool resync = c->agent && c->state == QMP_STATE_READY && !cmd->wire;
+
+	hs_error_set(&err, -ETIMEDOUT, "timeout", "%s command %s timed out after %g s",
+		     peer_name(c), cmd->name, cmd->timeout);
 	client_hold(c);
+	if (resync)
+		c->state = QMP_STATE_SYNCING;
 	command_complete(c, cmd, NULL, &err);
+	if (c->state == QMP_STATE_CLOSED)
+		; /* freed, or failed, meanwhile */
+	else if (resync && client_sync(c) < 0)
+		client_fail(c, -ENOMEM, "internal", "out of memory");
+	else if (!resync)
+		client_pump(c);
 	client_release(c);
 }
 
@@ -281,10 +310,13 @@ static int client_queue(QmpClient *c, json_t *msg, bool raw, json_t *caller_id, 
 	cmd->timer.data = cmd;
 	snprintf(cmd->id, sizeof(cmd->id), "hs-%" PRIu64, ++c->next_id);
 	cmd->name = strdup(name ? name : "?");
-	if (!cmd->name || json_object_set_new(msg, "id", json_string(cmd->id)) < 0 ||
+	/* A guest agent gets no id: replies come in order, one at a time. */
+	if (c->agent)
+		json_object_del(msg, "id");
+	if (!cmd->name || (!c->agent && json_object_set_new(msg, "id", json_string(cmd->id)) < 0) ||
 	    !(cmd->wire = serialize_line(msg, &cmd->wire_len)))
 		r = -ENOMEM;
-	else if (c->state == QMP_STATE_READY)
+	else if (c->state == QMP_STATE_READY && !(c->agent && c->head))
 		r = out_append_command(c, cmd);
 	if (r < 0) {
 		command_free(cmd);
@@ -299,17 +331,69 @@ static int client_queue(QmpClient *c, json_t *msg, bool raw, json_t *caller_id, 
 	return 0;
 }
 
-/* Hand the commands queued during the handshake to the output buffer. */
+/* Hand the commands queued during the handshake to the output buffer;
+ * to a guest agent only the next one, once none is on the wire. */
 static int flush_queued(QmpClient *c)
 {
 	for (QmpCommand *cmd = c->head; cmd; cmd = cmd->next) {
-		if (!cmd->wire)
+		if (!cmd->wire) {
+			if (c->agent)
+				return 0;
 			continue;
+		}
 		int r = out_append_command(c, cmd);
-		if (r < 0)
+		if (r < 0 || c->agent)
 			return r;
 	}
 	return 0;
+}
+
+static void client_pump(QmpClient *c)
+{
+	if (c->state == QMP_STATE_READY && flush_queued(c) < 0)
+		client_fail(c, -ENOMEM, "internal", "out of memory");
+}
+
+/* Guest agent: 0xFF (the agent's parser starts afresh) and
+ * guest-sync-delimited with a new random id. */
+static int client_sync(QmpClient *c)
+{
+	uint32_t id;
+	char buf[128];
+
+	if (getrandom(&id, sizeof(id), GRND_NONBLOCK) != sizeof(id))
+		id = (uint32_t)(hs_now() * 1e6) ^ (uint32_t)c->next_id;
+	c->sync_id = (json_int_t)(id & 0x7fffffff);
+	int n = snprintf(buf, sizeof(buf),
+			 "\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":%" JSON_INTEGER_FORMAT
+			 "}}\n",
+			 c->sync_id);
+	c->state = QMP_STATE_SYNCING;
+	ev_timer_stop(c->loop, &c->handshake_timer);
+	ev_timer_set(&c->handshake_timer, c->handshake_timeout, 0);
+	ev_timer_start(c->loop, &c->handshake_timer);
+	return out_append(c, buf, (size_t)n);
+}
+
+/* Guest agent, syncing: a line is the sync's answer when it has the
+ * agent's 0xFF and then {"return": sync_id}; anything else is stale. */
+static void handle_sync_line(QmpClient *c, const char *line, size_t len)
+{
+	const char *ff = memrchr(line, 0xff, len);
+	if (!ff)
+		return;
+	size_t rest = len - (size_t)(ff + 1 - line);
+	json_auto_t *msg = json_loadb(ff + 1, rest, 0, NULL);
+	json_t *ret = json_object_get(msg, "return");
+	if (!json_is_integer(ret) || json_integer_value(ret) != c->sync_id)
+		return;
+	ev_timer_stop(c->loop, &c->handshake_timer);
+	c->state = QMP_STATE_READY;
+	bool first = !c->synced_once;
+	c->synced_once = true;
+	client_pump(c);
+	if (first && c->state == QMP_STATE_READY && c->cbs.ready)
+		c->cbs.ready(c, NULL, c->userdata);
 }
 
 static void handle_greeting(QmpClient *c, json_t *msg)
@@ -367,6 +451,13 @@ static void handle_reply(QmpClient *c, json_t *msg)
 	json_t *error = json_object_get(msg, "error");
 	QmpCommand *cmd;
 
+	if (c->agent) {
+		/* The reply of the one command on the wire. */
+		cmd = c->head && !c->head->wire ? c->head : NULL;
+		if (!cmd)
+			return;
+		id = cmd->id;
+	}
 	if (!id)
 		return; /* we always send an id: not an answer to us */
 	if (c->state == QMP_STATE_NEGOTIATING) {
@@ -388,6 +479,8 @@ static void handle_reply(QmpClient *c, json_t *msg)
 	} else {
 		command_complete(c, cmd, msg, NULL);
 	}
+	if (c->agent)
+		client_pump(c);
 }
 
 /* QEMU prints uint64 values above INT64_MAX (UINT64_MAX is its "unknown",
@@ -458,6 +551,10 @@ static void handle_line(QmpClient *c, const char *line, size_t len)
 		;
 	if (i == len)
 		return; /* blank line */
+	if (c->state == QMP_STATE_SYNCING) {
+		handle_sync_line(c, line, len);
+		return;
+	}
 
 	json_auto_t *msg = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
 	if (!msg) {
@@ -467,11 +564,13 @@ static void handle_line(QmpClient *c, const char *line, size_t len)
 			msg = json_loadb(fixed, fixed_len, JSON_DECODE_ANY, &jerr);
 	}
 	if (!msg) {
-		client_fail(c, -EPROTO, "protocol-error", "invalid JSON from QEMU: %s", jerr.text);
+		client_fail(c, -EPROTO, "protocol-error", "invalid JSON from %s: %s",
+			    c->agent ? "the guest agent" : "QEMU", jerr.text);
 		return;
 	}
 	if (!json_is_object(msg)) {
-		client_fail(c, -EPROTO, "protocol-error", "QMP message is not a JSON object");
+		client_fail(c, -EPROTO, "protocol-error", "%s message is not a JSON object",
+			    peer_name(c));
 		return;
 	}
 	if (c->state == QMP_STATE_GREETING) {
@@ -501,8 +600,8 @@ static void process_input(QmpClient *c)
 		if (len > 0 && c->in[line + len - 1] == '\r')
 			len--;
 		if (len > c->max_message) {
-			client_fail(c, -EMSGSIZE, "protocol-error", "QMP message exceeds %zu bytes",
-				    c->max_message);
+			client_fail(c, -EMSGSIZE, "protocol-error", "%s message exceeds %zu bytes",
+				    peer_name(c), c->max_message);
 			return;
 		}
 		handle_line(c, c->in + line, len);
@@ -519,8 +618,8 @@ static void process_input(QmpClient *c)
 	}
 	/* An incomplete line: allow for its "\r" still to be stripped. */
 	if (c->in_len > c->max_message + 1)
-		client_fail(c, -EMSGSIZE, "protocol-error", "QMP message exceeds %zu bytes",
-			    c->max_message);
+		client_fail(c, -EMSGSIZE, "protocol-error", "%s message exceeds %zu bytes",
+			    peer_name(c), c->max_message);
 }
 
 static void client_read(QmpClient *c)
@@ -542,11 +641,13 @@ static void client_read(QmpClient *c)
 		int r = -errno;
 		if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR)
 			return;
-		client_fail(c, r, "disconnected", "cannot read from QMP socket: %s", strerror(-r));
+		client_fail(c, r, "disconnected", "cannot read from %s socket: %s", peer_name(c),
+			    strerror(-r));
 		return;
 	}
 	if (n == 0) {
-		client_fail(c, -ECONNRESET, "disconnected", "QEMU closed the QMP connection");
+		client_fail(c, -ECONNRESET, "disconnected", "QEMU closed the %s connection",
+			    peer_name(c));
 		return;
 	}
 	c->in_len += (size_t)n;
@@ -622,8 +723,13 @@ static void on_handshake_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	QmpClient *c = w->data;
 	client_hold(c);
-	client_fail(c, -ETIMEDOUT, "timeout", "QMP handshake timed out after %g s",
-		    c->handshake_timeout);
+	if (c->agent)
+		client_fail(c, -ETIMEDOUT, "timeout",
+			    "the guest agent did not answer guest-sync-delimited within %g s",
+			    c->handshake_timeout);
+	else
+		client_fail(c, -ETIMEDOUT, "timeout", "QMP handshake timed out after %g s",
+			    c->handshake_timeout);
 	client_release(c);
 }
 
@@ -661,7 +767,17 @@ QmpClient *qmp_client_new(struct ev_loop *loop, int fd, const QmpCallbacks *cbs,
 	ev_timer_init(&c->handshake_timer, on_handshake_timeout, c->handshake_timeout, 0);
 	c->read_io.data = c->write_io.data = c->handshake_timer.data = c;
 	ev_io_start(loop, &c->read_io);
-	ev_timer_start(loop, &c->handshake_timer);
+	c->agent = opts && opts->guest_agent;
+	if (!c->agent) {
+		ev_timer_start(loop, &c->handshake_timer);
+	} else if (client_sync(c) < 0) {
+		c->freed = true;
+		client_hold(c);
+		client_shutdown(c);
+		client_release(c); /* frees it */
+		errno = ENOMEM;
+		return NULL;
+	}
 	return c;
 }
 
@@ -772,7 +888,8 @@ int qmp_client_execute_raw(QmpClient *c, json_t *msg_in, double timeout, QmpRepl
 
 bool qmp_client_is_ready(const QmpClient *c)
 {
-	return c && c->state == QMP_STATE_READY;
+	return c && (c->state == QMP_STATE_READY ||
+		     (c->state == QMP_STATE_SYNCING && c->synced_once));
 }
 
 bool qmp_client_is_closed(const QmpClient *c)

@@ -39,8 +39,21 @@ typedef struct QmpCallbacks {
 typedef struct QmpOptions {
 	/* Largest single message accepted from QEMU, bytes. 0: 16 MiB. */
 	size_t max_message;
-	/* Timeout for the greeting + capabilities negotiation, seconds. 0: 10. */
+	/* Timeout for the greeting + capabilities negotiation, seconds. 0: 10.
+	 * Guest agent: for each sync. */
 	double handshake_timeout;
+	/* The peer is a QEMU guest agent (qemu-ga on a virtio-serial port),
+	 * not QEMU's monitor: no greeting, no capabilities, no events, and
+	 * no ids (old agents refuse them). The client syncs at connect and
+	 * again after a command timed out: a 0xFF byte (resets the agent's
+	 * parser), then guest-sync-delimited with a random id; everything
+	 * the agent sent before its 0xFF and the matching {"return": id} is
+	 * dropped (stale replies). One command is on the wire at a time and
+	 * the next reply is its reply. `ready` runs (greeting NULL) after
+	 * the first sync; a sync that times out closes the client
+	 * ("timeout"). A command that sends no reply on success
+	 * (guest-shutdown) ends with "timeout". */
+	bool guest_agent;
 } QmpOptions;
 
 /* Takes ownership of fd (a connected stream socket; made non-blocking).
@@ -76,6 +89,8 @@ int qmp_client_execute_fd(QmpClient *c, const char *command, json_t *arguments, 
 int qmp_client_execute_raw(QmpClient *c, json_t *msg, double timeout, QmpReplyCb cb,
 			   void *userdata, HsError *err);
 
+/* Ready: the handshake (guest agent: the first sync) is done, and the
+ * client not closed (a guest agent client may be re-syncing). */
 bool qmp_client_is_ready(const QmpClient *c);
 bool qmp_client_is_closed(const QmpClient *c);
 /* Number of commands sent or queued and not yet answered. */

@@ -72,7 +72,7 @@ commands=(version host list info create set start stop kill reboot pause resume 
 create_opts=(--memory --cpus --accel --machine --cpu-model --no-mem-merge --memory-file --firmware --secure-boot --tpm --kernel --initrd --append --disk --nic --from
 	--template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor --vcpu-pin
 	--emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max --hostdev
-	--hotplug-ports --display --spice-listen)
+	--hotplug-ports --display --spice-listen --agent)
 set_opts=(--balloon --balloon-floor --disk --io-group --no-limits --bps-read --bps-write --bps-total --bps-read-max --bps-write-max
 	--bps-total-max --iops-read --iops-write --iops-total --iops-read-max --iops-write-max --iops-total-max
 	--vcpu-pin --emulator-pin --no-pin --cpu-max --cpu-weight --memory-overhead --pids-max --hotplug-ports)
@@ -97,7 +97,7 @@ expect "a used option is not offered again" "$H create web1 --memory 512 --cpus 
 	--accel --machine --cpu-model --no-mem-merge --memory-file --firmware --secure-boot --tpm --kernel --initrd --append --disk \
 	--nic --from --template --disk-size --cloud-init --network-config --ssh-key --hostname --balloon --balloon-floor \
 	--vcpu-pin --emulator-pin --numa-node --hugepages --cpu-max --cpu-weight --memory-overhead --pids-max \
-	--hostdev --hotplug-ports --display --spice-listen
+	--hostdev --hotplug-ports --display --spice-listen --agent
 expect "--disk and --nic may repeat" "$H create web1 --disk /x --nic user --n" --nic --no-mem-merge \
 	--network-config --numa-node
 expect "--vcpu-pin may repeat (VCPU:LIST read as one word)" \
@@ -124,7 +124,7 @@ expect "set: --vcpu-pin may repeat, --emulator-pin not" "$H set vm1 --vcpu-pin 0
 expect "set: no values for --emulator-pin" "$H set vm1 --emulator-pin " ""
 expect "set: options after --no-pin" "$H set vm1 --no-pin --e" --emulator-pin
 expect "options of start" "$H start vm1 --" --paused
-expect "options of stop" "$H stop vm1 --" --timeout --force
+expect "options of stop" "$H stop vm1 --" --timeout --force --agent
 expect "options of stop, before the name" "$H stop --f" --force
 expect "options of console" "$H console vm1 --" --wait-for --timeout --no-replay --spice --viewer --ttl
 expect "create: --display types" "$H create web1 --display " virtio qxl none
@@ -322,7 +322,7 @@ else
 		expect "events --vm <TAB>: both VMs" "$H --socket $sock events --vm " alpha beta-2
 		expect "events --vm=<TAB>: both VMs" "$H --socket $sock events --vm=" alpha beta-2
 		expect "one name only: then the options" "$H --socket $sock start alpha " --paused
-		expect "one name only: stop" "$H --socket $sock stop alpha --timeout 5 " --force
+		expect "one name only: stop" "$H --socket $sock stop alpha --timeout 5 " --force --agent
 		expect "nothing after qmp NAME" "$H --socket $sock qmp alpha " ""
 		expect "no VM names for create" "$H --socket $sock create " ""
 		HSD_SOCKET=$sock expect "HSD_SOCKET is honoured" "$H kill " alpha beta-2

@@ -1014,6 +1014,57 @@ static void test_firmware_tpm(void **state)
 	vm_spec_clear(&s);
 }
 
+/* The guest agent: a port on the virtio-serial controller (the display's
+ * when there is one, never a second), its chardev on hsd's socket. */
+static void test_agent(void **state)
+{
+	VmSpec s;
+	spec_kernel_tcg(&s);
+	s.agent = true;
+	QemuLaunch l = launch_plain;
+	l.agent_fd = 7;
+	char **v = NULL;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	/* clang-format off */
+	static const char *const tail[] = {
+		"-device", "virtio-serial-pci,id=hs-vser",
+		"-chardev", "socket,id=hs-qga,fd=7,server=on,wait=off",
+		"-device", "virtserialport,bus=hs-vser.0,chardev=hs-qga,"
+			   "name=org.qemu.guest_agent.0,id=hs-qga-port",
+	};
+	/* clang-format on */
+	size_t n = strv_len(v);
+	assert_true(n > ARRAY_SIZE(tail));
+	assert_argv(v + n - ARRAY_SIZE(tail), tail, ARRAY_SIZE(tail));
+	strv_free(v);
+
+	/* With a display: one controller, both ports. */
+	s.display.type = VM_DISPLAY_VIRTIO;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_int_equal(count_arg(v, "virtio-serial-pci,id=hs-vser"), 1);
+	assert_true(find_opt(v, "-chardev", "spicevmc,id=hs-vdagent") > 0);
+	assert_true(find_opt(v, "-chardev", "socket,id=hs-qga,fd=7,") >
+		    find_opt(v, "-chardev", "spicevmc"));
+	strv_free(v);
+
+	/* pc: the same devices (QEMU picks their slots on pci.0). */
+	free(s.machine);
+	s.machine = xstrdup("pc");
+	s.display.type = VM_DISPLAY_NONE;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_true(find_opt(v, "-device", "virtio-serial-pci,id=hs-vser") > 0);
+	assert_true(find_opt(v, "-device", "virtserialport,bus=hs-vser.0,chardev=hs-qga,") > 0);
+	strv_free(v);
+
+	/* No agent (or no socket): no controller, no port. */
+	s.agent = false;
+	assert_int_equal(qemu_argv_build(&s, &l, &v), 0);
+	assert_int_equal(find_opt(v, "-device", "virtio-serial-pci"), -1);
+	assert_int_equal(find_opt(v, "-chardev", "socket,id=hs-qga"), -1);
+	strv_free(v);
+	vm_spec_clear(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1037,6 +1088,7 @@ int main(void)
 	    cmocka_unit_test(test_nics),
 	    cmocka_unit_test(test_display),
 	    cmocka_unit_test(test_firmware_tpm),
+	    cmocka_unit_test(test_agent),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1257,6 +1257,36 @@ static void test_firmware(void **state)
 		   "tpm: must be true or false");
 }
 
+/* "agent": false by default (and absent from the stored form), true
+ * kept through a round trip, nothing but a boolean. */
+static void test_agent(void **state)
+{
+	VmSpec s, c;
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\"}", &defs_tcg, &s);
+	assert_false(s.agent);
+	json_auto_t *j0 = vm_spec_to_json(&s);
+	assert_null(json_object_get(j0, "agent"));
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"agent\": false}", &defs_tcg, &s);
+	assert_false(s.agent);
+	vm_spec_clear(&s);
+
+	parse_ok("{\"name\": \"a\", \"kernel\": \"/k\", \"agent\": true}", &defs_tcg, &s);
+	assert_true(s.agent);
+	json_auto_t *j1 = vm_spec_to_json(&s);
+	assert_true(json_is_true(json_object_get(j1, "agent")));
+	assert_int_equal(vm_spec_copy(&s, &c), 0);
+	assert_true(c.agent);
+	vm_spec_clear(&c);
+	vm_spec_clear(&s);
+
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"agent\": \"yes\"}",
+		   "agent: must be true or false");
+	expect_bad("{\"name\": \"a\", \"kernel\": \"/k\", \"agent\": 1}",
+		   "agent: must be true or false");
+}
+
 /* "display": absent is headless (and stays absent in the stored form);
  * a type, and a TCP address only with a display. */
 static void test_display(void **state)
@@ -1381,6 +1411,7 @@ int main(void)
 	    cmocka_unit_test(test_memory_file),
 	    cmocka_unit_test(test_display),
 	    cmocka_unit_test(test_firmware),
+	    cmocka_unit_test(test_agent),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -300,6 +300,32 @@ void fake_peer_handshake(FakePeer *p)
 	free(id);
 }
 
+json_int_t fake_peer_expect_agent_sync(FakePeer *p)
+{
+	assert_true(test_run_until(p->loop, has_input, p, 2.0));
+	assert_int_equal((unsigned char)p->in[0], 0xff);
+	assert_int_equal(p->n_fds, 0);
+	memmove(p->in, p->in + 1, --p->in_len);
+	json_t *msg = fake_peer_recv(p);
+	assert_string_equal(json_string_value(json_object_get(msg, "execute")),
+			    "guest-sync-delimited");
+	assert_null(json_object_get(msg, "id"));
+	json_t *id = json_object_get(json_object_get(msg, "arguments"), "id");
+	assert_true(json_is_integer(id));
+	json_int_t ret = json_integer_value(id);
+	json_decref(msg);
+	return ret;
+}
+
+void fake_peer_agent_sync(FakePeer *p)
+{
+	char *reply = NULL;
+	json_int_t id = fake_peer_expect_agent_sync(p);
+	assert_true(asprintf(&reply, "\xff{\"return\": %" JSON_INTEGER_FORMAT "}\n", id) > 0);
+	assert_int_equal(fake_peer_send(p, reply, strlen(reply)), 0);
+	free(reply);
+}
+
 static bool eof_seen(void *arg)
 {
 	return ((FakePeer *)arg)->eof;

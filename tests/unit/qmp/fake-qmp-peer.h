@@ -46,6 +46,12 @@ bool fake_peer_has_input(FakePeer *p, double seconds);
 /* Greeting, qmp_capabilities, its return. */
 void fake_peer_handshake(FakePeer *p);
 
+/* Guest agent mode: the client's sync, a 0xFF byte and then
+ * guest-sync-delimited (with no "id" member); returns its arguments' id. */
+json_int_t fake_peer_expect_agent_sync(FakePeer *p);
+/* The same, answered as qemu-ga does: 0xFF, then {"return": id}. */
+void fake_peer_agent_sync(FakePeer *p);
+
 /* Closes the peer's end: the client sees EOF. */
 void fake_peer_close(FakePeer *p);
 /* shutdown(SHUT_RD): the client's next send fails with EPIPE. */

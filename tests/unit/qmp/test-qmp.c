@@ -121,7 +121,7 @@ static void on_ready(QmpClient *c, json_t *greeting, void *userdata)
 {
 	assert_ptr_equal(userdata, T);
 	assert_true(qmp_client_is_ready(c));
-	log_push(json_pack("{s:s, s:O}", "type", "ready", "greeting", greeting));
+	log_push(json_pack("{s:s, s:O?}", "type", "ready", "greeting", greeting));
 	if (T->free_on_ready)
 		T->client = qmp_client_free(c);
 }
@@ -1381,6 +1381,206 @@ static void test_replay_recorded(void **state)
 	free(list);
 }
 
+/* ---- guest agent mode (qemu-ga) ---- */
+
+static const QmpOptions agent_opts = {.guest_agent = true, .handshake_timeout = 0.2};
+
+/* The next command the client sent to the agent: its name checked, no id. */
+static json_t *agent_expect(const char *execute)
+{
+	json_t *msg = fake_peer_recv(T->peer);
+	assert_string_equal(json_string_value(json_object_get(msg, "execute")), execute);
+	assert_null(json_object_get(msg, "id"));
+	return msg;
+}
+
+static void agent_sync_ok(void)
+{
+	fake_peer_agent_sync(T->peer);
+	wait_log(1);
+	assert_string_equal(log_str(0, "type"), "ready");
+	assert_true(json_is_null(json_object_get(log_at(0), "greeting")));
+	json_array_clear(T->log);
+}
+
+static void send_raw(const char *text)
+{
+	assert_int_equal(fake_peer_send(T->peer, text, strlen(text)), 0);
+}
+
+/* Stale output before the sync's 0xFF, and a stale sync answer after
+ * one, are dropped; commands queued meanwhile go out one at a time. */
+static void test_agent_sync_stale(void **state)
+{
+	start_client(&agent_opts);
+	execute("guest-info", NULL, 0, 1);
+	execute("guest-get-host-name", NULL, 0, 2);
+	json_int_t id = fake_peer_expect_agent_sync(T->peer);
+	assert_false(qmp_client_is_ready(T->client));
+	/* A late reply of an earlier connection's command, half a reply, a
+	 * stale sync's answer: all before the real one. */
+	send_raw("{\"return\": {\"stale\": 1}}\n{\"return\": {\"cut");
+	char *text = NULL;
+	assert_true(asprintf(&text, "\xff{\"return\": %" JSON_INTEGER_FORMAT "}\n", id + 1) > 0);
+	send_raw(text);
+	free(text);
+	send_raw("\xff{\"return\": {}}\n");
+	settle();
+	assert_int_equal(log_len(), 0);
+	assert_false(fake_peer_has_input(T->peer, 0.02));
+	assert_true(asprintf(&text, "junk\xff{\"return\": %" JSON_INTEGER_FORMAT "}\n", id) > 0);
+	send_raw(text);
+	free(text);
+	wait_log(1);
+	assert_string_equal(log_str(0, "type"), "ready");
+	assert_true(qmp_client_is_ready(T->client));
+
+	/* One command on the wire at a time; a reply has no id. */
+	json_decref(agent_expect("guest-info"));
+	assert_false(fake_peer_has_input(T->peer, 0.05));
+	send_line("{\"return\": {\"version\": \"7.2\"}}");
+	wait_log(2);
+	assert_reply_ok(1, 1);
+	json_decref(agent_expect("guest-get-host-name"));
+	send_line("{\"error\": {\"class\": \"GenericError\", \"desc\": \"no name\"}}");
+	wait_log(3);
+	assert_reply_err(2, 2, "qmp-error", -EREMOTEIO);
+	assert_string_equal(log_str(2, "message"), "no name");
+	/* No reply is waited for: a stray line is dropped. */
+	send_line("{\"return\": {\"stray\": true}}");
+	settle();
+	assert_int_equal(log_len(), 3);
+	assert_int_equal(qmp_client_pending(T->client), 0);
+}
+
+/* No agent in the guest (or a hung one): the sync times out and the
+ * client closes, failing what waited. */
+static void test_agent_hung(void **state)
+{
+	start_client(&agent_opts);
+	execute("guest-info", NULL, 10, 1);
+	double t0 = hs_now();
+	fake_peer_expect_agent_sync(T->peer);
+	wait_log(2);
+	assert_true(hs_now() - t0 < 1.0);
+	assert_reply_err(0, 1, "timeout", -ETIMEDOUT);
+	assert_closed(1, "timeout", -ETIMEDOUT);
+	assert_string_equal(log_str(1, "message"),
+			    "the guest agent did not answer guest-sync-delimited within 0.2 s");
+	assert_true(fake_peer_got_eof(T->peer));
+}
+
+/* A command that times out (the guest paused, the agent busy): the client
+ * syncs again, so its late reply is never taken for the next command's. */
+static void test_agent_timeout_resync(void **state)
+{
+	start_client(&agent_opts);
+	agent_sync_ok();
+	execute("guest-network-get-interfaces", NULL, 0.05, 1);
+	json_decref(agent_expect("guest-network-get-interfaces"));
+	wait_log(1);
+	assert_reply_err(0, 1, "timeout", -ETIMEDOUT);
+	assert_string_equal(log_str(0, "message"),
+			    "guest agent command guest-network-get-interfaces timed out after 0.05 s");
+	execute("guest-get-host-name", NULL, 0, 2);
+	json_int_t id = fake_peer_expect_agent_sync(T->peer);
+	assert_true(qmp_client_is_ready(T->client));
+	assert_false(fake_peer_has_input(T->peer, 0.05)); /* waits for the sync */
+	send_line("{\"return\": [{\"name\": \"late\"}]}");
+	char *text = NULL;
+	assert_true(asprintf(&text, "\xff{\"return\": %" JSON_INTEGER_FORMAT "}\n", id) > 0);
+	send_raw(text);
+	free(text);
+	json_decref(agent_expect("guest-get-host-name"));
+	send_line("{\"return\": {\"host-name\": \"g1\"}}");
+	wait_log(2);
+	assert_reply_ok(1, 2);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(
+						log_at(1), "reply"), "return"), "host-name")),
+			    "g1");
+	assert_int_equal(log_count("ready"), 0); /* ready once only */
+}
+
+/* The agent goes (qemu-ga stopped, the port closed: EOF); a new
+ * connection syncs afresh. */
+static void test_agent_reconnect(void **state)
+{
+	start_client(&agent_opts);
+	agent_sync_ok();
+	execute("guest-info", NULL, 5, 1);
+	json_decref(agent_expect("guest-info"));
+	fake_peer_close(T->peer);
+	wait_log(2);
+	assert_reply_err(0, 1, "disconnected", -ECONNRESET);
+	assert_closed(1, "disconnected", -ECONNRESET);
+	assert_string_equal(log_str(1, "message"), "QEMU closed the guest agent connection");
+	stop_client();
+
+	start_client(&agent_opts);
+	agent_sync_ok();
+	execute("guest-info", NULL, 5, 2);
+	json_decref(agent_expect("guest-info"));
+	send_line("{\"return\": {}}");
+	wait_log(1);
+	assert_reply_ok(0, 2);
+}
+
+/* guest-shutdown answers nothing when it works: the caller sees a
+ * timeout; an agent that refuses answers an error. */
+static void test_agent_shutdown_no_reply(void **state)
+{
+	start_client(&agent_opts);
+	agent_sync_ok();
+	execute("guest-shutdown", json_pack("{s:s}", "mode", "powerdown"), 0.05, 1);
+	json_auto_t *msg = agent_expect("guest-shutdown");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(msg, "arguments"),
+							      "mode")),
+			    "powerdown");
+	wait_log(1);
+	assert_reply_err(0, 1, "timeout", -ETIMEDOUT);
+	/* The guest goes down: the sync after the timeout is never answered. */
+	fake_peer_expect_agent_sync(T->peer);
+	fake_peer_close(T->peer);
+	wait_log(2);
+	assert_closed(1, "disconnected", -ECONNRESET);
+	stop_client();
+
+	start_client(&agent_opts);
+	agent_sync_ok();
+	execute("guest-shutdown", NULL, 1, 2);
+	json_decref(agent_expect("guest-shutdown"));
+	send_line("{\"error\": {\"class\": \"GenericError\", \"desc\": "
+		  "\"Command guest-shutdown has been disabled\"}}");
+	wait_log(1);
+	assert_reply_err(0, 2, "qmp-error", -EREMOTEIO);
+}
+
+/* A reply over max_message closes the client, as in QMP mode; so does a
+ * stale line that large while syncing. */
+static void test_agent_reply_too_large(void **state)
+{
+	const QmpOptions opts = {.guest_agent = true, .max_message = 1024};
+
+	start_client(&opts);
+	agent_sync_ok();
+	execute("guest-network-get-interfaces", NULL, 5, 1);
+	json_decref(agent_expect("guest-network-get-interfaces"));
+	_cleanup_free_ char *big = make_event_line(2000);
+	send_line(big);
+	wait_log(2);
+	assert_reply_err(0, 1, "protocol-error", -EMSGSIZE);
+	assert_closed(1, "protocol-error", -EMSGSIZE);
+	assert_string_equal(log_str(1, "message"), "guest agent message exceeds 1024 bytes");
+	assert_true(fake_peer_got_eof(T->peer));
+	stop_client();
+
+	start_client(&opts);
+	fake_peer_expect_agent_sync(T->peer);
+	assert_int_equal(fake_peer_send(T->peer, big, strlen(big)), 0);
+	wait_log(1);
+	assert_closed(0, "protocol-error", -EMSGSIZE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1417,6 +1617,12 @@ int main(void)
 	    T_(test_execute_fd_invalid),
 	    T_(test_execute_fd_many),
 	    T_(test_replay_recorded),
+	    T_(test_agent_sync_stale),
+	    T_(test_agent_hung),
+	    T_(test_agent_timeout_resync),
+	    T_(test_agent_reconnect),
+	    T_(test_agent_shutdown_no_reply),
+	    T_(test_agent_reply_too_large),
 #undef T_
 	};
 	return cmocka_run_group_tests_name("qmp", tests, NULL, NULL);
