@@ -237,6 +237,10 @@ json_t *vm_disks_to_json(const VmDisks *d)
 			json_object_set_new(sj, "memory", json_string(sn->memory));
 		if (sn->spec)
 			json_object_set(sj, "spec", sn->spec);
+		if (sn->quiesced || sn->quiesce_note[0])
+			json_object_set_new(sj, "quiesced", json_boolean(sn->quiesced));
+		if (sn->quiesce_note[0])
+			json_object_set_new(sj, "quiesce_note", json_string(sn->quiesce_note));
 		json_array_append_new(snaps, sj);
 	}
 	json_object_set_new(o, "snapshots", snaps);
@@ -322,6 +326,9 @@ int vm_disks_from_json(json_t *j, VmDisks *d, HsError *err)
 		if (mem)
 			sn->memory = strdup(mem);
 		sn->spec = json_incref(json_object_get(sj, "spec"));
+		sn->quiesced = json_is_true(json_object_get(sj, "quiesced"));
+		const char *note = json_string_value(json_object_get(sj, "quiesce_note"));
+		snprintf(sn->quiesce_note, sizeof(sn->quiesce_note), "%s", note ? note : "");
 		d->n_snaps++;
 	}
 	d->intent = json_incref(json_object_get(j, "intent"));

@@ -47,6 +47,10 @@ typedef struct VmSnapshot {
 	unsigned layers[VM_MAX_DISKS]; /* frozen layer per managed disk */
 	char *memory;                  /* saved RAM + device state file; NULL: disk only */
 	json_t *spec;                  /* the VM's spec when taken (memory snapshots) */
+	/* The guest's file systems were frozen by its agent while the disks
+	 * switched; if not, why ("" in records older than this). */
+	bool quiesced;
+	char quiesce_note[128];
 } VmSnapshot;
 
 typedef struct VmDisks {

@@ -46,6 +46,10 @@ typedef struct StorageOp {
 	bool memory, live, was_running, restart;
 	bool stopped, switched; /* live snapshot: CPUs stopped; disks switched */
 	bool fw_saved; /* snapshot: UEFI variables and TPM state copied */
+	/* Live disk-only snapshot: the guest agent froze the file systems
+	 * (a thaw is owed until thawed), or why not. */
+	bool frozen, quiesced;
+	char quiesce_note[128];
 	unsigned new_ids[VM_MAX_DISKS];
 	size_t disk;        /* iteration over disks */
 	unsigned children[64];
@@ -1074,6 +1078,10 @@ json_t *storage_snapshots_json(Vm *vm)
 		json_t *sj = json_pack("{s:s, s:f, s:b, s:b}", "name", sn->name, "created",
 				       sn->created, "memory", sn->memory != NULL, "current",
 				       sn == cur);
+		if (sn->quiesced || sn->quiesce_note[0])
+			json_object_set_new(sj, "quiesced", json_boolean(sn->quiesced));
+		if (sn->quiesce_note[0])
+			json_object_set_new(sj, "quiesce_note", json_string(sn->quiesce_note));
 		json_object_set_new(sj, "parent", parent ? json_string(parent->name) : json_null());
 		json_array_append_new(arr, sj);
 	}
@@ -1345,6 +1353,8 @@ static void snapshot_commit(StorageOp *op, VmStorage *vs)
 		if (op->new_ids[i])
 			sn->layers[i] = vs->disks.disks[i].top;
 	push_new_layers(vs, op->new_ids, NULL);
+	sn->quiesced = op->quiesced;
+	snprintf(sn->quiesce_note, sizeof(sn->quiesce_note), "%s", op->quiesce_note);
 	if (op->memory) {
 		sn->memory = hs_strdup_printf(SNAPSHOTS_DIR "/%s.state", op->snap);
 		sn->spec = vm_spec_to_json(&op->vm->spec);
@@ -1356,16 +1366,85 @@ enum {
 	SNAP_INTENT,
 	SNAP_CREATE,
 	SNAP_CREATED,
+	SNAP_FROZEN,   /* disk only: the guest agent's freeze answered (or failed) */
 	SNAP_STOPPED,  /* memory: CPUs stopped */
 	SNAP_SWITCHED, /* transaction done */
 	SNAP_SAVED,    /* memory: migration completed */
 	SNAP_CONT,
 	SNAP_RESUMED,
+	SNAP_THAWED, /* disk only: the guest agent's thaw answered */
 };
+
+
+/* The guest agent answered a freeze or thaw of a snapshot (or could
+ * not): neither stops the snapshot, which says what happened. */
+static void on_agent_step(Vm *vm, const HsError *err, json_t *ret, void *ud)
+{
+	VmStorage *vs = vs_find(vm);
+	StorageOp *op = ud;
+	if (!vs || vs->op != op)
+		return;
+	if (op->step == SNAP_FROZEN) {
+		if (err) {
+			snprintf(op->quiesce_note, sizeof(op->quiesce_note),
+				 "guest agent: freeze failed: %.90s", err->message);
+		} else {
+			op->frozen = true;
+			op->quiesced = true;
+			snprintf(op->quiesce_note, sizeof(op->quiesce_note),
+				 "%lld file system(s) frozen by the guest agent",
+				 (long long)json_integer_value(ret));
+		}
+	} else if (op->step == SNAP_THAWED && err) {
+		log_warning("vm %s: thaw after snapshot '%s': %s (thawed again later)",
+			    vm->spec.name, op->snap, err->message);
+	}
+	op_step(op, NULL);
+}
+
+
+/* Freezes the guest's file systems through its agent for a live
+ * disk-only snapshot: 1 (the step goes on at the answer), or 0 (no agent:
+ * the snapshot is taken without, and says so). */
+static int snapshot_freeze(StorageOp *op)
+{
+	Vm *vm = op->vm;
+	HsError e;
+	if (!vm->spec.agent) {
+		snprintf(op->quiesce_note, sizeof(op->quiesce_note), "the VM has no guest agent");
+		return 0;
+	}
+	if (!agent_vm_available(vm)) {
+		snprintf(op->quiesce_note, sizeof(op->quiesce_note),
+			 "the guest agent is not connected");
+		return 0;
+	}
+	if (agent_vm_fsfreeze(vm, true, 0, on_agent_step, op, &e) < 0) {
+		snprintf(op->quiesce_note, sizeof(op->quiesce_note), "guest agent: %.100s",
+			 e.message);
+		return 0;
+	}
+	op->step = SNAP_FROZEN;
+	return 1;
+}
+
+/* A thaw owed after a freeze: sent, and nobody waits for it (the agent
+ * module thaws again until it is confirmed). */
+static void snapshot_thaw_now(StorageOp *op)
+{
+	HsError e;
+	if (!op->frozen)
+		return;
+	op->frozen = false;
+	if (agent_vm_fsfreeze(op->vm, false, 0, NULL, NULL, &e) < 0)
+		log_warning("vm %s: thaw after snapshot '%s': %s", op->vm->spec.name, op->snap,
+			    e.message);
+}
 
 static void snapshot_undo(StorageOp *op, VmStorage *vs, const HsError *err)
 {
 	Vm *vm = op->vm;
+	snapshot_thaw_now(op);
 	if (op->switched || (op->step >= SNAP_CREATED && err &&
 			     (!strcmp(err->kind, "disconnected") || !strcmp(err->kind, "vm-exited") ||
 			      !strcmp(err->kind, "cancelled") || !strcmp(err->kind, "timeout")))) {
@@ -1446,9 +1525,18 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 			op->step = SNAP_STOPPED; /* at its reply */
 			qmp_client_execute(vm->qmp, "stop", NULL, op->h->qmp_timeout, on_qmp_step,
 					   op);
+			/* The RAM is saved with the disks: consistent as it
+			 * is (a freeze would be saved frozen too). */
+			snprintf(op->quiesce_note, sizeof(op->quiesce_note),
+				 "a memory snapshot: the guest's RAM is saved with its disks");
 			return;
 		}
+		/* Disk only: the guest's file systems frozen by its agent
+		 * while the disks switch, when it has one that answers. */
+		if (snapshot_freeze(op) > 0)
+			return;
 		_fallthrough_;
+	case SNAP_FROZEN:
 	case SNAP_STOPPED:
 		op->stopped = op->memory;
 		qmp_client_execute(vm->qmp, "transaction",
@@ -1458,6 +1546,15 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 		return;
 	case SNAP_SWITCHED:
 		op->switched = true;
+		if (op->frozen) {
+			HsError te;
+			op->frozen = false;
+			op->step = SNAP_THAWED; /* at its answer */
+			if (agent_vm_fsfreeze(vm, false, 0, on_agent_step, op, &te) == 0)
+				return;
+			log_warning("vm %s: thaw after snapshot '%s': %s", vm->spec.name, op->snap,
+				    te.message);
+		}
 		if (!op->memory)
 			break;
 		{
@@ -1509,6 +1606,8 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 	case SNAP_RESUMED:
 		op->stopped = false;
 		break;
+	case SNAP_THAWED:
+		break;
 	default:
 		break;
 	}
@@ -1521,8 +1620,11 @@ static void step_snapshot(StorageOp *op, VmStorage *vs, const HsError *err)
 	snapshot_commit(op, vs);
 	if (commit_or_fail(op, vs, "snapshot") < 0)
 		return;
-	op->result = json_pack("{s:s, s:b, s:b, s:f}", "name", op->snap, "memory", op->memory,
-			       "live", op->live, "seconds", hs_now() - op->t0);
+	op->result = json_pack("{s:s, s:b, s:b, s:f, s:b}", "name", op->snap, "memory", op->memory,
+			       "live", op->live, "seconds", hs_now() - op->t0, "quiesced",
+			       op->quiesced);
+	if (op->quiesce_note[0])
+		json_object_set_new(op->result, "quiesce_note", json_string(op->quiesce_note));
 	op_done(op, NULL);
 }
 
