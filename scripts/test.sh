@@ -35,7 +35,7 @@ run_integration() { # build dir, pytest marker expression
 	echo "=== integration tests (real hsd, hsctl, QEMU, guest), $1${2:+ ($2)} ==="
 	local out
 	out=$(mktemp)
-	HS_BUILD_DIR="$ROOT/$1" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider \
+	HS_BUILD_DIR="$ROOT/$1" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider --durations=25 \
 		${2:+-m "$2"} tests/integration 2>&1 | tee "$out"
 	count "$(tail -n 1 "$out")"
 	grep -qE '[0-9]+ (passed|failed)' "$out" || failed=$((failed + 1))

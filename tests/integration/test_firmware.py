@@ -154,6 +154,7 @@ def test_firmware_missing_files(hsd_factory, guest, tmp_path):
     assert h.json("GET", "/v1/vms")["vms"] == []
 
 
+@pytest.mark.slow  # (the ASan run has the other tests of this file)
 def test_snapshots_rollback_templates_clones(hsd, guest):
     """Snapshots carry the store and the TPM state, a rollback puts them
     back (stopped and memory snapshots); a template carries the store and
@@ -236,6 +237,7 @@ def test_swtpm_survives_hsd_restart(hsd, guest):
     stop(h, "rs")
 
 
+@pytest.mark.slow  # (the ASan run has the other tests of this file)
 def test_migration_carries_firmware_and_tpm(hsd_factory, guest):
     """Live migration to another hsd: QEMU carries the flash contents (RAM
     of its ROM device, written back into the destination's store) and the
