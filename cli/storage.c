@@ -264,6 +264,13 @@ static int snapshot_create(Ctl *ctl, const SubArgs *a)
 	printf("snapshot %s of %s taken (%s%s, %s)\n", str(j, "name"), a->pos[0],
 	       json_is_true(json_object_get(j, "live")) ? "live" : "VM not running",
 	       json_is_true(json_object_get(j, "memory")) ? ", with memory" : "", took);
+	/* A live disk-only snapshot: frozen by the guest agent, or why not. */
+	const char *note = json_string_value(json_object_get(j, "quiesce_note"));
+	if (note && json_is_true(json_object_get(j, "live")) &&
+	    !json_is_true(json_object_get(j, "memory")))
+		printf("%s: %s\n",
+		       json_is_true(json_object_get(j, "quiesced")) ? "quiesced" : "not quiesced",
+		       note);
 	return 0;
 }
 
