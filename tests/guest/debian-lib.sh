@@ -192,12 +192,26 @@ in_root() {
         ${http_proxy:+http_proxy="$http_proxy"} "$@"
 }
 
-# mount_root: /proc, /sys, /dev, /dev/pts in the chroot and the shared .deb
-# cache as its apt archive (all in our private mount namespace).
+# mount_root: /proc, /sys (read-only), a /dev of its own, /dev/pts in the
+# chroot and the shared .deb cache as its apt archive (all in our private
+# mount namespace). Never the host's /dev: package scripts in the chroot
+# would change the host's device nodes (systemd's postinst gave the host's
+# /dev/kvm the guest's kvm group id).
 mount_root() {
+    local n ma mi
     mount -t proc proc "$R/proc"
-    mount -t sysfs sysfs "$R/sys"
-    mount --bind /dev "$R/dev"
+    mount -t sysfs -o ro sysfs "$R/sys"
+    mount -t tmpfs -o mode=0755,nosuid,size=16m hs-dev "$R/dev"
+    for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
+        read -r n ma mi <<<"$n"
+        mknod -m 0666 "$R/dev/$n" c "$ma" "$mi"
+    done
+    mkdir -p "$R/dev/pts" "$R/dev/shm"
+    ln -s pts/ptmx "$R/dev/ptmx"
+    ln -s /proc/self/fd "$R/dev/fd"
+    ln -s /proc/self/fd/0 "$R/dev/stdin"
+    ln -s /proc/self/fd/1 "$R/dev/stdout"
+    ln -s /proc/self/fd/2 "$R/dev/stderr"
     mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts"
     rm -f "$R"/var/cache/apt/archives/*.deb
     mkdir -p "$CACHE/debs/partial"
