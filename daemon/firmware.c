@@ -36,6 +36,10 @@
 #define SWTPM_LOG "swtpm.log"
 #define FW_MAX_FILE (64 << 20)
 #define SWTPM_TERM_TIMEOUT 3.0
+/* swtpm exits as soon as QEMU's end of the socket closes, which may be a
+ * moment before hsd sees QEMU itself exit: its exit counts as lost only if
+ * QEMU still runs this long after. */
+#define SWTPM_LOST_GRACE 2.0
 
 typedef struct VmFirmwareRun {
 	Vm *vm;
@@ -44,6 +48,8 @@ typedef struct VmFirmwareRun {
 	ev_io watch;
 	ev_timer kill_timer;
 	bool stopping;
+	ev_timer lost_timer; /* swtpm exited: is QEMU going too? */
+	pid_t lost_pid;
 } VmFirmwareRun;
 
 static const char *ovmf_code(const VmSpec *s)
@@ -172,6 +178,8 @@ int firmware_vm_prepare(Vm *vm, HsError *err)
 	return 0;
 }
 
+static void on_swtpm_lost(struct ev_loop *loop, ev_timer *w, int revents);
+
 static VmFirmwareRun *fw_get(Vm *vm)
 {
 	if (!vm->firmware) {
@@ -179,6 +187,8 @@ static VmFirmwareRun *fw_get(Vm *vm)
 		if (vm->firmware) {
 			vm->firmware->vm = vm;
 			vm->firmware->pidfd = -1;
+			ev_timer_init(&vm->firmware->lost_timer, on_swtpm_lost, SWTPM_LOST_GRACE, 0.);
+			vm->firmware->lost_timer.data = vm->firmware;
 		}
 	}
 	return vm->firmware;
@@ -197,19 +207,30 @@ static void swtpm_forget(VmFirmwareRun *f)
 	unlinkat(f->vm->run_dirfd, SWTPM_PIDFILE, 0);
 }
 
+static void on_swtpm_lost(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	VmFirmwareRun *f = w->data;
+	Vm *vm = f->vm;
+	struct pollfd p = {.fd = vm->pidfd, .events = POLLIN};
+	if (vm->pidfd < 0 || !vm_state_is_active(vm->status.state) ||
+	    vm->status.state == VM_STATE_STOPPING || poll(&p, 1, 0) > 0)
+		return; /* QEMU went too (or is being stopped): an ordinary end */
+	/* The guest's TPM is gone under it: its next command fails. */
+	log_error("vm %s: swtpm (pid %d) exited while QEMU runs; the guest's TPM no longer "
+		  "answers (see %s)",
+		  vm->spec.name, (int)f->lost_pid, SWTPM_LOG);
+	events_publish(vm->hsd, json_pack("{s:s, s:s, s:s}", "type", "tpm", "vm", vm->spec.name,
+					  "event", "swtpm-exited"));
+}
+
 static void on_swtpm_exit(struct ev_loop *loop, ev_io *w, int revents)
 {
 	VmFirmwareRun *f = w->data;
 	Vm *vm = f->vm;
+	log_debug("vm %s: swtpm exited", vm->spec.name);
 	if (!f->stopping && vm->pidfd >= 0) {
-		/* The guest's TPM is gone under it: its next command fails. */
-		log_error("vm %s: swtpm (pid %d) exited while QEMU runs; the guest's TPM no "
-			  "longer answers (see %s)",
-			  vm->spec.name, (int)f->pid, SWTPM_LOG);
-		events_publish(vm->hsd, json_pack("{s:s, s:s, s:s}", "type", "tpm", "vm",
-						  vm->spec.name, "event", "swtpm-exited"));
-	} else {
-		log_debug("vm %s: swtpm exited", vm->spec.name);
+		f->lost_pid = f->pid;
+		ev_timer_start(loop, &f->lost_timer);
 	}
 	swtpm_forget(f);
 }
@@ -410,6 +431,7 @@ void firmware_vm_free(Vm *vm)
 	/* hsd goes, swtpm stays with its QEMU (found again at restart). */
 	ev_io_stop(vm->hsd->loop, &f->watch);
 	ev_timer_stop(vm->hsd->loop, &f->kill_timer);
+	ev_timer_stop(vm->hsd->loop, &f->lost_timer);
 	if (f->pidfd >= 0)
 		close(f->pidfd);
 	free(f);
