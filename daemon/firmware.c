@@ -49,7 +49,7 @@ typedef struct VmFirmwareRun {
 	ev_timer kill_timer;
 	bool stopping;
 	ev_timer lost_timer; /* swtpm exited: is QEMU going too? */
-	pid_t lost_pid;
+	pid_t lost_pid, lost_qemu; /* that swtpm, and the QEMU it served */
 } VmFirmwareRun;
 
 static const char *ovmf_code(const VmSpec *s)
@@ -212,8 +212,9 @@ static void on_swtpm_lost(struct ev_loop *loop, ev_timer *w, int revents)
 	VmFirmwareRun *f = w->data;
 	Vm *vm = f->vm;
 	struct pollfd p = {.fd = vm->pidfd, .events = POLLIN};
-	if (vm->pidfd < 0 || !vm_state_is_active(vm->status.state) ||
-	    vm->status.state == VM_STATE_STOPPING || poll(&p, 1, 0) > 0)
+	if (vm->pidfd < 0 || vm->status.pid != f->lost_qemu ||
+	    !vm_state_is_active(vm->status.state) || vm->status.state == VM_STATE_STOPPING ||
+	    poll(&p, 1, 0) > 0)
 		return; /* QEMU went too (or is being stopped): an ordinary end */
 	/* The guest's TPM is gone under it: its next command fails. */
 	log_error("vm %s: swtpm (pid %d) exited while QEMU runs; the guest's TPM no longer "
@@ -230,6 +231,7 @@ static void on_swtpm_exit(struct ev_loop *loop, ev_io *w, int revents)
 	log_debug("vm %s: swtpm exited", vm->spec.name);
 	if (!f->stopping && vm->pidfd >= 0) {
 		f->lost_pid = f->pid;
+		f->lost_qemu = vm->status.pid;
 		ev_timer_start(loop, &f->lost_timer);
 	}
 	swtpm_forget(f);
@@ -375,6 +377,8 @@ int firmware_vm_launch(Vm *vm, ChildFds *fds, QemuLaunch *l, HsError *err)
 void firmware_vm_release(Vm *vm)
 {
 	VmFirmwareRun *f = vm->firmware;
+	if (f) /* QEMU is gone: a swtpm that went first was not lost */
+		ev_timer_stop(vm->hsd->loop, &f->lost_timer);
 	if (!f || f->pidfd < 0 || f->stopping)
 		return;
 	/* QEMU is gone: swtpm has nothing left to serve. It exits by itself
