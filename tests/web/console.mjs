@@ -94,9 +94,18 @@ try {
 		});
 		await page.screenshot({ path: shot });
 		// Keys into the guest: the SPICE inputs channel takes them from
-		// the focused screen.
+		// the focused screen, once spice-html5 has it open (it connects
+		// after the display channel; keys before that are dropped).
+		await waitFor('the SPICE inputs channel', () =>
+			page.evaluate(() => {
+				const sc = window.spice_connection;
+				return !!(sc && sc.inputs && sc.inputs.state === 'ready');
+			}));
 		await page.click('#spice-screen canvas');
 		await page.keyboard.type(arg + '\n', { delay: 50 });
+		// The last key events leave through the WebSocket before the
+		// browser closes.
+		await page.waitForTimeout(1000);
 		result.typed = true;
 		await page.screenshot({ path: shot.replace(/\.png$/, '-typed.png') });
 	} else {
