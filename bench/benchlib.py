@@ -273,8 +273,12 @@ def qemu_in_dir(pid, base):
     if not argv or b"qemu-system" not in argv[0]:
         return False
     marker = str(base).rstrip("/") + "/"
-    if any(marker.encode() in a for a in argv):
-        return True
+    return any(marker.encode() in a for a in argv) or has_file_under(pid, base)
+
+
+def has_file_under(pid, base):
+    """Whether one of the process's open files is under `base`."""
+    marker = str(base).rstrip("/") + "/"
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:

@@ -60,7 +60,7 @@ import traceback
 from pathlib import Path
 
 from benchlib import (HSCTL, HSD, RUN_ERRORS, BenchError, Hsd, RawHttp, Registry, api,
-                      binary_info, build_guest, catch_signals, collect_hsd_logs, git_rev,
+                      binary_info, build_guest, catch_signals, collect_hsd_logs, git_rev, has_file_under,
                       host_info, hsd_extra_args, kill_and_wait, log, need_files, new_workdir,
                       pid_alive, proc_cmdline, proc_memory, proc_starttime, remove_workdir,
                       report_run_end, rounds, run_error, summarize, timed_api, uninterrupted,
@@ -458,20 +458,8 @@ def swtpm_of(pid, base):
     """A swtpm one of whose open files is under `base` (hsd gives it its
     state dir as fd 4, its log as fd 5)."""
     argv = proc_cmdline(pid)
-    if not argv or not os.path.basename(argv[0]).startswith(b"swtpm"):
-        return False
-    marker = str(base).rstrip("/") + "/"
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(marker):
-                return True
-        except OSError:
-            pass
-    return False
+    return bool(argv) and os.path.basename(argv[0]).startswith(b"swtpm") and \
+        has_file_under(pid, base)
 
 
 def cleanup_swtpms(b, h, base):
