@@ -304,6 +304,9 @@ def test_kill9_during_storage_operations(hsd_factory, guest):
         wait_for(lambda: "intent" not in json.loads(
             (h.state_dir / "vms" / "k" / "disks.json").read_text()), 60, "intent cleared")
         qemu_img_check_all(h)
+        # A rollback cut short after its QEMU was started again leaves that
+        # QEMU "starting" until the restarted hsd has re-adopted it.
+        wait_for(lambda: h.state("k") != "starting", 60, "k settled")
         vm = h.vm("k")
         if vm["state"] != "running":
             n = boots(h, "k")
