@@ -1316,6 +1316,7 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		{"pages", required_argument, NULL, 'p'},
 		{"sleep", required_argument, NULL, 's'},
 		{"max-cpu", required_argument, NULL, 'c'},
+		{"boost-max-cpu", required_argument, NULL, 'b'},
 		{0},
 	};
 	json_auto_t *body = json_object();
@@ -1337,14 +1338,17 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 				return EXIT_USAGE;
 			json_object_set_new(body, "sleep_millisecs", json_integer((json_int_t)v));
 			break;
-		case 'c': {
+		case 'c':
+		case 'b': {
+			const char *opt = c == 'c' ? "--max-cpu" : "--boost-max-cpu";
 			char *end;
 			double f = strtod(optarg, &end);
 			if (end == optarg || *end || f <= 0 || f > 1) {
-				fputs("hsctl: --max-cpu: a fraction of one CPU, e.g. 0.2\n", stderr);
+				fprintf(stderr, "hsctl: %s: a fraction of one CPU, e.g. 0.2\n", opt);
 				return EXIT_USAGE;
 			}
-			json_object_set_new(body, "max_cpu", json_real(f));
+			json_object_set_new(body, c == 'c' ? "max_cpu" : "boost_max_cpu",
+					    json_real(f));
 			break;
 		}
 		default:
@@ -1353,7 +1357,7 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 	}
 	if (optind != argc) {
 		fputs("hsctl: usage: hsctl ksm [--mode auto|off|fixed] [--pages N] [--sleep MS] "
-		      "[--max-cpu F]\n",
+		      "[--max-cpu F] [--boost-max-cpu F]\n",
 		      stderr);
 		return EXIT_USAGE;
 	}
@@ -1379,8 +1383,13 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 	       json_integer_value(json_object_get(st, "sleep_millisecs")));
 	json_t *cpu = json_object_get(j, "ksmd_cpu");
 	if (cpu)
-		printf(", ksmd at %.1f%% of a CPU (cap %.0f%%)", 100 * json_number_value(cpu),
-		       100 * json_number_value(json_object_get(cfg, "max_cpu")));
+		printf(", ksmd at %.1f%% of a CPU (cap %.0f%%, boosting %.0f%%)",
+		       100 * json_number_value(cpu),
+		       100 * json_number_value(json_object_get(cfg, "max_cpu")),
+		       100 * json_number_value(json_object_get(cfg, "boost_max_cpu")));
+	json_t *nice = json_object_get(j, "ksmd_nice");
+	if (nice)
+		printf(", nice %lld", json_integer_value(nice));
 	printf("\n");
 	printf("Pages:        %lld shared, %lld sharing, %lld unshared, %lld volatile, %lld full "
 	       "scans\n",

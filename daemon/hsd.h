@@ -59,6 +59,12 @@ typedef struct KsmTuner {
 	KsmDecision decision;
 	KsmDecision written;
 	bool have_written;
+	double tick_time; /* hs_now() of stats */
+	uint64_t vm_rss;  /* the mergeable VMs' resident memory at rss_time */
+	double rss_time;
+	/* ksmd's priority is set only on the real host (not a --sysfs-root
+	 * tree, whose pids are not this host's). */
+	bool can_renice;
 	char error[160];
 } KsmTuner;
 typedef struct Vm Vm;

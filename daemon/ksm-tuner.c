@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "hsd.h"
 
@@ -45,6 +47,45 @@ static int write_knobs(Hsd *h, const KsmDecision *d, const KsmStats *now)
 	return 0;
 }
 
+/* ksmd's priority follows the decision (the kernel's own 5 unless
+ * boosting: also what a killed hsd left is put right), and goes back to 5
+ * when hsd stops. */
+static void set_ksmd_nice(KsmTuner *t, int nice)
+{
+	if (!t->can_renice || !t->ksmd)
+		return;
+	errno = 0;
+	int cur = getpriority(PRIO_PROCESS, (id_t)t->ksmd);
+	if (errno)
+		return;
+	if (cur != nice) {
+		if (setpriority(PRIO_PROCESS, (id_t)t->ksmd, nice) < 0) {
+			log_debug("KSM: cannot set ksmd's nice to %d: %m", nice);
+			return;
+		}
+		log_debug("KSM: ksmd's nice %d -> %d", cur, nice);
+	}
+}
+
+/* How fast the VMs whose memory KSM may merge touch new memory: the growth
+ * of their resident memory since the last tick, bytes/s (<0 the first
+ * time). A VM that stops takes its memory out of the sum: no growth. */
+static double vm_memory_growth(Hsd *h, double mono)
+{
+	KsmTuner *t = &h->ksm;
+	uint64_t rss = 0;
+	for (Vm *vm = h->vms; vm; vm = vm->next)
+		if (vm_state_is_active(vm->status.state) && vm->status.pid > 0 &&
+		    !vm->spec.no_mem_merge)
+			rss += host_process_rss(h->host.rootfd, vm->status.pid);
+	double dt = mono - t->rss_time, growth = -1;
+	if (t->rss_time > 0 && dt > 0.1)
+		growth = rss > t->vm_rss ? (double)(rss - t->vm_rss) / dt : 0;
+	t->vm_rss = rss;
+	t->rss_time = mono;
+	return growth;
+}
+
 void ksm_tuner_tick(Hsd *h)
 {
 	KsmTuner *t = &h->ksm;
@@ -65,6 +106,12 @@ void ksm_tuner_tick(Hsd *h)
 		.mem_total = h->host.mem_total,
 		.mem_available = h->host.mem_available,
 		.vms_waiting = vm_count_pacing(h),
+		.vm_memory_growth = vm_memory_growth(h, mono),
+		.merge_rate = t->tick_time > 0 && mono - t->tick_time > 0.1
+				      ? (now.pages_sharing > t->stats.pages_sharing
+						 ? (double)(now.pages_sharing - t->stats.pages_sharing)
+						 : 0) / (mono - t->tick_time)
+				      : -1,
 		.current_pages_to_scan = now.pages_to_scan,
 		.previous_phase = t->have_written ? (int)t->decision.phase : -1,
 	};
@@ -93,9 +140,11 @@ void ksm_tuner_tick(Hsd *h)
 		t->have_last = true;
 	}
 	t->stats = now;
+	t->tick_time = mono;
 	KsmDecision d = ksm_policy_decide(&in);
 	t->decision = d;
 	write_knobs(h, &d, &now);
+	set_ksmd_nice(t, d.ksmd_nice);
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
@@ -105,16 +154,17 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 
 static json_t *config_to_json(const KsmConfig *c)
 {
-	return json_pack("{s:s, s:I, s:I, s:f}", "mode", ksm_mode_to_string(c->mode),
+	return json_pack("{s:s, s:I, s:I, s:f, s:f}", "mode", ksm_mode_to_string(c->mode),
 			 "pages_to_scan", (json_int_t)c->fixed_pages_to_scan, "sleep_millisecs",
-			 (json_int_t)c->fixed_sleep_millisecs, "max_cpu", c->max_cpu);
+			 (json_int_t)c->fixed_sleep_millisecs, "max_cpu", c->max_cpu,
+			 "boost_max_cpu", c->boost_max_cpu);
 }
 
 /* Validates a (partial) configuration over `base`. */
 static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
 {
-	static const char *const keys[] = {"mode", "pages_to_scan", "sleep_millisecs", "max_cpu",
-					   NULL};
+	static const char *const keys[] = {"mode",    "pages_to_scan", "sleep_millisecs",
+					   "max_cpu", "boost_max_cpu", NULL};
 	json_t *v;
 	KsmConfig c = *base;
 	int r = object_keys_check(j, keys, err);
@@ -147,6 +197,14 @@ static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
 					    "max_cpu: a fraction of one CPU, above 0 and at most 1");
 		c.max_cpu = json_number_value(v);
 	}
+	v = json_object_get(j, "boost_max_cpu");
+	if (v) {
+		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1)
+			return hs_error_set(err, -EINVAL, "invalid-request",
+					    "boost_max_cpu: a fraction of one CPU, above 0 and at "
+					    "most 1");
+		c.boost_max_cpu = json_number_value(v);
+	}
 	*base = c;
 	return 0;
 }
@@ -171,7 +229,8 @@ void ksm_tuner_init(Hsd *h, KsmMode mode)
 {
 	KsmTuner *t = &h->ksm;
 	t->config = (KsmConfig){.mode = mode, .fixed_pages_to_scan = 100,
-				.fixed_sleep_millisecs = 20, .max_cpu = 0.25};
+				.fixed_sleep_millisecs = 20, .max_cpu = 0.25,
+				.boost_max_cpu = 0.75};
 	json_auto_t *j = NULL;
 	int r = store_load_setting(h->state_dir, "ksm.json", &j);
 	HsError err = {0};
@@ -193,6 +252,9 @@ void ksm_tuner_init(Hsd *h, KsmMode mode)
 				 "already merged)",
 				 h->host.numa.n_nodes);
 	}
+	struct stat a, b;
+	t->can_renice = fstat(h->host.rootfd, &a) == 0 && stat("/", &b) == 0 &&
+			a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 	ev_timer_init(&t->timer, on_tick, 0., TICK);
 	t->timer.data = h;
 	ev_timer_start(h->loop, &t->timer);
@@ -201,6 +263,7 @@ void ksm_tuner_init(Hsd *h, KsmMode mode)
 void ksm_tuner_free(Hsd *h)
 {
 	ev_timer_stop(h->loop, &h->ksm.timer);
+	set_ksmd_nice(&h->ksm, KSMD_NICE_DEFAULT);
 }
 
 json_t *ksm_tuner_to_json(Hsd *h)
@@ -249,6 +312,10 @@ json_t *ksm_tuner_to_json(Hsd *h)
 			      (json_int_t)(vm_merging * (uint64_t)page), "vms", vms);
 	if (t->ksmd_cpu >= 0)
 		json_object_set_new(o, "ksmd_cpu", json_real(t->ksmd_cpu));
+	errno = 0;
+	int nice = t->ksmd ? getpriority(PRIO_PROCESS, (id_t)t->ksmd) : 0;
+	if (t->can_renice && t->ksmd && errno == 0)
+		json_object_set_new(o, "ksmd_nice", json_integer(nice));
 	if (t->error[0])
 		json_object_set_new(o, "error", json_string(t->error));
 	return o;

@@ -44,6 +44,8 @@ static const char *const allowed[] = {
 	"getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getgroups",
 	"getrandom", "uname", "sysinfo", "getrlimit", "prlimit64", "sched_yield", "futex",
 	"sched_getaffinity", "sched_setaffinity", "tgkill", "exit", "exit_group",
+	/* KSM: ksmd's priority while memory is at stake (ksm-tuner.c) */
+	"getpriority", "setpriority",
 	/* threads (libisofs writes an ISO from a thread of its own) */
 	"set_robust_list", "rseq", "get_robust_list",
 	NULL,

@@ -21,6 +21,13 @@
 #define CONVERGED_GROWTH 0.01
 /* Still merging fast: keep boosting past the boot window. */
 #define BOOST_GROWTH 0.05
+/* Guests touching new memory at this rate (bytes/s, all VMs together):
+ * there is fresh memory to merge, however long ago they started. */
+#define BOOST_MEMORY_GROWTH (8.0 * 1024 * 1024)
+/* Merging more than this (pages/s, 8 MiB/s of 4 KiB pages) over the last
+ * tick: much is left to merge, keep at it. (A whole scan of 100 VMs takes
+ * minutes, too long to wait for before judging.) */
+#define BOOST_MERGE_RATE 2048.0
 
 const char *ksm_mode_to_string(KsmMode m)
 {
@@ -73,7 +80,7 @@ static bool converged(const KsmPolicyInput *in)
 
 KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 {
-	KsmDecision d = {.run = 1};
+	KsmDecision d = {.run = 1, .ksmd_nice = KSMD_NICE_DEFAULT};
 	switch (in->config.mode) {
 	case KSM_MODE_OFF:
 		d.run = 0;
@@ -93,7 +100,8 @@ KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 
 	bool tight = in->mem_total > 0 &&
 		     (double)in->mem_available < TIGHT_AVAILABLE * (double)in->mem_total;
-	if (in->vms_booting > 0 || in->vms_waiting > 0 || tight) {
+	if (in->vms_booting > 0 || in->vms_waiting > 0 || tight ||
+	    in->vm_memory_growth > BOOST_MEMORY_GROWTH || in->merge_rate > BOOST_MERGE_RATE) {
 		d.phase = KSM_PHASE_BOOST;
 		d.pages_to_scan = BOOST_PAGES;
 		d.sleep_millisecs = BOOST_SLEEP;
@@ -119,9 +127,16 @@ KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 		d.sleep_millisecs = STEADY_SLEEP;
 	}
 
+	if (d.phase == KSM_PHASE_BOOST)
+		d.ksmd_nice = KSMD_NICE_BOOST;
+
 	/* The CPU cap: ksmd's cost is about proportional to pages scanned per
-	 * second, so scale the current rate to fit. */
+	 * second, so scale the current rate to fit. While boosting, memory is
+	 * at stake and the boost cap applies (a whole scan of 100 guests at
+	 * 25 % of a CPU took 3 minutes here). */
 	double cap = in->config.max_cpu > 0 ? in->config.max_cpu : 0.25;
+	if (d.phase == KSM_PHASE_BOOST && in->config.boost_max_cpu > cap)
+		cap = in->config.boost_max_cpu;
 	if (in->ksmd_cpu > cap && in->current_pages_to_scan > 0) {
 		double fit = (double)in->current_pages_to_scan * cap / in->ksmd_cpu;
 		uint64_t pages = fit < MIN_PAGES ? MIN_PAGES : (uint64_t)fit;

@@ -61,6 +61,7 @@ typedef struct KsmConfig {
 	uint64_t fixed_pages_to_scan;   /* KSM_MODE_FIXED */
 	uint64_t fixed_sleep_millisecs; /* KSM_MODE_FIXED */
 	double max_cpu;                 /* ksmd's CPU cap in auto mode, fraction of one CPU */
+	double boost_max_cpu;           /* ...while boosting (memory at stake) */
 } KsmConfig;
 
 typedef struct KsmPolicyInput {
@@ -74,6 +75,8 @@ typedef struct KsmPolicyInput {
 	uint64_t mem_available;    /* bytes */
 	unsigned vms_booting;      /* VMs started in the last minute */
 	unsigned vms_waiting;      /* starts held back for memory (pacing) */
+	double vm_memory_growth;   /* bytes/s the VMs' resident memory grew by; <0 unknown */
+	double merge_rate;         /* pages/s pages_sharing grew by over the last tick; <0 unknown */
 	uint64_t current_pages_to_scan; /* what is set now */
 	int previous_phase;        /* the last decision's KsmPhase; -1: none */
 } KsmPolicyInput;
@@ -92,7 +95,16 @@ typedef struct KsmDecision {
 	uint64_t sleep_millisecs;
 	KsmPhase phase;
 	bool cpu_capped;
+	/* ksmd's nice value: raised in priority while memory is at stake, so
+	 * that it gets its CPU cap on a host whose vCPUs keep every core busy
+	 * (at the kernel's 5 it got 1-3 % of a core at a load of 75). */
+	int ksmd_nice;
 } KsmDecision;
+
+/* ksmd's nice value as the kernel sets it. */
+#define KSMD_NICE_DEFAULT 5
+/* ...and while boosting (the CPU cap still bounds what it takes). */
+#define KSMD_NICE_BOOST (-10)
 
 const char *ksm_phase_to_string(KsmPhase p);
 /* The pure policy: what to write to KSM's knobs given the figures. */

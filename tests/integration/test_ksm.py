@@ -17,6 +17,21 @@ def sysfs(name):
         return int(f.read())
 
 
+def ksmd_nice():
+    """ksmd's nice value, from the kernel (field 19 of /proc/PID/stat)."""
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() != "ksmd":
+                        continue
+                with open(f"/proc/{d}/stat") as f:
+                    return int(f.read().rsplit(")", 1)[1].split()[16])
+            except OSError:
+                continue
+    return None
+
+
 pytestmark = pytest.mark.skipif(not os.path.exists(f"{KSM}/run"), reason="kernel without KSM")
 
 
@@ -29,6 +44,12 @@ def test_identical_guests_are_merged(hsd, guest):
                      extra=["--no-mem-merge"])
     for n in names + ["nomerge"]:
         hsd.hsctl("start", n, check=True)
+    # Guests booting: KSM boosts, and ksmd runs at a higher priority (hsd's
+    # next 2 s tick at the latest).
+    wait_for(lambda: hsd.json("GET", "/v1/ksm")["phase"] == "boost", 10, "phase boost")
+    wait_for(lambda: ksmd_nice() == -10, 10, "ksmd at nice -10 while boosting")
+    assert hsd.json("GET", "/v1/ksm")["ksmd_nice"] == -10
+    assert ", nice -10" in hsd.hsctl("ksm", check=True).stdout
     for n in names + ["nomerge"]:
         hsd.console_wait(n, f"HS-GUEST-FILLED {fill}", timeout=240)
     assert sysfs("run") == 1  # hsd turned it on
@@ -70,6 +91,9 @@ def test_identical_guests_are_merged(hsd, guest):
     assert "Saved:" in r.stdout and "nomerge" in r.stdout
     for n in names + ["nomerge"]:
         hsd.hsctl("kill", n, check=True)
+    # A stopping hsd gives ksmd back its own priority.
+    hsd.stop()
+    assert ksmd_nice() == 5
 
 
 def test_ksm_modes_through_the_api(hsd):
@@ -78,6 +102,8 @@ def test_ksm_modes_through_the_api(hsd):
                                          "sleep_millisecs": 47})
         assert js["config"]["mode"] == "fixed"
         assert sysfs("pages_to_scan") == 321 and sysfs("sleep_millisecs") == 47
+        # Fixed values: ksmd at the kernel's own priority.
+        assert ksmd_nice() == 5 and js.get("ksmd_nice", 5) == 5
         # kept across restarts
         hsd.stop()
         hsd.start()

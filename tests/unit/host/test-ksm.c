@@ -195,6 +195,60 @@ static void test_policy_boost_when_booting_waiting_or_tight(void **state)
 	in = base_input();
 	in.mem_available = 1ull << 30; /* 1 of 16 GiB left */
 	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+
+	/* Guests touching new memory long after they started (filling it
+	 * at 20 MiB/s together): boost; a trickle (1 MiB/s) or unknown: not. */
+	in = base_input();
+	in.vm_memory_growth = 20.0 * 1024 * 1024;
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	in.vm_memory_growth = 1024 * 1024;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
+	in.vm_memory_growth = -1;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
+
+	/* Merging fast over the last tick (12 MiB/s after the guests filled):
+	 * keep at it, without waiting minutes for a whole scan; slow: steady. */
+	in = base_input();
+	in.merge_rate = 3000;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+	in.merge_rate = 500;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_STEADY);
+}
+
+/* ksmd runs at a higher priority exactly while boosting: on a host whose
+ * vCPUs keep every core busy it would not get its CPU cap otherwise. */
+static void test_policy_ksmd_priority(void **state)
+{
+	KsmPolicyInput in = base_input();
+	KsmDecision d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_STEADY);
+	assert_int_equal(d.ksmd_nice, KSMD_NICE_DEFAULT);
+	in.vms_waiting = 2;
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	assert_int_equal(d.ksmd_nice, KSMD_NICE_BOOST);
+	assert_true(KSMD_NICE_BOOST < KSMD_NICE_DEFAULT);
+	/* the cap still applies while boosting */
+	in.current_pages_to_scan = 4000;
+	in.ksmd_cpu = 0.5;
+	d = ksm_policy_decide(&in);
+	assert_true(d.cpu_capped);
+	assert_int_equal(d.ksmd_nice, KSMD_NICE_BOOST);
+	/* converged, off and fixed: the kernel's own */
+	in = base_input();
+	in.have_before = true;
+	in.before.full_scans = 1;
+	in.now.full_scans = 2;
+	in.before.pages_sharing = in.now.pages_sharing = 100000;
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_CONVERGED);
+	assert_int_equal(d.ksmd_nice, KSMD_NICE_DEFAULT);
+	in.vms_booting = 3;
+	in.config.mode = KSM_MODE_OFF;
+	assert_int_equal(ksm_policy_decide(&in).ksmd_nice, KSMD_NICE_DEFAULT);
+	in.config.mode = KSM_MODE_FIXED;
+	assert_int_equal(ksm_policy_decide(&in).ksmd_nice, KSMD_NICE_DEFAULT);
 }
 
 static void test_policy_backs_off_when_converged(void **state)
@@ -254,6 +308,34 @@ static void test_policy_cpu_cap(void **state)
 	d = ksm_policy_decide(&in);
 	assert_true(d.cpu_capped);
 	assert_int_equal(d.pages_to_scan, 2000);
+
+	/* While boosting, the boost cap applies; otherwise max_cpu. */
+	in = base_input();
+	in.config.boost_max_cpu = 0.75;
+	in.vms_booting = 1;
+	in.current_pages_to_scan = 4000;
+	in.ksmd_cpu = 0.5; /* above max_cpu, under the boost cap */
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	assert_false(d.cpu_capped);
+	assert_int_equal(d.pages_to_scan, 4000);
+	in.ksmd_cpu = 1.0;
+	d = ksm_policy_decide(&in);
+	assert_true(d.cpu_capped);
+	assert_int_equal(d.pages_to_scan, 3000);
+	in.vms_booting = 0; /* steady: back to max_cpu */
+	in.current_pages_to_scan = 1000;
+	in.ksmd_cpu = 0.5;
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_STEADY);
+	assert_true(d.cpu_capped);
+	assert_int_equal(d.pages_to_scan, 500);
+	/* a boost cap under max_cpu never lowers it */
+	in.vms_booting = 1;
+	in.config.boost_max_cpu = 0.1;
+	in.current_pages_to_scan = 4000;
+	in.ksmd_cpu = 0.2;
+	assert_false(ksm_policy_decide(&in).cpu_capped);
 }
 
 static void test_ksmd_lookup_and_cpu(void **state)
@@ -312,6 +394,7 @@ int main(void)
 		cmocka_unit_test(test_policy_boost_when_booting_waiting_or_tight),
 		cmocka_unit_test(test_policy_backs_off_when_converged),
 		cmocka_unit_test(test_policy_cpu_cap),
+		cmocka_unit_test(test_policy_ksmd_priority),
 		cmocka_unit_test(test_ksmd_lookup_and_cpu),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
