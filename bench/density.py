@@ -77,6 +77,12 @@ CUTS = {
     "nokaslr+tb8+mergeany": dict(cmdline="nokaslr", tcg="tb-size=8", mergeany=True, nic=True),
     "nokaslr+init_on_free+tb8+mergeany": dict(cmdline="nokaslr init_on_free=1", tcg="tb-size=8",
                                               mergeany=True, nic=True),
+    # What hsd does today (tb-size 16, merge-any) on a nokaslr guest, and
+    # what QEMU's environment or a smaller buffer would add to it.
+    "hsd": dict(cmdline="nokaslr", tcg="tb-size=16", mergeany=True, nic=True),
+    "hsd+arena1": dict(cmdline="nokaslr", tcg="tb-size=16", mergeany=True, nic=True,
+                       env={"MALLOC_ARENA_MAX": "1"}),
+    "hsd+tb12": dict(cmdline="nokaslr", tcg="tb-size=12", mergeany=True, nic=True),
 }
 
 # Sets PR_SET_MEMORY_MERGE (67): every anonymous mapping of the process,
@@ -922,6 +928,8 @@ def raw_variant_argv(name, cut, p, guest, serial_log, nic=True):
         del argv[i:i + 4]
     if cut["mergeany"]:
         argv = ["/usr/bin/python3", "-c", MERGEANY_WRAPPER] + argv
+    if cut.get("env"):
+        argv = ["/usr/bin/env"] + [f"{k}={v}" for k, v in cut["env"].items()] + argv
     return argv
 
 

@@ -188,7 +188,7 @@ static void usage(FILE *f)
 		   "  --overcommit RATIO  guest memory of running VMs may reach RATIO x host\n"
 		   "                      memory (default 3.0); KSM makes up the difference\n"
 		   "  --pacing-timeout S  a start waits up to S s for memory (default 120)\n"
-		   "  --tcg-tb-size MiB   TCG translation buffer per TCG VM (default 16; 0:\n"
+		   "  --tcg-tb-size MiB   TCG translation buffer per TCG VM (default 12; 0:\n"
 		   "                      QEMU's default, up to 1 GiB, none of it mergeable)\n"
 		   "  --migration-address IP  incoming migrations listen on IP (default: the\n"
 		   "                      address each request names)\n"

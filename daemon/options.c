@@ -14,7 +14,7 @@ void hsd_options_init(HsdOptions *o)
 		.qmp_timeout = 10,
 		.overcommit = 3.0,
 		.pacing_timeout = 120,
-		.tcg_tb_size = 16,
+		.tcg_tb_size = 12,
 		/* libvirt's range: firewalls made for it fit */
 		.migration_port_lo = 49152,
 		.migration_port_hi = 49215,

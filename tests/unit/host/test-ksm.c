@@ -283,6 +283,19 @@ static void test_policy_backs_off_when_converged(void **state)
 	in.now.full_scans = 12;
 	in.vms_booting = 2;
 	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+
+	/* A boost lasts until a whole scan found almost nothing more, past
+	 * its trigger: no full scan since the reference, or one that still
+	 * found 2 %: boost; one that found 0.02 %: converged. */
+	in.vms_booting = 0;
+	in.previous_phase = KSM_PHASE_BOOST;
+	in.now.full_scans = 10;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+	in.now.full_scans = 12;
+	in.now.pages_sharing = 510000;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+	in.now.pages_sharing = 500100;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_CONVERGED);
 }
 
 static void test_policy_cpu_cap(void **state)
