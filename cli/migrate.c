@@ -442,13 +442,62 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 	if (json_is_string(mt))
 		json_object_set(spec, "machine", mt);
 	/* Copied storage: a file given by path becomes, at the destination, a
-	 * disk hsd keeps, of the same size (the source mirrors all of it). */
+	 * disk hsd keeps, of the same size (the source mirrors all of it). So
+	 * does a disk over a template the destination lacks (a warm template's
+	 * image, say): the whole disk is copied, flattened. With the template
+	 * there, only the VM's layer is; a template of that name but another
+	 * size or format is refused (it cannot be the same one). */
+	json_auto_t *full_copy = json_array();
 	if (!strcmp(storage, "copy")) {
 		size_t i;
 		json_t *d;
+		if (ctl_connect(&dest.ctl) < 0) {
+			dest_close(&dest);
+			return EXIT_UNREACHABLE;
+		}
 		json_array_foreach (json_object_get(spec, "disks"), i, d) {
-			if (!json_object_get(d, "path"))
+			const char *tpl = json_string_value(json_object_get(d, "template"));
+			if (tpl) {
+				_cleanup_free_ char *tp = hs_strdup_printf("/v1/templates/%s", tpl);
+				json_auto_t *here = NULL, *there = NULL;
+				unsigned st = 0;
+				HsError e = {0};
+				if (ctl_call(ctl, "GET", tp, NULL, &here) ||
+				    hs_client_request(&dest.ctl.client, "GET", tp, NULL, &st, &there,
+						      &e) < 0) {
+					if (e.message[0])
+						ctl_report(&dest.ctl, 0, NULL, &e);
+					dest_close(&dest);
+					return EXIT_HSD_ERROR;
+				}
+				if (st == 200) {
+					static const char *const same[] = {"virtual_size", "format"};
+					for (size_t k = 0; k < ARRAY_SIZE(same); k++)
+						if (!json_equal(json_object_get(here, same[k]),
+								json_object_get(there, same[k]))) {
+							fprintf(stderr,
+								"hsctl: migrate: template '%s' at %s "
+								"is not the one disk %zu stands on here "
+								"(its %s differs)\n",
+								tpl, to, i, same[k]);
+							dest_close(&dest);
+							return EXIT_HSD_ERROR;
+						}
+					continue;
+				}
+				if (st != 404) {
+					ctl_report(&dest.ctl, st, there, NULL);
+					dest_close(&dest);
+					return EXIT_HSD_ERROR;
+				}
+				fprintf(stderr,
+					"hsctl: migrate: %s has no template '%s': disk %zu is copied "
+					"whole\n",
+					to, tpl, i);
+				json_array_append_new(full_copy, json_integer((json_int_t)i));
+			} else if (!json_object_get(d, "path")) {
 				continue;
+			}
 			json_int_t size = json_integer_value(
 				json_array_get(json_object_get(vm, "disk_sizes"), i));
 			if (size <= 0) {
@@ -459,7 +508,7 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 				dest_close(&dest);
 				return EXIT_HSD_ERROR;
 			}
-			if (json_is_true(json_object_get(d, "readonly"))) {
+			if (!tpl && json_is_true(json_object_get(d, "readonly"))) {
 				fprintf(stderr,
 					"hsctl: migrate: disk %zu (%s) is read-only: --storage copy "
 					"moves writable disks; give the destination the same file and "
@@ -522,6 +571,8 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 	json_object_set_new(req, "storage", json_string(storage));
 	if (json_object_get(ans, "nbd"))
 		json_object_set(req, "nbd", json_object_get(ans, "nbd"));
+	if (json_array_size(full_copy))
+		json_object_set(req, "full_copy", full_copy);
 	json_object_del(json_object_get(req, "nbd"), "disks");
 
 	struct sigaction sa = {.sa_handler = on_sigint}, old_int, old_term;

@@ -933,9 +933,25 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 	static const char *const keys[] = {"uri",     "to",       "storage",       "nbd",
 					   "downtime_ms", "bandwidth", "multifd",
 					   "auto_converge", "xbzrle", "timeout_s", "tls", "postcopy",
-					   NULL};
+					   "full_copy", NULL};
 	if (object_keys_check(j, keys, err) < 0)
 		return -EINVAL;
+	/* Disks to copy whole although they stand on a template: the
+	 * destination does not have it (it made them standalone). */
+	bool full_copy[VM_MAX_DISKS] = {false};
+	json_t *fc = json_object_get(j, "full_copy"), *fv;
+	size_t fi;
+	if (fc && !json_is_array(fc))
+		return hs_error_set(err, -EINVAL, "invalid-request",
+				    "full_copy: a list of disk indexes");
+	json_array_foreach (fc, fi, fv) {
+		if (!json_is_integer(fv) || json_integer_value(fv) < 0 ||
+		    (size_t)json_integer_value(fv) >= vm->spec.n_disks)
+			return hs_error_set(err, -EINVAL, "invalid-request",
+					    "full_copy[%zu]: not a disk of VM '%s'", fi,
+					    vm->spec.name);
+		full_copy[json_integer_value(fv)] = true;
+	}
 	/* memory_file VMs (warm clones too) migrate with their RAM sent in
 	 * full: x-ignore-shared stays off (caps_json). */
 	if (warm_vm_capturing(vm))
@@ -1010,7 +1026,7 @@ int migrate_start(Vm *vm, json_t *j, HsError *err)
 			m->mirror_disk[i] = true;
 			m->n_mirrors++;
 			m->full_sync[i] = !d->managed || storage_vm_disk_layers(vm, i) != 1 ||
-					  !d->template;
+					  !d->template || full_copy[i];
 		}
 	}
 	if (m->postcopy && m->n_mirrors) {

@@ -316,6 +316,8 @@ def test_migration_bad_input(hosts, guest):
                                                      "storage"),
                       ({"uri": "tcp:1.2.3.4:5", "downtime_ms": 0}, "downtime_ms"),
                       ({"uri": "tcp:1.2.3.4:5", "storage": "copy"}, "nbd"),
+                      ({"uri": "tcp:1.2.3.4:5", "full_copy": [3]}, "full_copy[0]"),
+                      ({"uri": "tcp:1.2.3.4:5", "full_copy": 0}, "full_copy"),
                       ({"uri": "tcp:1.2.3.4:5", "colour": 1}, "colour")):
         code, body, _ = a.request("POST", "/v1/vms/bi/migrate", bad)
         assert code == 400 and what in body["error"]["message"], (bad, body)
@@ -546,8 +548,10 @@ def test_migrate_over_ssh(hosts, guest, tmp_path):
 
 def test_migrate_template_disk(hosts, guest, tmp_path):
     """A disk over a template moves as its own layer only (the template is
-    at the destination already: sync "top"); a destination without the
-    template says so, and nothing moves."""
+    at the destination already: sync "top"); a destination whose template
+    of that name cannot be the same one (another size) is refused, and
+    nothing moves. (Without the template there, the disk is copied whole:
+    test_warm.py's clone with a managed disk.)"""
     a, b = hosts["A"], hosts["B"]
     img = tmp_path / "gold.raw"
     with open(img, "wb") as f:
@@ -560,10 +564,17 @@ def test_migrate_template_disk(hosts, guest, tmp_path):
     a.json("POST", "/v1/vms/tp/start", timeout=120)
     a.console_wait("tp", "hs-counter 2")
     write_marker(a, "tp", "HSMIG-layer")
-    # B lacks the template: refused, the VM stays on A.
+    # B's "gold" is another image (another size): refused, the VM stays on A.
+    other = tmp_path / "other.raw"
+    with open(other, "wb") as f:
+        f.truncate(96 * MIB)
+    b.json("POST", "/v1/templates", {"name": "gold", "file": str(other), "format": "raw"},
+           timeout=120)
     r = migrate(a, b, "tp")
-    assert r.returncode == 1 and "gold" in r.stderr, r.stderr
+    assert r.returncode != 0 and "template 'gold'" in r.stderr, r.stderr
+    assert "virtual_size differs" in r.stderr, r.stderr
     assert a.state("tp") == "running" and b.get("/v1/vms/tp")[0] == 404
+    b.json("DELETE", "/v1/templates/gold")
     b.json("POST", "/v1/templates", {"name": "gold", "file": str(img), "format": "raw"},
            timeout=120)
     before = counter(a, "tp")

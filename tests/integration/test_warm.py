@@ -592,3 +592,83 @@ def test_warm_clone_migrates(hsd_factory, guest):
         assert not list((b.run_dir / "memory").iterdir()), "the RAM file stayed"
     finally:
         drop_hosts(hosts)
+
+
+def test_warm_clone_migrates_with_its_disk_and_postcopy(hsd_factory, guest):
+    """A warm clone whose disk is a thin overlay on its template's image
+    moves with storage "copy" (the destination has neither the template nor
+    its image: it gets the whole disk), and a clone without disks moves by
+    post-copy (the guest runs on B while the rest of its RAM, sent in full,
+    follows; post-copy does not go with copied disks). Disk contents, RAM
+    markers and the uptime all carry on."""
+    from test_migration import drop_hosts, make_hosts, migrate
+    uffd = "/proc/sys/vm/unprivileged_userfaultfd"
+    try:
+        saved_uffd = open(uffd).read().strip()
+        open(uffd, "w").write("1")  # B's QEMU (not root) takes the post-copy faults
+    except OSError as e:
+        pytest.skip(f"{uffd} cannot be written here ({e})")
+    hosts = None
+    try:
+        hosts = make_hosts(hsd_factory)
+        a, b = hosts["A"], hosts["B"]
+        a.json("POST", "/v1/vms", disk_src_spec(guest, "src"))
+        a.json("POST", "/v1/vms/src/start", timeout=120)
+        a.console_wait("src", "HS-DISK-READY", timeout=180)
+        a.console_wait("src", "HS-IDENTITY", timeout=120)
+        disk_write(a, "src", "in-template")
+        guest_run(a, "src", "echo warm-marker-42 > /tmp/marker", "mk")
+        a.json("POST", "/v1/templates", {"name": "dtpl", "vm": "src", "warm": True,
+                                         "then": "stop"}, timeout=300)
+        wait_for(lambda: a.request("POST", "/v1/vms", {"name": "d0", "warm_template": "dtpl"},
+                                   timeout=60)[0] == 201, 120, "the template's image")
+        a.json("POST", "/v1/vms", src_spec(guest, "src2"))
+        a.json("POST", "/v1/vms/src2/start", timeout=120)
+        a.console_wait("src2", "HS-IDENTITY", timeout=120)
+        guest_run(a, "src2", "echo warm-marker-42 > /tmp/marker", "mk2")
+        a.json("POST", "/v1/templates", {"name": "tpl", "vm": "src2", "warm": True,
+                                         "then": "stop"}, timeout=300)
+        a.json("POST", "/v1/vms", {"name": "p0", "warm_template": "tpl"})
+        for n in ("d0", "p0"):
+            a.json("POST", f"/v1/vms/{n}/start", timeout=120)
+            a.console_wait(n, f"HS-CLONE {n} ", timeout=120)
+        disk_write(a, "d0", "d0-own")
+        guest_run(a, "p0", "echo p0-own > /tmp/marker2", "p")
+
+        # The disk clone, with its disk copied.
+        marker, boot_id, up0, mac = facts(a, "d0", "d-before")
+        r = migrate(a, b, "d0", "--storage", "copy")
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert a.vm("d0")["state"] == "migrated"
+        vm = b.vm("d0")
+        assert vm["state"] == "running" and "warm_template" not in vm["spec"], vm
+        m2, bid, up, gmac = facts(b, "d0", "d-after")
+        assert (m2, bid, gmac) == (marker, boot_id, mac) and up > up0, (m2, bid, up, up0)
+        assert disk_lines(b, "d0", "x") == ["in-template", "d0-own"]
+        # B's disk stands on its own: no backing file on A's template.
+        for f in (b.state_dir / "vms" / "d0" / "layers").iterdir():
+            i = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(f)],
+                                          capture_output=True, text=True, check=True).stdout)
+            assert "templates" not in (i.get("backing-filename") or ""), (f, i)
+
+        # The other clone by post-copy.
+        marker, boot_id, up0, mac = facts(a, "p0", "p-before")
+        r = migrate(a, b, "p0", "--postcopy")
+        assert r.returncode == 0, r.stderr + r.stdout
+        vm = b.vm("p0")
+        assert vm["state"] == "running" and vm["spec"]["memory_file"], vm
+        m2, bid, up, gmac = facts(b, "p0", "p-after")
+        assert (m2, bid, gmac) == (marker, boot_id, mac) and up > up0
+        assert "M2 p0-own" in guest_run(b, "p0", "echo M2 $(cat /tmp/marker2)", "m2")
+        # The records left on A: p0's holds its template no more; d0's keeps
+        # its disk, which stands on dtpl's image, until the record goes.
+        assert a.json("GET", "/v1/templates/tpl")["users"] == []
+        assert a.json("GET", "/v1/templates/dtpl")["users"] == ["d0"]
+        a.json("DELETE", "/v1/vms/d0")
+        assert a.json("GET", "/v1/templates/dtpl")["users"] == []
+        for n in ("d0", "p0"):
+            b.json("POST", f"/v1/vms/{n}/kill", timeout=60)
+    finally:
+        if hosts:
+            drop_hosts(hosts)
+        open(uffd, "w").write(saved_uffd)
