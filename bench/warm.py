@@ -14,11 +14,17 @@ costs in host memory, against raw QEMU doing the same in the same run.
    until the RESUME event. (The cont is needed: the state was saved with the
    vCPUs stopped, so QEMU loads it into "paused" and never runs the guest
    by itself.) Then until the guest's serial shell answers a command.
-2. memory: host MemAvailable before and after N warm clones, against N
-   cold boots of the same guest with KSM running (both after settling): the
-   marginal MiB per VM. Also the Pss of each, and a breakdown of one
-   clone's QEMU from its smaps (the template mapping's shared and private
-   pages, the TCG translation buffer, the rest).
+2. memory: host MemAvailable before any clone and after each count of
+   --mem-vms warm clones (e.g. 10,100: clones added up to each count, the
+   host settled and page cache dropped before each reading): used memory at
+   each count and the marginal MiB per clone between counts, (used(100) -
+   used(10)) / 90 (the first clone also loads the template's RAM, which
+   every clone shares: that is not a per-clone cost). Against --cold-vms
+   cold boots of the same guest with KSM running (hsd paces their starts;
+   for 100 cold boots with a safety gate, see density.py). Also the Pss of
+   each, and a breakdown of one clone's QEMU from its smaps (the template
+   mapping's shared and private pages, the TCG translation buffer, the
+   rest).
 
 Targets (docs/architecture.md, "Warm templates"): start <= 50 ms and within
 1.2x of raw; <= 16 MiB per warm clone. Under TCG on a busy 2-core host the
@@ -45,6 +51,8 @@ from benchlib import (HSD, QEMU, RUN_ERRORS, BenchError, Hsd, LineReader, Regist
 RESULTS = Path(__file__).resolve().parent / "results"
 MEMORY = 128
 TARGETS = {"start_ms": 50, "start_ratio": 1.2, "clone_mib": 16}
+# hsd's TCG translation buffer (its default), given to raw QEMU too.
+TB_SIZE = 12
 # A cold boot that will never get there (seen: a guest kernel's IO-APIC
 # timer check panicking at a load of ~27 on 2 cores, hence no_timer_check).
 BOOT_FAILED = ("HS-GUEST-FILL-FAILED", "Kernel panic")
@@ -146,7 +154,7 @@ def raw_clone(reg, base, guest, ram_fd, state_path, i):
     """One raw warm start: (exec -> running, exec -> shell answers) in s."""
     q, ser = str(base / f"raw{i}.qmp"), str(base / f"raw{i}.ser")
     argv = [QEMU, "-nodefaults", "-no-user-config", "-incoming", "defer",
-            "-no-shutdown", "-machine", "q35,memory-backend=hs-ram", "-accel", "tcg,tb-size=16",
+            "-no-shutdown", "-machine", "q35,memory-backend=hs-ram", "-accel", f"tcg,tb-size={TB_SIZE}",
             "-m", f"{MEMORY}M", "-object",
             f"memory-backend-file,id=hs-ram,size={MEMORY}M,share=off,mem-path=/proc/self/fd/{ram_fd}",
             "-smp", "1", "-display", "none",
@@ -236,9 +244,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5, help="clones (and raw starts) measured")
-    ap.add_argument("--mem-vms", type=int, default=10,
-                    help="VMs of each kind for memory (the issue's figure is 100; a busy "
-                    "host may not allow it)")
+    ap.add_argument("--mem-vms", default="10",
+                    help="warm clone counts for memory, comma-separated (e.g. 10,100: the "
+                    "marginal cost between them)")
+    ap.add_argument("--cold-vms", type=int, default=10, help="cold boots for memory (0: none)")
     ap.add_argument("--memory", type=int, default=512, help="the guest's RAM, MiB")
     ap.add_argument("--fill", type=int, default=256,
                     help="MiB the guest fills (identical pages in every guest) before capture")
@@ -267,7 +276,8 @@ def main():
         base.mkdir(parents=True)
         step("building the test guest")
         guest = build_guest()
-        h = Hsd(base / "d", reg, hsd_extra_args(guest) + ["--memory-dir", str(memdir)])
+        h = Hsd(base / "d", reg, hsd_extra_args(guest) + ["--memory-dir", str(memdir),
+                                                           "--tcg-tb-size", str(TB_SIZE)])
         step("starting hsd")
         h.start()
         sock = h.socket
@@ -323,60 +333,70 @@ def main():
         res["start"] = {"hsd_running": summarize(hsd_run), "raw_running": summarize(raw_run),
                         "hsd_shell": summarize(hsd_shell), "raw_shell": summarize(raw_shell)}
 
-        # Memory: N warm clones, then N cold boots (KSM as hsd tunes it),
-        # each against the host's MemAvailable before them.
-        n = args.mem_vms
+        # Memory: warm clones up to each count, then cold boots (KSM as
+        # hsd tunes it), each against the host's MemAvailable before them.
+        counts = sorted({int(x) for x in args.mem_vms.split(",") if x.strip()})
         step("memory: settling before the warm clones")
         before = settle(5)
-        pids = []
-        for i in range(n):
-            h.check_alive()
-            step(f"memory: warm clone m{i}: define and start")
-            api(sock, "POST", "/v1/vms", {"name": f"m{i}", "warm_template": "tpl"})
-            _, vm = api(sock, "POST", f"/v1/vms/m{i}/start", timeout=120)
-            pids.append(vm["pid"])
-        step("memory: settling after the warm clones")
-        after = settle(args.settle)
-        warm_pss = [pss_kib(p) for p in pids]
-        breakdown = smaps_breakdown(pids[0])
+        pids, points = [], []
+        for n in counts:
+            for i in range(len(pids), n):
+                h.check_alive()
+                step(f"memory: warm clone m{i}: define and start")
+                api(sock, "POST", "/v1/vms", {"name": f"m{i}", "warm_template": "tpl"})
+                _, vm = api(sock, "POST", f"/v1/vms/m{i}/start", timeout=120)
+                pids.append(vm["pid"])
+            step(f"memory: settling after {n} warm clones")
+            after = settle(args.settle)
+            sample = pids[:: max(1, len(pids) // 10)][:10]
+            pt = {"clones": n, "used_kib": before - after,
+                  "pss_kib": [pss_kib(p) for p in sample],
+                  "clone_smaps_kib": smaps_breakdown(pids[-1])}
+            if points:
+                pt["marginal_kib"] = (pt["used_kib"] - points[-1]["used_kib"]) / (n - points[-1]["clones"])
+            points.append(pt)
+            log(f"{n} warm clones: MemAvailable {before // 1024} -> {after // 1024} MiB: used "
+                f"{(before - after) / 1024:.0f} MiB ({(before - after) / 1024 / n:.1f} per clone)"
+                + (f"; marginal {pt['marginal_kib'] / 1024:.1f} MiB per clone since "
+                   f"{points[-2]['clones']}" if "marginal_kib" in pt else "")
+                + f"; clone m{len(pids) - 1}: {pt['clone_smaps_kib']}")
         _, ksm_warm = api(sock, "GET", "/v1/ksm")
-        log(f"{n} warm clones: MemAvailable {before // 1024} -> {after // 1024} MiB: used "
-            f"{(before - after) / 1024:.0f} MiB, {(before - after) / 1024 / n:.1f} MiB per clone; "
-            f"clone 0: {breakdown}")
-        for i in range(n):
+        for i in range(len(pids)):
             api(sock, "POST", f"/v1/vms/m{i}/kill")
-        step("memory: settling before the cold boots")
-        before_cold = settle(5)
+        n = args.cold_vms
+        before_cold = after_cold = 0
         pids = []
-        for i in range(n):
-            h.check_alive()
-            step(f"memory: cold VM b{i}: define and start")
-            api(sock, "POST", "/v1/vms", dict(spec, name=f"b{i}", memory_file=False))
-            _, vm = api(sock, "POST", f"/v1/vms/b{i}/start", timeout=120)
-            pids.append(vm["pid"])
-        # A cold VM has no clone record in fw_cfg, so its guest never
-        # prints HS-IDENTITY: booted is its fill done (or HS-GUEST-READY).
-        booted = f"HS-GUEST-FILLED {args.fill}" if args.fill else "HS-GUEST-READY"
-        boot_deadline = time.monotonic() + 900
-        for i in range(n):
-            cl = h.state_dir / "vms" / f"b{i}" / "console.log"
-            step(f"memory: cold VM b{i} to boot ({booted} on its console)")
-            wait_for(lambda: any(console_has(cl, x) for x in (booted, *BOOT_FAILED)),
-                     max(1, boot_deadline - time.monotonic()), f"b{i} to boot")
-            for x in BOOT_FAILED:
-                if console_has(cl, x):
-                    raise BenchError(f"b{i}: its console says {x!r}")
-        step("memory: settling after the cold boots")
-        after_cold = settle(args.settle)
-        cold_pss = [pss_kib(p) for p in pids]
-        _, ksm_cold = api(sock, "GET", "/v1/ksm")
-        log(f"{n} cold boots: MemAvailable {before_cold // 1024} -> {after_cold // 1024} MiB: "
-            f"used {(before_cold - after_cold) / 1024:.0f} MiB, "
-            f"{(before_cold - after_cold) / 1024 / n:.1f} MiB per VM")
-        res["memory"] = {"vms": n, "memory_mib": MEMORY, "fill_mib": args.fill,
-                         "warm_used_kib": before - after, "cold_used_kib": before_cold - after_cold,
-                         "warm_pss_kib": warm_pss, "cold_pss_kib": cold_pss,
-                         "clone_smaps_kib": breakdown, "tcg_tb_size_mib": 16,
+        ksm_cold = None
+        if n:
+            step("memory: settling before the cold boots")
+            before_cold = settle(5)
+            for i in range(n):
+                h.check_alive()
+                step(f"memory: cold VM b{i}: define and start")
+                api(sock, "POST", "/v1/vms", dict(spec, name=f"b{i}", memory_file=False))
+                _, vm = api(sock, "POST", f"/v1/vms/b{i}/start", timeout=300)
+                pids.append(vm["pid"])
+            # A cold VM has no clone record in fw_cfg, so its guest never
+            # prints HS-IDENTITY: booted is its fill done (or HS-GUEST-READY).
+            booted = f"HS-GUEST-FILLED {args.fill}" if args.fill else "HS-GUEST-READY"
+            boot_deadline = time.monotonic() + 900
+            for i in range(n):
+                cl = h.state_dir / "vms" / f"b{i}" / "console.log"
+                step(f"memory: cold VM b{i} to boot ({booted} on its console)")
+                wait_for(lambda: any(console_has(cl, x) for x in (booted, *BOOT_FAILED)),
+                         max(1, boot_deadline - time.monotonic()), f"b{i} to boot")
+                for x in BOOT_FAILED:
+                    if console_has(cl, x):
+                        raise BenchError(f"b{i}: its console says {x!r}")
+            step("memory: settling after the cold boots")
+            after_cold = settle(args.settle)
+            _, ksm_cold = api(sock, "GET", "/v1/ksm")
+            log(f"{n} cold boots: MemAvailable {before_cold // 1024} -> {after_cold // 1024} MiB: "
+                f"used {(before_cold - after_cold) / 1024:.0f} MiB, "
+                f"{(before_cold - after_cold) / 1024 / n:.1f} MiB per VM")
+        res["memory"] = {"points": points, "memory_mib": MEMORY, "fill_mib": args.fill,
+                         "cold_vms": n, "cold_used_kib": before_cold - after_cold,
+                         "cold_pss_kib": [pss_kib(p) for p in pids], "tcg_tb_size_mib": TB_SIZE,
                          "ksm_after_warm": ksm_warm, "ksm_after_cold": ksm_cold}
     except RUN_ERRORS as e:
         traceback.print_exc()
@@ -397,20 +417,26 @@ def main():
                      f"{hs / rs:.2f}x"])
     m = res.get("memory")
     if m:
-        w = sum(m["warm_pss_kib"]) / len(m["warm_pss_kib"]) / 1024
-        c = sum(m["cold_pss_kib"]) / len(m["cold_pss_kib"]) / 1024
-        rows.append(["Pss per VM (warm clone vs cold boot)", f"{w:.1f} MiB", f"cold {c:.1f} MiB",
-                     f"{w / c:.2f}x"])
-        wu, cu = m["warm_used_kib"] / 1024, m["cold_used_kib"] / 1024
-        rows.append([f"host memory used by {m['vms']} VMs of {m['memory_mib']} MiB "
-                     f"({m['fill_mib']} MiB filled)", f"warm {wu:.0f} MiB",
-                     f"cold+KSM {cu:.0f} MiB", f"per VM {wu / m['vms']:.1f} vs "
-                     f"{cu / m['vms']:.1f} MiB"])
-        b = m["clone_smaps_kib"]
-        rows.append(["one clone's RSS (smaps)", f"{b['rss'] / 1024:.1f} MiB",
-                     f"template shared {b['template_shared'] / 1024:.1f}, private "
-                     f"{b['template_private'] / 1024:.1f}, TCG buffer {b['tcg_buffer'] / 1024:.1f}, "
-                     f"other (QEMU heap, libs) {b['other'] / 1024:.1f} MiB", ""])
+        cold_vm = m["cold_used_kib"] / 1024 / m["cold_vms"] if m["cold_vms"] else None
+        for pt in m["points"]:
+            w = sum(pt["pss_kib"]) / len(pt["pss_kib"]) / 1024
+            rows.append([f"{pt['clones']} warm clones of {m['memory_mib']} MiB "
+                         f"({m['fill_mib']} MiB filled): host memory used",
+                         f"{pt['used_kib'] / 1024:.0f} MiB",
+                         f"{pt['used_kib'] / 1024 / pt['clones']:.1f} MiB per clone, Pss {w:.1f}",
+                         f"marginal {pt['marginal_kib'] / 1024:.1f} MiB per clone (target "
+                         f"{TARGETS['clone_mib']})" if "marginal_kib" in pt else ""])
+            b = pt["clone_smaps_kib"]
+            rows.append(["  the last clone's RSS (smaps)", f"{b['rss'] / 1024:.1f} MiB",
+                         f"template shared {b['template_shared'] / 1024:.1f}, private "
+                         f"{b['template_private'] / 1024:.1f}, TCG buffer "
+                         f"{b['tcg_buffer'] / 1024:.1f}, other (QEMU heap, libs) "
+                         f"{b['other'] / 1024:.1f} MiB", ""])
+        if cold_vm is not None:
+            c = sum(m["cold_pss_kib"]) / len(m["cold_pss_kib"]) / 1024
+            rows.append([f"{m['cold_vms']} cold boots with KSM: host memory used",
+                         f"{m['cold_used_kib'] / 1024:.0f} MiB", f"{cold_vm:.1f} MiB per VM, "
+                         f"Pss {c:.1f}", ""])
     for r in rows:
         log("  " + " | ".join(r))
     write_results(outp, {"when": stamp, "targets": TARGETS, "error": error, "summary": rows,
