@@ -44,6 +44,41 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Disk i of the VM stands on template tpl: 0 if the destination (dst)
+ * has the same one (its virtual size and format; the content is not
+ * compared), TEMPLATE_MISSING if it has none (the disk is then copied
+ * whole), an exit code otherwise (said on stderr). */
+#define TEMPLATE_MISSING (-1)
+static int template_there(Ctl *src, Ctl *dst, const char *tpl, size_t i, const char *to)
+{
+	_cleanup_free_ char *tp = hs_strdup_printf("/v1/templates/%s", tpl);
+	json_auto_t *here = NULL, *there = NULL;
+	unsigned st = 0;
+	HsError e = {0};
+	int r = ctl_call(src, "GET", tp, NULL, &here);
+	if (r)
+		return r;
+	if (hs_client_request(&dst->client, "GET", tp, NULL, &st, &there, &e) < 0)
+		return ctl_report(dst, 0, NULL, &e);
+	if (st == 404) {
+		fprintf(stderr, "hsctl: migrate: %s has no template '%s': disk %zu is copied whole\n",
+			to, tpl, i);
+		return TEMPLATE_MISSING;
+	}
+	if (st != 200)
+		return ctl_report(dst, st, there, NULL);
+	static const char *const same[] = {"virtual_size", "format"};
+	for (size_t k = 0; k < ARRAY_SIZE(same); k++)
+		if (!json_equal(json_object_get(here, same[k]), json_object_get(there, same[k]))) {
+			fprintf(stderr,
+				"hsctl: migrate: template '%s' at %s is not the one disk %zu stands "
+				"on here (its %s differs)\n",
+				tpl, to, i, same[k]);
+			return EXIT_HSD_ERROR;
+		}
+	return 0;
+}
+
 /* The destination: its Ctl, and the ssh forward behind it if any. */
 typedef struct Dest {
 	Ctl ctl;
@@ -458,42 +493,13 @@ int cmd_migrate(Ctl *ctl, int argc, char **argv)
 		json_array_foreach (json_object_get(spec, "disks"), i, d) {
 			const char *tpl = json_string_value(json_object_get(d, "template"));
 			if (tpl) {
-				_cleanup_free_ char *tp = hs_strdup_printf("/v1/templates/%s", tpl);
-				json_auto_t *here = NULL, *there = NULL;
-				unsigned st = 0;
-				HsError e = {0};
-				if (ctl_call(ctl, "GET", tp, NULL, &here) ||
-				    hs_client_request(&dest.ctl.client, "GET", tp, NULL, &st, &there,
-						      &e) < 0) {
-					if (e.message[0])
-						ctl_report(&dest.ctl, 0, NULL, &e);
+				r = template_there(ctl, &dest.ctl, tpl, i, to);
+				if (r == 0)
+					continue; /* only the VM's layer crosses */
+				if (r != TEMPLATE_MISSING) {
 					dest_close(&dest);
-					return EXIT_HSD_ERROR;
+					return r;
 				}
-				if (st == 200) {
-					static const char *const same[] = {"virtual_size", "format"};
-					for (size_t k = 0; k < ARRAY_SIZE(same); k++)
-						if (!json_equal(json_object_get(here, same[k]),
-								json_object_get(there, same[k]))) {
-							fprintf(stderr,
-								"hsctl: migrate: template '%s' at %s "
-								"is not the one disk %zu stands on here "
-								"(its %s differs)\n",
-								tpl, to, i, same[k]);
-							dest_close(&dest);
-							return EXIT_HSD_ERROR;
-						}
-					continue;
-				}
-				if (st != 404) {
-					ctl_report(&dest.ctl, st, there, NULL);
-					dest_close(&dest);
-					return EXIT_HSD_ERROR;
-				}
-				fprintf(stderr,
-					"hsctl: migrate: %s has no template '%s': disk %zu is copied "
-					"whole\n",
-					to, tpl, i);
 				json_array_append_new(full_copy, json_integer((json_int_t)i));
 			} else if (!json_object_get(d, "path")) {
 				continue;

@@ -59,9 +59,8 @@ typedef struct KsmTuner {
 	KsmDecision decision;
 	KsmDecision written;
 	bool have_written;
-	double tick_time; /* hs_now() of stats */
-	uint64_t vm_rss;  /* the mergeable VMs' resident memory at rss_time */
-	double rss_time;
+	double tick_time; /* hs_now() of the last tick: of stats and vm_rss */
+	uint64_t vm_rss;  /* the mergeable VMs' resident memory */
 	/* ksmd's priority is set only on the real host (not a --sysfs-root
 	 * tree, whose pids are not this host's). */
 	bool can_renice;

@@ -67,9 +67,19 @@ static void set_ksmd_nice(KsmTuner *t, int nice)
 	}
 }
 
+/* How fast a counter grew since the last tick, per second: 0 if it fell,
+ * <0 (unknown) without a previous tick or too short a time since. */
+static double growth_rate(uint64_t now, uint64_t before, double now_time, double before_time)
+{
+	double dt = now_time - before_time;
+	if (before_time <= 0 || dt <= 0.1)
+		return -1;
+	return now > before ? (double)(now - before) / dt : 0;
+}
+
 /* How fast the VMs whose memory KSM may merge touch new memory: the growth
- * of their resident memory since the last tick, bytes/s (<0 the first
- * time). A VM that stops takes its memory out of the sum: no growth. */
+ * of their resident memory since the last tick, bytes/s. A VM that stops
+ * takes its memory out of the sum: no growth. */
 static double vm_memory_growth(Hsd *h, double mono)
 {
 	KsmTuner *t = &h->ksm;
@@ -78,11 +88,8 @@ static double vm_memory_growth(Hsd *h, double mono)
 		if (vm_state_is_active(vm->status.state) && vm->status.pid > 0 &&
 		    !vm->spec.no_mem_merge)
 			rss += host_process_rss(h->host.rootfd, vm->status.pid);
-	double dt = mono - t->rss_time, growth = -1;
-	if (t->rss_time > 0 && dt > 0.1)
-		growth = rss > t->vm_rss ? (double)(rss - t->vm_rss) / dt : 0;
-	t->vm_rss = rss;
-	t->rss_time = mono;
+	double growth = growth_rate(rss, t->vm_rss, mono, t->tick_time);
+	t->vm_rss = rss; /* tick_time follows at the end of the tick */
 	return growth;
 }
 
@@ -107,11 +114,8 @@ void ksm_tuner_tick(Hsd *h)
 		.mem_available = h->host.mem_available,
 		.vms_waiting = vm_count_pacing(h),
 		.vm_memory_growth = vm_memory_growth(h, mono),
-		.merge_rate = t->tick_time > 0 && mono - t->tick_time > 0.1
-				      ? (now.pages_sharing > t->stats.pages_sharing
-						 ? (double)(now.pages_sharing - t->stats.pages_sharing)
-						 : 0) / (mono - t->tick_time)
-				      : -1,
+		.merge_rate = growth_rate(now.pages_sharing, t->stats.pages_sharing, mono,
+					  t->tick_time),
 		.current_pages_to_scan = now.pages_to_scan,
 		.previous_phase = t->have_written ? (int)t->decision.phase : -1,
 	};

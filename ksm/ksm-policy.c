@@ -78,6 +78,28 @@ static bool converged(const KsmPolicyInput *in)
 	return (double)growth < CONVERGED_GROWTH * (double)base;
 }
 
+/* Scan hard: VMs booting, starts waiting for memory, memory tight,
+ * guests touching new memory or merging going fast; or a whole scan still
+ * found much to merge (guests filling their memory after boot); or a
+ * boost that has not seen a whole scan find almost nothing more (it ends
+ * then, not when its trigger does: the last pages of a boot storm need two
+ * more scans, KSM's unstable tree, and at the steady rate one scan of 100
+ * filled guests took 3 minutes here). */
+static bool boosting(const KsmPolicyInput *in)
+{
+	bool tight = in->mem_total > 0 &&
+		     (double)in->mem_available < TIGHT_AVAILABLE * (double)in->mem_total;
+	if (in->vms_booting > 0 || in->vms_waiting > 0 || tight ||
+	    in->vm_memory_growth > BOOST_MEMORY_GROWTH || in->merge_rate > BOOST_MERGE_RATE)
+		return true;
+	uint64_t base = in->before.pages_sharing > 1000 ? in->before.pages_sharing : 1000;
+	if (in->have_before && in->now.full_scans > in->before.full_scans &&
+	    in->now.pages_sharing >
+		    in->before.pages_sharing + (uint64_t)(BOOST_GROWTH * (double)base))
+		return true;
+	return in->previous_phase == KSM_PHASE_BOOST && !converged(in);
+}
+
 KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 {
 	KsmDecision d = {.run = 1, .ksmd_nice = KSMD_NICE_DEFAULT};
@@ -98,33 +120,11 @@ KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 		break;
 	}
 
-	bool tight = in->mem_total > 0 &&
-		     (double)in->mem_available < TIGHT_AVAILABLE * (double)in->mem_total;
-	if (in->vms_booting > 0 || in->vms_waiting > 0 || tight ||
-	    in->vm_memory_growth > BOOST_MEMORY_GROWTH || in->merge_rate > BOOST_MERGE_RATE) {
+	if (boosting(in)) {
 		d.phase = KSM_PHASE_BOOST;
 		d.pages_to_scan = BOOST_PAGES;
 		d.sleep_millisecs = BOOST_SLEEP;
-	} else if (in->have_before && in->now.full_scans > in->before.full_scans &&
-		   in->now.pages_sharing >
-			   in->before.pages_sharing +
-				   (uint64_t)(BOOST_GROWTH *
-					      (double)(in->before.pages_sharing > 1000
-							       ? in->before.pages_sharing
-							       : 1000))) {
-		/* A whole scan still found much to merge (guests filling their
-		 * memory after boot): keep scanning hard. */
-		d.phase = KSM_PHASE_BOOST;
-		d.pages_to_scan = BOOST_PAGES;
-		d.sleep_millisecs = BOOST_SLEEP;
-	} else if (in->previous_phase == KSM_PHASE_BOOST && !converged(in)) {
-		/* A boost ends when a whole scan found almost nothing more, not
-		 * when its trigger does: the last pages of a boot storm need two
-		 * more scans (KSM's unstable tree), and at the steady rate one
-		 * scan of 100 filled guests took 3 minutes here. */
-		d.phase = KSM_PHASE_BOOST;
-		d.pages_to_scan = BOOST_PAGES;
-		d.sleep_millisecs = BOOST_SLEEP;
+		d.ksmd_nice = KSMD_NICE_BOOST;
 	} else if (converged(in)) {
 		d.phase = KSM_PHASE_CONVERGED;
 		d.pages_to_scan = CONVERGED_PAGES;
@@ -134,9 +134,6 @@ KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 		d.pages_to_scan = STEADY_PAGES;
 		d.sleep_millisecs = STEADY_SLEEP;
 	}
-
-	if (d.phase == KSM_PHASE_BOOST)
-		d.ksmd_nice = KSMD_NICE_BOOST;
 
 	/* The CPU cap: ksmd's cost is about proportional to pages scanned per
 	 * second, so scale the current rate to fit. While boosting, memory is
