@@ -1317,6 +1317,7 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		{"sleep", required_argument, NULL, 's'},
 		{"max-cpu", required_argument, NULL, 'c'},
 		{"boost-max-cpu", required_argument, NULL, 'b'},
+		{"pressure-available", required_argument, NULL, 'a'},
 		{0},
 	};
 	json_auto_t *body = json_object();
@@ -1339,15 +1340,24 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 			json_object_set_new(body, "sleep_millisecs", json_integer((json_int_t)v));
 			break;
 		case 'c':
-		case 'b': {
-			const char *opt = c == 'c' ? "--max-cpu" : "--boost-max-cpu";
+		case 'b':
+		case 'a': {
+			const char *opt = c == 'c'   ? "--max-cpu"
+					  : c == 'b' ? "--boost-max-cpu"
+						     : "--pressure-available";
 			char *end;
 			double f = strtod(optarg, &end);
 			if (end == optarg || *end || f <= 0 || f > 1) {
-				fprintf(stderr, "hsctl: %s: a fraction of one CPU, e.g. 0.2\n", opt);
+				fprintf(stderr, "hsctl: %s: %s, e.g. 0.%s\n", opt,
+					c == 'a' ? "a share of the host's memory"
+						 : "a fraction of one CPU",
+					c == 'a' ? "5" : "2");
 				return EXIT_USAGE;
 			}
-			json_object_set_new(body, c == 'c' ? "max_cpu" : "boost_max_cpu",
+			json_object_set_new(body,
+					    c == 'c'   ? "max_cpu"
+					    : c == 'b' ? "boost_max_cpu"
+						       : "pressure_available",
 					    json_real(f));
 			break;
 		}
@@ -1357,7 +1367,7 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 	}
 	if (optind != argc) {
 		fputs("hsctl: usage: hsctl ksm [--mode auto|off|fixed] [--pages N] [--sleep MS] "
-		      "[--max-cpu F] [--boost-max-cpu F]\n",
+		      "[--max-cpu F] [--boost-max-cpu F] [--pressure-available F]\n",
 		      stderr);
 		return EXIT_USAGE;
 	}
@@ -1373,17 +1383,18 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		printf("KSM:          not available in this kernel\n");
 		return 0;
 	}
-	printf("KSM:          %s, mode %s, phase %s%s\n",
+	printf("KSM:          %s, mode %s, phase %s%s%s\n",
 	       json_integer_value(json_object_get(st, "run")) == 1 ? "running" : "stopped",
 	       json_string_value(json_object_get(cfg, "mode")),
 	       json_string_value(json_object_get(j, "phase")),
+	       json_is_true(json_object_get(j, "pressure")) ? " (memory pressure)" : "",
 	       json_is_true(json_object_get(j, "cpu_capped")) ? " (capped by CPU)" : "");
 	printf("Scanning:     %lld pages every %lld ms",
 	       json_integer_value(json_object_get(st, "pages_to_scan")),
 	       json_integer_value(json_object_get(st, "sleep_millisecs")));
 	json_t *cpu = json_object_get(j, "ksmd_cpu");
 	if (cpu)
-		printf(", ksmd at %.1f%% of a CPU (cap %.0f%%, boosting %.0f%%)",
+		printf(", ksmd at %.1f%% of a CPU (cap %.0f%%, under pressure %.0f%%)",
 		       100 * json_number_value(cpu),
 		       100 * json_number_value(json_object_get(cfg, "max_cpu")),
 		       100 * json_number_value(json_object_get(cfg, "boost_max_cpu")));

@@ -77,17 +77,21 @@ static double growth_rate(uint64_t now, uint64_t before, double now_time, double
 	return now > before ? (double)(now - before) / dt : 0;
 }
 
-/* How fast the VMs whose memory KSM may merge touch new memory: the growth
- * of their resident memory since the last tick, bytes/s. A VM that stops
- * takes its memory out of the sum: no growth. */
-static double vm_memory_growth(Hsd *h, double mono)
+/* The VMs whose memory KSM may merge: how fast they touch new memory (the
+ * growth of their resident memory since the last tick, bytes/s; a VM that
+ * stops takes its memory out of the sum: no growth), and their nominal
+ * memory (bytes). */
+static double vm_memory_growth(Hsd *h, double mono, uint64_t *nominal)
 {
 	KsmTuner *t = &h->ksm;
 	uint64_t rss = 0;
+	*nominal = 0;
 	for (Vm *vm = h->vms; vm; vm = vm->next)
 		if (vm_state_is_active(vm->status.state) && vm->status.pid > 0 &&
-		    !vm->spec.no_mem_merge)
+		    !vm->spec.no_mem_merge) {
 			rss += host_process_rss(h->host.rootfd, vm->status.pid);
+			*nominal += vm->spec.memory_mib << 20;
+		}
 	double growth = growth_rate(rss, t->vm_rss, mono, t->tick_time);
 	t->vm_rss = rss; /* tick_time follows at the end of the tick */
 	return growth;
@@ -103,6 +107,8 @@ void ksm_tuner_tick(Hsd *h)
 	}
 	host_refresh(&h->host);
 	double mono = hs_now();
+	uint64_t nominal;
+	double vm_growth = vm_memory_growth(h, mono, &nominal);
 	KsmPolicyInput in = {
 		.config = t->config,
 		.now = now,
@@ -113,7 +119,8 @@ void ksm_tuner_tick(Hsd *h)
 		.mem_total = h->host.mem_total,
 		.mem_available = h->host.mem_available,
 		.vms_waiting = vm_count_pacing(h),
-		.vm_memory_growth = vm_memory_growth(h, mono),
+		.vm_memory_growth = vm_growth,
+		.vm_nominal = nominal,
 		.merge_rate = growth_rate(now.pages_sharing, t->stats.pages_sharing, mono,
 					  t->tick_time),
 		.current_pages_to_scan = now.pages_to_scan,
@@ -158,17 +165,20 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 
 static json_t *config_to_json(const KsmConfig *c)
 {
-	return json_pack("{s:s, s:I, s:I, s:f, s:f}", "mode", ksm_mode_to_string(c->mode),
+	return json_pack("{s:s, s:I, s:I, s:f, s:f, s:f}", "mode", ksm_mode_to_string(c->mode),
 			 "pages_to_scan", (json_int_t)c->fixed_pages_to_scan, "sleep_millisecs",
 			 (json_int_t)c->fixed_sleep_millisecs, "max_cpu", c->max_cpu,
-			 "boost_max_cpu", c->boost_max_cpu);
+			 "boost_max_cpu", c->boost_max_cpu, "pressure_available",
+			 c->pressure_available);
 }
 
 /* Validates a (partial) configuration over `base`. */
 static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
 {
-	static const char *const keys[] = {"mode",    "pages_to_scan", "sleep_millisecs",
-					   "max_cpu", "boost_max_cpu", NULL};
+	static const char *const keys[] = {"mode",	    "pages_to_scan",
+					   "sleep_millisecs", "max_cpu",
+					   "boost_max_cpu", "pressure_available",
+					   NULL};
 	json_t *v;
 	KsmConfig c = *base;
 	int r = object_keys_check(j, keys, err);
@@ -194,20 +204,24 @@ static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
 					    "sleep_millisecs: an integer from 1 to 60000");
 		c.fixed_sleep_millisecs = (uint64_t)json_integer_value(v);
 	}
-	v = json_object_get(j, "max_cpu");
-	if (v) {
+	static const struct {
+		const char *key;
+		const char *what;
+	} fractions[] = {
+		{"max_cpu", "a fraction of one CPU"},
+		{"boost_max_cpu", "a fraction of one CPU"},
+		{"pressure_available", "a share of the host's memory"},
+	};
+	double *dst[] = {&c.max_cpu, &c.boost_max_cpu, &c.pressure_available};
+	for (size_t i = 0; i < sizeof(fractions) / sizeof(fractions[0]); i++) {
+		v = json_object_get(j, fractions[i].key);
+		if (!v)
+			continue;
 		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1)
 			return hs_error_set(err, -EINVAL, "invalid-request",
-					    "max_cpu: a fraction of one CPU, above 0 and at most 1");
-		c.max_cpu = json_number_value(v);
-	}
-	v = json_object_get(j, "boost_max_cpu");
-	if (v) {
-		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1)
-			return hs_error_set(err, -EINVAL, "invalid-request",
-					    "boost_max_cpu: a fraction of one CPU, above 0 and at "
-					    "most 1");
-		c.boost_max_cpu = json_number_value(v);
+					    "%s: %s, above 0 and at most 1", fractions[i].key,
+					    fractions[i].what);
+		*dst[i] = json_number_value(v);
 	}
 	*base = c;
 	return 0;
@@ -234,7 +248,7 @@ void ksm_tuner_init(Hsd *h, KsmMode mode)
 	KsmTuner *t = &h->ksm;
 	t->config = (KsmConfig){.mode = mode, .fixed_pages_to_scan = 100,
 				.fixed_sleep_millisecs = 20, .max_cpu = 0.25,
-				.boost_max_cpu = 0.75};
+				.boost_max_cpu = 0.75, .pressure_available = 0.5};
 	json_auto_t *j = NULL;
 	int r = store_load_setting(h->state_dir, "ksm.json", &j);
 	HsError err = {0};
@@ -308,10 +322,10 @@ json_t *ksm_tuner_to_json(Hsd *h)
 		json_object_set_new(stats, "ksm_zero_pages", json_integer((json_int_t)s->ksm_zero_pages));
 	if (s->merge_across_nodes >= 0)
 		json_object_set_new(stats, "merge_across_nodes", json_integer(s->merge_across_nodes));
-	json_t *o = json_pack("{s:b, s:o, s:s, s:b, s:o, s:I, s:I, s:o}", "present", s->present,
-			      "config", config_to_json(&t->config), "phase",
+	json_t *o = json_pack("{s:b, s:o, s:s, s:b, s:b, s:o, s:I, s:I, s:o}", "present",
+			      s->present, "config", config_to_json(&t->config), "phase",
 			      ksm_phase_to_string(t->decision.phase), "cpu_capped",
-			      t->decision.cpu_capped, "stats", stats, "saved_bytes",
+			      t->decision.cpu_capped, "pressure", t->decision.pressure, "stats", stats, "saved_bytes",
 			      (json_int_t)ksm_saved_bytes(s, page), "vm_merging_bytes",
 			      (json_int_t)(vm_merging * (uint64_t)page), "vms", vms);
 	if (t->ksmd_cpu >= 0)

@@ -61,7 +61,12 @@ typedef struct KsmConfig {
 	uint64_t fixed_pages_to_scan;   /* KSM_MODE_FIXED */
 	uint64_t fixed_sleep_millisecs; /* KSM_MODE_FIXED */
 	double max_cpu;                 /* ksmd's CPU cap in auto mode, fraction of one CPU */
-	double boost_max_cpu;           /* ...while boosting (memory at stake) */
+	double boost_max_cpu;           /* ...while boosting under memory pressure */
+	/* Memory is under pressure below this share of MemTotal available
+	 * (or when starts wait for memory, or the mergeable VMs' nominal
+	 * memory exceeds what is available): only then does ksmd get
+	 * boost_max_cpu and a higher priority. */
+	double pressure_available;
 } KsmConfig;
 
 typedef struct KsmPolicyInput {
@@ -77,6 +82,7 @@ typedef struct KsmPolicyInput {
 	unsigned vms_waiting;      /* starts held back for memory (pacing) */
 	double vm_memory_growth;   /* bytes/s the VMs' resident memory grew by; <0 unknown */
 	double merge_rate;         /* pages/s pages_sharing grew by over the last tick; <0 unknown */
+	uint64_t vm_nominal;       /* bytes: the mergeable running VMs' memory, as defined */
 	uint64_t current_pages_to_scan; /* what is set now */
 	int previous_phase;        /* the last decision's KsmPhase; -1: none */
 } KsmPolicyInput;
@@ -84,7 +90,7 @@ typedef struct KsmPolicyInput {
 typedef enum KsmPhase {
 	KSM_PHASE_OFF,
 	KSM_PHASE_FIXED,
-	KSM_PHASE_BOOST,    /* VMs booting or memory tight: scan hard */
+	KSM_PHASE_BOOST,    /* VMs booting or memory under pressure: scan hard */
 	KSM_PHASE_STEADY,   /* merging still finds pages */
 	KSM_PHASE_CONVERGED /* little left to merge: back off */
 } KsmPhase;
@@ -95,7 +101,10 @@ typedef struct KsmDecision {
 	uint64_t sleep_millisecs;
 	KsmPhase phase;
 	bool cpu_capped;
-	/* ksmd's nice value: raised in priority while memory is at stake, so
+	/* Memory under pressure: the boost scans as fast as boost_max_cpu
+	 * allows, not at a fixed rate. */
+	bool pressure;
+	/* ksmd's nice value: raised in priority under memory pressure, so
 	 * that it gets its CPU cap on a host whose vCPUs keep every core busy
 	 * (at the kernel's 5 it got 1-3 % of a core at a load of 75). */
 	int ksmd_nice;
@@ -103,7 +112,7 @@ typedef struct KsmDecision {
 
 /* ksmd's nice value as the kernel sets it. */
 #define KSMD_NICE_DEFAULT 5
-/* ...and while boosting (the CPU cap still bounds what it takes). */
+/* ...and under memory pressure (the CPU cap still bounds what it takes). */
 #define KSMD_NICE_BOOST (-10)
 
 const char *ksm_phase_to_string(KsmPhase p);

@@ -194,7 +194,9 @@ static void test_policy_boost_when_booting_waiting_or_tight(void **state)
 
 	in = base_input();
 	in.mem_available = 1ull << 30; /* 1 of 16 GiB left */
-	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_BOOST);
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	assert_true(d.pressure);
 
 	/* Guests touching new memory long after they started (filling it
 	 * at 20 MiB/s together): boost; a trickle (1 MiB/s) or unknown: not. */
@@ -224,9 +226,18 @@ static void test_policy_ksmd_priority(void **state)
 	KsmDecision d = ksm_policy_decide(&in);
 	assert_int_equal(d.phase, KSM_PHASE_STEADY);
 	assert_int_equal(d.ksmd_nice, KSMD_NICE_DEFAULT);
+	/* VMs booting on a host with memory to spare: a boost, at the
+	 * kernel's priority */
+	in.vms_booting = 2;
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	assert_false(d.pressure);
+	assert_int_equal(d.ksmd_nice, KSMD_NICE_DEFAULT);
+	in.vms_booting = 0;
 	in.vms_waiting = 2;
 	d = ksm_policy_decide(&in);
 	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	assert_true(d.pressure);
 	assert_int_equal(d.ksmd_nice, KSMD_NICE_BOOST);
 	assert_true(KSMD_NICE_BOOST < KSMD_NICE_DEFAULT);
 	/* the cap still applies while boosting */
@@ -322,7 +333,8 @@ static void test_policy_cpu_cap(void **state)
 	assert_true(d.cpu_capped);
 	assert_int_equal(d.pages_to_scan, 2000);
 
-	/* While boosting, the boost cap applies; otherwise max_cpu. */
+	/* Under memory pressure the boost cap applies; otherwise max_cpu,
+	 * booting or not. */
 	in = base_input();
 	in.config.boost_max_cpu = 0.75;
 	in.vms_booting = 1;
@@ -330,13 +342,34 @@ static void test_policy_cpu_cap(void **state)
 	in.ksmd_cpu = 0.5; /* above max_cpu, under the boost cap */
 	d = ksm_policy_decide(&in);
 	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	assert_false(d.pressure);
+	assert_true(d.cpu_capped);
+	assert_int_equal(d.pages_to_scan, 2000);
+	in.mem_available = 6ull << 30; /* 6 of 16 GiB: under the default half */
+	d = ksm_policy_decide(&in);
+	assert_true(d.pressure);
 	assert_false(d.cpu_capped);
-	assert_int_equal(d.pages_to_scan, 4000);
+	/* ...and the rate grows toward the cap, at most doubling per tick */
+	assert_int_equal(d.pages_to_scan, 6000);
+	in.ksmd_cpu = 0.25;
+	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 8000);
+	in.current_pages_to_scan = 80000;
+	in.ksmd_cpu = 0.1;
+	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 100000);
+	/* never below the plain boost rate while under the cap */
+	in.current_pages_to_scan = 100;
+	in.ksmd_cpu = 0.7;
+	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 4000);
+	/* over the cap: scaled down, even below the plain boost rate */
+	in.current_pages_to_scan = 4000;
 	in.ksmd_cpu = 1.0;
 	d = ksm_policy_decide(&in);
 	assert_true(d.cpu_capped);
 	assert_int_equal(d.pages_to_scan, 3000);
-	in.vms_booting = 0; /* steady: back to max_cpu */
+	in.current_pages_to_scan = 40000;
+	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 30000);
+	in.vms_booting = 0; /* steady, memory back: max_cpu */
+	in.mem_available = 12ull << 30;
 	in.current_pages_to_scan = 1000;
 	in.ksmd_cpu = 0.5;
 	d = ksm_policy_decide(&in);
@@ -344,11 +377,44 @@ static void test_policy_cpu_cap(void **state)
 	assert_true(d.cpu_capped);
 	assert_int_equal(d.pages_to_scan, 500);
 	/* a boost cap under max_cpu never lowers it */
-	in.vms_booting = 1;
+	in.vms_waiting = 1;
 	in.config.boost_max_cpu = 0.1;
 	in.current_pages_to_scan = 4000;
 	in.ksmd_cpu = 0.2;
-	assert_false(ksm_policy_decide(&in).cpu_capped);
+	d = ksm_policy_decide(&in);
+	assert_true(d.pressure);
+	assert_false(d.cpu_capped);
+}
+
+/* Memory under pressure: starts waiting, MemAvailable under
+ * pressure_available of MemTotal (default half), or more nominal memory in
+ * mergeable VMs than is available. */
+static void test_policy_memory_pressure(void **state)
+{
+	KsmPolicyInput in = base_input(); /* 12 of 16 GiB available */
+	assert_false(ksm_policy_decide(&in).pressure);
+	in.mem_available = 7ull << 30;
+	KsmDecision d = ksm_policy_decide(&in);
+	assert_true(d.pressure);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	in.config.pressure_available = 0.25; /* the operator's share */
+	assert_false(ksm_policy_decide(&in).pressure);
+	in.mem_available = 3ull << 30;
+	assert_true(ksm_policy_decide(&in).pressure);
+	in.config.pressure_available = 1.0; /* always */
+	in.mem_available = 15ull << 30;
+	assert_true(ksm_policy_decide(&in).pressure);
+	/* 20 VMs of 512 MiB could touch 10 GiB, 12 available: not yet; 30 */
+	in = base_input();
+	in.vm_nominal = 20 * (512ull << 20);
+	assert_false(ksm_policy_decide(&in).pressure);
+	in.vm_nominal = 30 * (512ull << 20);
+	d = ksm_policy_decide(&in);
+	assert_true(d.pressure);
+	assert_int_equal(d.ksmd_nice, KSMD_NICE_BOOST);
+	/* fixed mode: no pressure boost */
+	in.config.mode = KSM_MODE_FIXED;
+	assert_false(ksm_policy_decide(&in).pressure);
 }
 
 static void test_ksmd_lookup_and_cpu(void **state)
@@ -405,6 +471,7 @@ int main(void)
 		cmocka_unit_test(test_real_kernel),
 		cmocka_unit_test(test_policy_modes),
 		cmocka_unit_test(test_policy_boost_when_booting_waiting_or_tight),
+		cmocka_unit_test(test_policy_memory_pressure),
 		cmocka_unit_test(test_policy_backs_off_when_converged),
 		cmocka_unit_test(test_policy_cpu_cap),
 		cmocka_unit_test(test_policy_ksmd_priority),
