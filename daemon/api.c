@@ -675,8 +675,6 @@ void api_handle(HttpRequest *req, void *userdata)
 			method_not_allowed(req, "GET, PUT");
 			return;
 		}
-		if (!strcmp(m, "GET"))
-			ksm_tuner_tick(h);
 		host_setting(h, req, ksm_show, ksm_tuner_configure);
 		return;
 	}

@@ -288,7 +288,14 @@ json_t *ksm_tuner_to_json(Hsd *h)
 {
 	KsmTuner *t = &h->ksm;
 	long page = sysconf(_SC_PAGESIZE);
-	const KsmStats *s = &t->stats;
+	/* The kernel's counters now; the policy's figures stay those of its
+	 * last tick (a request must not make it decide on a few hundred
+	 * milliseconds of ksmd's CPU time: that threw the scan rate back and
+	 * forth while a benchmark polled). */
+	KsmStats fresh;
+	const KsmStats *s = ksm_read_stats(h->host.rootfd, &fresh) == 0 && fresh.present
+				    ? &fresh
+				    : &t->stats;
 	json_t *vms = json_array();
 	uint64_t vm_merging = 0;
 	for (Vm *vm = h->vms; vm; vm = vm->next) {

@@ -89,8 +89,8 @@ static bool converged(const KsmPolicyInput *in)
  * nominal memory exceeds it) if merging does not keep up. */
 static bool under_pressure(const KsmPolicyInput *in)
 {
-	double share = in->config.pressure_available > 0 ? in->config.pressure_available
-							 : PRESSURE_AVAILABLE;
+	double share =
+	    in->config.pressure_available > 0 ? in->config.pressure_available : PRESSURE_AVAILABLE;
 	return in->vms_waiting > 0 ||
 	       (in->mem_total > 0 && (double)in->mem_available < share * (double)in->mem_total) ||
 	       (in->mem_total > 0 && in->vm_nominal > in->mem_available);
@@ -111,7 +111,7 @@ static bool boosting(const KsmPolicyInput *in, bool pressure)
 	uint64_t base = in->before.pages_sharing > 1000 ? in->before.pages_sharing : 1000;
 	if (in->have_before && in->now.full_scans > in->before.full_scans &&
 	    in->now.pages_sharing >
-		    in->before.pages_sharing + (uint64_t)(BOOST_GROWTH * (double)base))
+		in->before.pages_sharing + (uint64_t)(BOOST_GROWTH * (double)base))
 		return true;
 	return in->previous_phase == KSM_PHASE_BOOST && !converged(in);
 }
@@ -171,8 +171,11 @@ KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 			d.pages_to_scan = pages;
 			d.cpu_capped = true;
 		}
-	} else if (d.pressure && in->ksmd_cpu > 0 && in->current_pages_to_scan > 0) {
-		double step = cap / in->ksmd_cpu;
+	} else if (d.pressure && in->current_pages_to_scan > 0) {
+		/* ksmd's CPU unknown: hold the rate */
+		double step = in->ksmd_cpu < 0	  ? 1.0
+			      : in->ksmd_cpu == 0 ? PRESSURE_MAX_STEP
+						  : cap / in->ksmd_cpu;
 		double want = (double)in->current_pages_to_scan *
 			      (step < PRESSURE_MAX_STEP ? step : PRESSURE_MAX_STEP);
 		if (want > PRESSURE_MAX_PAGES)

@@ -356,6 +356,12 @@ static void test_policy_cpu_cap(void **state)
 	in.current_pages_to_scan = 80000;
 	in.ksmd_cpu = 0.1;
 	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 100000);
+	/* ksmd's CPU unknown: the rate holds; ksmd idle: it doubles */
+	in.current_pages_to_scan = 20000;
+	in.ksmd_cpu = -1;
+	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 20000);
+	in.ksmd_cpu = 0;
+	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 40000);
 	/* never below the plain boost rate while under the cap */
 	in.current_pages_to_scan = 100;
 	in.ksmd_cpu = 0.7;
