@@ -79,18 +79,20 @@ static double growth_rate(uint64_t now, uint64_t before, double now_time, double
 
 /* The VMs whose memory KSM may merge: how fast they touch new memory (the
  * growth of their resident memory since the last tick, bytes/s; a VM that
- * stops takes its memory out of the sum: no growth), and their nominal
- * memory (bytes). */
-static double vm_memory_growth(Hsd *h, double mono, uint64_t *nominal)
+ * stops takes its memory out of the sum: no growth), and how much more they
+ * could touch (their memory as defined less their resident, bytes). */
+static double vm_memory_growth(Hsd *h, double mono, uint64_t *untouched)
 {
 	KsmTuner *t = &h->ksm;
 	uint64_t rss = 0;
-	*nominal = 0;
+	*untouched = 0;
 	for (Vm *vm = h->vms; vm; vm = vm->next)
 		if (vm_state_is_active(vm->status.state) && vm->status.pid > 0 &&
 		    !vm->spec.no_mem_merge) {
-			rss += host_process_rss(h->host.rootfd, vm->status.pid);
-			*nominal += vm->spec.memory_mib << 20;
+			uint64_t r = host_process_rss(h->host.rootfd, vm->status.pid);
+			uint64_t mem = vm->spec.memory_mib << 20;
+			rss += r;
+			*untouched += mem > r ? mem - r : 0;
 		}
 	double growth = growth_rate(rss, t->vm_rss, mono, t->tick_time);
 	t->vm_rss = rss; /* tick_time follows at the end of the tick */
@@ -107,8 +109,8 @@ void ksm_tuner_tick(Hsd *h)
 	}
 	host_refresh(&h->host);
 	double mono = hs_now();
-	uint64_t nominal;
-	double vm_growth = vm_memory_growth(h, mono, &nominal);
+	uint64_t untouched;
+	double vm_growth = vm_memory_growth(h, mono, &untouched);
 	KsmPolicyInput in = {
 		.config = t->config,
 		.now = now,
@@ -120,11 +122,12 @@ void ksm_tuner_tick(Hsd *h)
 		.mem_available = h->host.mem_available,
 		.vms_waiting = vm_count_pacing(h),
 		.vm_memory_growth = vm_growth,
-		.vm_nominal = nominal,
+		.vm_untouched = untouched,
 		.merge_rate = growth_rate(now.pages_sharing, t->stats.pages_sharing, mono,
 					  t->tick_time),
 		.current_pages_to_scan = now.pages_to_scan,
 		.previous_phase = t->have_written ? (int)t->decision.phase : -1,
+		.previous_pressure = t->have_written && t->decision.pressure,
 	};
 	double wall = hs_wall();
 	for (Vm *vm = h->vms; vm; vm = vm->next)

@@ -63,9 +63,9 @@ typedef struct KsmConfig {
 	double max_cpu;                 /* ksmd's CPU cap in auto mode, fraction of one CPU */
 	double boost_max_cpu;           /* ...while boosting under memory pressure */
 	/* Memory is under pressure below this share of MemTotal available
-	 * (or when starts wait for memory, or the mergeable VMs' nominal
-	 * memory exceeds what is available): only then does ksmd get
-	 * boost_max_cpu and a higher priority. */
+	 * (or when starts wait for memory, or the mergeable VMs could touch
+	 * more than is available): only then, and until merging converged,
+	 * does ksmd get boost_max_cpu and a higher priority. */
 	double pressure_available;
 } KsmConfig;
 
@@ -82,9 +82,11 @@ typedef struct KsmPolicyInput {
 	unsigned vms_waiting;      /* starts held back for memory (pacing) */
 	double vm_memory_growth;   /* bytes/s the VMs' resident memory grew by; <0 unknown */
 	double merge_rate;         /* pages/s pages_sharing grew by over the last tick; <0 unknown */
-	uint64_t vm_nominal;       /* bytes: the mergeable running VMs' memory, as defined */
+	uint64_t vm_untouched;     /* bytes the mergeable running VMs could still touch:
+				    * their memory as defined less their resident, summed */
 	uint64_t current_pages_to_scan; /* what is set now */
 	int previous_phase;        /* the last decision's KsmPhase; -1: none */
+	bool previous_pressure;    /* the last decision's pressure */
 } KsmPolicyInput;
 
 typedef enum KsmPhase {

@@ -410,14 +410,49 @@ static void test_policy_memory_pressure(void **state)
 	in.config.pressure_available = 1.0; /* always */
 	in.mem_available = 15ull << 30;
 	assert_true(ksm_policy_decide(&in).pressure);
-	/* 20 VMs of 512 MiB could touch 10 GiB, 12 available: not yet; 30 */
+	/* VMs that could still touch 10 GiB, 12 available: not yet; 15 GiB */
 	in = base_input();
-	in.vm_nominal = 20 * (512ull << 20);
+	in.vm_untouched = 10ull << 30;
 	assert_false(ksm_policy_decide(&in).pressure);
-	in.vm_nominal = 30 * (512ull << 20);
+	in.vm_untouched = 15ull << 30;
 	d = ksm_policy_decide(&in);
 	assert_true(d.pressure);
 	assert_int_equal(d.ksmd_nice, KSMD_NICE_BOOST);
+
+	/* Pressure lasts past its cause until a whole scan found almost
+	 * nothing more... */
+	in = base_input();
+	in.previous_phase = KSM_PHASE_BOOST;
+	in.previous_pressure = true;
+	d = ksm_policy_decide(&in);
+	assert_true(d.pressure);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	in.have_before = true;
+	in.before.full_scans = 3;
+	in.now.full_scans = 4;
+	in.before.pages_sharing = 1000000;
+	in.now.pages_sharing = 1050000; /* +5 % in a scan: still merging */
+	assert_true(ksm_policy_decide(&in).pressure);
+	/* ...and not past that, even with memory short: nothing left to
+	 * merge, ksmd's CPU would buy nothing */
+	in.now.pages_sharing = 1000500;
+	in.mem_available = 2ull << 30;
+	d = ksm_policy_decide(&in);
+	assert_false(d.pressure);
+	assert_int_equal(d.phase, KSM_PHASE_CONVERGED);
+	assert_int_equal(d.ksmd_nice, KSMD_NICE_DEFAULT);
+	/* converged stands until the next whole scan, unless guests touch
+	 * new memory: then a boost, and the pressure again */
+	in.previous_phase = KSM_PHASE_CONVERGED;
+	in.previous_pressure = false;
+	in.now.full_scans = 3;
+	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_CONVERGED);
+	in.vm_memory_growth = 50.0 * 1024 * 1024;
+	d = ksm_policy_decide(&in);
+	assert_int_equal(d.phase, KSM_PHASE_BOOST);
+	assert_false(d.pressure);
+	in.previous_phase = KSM_PHASE_BOOST;
+	assert_true(ksm_policy_decide(&in).pressure);
 	/* fixed mode: no pressure boost */
 	in.config.mode = KSM_MODE_FIXED;
 	assert_false(ksm_policy_decide(&in).pressure);
