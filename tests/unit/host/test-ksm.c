@@ -410,11 +410,12 @@ static void test_policy_memory_pressure(void **state)
 	in.config.pressure_available = 1.0; /* always */
 	in.mem_available = 15ull << 30;
 	assert_true(ksm_policy_decide(&in).pressure);
-	/* VMs that could still touch 10 GiB, 12 available: not yet; 15 GiB */
+	/* 12 of 16 GiB available, the VMs could still touch 3 GiB: 9 would be
+	 * left, over half; 5 GiB: 7 left, pressure */
 	in = base_input();
-	in.vm_untouched = 10ull << 30;
+	in.vm_untouched = 3ull << 30;
 	assert_false(ksm_policy_decide(&in).pressure);
-	in.vm_untouched = 15ull << 30;
+	in.vm_untouched = 5ull << 30;
 	d = ksm_policy_decide(&in);
 	assert_true(d.pressure);
 	assert_int_equal(d.ksmd_nice, KSMD_NICE_BOOST);
