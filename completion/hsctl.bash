@@ -216,7 +216,7 @@ _hsctl()
 			flags='--no-replay --spice --viewer'
 			;;
 		events) argopts='--vm' ;;
-		ksm) argopts='--mode --pages --sleep --max-cpu' ;;
+		ksm) argopts='--mode --pages --sleep --max-cpu --boost-max-cpu --pressure-available' ;;
 		balloon) argopts='--mode --low --high' ;;
 		template)
 			case $sub in

@@ -130,7 +130,8 @@ expect "options of console" "$H console vm1 --" --wait-for --timeout --no-replay
 expect "create: --display types" "$H create web1 --display " virtio qxl none
 expect "create: no values for --spice-listen" "$H create web1 --spice-listen " ""
 expect "options of events" "$H events --" --vm
-expect "options of ksm" "$H ksm --" --mode --pages --sleep --max-cpu
+expect "options of ksm" "$H ksm --" --mode --pages --sleep --max-cpu --boost-max-cpu \
+	--pressure-available
 expect "options of balloon" "$H balloon --" --mode --low --high
 expect "balloon --mode values" "$H balloon --mode " auto off
 expect "kill has no options" "$H kill vm1 --" ""

@@ -221,7 +221,7 @@ if [[ -s $tmp/hsctl.1.txt ]]; then
 		--mac) value=(52:54:00:12:34:56) ;;
 		--model) value=(e1000) ;;
 		--format) value=(qcow2) ;;
-		--max-cpu) value=(0.5) ;;
+		--max-cpu | --boost-max-cpu | --pressure-available) value=(0.5) ;;
 		--kernel | --initrd | --cloud-init | --network-config | --ssh-key) value=(/etc/hostname) ;;
 		--disk)
 			case $cmd in
