@@ -302,6 +302,7 @@ def main():
         log(f"capture: state {cap['state_size'] / 1024:.0f} KiB, paused {cap['paused_ms']:.0f} ms")
 
         hsd_run, hsd_shell, raw_run, raw_shell = [], [], [], []
+        steps = []  # hsd's own account of each start (start_timing_ms)
         tdir = h.state_dir / "templates" / "tpl"
         ram_fd = sealed_copy(tdir / "ram")
         for i in range(args.reps):
@@ -310,8 +311,9 @@ def main():
             step(f"rep {i}: hsd clone {name}: define and start")
             api(sock, "POST", "/v1/vms", {"name": name, "warm_template": "tpl"})
             t0 = time.monotonic()
-            api(sock, "POST", f"/v1/vms/{name}/start", timeout=120)
+            _, started = api(sock, "POST", f"/v1/vms/{name}/start", timeout=120)
             hsd_run.append(time.monotonic() - t0)
+            steps.append(started.get("start_timing_ms") or {})
             # The shell: through hsd's console socket, as a user would.
             step(f"rep {i}: hsd clone {name}: its shell to answer (hsctl console)")
             p = subprocess.run([str(HSD.parent.parent / "cli" / "hsctl"), "--socket", sock,
@@ -329,9 +331,13 @@ def main():
             proc.wait(10)
             api(sock, "POST", f"/v1/vms/{name}/kill")
             log(f"rep {i}: hsd running {hsd_run[-1] * 1e3:.0f} ms, shell {hsd_shell[-1] * 1e3:.0f} "
-                f"ms; raw running {tr * 1e3:.0f} ms, shell {ts * 1e3:.0f} ms")
+                f"ms; raw running {tr * 1e3:.0f} ms, shell {ts * 1e3:.0f} ms; hsd's steps "
+                + ", ".join(f"{k} {v:.1f}" for k, v in steps[-1].items()))
         res["start"] = {"hsd_running": summarize(hsd_run), "raw_running": summarize(raw_run),
-                        "hsd_shell": summarize(hsd_shell), "raw_shell": summarize(raw_shell)}
+                        "hsd_shell": summarize(hsd_shell), "raw_shell": summarize(raw_shell),
+                        "hsd_steps_ms": {k: summarize([st[k] / 1e3 for st in steps if k in st])
+                                         for k in ("spawn", "qemu_init", "load", "resume",
+                                                   "total")}}
 
         # Memory: warm clones up to each count, then cold boots (KSM as
         # hsd tunes it), each against the host's MemAvailable before them.

@@ -549,6 +549,23 @@ static void print_vm(json_t *vm)
 		fmt_duration(json_number_value(u), up, sizeof(up));
 		printf("Uptime:      %s\n", up);
 	}
+	json_t *steps = json_object_get(vm, "start_timing_ms");
+	if (steps) {
+		printf("Last start:  %.1f ms (", json_number_value(json_object_get(steps, "total")));
+		static const char *const names[][2] = {{"spawn", "spawn"},
+						       {"qemu_init", "QEMU"},
+						       {"load", "load"},
+						       {"resume", "resume"}};
+		const char *sep = "";
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+			json_t *v = json_object_get(steps, names[i][0]);
+			if (v) {
+				printf("%s%s %.1f", sep, names[i][1], json_number_value(v));
+				sep = ", ";
+			}
+		}
+		printf(")\n");
+	}
 	const char *reason = json_string_value(json_object_get(vm, "exit_reason"));
 	if (reason && *reason)
 		printf("Last exit:   %s\n", reason);

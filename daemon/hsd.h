@@ -67,6 +67,7 @@ typedef struct KsmTuner {
 	char error[160];
 } KsmTuner;
 typedef struct Vm Vm;
+enum { START_ASKED, START_SPAWNED, START_QMP, START_LOADED, START_DONE, VM_START_MARKS };
 typedef struct VmStorage VmStorage;
 typedef struct Waiter Waiter;
 typedef struct ConsoleClient ConsoleClient;
@@ -140,6 +141,10 @@ struct Vm {
 	bool guest_shutdown;   /* SHUTDOWN event with guest=true seen */
 	char shutdown_reason[64];
 	char start_error[200]; /* why hsd gave up on a start (killed QEMU) */
+	/* The last start's steps, hs_now(): asked for, QEMU spawned, QMP
+	 * ready, saved state loaded (a warm clone, a memory snapshot), running
+	 * or paused as asked. 0: not (yet) reached. */
+	double start_marks[VM_START_MARKS];
 	/* Metrics (metrics.c): collected from QMP without blocking a scrape. */
 	json_t *blockstats;    /* last query-blockstats "return" */
 	double stats_time;     /* hs_now() of that answer; 0: none */

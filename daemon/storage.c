@@ -2367,6 +2367,8 @@ static void on_incoming_status(QmpClient *c, json_t *reply, const HsError *err, 
 	if (!vs || going_away(vm->hsd, err))
 		return;
 	vs->incoming_querying = false;
+	if (!vs->incoming_done)
+		return; /* the MIGRATION event said it first */
 	HsError e;
 	if (err) {
 		incoming_done(vm, vs, err);
@@ -2420,7 +2422,13 @@ void storage_vm_event(Vm *vm, const char *name, json_t *data)
 	if (!vs || !vs->incoming_done || strcmp(name, "MIGRATION"))
 		return;
 	const char *st = json_string_value(json_object_get(data, "status")) ?: "";
-	if (strcmp(st, "completed") && strcmp(st, "failed") && strcmp(st, "cancelled"))
+	if (!strcmp(st, "completed")) {
+		/* Loaded: the event is QEMU's word for it, no query needed
+		 * (failures are asked about: query-migrate has the reason). */
+		incoming_done(vm, vs, NULL);
+		return;
+	}
+	if (strcmp(st, "failed") && strcmp(st, "cancelled"))
 		return;
 	if (vs->incoming_querying)
 		vs->incoming_evented = true;

@@ -407,6 +407,7 @@ static void on_cont_reply(QmpClient *c, json_t *reply, const HsError *err, void 
 		return;
 	}
 	ev_timer_stop(vm->hsd->loop, &vm->start_timer);
+	vm->start_marks[START_DONE] = hs_now();
 	vm_set_state(vm, VM_STATE_RUNNING);
 	waiters_complete(vm, WAIT_START, NULL);
 }
@@ -483,6 +484,7 @@ static void on_qmp_ready(QmpClient *c, json_t *greeting, void *ud)
 	}
 	if (vm->status.state != VM_STATE_STARTING)
 		return;
+	vm->start_marks[START_QMP] = hs_now();
 	if (storage_vm_incoming(vm, on_incoming_loaded) > 0)
 		return; /* RAM from a memory snapshot first */
 	vm_start_finish(vm);
@@ -523,11 +525,15 @@ static void on_pinned(Vm *vm, const HsError *err, void *ud)
 	if (vm->stop_kind == STOP_NONE && vm->start_paused) {
 		/* Start paused was asked for. */
 		ev_timer_stop(vm->hsd->loop, &vm->start_timer);
+		vm->start_marks[START_DONE] = hs_now();
 		vm_set_state(vm, VM_STATE_PAUSED);
 		waiters_complete(vm, WAIT_START, NULL);
+		vm_ask_machine_type(vm);
 		return;
 	}
 	qmp_client_execute(vm->qmp, "cont", NULL, vm->hsd->qmp_timeout, on_cont_reply, vm);
+	/* after cont: the guest runs first */
+	vm_ask_machine_type(vm);
 }
 
 /* Limits first (the guest never runs unthrottled), then run. */
@@ -576,7 +582,6 @@ static void vm_ask_machine_type(Vm *vm)
 static void vm_start_finish(Vm *vm)
 {
 	HsError err;
-	vm_ask_machine_type(vm);
 	if (limits_apply(vm, &vm->spec, false, false, on_limits_applied, NULL, &err) < 0)
 		start_failed(vm, err.message);
 }
@@ -587,6 +592,7 @@ static void on_incoming_loaded(Vm *vm, const HsError *err)
 		start_failed(vm, err->message);
 		return;
 	}
+	vm->start_marks[START_LOADED] = hs_now();
 	/* A clone's guest runs from here on: its later starts boot. */
 	if (warm_vm_fresh(vm))
 		warm_vm_resumed(vm);
@@ -853,6 +859,7 @@ static int vm_launch(Vm *vm, bool paused, HsError *err)
 		return pid;
 	}
 
+	vm->start_marks[START_SPAWNED] = hs_now();
 	int pidfd = hs_pidfd_open(pid);
 	if (pidfd < 0) {
 		r = -errno;
@@ -924,7 +931,9 @@ static uint64_t ordinary_ram_bytes(const VmSpec *s)
 static int vm_admit(Vm *vm, HsError *err)
 {
 	Hsd *h = vm->hsd;
-	host_refresh(&h->host);
+	/* MemTotal and MemAvailable (placement and host devices read what
+	 * they need themselves) */
+	host_read_meminfo(h->host.rootfd, &h->host.mem_total, &h->host.mem_available);
 	uint64_t mem = ordinary_ram_bytes(&vm->spec);
 	double limit = h->overcommit * (double)h->host.mem_total;
 	uint64_t committed = committed_bytes(h) + (vm->pacing ? 0 : vm->spec.memory_mib << 20);
@@ -1060,6 +1069,8 @@ int vm_start(Vm *vm, bool paused, VmDoneCb cb, void *ud, HsError *err)
 	int r = storage_vm_check_idle(vm, err);
 	if (r < 0)
 		return r;
+	memset(vm->start_marks, 0, sizeof(vm->start_marks));
+	vm->start_marks[START_ASKED] = hs_now();
 	r = vm_admit(vm, err);
 	if (r < 0)
 		return r;
@@ -1569,6 +1580,33 @@ int vm_delete(Vm *vm, HsError *err)
 	return 0;
 }
 
+/* The last start's steps, ms: from the request to QEMU spawned (admission,
+ * storage, arguments), to QMP ready (QEMU's own start-up), to its saved
+ * state loaded, to running (or paused: limits, pins, cont), and in all.
+ * NULL before any start hsd saw through. */
+static double ms_tenths(double seconds)
+{
+	return (double)(int64_t)(seconds * 1e4 + 0.5) / 10;
+}
+
+static json_t *start_timing_json(const Vm *vm)
+{
+	static const char *const names[] = {NULL, "spawn", "qemu_init", "load", "resume"};
+	const double *m = vm->start_marks;
+	if (m[START_ASKED] <= 0 || m[START_DONE] <= 0)
+		return NULL;
+	json_t *o = json_object();
+	double prev = m[START_ASKED];
+	for (int i = START_SPAWNED; i <= START_DONE; i++) {
+		if (m[i] <= 0)
+			continue; /* not a step of this start (nothing to load) */
+		json_object_set_new(o, names[i], json_real(ms_tenths(m[i] - prev)));
+		prev = m[i];
+	}
+	json_object_set_new(o, "total", json_real(ms_tenths(m[START_DONE] - m[START_ASKED])));
+	return o;
+}
+
 json_t *vm_to_json(Vm *vm, bool with_spec)
 {
 	json_t *o = json_pack("{s:s, s:s, s:I, s:i, s:i}", "name", vm->spec.name, "state",
@@ -1598,6 +1636,9 @@ json_t *vm_to_json(Vm *vm, bool with_spec)
 		json_t *warm = warm_vm_json(vm);
 		if (warm)
 			json_object_set_new(o, "warm", warm);
+		json_t *timing = start_timing_json(vm);
+		if (timing)
+			json_object_set_new(o, "start_timing_ms", timing);
 		if (vm->spec.firmware != VM_FIRMWARE_BIOS || vm->spec.tpm)
 			json_object_set_new(o, "firmware", firmware_vm_json(vm));
 		json_t *disks = storage_vm_disks_json(vm);

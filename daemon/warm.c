@@ -1144,6 +1144,8 @@ static int read_template_mapping(Vm *vm, uint64_t *ret_rss, uint64_t *ret_anon)
 	FILE *f = fdopen(TAKE_FD(fd), "r");
 	if (!f)
 		return -errno;
+	/* procfs says 1 KiB blocks: some 250 reads for a QEMU's smaps */
+	setvbuf(f, NULL, _IOFBF, 64 * 1024);
 	char line[512];
 	bool in = false, found = false;
 	uint64_t rss = 0, anon = 0, v;

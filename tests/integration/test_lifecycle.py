@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The VM lifecycle through hsctl, with the real guest under TCG."""
 import os
+import re
 import signal
 import time
 
@@ -25,6 +26,13 @@ def test_full_lifecycle(hsd, guest):
     assert "State:       running" in r.stdout
     assert f"QEMU pid:    {vm['pid']}" in r.stdout
     assert "Uptime:" in r.stdout and "Memory:      256 MiB" in r.stdout
+    # ...and how long the start took, by step (nothing to load for a boot)
+    st = vm["start_timing_ms"]
+    assert set(st) == {"spawn", "qemu_init", "resume", "total"}, st
+    assert all(v >= 0 for v in st.values())
+    assert abs(st["spawn"] + st["qemu_init"] + st["resume"] - st["total"]) < 0.5, st
+    assert re.search(r"Last start:  [0-9.]+ ms \(spawn [0-9.]+, QEMU [0-9.]+, resume [0-9.]+\)",
+                     r.stdout), r.stdout
 
     # pause / resume, checked against QEMU itself
     assert hsd.hsctl("pause", "life").returncode == 0

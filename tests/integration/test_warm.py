@@ -112,6 +112,10 @@ def test_warm_clones(hsd_factory, guest, memdir):
         macs.add(mac)
         guids.add(guid)
         assert vm["warm"]["template"] == "tpl" and not vm["warm"]["fresh_clone"]
+        # A clone's start loads its template's device state: a step of its own.
+        st = vm["start_timing_ms"]
+        assert set(st) == {"spawn", "qemu_init", "load", "resume", "total"}, st
+        assert abs(sum(v for k, v in st.items() if k != "total") - st["total"]) < 0.5, st
     assert len(macs) == N_CLONES and len(guids) == N_CLONES
 
     # RAM shared with the template, apart from KSM.
