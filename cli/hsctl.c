@@ -557,7 +557,7 @@ static void print_vm(json_t *vm)
 						       {"load", "load"},
 						       {"resume", "resume"}};
 		const char *sep = "";
-		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
 			json_t *v = json_object_get(steps, names[i][0]);
 			if (v) {
 				printf("%s%s %.1f", sep, names[i][1], json_number_value(v));
@@ -1339,9 +1339,9 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 	};
 	json_auto_t *body = json_object();
 	unsigned long long v;
-	int c;
+	int c, idx = 0;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "", opts, &idx)) >= 0) {
 		switch (c) {
 		case 'm':
 			json_object_set_new(body, "mode", json_string(optarg));
@@ -1359,23 +1359,23 @@ static int cmd_ksm(Ctl *ctl, int argc, char **argv)
 		case 'c':
 		case 'b':
 		case 'a': {
-			const char *opt = c == 'c'   ? "--max-cpu"
-					  : c == 'b' ? "--boost-max-cpu"
-						     : "--pressure-available";
+			/* a fraction in (0, 1]: the option's name, with '_' for
+			 * '-', is the policy's key */
+			const char *name = opts[idx].name;
 			char *end;
 			double f = strtod(optarg, &end);
 			if (end == optarg || *end || f <= 0 || f > 1) {
-				fprintf(stderr, "hsctl: %s: %s, e.g. 0.%s\n", opt,
-					c == 'a' ? "a share of the host's memory"
-						 : "a fraction of one CPU",
-					c == 'a' ? "5" : "2");
+				fprintf(stderr, "hsctl: --%s: %s\n", name,
+					c == 'a' ? "a share of the host's memory, e.g. 0.5"
+						 : "a fraction of one CPU, e.g. 0.2");
 				return EXIT_USAGE;
 			}
-			json_object_set_new(body,
-					    c == 'c'   ? "max_cpu"
-					    : c == 'b' ? "boost_max_cpu"
-						       : "pressure_available",
-					    json_real(f));
+			char key[32];
+			snprintf(key, sizeof(key), "%s", name);
+			for (char *k = key; *k; k++)
+				if (*k == '-')
+					*k = '_';
+			json_object_set_new(body, key, json_real(f));
 			break;
 		}
 		default:

@@ -5,6 +5,7 @@
  * STATE/ksm.json so an API change survives restarts. */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -81,7 +82,7 @@ static double growth_rate(uint64_t now, uint64_t before, double now_time, double
  * growth of their resident memory since the last tick, bytes/s; a VM that
  * stops takes its memory out of the sum: no growth), and how much more they
  * could touch (their memory as defined less their resident, bytes). */
-static double vm_memory_growth(Hsd *h, double mono, uint64_t *untouched)
+static double mergeable_vm_memory(Hsd *h, double mono, uint64_t *untouched)
 {
 	KsmTuner *t = &h->ksm;
 	uint64_t rss = 0;
@@ -110,7 +111,7 @@ void ksm_tuner_tick(Hsd *h)
 	host_refresh(&h->host);
 	double mono = hs_now();
 	uint64_t untouched;
-	double vm_growth = vm_memory_growth(h, mono, &untouched);
+	double vm_growth = mergeable_vm_memory(h, mono, &untouched);
 	KsmPolicyInput in = {
 		.config = t->config,
 		.now = now,
@@ -210,13 +211,14 @@ static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
 	static const struct {
 		const char *key;
 		const char *what;
+		size_t offset; /* of the double in KsmConfig */
 	} fractions[] = {
-		{"max_cpu", "a fraction of one CPU"},
-		{"boost_max_cpu", "a fraction of one CPU"},
-		{"pressure_available", "a share of the host's memory"},
+		{"max_cpu", "a fraction of one CPU", offsetof(KsmConfig, max_cpu)},
+		{"boost_max_cpu", "a fraction of one CPU", offsetof(KsmConfig, boost_max_cpu)},
+		{"pressure_available", "a share of the host's memory",
+		 offsetof(KsmConfig, pressure_available)},
 	};
-	double *dst[] = {&c.max_cpu, &c.boost_max_cpu, &c.pressure_available};
-	for (size_t i = 0; i < sizeof(fractions) / sizeof(fractions[0]); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(fractions); i++) {
 		v = json_object_get(j, fractions[i].key);
 		if (!v)
 			continue;
@@ -224,7 +226,8 @@ static int config_from_json(json_t *j, KsmConfig *base, HsError *err)
 			return hs_error_set(err, -EINVAL, "invalid-request",
 					    "%s: %s, above 0 and at most 1", fractions[i].key,
 					    fractions[i].what);
-		*dst[i] = json_number_value(v);
+		double f = json_number_value(v);
+		memcpy((char *)&c + fractions[i].offset, &f, sizeof(f));
 	}
 	*base = c;
 	return 0;
@@ -335,9 +338,10 @@ json_t *ksm_tuner_to_json(Hsd *h)
 	json_t *o = json_pack("{s:b, s:o, s:s, s:b, s:b, s:o, s:I, s:I, s:o}", "present",
 			      s->present, "config", config_to_json(&t->config), "phase",
 			      ksm_phase_to_string(t->decision.phase), "cpu_capped",
-			      t->decision.cpu_capped, "pressure", t->decision.pressure, "stats", stats, "saved_bytes",
-			      (json_int_t)ksm_saved_bytes(s, page), "vm_merging_bytes",
-			      (json_int_t)(vm_merging * (uint64_t)page), "vms", vms);
+			      t->decision.cpu_capped, "pressure", t->decision.pressure, "stats",
+			      stats, "saved_bytes", (json_int_t)ksm_saved_bytes(s, page),
+			      "vm_merging_bytes", (json_int_t)(vm_merging * (uint64_t)page), "vms",
+			      vms);
 	if (t->ksmd_cpu >= 0)
 		json_object_set_new(o, "ksmd_cpu", json_real(t->ksmd_cpu));
 	errno = 0;

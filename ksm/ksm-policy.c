@@ -88,11 +88,11 @@ static bool converged(const KsmPolicyInput *in)
  * or would be once the mergeable VMs touch what they may (their memory as
  * defined less what they have touched already) if merging did not keep up:
  * 44 guests booting took MemAvailable from 19 to 12 GiB in 2 minutes while
- * KSM waited for it to get there. Like a boost, it lasts until a whole scan found almost
- * nothing more, and not past that: with everything merged, ksmd's CPU buys
+ * KSM waited for it to get there. Like a boost, it lasts until a whole
+ * scan found almost nothing more, and not past that: with everything merged, ksmd's CPU buys
  * nothing (a host of 100 converged VMs, 50 GiB nominal on 24, kept ksmd at
  * 74 % of a core for nothing). */
-static bool under_pressure(const KsmPolicyInput *in)
+static bool under_pressure(const KsmPolicyInput *in, bool conv)
 {
 	double share =
 	    in->config.pressure_available > 0 ? in->config.pressure_available : PRESSURE_AVAILABLE;
@@ -101,7 +101,7 @@ static bool under_pressure(const KsmPolicyInput *in)
 				     : 0;
 	bool now = in->vms_waiting > 0 ||
 		   (in->mem_total > 0 && (double)projected < share * (double)in->mem_total);
-	return (now || in->previous_pressure) && !converged(in);
+	return (now || in->previous_pressure) && !conv;
 }
 
 /* Scan hard: memory under pressure, VMs booting, guests touching new
@@ -111,7 +111,7 @@ static bool under_pressure(const KsmPolicyInput *in)
  * does: the last pages of a boot storm need two more scans, KSM's unstable
  * tree, and at the steady rate one scan of 100 filled guests took 3 minutes
  * here). */
-static bool boosting(const KsmPolicyInput *in, bool pressure)
+static bool boosting(const KsmPolicyInput *in, bool pressure, bool conv)
 {
 	if (pressure || in->vms_booting > 0 || in->vms_waiting > 0 ||
 	    in->vm_memory_growth > BOOST_MEMORY_GROWTH || in->merge_rate > BOOST_MERGE_RATE)
@@ -121,7 +121,7 @@ static bool boosting(const KsmPolicyInput *in, bool pressure)
 	    in->now.pages_sharing >
 		in->before.pages_sharing + (uint64_t)(BOOST_GROWTH * (double)base))
 		return true;
-	return in->previous_phase == KSM_PHASE_BOOST && !converged(in);
+	return in->previous_phase == KSM_PHASE_BOOST && !conv;
 }
 
 KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
@@ -144,8 +144,9 @@ KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 		break;
 	}
 
-	bool pressure = under_pressure(in);
-	if (boosting(in, pressure)) {
+	bool conv = converged(in);
+	bool pressure = under_pressure(in, conv);
+	if (boosting(in, pressure, conv)) {
 		d.phase = KSM_PHASE_BOOST;
 		d.pages_to_scan = BOOST_PAGES;
 		d.sleep_millisecs = BOOST_SLEEP;
@@ -153,7 +154,7 @@ KsmDecision ksm_policy_decide(const KsmPolicyInput *in)
 			d.pressure = true;
 			d.ksmd_nice = KSMD_NICE_BOOST;
 		}
-	} else if (converged(in)) {
+	} else if (conv) {
 		d.phase = KSM_PHASE_CONVERGED;
 		d.pages_to_scan = CONVERGED_PAGES;
 		d.sleep_millisecs = CONVERGED_SLEEP;

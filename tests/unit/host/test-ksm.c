@@ -309,6 +309,15 @@ static void test_policy_backs_off_when_converged(void **state)
 	assert_int_equal(ksm_policy_decide(&in).phase, KSM_PHASE_CONVERGED);
 }
 
+/* The scan rate decided when `current` pages are set and ksmd used `cpu`
+ * of a CPU over the last tick (the input keeps both). */
+static uint64_t rate_at(KsmPolicyInput *in, uint64_t current, double cpu)
+{
+	in->current_pages_to_scan = current;
+	in->ksmd_cpu = cpu;
+	return ksm_policy_decide(in).pages_to_scan;
+}
+
 static void test_policy_cpu_cap(void **state)
 {
 	KsmPolicyInput in = base_input();
@@ -351,29 +360,20 @@ static void test_policy_cpu_cap(void **state)
 	assert_false(d.cpu_capped);
 	/* ...and the rate grows toward the cap, at most doubling per tick */
 	assert_int_equal(d.pages_to_scan, 6000);
-	in.ksmd_cpu = 0.25;
-	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 8000);
-	in.current_pages_to_scan = 80000;
-	in.ksmd_cpu = 0.1;
-	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 100000);
+	assert_int_equal(rate_at(&in, 4000, 0.25), 8000);
+	assert_int_equal(rate_at(&in, 80000, 0.1), 100000);
 	/* ksmd's CPU unknown: the rate holds; ksmd idle: it doubles */
-	in.current_pages_to_scan = 20000;
-	in.ksmd_cpu = -1;
-	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 20000);
-	in.ksmd_cpu = 0;
-	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 40000);
+	assert_int_equal(rate_at(&in, 20000, -1), 20000);
+	assert_int_equal(rate_at(&in, 20000, 0), 40000);
 	/* never below the plain boost rate while under the cap */
-	in.current_pages_to_scan = 100;
-	in.ksmd_cpu = 0.7;
-	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 4000);
+	assert_int_equal(rate_at(&in, 100, 0.7), 4000);
 	/* over the cap: scaled down, even below the plain boost rate */
 	in.current_pages_to_scan = 4000;
 	in.ksmd_cpu = 1.0;
 	d = ksm_policy_decide(&in);
 	assert_true(d.cpu_capped);
 	assert_int_equal(d.pages_to_scan, 3000);
-	in.current_pages_to_scan = 40000;
-	assert_int_equal(ksm_policy_decide(&in).pages_to_scan, 30000);
+	assert_int_equal(rate_at(&in, 40000, 1.0), 30000);
 	in.vms_booting = 0; /* steady, memory back: max_cpu */
 	in.mem_available = 12ull << 30;
 	in.current_pages_to_scan = 1000;
